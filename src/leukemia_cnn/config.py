@@ -1,0 +1,217 @@
+"""Loading, composing and validating the configuration.
+
+``conf/`` (Hydra) is the single source of truth. ``params.yaml`` is the composed default
+config; DVC stages read it (``dvc exp run -S key=value`` re-composes it through DVC's Hydra
+integration). Every stage function takes the composed config as a ``DictConfig``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from leukemia_cnn.errors import ConfigError
+
+LOSSES = ("categorical_crossentropy", "binary_crossentropy")
+COLOR_MODES = ("grayscale", "rgb")
+PADDINGS = ("valid", "same")
+EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """Return the project root: the nearest folder above ``start`` holding ``dvc.yaml``.
+
+    DVC runs queued/temporary experiments in copies under ``<repo>/.dvc/tmp/exps/``; those
+    resolve to the enclosing repository so that every run shares one MLflow store.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    text = here.as_posix() + "/"
+    for marker in EXP_TMP_MARKER:
+        if marker in text:
+            return Path(text.split(marker, 1)[0])
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file() or (folder / "conf" / "config.yaml").is_file():
+            return folder
+    return here
+
+
+def conf_dir(root: Path | None = None) -> Path:
+    """The Hydra config folder of the project at ``root`` (default: the current project)."""
+    return (root or find_repo_root()) / "conf"
+
+
+def compose(overrides: Iterable[str] = (), root: Path | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides (``key=value`` strings)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    directory = conf_dir(root)
+    if not (directory / "config.yaml").is_file():
+        raise ConfigError(f"no Hydra config at {directory / 'config.yaml'}; run from the project root")
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"could not compose conf/ with overrides {list(overrides)}: {exc}") from exc
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def load_params(path: str | Path = "params.yaml") -> DictConfig:
+    """Load and validate the composed config a DVC stage runs with."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} not found; write it with `leukemia-cnn params` (composes conf/) "
+            "or run from the project root"
+        )
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # noqa: BLE001 - YAML errors come in many types
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of config groups, got {type(cfg).__name__}")
+    validate_config(cfg)
+    return cfg
+
+
+def write_params(cfg: DictConfig, path: str | Path = "params.yaml") -> Path:
+    """Write ``cfg`` as plain YAML (what DVC's Hydra integration writes too)."""
+    path = Path(path)
+    data = OmegaConf.to_container(cfg, resolve=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    return path
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config to ``{"train.epochs": 15, ...}`` (lists kept as values)."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def overrides_from_defaults(cfg: DictConfig, root: Path | None = None) -> list[str]:
+    """The ``key=value`` differences between ``cfg`` and the composed defaults of ``conf/``.
+
+    DVC's Hydra integration does not pass the ``-S`` overrides to the stage; this recovers them.
+    """
+    defaults = flatten(compose(root=root))
+    current = flatten(cfg)
+    changed = [f"{k}={current[k]}" for k in current if defaults.get(k) != current[k]]
+    changed += [f"~{k}" for k in defaults if k not in current]
+    return sorted(changed)
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        raise ConfigError(f"config key `{key}` is missing; add it to conf/ (see conf/config.yaml)")
+    return value
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key `{key}` = {value!r} is invalid; allowed: {allowed}")
+
+
+def _positive_int(cfg: DictConfig, key: str) -> int:
+    value = _get(cfg, key)
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value,
+             "an integer >= 1")
+    return value
+
+
+def hog_feature_length(image_size: int, pixels_per_cell: int, cells_per_block: int,
+                       orientations: int) -> int:
+    """Length of skimage's HOG vector for a square image (``feature_vector=True``)."""
+    cells = image_size // pixels_per_cell
+    blocks = cells - cells_per_block + 1
+    return max(blocks, 0) ** 2 * cells_per_block**2 * orientations
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Reject a bad config before any work starts, naming the key and the allowed values."""
+    classes = list(_get(cfg, "data.classes"))
+    _require(len(classes) >= 2 and len(set(classes)) == len(classes), "data.classes", classes,
+             "at least two distinct class names")
+
+    ratios = {name: _get(cfg, f"split.{name}") for name in ("train", "val", "test")}
+    for name, ratio in ratios.items():
+        _require(isinstance(ratio, (int, float)) and 0 < ratio < 1, f"split.{name}", ratio,
+                 "a fraction strictly between 0 and 1")
+    total = sum(ratios.values())
+    _require(math.isclose(total, 1.0, abs_tol=1e-6), "split.train/val/test", ratios,
+             f"fractions that sum to 1 (they sum to {total:.4f})")
+
+    size = _positive_int(cfg, "preprocess.image_size")
+    _require(size >= 16, "preprocess.image_size", size, "an integer >= 16")
+    mode = _get(cfg, "preprocess.color_mode")
+    _require(mode in COLOR_MODES, "preprocess.color_mode", mode, ", ".join(COLOR_MODES))
+
+    ppc = list(_get(cfg, "features.hog.pixels_per_cell"))
+    cpb = list(_get(cfg, "features.hog.cells_per_block"))
+    orientations = _positive_int(cfg, "features.hog.orientations")
+    _require(len(ppc) == 2 and ppc[0] == ppc[1] and ppc[0] >= 1, "features.hog.pixels_per_cell",
+             ppc, "two equal positive integers, e.g. [8, 8]")
+    _require(len(cpb) == 2 and cpb[0] == cpb[1] and cpb[0] >= 1, "features.hog.cells_per_block",
+             cpb, "two equal positive integers, e.g. [2, 2]")
+    n_hog = hog_feature_length(size, ppc[0], cpb[0], orientations)
+    _require(n_hog > 0, "features.hog", {"pixels_per_cell": ppc, "cells_per_block": cpb},
+             f"cells that fit a {size}x{size} image")
+    n_components = _positive_int(cfg, "features.pca.n_components")
+    _require(n_components <= n_hog, "features.pca.n_components", n_components,
+             f"at most the HOG feature count ({n_hog})")
+    _positive_int(cfg, "features.n_jobs")
+
+    filters = list(_get(cfg, "model.filters"))
+    kernels = list(_get(cfg, "model.kernel_sizes"))
+    _require(len(filters) >= 1 and all(isinstance(f, int) and f >= 1 for f in filters),
+             "model.filters", filters, "a non-empty list of positive integers (one per conv layer)")
+    _require(len(kernels) == len(filters) and all(isinstance(k, int) and k >= 1 for k in kernels),
+             "model.kernel_sizes", kernels,
+             f"a list of {len(filters)} positive integers (one per entry of model.filters)")
+    padding = _get(cfg, "model.padding")
+    _require(padding in PADDINGS, "model.padding", padding, ", ".join(PADDINGS))
+    _positive_int(cfg, "model.pool_size")
+    _positive_int(cfg, "model.dense_units")
+    dropout = _get(cfg, "model.dropout")
+    _require(isinstance(dropout, (int, float)) and 0 <= dropout < 1, "model.dropout", dropout,
+             "a number in [0, 1)")
+    _check_spatial(size, kernels, padding, _get(cfg, "model.pool_size"))
+
+    _positive_int(cfg, "train.epochs")
+    _positive_int(cfg, "train.batch_size")
+    loss = _get(cfg, "train.loss")
+    _require(loss in LOSSES, "train.loss", loss, ", ".join(LOSSES))
+    lr = _get(cfg, "train.learning_rate")
+    _require(isinstance(lr, (int, float)) and lr > 0, "train.learning_rate", lr, "a number > 0")
+    seed = _get(cfg, "seed")
+    _require(isinstance(seed, int) and seed >= 0, "seed", seed, "an integer >= 0")
+
+
+def _check_spatial(size: int, kernels: list[int], padding: str, pool: int) -> None:
+    """Each conv + pool block must leave at least a 1x1 feature map."""
+    side = size
+    for index, kernel in enumerate(kernels):
+        side = side - kernel + 1 if padding == "valid" else side
+        side //= pool
+        if side < 1:
+            raise ConfigError(
+                f"config keys `model.kernel_sizes`/`model.filters`: conv layer {index + 1} leaves "
+                f"no pixels for a {size}x{size} input (padding={padding}, pool={pool}); "
+                "use fewer conv layers, smaller kernels, padding=same or a larger "
+                "preprocess.image_size"
+            )

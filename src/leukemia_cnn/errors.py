@@ -1,0 +1,16 @@
+"""The one exception type a user of leukemia-cnn can hit."""
+
+
+class LeukemiaCNNError(Exception):
+    """A problem the user can fix: the message says what was wrong, where and how to fix it.
+
+    The CLI prints the message (no traceback) and exits with status 1.
+    """
+
+
+class ConfigError(LeukemiaCNNError):
+    """A configuration value is invalid; the message names the key, the value and what is allowed."""
+
+
+class DataError(LeukemiaCNNError):
+    """Input data is missing or unusable; the message names the offending files."""

@@ -1,0 +1,66 @@
+"""Image decoding and the paper's preprocessing, shared by the preprocess stage and the
+logged model (so that a served model sees exactly what training saw)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from leukemia_cnn.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+# Refuse decompression bombs: far above any smear image (the Kaggle set is 224x224).
+MAX_PIXELS = 50_000_000
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """Decode an image from a path or raw bytes, fully, or raise DataError naming the source."""
+    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+        with Image.open(handle) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise DataError(f"{name}: {image.width}x{image.height} pixels exceeds the "
+                                f"{MAX_PIXELS:,}-pixel limit (decompression bomb guard)")
+            image.load()
+            return image.copy()
+    except DataError:
+        raise
+    except FileNotFoundError as exc:
+        raise DataError(f"{name}: file not found") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
+        raise DataError(f"{name}: not a decodable image ({exc})") from exc
+
+
+def to_model_input(image: Image.Image, image_size: int = 100,
+                   color_mode: str = "grayscale") -> np.ndarray:
+    """Paper Sec. 2.1: grayscale (or RGB), resize to ``image_size`` square, scale to [0, 1].
+
+    Returns float32 of shape (image_size, image_size, channels).
+    """
+    pil_mode = "L" if color_mode == "grayscale" else "RGB"
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit/32-bit integer images: rescale to 8 bits before conversion.
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() or 1.0
+        image = Image.fromarray((array / peak * 255).astype(np.uint8))
+    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white (slide background), not black.
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    converted = image.convert(pil_mode).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    array = np.asarray(converted, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[..., np.newaxis]
+    return array
+
+
+def load_model_input(source: str | Path | bytes, image_size: int = 100,
+                     color_mode: str = "grayscale") -> np.ndarray:
+    """Decode ``source`` and apply :func:`to_model_input`."""
+    return to_model_input(open_image(source), image_size, color_mode)

@@ -1,0 +1,102 @@
+"""Where MLflow runs go, and the tags that make runs comparable without opening code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+from leukemia_cnn.config import find_repo_root
+
+
+def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str:
+    """The MLflow tracking URI, most specific first.
+
+    1. ``MLFLOW_TRACKING_URI`` (a team server, or a test's own store);
+    2. ``mlflow.tracking_uri`` in the config;
+    3. the embedded store ``sqlite:///<repo>/mlflow.db`` as an absolute path, so that runs
+       started from DVC's temporary experiment folders land in the same store.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    configured = cfg.mlflow.get("tracking_uri") if cfg is not None else None
+    if configured:
+        return str(configured)
+    root = root or find_repo_root()
+    return f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+
+
+def artifact_location(root: Path | None = None) -> str:
+    """Artifact root for new experiments in the embedded store: ``<repo>/mlruns``."""
+    return (root or find_repo_root()).joinpath("mlruns").as_uri()
+
+
+def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
+    """Point MLflow at the store and experiment of ``cfg``; return the experiment id."""
+    import mlflow
+
+    root = root or find_repo_root()
+    uri = tracking_uri(cfg, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = cfg.mlflow.experiment_name
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        mlflow.set_experiment(name)
+        return experiment.experiment_id
+    # A file artifact root only for the embedded sqlite store; a server picks its own.
+    location = artifact_location(root) if uri.startswith("sqlite:") else None
+    try:
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and create.
+        experiment_id = mlflow.get_experiment_by_name(name).experiment_id
+    mlflow.set_experiment(name)
+    return experiment_id
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    root = root or find_repo_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def data_version(root: Path | None = None) -> str:
+    """The md5 that ``data.dvc`` records for data/raw, or ``untracked``."""
+    path = (root or find_repo_root()) / "data.dvc"
+    try:
+        outs = yaml.safe_load(path.read_text()).get("outs", [])
+        return str(outs[0]["md5"])
+    except (OSError, yaml.YAMLError, AttributeError, LookupError, TypeError):
+        return "untracked"
+
+
+def run_tags(cfg: DictConfig, root: Path | None = None, **extra: str) -> dict[str, str]:
+    """Tags every run of the project carries (commit, data version, source, seed, overrides)."""
+    from leukemia_cnn.config import overrides_from_defaults
+
+    root = root or find_repo_root()
+    try:
+        overrides = " ".join(overrides_from_defaults(cfg, root)) or "(defaults)"
+    except Exception:  # noqa: BLE001 - a tag must never break a run
+        overrides = "unknown"
+    tags = {
+        "git_commit": git_commit(root),
+        "data_version": data_version(root),
+        "data_source": str(cfg.data.source),
+        "seed": str(cfg.seed),
+        "hydra_overrides": overrides[:5000],
+    }
+    tags.update({k: str(v) for k, v in extra.items()})
+    return tags
