@@ -146,7 +146,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "promote":
         from leukemia_cnn import register
 
-        register.promote(cfg, root, dry_run=args.dry_run)
+        if register.promote(cfg, root, dry_run=args.dry_run) is None:
+            raise LeukemiaCNNError("nothing to promote: no version is eligible (see the list "
+                                   "above); train a configuration that does not collapse")
         return 0
     if args.command == "predict":
         from leukemia_cnn import predict

@@ -1,0 +1,111 @@
+"""The logged MLflow model: the Keras CNN plus its own preprocessing.
+
+It accepts a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...;
+base64 in a JSON request to ``mlflow models serve``), or an array of already preprocessed
+images (n, H, W, C) in [0, 1]. It answers one row per image: ``predicted_class`` and one
+``p_<Class>`` probability column per class.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from leukemia_cnn.errors import DataError
+from leukemia_cnn.imaging import load_model_input
+
+IMAGE_COLUMN = "image"
+
+
+def signature(classes: list[str]):
+    """Model signature: binary ``image`` in; class name and probabilities out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    outputs = [ColSpec("string", "predicted_class")]
+    outputs += [ColSpec("double", f"p_{name}") for name in classes]
+    return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
+                          outputs=Schema(outputs))
+
+
+def probabilities_frame(probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per image: argmax class name and the probability of every class."""
+    frame = pd.DataFrame({"predicted_class": np.asarray(classes)[probabilities.argmax(axis=1)]})
+    for index, name in enumerate(classes):
+        frame[f"p_{name}"] = probabilities[:, index].astype(np.float64)
+    return frame
+
+
+class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper; artifacts: ``keras_model`` (.keras file), ``preprocessing`` (JSON)."""
+
+    def load_context(self, context):
+        import keras
+
+        self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
+        meta = json.loads(Path(context.artifacts["preprocessing"]).read_text())
+        self.classes = list(meta["classes"])
+        self.image_size = int(meta["image_size"])
+        self.color_mode = str(meta["color_mode"])
+
+    def preprocess(self, images) -> np.ndarray:
+        """Decode and preprocess encoded images (bytes) exactly as the preprocess stage does."""
+        arrays = []
+        for index, item in enumerate(images):
+            if isinstance(item, str):
+                raise DataError(f"row {index}: expected encoded image bytes in column "
+                                f"'{IMAGE_COLUMN}', got a string; send base64 in JSON")
+            try:
+                arrays.append(load_model_input(bytes(item), self.image_size, self.color_mode))
+            except DataError as exc:
+                raise DataError(f"row {index}: {exc}") from exc
+        return np.stack(arrays) if arrays else np.zeros((0, self.image_size, self.image_size, 1),
+                                                        dtype=np.float32)
+
+    def predict_arrays(self, arrays: np.ndarray, batch_size: int = 256) -> pd.DataFrame:
+        """Classify already preprocessed images (n, H, W, C) in [0, 1]."""
+        if arrays.ndim == 3:
+            arrays = arrays[..., np.newaxis]
+        probabilities = self.model.predict(np.asarray(arrays, dtype=np.float32),
+                                           batch_size=batch_size, verbose=0)
+        return probabilities_frame(probabilities, self.classes)
+
+    def predict(self, context, model_input, params=None):
+        if isinstance(model_input, np.ndarray):
+            return self.predict_arrays(model_input)
+        if isinstance(model_input, pd.DataFrame):
+            if IMAGE_COLUMN not in model_input.columns:
+                raise DataError(f"input needs a column '{IMAGE_COLUMN}' of encoded image bytes; "
+                                f"got columns {list(model_input.columns)}")
+            return self.predict_arrays(self.preprocess(model_input[IMAGE_COLUMN].tolist()))
+        raise DataError(f"unsupported input type {type(model_input).__name__}; send a DataFrame "
+                        f"with column '{IMAGE_COLUMN}' or a float array (n, H, W, C)")
+
+
+def pip_requirements() -> list[str]:
+    """The pinned packages the served model needs (no slow inference of requirements)."""
+    from importlib.metadata import version
+
+    names = ["mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pillow", "omegaconf"]
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode: str,
+              workdir: Path):
+    """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``."""
+    meta_path = workdir / "preprocessing.json"
+    meta_path.write_text(json.dumps({"classes": list(classes), "image_size": image_size,
+                                     "color_mode": color_mode}, indent=2))
+    package_dir = Path(__file__).resolve().parent
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=LeukemiaCNNModel(),
+        artifacts={"keras_model": str(keras_path), "preprocessing": str(meta_path)},
+        signature=signature(classes),
+        code_paths=[str(package_dir)],
+        pip_requirements=pip_requirements(),
+    )
