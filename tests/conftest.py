@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,13 +17,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A configuration small enough to train in seconds on 2 cores.
 TINY_OVERRIDES = [
-    "train.epochs=2",
+    "train.epochs=8",
     "train.batch_size=16",
+    "train.learning_rate=0.003",
     "train.verbose=0",
-    "model.filters=[4,4,8]",
-    "model.dense_units=16",
-    "preprocess.image_size=32",
+    "model.filters=[8,8,8]",
     "model.kernel_sizes=[3,3,3]",
+    "model.dense_units=32",
+    "preprocess.image_size=32",
     "features.pca.n_components=8",
 ]
 
@@ -70,14 +72,42 @@ def blob_images(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
 def write_preprocessed(root: Path, cfg, per_class: dict[str, int] | None = None,
                        seed: int = 0) -> Path:
     """Write data/preprocessed/{train,val,test}.npz in the preprocess stage's format."""
-    n_classes = len(cfg.data.classes)
+    classes = list(cfg.data.classes)
+    n_classes = len(classes)
     per_class = per_class or {"train": 24, "val": 8, "test": 8}
     directory = root / cfg.paths.preprocessed_dir
     directory.mkdir(parents=True, exist_ok=True)
     for offset, (split, count) in enumerate(per_class.items()):
         labels = np.repeat(np.arange(n_classes), count).astype(np.int64)
         x = blob_images(labels, int(cfg.preprocess.image_size), seed=seed + offset)
-        paths = np.array([f"{cfg.data.classes[y]}/img-{split}-{i}.jpg"
+        paths = np.array([f"{classes[y]}/img-{split}-{i}.jpg"
                           for i, y in enumerate(labels)])
         np.savez(directory / f"{split}.npz", x=x, y=labels, path=paths)
     return directory
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory):
+    """A tiny project trained and evaluated once per session (train + evaluate stages)."""
+    from leukemia_cnn import evaluate, train
+    from leukemia_cnn.config import compose
+
+    root = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = compose(TINY_OVERRIDES, root=REPO_ROOT)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        write_preprocessed(root, cfg)
+        trained = train.run(cfg, root)
+        evaluated = evaluate.run(cfg, root)
+    return SimpleNamespace(root=root, cfg=cfg, uri=uri, train=trained, evaluate=evaluated)
+
+
+@pytest.fixture
+def trained(trained_project, monkeypatch):
+    """The session's trained project, with MLflow pointed at its store."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_project.uri)
+    mlflow.set_tracking_uri(trained_project.uri)
+    return trained_project

@@ -51,16 +51,28 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
 def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int]):
     """Build and compile the model that ``cfg.model`` and ``cfg.train`` describe.
 
-    Keras' ``accuracy`` metric follows the loss (categorical accuracy for categorical
-    cross-entropy, *binary* accuracy for binary cross-entropy, as the paper displayed), so
-    ``argmax_accuracy`` (categorical accuracy) is compiled in as well.
+    ``argmax_accuracy`` (categorical accuracy) is always compiled in. Keras 3 resolves the
+    string ``"accuracy"`` from the output shape (categorical here, whatever the loss), whereas
+    the paper's Keras 2 displayed *binary* accuracy under binary cross-entropy; with that loss
+    ``binary_accuracy`` is compiled in too so the two can be told apart.
     """
     import keras
 
     model = build_model(input_shape, len(cfg.data.classes), list(cfg.model.filters),
                         list(cfg.model.kernel_sizes), cfg.model.padding, cfg.model.pool_size,
                         cfg.model.dense_units, cfg.model.dropout)
+    metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
+    if cfg.train.loss == "binary_crossentropy":
+        metrics.append(keras.metrics.BinaryAccuracy(name="binary_accuracy"))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.train.learning_rate),
-                  loss=cfg.train.loss,
-                  metrics=["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")])
+                  loss=cfg.train.loss, metrics=metrics)
     return model
+
+
+def displayed_accuracy_metric(model) -> str:
+    """The metric class Keras resolved the string ``"accuracy"`` to (after the first step)."""
+    for group in model.metrics:
+        for metric in getattr(group, "metrics", []):
+            if metric.name == "accuracy":
+                return type(metric).__name__
+    return "unresolved"
