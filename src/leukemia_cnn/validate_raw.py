@@ -1,0 +1,556 @@
+"""Stage ``validate_raw``: a manifest of ``data/raw`` and Great Expectations checks on it.
+
+Every image file under ``raw_dir/<Class>/`` becomes one manifest row (path, class, sha256,
+size, width, height, format, mode, whether it decodes). A Great Expectations suite built from
+``cfg.validation`` checks the manifest; the manifest CSV is written only when every check
+passes, so later stages never read data that failed validation. Both outcomes write a JSON
+report (a DVC metric) and a Markdown report that names the offending files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tqdm import tqdm
+
+from leukemia_cnn.errors import ConfigError, DataError
+from leukemia_cnn.imaging import IMAGE_EXTENSIONS, open_image
+
+MANIFEST_COLUMNS = ("path", "class", "sha256", "size_bytes", "width", "height", "format", "mode",
+                    "decodable", "error")
+REPORT_JSON = "validate_raw.json"
+REPORT_MD = "validate_raw.md"
+# Files that operating systems and archivers drop next to images (compared lower-case).
+OS_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx"})
+# Offending files listed per failed check in the error message (the reports list them all).
+MAX_LISTED = 20
+# Image decoding and hashing release the GIL, so threads use every core without pickling.
+N_THREADS = min(8, os.cpu_count() or 1)
+RULE_KEYS = ("allowed_formats", "allowed_modes", "min_width", "max_width", "min_height",
+             "max_height", "min_images_per_class")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file under ``raw_dir`` that is not an image row of the manifest, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class ExpectationOutcome:
+    """One Great Expectations check and what it found.
+
+    ``offending`` holds manifest paths for per-file checks and class names for per-class
+    checks; ``offending_values`` holds the unexpected column value of each offending file.
+    """
+
+    name: str
+    description: str
+    column: str | None
+    success: bool
+    offending: list[str] = field(default_factory=list)
+    offending_values: list[Any] = field(default_factory=list)
+    observed: Any = None
+    error: str = ""
+
+
+@dataclass
+class ValidationResult:
+    """The outcome of :func:`validate`: overall success, every check, summary statistics."""
+
+    success: bool
+    expectations: list[ExpectationOutcome]
+    statistics: dict[str, Any]
+
+    @property
+    def failed(self) -> list[ExpectationOutcome]:
+        return [outcome for outcome in self.expectations if not outcome.success]
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------
+
+def _skip_reason(name: str) -> str | None:
+    """Why a file name is not an image row, or None when it is one."""
+    if name.lower() in OS_JUNK or name.startswith("._"):
+        return "operating-system metadata file"
+    if name.startswith("."):
+        return "hidden file"
+    suffix = Path(name).suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        return (f"extension {suffix or '(none)'!r} is not an image extension "
+                f"({', '.join(IMAGE_EXTENSIONS)})")
+    return None
+
+
+def _class_of(folder: str, classes: list[str]) -> str:
+    """The configured class a top-level folder holds; unknown folders keep their own name
+    (the class check then fails and names their files)."""
+    if folder in classes:
+        return folder
+    by_lower = {name.lower(): name for name in classes}
+    return by_lower.get(folder.lower(), folder)
+
+
+def find_image_files(raw_dir: Path, classes: list[str]) -> tuple[list[tuple[str, str]],
+                                                                 list[SkippedFile]]:
+    """List the image files under ``raw_dir`` with their class, and the files skipped.
+
+    Returns ``([(relative POSIX path, class), ...], [SkippedFile, ...])``, both sorted by path.
+    An image directly in ``raw_dir`` gets class ``""`` so that the class check names it.
+    """
+    images: list[tuple[str, str]] = []
+    skipped: list[SkippedFile] = []
+    for folder, dirnames, filenames in os.walk(raw_dir):
+        here = Path(folder).relative_to(raw_dir)
+        for dirname in list(dirnames):
+            if dirname.startswith(".") or dirname.lower() in OS_JUNK:
+                dirnames.remove(dirname)
+                skipped.append(SkippedFile((here / dirname).as_posix() + "/",
+                                           "hidden or operating-system folder (not searched)"))
+        dirnames.sort()
+        for name in sorted(filenames):
+            relative = (here / name).as_posix()
+            reason = _skip_reason(name)
+            if reason is not None:
+                skipped.append(SkippedFile(relative, reason))
+                continue
+            cls = _class_of(here.parts[0], classes) if here.parts else ""
+            images.append((relative, cls))
+    return sorted(images), sorted(skipped, key=lambda item: item.path)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def inspect_image(raw_dir: Path, relative: str, cls: str) -> dict[str, Any]:
+    """One manifest row: hash, size and header of ``raw_dir/relative``; whether it decodes."""
+    path = raw_dir / relative
+    row: dict[str, Any] = {"path": relative, "class": cls, "sha256": "", "size_bytes": 0,
+                           "width": None, "height": None, "format": None, "mode": None,
+                           "decodable": False, "error": ""}
+    try:
+        row["size_bytes"] = path.stat().st_size
+        row["sha256"] = _sha256(path)
+    except OSError as exc:
+        row["error"] = f"cannot read file ({exc.strerror or exc})"
+        return row
+    if row["size_bytes"] == 0:
+        row["error"] = "empty file (0 bytes)"
+        return row
+    try:
+        # The header gives the format, which the decoded copy of open_image() no longer has.
+        with Image.open(path) as header:
+            row.update(width=header.width, height=header.height, format=header.format,
+                       mode=header.mode)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        pass  # open_image() below records why
+    try:
+        open_image(path)
+        row["decodable"] = True
+    except DataError as exc:
+        # Name the file relative to raw_dir, as everywhere else in the reports.
+        row["error"] = str(exc).removeprefix(f"{path}: ").replace(str(path), relative)
+    return row
+
+
+def build_manifest(raw_dir: Path, classes: list[str], progress: bool = True) -> pd.DataFrame:
+    """Describe every image file under ``raw_dir/<Class>/`` (recursively), one row per file.
+
+    Parameters
+    ----------
+    raw_dir : Path
+        The raw image tree (Kaggle layout: one folder per class).
+    classes : list of str
+        The configured class names (``data.classes``); folders match them exactly or,
+        failing that, case-insensitively. Files of other folders keep the folder name as
+        class, so that :func:`validate` reports them.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`MANIFEST_COLUMNS`, sorted by ``path``. Files that are not images (OS
+        junk, dotfiles, other extensions) are not rows: they are listed, with the reason,
+        in ``manifest.attrs["skipped"]`` (a list of :class:`SkippedFile`).
+    """
+    raw_dir = Path(raw_dir)
+    files, skipped = find_image_files(raw_dir, list(classes))
+    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+        rows = list(tqdm(pool.map(lambda item: inspect_image(raw_dir, *item), files),
+                         total=len(files), desc="validate_raw: reading images", unit="img",
+                         disable=not progress))
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    manifest = manifest.astype({"size_bytes": "int64", "width": "Int64", "height": "Int64",
+                                "decodable": "bool"})
+    manifest = manifest.sort_values("path", ignore_index=True)
+    manifest.attrs["skipped"] = skipped
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# Great Expectations
+# --------------------------------------------------------------------------------------------
+
+def _check_rules(rules: DictConfig | Mapping) -> dict[str, Any]:
+    """The validation thresholds as a plain dict, or ConfigError naming the bad key."""
+    values = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+              for key, value in dict(rules).items()}
+    for key in RULE_KEYS:
+        if values.get(key) is None:
+            raise ConfigError(f"config key `validation.{key}` is missing; add it to "
+                              "conf/validation/default.yaml")
+    for key in ("allowed_formats", "allowed_modes"):
+        value = values[key] = list(values[key]) if isinstance(values[key], tuple) else values[key]
+        if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"config key `validation.{key}` = {value!r} is invalid; allowed: "
+                              "a non-empty list of PIL names, e.g. [JPEG, PNG] or [RGB, L]")
+    for key in ("min_width", "max_width", "min_height", "max_height", "min_images_per_class"):
+        value = values[key]
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise ConfigError(f"config key `validation.{key}` = {value!r} is invalid; "
+                              "allowed: an integer >= 0")
+    for side in ("width", "height"):
+        if values[f"min_{side}"] > values[f"max_{side}"]:
+            raise ConfigError(f"config keys `validation.min_{side}` = {values[f'min_{side}']} and "
+                              f"`validation.max_{side}` = {values[f'max_{side}']} are invalid; "
+                              "allowed: min <= max")
+    return values
+
+
+def build_suite(classes: list[str], rules: Mapping[str, Any]):
+    """The raw-data ExpectationSuite; each expectation's ``meta`` says what it checks in words."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    suite = gx.ExpectationSuite(name="raw_images")
+
+    def add(expectation_type, description: str, **kwargs: Any) -> None:
+        suite.add_expectation(expectation_type(meta={"description": description}, **kwargs))
+
+    add(gxe.ExpectColumnValuesToBeInSet, "every file decodes as an image",
+        column="decodable", value_set=[True])
+    add(gxe.ExpectColumnValuesToBeBetween, "no file is empty",
+        column="size_bytes", min_value=0, strict_min=True)
+    formats, modes = list(rules["allowed_formats"]), list(rules["allowed_modes"])
+    add(gxe.ExpectColumnValuesToBeInSet,
+        f"image format is one of {', '.join(formats)} (validation.allowed_formats)",
+        column="format", value_set=formats)
+    add(gxe.ExpectColumnValuesToBeInSet,
+        f"colour mode is one of {', '.join(modes)} (validation.allowed_modes)",
+        column="mode", value_set=modes)
+    for side in ("width", "height"):
+        low, high = rules[f"min_{side}"], rules[f"max_{side}"]
+        add(gxe.ExpectColumnValuesToBeBetween,
+            f"{side} is between {low} and {high} pixels (validation.min_{side}/max_{side})",
+            column=side, min_value=low, max_value=high)
+    add(gxe.ExpectColumnValuesToBeInSet,
+        f"every file is in a class folder {', '.join(classes)} (data.classes)",
+        column="class", value_set=list(classes))
+    add(gxe.ExpectColumnDistinctValuesToContainSet,
+        "every configured class has a folder with images (data.classes)",
+        column="class", value_set=list(classes))
+    minimum = rules["min_images_per_class"]
+    for cls in classes:
+        add(gxe.ExpectTableRowCountToBeBetween,
+            f"class {cls} has at least {minimum} images (validation.min_images_per_class)",
+            min_value=minimum, row_condition=Column("class") == cls)
+    return suite
+
+
+def _outcome(gx_result, manifest: pd.DataFrame) -> ExpectationOutcome:
+    config = gx_result.expectation_config
+    kwargs = config.kwargs
+    column = kwargs.get("column")
+    result = gx_result.result or {}
+    outcome = ExpectationOutcome(name=config.type, description=config.meta.get("description", ""),
+                                 column=column, success=bool(gx_result.success))
+    exception = gx_result.exception_info or {}
+    if exception.get("raised_exception"):
+        outcome.error = str(exception.get("exception_message") or "the check raised an exception")
+        return outcome
+    if "unexpected_index_list" in result:  # a per-file (column map) check
+        offenders = result["unexpected_index_list"] or []
+        outcome.offending = [str(item["path"]) for item in offenders]
+        outcome.offending_values = [_plain(item.get(column)) for item in offenders]
+        outcome.observed = int(result.get("unexpected_count", len(offenders)))
+    elif config.type == "expect_column_distinct_values_to_contain_set":
+        present = set(manifest["class"].dropna())
+        outcome.offending = [cls for cls in kwargs["value_set"] if cls not in present]
+        outcome.observed = sorted(str(cls) for cls in present)
+    elif config.type == "expect_table_row_count_to_be_between":
+        cls = kwargs["row_condition"]["parameter"]
+        outcome.column = "class"
+        outcome.observed = _plain(result.get("observed_value"))
+        outcome.offending = [] if outcome.success else [str(cls)]
+    return outcome
+
+
+def _plain(value: Any) -> Any:
+    """numpy/pandas scalars as JSON-friendly Python values."""
+    if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def validate(manifest: pd.DataFrame, classes: list[str],
+             rules: DictConfig | Mapping[str, Any]) -> ValidationResult:
+    """Run the raw-data ExpectationSuite on ``manifest`` with Great Expectations.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        The output of :func:`build_manifest`.
+    classes : list of str
+        The configured classes (``data.classes``).
+    rules : DictConfig or dict
+        ``cfg.validation``: allowed_formats, allowed_modes, min/max width and height,
+        min_images_per_class.
+
+    Returns
+    -------
+    ValidationResult
+        Overall success, one :class:`ExpectationOutcome` per check (with the offending paths
+        or classes) and statistics.
+    """
+    rules = _check_rules(rules)
+    classes = list(classes)
+    missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
+    if missing:
+        raise DataError(f"manifest lacks column(s) {missing}; build it with build_manifest()")
+
+    # GX logs its own bookkeeping at INFO (hundreds of lines at import when a caller logs INFO).
+    gx_logger = logging.getLogger("great_expectations")
+    if gx_logger.level == logging.NOTSET:
+        gx_logger.setLevel(logging.WARNING)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    batch_definition = (context.data_sources.add_pandas("raw_images")
+                        .add_dataframe_asset("manifest")
+                        .add_batch_definition_whole_dataframe("whole_manifest"))
+    suite = context.suites.add(build_suite(classes, rules))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="validate_raw", data=batch_definition, suite=suite))
+    gx_result = definition.run(
+        batch_parameters={"dataframe": manifest},
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]})
+
+    outcomes = [_outcome(item, manifest) for item in gx_result.results]
+    statistics = {key: _plain(value) for key, value in dict(gx_result.statistics).items()}
+    return ValidationResult(success=bool(gx_result.success) and all(o.success for o in outcomes),
+                            expectations=outcomes, statistics=statistics)
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------
+
+def counts_per_class(manifest: pd.DataFrame, classes: list[str] | None = None) -> dict[str, int]:
+    """Images per class: configured classes first (0 when absent), then any other folder."""
+    counts = manifest["class"].value_counts().to_dict()
+    ordered = {cls: int(counts.pop(cls, 0)) for cls in (classes or [])}
+    ordered.update({str(cls) if cls else "(no class folder)": int(n)
+                    for cls, n in sorted(counts.items())})
+    return ordered
+
+
+def report_dict(result: ValidationResult, manifest: pd.DataFrame, skipped: list[SkippedFile],
+                classes: list[str] | None = None) -> dict[str, Any]:
+    """The machine-readable report (also DVC's metric file for the stage)."""
+    return {
+        "success": result.success,
+        "n_files": int(len(manifest) + len(skipped)),
+        "n_images": int(len(manifest)),
+        "n_skipped": len(skipped),
+        "n_undecodable": int((~manifest["decodable"]).sum()),
+        "n_duplicate_sha256": int(manifest["sha256"].duplicated().sum()),
+        "n_expectations": len(result.expectations),
+        "n_failed_expectations": len(result.failed),
+        "counts_per_class": counts_per_class(manifest, classes),
+        "expectations": [asdict(outcome) for outcome in result.expectations],
+        "skipped": [asdict(item) for item in skipped],
+    }
+
+
+def _md_escape(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _found(outcome: ExpectationOutcome) -> str:
+    """What a check observed, in a few words."""
+    if outcome.error:
+        return "error"
+    if outcome.name == "expect_table_row_count_to_be_between":
+        return f"{outcome.observed} images"
+    if outcome.name == "expect_column_distinct_values_to_contain_set":
+        return "missing: " + ", ".join(outcome.offending) if outcome.offending else "all present"
+    count = len(outcome.offending)
+    return f"{count} offending file{'' if count == 1 else 's'}"
+
+
+def _offender_lines(outcome: ExpectationOutcome, errors: Mapping[str, str]) -> list[str]:
+    """``path: why`` for each offending file (or class) of a failed check."""
+    if outcome.column == "class" and outcome.name == "expect_table_row_count_to_be_between":
+        return [f"class {cls}: {outcome.observed} images" for cls in outcome.offending]
+    if outcome.name == "expect_column_distinct_values_to_contain_set":
+        return [f"class {cls}: no images (folder {cls}/ of the raw image folder is missing or empty)"
+                for cls in outcome.offending]
+    lines = []
+    for path, value in zip(outcome.offending, outcome.offending_values, strict=False):
+        if outcome.column == "class":
+            reason = (f"folder {value}/ is not a configured class" if value
+                      else "not inside a class folder")
+        elif outcome.column in ("decodable", "size_bytes"):
+            reason = errors.get(path) or f"{outcome.column}={value}"
+        else:
+            reason = f"{outcome.column}={value}"
+        lines.append(f"{path}: {reason}")
+    return lines
+
+
+def markdown_report(result: ValidationResult, manifest: pd.DataFrame,
+                    skipped: list[SkippedFile], classes: list[str] | None = None) -> str:
+    """The human-readable report: checks, offending files, counts per class, skipped files."""
+    errors = dict(zip(manifest["path"], manifest["error"], strict=True))
+    data = report_dict(result, manifest, skipped, classes)
+    status = "PASSED" if result.success else "FAILED"
+    lines = [
+        f"# Raw data validation: {status}",
+        "",
+        f"{data['n_images']} image files checked, {data['n_skipped']} other files skipped; "
+        f"{data['n_failed_expectations']} of {data['n_expectations']} checks failed; "
+        f"{data['n_undecodable']} undecodable; {data['n_duplicate_sha256']} duplicate files "
+        "(same sha256 as an earlier one).",
+        "",
+        "## Checks (Great Expectations)",
+        "",
+        "| # | result | check | column | found | expectation |",
+        "|---|---|---|---|---|---|",
+    ]
+    for index, outcome in enumerate(result.expectations, 1):
+        mark = "pass" if outcome.success else "**FAIL**"
+        lines.append(f"| {index} | {mark} | {_md_escape(outcome.description)} | "
+                     f"{outcome.column or ''} | {_md_escape(_found(outcome))} | `{outcome.name}` |")
+    if result.failed:
+        lines += ["", "## Offending files", ""]
+        for outcome in result.failed:
+            lines += [f"### {_md_escape(outcome.description)}", ""]
+            if outcome.error:
+                lines.append(f"- the check itself failed: {_md_escape(outcome.error)}")
+            lines += [f"- `{_md_escape(line)}`" for line in _offender_lines(outcome, errors)]
+            lines.append("")
+    lines += ["", "## Images per class", "", "| class | images |", "|---|---|"]
+    lines += [f"| {_md_escape(cls)} | {n} |" for cls, n in data["counts_per_class"].items()]
+    lines += ["", "## Skipped files", ""]
+    if skipped:
+        lines += ["| file | reason |", "|---|---|"]
+        lines += [f"| `{_md_escape(item.path)}` | {_md_escape(item.reason)} |" for item in skipped]
+    else:
+        lines.append("None.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(result: ValidationResult, manifest: pd.DataFrame, skipped: list[SkippedFile],
+                 json_path: Path, md_path: Path, classes: list[str] | None = None) -> None:
+    """Write the JSON report (DVC metric) and the Markdown report."""
+    for path in (json_path, md_path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    data = report_dict(result, manifest, skipped, classes)
+    Path(json_path).write_text(json.dumps(data, indent=2, default=str) + "\n")
+    Path(md_path).write_text(markdown_report(result, manifest, skipped, classes))
+
+
+def _failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: str,
+                     report: str) -> str:
+    errors = dict(zip(manifest["path"], manifest["error"], strict=True))
+    lines = [f"raw data in {raw_dir} failed {len(result.failed)} of {len(result.expectations)} "
+             f"checks (full report: {report}):"]
+    for outcome in result.failed:
+        lines.append(f"  - {outcome.description}:")
+        if outcome.error:
+            lines.append(f"      the check itself failed: {outcome.error}")
+        offenders = _offender_lines(outcome, errors)
+        lines += [f"      {line}" for line in offenders[:MAX_LISTED]]
+        if len(offenders) > MAX_LISTED:
+            lines.append(f"      ... and {len(offenders) - MAX_LISTED} more")
+    lines.append("Fix or remove these files (or adjust conf/validation/) and run the stage again.")
+    return "\n".join(lines)
+
+
+def _write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
+    """Write to a temporary file next to ``path``, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            frame.to_csv(stream, index=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
+    """The DVC stage: manifest ``paths.raw_dir``, validate it, write reports and the manifest.
+
+    Writes ``<paths.reports_dir>/validate_raw.{json,md}`` always and ``paths.manifest`` only
+    when every check passes. Raises DataError (listing the offending files) otherwise.
+    """
+    root = Path(root)
+    raw_dir = root / cfg.paths.raw_dir
+    manifest_path = root / cfg.paths.manifest
+    reports_dir = root / cfg.paths.reports_dir
+    classes = list(cfg.data.classes)
+    rules = _check_rules(cfg.validation)
+    hint = ("create it with `leukemia-cnn data synth` (synthetic images) or put the images "
+            "there in the Kaggle layout <raw_dir>/<Class>/*.jpg")
+
+    if not raw_dir.is_dir():
+        problem = "is not a folder" if raw_dir.exists() else "does not exist"
+        raise DataError(f"raw image folder {_shown(raw_dir, root)} {problem} (paths.raw_dir); {hint}")
+    manifest = build_manifest(raw_dir, classes)
+    skipped = manifest.attrs["skipped"]
+    if manifest.empty:
+        found = "".join(f"\n  {item.path}: {item.reason}" for item in skipped[:MAX_LISTED])
+        raise DataError(f"no image files under {_shown(raw_dir, root)} (paths.raw_dir); {hint}"
+                        + (f"\nskipped files:{found}" if found else ""))
+
+    result = validate(manifest, classes, rules)
+    json_path, md_path = reports_dir / REPORT_JSON, reports_dir / REPORT_MD
+    write_report(result, manifest, skipped, json_path, md_path, classes)
+    if not result.success:
+        raise DataError(_failure_message(result, manifest, _shown(raw_dir, root),
+                                         _shown(md_path, root)))
+    _write_csv_atomically(manifest, manifest_path)
+    return {"success": True, "n_images": int(len(manifest)), "n_skipped": len(skipped),
+            "counts_per_class": counts_per_class(manifest, classes),
+            "manifest": _shown(manifest_path, root)}
