@@ -30,7 +30,7 @@ def is_collapsed(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
     """A run that predicts a single class, or does not beat always-the-majority-class."""
     majority_share = np.bincount(y_true).max() / len(y_true)
     accuracy = float(np.mean(y_true == y_pred))
-    return len(np.unique(y_pred)) <= 1 or accuracy <= majority_share
+    return bool(len(np.unique(y_pred)) <= 1 or accuracy <= majority_share)
 
 
 def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],

@@ -87,8 +87,9 @@ def run_tags(cfg: DictConfig, root: Path | None = None, **extra: str) -> dict[st
     from leukemia_cnn.config import overrides_from_defaults
 
     root = root or find_repo_root()
+    conf_root = root if (root / "conf" / "config.yaml").is_file() else find_repo_root()
     try:
-        overrides = " ".join(overrides_from_defaults(cfg, root)) or "(defaults)"
+        overrides = " ".join(overrides_from_defaults(cfg, conf_root)) or "(defaults)"
     except Exception:  # noqa: BLE001 - a tag must never break a run
         overrides = "unknown"
     tags = {

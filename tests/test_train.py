@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pandas as pd
+
+from conftest import TINY_OVERRIDES, blob_images
+from leukemia_cnn.train import fit
+
+
+def test_train_writes_model_history_and_run_record(trained):
+    root, cfg = trained.root, trained.cfg
+    assert (root / "models" / "cnn.keras").stat().st_size > 0
+    record = json.loads((root / "models" / "run.json").read_text())
+    assert record["run_id"] == trained.train["run_id"]
+    assert record["model_uri"].startswith("models:/")
+    history = pd.read_csv(root / "reports" / "train_history.csv")
+    assert list(history["epoch"]) == list(range(1, cfg.train.epochs + 1))
+    assert {"loss", "val_loss", "accuracy", "val_accuracy", "argmax_accuracy"} <= set(history)
+    summary = json.loads((root / "reports" / "train.json").read_text())
+    assert summary["epochs"] == cfg.train.epochs and summary["train_seconds"] > 0
+
+
+def test_mlflow_run_has_params_tags_curves_timing_and_model(trained):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(trained.train["run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["train.epochs"] == str(trained.cfg.train.epochs)
+    assert params["train.loss"] == "categorical_crossentropy"
+    assert params["model.filters"] == "[8, 8, 8]"
+    tags = run.data.tags
+    for key in ("git_commit", "data_version", "data_source", "seed", "hydra_overrides"):
+        assert tags[key]
+    # The overrides tag names what differs from conf/'s defaults.
+    assert "train.epochs=8" in tags["hydra_overrides"]
+    assert tags["keras_accuracy_metric"] == "CategoricalAccuracy"
+    loss_history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in loss_history] == list(range(1, trained.cfg.train.epochs + 1))
+    assert run.data.metrics["train_seconds"] > 0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "curves.png", "train_history.csv"} <= artifacts
+    import mlflow
+
+    model = mlflow.models.get_model_info(trained.train["model_uri"])
+    assert model.signature is not None
+    assert model.signature.inputs.input_names() == ["image"]
+
+
+def test_same_seed_gives_identical_training(make_cfg):
+    cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=2")
+    y = np.repeat(np.arange(4), 8)
+    x = blob_images(y, 32)
+    _, first, _ = fit(cfg, x, y, x, y)
+    _, second, _ = fit(cfg, x, y, x, y)
+    pd.testing.assert_frame_equal(first, second)
