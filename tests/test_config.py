@@ -1,0 +1,87 @@
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO_ROOT
+from leukemia_cnn.config import (
+    compose,
+    find_repo_root,
+    flatten,
+    hog_feature_length,
+    load_params,
+    overrides_from_defaults,
+    validate_config,
+)
+from leukemia_cnn.errors import ConfigError
+
+
+def test_params_yaml_is_conf_composed():
+    """params.yaml (read by DVC stages) must equal conf/ composed with no overrides."""
+    committed = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "params.yaml"))
+    assert committed == OmegaConf.to_container(compose(root=REPO_ROOT))
+
+
+def test_paper_defaults():
+    cfg = load_params(REPO_ROOT / "params.yaml")
+    assert list(cfg.data.classes) == ["Benign", "Early", "Pre", "Pro"]
+    assert (cfg.split.train, cfg.split.val, cfg.split.test) == (0.70, 0.15, 0.15)
+    assert cfg.preprocess.image_size == 100 and cfg.preprocess.color_mode == "grayscale"
+    assert cfg.features.hog.orientations == 9 and cfg.features.pca.n_components == 100
+    assert list(cfg.model.filters) == [64, 32, 128] and list(cfg.model.kernel_sizes) == [5, 5, 3]
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate) == (15, 64, 0.001)
+    assert cfg.train.loss == "categorical_crossentropy"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.loss=hinge", "train.loss"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("train.epochs=-1", "train.epochs"),
+    ("features.pca.n_components=5000", "features.pca.n_components"),
+    ("split.train=0.8", "split.train/val/test"),
+    ("model.kernel_sizes=[5,5]", "model.kernel_sizes"),
+    ("model.padding=full", "model.padding"),
+    ("preprocess.color_mode=cmyk", "preprocess.color_mode"),
+    ("model.dropout=1.5", "model.dropout"),
+])
+def test_bad_values_are_rejected_naming_the_key(override, key):
+    cfg = compose([override], root=REPO_ROOT)
+    with pytest.raises(ConfigError, match=f"`{key}`") as info:
+        validate_config(cfg)
+    assert "allowed" in str(info.value)
+
+
+def test_too_many_conv_layers_for_the_image_size_is_rejected():
+    cfg = compose(["preprocess.image_size=16", "model.filters=[8,8,8,8]",
+                   "model.kernel_sizes=[3,3,3,3]", "features.pca.n_components=4"], root=REPO_ROOT)
+    with pytest.raises(ConfigError, match="conv layer"):
+        validate_config(cfg)
+
+
+def test_unknown_override_key_is_a_config_error():
+    with pytest.raises(ConfigError, match="could not compose"):
+        compose(["train.epochz=3"], root=REPO_ROOT)
+
+
+def test_missing_params_file_says_how_to_fix(tmp_path):
+    with pytest.raises(ConfigError, match="leukemia-cnn params"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_hog_length_matches_skimage():
+    import numpy as np
+    from skimage.feature import hog
+
+    vector = hog(np.zeros((100, 100)), orientations=9, pixels_per_cell=(8, 8),
+                 cells_per_block=(2, 2))
+    assert hog_feature_length(100, 8, 2, 9) == vector.size == 4356
+
+
+def test_overrides_are_recovered_from_a_composed_config():
+    cfg = compose(["train.batch_size=32", "seed=3"], root=REPO_ROOT)
+    assert overrides_from_defaults(cfg, REPO_ROOT) == ["seed=3", "train.batch_size=32"]
+    assert flatten(cfg)["model.filters"] == [64, 32, 128]
+
+
+def test_dvc_experiment_folders_resolve_to_the_enclosing_repo(tmp_path):
+    exp = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    exp.mkdir(parents=True)
+    assert find_repo_root(exp) == tmp_path / "repo"
