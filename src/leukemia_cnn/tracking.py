@@ -99,5 +99,9 @@ def run_tags(cfg: DictConfig, root: Path | None = None, **extra: str) -> dict[st
         "seed": str(cfg.seed),
         "hydra_overrides": overrides[:5000],
     }
+    # `mlflow run . -e main` exports its project run id: nest the pipeline's runs under it.
+    parent = os.environ.get("MLFLOW_PARENT_RUN_ID")
+    if parent:
+        tags["mlflow.parentRunId"] = parent
     tags.update({k: str(v) for k, v in extra.items()})
     return tags
