@@ -4,11 +4,15 @@ small learnable image sets the tests make themselves."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -111,3 +115,60 @@ def trained(trained_project, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_project.uri)
     mlflow.set_tracking_uri(trained_project.uri)
     return trained_project
+
+
+BIN = Path(sys.executable).parent
+# Written into the copy's conf/config.yaml (after `_self_`, so they win): both `dvc repro`
+# (via params.yaml) and `dvc exp run` (which re-composes conf/) then run the tiny setup.
+TINY_CONF = {
+    "data": {"synth": {"scale": 0.03}},
+    "preprocess": {"image_size": 48},
+    "features": {"pca": {"n_components": 16}},
+    "model": {"filters": [8, 8, 16], "kernel_sizes": [3, 3, 3], "dense_units": 32},
+    "train": {"epochs": 8, "batch_size": 16, "learning_rate": 0.003, "verbose": 0},
+}
+
+
+def sh(*args: str, cwd: Path, check: bool = True, env_extra: dict | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env.update(env_extra or {})
+    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def copy_project(dest: Path) -> Path:
+    """The working tree's project files (tracked or not, minus ignored/generated ones)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    for name in listed.splitlines():
+        source = REPO_ROOT / name
+        if not source.is_file() or name.startswith(("data/", "reports/", "models/")) or name in (
+                "data.dvc", "dvc.lock"):
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    repo = copy_project(tmp_path_factory.mktemp("e2e") / "repo")
+    config = yaml.safe_load((repo / "conf" / "config.yaml").read_text())
+    config.update(TINY_CONF)
+    (repo / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    sh("git", "init", "-q", cwd=repo)
+    sh("git", "config", "user.email", "ci@example.com", cwd=repo)
+    sh("git", "config", "user.name", "ci", cwd=repo)
+    sh("leukemia-cnn", "params", cwd=repo)
+    synth = sh("leukemia-cnn", "data", "synth", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "tiny project", cwd=repo)
+    repro = sh("dvc", "repro", cwd=repo)
+    return {"repo": repo, "synth": synth, "repro": repro}
+
+
