@@ -75,6 +75,16 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         return probabilities_frame(probabilities, self.classes)
 
     def predict(self, context, model_input, params=None):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return self._predict(model_input)
+        except DataError as exc:
+            # The scoring server answers MlflowException(INVALID_PARAMETER_VALUE) with a 400.
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+
+    def _predict(self, model_input):
         if isinstance(model_input, np.ndarray):
             return self.predict_arrays(model_input)
         if isinstance(model_input, pd.DataFrame):

@@ -1,0 +1,127 @@
+"""Real servers on loopback, against the store the end-to-end pipeline filled:
+`mlflow server` (runs found through its REST API), `mlflow models serve` (a real JPEG in,
+a class out), and `mlflow run` entry points."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+import pytest
+
+from conftest import BIN, sh
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server(args: list[str], port: int, cwd, health: str = "/health", timeout: float = 180):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{cwd / 'mlflow.db'}"
+    log = open(cwd / f"server-{port}.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"server did not start: {' '.join(args)}\n"
+                                         + (cwd / f"server-{port}.log").read_text()[-3000:]) from None
+                time.sleep(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def post(url: str, payload: bytes, content_type: str = "application/json"):
+    request = urllib.request.Request(url, payload, {"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_tracking_server_rest_api_lists_runs_and_champion(pipeline):
+    repo = pipeline["repo"]
+    port = free_port()
+    args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}", "--workers", "1"]
+    with server(args, port, repo) as base:
+        with urllib.request.urlopen(
+                f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=leukemia-cnn") as r:
+            experiment = json.loads(r.read())["experiment"]
+        status, body = post(f"{base}/api/2.0/mlflow/runs/search", json.dumps(
+            {"experiment_ids": [experiment["experiment_id"]],
+             "filter": "tags.model_family = 'cnn'"}).encode())
+        assert status == 200
+        runs = json.loads(body)["runs"]
+        assert runs
+        metrics = {m["key"] for m in runs[0]["data"]["metrics"]}
+        params = {p["key"] for p in runs[0]["data"]["params"]}
+        assert {"val_accuracy", "test_accuracy", "train_seconds"} <= metrics
+        assert {"train.epochs", "train.batch_size", "model.filters"} <= params
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/registered-models/alias"
+                                    "?name=leukemia-cnn&alias=champion") as r:
+            assert json.loads(r.read())["model_version"]["name"] == "leukemia-cnn"
+
+
+def test_models_serve_answers_a_real_jpeg_and_rejects_junk(pipeline):
+    repo = pipeline["repo"]
+    port = free_port()
+    args = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/leukemia-cnn@champion",
+            "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)]
+    image = sorted((repo / "data" / "raw" / "Early").glob("*.jpg"))[0]
+    encoded = base64.b64encode(image.read_bytes()).decode()
+    with server(args, port, repo, health="/ping") as base:
+        status, body = post(f"{base}/invocations", json.dumps(
+            {"dataframe_split": {"columns": ["image"], "data": [[encoded], [encoded]]}}).encode())
+        assert status == 200, body
+        predictions = json.loads(body)["predictions"]
+        assert len(predictions) == 2
+        assert predictions[0]["predicted_class"] in {"Benign", "Early", "Pre", "Pro"}
+        not_image = base64.b64encode(b"definitely not an image").decode()
+        status, body = post(f"{base}/invocations", json.dumps(
+            {"dataframe_split": {"columns": ["image"], "data": [[not_image]]}}).encode())
+        assert 400 <= status < 500, body
+        status, _ = post(f"{base}/invocations", b"")
+        assert 400 <= status < 500
+        # Still serving after bad requests.
+        status, _ = post(f"{base}/invocations", json.dumps(
+            {"dataframe_split": {"columns": ["image"], "data": [[encoded]]}}).encode())
+        assert status == 200
+
+
+def test_mlproject_entry_points_run(pipeline):
+    repo = pipeline["repo"]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    promoted = sh(str(BIN / "mlflow"), "run", ".", "-e", "promote", "--env-manager", "local",
+                  "--experiment-name", "leukemia-cnn", cwd=repo, env_extra=env)
+    assert "champion" in promoted.stdout + promoted.stderr
+    image = sorted((repo / "data" / "raw" / "Benign").glob("*.jpg"))[0]
+    predicted = sh(str(BIN / "mlflow"), "run", ".", "-e", "predict", "--env-manager", "local",
+                   "--experiment-name", "leukemia-cnn", "-P", f"images={image}", cwd=repo,
+                   env_extra=env)
+    assert "predicted_class" in predicted.stdout
