@@ -219,3 +219,101 @@ def test_invalid_rules_raise_config_error_naming_the_key(cfg, tmp_path):
     rules = {key: value for key, value in dict(cfg.validation).items() if key != "allowed_modes"}
     with pytest.raises(ConfigError, match="validation.allowed_modes"):
         validate_raw.validate(manifest, CLASSES, rules)
+
+
+def test_exact_duplicates_are_reported_but_do_not_fail(cfg, tmp_path):
+    raw = make_raw(tmp_path)
+    original = raw / "Benign" / "WBC-Benign-000.jpg"
+    (raw / "Benign" / "copy.jpg").write_bytes(original.read_bytes())
+
+    summary = validate_raw.run(cfg, tmp_path)
+
+    assert summary["success"] is True
+    assert any("duplicates" in warning for warning in summary["warnings"])
+    report = json.loads((tmp_path / "reports" / "validate_raw.json").read_text())
+    assert report["n_duplicate_sha256"] == 1 and report["n_warnings"] == 1
+    duplicate = next(item for item in report["expectations"] if item["kind"] == "duplicate")
+    assert duplicate["success"] is False and duplicate["severity"] == "warning"
+    # the later copy (by path) is named, with the file it copies
+    assert duplicate["offending"] == ["Benign/copy.jpg"]
+    assert duplicate["offending_values"] == ["Benign/WBC-Benign-000.jpg"]
+    markdown = (tmp_path / "reports" / "validate_raw.md").read_text()
+    assert "Warnings" in markdown and "Benign/copy.jpg: same content (sha256) as" in markdown
+
+
+def test_same_content_in_two_classes_is_a_label_conflict(cfg, tmp_path):
+    raw = make_raw(tmp_path)
+    (raw / "Pro" / "relabelled.jpg").write_bytes((raw / "Early" / "WBC-Early-001.jpg").read_bytes())
+
+    message = run_failing(cfg, tmp_path)
+
+    assert "label conflict" in message
+    assert "Pro/relabelled.jpg: same content (sha256) as Early/WBC-Early-001.jpg" in message
+    assert "Early/WBC-Early-001.jpg: same content (sha256) as Pro/relabelled.jpg" in message
+
+
+def test_empty_files_are_not_counted_as_duplicates_or_conflicts(cfg, tmp_path):
+    raw = make_raw(tmp_path)
+    for cls in ("Benign", "Pre"):
+        (raw / cls / "empty.jpg").write_bytes(b"")
+    manifest = validate_raw.build_manifest(raw, CLASSES, progress=False)
+
+    checked = validate_raw.with_content_columns(manifest)
+
+    assert (checked[validate_raw.DUPLICATE_OF] == "").all()
+    assert (checked[validate_raw.LABEL_CONFLICT] == "").all()
+
+
+def test_class_share_outside_bounds_fails_naming_the_class(cfg, tmp_path):
+    raw = make_raw(tmp_path)
+    for number in range(PER_CLASS, 20):  # Early: 20 of 35 images = 57% > 45%
+        save_image(raw / "Early" / f"extra-{number}.jpg", shade=100 + number * 3)
+
+    message = run_failing(cfg, tmp_path)
+
+    assert "class Early holds 10% to 45% of the images" in message
+    assert "class Early: 20 images (57.1%)" in message
+    assert "class Benign:" not in message
+
+
+def test_unknown_folder_is_listed_once_and_empty_unknown_folder_is_reported(cfg, tmp_path):
+    raw = make_raw(tmp_path)
+    for number in range(3):
+        save_image(raw / "mature" / f"cell-{number}.jpg", shade=200 + number)
+
+    message = run_failing(cfg, tmp_path)
+
+    assert "unknown class folder mature/ (3 image files)" in message
+
+    for path in (raw / "mature").iterdir():
+        path.unlink()
+    (raw / "mature" / "Thumbs.db").write_bytes(b"x")
+    (raw / "Unused").mkdir()
+    validate_raw.run(cfg, tmp_path)
+    report = json.loads((tmp_path / "reports" / "validate_raw.json").read_text())
+    reasons = {item["path"]: item["reason"] for item in report["skipped"]}
+    assert "not a configured class" in reasons["Unused/"]
+    assert "not a configured class" in reasons["mature/"]
+
+
+def test_links_leaving_the_raw_folder_or_to_folders_fail_naming_them(cfg, tmp_path):
+    raw = make_raw(tmp_path)
+    outside = save_image(tmp_path / "elsewhere" / "outside.jpg", shade=250)
+    (raw / "Pre" / "link.jpg").symlink_to(outside)
+    (raw / "Pro" / "batch2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (raw / "Benign" / "inside.jpg").symlink_to(raw / "Benign" / "WBC-Benign-001.jpg")
+
+    message = run_failing(cfg, tmp_path)
+
+    assert "Pre/link.jpg: symbolic link to" in message and "outside the raw image folder" in message
+    assert "Pro/batch2: link to a folder" in message
+    # a link inside the tree is read through: only a duplicate (a warning, not in the error)
+    assert "Benign/inside.jpg" not in message
+
+
+def test_share_rules_are_checked(cfg, tmp_path):
+    manifest = validate_raw.build_manifest(make_raw(tmp_path, per_class=1), CLASSES, progress=False)
+    for rules, key in (({"min_class_share": 0.5, "max_class_share": 0.4}, "validation.min_class_share"),
+                       ({"max_class_share": 1.5}, "validation.max_class_share")):
+        with pytest.raises(ConfigError, match=key):
+            validate_raw.validate(manifest, CLASSES, {**dict(cfg.validation), **rules})

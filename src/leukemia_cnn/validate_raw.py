@@ -2,9 +2,12 @@
 
 Every image file under ``raw_dir/<Class>/`` becomes one manifest row (path, class, sha256,
 size, width, height, format, mode, whether it decodes). A Great Expectations suite built from
-``cfg.validation`` checks the manifest; the manifest CSV is written only when every check
-passes, so later stages never read data that failed validation. Both outcomes write a JSON
-report (a DVC metric) and a Markdown report that names the offending files.
+``cfg.validation`` checks the manifest: decoding, formats, modes, sizes, the exact class set,
+images and share per class, empty files, exact duplicates (reported as a warning) and the same
+content under two classes (a label conflict, an error). The manifest CSV is written only when
+every critical check passes, so later stages never read data that failed validation. Both
+outcomes write a JSON report (a DVC metric) and a Markdown report that names the offending
+files.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -39,7 +44,10 @@ MAX_LISTED = 20
 # Image decoding and hashing release the GIL, so threads use every core without pickling.
 N_THREADS = min(8, os.cpu_count() or 1)
 RULE_KEYS = ("allowed_formats", "allowed_modes", "min_width", "max_width", "min_height",
-             "max_height", "min_images_per_class")
+             "max_height", "min_images_per_class", "min_class_share", "max_class_share")
+# Columns derived from the manifest for the content checks (not written to the manifest CSV).
+DUPLICATE_OF = "duplicate_of"
+LABEL_CONFLICT = "label_conflict"
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class ExpectationOutcome:
 
     ``offending`` holds manifest paths for per-file checks and class names for per-class
     checks; ``offending_values`` holds the unexpected column value of each offending file.
+    ``kind`` says what is checked (``file``, ``class_set``, ``class_present``, ``class_count``,
+    ``class_share``, ``duplicate``, ``label_conflict``); a failed check of ``severity``
+    ``warning`` is reported but does not fail the stage.
     """
 
     name: str
@@ -66,6 +77,8 @@ class ExpectationOutcome:
     offending_values: list[Any] = field(default_factory=list)
     observed: Any = None
     error: str = ""
+    kind: str = "file"
+    severity: str = "critical"
 
 
 @dataclass
@@ -78,7 +91,15 @@ class ValidationResult:
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
-        return [outcome for outcome in self.expectations if not outcome.success]
+        """Failed checks that fail the stage."""
+        return [outcome for outcome in self.expectations
+                if not outcome.success and outcome.severity == "critical"]
+
+    @property
+    def warnings(self) -> list[ExpectationOutcome]:
+        """Failed checks that are only reported (e.g. exact duplicates)."""
+        return [outcome for outcome in self.expectations
+                if not outcome.success and outcome.severity != "critical"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +144,11 @@ def find_image_files(raw_dir: Path, classes: list[str]) -> tuple[list[tuple[str,
                 dirnames.remove(dirname)
                 skipped.append(SkippedFile((here / dirname).as_posix() + "/",
                                            "hidden or operating-system folder (not searched)"))
+            elif (Path(folder) / dirname).is_symlink():
+                # os.walk does not follow it; a row makes the decode check name it
+                dirnames.remove(dirname)
+                relative = here / dirname
+                images.append((relative.as_posix(), _class_of(relative.parts[0], classes)))
         dirnames.sort()
         for name in sorted(filenames):
             relative = (here / name).as_posix()
@@ -132,6 +158,14 @@ def find_image_files(raw_dir: Path, classes: list[str]) -> tuple[list[tuple[str,
                 continue
             cls = _class_of(here.parts[0], classes) if here.parts else ""
             images.append((relative, cls))
+    with_images = {Path(path).parts[0] for path, _ in images}
+    for entry in sorted(raw_dir.iterdir()):
+        name = entry.name
+        if (entry.is_dir() and not entry.is_symlink() and name not in with_images
+                and _class_of(name, classes) not in classes
+                and not (name.startswith(".") or name.lower() in OS_JUNK)):
+            skipped.append(SkippedFile(f"{name}/", "folder is not a configured class "
+                                       "(data.classes) and holds no images"))
     return sorted(images), sorted(skipped, key=lambda item: item.path)
 
 
@@ -140,12 +174,31 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def _link_problem(raw_dir: Path, path: Path) -> str | None:
+    """Why a symbolic link under ``raw_dir`` cannot be a data file, or None when it can."""
+    if not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    if path.is_dir():
+        return (f"link to a folder ({target}); links to folders are not followed: move the "
+                "images into the class folder itself")
+    if not target.is_relative_to(Path(os.path.realpath(raw_dir))):
+        return (f"symbolic link to {target}, outside the raw image folder: data.dvc would not "
+                "version what it points to; replace the link by a copy of the file")
+    return None
+
+
 def inspect_image(raw_dir: Path, relative: str, cls: str) -> dict[str, Any]:
     """One manifest row: hash, size and header of ``raw_dir/relative``; whether it decodes."""
     path = raw_dir / relative
     row: dict[str, Any] = {"path": relative, "class": cls, "sha256": "", "size_bytes": 0,
                            "width": None, "height": None, "format": None, "mode": None,
                            "decodable": False, "error": ""}
+    link_problem = _link_problem(raw_dir, path)
+    if link_problem is not None:
+        # never read through a link that leaves the tree; its own size keeps it off "empty"
+        row["size_bytes"], row["error"] = path.lstat().st_size, link_problem
+        return row
     try:
         row["size_bytes"] = path.stat().st_size
         row["sha256"] = _sha256(path)
@@ -233,24 +286,65 @@ def _check_rules(rules: DictConfig | Mapping) -> dict[str, Any]:
             raise ConfigError(f"config keys `validation.min_{side}` = {values[f'min_{side}']} and "
                               f"`validation.max_{side}` = {values[f'max_{side}']} are invalid; "
                               "allowed: min <= max")
+    for key in ("min_class_share", "max_class_share"):
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"config key `validation.{key}` = {value!r} is invalid; "
+                              "allowed: a fraction from 0 to 1")
+    if values["min_class_share"] > values["max_class_share"]:
+        raise ConfigError(f"config keys `validation.min_class_share` = {values['min_class_share']} "
+                          f"and `validation.max_class_share` = {values['max_class_share']} are "
+                          "invalid; allowed: min <= max")
     return values
 
 
-def build_suite(classes: list[str], rules: Mapping[str, Any]):
-    """The raw-data ExpectationSuite; each expectation's ``meta`` says what it checks in words."""
+def with_content_columns(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest plus two columns for the content checks (empty string = no finding).
+
+    ``duplicate_of``: the first file (by path) with the same bytes, on every later copy.
+    ``label_conflict``: the files with the same bytes in *other* classes. Empty and unreadable
+    files (no content hash) are left to the other checks.
+    """
+    duplicate_of = pd.Series("", index=manifest.index, dtype=object)
+    label_conflict = pd.Series("", index=manifest.index, dtype=object)
+    hashed = manifest[(manifest["sha256"] != "") & (manifest["size_bytes"] > 0)]
+    copies = hashed[hashed["sha256"].duplicated(keep=False)]
+    for _, group in copies.sort_values("path").groupby("sha256", sort=False):
+        first = group["path"].iloc[0]
+        duplicate_of[group.index[1:]] = first
+        if group["class"].nunique() > 1:
+            for index, cls in group["class"].items():
+                others = group.loc[group["class"] != cls, "path"]
+                label_conflict[index] = ", ".join(others)
+    return manifest.assign(**{DUPLICATE_OF: duplicate_of, LABEL_CONFLICT: label_conflict})
+
+
+def build_suite(classes: list[str], rules: Mapping[str, Any], n_images: int | None = None):
+    """The raw-data ExpectationSuite; each expectation's ``meta`` says what it checks in words.
+
+    It runs on :func:`with_content_columns` of the manifest. The class-share checks need the
+    number of images ``n_images`` (they are left out without it).
+    """
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
     suite = gx.ExpectationSuite(name="raw_images")
 
-    def add(expectation_type, description: str, **kwargs: Any) -> None:
-        suite.add_expectation(expectation_type(meta={"description": description}, **kwargs))
+    def add(expectation_type, description: str, kind: str = "file", **kwargs: Any) -> None:
+        suite.add_expectation(expectation_type(meta={"description": description, "kind": kind},
+                                               **kwargs))
 
     add(gxe.ExpectColumnValuesToBeInSet, "every file decodes as an image",
         column="decodable", value_set=[True])
     add(gxe.ExpectColumnValuesToBeBetween, "no file is empty",
         column="size_bytes", min_value=0, strict_min=True)
+    add(gxe.ExpectColumnValuesToBeInSet,
+        "no content appears under two classes (label conflict: same sha256 in another class)",
+        kind="label_conflict", column=LABEL_CONFLICT, value_set=[""])
+    add(gxe.ExpectColumnValuesToBeInSet,
+        "no two files have the same content (exact duplicates by sha256; reported, not failing)",
+        kind="duplicate", column=DUPLICATE_OF, value_set=[""], severity="warning")
     formats, modes = list(rules["allowed_formats"]), list(rules["allowed_modes"])
     add(gxe.ExpectColumnValuesToBeInSet,
         f"image format is one of {', '.join(formats)} (validation.allowed_formats)",
@@ -265,15 +359,24 @@ def build_suite(classes: list[str], rules: Mapping[str, Any]):
             column=side, min_value=low, max_value=high)
     add(gxe.ExpectColumnValuesToBeInSet,
         f"every file is in a class folder {', '.join(classes)} (data.classes)",
-        column="class", value_set=list(classes))
+        kind="class_set", column="class", value_set=list(classes))
     add(gxe.ExpectColumnDistinctValuesToContainSet,
         "every configured class has a folder with images (data.classes)",
-        column="class", value_set=list(classes))
+        kind="class_present", column="class", value_set=list(classes))
     minimum = rules["min_images_per_class"]
     for cls in classes:
         add(gxe.ExpectTableRowCountToBeBetween,
             f"class {cls} has at least {minimum} images (validation.min_images_per_class)",
-            min_value=minimum, row_condition=Column("class") == cls)
+            kind="class_count", min_value=minimum, row_condition=Column("class") == cls)
+    if n_images:
+        low, high = rules["min_class_share"], rules["max_class_share"]
+        for cls in classes:
+            # shares as counts of this manifest; the tolerance absorbs float rounding
+            add(gxe.ExpectTableRowCountToBeBetween,
+                f"class {cls} holds {low:.0%} to {high:.0%} of the images "
+                "(validation.min_class_share/max_class_share)",
+                kind="class_share", min_value=math.ceil(low * n_images - 1e-9),
+                max_value=math.floor(high * n_images + 1e-9), row_condition=Column("class") == cls)
     return suite
 
 
@@ -282,8 +385,11 @@ def _outcome(gx_result, manifest: pd.DataFrame) -> ExpectationOutcome:
     kwargs = config.kwargs
     column = kwargs.get("column")
     result = gx_result.result or {}
+    severity = getattr(config, "severity", None)
     outcome = ExpectationOutcome(name=config.type, description=config.meta.get("description", ""),
-                                 column=column, success=bool(gx_result.success))
+                                 column=column, success=bool(gx_result.success),
+                                 kind=config.meta.get("kind", "file"),
+                                 severity=str(getattr(severity, "value", severity or "critical")))
     exception = gx_result.exception_info or {}
     if exception.get("raised_exception"):
         outcome.error = str(exception.get("exception_message") or "the check raised an exception")
@@ -301,6 +407,9 @@ def _outcome(gx_result, manifest: pd.DataFrame) -> ExpectationOutcome:
         cls = kwargs["row_condition"]["parameter"]
         outcome.column = "class"
         outcome.observed = _plain(result.get("observed_value"))
+        if outcome.kind == "class_share" and outcome.observed is not None and len(manifest):
+            outcome.observed = {"images": outcome.observed,
+                                "share": round(outcome.observed / len(manifest), 4)}
         outcome.offending = [] if outcome.success else [str(cls)]
     return outcome
 
@@ -324,7 +433,7 @@ def validate(manifest: pd.DataFrame, classes: list[str],
         The configured classes (``data.classes``).
     rules : DictConfig or dict
         ``cfg.validation``: allowed_formats, allowed_modes, min/max width and height,
-        min_images_per_class.
+        min_images_per_class, min/max_class_share (other keys are ignored).
 
     Returns
     -------
@@ -350,17 +459,18 @@ def validate(manifest: pd.DataFrame, classes: list[str],
     batch_definition = (context.data_sources.add_pandas("raw_images")
                         .add_dataframe_asset("manifest")
                         .add_batch_definition_whole_dataframe("whole_manifest"))
-    suite = context.suites.add(build_suite(classes, rules))
+    suite = context.suites.add(build_suite(classes, rules, n_images=len(manifest)))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="validate_raw", data=batch_definition, suite=suite))
+    checked = with_content_columns(manifest)
     gx_result = definition.run(
-        batch_parameters={"dataframe": manifest},
+        batch_parameters={"dataframe": checked},
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]})
 
-    outcomes = [_outcome(item, manifest) for item in gx_result.results]
+    outcomes = [_outcome(item, checked) for item in gx_result.results]
     statistics = {key: _plain(value) for key, value in dict(gx_result.statistics).items()}
-    return ValidationResult(success=bool(gx_result.success) and all(o.success for o in outcomes),
-                            expectations=outcomes, statistics=statistics)
+    success = all(o.success or o.severity != "critical" for o in outcomes)
+    return ValidationResult(success=success, expectations=outcomes, statistics=statistics)
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,9 +495,10 @@ def report_dict(result: ValidationResult, manifest: pd.DataFrame, skipped: list[
         "n_images": int(len(manifest)),
         "n_skipped": len(skipped),
         "n_undecodable": int((~manifest["decodable"]).sum()),
-        "n_duplicate_sha256": int(manifest["sha256"].duplicated().sum()),
+        "n_duplicate_sha256": int((with_content_columns(manifest)[DUPLICATE_OF] != "").sum()),
         "n_expectations": len(result.expectations),
         "n_failed_expectations": len(result.failed),
+        "n_warnings": len(result.warnings),
         "counts_per_class": counts_per_class(manifest, classes),
         "expectations": [asdict(outcome) for outcome in result.expectations],
         "skipped": [asdict(item) for item in skipped],
@@ -402,6 +513,8 @@ def _found(outcome: ExpectationOutcome) -> str:
     """What a check observed, in a few words."""
     if outcome.error:
         return "error"
+    if outcome.kind == "class_share" and isinstance(outcome.observed, dict):
+        return f"{outcome.observed['images']} images ({outcome.observed['share']:.1%})"
     if outcome.name == "expect_table_row_count_to_be_between":
         return f"{outcome.observed} images"
     if outcome.name == "expect_column_distinct_values_to_contain_set":
@@ -410,23 +523,44 @@ def _found(outcome: ExpectationOutcome) -> str:
     return f"{count} offending file{'' if count == 1 else 's'}"
 
 
-def _offender_lines(outcome: ExpectationOutcome, errors: Mapping[str, str]) -> list[str]:
-    """``path: why`` for each offending file (or class) of a failed check."""
+def _offender_lines(outcome: ExpectationOutcome, errors: Mapping[str, str],
+                    names: Mapping[str, str] | None = None) -> list[str]:
+    """``path: why`` for each offending file (or class) of a failed check.
+
+    ``names`` maps manifest paths to the names to show (e.g. where ingestion read them).
+    """
+    def shown(path: str) -> str:
+        return (names or {}).get(path, path)
+
+    if outcome.kind == "class_share":
+        found = _found(outcome)
+        return [f"class {cls}: {found}" for cls in outcome.offending]
     if outcome.column == "class" and outcome.name == "expect_table_row_count_to_be_between":
         return [f"class {cls}: {outcome.observed} images" for cls in outcome.offending]
     if outcome.name == "expect_column_distinct_values_to_contain_set":
         return [f"class {cls}: no images (folder {cls}/ of the raw image folder is missing or empty)"
                 for cls in outcome.offending]
     lines = []
+    if outcome.kind == "class_set":
+        folders = Counter(outcome.offending_values)
+        lines += [f"unknown class folder {folder}/ ({n} image file{'' if n == 1 else 's'}): rename "
+                  "it to a configured class or remove it" if folder else
+                  f"{n} image file{'' if n == 1 else 's'} outside any class folder"
+                  for folder, n in sorted(folders.items())]
     for path, value in zip(outcome.offending, outcome.offending_values, strict=False):
-        if outcome.column == "class":
+        if outcome.kind == "class_set":
             reason = (f"folder {value}/ is not a configured class" if value
                       else "not inside a class folder")
+        elif outcome.kind == "duplicate":
+            reason = f"same content (sha256) as {shown(value)}"
+        elif outcome.kind == "label_conflict":
+            others = ", ".join(shown(other) for other in str(value).split(", "))
+            reason = f"same content (sha256) as {others} in another class"
         elif outcome.column in ("decodable", "size_bytes"):
             reason = errors.get(path) or f"{outcome.column}={value}"
         else:
             reason = f"{outcome.column}={value}"
-        lines.append(f"{path}: {reason}")
+        lines.append(f"{shown(path)}: {reason}")
     return lines
 
 
@@ -450,7 +584,7 @@ def markdown_report(result: ValidationResult, manifest: pd.DataFrame,
         "|---|---|---|---|---|---|",
     ]
     for index, outcome in enumerate(result.expectations, 1):
-        mark = "pass" if outcome.success else "**FAIL**"
+        mark = "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical" else "warn"
         lines.append(f"| {index} | {mark} | {_md_escape(outcome.description)} | "
                      f"{outcome.column or ''} | {_md_escape(_found(outcome))} | `{outcome.name}` |")
     if result.failed:
@@ -459,6 +593,12 @@ def markdown_report(result: ValidationResult, manifest: pd.DataFrame,
             lines += [f"### {_md_escape(outcome.description)}", ""]
             if outcome.error:
                 lines.append(f"- the check itself failed: {_md_escape(outcome.error)}")
+            lines += [f"- `{_md_escape(line)}`" for line in _offender_lines(outcome, errors)]
+            lines.append("")
+    if result.warnings:
+        lines += ["", "## Warnings (reported, not failing)", ""]
+        for outcome in result.warnings:
+            lines += [f"### {_md_escape(outcome.description)}", ""]
             lines += [f"- `{_md_escape(line)}`" for line in _offender_lines(outcome, errors)]
             lines.append("")
     lines += ["", "## Images per class", "", "| class | images |", "|---|---|"]
@@ -482,16 +622,21 @@ def write_report(result: ValidationResult, manifest: pd.DataFrame, skipped: list
     Path(md_path).write_text(markdown_report(result, manifest, skipped, classes))
 
 
-def _failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: str,
-                     report: str) -> str:
+def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: str,
+                    report: str | None = None, names: Mapping[str, str] | None = None) -> str:
+    """What failed, naming up to :data:`MAX_LISTED` offending files per check.
+
+    ``names`` maps manifest paths to the names to show instead (e.g. paths in an archive).
+    """
     errors = dict(zip(manifest["path"], manifest["error"], strict=True))
+    where = f" (full report: {report})" if report else ""
     lines = [f"raw data in {raw_dir} failed {len(result.failed)} of {len(result.expectations)} "
-             f"checks (full report: {report}):"]
+             f"checks{where}:"]
     for outcome in result.failed:
         lines.append(f"  - {outcome.description}:")
         if outcome.error:
             lines.append(f"      the check itself failed: {outcome.error}")
-        offenders = _offender_lines(outcome, errors)
+        offenders = _offender_lines(outcome, errors, names)
         lines += [f"      {line}" for line in offenders[:MAX_LISTED]]
         if len(offenders) > MAX_LISTED:
             lines.append(f"      ... and {len(offenders) - MAX_LISTED} more")
@@ -548,9 +693,10 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
     json_path, md_path = reports_dir / REPORT_JSON, reports_dir / REPORT_MD
     write_report(result, manifest, skipped, json_path, md_path, classes)
     if not result.success:
-        raise DataError(_failure_message(result, manifest, _shown(raw_dir, root),
-                                         _shown(md_path, root)))
+        raise DataError(failure_message(result, manifest, _shown(raw_dir, root),
+                                        _shown(md_path, root)))
     _write_csv_atomically(manifest, manifest_path)
     return {"success": True, "n_images": int(len(manifest)), "n_skipped": len(skipped),
             "counts_per_class": counts_per_class(manifest, classes),
+            "warnings": [f"{outcome.description}: {_found(outcome)}" for outcome in result.warnings],
             "manifest": _shown(manifest_path, root)}
