@@ -85,3 +85,42 @@ def test_dvc_experiment_folders_resolve_to_the_enclosing_repo(tmp_path):
     exp = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     exp.mkdir(parents=True)
     assert find_repo_root(exp) == tmp_path / "repo"
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["data=kaggle", "data.variant=Both"], "data.variant"),
+    (["data=kaggle", "data.skip_unknown_classes=maybe"], "data.skip_unknown_classes"),
+    (["data.classes=[Benign,benign,Pre]"], "data.classes"),
+    (["data.source=''"], "data.source"),
+    (["validation.max_class_share=1.5"], "validation.max_class_share"),
+    (["validation.min_class_share=0.6"], "validation.min_class_share/max_class_share"),
+    (["validation.max_image_pixels=0"], "validation.max_image_pixels"),
+    (["validation.max_total_bytes=-1"], "validation.max_total_bytes"),
+])
+def test_bad_data_and_validation_values_are_rejected_naming_the_key(overrides, key):
+    cfg = compose(overrides, root=REPO_ROOT)
+    with pytest.raises(ConfigError, match=f"`{key}`") as info:
+        validate_config(cfg)
+    assert "allowed" in str(info.value)
+
+
+def test_kaggle_data_option_composes_and_validates():
+    cfg = compose(["data=kaggle"], root=REPO_ROOT)
+    validate_config(cfg)
+    assert cfg.data.source == "kaggle" and cfg.data.variant == "Original"
+    assert list(cfg.data.classes) == ["Benign", "Early", "Pre", "Pro"]
+    assert cfg.data.skip_unknown_classes is False
+
+
+def test_bad_params_file_is_rejected_before_any_stage_work(tmp_path, monkeypatch, capsys):
+    """A stage started with a bad params.yaml stops at loading, before touching data."""
+    from leukemia_cnn.cli import main
+
+    bad = OmegaConf.to_container(compose(root=REPO_ROOT))
+    bad["train"]["batch_size"] = 0
+    (tmp_path / "params.yaml").write_text(OmegaConf.to_yaml(bad))
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "synth", "--no-dvc-add"]) == 1
+    assert main(["validate-raw"]) == 1
+    assert "`train.batch_size` = 0 is invalid" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]

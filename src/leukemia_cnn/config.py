@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from leukemia_cnn.errors import ConfigError
 
 LOSSES = ("categorical_crossentropy", "binary_crossentropy")
+VARIANTS = ("Original", "Segmented")
 COLOR_MODES = ("grayscale", "rgb")
 PADDINGS = ("valid", "same")
 EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
@@ -147,6 +148,18 @@ def validate_config(cfg: DictConfig) -> None:
     classes = list(_get(cfg, "data.classes"))
     _require(len(classes) >= 2 and len(set(classes)) == len(classes), "data.classes", classes,
              "at least two distinct class names")
+    lowered = [str(name).lower() for name in classes]
+    _require(len(set(lowered)) == len(lowered), "data.classes", classes,
+             "class names that differ other than by case (folders are matched case-insensitively)")
+    source = _get(cfg, "data.source")
+    _require(isinstance(source, str) and source.strip() != "", "data.source", source,
+             "synthetic, kaggle, or the path of a Kaggle zip or image folder")
+    variant = OmegaConf.select(cfg, "data.variant", default=None)
+    _require(variant is None or variant in VARIANTS, "data.variant", variant, ", ".join(VARIANTS))
+    skip_unknown = OmegaConf.select(cfg, "data.skip_unknown_classes", default=False)
+    _require(isinstance(skip_unknown, bool), "data.skip_unknown_classes", skip_unknown,
+             "true or false")
+    _validate_validation(cfg)
 
     ratios = {name: _get(cfg, f"split.{name}") for name in ("train", "val", "test")}
     for name, ratio in ratios.items():
@@ -200,6 +213,18 @@ def validate_config(cfg: DictConfig) -> None:
     _require(isinstance(lr, (int, float)) and lr > 0, "train.learning_rate", lr, "a number > 0")
     seed = _get(cfg, "seed")
     _require(isinstance(seed, int) and seed >= 0, "seed", seed, "an integer >= 0")
+
+
+def _validate_validation(cfg: DictConfig) -> None:
+    """The data-quality thresholds and ingestion bounds of the ``validation`` group."""
+    for key in ("min_class_share", "max_class_share"):
+        share = _get(cfg, f"validation.{key}")
+        _require(isinstance(share, (int, float)) and not isinstance(share, bool)
+                 and 0 <= share <= 1, f"validation.{key}", share, "a fraction from 0 to 1")
+    low, high = _get(cfg, "validation.min_class_share"), _get(cfg, "validation.max_class_share")
+    _require(low <= high, "validation.min_class_share/max_class_share", [low, high], "min <= max")
+    for key in ("max_total_bytes", "max_files", "max_image_pixels"):
+        _positive_int(cfg, f"validation.{key}")
 
 
 def _check_spatial(size: int, kernels: list[int], padding: str, pool: int) -> None:
