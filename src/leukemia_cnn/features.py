@@ -1,0 +1,320 @@
+"""Stage ``features``: HOG descriptors reduced by PCA (paper Sec. 2.1), plus a classical baseline.
+
+HOG runs on grayscale images. With ``preprocess.color_mode: rgb`` the images are first
+converted with the ITU-R 601 luma weights (what PIL's ``convert("L")`` uses), so HOG sees
+the same signal in both colour modes and its length does not depend on the channel count.
+
+PCA is fit on the train split only and applied to val and test, so no statistic of the
+evaluation images leaks into the features. A standardised logistic regression on the PCA
+features is the classical baseline the CNN has to beat; it is logged to MLflow as its own
+run beside the CNN runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+from omegaconf import DictConfig
+from skimage.feature import hog
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from leukemia_cnn.config import flatten
+from leukemia_cnn.errors import ConfigError, DataError
+from leukemia_cnn.preprocess import load_split
+
+SPLITS = ("train", "val", "test")
+RUN_NAME = "baseline-logreg-hog-pca"
+# Fewer images than this per worker run in this process (see hog_features).
+MIN_IMAGES_PER_WORKER = 100
+# ITU-R 601 luma, the weights of PIL's convert("L").
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def to_gray(images: np.ndarray) -> np.ndarray:
+    """Images (n, H, W, C) with C in {1, 3} -> grayscale (n, H, W), same dtype.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        Preprocessed images, channels last.
+
+    Returns
+    -------
+    numpy.ndarray
+        One channel per image: the channel itself, or the ITU-R 601 luma of RGB.
+    """
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"expected images of shape (n, H, W, 1|3), got {images.shape}; "
+                        "rerun `dvc repro preprocess`")
+    if images.shape[-1] == 1:
+        return images[..., 0]
+    return (images @ LUMA.astype(images.dtype)).astype(images.dtype)
+
+
+def hog_features(images: np.ndarray, orientations: int = 9,
+                 pixels_per_cell: tuple[int, int] = (8, 8),
+                 cells_per_block: tuple[int, int] = (2, 2), block_norm: str = "L2-Hys",
+                 n_jobs: int = 1) -> np.ndarray:
+    """HOG descriptor of every image (scikit-image), computed over ``n_jobs`` worker processes.
+
+    Each image's descriptor is computed independently by the same code, so any ``n_jobs``
+    gives bit-identical results.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        Preprocessed images (n, H, W, C), C in {1, 3}; RGB is converted to luma first.
+    orientations : int
+        Orientation bins (``features.hog.orientations``).
+    pixels_per_cell, cells_per_block : tuple of int
+        Cell and block sizes (``features.hog.*``).
+    block_norm : str
+        ``features.hog.block_norm`` (``L1``, ``L1-sqrt``, ``L2`` or ``L2-Hys``).
+    n_jobs : int, default 1
+        Worker processes (``features.n_jobs``); 1 runs in this process, and so does any
+        input with fewer than ``MIN_IMAGES_PER_WORKER`` images per worker.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, hog_dim); float32 for float32 images (skimage keeps the input precision).
+    """
+    gray = to_gray(images)
+    params = dict(orientations=int(orientations), pixels_per_cell=tuple(pixels_per_cell),
+                  cells_per_block=tuple(cells_per_block), block_norm=str(block_norm),
+                  feature_vector=True)
+    blocks = [side // cell - block + 1 for side, cell, block in
+              zip(gray.shape[1:], params["pixels_per_cell"], params["cells_per_block"],
+                  strict=True)]
+    if min(blocks) < 1:
+        raise ConfigError(f"config key `features.hog` = {params} gives no HOG block for "
+                          f"{gray.shape[1]}x{gray.shape[2]} images; use smaller "
+                          "pixels_per_cell/cells_per_block or a larger preprocess.image_size")
+    if len(gray) == 0:
+        dim = blocks[0] * blocks[1] * int(np.prod(params["cells_per_block"])) * orientations
+        return np.empty((0, dim), dtype=gray.dtype)
+    # Starting a worker process costs about as much as a few hundred descriptors.
+    n_jobs = max(1, min(int(n_jobs), len(gray) // MIN_IMAGES_PER_WORKER))
+    if n_jobs == 1:
+        return np.stack([hog(image, **params) for image in gray])
+    # skimage's own function goes to the workers, so they import skimage only (not this
+    # package with scikit-learn and pandas); joblib batches the small per-image tasks.
+    return np.stack(joblib.Parallel(n_jobs=n_jobs)(
+        joblib.delayed(hog)(image, **params) for image in gray))
+
+
+def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False) -> PCA:
+    """Fit PCA on the train HOG descriptors only.
+
+    Uses the exact (LAPACK) SVD in float64, so the result needs no random seed and is
+    reproducible.
+
+    Parameters
+    ----------
+    train_hog : numpy.ndarray
+        (n_train, hog_dim) descriptors of the train split.
+    n_components : int
+        ``features.pca.n_components``; at most ``min(n_train, hog_dim)``.
+    whiten : bool
+        ``features.pca.whiten``.
+
+    Returns
+    -------
+    sklearn.decomposition.PCA
+        The fitted transform.
+    """
+    n_train, dim = train_hog.shape
+    if n_components > min(n_train, dim):
+        raise ConfigError(f"config key `features.pca.n_components` = {n_components} is too "
+                          f"large for {n_train} train images with {dim} HOG features; allowed: "
+                          f"at most {min(n_train, dim)}; lower it or add images")
+    return PCA(n_components=n_components, whiten=bool(whiten),
+               svd_solver="full").fit(train_hog.astype(np.float64))
+
+
+def fit_baseline(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0,
+                 max_iter: int = 2000) -> Pipeline:
+    """Standardise, then multinomial logistic regression: the classical baseline.
+
+    Parameters
+    ----------
+    x_train : numpy.ndarray
+        (n, n_components) PCA features of the train split.
+    y_train : numpy.ndarray
+        Integer labels.
+    C : float
+        Inverse regularisation strength (``features.baseline.C``).
+    max_iter : int
+        Solver iterations (``features.baseline.max_iter``).
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        The fitted ``StandardScaler -> LogisticRegression``.
+    """
+    if len(np.unique(y_train)) < 2:
+        raise DataError("the train split holds a single class; the baseline needs at least two; "
+                        "check data/raw and rerun `dvc repro split`")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=float(C), max_iter=int(max_iter)))
+    return model.fit(x_train, y_train)
+
+
+def _scores(model: Pipeline, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    predicted = model.predict(x)
+    return (float(accuracy_score(y, predicted)),
+            float(f1_score(y, predicted, average="macro", zero_division=0)))
+
+
+def _save_atomic(target: Path, write) -> None:
+    """Write through ``write(tmp_path)`` then rename: a crash leaves no half-written file."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_npz(target: Path, **arrays: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    _save_atomic(target, write)
+
+
+def _variance_figure(pca: PCA, path: Path) -> None:
+    # The object API needs no global backend (no pyplot state, works headless).
+    from matplotlib.figure import Figure
+
+    ratio = pca.explained_variance_ratio_
+    components = np.arange(1, len(ratio) + 1)
+    figure = Figure(figsize=(6, 4), dpi=100)
+    axes = figure.subplots()
+    axes.bar(components, ratio, color="#9ecae1", label="per component")
+    axes.plot(components, np.cumsum(ratio), color="#08519c", label="cumulative")
+    axes.set_xlabel("principal component")
+    axes.set_ylabel("explained variance ratio")
+    axes.set_ylim(0, 1)
+    axes.set_title(f"PCA on train HOG: {ratio.sum():.1%} in {len(ratio)} components")
+    axes.legend(loc="center right")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def log_baseline(cfg: DictConfig, root: Path, metrics: dict, counts: dict, pca: PCA,
+                 model: Pipeline, report_path: Path, train_hog: np.ndarray) -> str:
+    """Log the baseline as its own MLflow run; return the run id.
+
+    Params are the flattened ``features`` config (``features.*``) and the split sizes;
+    metrics are those of ``baseline.json``; artifacts are ``baseline.json``, an
+    explained-variance plot and the model ``PCA -> StandardScaler -> LogisticRegression``
+    that takes HOG vectors.
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    from leukemia_cnn.tracking import run_tags, setup_mlflow, tracking_uri
+
+    try:
+        setup_mlflow(cfg, root)
+        tags = run_tags(cfg, root, model_family="baseline")
+        with mlflow.start_run(run_name=RUN_NAME, tags=tags) as run:
+            mlflow.log_params({**flatten(cfg.features, prefix="features."),
+                               **{f"data.n_{name}": n for name, n in counts.items()}})
+            mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+            mlflow.log_artifact(str(report_path))
+            with tempfile.TemporaryDirectory() as tmp:
+                figure_path = Path(tmp) / "pca_explained_variance.png"
+                _variance_figure(pca, figure_path)
+                mlflow.log_artifact(str(figure_path))
+            full = Pipeline([("pca", pca), *model.steps])
+            sample = train_hog[:5]
+            mlflow.sklearn.log_model(
+                full, name="model",
+                signature=infer_signature(sample, full.predict(sample)),
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
+            return run.info.run_id
+    except MlflowException as exc:
+        raise ConfigError(f"could not log the baseline to MLflow at {tracking_uri(cfg, root)}: "
+                          f"{exc}; check MLFLOW_TRACKING_URI or config key `mlflow.tracking_uri`"
+                          ) from exc
+
+
+def run(cfg: DictConfig, root: Path) -> dict:
+    """Run the stage: preprocessed splits -> HOG -> PCA features, baseline metrics and run.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        Composed config; uses ``paths``, ``features`` and ``mlflow``.
+    root : pathlib.Path
+        Project root; config paths are relative to it.
+
+    Returns
+    -------
+    dict
+        The baseline metrics (as in ``baseline.json``) and the MLflow run id.
+    """
+    root = Path(root)
+    fcfg = cfg.features
+    source = root / cfg.paths.preprocessed_dir
+    out_dir = root / cfg.paths.features_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    hogs, labels, paths = {}, {}, {}
+    for name in SPLITS:
+        x, labels[name], paths[name] = load_split(source, name)
+        hogs[name] = hog_features(x, fcfg.hog.orientations, tuple(fcfg.hog.pixels_per_cell),
+                                  tuple(fcfg.hog.cells_per_block), fcfg.hog.block_norm,
+                                  n_jobs=fcfg.n_jobs)
+    pca = fit_pca(hogs["train"], int(fcfg.pca.n_components), bool(fcfg.pca.whiten))
+    reduced = {name: pca.transform(hogs[name]).astype(np.float32) if len(hogs[name])
+               else np.empty((0, pca.n_components_), dtype=np.float32) for name in SPLITS}
+    feature_seconds = time.perf_counter() - started
+
+    for name in SPLITS:
+        _save_npz(out_dir / f"{name}.npz", x=reduced[name], y=labels[name].astype(np.int64),
+                  path=paths[name])
+    _save_atomic(out_dir / "pca.joblib", lambda tmp: joblib.dump(pca, tmp))
+    hog_dim = int(hogs["train"].shape[1])
+    explained = float(pca.explained_variance_ratio_.sum())
+    counts = {name: len(labels[name]) for name in SPLITS}
+    meta = {"hog_length": hog_dim, "n_components": int(pca.n_components_),
+            "whiten": bool(fcfg.pca.whiten), "explained_variance_ratio_sum": explained,
+            "counts": counts}
+    _save_atomic(out_dir / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+
+    model = fit_baseline(reduced["train"], labels["train"], fcfg.baseline.C,
+                         fcfg.baseline.max_iter)
+    val_accuracy, val_f1 = _scores(model, reduced["val"], labels["val"])
+    test_accuracy, test_f1 = _scores(model, reduced["test"], labels["test"])
+    metrics = {
+        "val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
+        "val_f1_macro": val_f1, "test_f1_macro": test_f1,
+        "hog_dim": hog_dim, "pca_explained_variance": explained,
+        "feature_seconds": round(feature_seconds, 3),
+    }
+    report_path = root / cfg.paths.reports_dir / "baseline.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    # JSON has no NaN: an empty split's score is written as null.
+    report_path.write_text(json.dumps(
+        {k: (v if np.isfinite(v) else None) for k, v in metrics.items()}, indent=2) + "\n")
+
+    run_id = log_baseline(cfg, root, metrics, counts, pca, model, report_path, hogs["train"])
+    return {**metrics, "mlflow_run_id": run_id, "output": str(out_dir)}

@@ -1,0 +1,238 @@
+"""Stage ``split``: a stratified, seeded train/val/test table from the raw-data manifest.
+
+Byte-identical files (same sha256) are one sample seen twice, so the split is drawn over
+unique contents and every copy follows its content into the same split; otherwise a
+duplicate in train and its copy in test would inflate test accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+from sklearn.model_selection import train_test_split
+
+from leukemia_cnn.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ("path", "class", "sha256")
+OUTPUT_COLUMNS = ["path", "class", "label", "sha256", "split"]
+
+
+def min_images_per_class(train: float, val: float, test: float) -> int:
+    """Fewest unique images a class needs so that each split can receive at least one.
+
+    Parameters
+    ----------
+    train, val, test : float
+        Split fractions (summing to 1).
+
+    Returns
+    -------
+    int
+        ``ceil(1 / smallest fraction)``, and at least 3 (one image per split).
+    """
+    return max(3, math.ceil(1.0 / min(train, val, test) - 1e-9))
+
+
+def _check_ratios(train: float, val: float, test: float) -> None:
+    ratios = {"train": train, "val": val, "test": test}
+    for name, ratio in ratios.items():
+        if not (isinstance(ratio, (int, float)) and 0 < ratio < 1):
+            raise ConfigError(f"config key `split.{name}` = {ratio!r} is invalid; "
+                              "allowed: a fraction strictly between 0 and 1")
+    total = sum(ratios.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError(f"config keys `split.train/val/test` = {ratios} are invalid; "
+                          f"allowed: fractions that sum to 1 (they sum to {total:.4f})")
+
+
+def _unique_contents(manifest: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """One row per distinct sha256 with its class; raise on label conflicts or unknown classes."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise DataError(f"manifest lacks column(s) {missing} (has {list(manifest.columns)}); "
+                        "rewrite it with `dvc repro validate_raw`")
+    if manifest.empty:
+        raise DataError("manifest lists no images; put images in data/raw/<Class>/ and run "
+                        "`dvc repro validate_raw`")
+    if "decodable" in manifest.columns:
+        # CSV round trips may leave "True"/"False" strings instead of booleans.
+        ok = manifest["decodable"].astype(str).str.strip().str.lower().isin(["true", "1"])
+        broken = manifest.loc[~ok, "path"].tolist()
+        if broken:
+            raise DataError(f"manifest marks {len(broken)} image(s) as not decodable, e.g. "
+                            f"{broken[:5]}; remove or replace them in data/raw and rerun "
+                            "`dvc repro validate_raw`")
+    unhashed = manifest.loc[manifest["sha256"].fillna("").astype(str).str.strip() == "", "path"]
+    if len(unhashed):
+        raise DataError(f"manifest has no sha256 for {len(unhashed)} image(s), e.g. "
+                        f"{unhashed.tolist()[:5]}; rerun `dvc repro validate_raw`")
+    unknown = sorted(set(manifest["class"]) - set(classes))
+    if unknown:
+        raise DataError(f"manifest has classes {unknown} that are not in config key "
+                        f"`data.classes` = {list(classes)}; add them to conf/data/ or remove "
+                        "those folders from data/raw")
+
+    labels_per_hash = manifest.groupby("sha256")["class"].nunique()
+    conflicts = labels_per_hash[labels_per_hash > 1].index
+    if len(conflicts):
+        rows = manifest[manifest["sha256"].isin(conflicts)].sort_values(["sha256", "path"])
+        examples = [f"{', '.join(group['path'])} ({', '.join(sorted(set(group['class'])))})"
+                    for _, group in rows.groupby("sha256", sort=True)]
+        raise DataError(f"{len(conflicts)} image content(s) appear under more than one class "
+                        f"(label conflict): {'; '.join(examples[:5])}; keep each image in one "
+                        "class folder of data/raw and rerun `dvc repro validate_raw`")
+    return (manifest.groupby("sha256", sort=True)["class"].first()
+            .reset_index())
+
+
+def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, val: float,
+                test: float, seed: int) -> pd.DataFrame:
+    """Assign every image of ``manifest`` to train, val or test, stratified by class.
+
+    The split is drawn over unique contents (sha256), so byte-identical duplicates always
+    land in the same split, then expanded back to one row per file.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        At least the columns ``path``, ``class`` and ``sha256`` (one row per file); an
+        optional boolean ``decodable`` column must be all true.
+    classes : sequence of str
+        Class names; ``label`` is the index of a row's class in this sequence.
+    train, val, test : float
+        Fractions of the unique images per split; they must sum to 1.
+    seed : int
+        Random state for scikit-learn's stratified shuffles.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``path, class, label, sha256, split``, ordered by split (train, val, test)
+        then path. The same manifest (in any row order) and seed give the same table.
+
+    Raises
+    ------
+    ConfigError
+        If the fractions are not in (0, 1) or do not sum to 1.
+    DataError
+        If a column is missing, an image is undecodable, a class is unknown, one content
+        appears under two classes, or a class has too few unique images to stratify.
+    """
+    classes = list(classes)
+    _check_ratios(train, val, test)
+    contents = _unique_contents(manifest, classes)
+
+    needed = min_images_per_class(train, val, test)
+    per_class = contents["class"].value_counts()
+    too_few = {c: int(per_class.get(c, 0)) for c in classes if per_class.get(c, 0) < needed}
+    if too_few:
+        detail = ", ".join(f"{c}: {n}" for c, n in too_few.items())
+        raise DataError(f"too few unique images to stratify a {train:g}/{val:g}/{test:g} split "
+                        f"({detail}); each class in `data.classes` needs at least {needed} "
+                        "distinct images (duplicates count once); add images to data/raw or "
+                        "drop the class from `data.classes`")
+
+    # Two stratified cuts: train vs rest, then rest into val and test.
+    try:
+        train_hashes, rest = train_test_split(
+            contents, train_size=train, stratify=contents["class"], random_state=seed)
+        val_hashes, test_hashes = train_test_split(
+            rest, test_size=test / (val + test), stratify=rest["class"], random_state=seed)
+    except ValueError as exc:  # sklearn's own stratification limits, e.g. many tiny classes
+        raise DataError(f"could not stratify {len(contents)} unique images over "
+                        f"{len(classes)} classes into {train:g}/{val:g}/{test:g}: {exc}; "
+                        "add images to the smallest classes") from exc
+
+    assignment = pd.concat([
+        frame[["sha256"]].assign(split=name)
+        for name, frame in zip(SPLITS, (train_hashes, val_hashes, test_hashes), strict=True)
+    ])
+    table = manifest[["path", "class", "sha256"]].merge(assignment, on="sha256", how="left")
+    table["label"] = table["class"].map({c: i for i, c in enumerate(classes)}).astype("int64")
+    table["split"] = pd.Categorical(table["split"], categories=list(SPLITS), ordered=True)
+    table = table.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
+    table["split"] = table["split"].astype(str)
+    return table[OUTPUT_COLUMNS]
+
+
+def split_summary(table: pd.DataFrame, classes: Sequence[str]) -> dict:
+    """Counts and fractions per split and per class per split (the stage's DVC metrics).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Output of :func:`split_table`.
+    classes : sequence of str
+        Class names, in label order.
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``n_unique``, ``n_duplicates`` (files beyond the first copy of a
+        content), and ``counts``, ``fractions``, ``per_class`` keyed by split.
+    """
+    total = len(table)
+    counts = {s: int((table["split"] == s).sum()) for s in SPLITS}
+    per_class = {
+        s: {c: int(((table["split"] == s) & (table["class"] == c)).sum()) for c in classes}
+        for s in SPLITS
+    }
+    n_unique = int(table["sha256"].nunique())
+    return {
+        "n_images": total,
+        "n_unique": n_unique,
+        "n_duplicates": total - n_unique,
+        "counts": counts,
+        "fractions": {s: round(counts[s] / total, 4) if total else 0.0 for s in SPLITS},
+        "per_class": per_class,
+    }
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read the manifest written by ``validate_raw`` or raise DataError saying how to make it."""
+    if not path.is_file():
+        raise DataError(f"manifest {path} not found; run `dvc repro validate_raw` "
+                        "(or `leukemia-cnn validate-raw`) first")
+    try:
+        return pd.read_csv(path, dtype={"path": str, "class": str, "sha256": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"manifest {path} is not a readable CSV ({exc}); rerun "
+                        "`dvc repro validate_raw`") from exc
+
+
+def run(cfg: DictConfig, root: Path) -> dict:
+    """Run the stage: manifest -> ``paths.splits`` CSV and ``<reports_dir>/split.json``.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        Composed config; uses ``paths``, ``data.classes`` and ``split``.
+    root : pathlib.Path
+        Project root; config paths are relative to it.
+
+    Returns
+    -------
+    dict
+        The summary written to ``split.json`` plus the output paths.
+    """
+    root = Path(root)
+    classes = list(cfg.data.classes)
+    manifest = read_manifest(root / cfg.paths.manifest)
+    table = split_table(manifest, classes, train=cfg.split.train, val=cfg.split.val,
+                        test=cfg.split.test, seed=cfg.split.seed)
+
+    splits_path = root / cfg.paths.splits
+    splits_path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(splits_path, index=False, lineterminator="\n")
+
+    summary = split_summary(table, classes)
+    report_path = root / cfg.paths.reports_dir / "split.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return {**summary, "splits": str(splits_path), "report": str(report_path)}
