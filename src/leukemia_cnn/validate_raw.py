@@ -106,7 +106,7 @@ class ValidationResult:
 # Manifest
 # --------------------------------------------------------------------------------------------
 
-def _skip_reason(name: str) -> str | None:
+def skip_reason(name: str) -> str | None:
     """Why a file name is not an image row, or None when it is one."""
     if name.lower() in OS_JUNK or name.startswith("._"):
         return "operating-system metadata file"
@@ -152,7 +152,7 @@ def find_image_files(raw_dir: Path, classes: list[str]) -> tuple[list[tuple[str,
         dirnames.sort()
         for name in sorted(filenames):
             relative = (here / name).as_posix()
-            reason = _skip_reason(name)
+            reason = skip_reason(name)
             if reason is not None:
                 skipped.append(SkippedFile(relative, reason))
                 continue
@@ -622,9 +622,13 @@ def write_report(result: ValidationResult, manifest: pd.DataFrame, skipped: list
     Path(md_path).write_text(markdown_report(result, manifest, skipped, classes))
 
 
+STAGE_ADVICE = "Fix or remove these files (or adjust conf/validation/) and run the stage again."
+
+
 def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: str,
-                    report: str | None = None, names: Mapping[str, str] | None = None) -> str:
-    """What failed, naming up to :data:`MAX_LISTED` offending files per check.
+                    report: str | None = None, names: Mapping[str, str] | None = None,
+                    advice: str = STAGE_ADVICE) -> str:
+    """What failed, naming up to :data:`MAX_LISTED` offending files per check, then ``advice``.
 
     ``names`` maps manifest paths to the names to show instead (e.g. paths in an archive).
     """
@@ -640,7 +644,7 @@ def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: s
         lines += [f"      {line}" for line in offenders[:MAX_LISTED]]
         if len(offenders) > MAX_LISTED:
             lines.append(f"      ... and {len(offenders) - MAX_LISTED} more")
-    lines.append("Fix or remove these files (or adjust conf/validation/) and run the stage again.")
+    lines.append(advice)
     return "\n".join(lines)
 
 

@@ -1,0 +1,88 @@
+"""Small image trees and archives the ingestion and bad-input tests make themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ["Benign", "Early", "Pre", "Pro"]
+PER_CLASS = 6
+
+
+def image_bytes(seed: int, size: tuple[int, int] = (40, 40), mode: str = "RGB",
+                fmt: str = "JPEG") -> bytes:
+    """A small noise image, different for every seed."""
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "CMYK": 4}.get(mode)
+    shape = (size[1], size[0], channels) if channels else (size[1], size[0])
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def write_image(path: Path, seed: int, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(image_bytes(seed, **kwargs))
+    return path
+
+
+def class_tree(folder: Path, per_class: int = PER_CLASS, classes=CLASSES, seed: int = 0,
+               prefix: str = "WBC") -> Path:
+    """``folder/<Class>/<prefix>-<Class>-NNN.jpg``: a valid tree of distinct images."""
+    for index, cls in enumerate(classes):
+        for number in range(per_class):
+            write_image(folder / cls / f"{prefix}-{cls}-{number:03d}.jpg",
+                        seed=seed * 10_000 + index * 100 + number)
+    return folder
+
+
+def kaggle_zip(path: Path, per_class: int = PER_CLASS, variants=("Original", "Segmented"),
+               extra: dict[str, bytes] | None = None) -> Path:
+    """The Kaggle archive layout: ``<Variant>/<Class>/WBC-<Class>-NNN.jpg`` plus ``extra``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for offset, variant in enumerate(variants):
+            for index, cls in enumerate(CLASSES):
+                for number in range(per_class):
+                    archive.writestr(f"{variant}/{cls}/WBC-{cls}-{number:03d}.jpg",
+                                     image_bytes(offset * 10_000 + index * 100 + number))
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return path
+
+
+def add_symlink_entry(path: Path, name: str, target: str) -> None:
+    """Append a symbolic-link entry (as `zip --symlinks` writes it) to an archive."""
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(info, target)
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every entry under ``path`` (files by sha256, links by target, folders): a fingerprint."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
+    digest = {}
+    for folder, dirnames, filenames in os.walk(path):
+        here = Path(folder)
+        for name in dirnames + filenames:
+            item = here / name
+            key = item.relative_to(path).as_posix()
+            if item.is_symlink():
+                digest[key] = "link:" + os.readlink(item)
+            elif item.is_dir():
+                digest[key] = "dir"
+            else:
+                digest[key] = hashlib.sha256(item.read_bytes()).hexdigest()
+    return digest
