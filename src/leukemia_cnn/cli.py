@@ -33,6 +33,7 @@ STAGES = {
 EPILOG = """\
 typical use:
   leukemia-cnn data synth            write the built-in synthetic dataset to data/raw
+  leukemia-cnn data get --source leukemia.zip   ingest the Kaggle archive instead
   dvc repro                          run every stage (each calls one subcommand below)
   leukemia-cnn promote               point alias `champion` at the best validation accuracy
   leukemia-cnn predict a.jpg b.jpg   classify images with models:/leukemia-cnn@champion
@@ -79,6 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do nothing when the output folder already holds images")
     synth.add_argument("--no-dvc-add", action="store_true",
                        help="skip `dvc add` (e.g. outside a DVC repository)")
+    get = data_sub.add_parser(
+        "get", help="ingest a Kaggle zip, an image folder or the Kaggle API into data/raw",
+        description="Copy the images of a source into data/raw/<Class>/ (original file names, "
+                    "class folders matched case-insensitively to data.classes), check them with "
+                    "the raw-data suite, swap the tree in (the previous data/raw stays intact on "
+                    "any error), then `dvc add data/raw` so data.dvc versions exactly what was "
+                    "ingested.")
+    _add_params_arg(get)
+    get.add_argument("--source", default=None,
+                     help="the Kaggle zip as downloaded, a folder (Kaggle layout or "
+                          "<Class>/<image>), `kaggle` (Kaggle API: needs the `kaggle` package "
+                          "and credentials) or `synthetic` (default: data.source)")
+    get.add_argument("--variant", choices=("Original", "Segmented"), default=None,
+                     help="image set of the Kaggle archive (default: data.variant)")
+    get.add_argument("--output", default=None, help="default: paths.raw_dir")
+    get.add_argument("--no-validate", action="store_true",
+                     help="swap the new tree in even if it fails the raw-data checks "
+                          "(the validate_raw stage still stops the pipeline)")
+    get.add_argument("--no-dvc-add", action="store_true",
+                     help="skip `dvc add` (e.g. outside a DVC repository)")
 
     for name, (_, help_text) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=f"Pipeline stage: {help_text}.")
@@ -131,6 +152,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     cfg = load_params(args.params)
+    if args.command == "data" and args.data_command == "get":
+        from leukemia_cnn import ingest
+
+        ingest.main(cfg, root, source=args.source, variant=args.variant, output=args.output,
+                    validate=not args.no_validate, dvc_add=not args.no_dvc_add)
+        return 0
     if args.command == "data":
         from leukemia_cnn import synth
 
