@@ -121,11 +121,11 @@ BIN = Path(sys.executable).parent
 # Written into the copy's conf/config.yaml (after `_self_`, so they win): both `dvc repro`
 # (via params.yaml) and `dvc exp run` (which re-composes conf/) then run the tiny setup.
 TINY_CONF = {
-    "data": {"synth": {"scale": 0.03}},
-    "preprocess": {"image_size": 48},
+    "data": {"synth": {"scale": 0.1}},
+    "preprocess": {"image_size": 64},
     "features": {"pca": {"n_components": 16}},
-    "model": {"filters": [8, 8, 16], "kernel_sizes": [3, 3, 3], "dense_units": 32},
-    "train": {"epochs": 8, "batch_size": 16, "learning_rate": 0.003, "verbose": 0},
+    "model": {"filters": [16, 32, 32], "kernel_sizes": [5, 3, 3], "dense_units": 64},
+    "train": {"epochs": 15, "batch_size": 16, "learning_rate": 0.001, "verbose": 0},
 }
 
 
