@@ -10,11 +10,12 @@ class Constant(mlflow.pyfunc.PythonModel):
         return model_input
 
 
-def fake_training_run(val_accuracy, test_accuracy, collapsed=False):
+def fake_training_run(val_accuracy, test_accuracy, collapsed=False, **tags):
     """A finished run with a logged (trivial) model and the metrics evaluate writes."""
     with mlflow.start_run() as run:
         mlflow.log_metrics({"val_accuracy": val_accuracy, "test_accuracy": test_accuracy})
         mlflow.set_tag("collapsed", str(collapsed).lower())
+        mlflow.set_tags(tags)
         info = mlflow.pyfunc.log_model(name="model", python_model=Constant())
     return run.info.run_id, info.model_uri
 
@@ -66,3 +67,43 @@ def test_register_stage_writes_record_and_sets_champion(trained):
 def test_promote_without_versions_is_a_clear_error(make_cfg, mlflow_store, tmp_path):
     with pytest.raises(register.LeukemiaCNNError, match="no versions"):
         register.promote(make_cfg(), tmp_path)
+
+
+def test_choose_champion_by_configuration_mean_never_collapsed():
+    found = [
+        Candidate("1", "a", 0.95, 0.10, False, "cfgA", "lucky"),   # best single run
+        Candidate("2", "b", 0.60, 0.90, False, "cfgA", "lucky"),
+        Candidate("3", "c", 0.85, 0.50, False, "cfgB", "steady"),  # best mean: 0.845
+        Candidate("4", "d", 0.84, 0.99, False, "cfgB", "steady"),
+        Candidate("5", "e", 0.99, 0.99, True, "cfgC", "collapsing"),  # mean 0.985, none eligible
+        Candidate("6", "f", 0.98, 0.99, True, "cfgC", "collapsing"),
+    ]
+    assert choose_champion(found).version == "1"
+    assert choose_champion(found, by="config").version == "3"
+    scores = register.config_scores(found)
+    assert [s.label for s in scores] == ["steady", "lucky", "collapsing"]
+    assert scores[0].mean_val_accuracy == pytest.approx(0.845) and scores[0].n_runs == 2
+    with pytest.raises(register.LeukemiaCNNError, match="allowed: run, config"):
+        choose_champion(found, by="test_accuracy")
+
+
+def test_promote_by_configuration_records_why(make_cfg, mlflow_store, tmp_path, capsys):
+    cfg = make_cfg()
+    register.setup_mlflow(cfg, tmp_path)
+    runs = [fake_training_run(0.95, 0.2, config_id="A", experiment_name="lucky"),
+            fake_training_run(0.55, 0.9, config_id="A", experiment_name="lucky"),
+            fake_training_run(0.86, 0.5, config_id="B", experiment_name="steady"),
+            fake_training_run(0.84, 0.6, config_id="B", experiment_name="steady")]
+    for run_id, uri in runs:
+        register.register(cfg, tmp_path, run_id, uri)
+    assert register.promote(cfg, tmp_path, by="config") == "3"
+    assert "steady" in capsys.readouterr().out
+    version = mlflow.MlflowClient().get_model_version_by_alias("leukemia-cnn", "champion")
+    assert version.tags["promotion_mode"] == "config"
+    reason = version.tags["promoted_by"]
+    assert "best configuration by mean val_accuracy: steady" in reason and "0.8500" in reason
+    assert "promoted" in version.description and "steady" in version.description
+    # The default mode still takes the best single run.
+    assert register.promote(cfg, tmp_path) == "1"
+    version = mlflow.MlflowClient().get_model_version_by_alias("leukemia-cnn", "champion")
+    assert version.tags["promotion_mode"] == "run"

@@ -21,6 +21,20 @@ LOSSES = ("categorical_crossentropy", "binary_crossentropy")
 VARIANTS = ("Original", "Segmented")
 COLOR_MODES = ("grayscale", "rgb")
 PADDINGS = ("valid", "same")
+CLASS_WEIGHTS = (None, "balanced")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+# The robust-training knobs and the paper's value of each: a run whose config has all of them
+# (and grayscale input) trains the paper's model as the paper did.
+PAPER_KNOBS = {
+    "preprocess.color_mode": "grayscale",
+    "model.padding": "valid",
+    "model.batch_norm": False,
+    "model.standardize": False,
+    "train.augment": False,
+    "train.class_weight": None,
+    "train.early_stopping_patience": None,
+    "train.lr_schedule": "constant",
+}
 EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
 
 
@@ -102,6 +116,19 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def paper_faithful(flat: dict[str, Any]) -> bool:
+    """Whether flattened config values (or a run's MLflow params, as strings) describe the
+    paper's model and training: grayscale input and every robust-training knob at the paper's
+    value (:data:`PAPER_KNOBS`). Epochs, batch size, loss, conv layers and input size may vary.
+    """
+    return all(str(flat.get(key, paper)) == str(paper) for key, paper in PAPER_KNOBS.items())
+
+
+def is_paper_faithful(cfg: DictConfig) -> bool:
+    """:func:`paper_faithful` of a composed config."""
+    return paper_faithful(flatten(cfg))
 
 
 def overrides_from_defaults(cfg: DictConfig, root: Path | None = None) -> list[str]:
@@ -204,6 +231,9 @@ def validate_config(cfg: DictConfig) -> None:
     _require(isinstance(dropout, (int, float)) and 0 <= dropout < 1, "model.dropout", dropout,
              "a number in [0, 1)")
     _check_spatial(size, kernels, padding, _get(cfg, "model.pool_size"))
+    for key in ("model.batch_norm", "model.standardize", "train.augment"):
+        flag = OmegaConf.select(cfg, key, default=False)
+        _require(isinstance(flag, bool), key, flag, "true or false")
 
     _positive_int(cfg, "train.epochs")
     _positive_int(cfg, "train.batch_size")
@@ -211,6 +241,15 @@ def validate_config(cfg: DictConfig) -> None:
     _require(loss in LOSSES, "train.loss", loss, ", ".join(LOSSES))
     lr = _get(cfg, "train.learning_rate")
     _require(isinstance(lr, (int, float)) and lr > 0, "train.learning_rate", lr, "a number > 0")
+    patience = OmegaConf.select(cfg, "train.early_stopping_patience", default=None)
+    _require(patience is None or (isinstance(patience, int) and not isinstance(patience, bool)
+                                  and patience >= 1), "train.early_stopping_patience", patience,
+             "null (train every epoch) or an integer >= 1")
+    weight = OmegaConf.select(cfg, "train.class_weight", default=None)
+    _require(weight in CLASS_WEIGHTS, "train.class_weight", weight, "null or balanced")
+    schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")
+    _require(schedule in LR_SCHEDULES, "train.lr_schedule", schedule, ", ".join(LR_SCHEDULES))
+    _validate_sweep_and_report(cfg)
     seed = _get(cfg, "seed")
     _require(isinstance(seed, int) and seed >= 0, "seed", seed, "an integer >= 0")
 
@@ -225,6 +264,26 @@ def _validate_validation(cfg: DictConfig) -> None:
     _require(low <= high, "validation.min_class_share/max_class_share", [low, high], "min <= max")
     for key in ("max_total_bytes", "max_files", "max_image_pixels"):
         _positive_int(cfg, f"validation.{key}")
+
+
+def _validate_sweep_and_report(cfg: DictConfig) -> None:
+    """The ``sweep`` and ``report`` groups (optional: older params files lack them)."""
+    threads = OmegaConf.select(cfg, "sweep.tf_threads", default=None)
+    _require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool)
+                                 and threads >= 1), "sweep.tf_threads", threads,
+             "null (TensorFlow's default) or an integer >= 1")
+    register = OmegaConf.select(cfg, "sweep.register", default=True)
+    _require(isinstance(register, bool), "sweep.register", register, "true or false")
+    confidence = OmegaConf.select(cfg, "report.confidence", default=0.95)
+    _require(isinstance(confidence, float) and 0 < confidence < 1, "report.confidence",
+             confidence, "a number strictly between 0 and 1, e.g. 0.95")
+    sweep_ids = OmegaConf.select(cfg, "report.sweep_ids", default=[])
+    _require(sweep_ids is not None and not isinstance(sweep_ids, str)
+             and all(isinstance(s, str | int) for s in sweep_ids), "report.sweep_ids", sweep_ids,
+             "a list of sweep ids (the sweep_id tag); [] = every sweep run of the experiment")
+    name = OmegaConf.select(cfg, "report.name", default="table1")
+    _require(isinstance(name, str) and name.strip() != "" and "/" not in name, "report.name",
+             name, "a file name without folders, e.g. table1")
 
 
 def _check_spatial(size: int, kernels: list[int], padding: str, pool: int) -> None:

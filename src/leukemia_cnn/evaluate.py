@@ -98,26 +98,37 @@ def plot_samples(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, classes:
     return path
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
-    """DVC stage ``evaluate``."""
-    import keras
-    import mlflow
+def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: Path,
+                   ) -> tuple[dict[str, float], bool]:
+    """Predict val and test, write the evaluation files, return ``(metrics, collapsed)``.
 
+    Parameters
+    ----------
+    model : keras.Model
+        The trained model.
+    cfg : DictConfig
+        Composed config (``data.classes``, ``seed``).
+    splits : dict
+        ``{"val": (x, y, paths), "test": (x, y, paths)}`` as :func:`load_split` returns them.
+    reports_dir : pathlib.Path
+        Receives ``metrics.json``, ``confusion_{val,test}.csv``,
+        ``classification_report.txt`` and ``figures/`` (confusion matrices, sample predictions).
+
+    Returns
+    -------
+    metrics : dict
+        Argmax accuracy, F1, per-class P/R/F1, prediction seconds and image counts per split,
+        the val majority share and ``collapsed`` (0 or 1).
+    collapsed : bool
+        See :func:`is_collapsed` (judged on the val split).
+    """
     classes = list(cfg.data.classes)
-    model_dir = root / cfg.paths.model_dir
-    reports_dir = root / cfg.paths.reports_dir
     figures_dir = reports_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    run_file = model_dir / "run.json"
-    if not run_file.is_file():
-        raise DataError(f"{run_file} not found; run the train stage first (`dvc repro train`)")
-    record = json.loads(run_file.read_text())
-    model = keras.saving.load_model(model_dir / "cnn.keras", compile=False)
-
     metrics: dict[str, float] = {}
     details: dict[str, dict] = {}
     for split in ("val", "test"):
-        x, y_true, paths = load_split(root / cfg.paths.preprocessed_dir, split)
+        x, y_true, paths = splits[split]
         model.predict(x[:1], verbose=0)  # warm-up: graph tracing is not prediction time
         probabilities, seconds = timed_predict(model, x)
         y_pred = probabilities.argmax(axis=1)
@@ -148,21 +159,54 @@ def run(cfg: DictConfig, root: Path) -> dict:
                  figures_dir / "sample_predictions.png", seed=int(cfg.seed))
     (reports_dir / "classification_report.txt").write_text(report_text)
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics, collapsed
+
+
+def log_evaluation(metrics: dict[str, float], collapsed: bool, reports_dir: Path) -> None:
+    """Log the metrics, the ``collapsed`` tag and the evaluation files to the active run."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.set_tag("collapsed", str(collapsed).lower())
+    mlflow.log_artifacts(str(reports_dir / "figures"), artifact_path="evaluation")
+    mlflow.log_artifact(str(reports_dir / "classification_report.txt"), "evaluation")
+    mlflow.log_artifact(str(reports_dir / "metrics.json"), "evaluation")
+
+
+def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
+                  prefix: str = "evaluate") -> None:
+    """One line of accuracies and prediction times; a warning first for a collapsed run."""
+    if collapsed:
+        print(f"{prefix}: WARNING run {run_id} collapsed (val accuracy "
+              f"{metrics['val_accuracy']:.3f} <= majority share {metrics['val_majority_share']:.3f}"
+              " or one class predicted); it is tagged collapsed=true and will not be promoted")
+    print(f"{prefix}: val accuracy {metrics['val_accuracy']:.3f}, test accuracy "
+          f"{metrics['test_accuracy']:.3f}; prediction time val {metrics['val_prediction_seconds']:.2f}"
+          f" s, test {metrics['test_prediction_seconds']:.2f} s")
+
+
+SUMMARY_KEYS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro",
+                "val_prediction_seconds", "test_prediction_seconds", "collapsed")
+
+
+def run(cfg: DictConfig, root: Path) -> dict:
+    """DVC stage ``evaluate``."""
+    import keras
+    import mlflow
+
+    model_dir = root / cfg.paths.model_dir
+    reports_dir = root / cfg.paths.reports_dir
+    run_file = model_dir / "run.json"
+    if not run_file.is_file():
+        raise DataError(f"{run_file} not found; run the train stage first (`dvc repro train`)")
+    record = json.loads(run_file.read_text())
+    model = keras.saving.load_model(model_dir / "cnn.keras", compile=False)
+    splits = {split: load_split(root / cfg.paths.preprocessed_dir, split)
+              for split in ("val", "test")}
+    metrics, collapsed = evaluate_model(model, cfg, splits, reports_dir)
 
     setup_mlflow(cfg, root)
     with mlflow.start_run(run_id=record["run_id"]):
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.set_tag("collapsed", str(collapsed).lower())
-        mlflow.log_artifacts(str(figures_dir), artifact_path="evaluation")
-        mlflow.log_artifact(str(reports_dir / "classification_report.txt"), "evaluation")
-        mlflow.log_artifact(str(reports_dir / "metrics.json"), "evaluation")
-    if collapsed:
-        print(f"evaluate: WARNING run {record['run_id']} collapsed (val accuracy "
-              f"{metrics['val_accuracy']:.3f} <= majority share {majority:.3f} or one class "
-              "predicted); it is tagged collapsed=true and will not be promoted")
-    print(f"evaluate: val accuracy {metrics['val_accuracy']:.3f}, test accuracy "
-          f"{metrics['test_accuracy']:.3f}; prediction time val {metrics['val_prediction_seconds']:.2f}"
-          f" s, test {metrics['test_prediction_seconds']:.2f} s")
-    return {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "val_f1_macro",
-                                    "test_f1_macro", "val_prediction_seconds",
-                                    "test_prediction_seconds", "collapsed")}
+        log_evaluation(metrics, collapsed, reports_dir)
+    print_summary(metrics, collapsed, record["run_id"])
+    return {k: metrics[k] for k in SUMMARY_KEYS}

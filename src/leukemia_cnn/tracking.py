@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -44,19 +46,88 @@ def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = cfg.mlflow.experiment_name
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        mlflow.set_experiment(name)
-        return experiment.experiment_id
-    # A file artifact root only for the embedded sqlite store; a server picks its own.
-    location = artifact_location(root) if uri.startswith("sqlite:") else None
-    try:
-        experiment_id = mlflow.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:
-        # Another process created it between our lookup and create.
-        experiment_id = mlflow.get_experiment_by_name(name).experiment_id
+    # Creating the sqlite tables is not safe from two processes at once (parallel sweep
+    # workers, `dvc queue start -j 2`): it corrupts the store. Creation is serialised.
+    with store_lock(uri):
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            mlflow.set_experiment(name)
+            return experiment.experiment_id
+        # A file artifact root only for the embedded sqlite store; a server picks its own.
+        location = artifact_location(root) if uri.startswith("sqlite:") else None
+        try:
+            experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            # Another process created it between our lookup and create.
+            experiment_id = mlflow.get_experiment_by_name(name).experiment_id
     mlflow.set_experiment(name)
     return experiment_id
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI, or None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+_HELD_LOCKS: set[str] = set()
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Hold an exclusive lock on ``<db>.lock`` beside a sqlite store (no-op for other stores).
+
+    MLflow creates and migrates the sqlite tables on first use; two processes doing so at
+    once leave a broken store. Logging itself is safe in parallel (MLflow sets a busy
+    timeout), so only store set-up takes this lock.
+    """
+    path = sqlite_path(uri)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no inter-process lock available
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    key = str(path.resolve())
+    if key in _HELD_LOCKS:  # re-entered in this process: flock would wait for itself
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD_LOCKS.add(key)
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.discard(key)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# Params that define a configuration of the study: the data, split, preprocessing, model and
+# training knobs. The seed, output paths, store, sweep/report settings and the derived data
+# sizes are not part of it, so seeds of one configuration share its id.
+CONFIG_ID_PREFIXES = ("data.", "split.", "preprocess.", "model.", "train.")
+CONFIG_ID_IGNORED = ("train.verbose", "data.n_train", "data.n_val", "data.input_shape")
+
+
+def config_id(params: dict[str, object]) -> str:
+    """A short stable id of a run's configuration (its params, minus seed and run plumbing).
+
+    Parameters
+    ----------
+    params : dict
+        The run's flattened params (as logged to MLflow, or ``flatten(cfg)``).
+
+    Returns
+    -------
+    str
+        12 hex digits; runs that differ only in seed (or sweep, paths, store) share it.
+    """
+    items = sorted((k, str(v)) for k, v in params.items()
+                   if k.startswith(CONFIG_ID_PREFIXES) and k not in CONFIG_ID_IGNORED)
+    return hashlib.sha1(repr(items).encode()).hexdigest()[:12]
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -82,16 +153,22 @@ def data_version(root: Path | None = None) -> str:
         return "untracked"
 
 
-def run_tags(cfg: DictConfig, root: Path | None = None, **extra: str) -> dict[str, str]:
-    """Tags every run of the project carries (commit, data version, source, seed, overrides)."""
+def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = None,
+             **extra: str) -> dict[str, str]:
+    """Tags every run of the project carries (commit, data version, source, seed, overrides).
+
+    ``overrides`` is the ``hydra_overrides`` tag; by default it is recovered by comparing
+    ``cfg`` with conf/'s composed defaults (a Hydra app passes its own overrides instead).
+    """
     from leukemia_cnn.config import overrides_from_defaults
 
     root = root or find_repo_root()
     conf_root = root if (root / "conf" / "config.yaml").is_file() else find_repo_root()
-    try:
-        overrides = " ".join(overrides_from_defaults(cfg, conf_root)) or "(defaults)"
-    except Exception:  # noqa: BLE001 - a tag must never break a run
-        overrides = "unknown"
+    if overrides is None:
+        try:
+            overrides = " ".join(overrides_from_defaults(cfg, conf_root)) or "(defaults)"
+        except Exception:  # noqa: BLE001 - a tag must never break a run
+            overrides = "unknown"
     tags = {
         "git_commit": git_commit(root),
         "data_version": data_version(root),

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from leukemia_cnn.config import flatten
+from leukemia_cnn.config import flatten, is_paper_faithful
 from leukemia_cnn.model import build_from_config, displayed_accuracy_metric, set_seeds
 from leukemia_cnn.preprocess import load_split
-from leukemia_cnn.tracking import run_tags, setup_mlflow
+from leukemia_cnn.tracking import config_id, run_tags, setup_mlflow
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -45,41 +45,93 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
 
 
+KERAS_RENAMED = {"accuracy": "keras_accuracy", "val_accuracy": "val_keras_accuracy"}
+
+
 def _epoch_logger():
     import keras
     import mlflow
 
     class MLflowEpochLogger(keras.callbacks.Callback):
-        """Log every epoch's metrics (loss, accuracy, val_*) and the epoch time to MLflow."""
+        """Log every epoch's metrics (loss, accuracy, val_*) and the epoch time to MLflow.
+
+        Keras's ``accuracy``/``val_accuracy`` go in as ``keras_accuracy``/``val_keras_accuracy``:
+        ``val_accuracy`` is the evaluate stage's argmax accuracy of the kept model, and MLflow
+        shows a metric's highest step, so an epoch value under that name would mask it.
+        """
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics = {KERAS_RENAMED.get(k, k): float(v) for k, v in (logs or {}).items()}
             metrics["epoch_seconds"] = time.perf_counter() - self._start
             mlflow.log_metrics(metrics, step=epoch + 1)
 
     return MLflowEpochLogger()
 
 
+def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | None:
+    """``train.class_weight: balanced`` -> ``{label: n / (n_classes * n_label)}``; else None."""
+    if cfg.train.get("class_weight") != "balanced":
+        return None
+    n_classes = len(cfg.data.classes)
+    counts = np.bincount(y_train, minlength=n_classes)
+    return {label: float(len(y_train) / (n_classes * count))
+            for label, count in enumerate(counts) if count > 0}
+
+
+def training_callbacks(cfg: DictConfig) -> list:
+    """The Keras callbacks the robust-training knobs ask for (none for the paper's config).
+
+    ``train.early_stopping_patience``: stop when val argmax accuracy has not improved for that
+    many epochs and restore the best epoch's weights. ``train.lr_schedule: plateau``: halve
+    the learning rate when val loss has not improved for 2 epochs.
+    """
+    import keras
+
+    callbacks = []
+    patience = cfg.train.get("early_stopping_patience")
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_argmax_accuracy", mode="max", patience=int(patience),
+            restore_best_weights=True))
+    if cfg.train.get("lr_schedule", "constant") == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=2, min_lr=1e-5))
+    return callbacks
+
+
 def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
     """Build, compile and fit the model of ``cfg``; return ``(model, history_frame, seconds)``.
 
-    A plain function of arrays: the benchmarks and tests call it without MLflow.
+    A plain function of arrays: the benchmarks and tests call it without MLflow. With early
+    stopping the returned model holds the best epoch's weights and the history ends at the
+    epoch training stopped.
     """
     set_seeds(int(cfg.seed), bool(cfg.train.deterministic))
     n_classes = len(cfg.data.classes)
-    model = build_from_config(cfg, x_train.shape[1:])
+    batch_size = int(cfg.train.batch_size)
+    model = build_from_config(cfg, x_train.shape[1:], x_train=x_train,
+                              steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
     start = time.perf_counter()
     history = model.fit(x_train, one_hot(y_train, n_classes),
                         validation_data=(x_val, one_hot(y_val, n_classes)),
-                        epochs=int(cfg.train.epochs), batch_size=int(cfg.train.batch_size),
-                        shuffle=True, verbose=int(cfg.train.verbose), callbacks=list(callbacks))
+                        epochs=int(cfg.train.epochs), batch_size=batch_size,
+                        shuffle=True, verbose=int(cfg.train.verbose),
+                        callbacks=[*callbacks, *training_callbacks(cfg)],
+                        class_weight=class_weights(cfg, y_train))
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     return model, frame, seconds
+
+
+def kept_epoch(cfg: DictConfig, history: pd.DataFrame) -> int:
+    """The epoch whose weights the fitted model holds (the best one under early stopping)."""
+    if cfg.train.get("early_stopping_patience"):
+        return int(history["epoch"].iloc[int(history["val_argmax_accuracy"].to_numpy().argmax())])
+    return int(history["epoch"].iloc[-1])
 
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
@@ -112,11 +164,79 @@ def run_name(cfg: DictConfig) -> str:
             f"c{len(cfg.model.filters)}-s{cfg.seed}")
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
-    """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
+def training_params(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray,
+                    y_val: np.ndarray) -> dict[str, str]:
+    """The run's params: the flattened resolved config (minus paths) and the data sizes."""
+    params = {k: str(v)[:6000] for k, v in flatten(cfg).items() if not k.startswith("paths.")}
+    params.update({"data.n_train": str(len(y_train)), "data.n_val": str(len(y_val)),
+                   "data.input_shape": "x".join(map(str, x_train.shape[1:]))})
+    return params
+
+
+def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path,
+                reports_dir: Path, label: str | None = None):
+    """Fit inside the active MLflow run and log curves, timing, config and the model.
+
+    Writes ``model_dir/cnn.keras`` and ``reports_dir/train_history.csv``. Shared by the
+    ``train`` stage and the sweep jobs.
+
+    Returns
+    -------
+    summary : dict
+        Training time, final losses/accuracies, epochs run, kept epoch, parameter count.
+    model_info : mlflow.models.model.ModelInfo
+        The logged model (its ``model_uri``).
+    model : keras.Model
+        The fitted model.
+    """
     import mlflow
 
     from leukemia_cnn.pyfunc import log_model
+
+    label = label or run_name(cfg)
+    try:
+        model, history, seconds = fit(cfg, x_train, y_train, x_val, y_val,
+                                      callbacks=[_epoch_logger()])
+    except KeyboardInterrupt:
+        mlflow.set_tag("interrupted", "true")
+        mlflow.end_run(status="KILLED")
+        raise
+    # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
+    mlflow.set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
+    keras_path = model_dir / "cnn.keras"
+    model.save(keras_path)
+    history.to_csv(reports_dir / "train_history.csv", index=False)
+    last = history.iloc[-1]
+    epochs_run = len(history)
+    summary = {
+        "train_seconds": round(seconds, 3),
+        "epochs": int(cfg.train.epochs),
+        "seconds_per_epoch": round(seconds / epochs_run, 3),
+        "final_train_loss": float(last["loss"]),
+        "final_val_loss": float(last["val_loss"]),
+        "final_train_accuracy": float(last["argmax_accuracy"]),
+        "final_val_accuracy_keras": float(last["val_argmax_accuracy"]),
+        "n_params": int(model.count_params()),
+    }
+    metrics = {"train_seconds": seconds, "n_params": model.count_params()}
+    if epochs_run != int(cfg.train.epochs) or cfg.train.get("early_stopping_patience"):
+        summary.update(epochs_run=epochs_run, kept_epoch=kept_epoch(cfg, history))
+        metrics.update(epochs_run=epochs_run, kept_epoch=summary["kept_epoch"])
+    mlflow.log_metrics(metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        mlflow.log_artifact(str(tmp_dir / "config.yaml"))
+        mlflow.log_artifact(str(plot_curves(history, tmp_dir / "curves.png", label)))
+        mlflow.log_artifact(str(reports_dir / "train_history.csv"))
+        info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
+                         str(cfg.preprocess.color_mode), tmp_dir)
+    return summary, info, model
+
+
+def run(cfg: DictConfig, root: Path) -> dict:
+    """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
+    import mlflow
 
     pre_dir = root / cfg.paths.preprocessed_dir
     x_train, y_train, _ = load_split(pre_dir, "train")
@@ -127,51 +247,21 @@ def run(cfg: DictConfig, root: Path) -> dict:
     reports_dir.mkdir(parents=True, exist_ok=True)
 
     experiment_id = setup_mlflow(cfg, root)
-    params = {k: str(v)[:6000] for k, v in flatten(cfg).items() if not k.startswith("paths.")}
-    params.update({"data.n_train": len(y_train), "data.n_val": len(y_val),
-                   "data.input_shape": "x".join(map(str, x_train.shape[1:]))})
+    params = training_params(cfg, x_train, y_train, y_val)
     print(f"train: {len(y_train)} train / {len(y_val)} val images, input {x_train.shape[1:]}, "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, loss {cfg.train.loss}")
 
     with _sigterm_as_interrupt(), mlflow.start_run(run_name=run_name(cfg)) as active:
         run_id = active.info.run_id
-        mlflow.set_tags(run_tags(cfg, root, stage="train", model_family="cnn"))
+        mlflow.set_tags(run_tags(cfg, root, stage="train", model_family="cnn",
+                                 paper_faithful=str(is_paper_faithful(cfg)).lower(),
+                                 config_id=config_id(params)))
         mlflow.log_params(params)
-        try:
-            model, history, seconds = fit(cfg, x_train, y_train, x_val, y_val,
-                                          callbacks=[_epoch_logger()])
-        except KeyboardInterrupt:
-            mlflow.set_tag("interrupted", "true")
-            mlflow.end_run(status="KILLED")
-            raise
-        # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
-        mlflow.set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
-        keras_path = model_dir / "cnn.keras"
-        model.save(keras_path)
-        history.to_csv(reports_dir / "train_history.csv", index=False)
-        last = history.iloc[-1]
-        summary = {
-            "train_seconds": round(seconds, 3),
-            "epochs": int(cfg.train.epochs),
-            "seconds_per_epoch": round(seconds / int(cfg.train.epochs), 3),
-            "final_train_loss": float(last["loss"]),
-            "final_val_loss": float(last["val_loss"]),
-            "final_train_accuracy": float(last["argmax_accuracy"]),
-            "final_val_accuracy_keras": float(last["val_argmax_accuracy"]),
-            "n_params": int(model.count_params()),
-        }
-        mlflow.log_metrics({"train_seconds": seconds, "n_params": model.count_params()})
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_dir = Path(tmp)
-            (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            mlflow.log_artifact(str(tmp_dir / "config.yaml"))
-            mlflow.log_artifact(str(plot_curves(history, tmp_dir / "curves.png", run_name(cfg))))
-            mlflow.log_artifact(str(reports_dir / "train_history.csv"))
-            info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
-                             str(cfg.preprocess.color_mode), tmp_dir)
+        summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, model_dir,
+                                       reports_dir)
     record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
               "run_name": run_name(cfg)}
     (model_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     (reports_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"train: {seconds:.1f} s; MLflow run {run_id}; model {info.model_uri}")
+    print(f"train: {summary['train_seconds']:.1f} s; MLflow run {run_id}; model {info.model_uri}")
     return {**summary, **record}

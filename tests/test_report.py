@@ -1,0 +1,145 @@
+import math
+
+import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from leukemia_cnn import report
+from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.tracking import setup_mlflow
+
+matplotlib.use("Agg")
+
+
+def fake_sweep_run(tmp_path, sweep_id, experiment, config, seed, val, test, collapsed=False,
+                   faithful=True, keras_metric="CategoricalAccuracy", epochs=3):
+    """A finished run shaped like a sweep job's: tags, params, metrics, curves, Fig. 2."""
+    import matplotlib.pyplot as plt
+
+    with mlflow.start_run(run_name=f"{experiment}-s{seed}") as run:
+        mlflow.set_tags({"sweep_id": sweep_id, "experiment_name": experiment, "config_id": config,
+                         "seed": str(seed), "collapsed": str(collapsed).lower(),
+                         "paper_faithful": str(faithful).lower(),
+                         "keras_accuracy_metric": keras_metric})
+        mlflow.log_params({"train.epochs": epochs, "train.batch_size": 64,
+                           "train.loss": "categorical_crossentropy",
+                           "model.filters": "[64, 32, 128]", "preprocess.image_size": 100,
+                           "preprocess.color_mode": "grayscale"})
+        for epoch in range(1, epochs + 1):
+            mlflow.log_metrics({"loss": 1.0 / epoch, "val_loss": 1.1 / epoch,
+                                "argmax_accuracy": val * epoch / epochs,
+                                "val_argmax_accuracy": val * epoch / epochs}, step=epoch)
+        mlflow.log_metrics({"val_accuracy": val, "test_accuracy": test,
+                            "val_prediction_seconds": 0.5 + seed / 100,
+                            "test_prediction_seconds": 0.4, "collapsed": int(collapsed)})
+        figure = tmp_path / "sample_predictions.png"
+        plt.imsave(figure, np.zeros((8, 8)))
+        mlflow.log_artifact(str(figure), "evaluation")
+    return run.info.run_id
+
+
+@pytest.fixture
+def study(make_cfg, mlflow_store, tmp_path):
+    """Three seeds of three Table 1 rows, one seed of a fourth, and an improved config."""
+    cfg = make_cfg()
+    setup_mlflow(cfg, tmp_path)
+    values = {  # config -> val accuracies per seed 1..3 (test = val + 0.01)
+        "table1_e15_b64_cce": [0.80, 0.78, 0.82],
+        "table1_e15_b32_cce": [0.70, 0.69, 0.71],   # always worse than b64: supported
+        "table1_e15_b64_bce": [0.82, 0.75, 0.80],   # no consistent difference to cce
+    }
+    for name, vals in values.items():
+        for seed, val in enumerate(vals, start=1):
+            fake_sweep_run(tmp_path, "S1", name, f"id-{name}", seed, val, val + 0.01,
+                           keras_metric="CategoricalAccuracy")
+    fake_sweep_run(tmp_path, "S1", "table1_e10_b32_cce", "id-e10", 1, 0.25, 0.25, collapsed=True)
+    for seed, val in enumerate([0.90, 0.91, 0.93], start=1):
+        fake_sweep_run(tmp_path, "S2", "improved", "id-improved", seed, val, val, faithful=False)
+    # A run outside any sweep (e.g. `dvc repro`) is not part of the study.
+    with mlflow.start_run():
+        mlflow.log_metrics({"val_accuracy": 0.99})
+    return cfg, tmp_path
+
+
+def test_summarize_mean_std_and_t_interval():
+    stats = report.summarize(np.array([0.8, 0.78, 0.82]))
+    assert stats["n"] == 3 and stats["mean"] == pytest.approx(0.8)
+    assert stats["std"] == pytest.approx(0.02)
+    # t(0.975, 2) = 4.303: half-width 4.303 * 0.02 / sqrt(3)
+    assert stats["high"] - stats["mean"] == pytest.approx(4.3027 * 0.02 / math.sqrt(3), rel=1e-3)
+    single = report.summarize(np.array([0.7]))
+    assert single["n"] == 1 and math.isnan(single["std"]) and math.isnan(single["low"])
+
+
+def test_paired_test_verdicts():
+    seeds = [1, 2, 3]
+    better = pd.Series([0.80, 0.78, 0.82], index=seeds)
+    assert report.paired_test(better, better - 0.1)["verdict"] == "supported"
+    assert report.paired_test(better - 0.1, better)["verdict"] == "contradicted"
+    noisy = pd.Series([0.82, 0.75, 0.80], index=seeds)
+    assert report.paired_test(better, noisy)["verdict"] == "not supported"
+    assert report.paired_test(better, better)["verdict"] == "no difference"
+    one = report.paired_test(better.loc[[1]], noisy.loc[[1]])
+    assert one["verdict"] == "not enough seeds" and one["n"] == 1
+
+
+def test_report_table_claims_and_figures_from_mlflow(study):
+    cfg, root = study
+    result = report.build(cfg, root)
+    table = result["table"].set_index("label")
+    assert result["n_runs"] == 13
+    assert list(table.index[:4]) == ["table1_e15_b64_cce", "table1_e15_b64_bce",
+                                     "table1_e15_b32_cce", "table1_e10_b32_cce"]
+    assert table.loc["table1_e15_b64_cce", "val_accuracy.mean"] == pytest.approx(0.80)
+    assert table.loc["table1_e15_b64_cce", "n_seeds"] == 3
+    assert table.loc["table1_e10_b32_cce", "collapsed"] == 1
+    assert not table.loc["improved", "faithful"]
+
+    text = result["markdown"].read_text()
+    # Paper-faithful rows apart from the rest, paper numbers beside ours.
+    faithful_part, other_part = text.split("## Other configurations")
+    assert "table1_e15_b64_cce" in faithful_part and "| improved" not in faithful_part
+    assert "| improved" in other_part.split("## The paper's claims")[0]
+    row = next(line for line in faithful_part.splitlines() if line.startswith("| table1_e15_b64_cce"))
+    assert "0.800 ± 0.020" in row and "| 0.80 |" in row and "| 0.82 |" in row and "| 2.13 |" in row
+    assert "CategoricalAccuracy" in row
+
+    claims = {c.split(" — ")[0].strip("- *"): c for c in result["claims"]}
+    assert "The seeds support it" in claims["batch 64 beats batch 32 (15 epochs, categorical CE)"]
+    assert "do not support" in claims["categorical CE beats binary CE (15 epochs, batch 64)"]
+    assert "Not enough seeds" in claims["15 epochs beats 10 epochs (batch 32, categorical CE)"]
+    improved = next(c for c in result["claims"] if c.startswith("**the improved"))
+    assert "improved" in text and "supported" in improved
+    for claim in result["claims"]:
+        assert claim.replace("**", "").split(" — ")[0] in text.replace("**", "")
+
+    # Fig. 3 and Fig. 2 of the best configuration (improved) and of the best paper-faithful one.
+    files = sorted(p.name for p in (root / "reports" / "table1_files").iterdir())
+    assert any(f.startswith("fig3_curves_improved") for f in files)
+    assert any(f.startswith("fig3_curves_table1_e15_b64_cce") for f in files)
+    assert any(f.startswith("fig2_samples_improved") for f in files)
+    for name in files:
+        assert f"table1_files/{name}" in text
+    html = result["html"].read_text()
+    assert "<table" in html and "table1_e15_b64_cce" in html and "fig3_curves_improved" in html
+
+
+def test_report_restricted_to_one_sweep(study):
+    cfg, root = study
+    cfg.report.sweep_ids = ["S2"]
+    result = report.build(cfg, root)
+    assert list(result["table"]["label"]) == ["improved"]
+    assert "_No paper-faithful runs._" in result["markdown"].read_text()
+
+
+def test_report_without_sweep_runs_is_a_clear_error(make_cfg, mlflow_store, tmp_path):
+    cfg = make_cfg()
+    with pytest.raises(LeukemiaCNNError, match="not found|no finished"):
+        report.build(cfg, tmp_path)
+    setup_mlflow(cfg, tmp_path)
+    with mlflow.start_run():
+        mlflow.log_metrics({"val_accuracy": 0.5})
+    with pytest.raises(LeukemiaCNNError, match="leukemia-cnn sweep"):
+        report.build(cfg, tmp_path)
