@@ -231,6 +231,9 @@ def validate_config(cfg: DictConfig) -> None:
     _require(isinstance(dropout, (int, float)) and 0 <= dropout < 1, "model.dropout", dropout,
              "a number in [0, 1)")
     _check_spatial(size, kernels, padding, _get(cfg, "model.pool_size"))
+    momentum = OmegaConf.select(cfg, "model.batch_norm_momentum", default=0.99)
+    _require(isinstance(momentum, float) and 0 < momentum < 1, "model.batch_norm_momentum",
+             momentum, "a number strictly between 0 and 1, e.g. 0.99")
     for key in ("model.batch_norm", "model.standardize", "train.augment"):
         flag = OmegaConf.select(cfg, key, default=False)
         _require(isinstance(flag, bool), key, flag, "true or false")

@@ -25,7 +25,8 @@ def set_seeds(seed: int, deterministic: bool = True) -> None:
 def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list[int],
                 kernel_sizes: list[int], padding: str = "valid", pool_size: int = 2,
                 dense_units: int = 128, dropout: float = 0.5, batch_norm: bool = False,
-                augment: bool = False, standardize_data=None):
+                batch_norm_momentum: float = 0.99, augment: bool = False,
+                standardize_data=None):
     """Conv blocks (Conv2D + ReLU -> MaxPool) -> Flatten -> Dense ReLU -> Dropout -> softmax.
 
     With the defaults this is exactly the paper's network; the keyword knobs add the
@@ -45,6 +46,8 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
         Max-pool size, width of the hidden dense layer and its dropout rate.
     batch_norm : bool, default False
         Conv -> BatchNormalization -> ReLU instead of Conv with ReLU.
+    batch_norm_momentum : float, default 0.99
+        Momentum of the batch-norm moving mean and variance.
     augment : bool, default False
         Random flips and rotations up to 90 degrees as the first layers; Keras applies them
         only while training, so inference (and the logged model) sees the image unchanged.
@@ -72,7 +75,7 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
     for n_filters, kernel in zip(filters, kernel_sizes, strict=True):
         if batch_norm:
             model.add(layers.Conv2D(n_filters, kernel, padding=padding, use_bias=False))
-            model.add(layers.BatchNormalization())
+            model.add(layers.BatchNormalization(momentum=batch_norm_momentum))
             model.add(layers.Activation("relu"))
         else:
             model.add(layers.Conv2D(n_filters, kernel, padding=padding, activation="relu"))
@@ -124,6 +127,7 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
                         list(cfg.model.kernel_sizes), cfg.model.padding, cfg.model.pool_size,
                         cfg.model.dense_units, cfg.model.dropout,
                         batch_norm=bool(cfg.model.get("batch_norm", False)),
+                        batch_norm_momentum=float(cfg.model.get("batch_norm_momentum", 0.99)),
                         augment=bool(cfg.train.get("augment", False)),
                         standardize_data=x_train if standardize else None)
     metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]

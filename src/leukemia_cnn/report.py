@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from leukemia_cnn.config import paper_faithful
 from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.tracking import CONFIG_ID_PREFIXES
 
 # Paper Table 1 (val accuracy, val prediction s, test accuracy, test prediction s) by the
 # conf/experiment file that reproduces each row.
@@ -205,6 +206,11 @@ def _setup(group: pd.DataFrame) -> str:
             f"{layers} conv, {size}px {mode}")
 
 
+def _shown(value) -> str:
+    """A param value for a label; runs that predate a knob have none."""
+    return "unset" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def _is_faithful(group: pd.DataFrame) -> bool:
     if "tags.paper_faithful" in group and group["tags.paper_faithful"].notna().all():
         return bool((group["tags.paper_faithful"] == "true").all())
@@ -222,7 +228,9 @@ def configurations(runs: pd.DataFrame, confidence: float) -> pd.DataFrame:
         collapsed |= group.get("metrics.collapsed", pd.Series(0.0, index=group.index)).fillna(0) > 0
         displayed = sorted(set(group.get("tags.keras_accuracy_metric",
                                          pd.Series(dtype=str)).dropna()))
-        row = {"config_id": config, "label": label, "setup": _setup(group),
+        params = {c.removeprefix("params."): group[c].iloc[0] for c in group
+                  if c.startswith("params.")}
+        row = {"config_id": config, "label": label, "setup": _setup(group), "params": params,
                "faithful": _is_faithful(group), "n_seeds": len(group),
                "seeds": sorted(group["seed"].tolist()), "collapsed": int(collapsed.sum()),
                "keras_accuracy": ", ".join(displayed) or "?",
@@ -234,11 +242,17 @@ def configurations(runs: pd.DataFrame, confidence: float) -> pd.DataFrame:
                 row[f"{metric}.{key}"] = value
         rows.append(row)
     table = pd.DataFrame(rows)
-    # Two configurations from one experiment file (e.g. a sweep over colour): name the knobs.
+    # Two configurations from one experiment file (e.g. a sweep over colour): name the knobs
+    # that tell them apart.
     for label, same in table.groupby("label"):
         if len(same) > 1:
+            keys = sorted({k for p in same["params"] for k in p})
+            differ = [k for k in keys if k.startswith(CONFIG_ID_PREFIXES)
+                      and len({str(p.get(k)) for p in same["params"]}) > 1]
             for index in same.index:
-                table.loc[index, "label"] = f"{label} [{table.loc[index, 'setup']}]"
+                knobs = ", ".join(f"{k}={_shown(table.loc[index, 'params'].get(k))}"
+                                  for k in differ)
+                table.loc[index, "label"] = f"{label} [{knobs or table.loc[index, 'config_id']}]"
     table["paper"] = table["label"].map(lambda name: name in PAPER_TABLE1)
     # Paper-faithful first, the paper's rows in its order, then the rest by name.
     paper_order = {name: index for index, name in enumerate(PAPER_TABLE1)}

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -66,18 +67,19 @@ def load_splits(cfg: DictConfig, root: Path) -> dict[str, tuple[np.ndarray, np.n
         return splits
     print(f"sweep: {pre_dir} holds {found} images; decoding {expected} ({mode}) from "
           f"{cfg.paths.raw_dir} for this job")
-    table = read_split_table(root / cfg.paths.splits, list(cfg.data.classes))
     raw_dir = root / cfg.paths.raw_dir
-    for name in SPLITS:
-        rows = table[table["split"] == name]
-        try:
+    try:
+        table = read_split_table(root / cfg.paths.splits, list(cfg.data.classes))
+        for name in SPLITS:
+            rows = table[table["split"] == name]
             x = load_images([raw_dir / p for p in rows["path"]], size, mode,
                             workers=n_workers(), desc=name)
-        except DataError as exc:
-            raise DataError(f"{exc}; preprocess.image_size/color_mode differ from the "
-                            f"arrays in {pre_dir}, so the raw images are needed") from exc
-        splits[name] = (x, rows["label"].to_numpy(dtype=np.int64),
-                        rows["path"].to_numpy(dtype=str))
+            splits[name] = (x, rows["label"].to_numpy(dtype=np.int64),
+                            rows["path"].to_numpy(dtype=str))
+    except DataError as exc:
+        raise DataError(f"preprocess.image_size/color_mode ({size}, {mode}) differ from the "
+                        f"arrays in {pre_dir} {found}, so the split table and raw images are "
+                        f"needed: {exc}") from exc
     return splits
 
 
@@ -190,9 +192,12 @@ def job(cfg: DictConfig) -> dict:
     experiment = hydra_cfg.runtime.choices.get("experiment") or "default"
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("sweep.id=")]
     status: dict = {"experiment_name": experiment, "overrides": overrides}
+    # The launch's working directory (the project root), not this worker's: a reused worker
+    # process may have started elsewhere.
+    root = find_repo_root(Path(hydra_cfg.runtime.cwd))
     try:
-        status.update(status="ok", **run_job(cfg, find_repo_root(), out_dir, str(cfg.sweep.id),
-                                             experiment, overrides))
+        status.update(status="ok", **run_job(cfg, root, out_dir, str(cfg.sweep.id), experiment,
+                                             overrides))
     except LeukemiaCNNError as exc:
         print(f"leukemia-cnn sweep: error in job {' '.join(overrides) or '(defaults)'}: {exc}",
               file=sys.stderr)
@@ -207,16 +212,6 @@ def _override_value(argv: list[str], key: str) -> str | None:
         if arg.lstrip("+~").startswith(f"{key}="):
             return arg.split("=", 1)[1]
     return None
-
-
-@contextlib.contextmanager
-def _working_directory(path: Path):
-    previous = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def collect_statuses(sweep_dir: Path) -> list[dict]:
@@ -247,7 +242,11 @@ def format_statuses(statuses: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the sweep app with Hydra command-line arguments; return the exit status.
+    """``leukemia-cnn sweep``: run the Hydra app in a child process; return its exit status.
+
+    Hydra configures the logging of the process it runs in (closing existing handlers),
+    keeps global state and joblib keeps its worker pool: a child process keeps all of that
+    away from the caller (the CLI, a test, a notebook).
 
     Parameters
     ----------
@@ -258,11 +257,27 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        0 when every job finished, 1 when a job failed or the config is invalid.
+        0 when every job finished, 1 when a job failed or the config is invalid, 130 when
+        interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    try:
+        return subprocess.run([sys.executable, "-m", "leukemia_cnn.sweep", *argv],
+                              cwd=find_repo_root(), env=env).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_app(argv: list[str]) -> int:
+    """The Hydra app in this process (what :func:`main` runs in its child process).
+
+    Adds ``sweep.id`` when absent, creates the MLflow store and experiment once (before
+    parallel workers log to it), runs the jobs, then prints one line per job.
     """
     import hydra
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(argv)
     root = find_repo_root()
     if not (root / "conf" / f"{PRIMARY_CONFIG}.yaml").is_file():
         print(f"leukemia-cnn sweep: error: no {root / 'conf' / PRIMARY_CONFIG}.yaml; run from "
@@ -276,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leukemia-cnn sweep: error: config key `sweep.id` = {sweep_id!r} is invalid; "
               "allowed: one non-empty id per launch", file=sys.stderr)
         return 1
-    # Create the store and experiment here, once, before parallel workers start logging.
     store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
     try:
         from leukemia_cnn.tracking import setup_mlflow
@@ -288,19 +302,14 @@ def main(argv: list[str] | None = None) -> int:
 
     app = hydra.main(config_path=str(root / "conf"), config_name=PRIMARY_CONFIG,
                      version_base="1.3")(job)
-    saved_argv = sys.argv
+    # Hydra reads its arguments from sys.argv; job folders are relative to the project root.
     sys.argv = ["leukemia-cnn sweep", *argv]
+    os.chdir(root)
     try:
-        with _working_directory(root):
-            app()
+        app()
     except SystemExit as exc:
         if exc.code not in (0, None):
             return exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = saved_argv
-        from hydra.core.global_hydra import GlobalHydra
-
-        GlobalHydra.instance().clear()  # callers (tests, the CLI) may compose configs again
     statuses = collect_statuses(root / SWEEP_FOLDER / sweep_id)
     if not statuses:
         return 0  # e.g. --cfg/--help: no job ran
@@ -316,4 +325,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_app(sys.argv[1:]))

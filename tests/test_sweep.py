@@ -1,0 +1,118 @@
+"""The study end to end on tiny data: Hydra multirun with parallel workers -> MLflow runs
+-> the Table 1 report -> promotion of the best configuration."""
+
+import json
+import shutil
+
+import mlflow
+import pytest
+
+from conftest import REPO_ROOT, write_preprocessed
+from leukemia_cnn import register, report, sweep
+from leukemia_cnn.config import compose
+
+# A tiny network on 32x32 images; epochs, batch size and loss come from the experiment files
+# (overriding them would make the two configurations one).
+TINY_SWEEP = ["train.epochs=6", "train.learning_rate=0.003", "train.verbose=0",
+              "model.filters=[8,8,8]", "model.kernel_sizes=[3,3,3]", "model.dense_units=32",
+              "preprocess.image_size=32", "features.pca.n_components=8", "sweep.tf_threads=1"]
+CONFIGS = ("table1_e15_b64_cce", "table1_e15_b32_cce")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, mlflow_store):
+    """A project folder with conf/ and tiny preprocessed splits; MLflow in tmp_path."""
+    root = tmp_path / "project"
+    shutil.copytree(REPO_ROOT / "conf", root / "conf")
+    cfg = compose(TINY_SWEEP[:-1], root=root)
+    write_preprocessed(root, cfg)
+    monkeypatch.chdir(root)
+    mlflow.set_registry_uri(mlflow_store)  # an earlier test may have pointed it elsewhere
+    return root
+
+
+def test_multirun_with_parallel_workers_report_and_promotion(project, capfd):
+    argv = ["-m", f"experiment={','.join(CONFIGS)}", "seed=1,2", *TINY_SWEEP,
+            "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "sweep.id=tiny"]
+    assert sweep.main(argv) == 0
+    out = capfd.readouterr().out
+    assert "sweep tiny: 4 job(s)" in out
+
+    # Four runs in the project's experiment, one per job, tagged with the sweep.
+    runs = mlflow.search_runs(experiment_names=["leukemia-cnn"])
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert set(runs["tags.sweep_id"]) == {"tiny"}
+    assert sorted(runs["tags.experiment_name"]) == sorted(CONFIGS * 2)
+    assert runs["tags.config_id"].nunique() == 2
+    assert set(runs["tags.keras_accuracy_metric"]) == {"CategoricalAccuracy"}
+    assert set(runs["tags.collapsed"]) <= {"true", "false"}
+    for column in ("val_accuracy", "test_accuracy", "val_prediction_seconds",
+                   "test_prediction_seconds"):
+        assert runs[f"metrics.{column}"].notna().all()
+    assert set(runs["params.train.batch_size"]) == {"64", "32"}
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(runs["run_id"][0], "val_argmax_accuracy")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
+
+    # Each job wrote its files in its own Hydra folder, not in models/ or reports/.
+    statuses = sweep.collect_statuses(project / "multirun" / "tiny")
+    assert [s["status"] for s in statuses] == ["ok"] * 4
+    for status in statuses:
+        job_dir = project / "multirun" / "tiny" / status["job_dir"].split("/")[-1]
+        assert (job_dir / "cnn.keras").is_file() and (job_dir / "figures").is_dir()
+        metrics = json.loads((job_dir / "metrics.json").read_text())
+        assert metrics["val_accuracy"] == pytest.approx(
+            runs.set_index("run_id").loc[status["run_id"], "metrics.val_accuracy"])
+    assert not (project / "models").exists()
+    assert len(client.search_model_versions("name='leukemia-cnn'")) == 4
+
+    # The report: both rows beside the paper, the claim they test, the figures.
+    cfg = compose(TINY_SWEEP, root=project)
+    result = report.build(cfg, project)
+    table = result["table"]
+    assert list(table["label"]) == ["table1_e15_b64_cce", "table1_e15_b32_cce"]
+    assert list(table["n_seeds"]) == [2, 2]
+    text = result["markdown"].read_text()
+    assert "| 0.80 |" in text and "| 0.74 |" in text
+    claim = next(c for c in result["claims"] if c.startswith("**batch 64 beats batch 32"))
+    assert any(word in claim for word in ("support", "contradict", "no difference"))
+    assert "over 2 paired seeds" in claim
+    assert "not tested" in next(c for c in result["claims"] if "binary CE" in c)
+    assert (project / "reports" / "table1.html").is_file()
+
+    # Promotion of the best configuration by mean val accuracy, then its best run.
+    found = register.candidates("leukemia-cnn")
+    best = register.config_scores(found)[0]
+    champion = register.promote(cfg, project, by="config")
+    if best.n_eligible == 0:
+        assert champion is None
+        return
+    chosen = next(c for c in found if c.version == champion)
+    assert chosen.config_key == best.config_key and not chosen.collapsed
+    version = client.get_model_version_by_alias("leukemia-cnn", "champion")
+    assert version.tags["promotion_mode"] == "config"
+    assert "best configuration by mean val_accuracy" in version.tags["promoted_by"]
+
+
+def test_single_run_without_multirun(project, capfd):
+    argv = ["experiment=table1_e10_b32_cce", "seed=3", *TINY_SWEEP, "train.epochs=2",
+            "sweep.register=false"]
+    assert sweep.main(argv) == 0
+    runs = mlflow.search_runs(experiment_names=["leukemia-cnn"])
+    assert len(runs) == 1
+    assert runs["tags.experiment_name"][0] == "table1_e10_b32_cce"
+    assert runs["tags.sweep_id"][0]  # made by the command
+    assert runs["params.train.epochs"][0] == "2" and runs["tags.seed"][0] == "3"
+    assert len(mlflow.MlflowClient().search_model_versions("name='leukemia-cnn'")) == 0
+    assert "1 job(s)" in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.loss=hinge", "`train.loss`"),
+    ("preprocess.image_size=48", "split table and raw images are needed"),
+])
+def test_a_failing_job_is_reported_without_traceback(project, capfd, override, message):
+    assert sweep.main([*TINY_SWEEP, override]) == 1
+    captured = capfd.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert "FAILED" in captured.out
