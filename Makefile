@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run data repro test test-slow lint summary ui clean-outputs
+.PHONY: help install run data repro study test test-slow lint summary ui clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,17 @@ data: install  ## write the built-in synthetic dataset to data/raw if it is empt
 run: data  ## the main job: synthetic data -> dvc repro (all stages) -> registered champion model
 	$(BIN)/dvc repro
 	$(BIN)/leukemia-cnn summary
+
+# The Table 1 study: the paper's four rows and the improved configuration over seeds.
+STUDY_EXPERIMENTS ?= table1_e15_b64_cce,table1_e15_b64_bce,table1_e15_b32_cce,table1_e10_b32_cce,improved
+STUDY_SEEDS ?= 1,2,3
+STUDY_ID ?= table1-study
+study: data  ## the Table 1 study over seeds (Hydra sweep, 2 parallel jobs) -> reports/table1.md -> promote
+	$(BIN)/dvc repro preprocess
+	$(BIN)/leukemia-cnn sweep -m experiment=$(STUDY_EXPERIMENTS) seed=$(STUDY_SEEDS) \
+	  sweep.id=$(STUDY_ID) sweep.tf_threads=1 hydra.launcher.n_jobs=2
+	$(BIN)/leukemia-cnn report --sweep-id $(STUDY_ID)
+	$(BIN)/leukemia-cnn promote --by config
 
 test: install  ## the default test run (slow tests excluded)
 	$(BIN)/pytest -m "not slow"

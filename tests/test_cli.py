@@ -28,3 +28,22 @@ def test_params_check_detects_drift(tmp_path, monkeypatch, capsys):
     assert cli.main(["params", "--check", "--output", str(out), "train.epochs=3"]) == 0
     assert cli.main(["params", "--check", "--output", str(out)]) == 1
     assert "differs" in capsys.readouterr().err
+
+
+def test_sweep_and_report_are_wired(capfd):
+    text = cli.build_parser().format_help()
+    assert "sweep" in text and "report" in text and "--by config" in text
+    # `leukemia-cnn sweep` hands its whole command line to Hydra.
+    assert cli.main(["sweep", "--help"]) == 0
+    out = capfd.readouterr().out
+    assert "sweep is powered by Hydra" in out
+    assert "table1_e15_b64_cce" in out  # the experiment group, listed by Hydra
+
+
+def test_promote_rejects_an_unknown_mode(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["promote", "--by", "test_accuracy"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'test_accuracy'" in capsys.readouterr().err

@@ -81,10 +81,21 @@ def test_overrides_are_recovered_from_a_composed_config():
     assert flatten(cfg)["model.filters"] == [64, 32, 128]
 
 
-def test_dvc_experiment_folders_resolve_to_the_enclosing_repo(tmp_path):
-    exp = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
-    exp.mkdir(parents=True)
-    assert find_repo_root(exp) == tmp_path / "repo"
+def test_dvc_experiment_workspaces_keep_outputs_but_share_the_store(tmp_path, monkeypatch):
+    from leukemia_cnn.config import shared_root
+    from leukemia_cnn.tracking import tracking_uri
+
+    repo = tmp_path / "repo"
+    exp = repo / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    (exp / "src").mkdir(parents=True)
+    (exp / "dvc.yaml").write_text("stages: {}\n")
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    # Stage outputs of a queued experiment stay in its workspace ...
+    assert find_repo_root(exp / "src") == exp
+    # ... while its MLflow runs go to the repository's store.
+    assert shared_root(exp) == repo and shared_root(repo) == repo
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(None, exp) == f"sqlite:///{(repo / 'mlflow.db').as_posix()}"
 
 
 @pytest.mark.parametrize("overrides,key", [

@@ -143,3 +143,26 @@ def test_report_without_sweep_runs_is_a_clear_error(make_cfg, mlflow_store, tmp_
         mlflow.log_metrics({"val_accuracy": 0.5})
     with pytest.raises(LeukemiaCNNError, match="leukemia-cnn sweep"):
         report.build(cfg, tmp_path)
+
+
+def test_report_and_promote_by_config_through_the_cli(study, monkeypatch, capsys):
+    """`leukemia-cnn report --sweep-id S1` and `promote --by config` as a user types them."""
+    from omegaconf import OmegaConf
+
+    from leukemia_cnn import cli
+
+    cfg, root = study
+    (root / "conf").mkdir()
+    (root / "conf" / "config.yaml").write_text("seed: 42\n")  # marks the project root
+    OmegaConf.save(cfg, root / "params.yaml")
+    monkeypatch.chdir(root)
+    assert cli.main(["report", "--sweep-id", "S1"]) == 0
+    out = capsys.readouterr().out
+    assert "report: 10 runs, 4 configurations" in out and "batch 64 beats batch 32" in out
+    text = (root / cfg.paths.reports_dir / "table1.md").read_text()
+    assert "table1_e15_b64_cce" in text and "improved" not in text
+    # No registered versions in this store: a one-line error, not a traceback.
+    assert cli.main(["promote", "--by", "config"]) == 1
+    assert "has no versions" in capsys.readouterr().err
+    assert cli.main(["report", "--sweep-id", "nope"]) == 1
+    assert "no finished, evaluated runs of sweeps ['nope']" in capsys.readouterr().err

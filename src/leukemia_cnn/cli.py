@@ -36,6 +36,9 @@ typical use:
   leukemia-cnn data get --source leukemia.zip   ingest the Kaggle archive instead
   dvc repro                          run every stage (each calls one subcommand below)
   leukemia-cnn promote               point alias `champion` at the best validation accuracy
+  leukemia-cnn sweep -m 'experiment=glob(table1_*)' seed=1,2,3   the Table 1 study (Hydra)
+  leukemia-cnn report                reports/table1.md: the study over seeds beside the paper
+  leukemia-cnn promote --by config   champion from the configuration with the best mean val acc
   leukemia-cnn predict a.jpg b.jpg   classify images with models:/leukemia-cnn@champion
   mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
@@ -112,6 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "Idempotent.")
     _add_params_arg(promote)
     promote.add_argument("--dry-run", action="store_true", help="show the choice, move nothing")
+    promote.add_argument("--by", choices=("run", "config"), default="run",
+                         help="run: the best single run by validation accuracy; config: the "
+                              "configuration with the best mean validation accuracy over its "
+                              "seeds, then its best run (default: %(default)s)")
+
+    # Parsed by Hydra, not argparse (see main); listed here for `leukemia-cnn --help`.
+    sub.add_parser("sweep", add_help=False,
+                   help="Hydra multirun of train+evaluate jobs (the Table 1 study); "
+                        "`leukemia-cnn sweep --help` shows Hydra's options")
+
+    report = sub.add_parser(
+        "report", help="write reports/table1.md and .html: the sweeps over seeds beside the paper",
+        description="Read the finished sweep runs from MLflow and write the Table 1 report: per "
+                    "configuration mean +/- std and a t-interval over seeds of val/test accuracy "
+                    "and prediction time beside the paper's numbers, a paired test per paper "
+                    "claim, Fig. 3 (curves) and Fig. 2 (sample predictions).")
+    _add_params_arg(report)
+    report.add_argument("--sweep-id", action="append", default=None, metavar="ID",
+                        help="only the runs of this sweep (repeatable; default: "
+                             "report.sweep_ids, else every sweep run of the experiment)")
 
     predict = sub.add_parser(
         "predict", help="classify image files with a registered model",
@@ -173,9 +196,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "promote":
         from leukemia_cnn import register
 
-        if register.promote(cfg, root, dry_run=args.dry_run) is None:
+        if register.promote(cfg, root, dry_run=args.dry_run, by=args.by) is None:
             raise LeukemiaCNNError("nothing to promote: no version is eligible (see the list "
                                    "above); train a configuration that does not collapse")
+        return 0
+    if args.command == "report":
+        from leukemia_cnn import report
+
+        if args.sweep_id:
+            cfg.report.sweep_ids = list(args.sweep_id)
+        report.main(cfg, root)
         return 0
     if args.command == "predict":
         from leukemia_cnn import predict
@@ -194,6 +224,12 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``leukemia-cnn``; user errors print one message and exit 1."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:
+        # Hydra owns the sweep's command line (overrides, -m, hydra/launcher=..., --help).
+        from leukemia_cnn import sweep
+
+        return sweep.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

@@ -41,18 +41,29 @@ EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
 def find_repo_root(start: Path | None = None) -> Path:
     """Return the project root: the nearest folder above ``start`` holding ``dvc.yaml``.
 
-    DVC runs queued/temporary experiments in copies under ``<repo>/.dvc/tmp/exps/``; those
-    resolve to the enclosing repository so that every run shares one MLflow store.
+    Inside a DVC temporary experiment workspace (``<repo>/.dvc/tmp/exps/<tmp>/``, where
+    ``dvc queue`` runs experiments) this is that workspace: stage outputs stay in it. The
+    MLflow store is shared across workspaces: see :func:`shared_root`.
     """
     here = Path(start or Path.cwd()).resolve()
-    text = here.as_posix() + "/"
-    for marker in EXP_TMP_MARKER:
-        if marker in text:
-            return Path(text.split(marker, 1)[0])
     for folder in (here, *here.parents):
         if (folder / "dvc.yaml").is_file() or (folder / "conf" / "config.yaml").is_file():
             return folder
     return here
+
+
+def shared_root(root: Path | None = None) -> Path:
+    """The repository whose embedded MLflow store ``root`` logs to.
+
+    DVC runs queued/temporary experiments in copies under ``<repo>/.dvc/tmp/exps/``; those
+    resolve to the enclosing repository so that every run shares one MLflow store.
+    """
+    root = Path(root or find_repo_root()).resolve()
+    text = root.as_posix() + "/"
+    for marker in EXP_TMP_MARKER:
+        if marker in text:
+            return Path(text.split(marker, 1)[0])
+    return root
 
 
 def conf_dir(root: Path | None = None) -> Path:

@@ -40,6 +40,10 @@ SWEEP_FOLDER = "multirun"
 STATUS_FILE = "status.json"
 
 
+class _NoJobs(Exception):
+    """Hydra will only print (``--help``, ``--cfg``): skip the store set-up."""
+
+
 def new_sweep_id() -> str:
     """``YYYYmmdd-HHMMSS-xxxx``: sortable by launch time, unique across machines."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -292,10 +296,16 @@ def run_app(argv: list[str]) -> int:
               "allowed: one non-empty id per launch", file=sys.stderr)
         return 1
     store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
+    # Hydra's informational flags run no job: no store to create.
+    informational = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve"}
     try:
+        if informational & set(argv):
+            raise _NoJobs
         from leukemia_cnn.tracking import setup_mlflow
 
         setup_mlflow(compose(store_overrides, root=root), root)
+    except _NoJobs:
+        pass
     except LeukemiaCNNError as exc:
         print(f"leukemia-cnn sweep: error: {exc}", file=sys.stderr)
         return 1

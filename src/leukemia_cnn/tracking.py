@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
-from leukemia_cnn.config import find_repo_root
+from leukemia_cnn.config import find_repo_root, shared_root
 
 
 def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str:
@@ -28,13 +28,12 @@ def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str
     configured = cfg.mlflow.get("tracking_uri") if cfg is not None else None
     if configured:
         return str(configured)
-    root = root or find_repo_root()
-    return f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+    return f"sqlite:///{(shared_root(root) / 'mlflow.db').as_posix()}"
 
 
 def artifact_location(root: Path | None = None) -> str:
     """Artifact root for new experiments in the embedded store: ``<repo>/mlruns``."""
-    return (root or find_repo_root()).joinpath("mlruns").as_uri()
+    return shared_root(root).joinpath("mlruns").as_uri()
 
 
 def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:

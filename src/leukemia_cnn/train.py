@@ -234,6 +234,15 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     return summary, info, model
 
 
+def study_tags(cfg: DictConfig) -> dict[str, str]:
+    """``sweep_id`` and ``experiment_name`` when ``sweep.id`` is set (a DVC-queued study run)."""
+    sweep_id = OmegaConf.select(cfg, "sweep.id", default=None)
+    if sweep_id is None or str(sweep_id) == "":
+        return {}
+    experiment = OmegaConf.select(cfg, "sweep.experiment", default=None)
+    return {"sweep_id": str(sweep_id), "experiment_name": str(experiment or "default")}
+
+
 def run(cfg: DictConfig, root: Path) -> dict:
     """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
     import mlflow
@@ -255,7 +264,7 @@ def run(cfg: DictConfig, root: Path) -> dict:
         run_id = active.info.run_id
         mlflow.set_tags(run_tags(cfg, root, stage="train", model_family="cnn",
                                  paper_faithful=str(is_paper_faithful(cfg)).lower(),
-                                 config_id=config_id(params)))
+                                 config_id=config_id(params), **study_tags(cfg)))
         mlflow.log_params(params)
         summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, model_dir,
                                        reports_dir)
