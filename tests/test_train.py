@@ -55,3 +55,24 @@ def test_same_seed_gives_identical_training(make_cfg):
     _, first, _ = fit(cfg, x, y, x, y)
     _, second, _ = fit(cfg, x, y, x, y)
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_train_fraction_is_a_fixed_stratified_subset(make_cfg):
+    import numpy as np
+    import pytest
+
+    from leukemia_cnn.errors import ConfigError
+    from leukemia_cnn.train import train_subset
+
+    y = np.repeat(np.arange(4), [20, 40, 40, 30])
+    x = np.arange(len(y), dtype=np.float32)[:, None]
+    paths = np.array([f"img{i}.jpg" for i in range(len(y))])
+    cfg = make_cfg("train.train_fraction=0.5")
+    xs, ys, ps = train_subset(cfg, x, y, paths)
+    assert np.bincount(ys).tolist() == [10, 20, 20, 15]
+    assert ps.tolist() == [f"img{int(i)}.jpg" for i in xs[:, 0]]
+    again = train_subset(make_cfg("train.train_fraction=0.5", "seed=7"), x, y, paths)
+    assert np.array_equal(again[0], xs)  # the training seed does not move the subset
+    assert train_subset(make_cfg(), x, y)[0] is x
+    with pytest.raises(ConfigError, match="train.train_fraction"):
+        train_subset(make_cfg("train.train_fraction=0.01"), x, y)

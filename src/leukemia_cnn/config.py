@@ -242,6 +242,9 @@ def validate_config(cfg: DictConfig) -> None:
     _require(isinstance(dropout, (int, float)) and 0 <= dropout < 1, "model.dropout", dropout,
              "a number in [0, 1)")
     _check_spatial(size, kernels, padding, _get(cfg, "model.pool_size"))
+    fraction = OmegaConf.select(cfg, "train.train_fraction", default=1.0)
+    _require(isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+             and 0 < fraction <= 1, "train.train_fraction", fraction, "a number in (0, 1]")
     momentum = OmegaConf.select(cfg, "model.batch_norm_momentum", default=0.99)
     _require(isinstance(momentum, float) and 0 < momentum < 1, "model.batch_norm_momentum",
              momentum, "a number strictly between 0 and 1, e.g. 0.99")

@@ -203,7 +203,7 @@ def _setup(group: pd.DataFrame) -> str:
     size = _param(group, "preprocess.image_size")
     mode = _param(group, "preprocess.color_mode")
     return (f"e{_param(group, 'train.epochs')}/b{_param(group, 'train.batch_size')}/{loss}, "
-            f"{layers} conv, {size}px {mode}")
+            f"{layers} conv, {size}px {mode}, {_param(group, 'data.n_train')} train images")
 
 
 def _shown(value) -> str:

@@ -148,7 +148,7 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
     keras.backend.clear_session()  # a reused worker process keeps no earlier model
     _limit_threads(cfg.sweep.get("tf_threads"))
     splits = load_splits(cfg, root)
-    x_train, y_train, _ = splits["train"]
+    x_train, y_train, _ = splits["train"] = train.train_subset(cfg, *splits["train"])
     x_val, y_val, _ = splits["val"]
 
     setup_mlflow(cfg, root)

@@ -20,6 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from leukemia_cnn.config import flatten, is_paper_faithful
+from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.model import build_from_config, displayed_accuracy_metric, set_seeds
 from leukemia_cnn.preprocess import load_split
 from leukemia_cnn.tracking import config_id, run_tags, setup_mlflow
@@ -164,6 +165,27 @@ def run_name(cfg: DictConfig) -> str:
             f"c{len(cfg.model.filters)}-s{cfg.seed}")
 
 
+def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
+    """The stratified ``train.train_fraction`` of the train split (all of it at 1.0).
+
+    Drawn with ``split.seed``, so every configuration and training seed sees the same images.
+    """
+    fraction = float(OmegaConf.select(cfg, "train.train_fraction", default=1.0))
+    if fraction >= 1.0:
+        return x, y, paths
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    try:
+        keep, _ = train_test_split(index, train_size=fraction, stratify=y,
+                                   random_state=int(cfg.split.seed))
+    except ValueError as exc:
+        raise ConfigError(f"config key `train.train_fraction` = {fraction} leaves too few "
+                          f"training images per class ({len(y)} in the split): {exc}") from exc
+    keep = np.sort(keep)
+    return x[keep], y[keep], None if paths is None else paths[keep]
+
+
 def training_params(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray,
                     y_val: np.ndarray) -> dict[str, str]:
     """The run's params: the flattened resolved config (minus paths) and the data sizes."""
@@ -248,7 +270,7 @@ def run(cfg: DictConfig, root: Path) -> dict:
     import mlflow
 
     pre_dir = root / cfg.paths.preprocessed_dir
-    x_train, y_train, _ = load_split(pre_dir, "train")
+    x_train, y_train, _ = train_subset(cfg, *load_split(pre_dir, "train")[:2])
     x_val, y_val, _ = load_split(pre_dir, "val")
     model_dir = root / cfg.paths.model_dir
     reports_dir = root / cfg.paths.reports_dir
