@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from leukemia_cnn.errors import ConfigError, DataError
+from leukemia_cnn.fileio import atomic_write
 from leukemia_cnn.imaging import IMAGE_EXTENSIONS, open_image
 
 MANIFEST_COLUMNS = ("path", "class", "sha256", "size_bytes", "width", "height", "format", "mode",
@@ -648,19 +648,6 @@ def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: s
     return "\n".join(lines)
 
 
-def _write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Write to a temporary file next to ``path``, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            frame.to_csv(stream, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _shown(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -699,7 +686,7 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
     if not result.success:
         raise DataError(failure_message(result, manifest, _shown(raw_dir, root),
                                         _shown(md_path, root)))
-    _write_csv_atomically(manifest, manifest_path)
+    atomic_write(manifest_path, lambda tmp: manifest.to_csv(tmp, index=False))
     return {"success": True, "n_images": int(len(manifest)), "n_skipped": len(skipped),
             "counts_per_class": counts_per_class(manifest, classes),
             "warnings": [f"{outcome.description}: {_found(outcome)}" for outcome in result.warnings],
