@@ -58,11 +58,12 @@ def _outcome(gx_result, index_column: str) -> ExpectationOutcome:
     return outcome
 
 
-def run_suite(frame: pd.DataFrame, suite, name: str, index_column: str = "path"
-              ) -> ValidationResult:
-    """Validate ``frame`` with ``suite`` (Great Expectations, COMPLETE result format).
+def run_suite(frame: pd.DataFrame, build_suite: Callable[[], Any], name: str,
+              index_column: str = "path") -> ValidationResult:
+    """Validate ``frame`` with the suite ``build_suite()`` returns (GX, COMPLETE results).
 
-    Offending rows are named by their ``index_column`` value. Every failed check fails.
+    The suite is built once the ephemeral GX context exists (GX requires one). Offending rows
+    are named by their ``index_column`` value. Every failed check fails.
     """
     # GX logs its own bookkeeping at INFO (hundreds of lines when a caller logs INFO).
     gx_logger = logging.getLogger("great_expectations")
@@ -76,7 +77,7 @@ def run_suite(frame: pd.DataFrame, suite, name: str, index_column: str = "path"
     batch_definition = (context.data_sources.add_pandas(name).add_dataframe_asset(f"{name}_table")
                         .add_batch_definition_whole_dataframe(f"{name}_whole"))
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=name, data=batch_definition, suite=context.suites.add(suite)))
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=context.suites.add(build_suite())))
     gx_result = definition.run(
         batch_parameters={"dataframe": frame},
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]})

@@ -207,8 +207,9 @@ def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Map
         raise DataError("the split table lists no images; rerun `dvc repro split`")
     sha256, hashes = fingerprints(Path(raw_dir), table["path"].tolist(), progress)
     frame, smallest = check_table(table, sha256, hashes, int(rules["near_duplicate_max_distance"]))
-    suite = build_suite(frame, list(classes), ratios, rules)
-    return suites.run_suite(frame, suite, "validate_splits"), frame, smallest
+    result = suites.run_suite(frame, lambda: build_suite(frame, list(classes), ratios, rules),
+                              "validate_splits")
+    return result, frame, smallest
 
 
 # --------------------------------------------------------------------------------------------
