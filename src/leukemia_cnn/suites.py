@@ -1,30 +1,79 @@
-"""Great Expectations plumbing shared by the split and feature suites.
+"""Great Expectations plumbing shared by the raw-data, split and feature suites.
 
 A suite runs on one pandas DataFrame (one row per file) in an ephemeral GX context; each
 expectation's ``meta`` carries a ``description`` in words, a ``kind`` and, for table-level
-checks, the ``subject`` it is about (a split, a split/class pair). Results become the
-:class:`~leukemia_cnn.validate_raw.ExpectationOutcome` records the raw suite uses, so every
-suite's JSON and Markdown reports read the same way.
+checks, the ``subject`` it is about (a split, a split/class pair). Every suite turns its GX
+results into :class:`ExpectationOutcome` records, so the JSON and Markdown reports and the
+failure messages of all three stages read the same way.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from leukemia_cnn.validate_raw import (
-    MAX_LISTED,
-    ExpectationOutcome,
-    ValidationResult,
-    _md_escape,
-    _plain,
-)
+# Offending files listed per failed check in the error message (the reports list them all).
+MAX_LISTED = 20
 
-__all__ = ["MAX_LISTED", "ExpectationOutcome", "ValidationResult", "add", "failure_lines",
-           "markdown_checks", "run_suite"]
+
+@dataclass
+class ExpectationOutcome:
+    """One Great Expectations check and what it found.
+
+    ``offending`` holds manifest paths for per-file checks and class names for per-class
+    checks; ``offending_values`` holds the unexpected column value of each offending file.
+    ``kind`` says what is checked (``file``, ``class_set``, ``class_present``, ``class_count``,
+    ``class_share``, ``duplicate``, ``label_conflict``; the split suite adds ``leak`` and
+    ``split_size``, the feature suite ``rows``); a failed check of ``severity``
+    ``warning`` is reported but does not fail the stage.
+    """
+
+    name: str
+    description: str
+    column: str | None
+    success: bool
+    offending: list[str] = field(default_factory=list)
+    offending_values: list[Any] = field(default_factory=list)
+    observed: Any = None
+    error: str = ""
+    kind: str = "file"
+    severity: str = "critical"
+
+
+@dataclass
+class ValidationResult:
+    """The outcome of :func:`validate`: overall success, every check, summary statistics."""
+
+    success: bool
+    expectations: list[ExpectationOutcome]
+    statistics: dict[str, Any]
+
+    @property
+    def failed(self) -> list[ExpectationOutcome]:
+        """Failed checks that fail the stage."""
+        return [outcome for outcome in self.expectations
+                if not outcome.success and outcome.severity == "critical"]
+
+    @property
+    def warnings(self) -> list[ExpectationOutcome]:
+        """Failed checks that are only reported (e.g. exact duplicates)."""
+        return [outcome for outcome in self.expectations
+                if not outcome.success and outcome.severity != "critical"]
+
+
+def _plain(value: Any) -> Any:
+    """numpy/pandas scalars as JSON-friendly Python values."""
+    if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _md_escape(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def add(suite, expectation_type, description: str, kind: str = "file", subject: str = "",

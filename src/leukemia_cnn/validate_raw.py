@@ -20,7 +20,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,14 @@ from tqdm import tqdm
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.fileio import atomic_write
 from leukemia_cnn.imaging import IMAGE_EXTENSIONS, open_image
+from leukemia_cnn.suites import (
+    MAX_LISTED,
+    ExpectationOutcome,
+    ValidationResult,
+    _md_escape,
+    _plain,
+    failure_lines,
+)
 
 MANIFEST_COLUMNS = ("path", "class", "sha256", "size_bytes", "width", "height", "format", "mode",
                     "decodable", "error")
@@ -39,8 +47,6 @@ REPORT_JSON = "validate_raw.json"
 REPORT_MD = "validate_raw.md"
 # Files that operating systems and archivers drop next to images (compared lower-case).
 OS_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx"})
-# Offending files listed per failed check in the error message (the reports list them all).
-MAX_LISTED = 20
 # Image decoding and hashing release the GIL, so threads use every core without pickling.
 N_THREADS = min(8, os.cpu_count() or 1)
 RULE_KEYS = ("allowed_formats", "allowed_modes", "min_width", "max_width", "min_height",
@@ -56,50 +62,6 @@ class SkippedFile:
 
     path: str
     reason: str
-
-
-@dataclass
-class ExpectationOutcome:
-    """One Great Expectations check and what it found.
-
-    ``offending`` holds manifest paths for per-file checks and class names for per-class
-    checks; ``offending_values`` holds the unexpected column value of each offending file.
-    ``kind`` says what is checked (``file``, ``class_set``, ``class_present``, ``class_count``,
-    ``class_share``, ``duplicate``, ``label_conflict``); a failed check of ``severity``
-    ``warning`` is reported but does not fail the stage.
-    """
-
-    name: str
-    description: str
-    column: str | None
-    success: bool
-    offending: list[str] = field(default_factory=list)
-    offending_values: list[Any] = field(default_factory=list)
-    observed: Any = None
-    error: str = ""
-    kind: str = "file"
-    severity: str = "critical"
-
-
-@dataclass
-class ValidationResult:
-    """The outcome of :func:`validate`: overall success, every check, summary statistics."""
-
-    success: bool
-    expectations: list[ExpectationOutcome]
-    statistics: dict[str, Any]
-
-    @property
-    def failed(self) -> list[ExpectationOutcome]:
-        """Failed checks that fail the stage."""
-        return [outcome for outcome in self.expectations
-                if not outcome.success and outcome.severity == "critical"]
-
-    @property
-    def warnings(self) -> list[ExpectationOutcome]:
-        """Failed checks that are only reported (e.g. exact duplicates)."""
-        return [outcome for outcome in self.expectations
-                if not outcome.success and outcome.severity != "critical"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,13 +376,6 @@ def _outcome(gx_result, manifest: pd.DataFrame) -> ExpectationOutcome:
     return outcome
 
 
-def _plain(value: Any) -> Any:
-    """numpy/pandas scalars as JSON-friendly Python values."""
-    if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
 def validate(manifest: pd.DataFrame, classes: list[str],
              rules: DictConfig | Mapping[str, Any]) -> ValidationResult:
     """Run the raw-data ExpectationSuite on ``manifest`` with Great Expectations.
@@ -503,10 +458,6 @@ def report_dict(result: ValidationResult, manifest: pd.DataFrame, skipped: list[
         "expectations": [asdict(outcome) for outcome in result.expectations],
         "skipped": [asdict(item) for item in skipped],
     }
-
-
-def _md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _found(outcome: ExpectationOutcome) -> str:
@@ -636,14 +587,7 @@ def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: s
     where = f" (full report: {report})" if report else ""
     lines = [f"raw data in {raw_dir} failed {len(result.failed)} of {len(result.expectations)} "
              f"checks{where}:"]
-    for outcome in result.failed:
-        lines.append(f"  - {outcome.description}:")
-        if outcome.error:
-            lines.append(f"      the check itself failed: {outcome.error}")
-        offenders = _offender_lines(outcome, errors, names)
-        lines += [f"      {line}" for line in offenders[:MAX_LISTED]]
-        if len(offenders) > MAX_LISTED:
-            lines.append(f"      ... and {len(offenders) - MAX_LISTED} more")
+    lines += failure_lines(result, lambda outcome: _offender_lines(outcome, errors, names))
     lines.append(advice)
     return "\n".join(lines)
 

@@ -36,8 +36,8 @@ from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_json, write_text
 from leukemia_cnn.imaging import open_image
 from leukemia_cnn.preprocess import read_split_table
-from leukemia_cnn.suites import ExpectationOutcome, ValidationResult
-from leukemia_cnn.validate_raw import N_THREADS, _md_escape
+from leukemia_cnn.suites import ExpectationOutcome, ValidationResult, _md_escape
+from leukemia_cnn.validate_raw import N_THREADS
 
 SPLITS = ("train", "val", "test")
 REPORT_JSON = "validate_splits.json"
