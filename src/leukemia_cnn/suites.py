@@ -152,7 +152,7 @@ def markdown_checks(result: ValidationResult, found: Callable[[ExpectationOutcom
              "| # | result | check | column | found | expectation |",
              "|---|---|---|---|---|---|"]
     for index, outcome in enumerate(result.expectations, 1):
-        mark = "pass" if outcome.success else "**FAIL**"
+        mark = "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical" else "warn"
         lines.append(f"| {index} | {mark} | {_md_escape(outcome.description)} | "
                      f"{outcome.column or ''} | {_md_escape(found(outcome))} | `{outcome.name}` |")
     if result.failed:

@@ -39,6 +39,7 @@ from leukemia_cnn.suites import (
     _md_escape,
     _plain,
     failure_lines,
+    markdown_checks,
 )
 
 MANIFEST_COLUMNS = ("path", "class", "sha256", "size_bytes", "width", "height", "format", "mode",
@@ -529,23 +530,8 @@ def markdown_report(result: ValidationResult, manifest: pd.DataFrame,
         f"{data['n_undecodable']} undecodable; {data['n_duplicate_sha256']} duplicate files "
         "(same sha256 as an earlier one).",
         "",
-        "## Checks (Great Expectations)",
-        "",
-        "| # | result | check | column | found | expectation |",
-        "|---|---|---|---|---|---|",
     ]
-    for index, outcome in enumerate(result.expectations, 1):
-        mark = "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical" else "warn"
-        lines.append(f"| {index} | {mark} | {_md_escape(outcome.description)} | "
-                     f"{outcome.column or ''} | {_md_escape(_found(outcome))} | `{outcome.name}` |")
-    if result.failed:
-        lines += ["", "## Offending files", ""]
-        for outcome in result.failed:
-            lines += [f"### {_md_escape(outcome.description)}", ""]
-            if outcome.error:
-                lines.append(f"- the check itself failed: {_md_escape(outcome.error)}")
-            lines += [f"- `{_md_escape(line)}`" for line in _offender_lines(outcome, errors)]
-            lines.append("")
+    lines += markdown_checks(result, _found, lambda outcome: _offender_lines(outcome, errors))
     if result.warnings:
         lines += ["", "## Warnings (reported, not failing)", ""]
         for outcome in result.warnings:
