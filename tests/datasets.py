@@ -28,10 +28,16 @@ def image_bytes(seed: int, size: tuple[int, int] = (40, 40), mode: str = "RGB",
     return buffer.getvalue()
 
 
-def write_image(path: Path, seed: int, **kwargs) -> Path:
+def write_file(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path``, creating its folders (any bytes: images, junk, bombs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(image_bytes(seed, **kwargs))
+    path.write_bytes(data)
     return path
+
+
+def write_image(path: Path, seed: int, **kwargs) -> Path:
+    """Write :func:`image_bytes` of ``seed`` to ``path``, creating its folders."""
+    return write_file(path, image_bytes(seed, **kwargs))
 
 
 def class_tree(folder: Path, per_class: int = PER_CLASS, classes=CLASSES, seed: int = 0,

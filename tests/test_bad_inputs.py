@@ -27,6 +27,7 @@ from datasets import (
     image_bytes,
     kaggle_zip,
     tree_digest,
+    write_file,
     write_image,
 )
 from leukemia_cnn import ingest, validate_raw
@@ -58,9 +59,7 @@ def sixteen_bit_png() -> bytes:
 
 def put(relative: str, data: bytes | Callable[[], bytes]) -> Callable[[Path], None]:
     def build(tree: Path) -> None:
-        path = tree / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data() if callable(data) else data)
+        write_file(tree / relative, data() if callable(data) else data)
     return build
 
 

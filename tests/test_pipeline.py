@@ -20,6 +20,7 @@ def test_every_stage_ran_and_wrote_its_outputs(pipeline):
     for path in ("data/manifest.csv", "data/splits.csv", "data/preprocessed/train.npz",
                  "data/features/train.npz", "models/cnn.keras", "reports/metrics.json",
                  "reports/baseline.json", "reports/registered.json", "reports/validate_raw.md",
+                 "reports/validate_splits.md", "reports/validate_features.md",
                  "reports/figures/confusion_test.png"):
         assert (repo / path).is_file(), path
     assert yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["path"] == "data/raw"

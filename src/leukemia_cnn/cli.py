@@ -21,8 +21,14 @@ STAGES = {
     "validate-raw": ("leukemia_cnn.validate_raw",
                      "manifest of data/raw + Great Expectations checks (fails on bad data)"),
     "split": ("leukemia_cnn.split", "stratified, seeded 70/15/15 split table"),
+    "validate-splits": ("leukemia_cnn.validate_splits",
+                        "Great Expectations checks on the split table: sizes, class shares, "
+                        "no image or near-duplicate in two splits"),
     "preprocess": ("leukemia_cnn.preprocess", "grayscale, resize, scale to [0,1]; arrays per split"),
     "features": ("leukemia_cnn.features", "HOG -> PCA (fit on train) + logged classical baseline"),
+    "validate-features": ("leukemia_cnn.validate_features",
+                          "Great Expectations checks on the features: shapes, finite values, "
+                          "PCA components, explained variance"),
     "train": ("leukemia_cnn.train", "train the Keras CNN; one MLflow run with params and curves"),
     "evaluate": ("leukemia_cnn.evaluate",
                  "argmax accuracy, per-class P/R/F1, confusion matrix, prediction times"),

@@ -281,6 +281,15 @@ def _validate_validation(cfg: DictConfig) -> None:
     _require(low <= high, "validation.min_class_share/max_class_share", [low, high], "min <= max")
     for key in ("max_total_bytes", "max_files", "max_image_pixels"):
         _positive_int(cfg, f"validation.{key}")
+    # the split and feature suites (validate_splits, validate_features)
+    for key in ("split_size_tolerance", "class_share_tolerance", "min_explained_variance"):
+        value = _get(cfg, f"validation.{key}")
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+                 and 0 <= value <= 1, f"validation.{key}", value, "a fraction from 0 to 1")
+    distance = _get(cfg, "validation.near_duplicate_max_distance")
+    _require(isinstance(distance, int) and not isinstance(distance, bool) and 0 <= distance <= 63,
+             "validation.near_duplicate_max_distance", distance,
+             "an integer from 0 (identical perceptual hashes only) to 63 bits")
 
 
 def _validate_sweep_and_report(cfg: DictConfig) -> None:

@@ -13,7 +13,6 @@ run beside the CNN runs.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from leukemia_cnn.config import flatten
 from leukemia_cnn.errors import ConfigError, DataError
+from leukemia_cnn.fileio import atomic_write, save_npz, write_json
 from leukemia_cnn.preprocess import load_split
 
 SPLITS = ("train", "val", "test")
@@ -177,24 +177,6 @@ def _scores(model: Pipeline, x: np.ndarray, y: np.ndarray) -> tuple[float, float
             float(f1_score(y, predicted, average="macro", zero_division=0)))
 
 
-def _save_atomic(target: Path, write) -> None:
-    """Write through ``write(tmp_path)`` then rename: a crash leaves no half-written file."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _save_npz(target: Path, **arrays: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    _save_atomic(target, write)
-
-
 def _variance_figure(pca: PCA, path: Path) -> None:
     # The object API needs no global backend (no pyplot state, works headless).
     from matplotlib.figure import Figure
@@ -289,16 +271,16 @@ def run(cfg: DictConfig, root: Path) -> dict:
     feature_seconds = time.perf_counter() - started
 
     for name in SPLITS:
-        _save_npz(out_dir / f"{name}.npz", x=reduced[name], y=labels[name].astype(np.int64),
+        save_npz(out_dir / f"{name}.npz", x=reduced[name], y=labels[name].astype(np.int64),
                   path=paths[name])
-    _save_atomic(out_dir / "pca.joblib", lambda tmp: joblib.dump(pca, tmp))
+    atomic_write(out_dir / "pca.joblib", lambda tmp: joblib.dump(pca, tmp))
     hog_dim = int(hogs["train"].shape[1])
     explained = float(pca.explained_variance_ratio_.sum())
     counts = {name: len(labels[name]) for name in SPLITS}
     meta = {"hog_length": hog_dim, "n_components": int(pca.n_components_),
             "whiten": bool(fcfg.pca.whiten), "explained_variance_ratio_sum": explained,
             "counts": counts}
-    _save_atomic(out_dir / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    write_json(out_dir / "meta.json", meta)
 
     model = fit_baseline(reduced["train"], labels["train"], fcfg.baseline.C,
                          fcfg.baseline.max_iter)

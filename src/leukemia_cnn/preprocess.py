@@ -8,7 +8,6 @@ split, ``<preprocessed_dir>/{train,val,test}.npz`` with ``x`` (n, H, W, C) float
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from leukemia_cnn.errors import DataError
+from leukemia_cnn.fileio import save_npz, write_json
 from leukemia_cnn.imaging import load_model_input
 
 SPLITS = ("train", "val", "test")
@@ -121,17 +121,6 @@ def load_images(paths: list[Path], image_size: int, color_mode: str, workers: in
     return out
 
 
-def _save_npz_atomic(target: Path, **arrays: np.ndarray) -> None:
-    """Write ``target`` beside itself and rename, so a crash never leaves a half-written file."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def load_split(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Load one preprocessed split written by this stage.
 
@@ -204,7 +193,7 @@ def run(cfg: DictConfig, root: Path) -> dict:
         except DataError as exc:
             raise DataError(f"{exc} (listed in {cfg.paths.splits}, split {name}); restore the "
                             "file or rerun `dvc repro validate_raw split`") from exc
-        _save_npz_atomic(out_dir / f"{name}.npz", x=x,
+        save_npz(out_dir / f"{name}.npz", compressed=True, x=x,
                          y=rows["label"].to_numpy(dtype=np.int64),
                          path=rows["path"].to_numpy(dtype=str))
         counts[name] = len(rows)
@@ -212,8 +201,5 @@ def run(cfg: DictConfig, root: Path) -> dict:
 
     meta = {"classes": classes, "image_size": size, "color_mode": mode,
             "shape": shape, "dtype": "float32", "counts": counts}
-    meta_path = out_dir / "meta.json"
-    tmp = meta_path.with_name(".meta.json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, meta_path)
+    write_json(out_dir / "meta.json", meta)
     return {"counts": counts, "shape": shape, "output": str(out_dir)}

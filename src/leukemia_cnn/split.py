@@ -7,7 +7,6 @@ duplicate in train and its copy in test would inflate test accuracy.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
 from leukemia_cnn.errors import ConfigError, DataError
+from leukemia_cnn.fileio import write_csv, write_json
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("path", "class", "sha256")
@@ -227,12 +227,8 @@ def run(cfg: DictConfig, root: Path) -> dict:
     table = split_table(manifest, classes, train=cfg.split.train, val=cfg.split.val,
                         test=cfg.split.test, seed=cfg.split.seed)
 
-    splits_path = root / cfg.paths.splits
-    splits_path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(splits_path, index=False, lineterminator="\n")
+    splits_path = write_csv(root / cfg.paths.splits, table)
 
     summary = split_summary(table, classes)
-    report_path = root / cfg.paths.reports_dir / "split.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(summary, indent=2) + "\n")
+    report_path = write_json(root / cfg.paths.reports_dir / "split.json", summary)
     return {**summary, "splits": str(splits_path), "report": str(report_path)}

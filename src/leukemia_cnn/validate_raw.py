@@ -17,11 +17,10 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from leukemia_cnn.errors import ConfigError, DataError
+from leukemia_cnn.fileio import atomic_write
 from leukemia_cnn.imaging import IMAGE_EXTENSIONS, open_image
+from leukemia_cnn.suites import (
+    MAX_LISTED,
+    ExpectationOutcome,
+    ValidationResult,
+    _md_escape,
+    _plain,
+    failure_lines,
+    markdown_checks,
+)
 
 MANIFEST_COLUMNS = ("path", "class", "sha256", "size_bytes", "width", "height", "format", "mode",
                     "decodable", "error")
@@ -39,8 +48,6 @@ REPORT_JSON = "validate_raw.json"
 REPORT_MD = "validate_raw.md"
 # Files that operating systems and archivers drop next to images (compared lower-case).
 OS_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx"})
-# Offending files listed per failed check in the error message (the reports list them all).
-MAX_LISTED = 20
 # Image decoding and hashing release the GIL, so threads use every core without pickling.
 N_THREADS = min(8, os.cpu_count() or 1)
 RULE_KEYS = ("allowed_formats", "allowed_modes", "min_width", "max_width", "min_height",
@@ -56,50 +63,6 @@ class SkippedFile:
 
     path: str
     reason: str
-
-
-@dataclass
-class ExpectationOutcome:
-    """One Great Expectations check and what it found.
-
-    ``offending`` holds manifest paths for per-file checks and class names for per-class
-    checks; ``offending_values`` holds the unexpected column value of each offending file.
-    ``kind`` says what is checked (``file``, ``class_set``, ``class_present``, ``class_count``,
-    ``class_share``, ``duplicate``, ``label_conflict``); a failed check of ``severity``
-    ``warning`` is reported but does not fail the stage.
-    """
-
-    name: str
-    description: str
-    column: str | None
-    success: bool
-    offending: list[str] = field(default_factory=list)
-    offending_values: list[Any] = field(default_factory=list)
-    observed: Any = None
-    error: str = ""
-    kind: str = "file"
-    severity: str = "critical"
-
-
-@dataclass
-class ValidationResult:
-    """The outcome of :func:`validate`: overall success, every check, summary statistics."""
-
-    success: bool
-    expectations: list[ExpectationOutcome]
-    statistics: dict[str, Any]
-
-    @property
-    def failed(self) -> list[ExpectationOutcome]:
-        """Failed checks that fail the stage."""
-        return [outcome for outcome in self.expectations
-                if not outcome.success and outcome.severity == "critical"]
-
-    @property
-    def warnings(self) -> list[ExpectationOutcome]:
-        """Failed checks that are only reported (e.g. exact duplicates)."""
-        return [outcome for outcome in self.expectations
-                if not outcome.success and outcome.severity != "critical"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,13 +377,6 @@ def _outcome(gx_result, manifest: pd.DataFrame) -> ExpectationOutcome:
     return outcome
 
 
-def _plain(value: Any) -> Any:
-    """numpy/pandas scalars as JSON-friendly Python values."""
-    if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
 def validate(manifest: pd.DataFrame, classes: list[str],
              rules: DictConfig | Mapping[str, Any]) -> ValidationResult:
     """Run the raw-data ExpectationSuite on ``manifest`` with Great Expectations.
@@ -505,10 +461,6 @@ def report_dict(result: ValidationResult, manifest: pd.DataFrame, skipped: list[
     }
 
 
-def _md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _found(outcome: ExpectationOutcome) -> str:
     """What a check observed, in a few words."""
     if outcome.error:
@@ -578,23 +530,8 @@ def markdown_report(result: ValidationResult, manifest: pd.DataFrame,
         f"{data['n_undecodable']} undecodable; {data['n_duplicate_sha256']} duplicate files "
         "(same sha256 as an earlier one).",
         "",
-        "## Checks (Great Expectations)",
-        "",
-        "| # | result | check | column | found | expectation |",
-        "|---|---|---|---|---|---|",
     ]
-    for index, outcome in enumerate(result.expectations, 1):
-        mark = "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical" else "warn"
-        lines.append(f"| {index} | {mark} | {_md_escape(outcome.description)} | "
-                     f"{outcome.column or ''} | {_md_escape(_found(outcome))} | `{outcome.name}` |")
-    if result.failed:
-        lines += ["", "## Offending files", ""]
-        for outcome in result.failed:
-            lines += [f"### {_md_escape(outcome.description)}", ""]
-            if outcome.error:
-                lines.append(f"- the check itself failed: {_md_escape(outcome.error)}")
-            lines += [f"- `{_md_escape(line)}`" for line in _offender_lines(outcome, errors)]
-            lines.append("")
+    lines += markdown_checks(result, _found, lambda outcome: _offender_lines(outcome, errors))
     if result.warnings:
         lines += ["", "## Warnings (reported, not failing)", ""]
         for outcome in result.warnings:
@@ -636,29 +573,9 @@ def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: s
     where = f" (full report: {report})" if report else ""
     lines = [f"raw data in {raw_dir} failed {len(result.failed)} of {len(result.expectations)} "
              f"checks{where}:"]
-    for outcome in result.failed:
-        lines.append(f"  - {outcome.description}:")
-        if outcome.error:
-            lines.append(f"      the check itself failed: {outcome.error}")
-        offenders = _offender_lines(outcome, errors, names)
-        lines += [f"      {line}" for line in offenders[:MAX_LISTED]]
-        if len(offenders) > MAX_LISTED:
-            lines.append(f"      ... and {len(offenders) - MAX_LISTED} more")
+    lines += failure_lines(result, lambda outcome: _offender_lines(outcome, errors, names))
     lines.append(advice)
     return "\n".join(lines)
-
-
-def _write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Write to a temporary file next to ``path``, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            frame.to_csv(stream, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _shown(path: Path, root: Path) -> str:
@@ -699,7 +616,7 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
     if not result.success:
         raise DataError(failure_message(result, manifest, _shown(raw_dir, root),
                                         _shown(md_path, root)))
-    _write_csv_atomically(manifest, manifest_path)
+    atomic_write(manifest_path, lambda tmp: manifest.to_csv(tmp, index=False))
     return {"success": True, "n_images": int(len(manifest)), "n_skipped": len(skipped),
             "counts_per_class": counts_per_class(manifest, classes),
             "warnings": [f"{outcome.description}: {_found(outcome)}" for outcome in result.warnings],

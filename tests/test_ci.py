@@ -1,0 +1,24 @@
+"""The CI workflow: valid YAML that runs every validation stage and uploads every report."""
+
+from __future__ import annotations
+
+import yaml
+
+from conftest import REPO_ROOT
+
+
+def test_ci_runs_the_validation_stages_and_uploads_their_reports():
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    steps = workflow["jobs"]["test"]["steps"]
+    commands = "\n".join(step.get("run", "") for step in steps)
+    dvc_yaml = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    # `dvc repro validate_features` runs it and every stage it depends on
+    assert "dvc repro validate_features" in commands
+    chain = ["validate_raw", "split", "validate_splits", "preprocess", "features"]
+    assert all(stage in dvc_yaml for stage in chain)
+    assert "reports/validate_splits.json" in dvc_yaml["preprocess"]["deps"]
+    upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload["if"] == "always()"
+    for name in ("validate_raw", "validate_splits", "validate_features"):
+        assert f"reports/{name}.md" in upload["with"]["path"]
+        assert f"reports/{name}.json" in upload["with"]["path"]
