@@ -23,6 +23,7 @@ COLOR_MODES = ("grayscale", "rgb")
 PADDINGS = ("valid", "same")
 CLASS_WEIGHTS = (None, "balanced")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
+DISTRIBUTE = (None, "mirrored")
 # The robust-training knobs and the paper's value of each: a run whose config has all of them
 # (and grayscale input) trains the paper's model as the paper did.
 PAPER_KNOBS = {
@@ -266,6 +267,9 @@ def validate_config(cfg: DictConfig) -> None:
     _require(weight in CLASS_WEIGHTS, "train.class_weight", weight, "null or balanced")
     schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")
     _require(schedule in LR_SCHEDULES, "train.lr_schedule", schedule, ", ".join(LR_SCHEDULES))
+    distribute = OmegaConf.select(cfg, "train.distribute", default=None)
+    _require(distribute in DISTRIBUTE, "train.distribute", distribute,
+             "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)")
     _validate_sweep_and_report(cfg)
     seed = _get(cfg, "seed")
     _require(isinstance(seed, int) and seed >= 0, "seed", seed, "an integer >= 0")

@@ -27,7 +27,13 @@ from leukemia_cnn.tracking import config_id, run_tags, setup_mlflow
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Raised in the training process on SIGTERM so the MLflow run is closed as KILLED."""
+    """Raised in the training process on SIGTERM so the MLflow run is closed as KILLED.
+
+    SIGINT (Ctrl-C) already raises KeyboardInterrupt: during ``fit`` the run ends KILLED, at
+    any other point ``mlflow.start_run``'s context ends it FAILED; either way no ``run.json``
+    is written, so the register stage has nothing to register. SIGKILL cannot be caught: the
+    next command closes the orphaned run (``tracking.close_orphaned_runs``).
+    """
 
 
 @contextlib.contextmanager
@@ -103,6 +109,23 @@ def training_callbacks(cfg: DictConfig) -> list:
     return callbacks
 
 
+def distribution_strategy(cfg: DictConfig):
+    """The ``tf.distribute`` strategy ``train.distribute`` selects, or None (default device).
+
+    ``mirrored``: ``tf.distribute.MirroredStrategy`` over every visible GPU (synchronous
+    data-parallel training on one machine; the global batch ``train.batch_size`` is split
+    across the replicas); with no GPU it mirrors onto the CPU, so it also runs here.
+    """
+    if cfg.train.get("distribute") is None:
+        return None
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy()
+    print(f"train: MirroredStrategy with {strategy.num_replicas_in_sync} replica(s): "
+          f"{', '.join(strategy.extended.worker_devices)}")
+    return strategy
+
+
 def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
     """Build, compile and fit the model of ``cfg``; return ``(model, history_frame, seconds)``.
 
@@ -113,8 +136,10 @@ def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
     set_seeds(int(cfg.seed), bool(cfg.train.deterministic))
     n_classes = len(cfg.data.classes)
     batch_size = int(cfg.train.batch_size)
-    model = build_from_config(cfg, x_train.shape[1:], x_train=x_train,
-                              steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
+    strategy = distribution_strategy(cfg)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_from_config(cfg, x_train.shape[1:], x_train=x_train,
+                                  steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
     start = time.perf_counter()
     history = model.fit(x_train, one_hot(y_train, n_classes),
                         validation_data=(x_val, one_hot(y_val, n_classes)),
@@ -276,6 +301,8 @@ def run(cfg: DictConfig, root: Path) -> dict:
     reports_dir = root / cfg.paths.reports_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
+    # An interrupted run must not leave the previous run's record for `register` to pick up.
+    (model_dir / "run.json").unlink(missing_ok=True)
 
     experiment_id = setup_mlflow(cfg, root)
     params = training_params(cfg, x_train, y_train, y_val)
