@@ -16,7 +16,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.preprocess import load_split
-from leukemia_cnn.tracking import setup_mlflow
+from leukemia_cnn.tracking import process_tags, setup_mlflow
 
 
 def timed_predict(model, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, float]:
@@ -207,6 +207,7 @@ def run(cfg: DictConfig, root: Path) -> dict:
 
     setup_mlflow(cfg, root)
     with mlflow.start_run(run_id=record["run_id"]):
+        mlflow.set_tags(process_tags())  # this process now owns the reopened run
         log_evaluation(metrics, collapsed, reports_dir)
     print_summary(metrics, collapsed, record["run_id"])
     return {k: metrics[k] for k in SUMMARY_KEYS}

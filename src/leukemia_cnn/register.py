@@ -248,6 +248,9 @@ def register(cfg: DictConfig, root: Path, run_id: str, model_uri: str) -> str:
         print(f"register: run {run_id} already registered as '{name}' version {version}")
         return version
     run = client.get_run(run_id)
+    if run.info.status != "FINISHED":
+        raise LeukemiaCNNError(f"run {run_id} is {run.info.status}, not FINISHED (interrupted or "
+                               "still running); not registering it: re-run the train stage")
     version = str(mlflow.register_model(model_uri, name).version)
     for key in ("val_accuracy", "test_accuracy"):
         if key in run.data.metrics:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             mlflow.set_experiment(name)
+            close_orphaned_runs(experiment.experiment_id)
             return experiment.experiment_id
         # A file artifact root only for the embedded sqlite store; a server picks its own.
         location = artifact_location(root) if uri.startswith("sqlite:") else None
@@ -60,7 +62,71 @@ def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
             # Another process created it between our lookup and create.
             experiment_id = mlflow.get_experiment_by_name(name).experiment_id
     mlflow.set_experiment(name)
+    close_orphaned_runs(experiment_id)
     return experiment_id
+
+
+# Tags naming the process that owns a RUNNING run, so that a later command can tell a run
+# whose process was killed (SIGKILL, power loss) from one that is still training.
+HOST_TAG, PID_TAG, PID_START_TAG = "process.host", "process.pid", "process.start_time"
+
+
+def process_tags() -> dict[str, str]:
+    """``process.host``, ``process.pid`` and ``process.start_time`` of this process."""
+    import psutil
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            PID_START_TAG: f"{psutil.Process().create_time():.2f}"}
+
+
+def process_alive(pid: int, start_time: str | None) -> bool:
+    """Whether ``pid`` runs on this host and is the same process (not a reused pid)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return start_time is None or f"{process.create_time():.2f}" == start_time
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # exists but not inspectable: assume it is alive
+        return True
+
+
+def close_orphaned_runs(experiment_id: str) -> list[str]:
+    """Close (as FAILED) the RUNNING runs of this host whose process is gone; return their ids.
+
+    A run whose process was killed with SIGKILL stays RUNNING forever in MLflow. Every command
+    that sets up MLflow calls this: runs started on this host (``process.host`` tag) whose
+    ``process.pid`` no longer exists are ended as FAILED with an ``orphaned`` tag saying why.
+    Runs from other hosts, and runs without the tags, are left alone: their process cannot be
+    checked from here.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    host = socket.gethostname()
+    try:
+        running = client.search_runs([experiment_id], filter_string=(
+            f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"), max_results=1000)
+    except MlflowException:
+        return []
+    closed = []
+    for run in running:
+        tags = run.data.tags
+        try:
+            pid = int(tags.get(PID_TAG, ""))
+        except ValueError:
+            continue
+        if pid == os.getpid() or process_alive(pid, tags.get(PID_START_TAG)):
+            continue
+        client.set_tag(run.info.run_id, "orphaned",
+                       f"process {pid} on {host} ended without closing the run; closed as FAILED")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        print(f"mlflow: closed orphaned run {run.info.run_id} ({run.info.run_name}): its process "
+              f"{pid} on {host} is gone (killed?); marked FAILED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -174,6 +240,7 @@ def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = 
         "data_source": str(cfg.data.source),
         "seed": str(cfg.seed),
         "hydra_overrides": overrides[:5000],
+        **process_tags(),
     }
     # `mlflow run . -e main` exports its project run id: nest the pipeline's runs under it.
     parent = os.environ.get("MLFLOW_PARENT_RUN_ID")
