@@ -18,6 +18,7 @@ setup_mlflow(compose(root=Path(sys.argv[1])), Path(sys.argv[2]))
 for index in range(2):
     with mlflow.start_run(run_name=f"worker{sys.argv[3]}-{index}"):
         mlflow.set_tag("sweep_id", "parallel")
+        mlflow.log_params({f"param{i}": f"{sys.argv[3]}-{index}-{i}" for i in range(40)})
         for step in range(20):
             mlflow.log_metrics({"loss": 1 / (step + 1), "accuracy": step / 20}, step=step)
 """
@@ -39,7 +40,14 @@ def test_parallel_workers_on_a_fresh_sqlite_store_lose_no_run(tmp_path, monkeypa
     assert len(runs) == 6 and set(runs["status"]) == {"FINISHED"}
     client = mlflow.MlflowClient()
     for run_id in runs["run_id"]:
-        assert len(client.get_metric_history(run_id, "loss")) == 20
+        run = client.get_run(run_id)
+        worker_index = run.info.run_name.removeprefix("worker")
+        # Every param, and every step of every metric, with its value.
+        assert run.data.params == {f"param{i}": f"{worker_index}-{i}" for i in range(40)}
+        loss = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
+        accuracy = {m.step: m.value for m in client.get_metric_history(run_id, "accuracy")}
+        assert loss == {step: 1 / (step + 1) for step in range(20)}
+        assert accuracy == {step: step / 20 for step in range(20)}
 
 
 def test_store_lock_is_reentrant_within_a_process(tmp_path):
