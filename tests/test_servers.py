@@ -114,6 +114,57 @@ def test_models_serve_answers_a_real_jpeg_and_rejects_junk(pipeline):
         assert status == 200
 
 
+def malformed_payloads(encoded: str) -> dict[str, tuple[bytes, str]]:
+    """Requests a client can get wrong, by name: (body, content type)."""
+    def split(columns, data):
+        return json.dumps({"dataframe_split": {"columns": columns, "data": data}}).encode()
+
+    junk = base64.b64encode(os.urandom(37_500_000)).decode()  # a 50 MB body, not an image
+    return {
+        "empty body": (b"", "application/json"),
+        "not JSON": (b"{not json", "application/json"),
+        "unknown JSON format": (json.dumps({"images": [encoded]}).encode(), "application/json"),
+        "wrong column": (split(["pixels"], [[encoded]]), "application/json"),
+        "a number instead of bytes": (split(["image"], [[1.5]]), "application/json"),
+        "wrong row shape": (split(["image"], [[encoded, encoded]]), "application/json"),
+        "tensor instead of table": (json.dumps({"inputs": [[[0.5] * 4] * 4]}).encode(),
+                                    "application/json"),
+        "not base64": (split(["image"], [["@@@ not base64 @@@"]]), "application/json"),
+        "not an image": (split(["image"], [[base64.b64encode(b"plain text").decode()]]),
+                         "application/json"),
+        "truncated JPEG": (split(["image"], [[encoded[: len(encoded) // 3 // 4 * 4]]]),
+                           "application/json"),
+        "CSV without the column": (b"pixels\n1\n", "text/csv"),
+        "unsupported content type": (b"hello", "text/plain"),
+        "huge body (50 MB)": (split(["image"], [[junk]]), "application/json"),
+    }
+
+
+def test_models_serve_answers_malformed_payloads_with_4xx_and_keeps_serving(pipeline):
+    repo = pipeline["repo"]
+    port = free_port()
+    args = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/leukemia-cnn@champion",
+            "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)]
+    image = sorted((repo / "data" / "raw" / "Pre").glob("*.jpg"))[0]
+    encoded = base64.b64encode(image.read_bytes()).decode()
+    good = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}}).encode()
+    answers = {}
+    with server(args, port, repo, health="/ping") as base:
+        for name, (body, content_type) in malformed_payloads(encoded).items():
+            answers[name] = post(f"{base}/invocations", body, content_type)
+            # After every bad request the server still answers a good one.
+            status, reply = post(f"{base}/invocations", good)
+            assert status == 200, f"after {name!r}: {status} {reply[:500]}"
+    for name, (status, body) in answers.items():
+        print(f"{name}: {status} {body[:120]!r}")
+    wrong = {name: (status, body[:300]) for name, (status, body) in answers.items()
+             if not 400 <= status < 500}
+    assert not wrong, wrong
+    # The answers say what was wrong (MLflow's schema check, then the model's own checks).
+    assert "pixels" in answers["wrong column"][1]
+    assert "not a decodable image" in answers["not an image"][1]
+
+
 def test_mlproject_entry_points_run(pipeline):
     repo = pipeline["repo"]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
