@@ -201,6 +201,44 @@ def test_sigkilled_dvc_repro_is_recovered_by_the_next_repro(tmp_path):
     assert client.get_run(version.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
+def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path, make_cfg):
+    """Real `leukemia-cnn train` processes at once on one fresh embedded store (what
+    `dvc queue start -j 2` or parallel sweep jobs do); tests/test_tracking.py does the same
+    with light logging workers."""
+    from leukemia_cnn.config import flatten, write_params
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    projects = []
+    for seed in (1, 2, 3):
+        root = tmp_path / f"project{seed}"
+        cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=3", f"seed={seed}")
+        write_preprocessed(root, cfg)
+        write_params(cfg, root / "params.yaml")
+        projects.append(root)
+    processes = [subprocess.Popen([str(BIN / "leukemia-cnn"), "train"], cwd=root,
+                                  env=env_with(uri), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for root in projects]
+    outputs = [process.communicate(timeout=900)[0] for process in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    client = client_for(uri)
+    runs = training_runs(client)
+    assert sorted(r.data.tags["seed"] for r in runs) == ["1", "2", "3"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=3", f"seed={run.data.tags['seed']}")
+        expected = {k: str(v) for k, v in flatten(cfg).items() if not k.startswith("paths.")}
+        expected.update({"data.n_train": "96", "data.n_val": "32", "data.input_shape": "32x32x1"})
+        assert run.data.params == expected  # every param, with its value
+        for key in ("loss", "val_loss", "argmax_accuracy", "val_argmax_accuracy"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3]
+    # Each process's own record names its own run.
+    recorded = {json.loads((root / "models" / "run.json").read_text())["run_id"]
+                for root in projects}
+    assert recorded == {r.info.run_id for r in runs}
+
+
 def test_same_seed_and_data_give_identical_metrics(tmp_path, make_cfg):
     from leukemia_cnn import train
     from leukemia_cnn.preprocess import load_split
