@@ -31,7 +31,6 @@ import json
 import time
 
 import benchlib
-import numpy as np
 
 BATCH = 256
 

@@ -20,7 +20,6 @@ Target (2 cores): wall-time ratio stage / bare <= 1.10.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
