@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run data repro study test test-slow lint summary ui clean-outputs
+.PHONY: help install run data repro study test test-slow lint summary ui clean-outputs bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ test-slow: install  ## the slow tests (real servers, full training)
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests
+
+bench: install  ## benchmarks vs bare Keras / one process (15-25 min on 2 idle cores) -> benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 summary: install  ## print the metrics of the last run and where to look next
 	$(BIN)/leukemia-cnn summary

@@ -50,6 +50,8 @@ def quiet(fn, *args):
 def main(argv: list[str] | None = None) -> int:
     cli = benchlib.parser(__doc__)
     cli.add_argument("--repeats", type=int, default=3, help="timed runs of each path")
+    cli.add_argument("--images", type=int, default=None,
+                     help="use the first N images/JPEGs only (default: all)")
     args = cli.parse_args(argv)
     bench = benchlib.Bench("inference", "registered MLflow model vs bare Keras; JPEG files "
                                         "end to end")
@@ -68,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                                 .read_text())
         uri = f"models:/{registered['registered_model']}/{registered['version']}"
         x, _ = ws.preprocessed()
+        x = x[:args.images]
         n = len(x)
-        files = ws.jpegs()
+        files = ws.jpegs()[:args.images]
         encoded = pd.DataFrame({"image": [path.read_bytes() for path in files]})
         bench.say(f"{n:,} preprocessed images {x.shape[1:]} float32; {len(files):,} JPEGs "
                   f"({files[0].stat().st_size / 1024:.0f} KiB each, 224x224 RGB); registered "

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,8 @@ def git_describe() -> str:
 def run_one(name: str, args: argparse.Namespace, workdir: Path) -> tuple[int, str, dict | None]:
     """Run benchmarks/bench_<name>.py; stream and capture its stdout; return its JSON."""
     json_path = workdir / f"{name}.json"
-    command = [sys.executable, str(HERE / f"bench_{name}.py"), "--json", str(json_path)]
+    command = [sys.executable, str(HERE / f"bench_{name}.py"), "--json", str(json_path),
+               *shlex.split(args.extra.get(name, ""))]
     if name in SHARED_WORKSPACE:
         command += ["--workdir", str(workdir), "--scale", str(args.scale),
                     "--pipeline-epochs", str(args.pipeline_epochs)]
@@ -86,7 +88,8 @@ def results_markdown(started: str, load_start: str, load_end: str, seconds: floa
         f"`{git_describe()}`; {cpu_model()}, {os.cpu_count()} CPUs; Python "
         f"{platform.python_version()}.",
         f"Dataset: `leukemia-cnn data synth --scale {args.scale}` in a temporary project copy; "
-        f"the workspace pipeline trains {args.pipeline_epochs} epochs.",
+        f"the workspace pipeline trains {args.pipeline_epochs} epochs. Extra options: "
+        f"{args.extra or 'none'}.",
         "",
         f"**Shared machine.** Load average (1/5/15 min) {load_start} at the start and "
         f"{load_end} at the end of the run ({seconds / 60:.0f} min); other users' jobs ran on "
@@ -113,7 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--workdir", default=None,
                      help="shared workspace folder (default: temporary, deleted at the end)")
     cli.add_argument("--output", default=str(HERE / "RESULTS.md"), help="results file")
+    cli.add_argument("--args", action="append", default=[], metavar="NAME=OPTIONS",
+                     help="extra options of one benchmark, e.g. train='--epochs 2 --repeats 1' "
+                          "(see benchmarks/bench_NAME.py --help)")
     args = cli.parse_args(argv)
+    args.extra = {}
+    for item in args.args:
+        name, _, options = item.partition("=")
+        if name not in BENCHMARKS:
+            cli.error(f"--args {item!r}: unknown benchmark {name!r}; allowed: {BENCHMARKS}")
+        args.extra[name] = options
 
     started, load_start, clock = benchlib.now(), benchlib.load_average(), time.perf_counter()
     print(f"benchmarks: {', '.join(args.only)}; load average at start {load_start}", flush=True)

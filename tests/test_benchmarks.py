@@ -1,0 +1,32 @@
+"""The benchmark scripts (benchmarks/, run by `make bench`) stay runnable: each answers
+--help, and the DVC benchmark's expected re-run list follows dvc.yaml's graph."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("bench_*.py")) + ["run_all.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_benchmark_answers_help(script):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {script}")
+
+
+def test_a_training_knob_is_upstream_of_train_evaluate_and_register(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_dvc
+
+    assert bench_dvc.downstream(REPO, "train.epochs") == ["train", "evaluate", "register"]
+    assert bench_dvc.downstream(REPO, "features.pca.n_components") == ["features"]
+    assert bench_dvc.downstream(REPO, "split.seed") == [
+        "split", "preprocess", "features", "train", "evaluate", "register"]
