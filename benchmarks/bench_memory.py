@@ -24,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str] | None = None) -> int:
     cli = benchlib.parser(__doc__)
+    cli.add_argument("--baseline-epochs", type=int, default=None,
+                     help="epochs of the bare model.fit baseline (default: --pipeline-epochs)")
     args = cli.parse_args(argv)
     bench = benchlib.Bench("memory", "peak RSS per pipeline stage, full-size dataset")
     with benchlib.workspace_from_args(args, bench) as ws:
@@ -40,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
             bench.say(f"  {name + ': ' + stage['command']:<34} {stage['seconds']:8.1f} "
                       f"{stage['peak_rss_bytes'] / benchlib.MIB:13.0f}")
             bench.figure(f"{name}_peak_rss_mib", stage["peak_rss_bytes"] / benchlib.MIB)
+        baseline_epochs = args.baseline_epochs or record["pipeline_epochs"]
         command = (f"{sys.executable} {HERE / 'bench_train.py'} --trial bare --project "
-                   f"{ws.project} --epochs {record['pipeline_epochs']}")
+                   f"{ws.project} --epochs {baseline_epochs}")
         bare = benchlib.run_measured(command, ws.project)
         train = record["stages"]["train"]
-        bench.say(f"  {'baseline: bare model.fit process':<34} {bare['seconds']:8.1f} "
+        bench.say(f"  {f'baseline: bare model.fit, {baseline_epochs} ep.':<34} {bare['seconds']:8.1f} "
                   f"{bare['peak_rss_bytes'] / benchlib.MIB:13.0f}")
         bench.say(f"ratio train stage / bare model.fit peak RSS: "
                   f"{train['peak_rss_bytes'] / bare['peak_rss_bytes']:.2f}")

@@ -70,7 +70,7 @@ def run_one(name: str, args: argparse.Namespace, workdir: Path) -> tuple[int, st
 
 
 def results_markdown(started: str, load_start: str, load_end: str, seconds: float,
-                     args: argparse.Namespace, runs: dict) -> str:
+                     args: argparse.Namespace, runs: dict, pending=()) -> str:
     rows = []
     for name, (code, _, summary) in runs.items():
         if summary is None:
@@ -79,6 +79,7 @@ def results_markdown(started: str, load_start: str, load_end: str, seconds: floa
         for check in summary["checks"]:
             rows.append(f"| {name} | {check['what']} {check['target']} | {check['shown']} | "
                         f"{'PASS' if check['ok'] else '**MISS**'} |")
+    rows += [f"| {name} | (not run yet) | | |" for name in pending]
     sections = [f"## {name}\n\n```text\n{output.rstrip()}\n```\n"
                 for name, (_, output, _) in runs.items()]
     return "\n".join([
@@ -132,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="leukemia-bench-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        runs = {name: run_one(name, args, workdir) for name in args.only}
-    text = results_markdown(started, load_start, benchlib.load_average(),
-                            time.perf_counter() - clock, args, runs)
-    Path(args.output).write_text(text)
+        runs = {}
+        for name in args.only:
+            runs[name] = run_one(name, args, workdir)
+            # Rewritten after every benchmark, so an interrupted run keeps what it measured.
+            Path(args.output).write_text(results_markdown(
+                started, load_start, benchlib.load_average(), time.perf_counter() - clock,
+                args, runs, pending=args.only[len(runs):]))
     print(f"wrote {args.output}")
     failed = [name for name, (code, _, _) in runs.items() if code != 0]
     if failed:
