@@ -5,7 +5,9 @@ In a temporary git + DVC copy of the project with a tiny configuration (syntheti
 tests' ``pipeline`` fixture), it runs the full ``dvc repro``, then ``dvc repro`` again with
 nothing changed (timed, repeated), then changes ``train.epochs`` (``leukemia-cnn params``
 rewrites params.yaml) and shows what ``dvc status`` and ``dvc repro --dry`` list and which
-stages the real ``dvc repro`` runs, against the stages downstream of the knob in dvc.yaml.
+stages the real ``dvc repro`` runs, against the stages downstream of the knob in dvc.yaml
+(``--dry`` cannot know that a stage's outputs will change, so it lists only the stages whose
+own deps or params changed).
 
 Baselines in the same run: ``dvc --version`` (the CLI's start-up) and the full ``dvc repro``.
 Targets: no-op ``dvc repro`` < 5 s; the knob re-runs exactly the stages downstream of it.
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         ran = RAN.findall(output)
         bench.say(f"changed {KNOB} {epochs} -> {epochs + 1} (params.yaml via `leukemia-cnn params`)")
         bench.say(f"  `dvc status` lists as changed: {sorted(status)}")
-        bench.say(f"  `dvc repro --dry` would run:   {dry}")
+        bench.say(f"  `dvc repro --dry` would run:   {dry}  (a dry run cannot know that the "
+                  "stage's outputs will change, so it lists only the stages changed directly)")
         bench.say(f"  `dvc repro` ran:               {ran} in {rerun_s:.1f} s "
                   f"({rerun_s / full_s:.2f} of the full repro)")
         bench.say(f"  downstream of {KNOB} in dvc.yaml: {expected}")
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.figure("full_seconds", full_s)
         bench.check("no-op `dvc repro` (median)", noop_s, "<=", 5.0, "s")
         bench.check(f"`dvc repro` after changing {KNOB} ran exactly the downstream stages "
-                    "(1 = yes)", float(ran == expected and dry == expected), ">=", 1.0,
+                    "(1 = yes)", float(ran == expected), ">=", 1.0,
                     fmt="{:.0f}")
     bench.finish(args.json)
     return 0
