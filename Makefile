@@ -50,7 +50,7 @@ test-slow: install  ## the slow tests (real servers, full training)
 lint: install  ## ruff
 	$(BIN)/ruff check src tests
 
-bench: install  ## benchmarks vs bare Keras / one process (15-25 min on 2 idle cores) -> benchmarks/RESULTS.md
+bench: install  ## benchmarks vs bare Keras / one process (tens of minutes) -> benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 summary: install  ## print the metrics of the last run and where to look next
