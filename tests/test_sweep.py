@@ -116,3 +116,39 @@ def test_a_failing_job_is_reported_without_traceback(project, capfd, override, m
     captured = capfd.readouterr()
     assert message in captured.err and "Traceback" not in captured.err
     assert "FAILED" in captured.out
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_workers_and_closes_their_runs(project, mlflow_store):
+    """SIGTERM to `leukemia-cnn sweep`: no worker keeps training, no run stays RUNNING."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    argv = [sys.executable, "-m", "leukemia_cnn.cli", "sweep", "-m", "seed=1,2",
+            "experiment=table1_e15_b64_cce", *TINY_SWEEP, "train.epochs=500", "sweep.id=stopme",
+            "hydra.launcher.n_jobs=2"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store}
+    process = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while True:
+        runs = mlflow.search_runs(experiment_names=["leukemia-cnn"])
+        if len(runs) == 2 and set(runs["status"]) == {"RUNNING"}:
+            break
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(2)
+    family = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted; workers stopped" in err and "Traceback" not in err
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    runs = mlflow.search_runs(experiment_names=["leukemia-cnn"])
+    assert len(runs) == 2 and set(runs["status"]) == {"KILLED"}
+    assert len(mlflow.MlflowClient().search_model_versions("name='leukemia-cnn'")) == 0

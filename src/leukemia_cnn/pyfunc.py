@@ -1,9 +1,12 @@
 """The logged MLflow model: the Keras CNN plus its own preprocessing.
 
 It accepts a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...;
-base64 in a JSON request to ``mlflow models serve``), or an array of already preprocessed
-images (n, H, W, C) in [0, 1]. It answers one row per image: ``predicted_class`` and one
-``p_<Class>`` probability column per class.
+base64 in a JSON request to ``mlflow models serve``). It answers one row per image:
+``predicted_class`` and one ``p_<Class>`` probability column per class. Already preprocessed
+arrays (n, H, W, C) in [0, 1] go through
+``mlflow.pyfunc.load_model(uri).unwrap_python_model().predict_arrays(x)``: the logged
+signature (one binary ``image`` column) makes ``PyFuncModel.predict`` refuse arrays before
+this class sees them.
 """
 
 from __future__ import annotations

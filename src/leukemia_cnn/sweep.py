@@ -218,6 +218,25 @@ def _override_value(argv: list[str], key: str) -> str | None:
     return None
 
 
+def _close_sweep_runs(sweep_id: str) -> int:
+    """Mark the RUNNING runs tagged ``sweep_id`` as KILLED; return how many."""
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient()
+        closed = 0
+        for experiment in client.search_experiments():
+            for run in client.search_runs([experiment.experiment_id],
+                                          f"tags.sweep_id = '{sweep_id}' and "
+                                          "attributes.status = 'RUNNING'"):
+                client.set_terminated(run.info.run_id, status="KILLED")
+                closed += 1
+        return closed
+    except Exception as exc:  # noqa: BLE001 - report, never mask the interruption
+        print(f"leukemia-cnn sweep: could not close the sweep's runs: {exc}", file=sys.stderr)
+        return 0
+
+
 def collect_statuses(sweep_dir: Path) -> list[dict]:
     """The ``status.json`` of every job under ``sweep_dir`` (in job order)."""
     found = []
@@ -264,13 +283,25 @@ def main(argv: list[str] | None = None) -> int:
         0 when every job finished, 1 when a job failed or the config is invalid, 130 when
         interrupted.
     """
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    child = subprocess.Popen([sys.executable, "-m", "leukemia_cnn.sweep", *argv],
+                             cwd=find_repo_root(), env=env)
+
+    def forward(signum, frame):  # SIGTERM to this process: the child stops its jobs too
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
-        return subprocess.run([sys.executable, "-m", "leukemia_cnn.sweep", *argv],
-                              cwd=find_repo_root(), env=env).returncode
-    except KeyboardInterrupt:
-        return 130
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached the child too; let it clean up
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_app(argv: list[str]) -> int:
@@ -290,7 +321,10 @@ def run_app(argv: list[str]) -> int:
     sweep_id = _override_value(argv, "sweep.id")
     if sweep_id is None:
         sweep_id = new_sweep_id()
-        argv.append(f"sweep.id={sweep_id}")
+        # Beside the other overrides (Hydra's parser rejects one after `--cfg job -p key`).
+        first = next((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")),
+                     len(argv))
+        argv.insert(first, f"sweep.id={sweep_id}")
     elif "," in sweep_id or not sweep_id.strip():
         print(f"leukemia-cnn sweep: error: config key `sweep.id` = {sweep_id!r} is invalid; "
               "allowed: one non-empty id per launch", file=sys.stderr)
@@ -315,11 +349,20 @@ def run_app(argv: list[str]) -> int:
     # Hydra reads its arguments from sys.argv; job folders are relative to the project root.
     sys.argv = ["leukemia-cnn sweep", *argv]
     os.chdir(root)
+    from leukemia_cnn.train import _sigterm_as_interrupt
+
     try:
-        app()
+        with _sigterm_as_interrupt():
+            app()
     except SystemExit as exc:
         if exc.code not in (0, None):
             return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        # joblib has stopped the workers; close their runs rather than leave them RUNNING.
+        closed = _close_sweep_runs(sweep_id)
+        print(f"leukemia-cnn sweep: interrupted; workers stopped, {closed} running run(s) of "
+              f"sweep {sweep_id} marked KILLED", file=sys.stderr)
+        return 130
     statuses = collect_statuses(root / SWEEP_FOLDER / sweep_id)
     if not statuses:
         return 0  # e.g. --cfg/--help: no job ran
