@@ -63,6 +63,6 @@ def test_dvc_queue_runs_a_tiny_sweep_into_the_report_and_promotion(pipeline):
     assert len(found) >= 5
     best = next(score for score in register.config_scores(found) if score.n_eligible)
     champion = mlflow.MlflowClient().get_model_version_by_alias("leukemia-cnn", "champion")
-    chosen = next(c for c in found if c.version == champion.version)
+    chosen = next(c for c in found if c.version == str(champion.version))
     assert chosen.config_key == best.config_key and not chosen.collapsed
     assert yaml.safe_load((repo / "params.yaml").read_text())["seed"] == 42  # workspace untouched
