@@ -155,20 +155,26 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory):
-    repo = copy_project(tmp_path_factory.mktemp("e2e") / "repo")
+def tiny_project(dest: Path, train: dict | None = None) -> Path:
+    """The tiny project (TINY_CONF, ``train`` keys on top) as a git repository with its
+    synthetic data, ready for ``dvc repro``."""
+    repo = copy_project(dest)
     config = yaml.safe_load((repo / "conf" / "config.yaml").read_text())
     config.update(TINY_CONF)
+    config["train"] = {**TINY_CONF["train"], **(train or {})}
     (repo / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    sh("git", "init", "-q", cwd=repo)
-    sh("git", "config", "user.email", "ci@example.com", cwd=repo)
-    sh("git", "config", "user.name", "ci", cwd=repo)
-    sh("leukemia-cnn", "params", cwd=repo)
-    synth = sh("leukemia-cnn", "data", "synth", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "tiny project", cwd=repo)
+    for args in (("git", "init", "-q"), ("git", "config", "user.email", "ci@example.com"),
+                 ("git", "config", "user.name", "ci"), ("leukemia-cnn", "params"),
+                 ("leukemia-cnn", "data", "synth"), ("git", "add", "-A"),
+                 ("git", "commit", "-qm", "tiny project")):
+        sh(*args, cwd=repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    repo = tiny_project(tmp_path_factory.mktemp("e2e") / "repo")
     repro = sh("dvc", "repro", cwd=repo)
-    return {"repo": repo, "synth": synth, "repro": repro}
+    return {"repo": repo, "repro": repro}
 
 

@@ -13,7 +13,14 @@ import time
 import pytest
 import yaml
 
-from conftest import BIN, REPO_ROOT, TINY_CONF, TINY_OVERRIDES, copy_project, sh, write_preprocessed
+from conftest import (
+    BIN,
+    REPO_ROOT,
+    TINY_OVERRIDES,
+    sh,
+    tiny_project,
+    write_preprocessed,
+)
 
 MODEL_NAME = "leukemia-cnn"
 
@@ -156,16 +163,7 @@ def test_orphaned_run_of_a_dead_process_is_closed_by_the_next_command(tmp_path, 
 
 @pytest.mark.slow
 def test_sigkilled_dvc_repro_is_recovered_by_the_next_repro(tmp_path):
-    repo = copy_project(tmp_path / "repo")
-    config = yaml.safe_load((repo / "conf" / "config.yaml").read_text())
-    config.update(TINY_CONF)
-    config["train"] = {**TINY_CONF["train"], "epochs": 2}
-    (repo / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    for args in (("git", "init", "-q"), ("git", "config", "user.email", "ci@example.com"),
-                 ("git", "config", "user.name", "ci"), ("leukemia-cnn", "params"),
-                 ("leukemia-cnn", "data", "synth"), ("git", "add", "-A"),
-                 ("git", "commit", "-qm", "tiny project")):
-        sh(*args, cwd=repo)
+    repo = tiny_project(tmp_path / "repo", train={"epochs": 2})
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     params = repo / "params.yaml"
     default_params = params.read_text()

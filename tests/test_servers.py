@@ -21,6 +21,12 @@ from conftest import BIN, sh
 pytestmark = pytest.mark.slow
 
 
+def serve_champion_args(port: int) -> list[str]:
+    """`mlflow models serve` of the champion on loopback, as the README shows it."""
+    return [str(BIN / "mlflow"), "models", "serve", "-m", "models:/leukemia-cnn@champion",
+            "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,8 +97,7 @@ def test_tracking_server_rest_api_lists_runs_and_champion(pipeline):
 def test_models_serve_answers_a_real_jpeg_and_rejects_junk(pipeline):
     repo = pipeline["repo"]
     port = free_port()
-    args = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/leukemia-cnn@champion",
-            "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)]
+    args = serve_champion_args(port)
     image = sorted((repo / "data" / "raw" / "Early").glob("*.jpg"))[0]
     encoded = base64.b64encode(image.read_bytes()).decode()
     with server(args, port, repo, health="/ping") as base:
@@ -143,8 +148,7 @@ def malformed_payloads(encoded: str) -> dict[str, tuple[bytes, str]]:
 def test_models_serve_answers_malformed_payloads_with_4xx_and_keeps_serving(pipeline):
     repo = pipeline["repo"]
     port = free_port()
-    args = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/leukemia-cnn@champion",
-            "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)]
+    args = serve_champion_args(port)
     image = sorted((repo / "data" / "raw" / "Pre").glob("*.jpg"))[0]
     encoded = base64.b64encode(image.read_bytes()).decode()
     good = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}}).encode()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, TINY_CONF, copy_project, sh
+from conftest import BIN, TINY_CONF, sh, tiny_project
 from test_servers import free_port, server
 
 pytestmark = pytest.mark.slow
@@ -94,26 +94,12 @@ def team_server(postgres, tmp_path_factory):
         yield {"url": url, "artifacts": artifacts, "db": postgres}
 
 
-def tiny_repo(dest: Path) -> Path:
-    """The tiny project (conftest's TINY_CONF) as a git repository with its synthetic data."""
-    repo = copy_project(dest)
-    config = yaml.safe_load((repo / "conf" / "config.yaml").read_text())
-    config.update(TINY_CONF)
-    (repo / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    for args in (("git", "init", "-q"), ("git", "config", "user.email", "ci@example.com"),
-                 ("git", "config", "user.name", "ci"), ("leukemia-cnn", "params"),
-                 ("leukemia-cnn", "data", "synth"), ("git", "add", "-A"),
-                 ("git", "commit", "-qm", "tiny project")):
-        sh(*args, cwd=repo)
-    return repo
-
-
 def test_pipeline_logs_registers_and_promotes_through_postgres_server(team_server,
                                                                       tmp_path_factory):
     import psycopg2
     from mlflow import MlflowClient
 
-    repo = tiny_repo(tmp_path_factory.mktemp("team") / "repo")
+    repo = tiny_project(tmp_path_factory.mktemp("team") / "repo")
     env = {"MLFLOW_TRACKING_URI": team_server["url"]}
     sh("dvc", "repro", cwd=repo, env_extra=env)
     assert not (repo / "mlflow.db").exists(), "the embedded store was used instead of the server"
