@@ -76,3 +76,29 @@ def test_train_fraction_is_a_fixed_stratified_subset(make_cfg):
     assert train_subset(make_cfg(), x, y)[0] is x
     with pytest.raises(ConfigError, match="train.train_fraction"):
         train_subset(make_cfg("train.train_fraction=0.01"), x, y)
+
+
+def test_early_stopping_watches_the_configured_value_and_keeps_its_best_epoch(make_cfg):
+    import keras
+    import pytest
+
+    from leukemia_cnn.errors import ConfigError
+    from leukemia_cnn.train import kept_epoch, training_callbacks
+
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_argmax_accuracy": [0.5, 0.8, 0.7, 0.6],
+                            "val_loss": [1.0, 0.9, 0.8, 0.85]})
+    assert training_callbacks(make_cfg()) == []  # the paper: every epoch, no callback
+    by_accuracy = make_cfg("train.early_stopping_patience=3")
+    (stop,) = training_callbacks(by_accuracy)
+    assert isinstance(stop, keras.callbacks.EarlyStopping)
+    assert (stop.monitor, stop.patience, stop.restore_best_weights) == (
+        "val_argmax_accuracy", 3, True)
+    assert kept_epoch(by_accuracy, history) == 2
+    by_loss = make_cfg("train.early_stopping_patience=3", "train.early_stopping_monitor=val_loss",
+                       "train.lr_schedule=plateau")
+    stop, plateau = training_callbacks(by_loss)
+    assert (stop.monitor, stop.mode) == ("val_loss", "min")  # lower is better
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
+    assert kept_epoch(by_loss, history) == 3
+    with pytest.raises(ConfigError, match="train.early_stopping_monitor"):
+        make_cfg("train.early_stopping_monitor=val_f1")

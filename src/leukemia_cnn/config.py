@@ -23,6 +23,7 @@ COLOR_MODES = ("grayscale", "rgb")
 PADDINGS = ("valid", "same")
 CLASS_WEIGHTS = (None, "balanced")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
+EARLY_STOPPING_MONITORS = ("val_argmax_accuracy", "val_loss")
 DISTRIBUTE = (None, "mirrored")
 # The robust-training knobs and the paper's value of each: a run whose config has all of them
 # (and grayscale input) trains the paper's model as the paper did.
@@ -263,6 +264,9 @@ def validate_config(cfg: DictConfig) -> None:
     _require(patience is None or (isinstance(patience, int) and not isinstance(patience, bool)
                                   and patience >= 1), "train.early_stopping_patience", patience,
              "null (train every epoch) or an integer >= 1")
+    monitor = OmegaConf.select(cfg, "train.early_stopping_monitor", default="val_argmax_accuracy")
+    _require(monitor in EARLY_STOPPING_MONITORS, "train.early_stopping_monitor", monitor,
+             ", ".join(EARLY_STOPPING_MONITORS))
     weight = OmegaConf.select(cfg, "train.class_weight", default=None)
     _require(weight in CLASS_WEIGHTS, "train.class_weight", weight, "null or balanced")
     schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")

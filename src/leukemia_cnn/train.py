@@ -88,21 +88,28 @@ def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | No
             for label, count in enumerate(counts) if count > 0}
 
 
+def early_stopping_monitor(cfg: DictConfig) -> str:
+    """The history column early stopping watches: ``val_argmax_accuracy`` or ``val_loss``."""
+    return str(cfg.train.get("early_stopping_monitor", "val_argmax_accuracy"))
+
+
 def training_callbacks(cfg: DictConfig) -> list:
     """The Keras callbacks the robust-training knobs ask for (none for the paper's config).
 
-    ``train.early_stopping_patience``: stop when val argmax accuracy has not improved for that
-    many epochs and restore the best epoch's weights. ``train.lr_schedule: plateau``: halve
-    the learning rate when val loss has not improved for 2 epochs.
+    ``train.early_stopping_patience``: stop when ``train.early_stopping_monitor`` (val argmax
+    accuracy or val loss) has not improved for that many epochs and restore the best epoch's
+    weights. ``train.lr_schedule: plateau``: halve the learning rate when val loss has not
+    improved for 2 epochs.
     """
     import keras
 
     callbacks = []
     patience = cfg.train.get("early_stopping_patience")
     if patience:
+        monitor = early_stopping_monitor(cfg)
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_argmax_accuracy", mode="max", patience=int(patience),
-            restore_best_weights=True))
+            monitor=monitor, mode="min" if monitor == "val_loss" else "max",
+            patience=int(patience), restore_best_weights=True))
     if cfg.train.get("lr_schedule", "constant") == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=2, min_lr=1e-5))
@@ -156,7 +163,10 @@ def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
 def kept_epoch(cfg: DictConfig, history: pd.DataFrame) -> int:
     """The epoch whose weights the fitted model holds (the best one under early stopping)."""
     if cfg.train.get("early_stopping_patience"):
-        return int(history["epoch"].iloc[int(history["val_argmax_accuracy"].to_numpy().argmax())])
+        monitor = early_stopping_monitor(cfg)
+        values = history[monitor].to_numpy()
+        best = values.argmin() if monitor == "val_loss" else values.argmax()
+        return int(history["epoch"].iloc[int(best)])
     return int(history["epoch"].iloc[-1])
 
 
