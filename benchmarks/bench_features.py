@@ -1,6 +1,6 @@
 """Features benchmark: HOG + PCA of every preprocessed image, one process vs both cores.
 
-Runs what the ``features`` stage runs (``features.hog_features`` on each split, PCA fit on
+Runs what the ``features`` stage runs (``features.hog_of_splits`` over the splits, PCA fit on
 train, transform of every split) with ``n_jobs=1`` and with ``features.n_jobs`` worker
 processes, alternating, and checks that both give the same HOG descriptors and PCA features
 bit for bit. The worker pool is shut down before every parallel repeat, so each pays the
@@ -21,14 +21,12 @@ SPLITS = ("train", "val", "test")
 
 def hog_and_pca(images: dict[str, np.ndarray], fcfg, n_jobs: int) -> dict:
     """The features stage's computation; returns the arrays and the time of each part."""
-    from leukemia_cnn.features import fit_pca, hog_features
+    from leukemia_cnn.features import fit_pca_from_config, hog_of_splits
 
     started = time.perf_counter()
-    hogs = {name: hog_features(x, fcfg.hog.orientations, tuple(fcfg.hog.pixels_per_cell),
-                               tuple(fcfg.hog.cells_per_block), fcfg.hog.block_norm,
-                               n_jobs=n_jobs) for name, x in images.items()}
+    hogs = hog_of_splits(images, fcfg.hog, n_jobs=n_jobs)
     hog_done = time.perf_counter()
-    pca = fit_pca(hogs["train"], int(fcfg.pca.n_components), bool(fcfg.pca.whiten))
+    pca = fit_pca_from_config(hogs["train"], fcfg.pca)
     reduced = {name: pca.transform(h).astype(np.float32) for name, h in hogs.items()}
     finished = time.perf_counter()
     return {"hogs": hogs, "reduced": reduced, "hog_seconds": hog_done - started,
@@ -62,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.say(f"{n_images:,} preprocessed images {images['train'].shape[1:]} "
                   f"(train/val/test {', '.join(str(len(x)) for x in images.values())}); HOG "
                   f"{fcfg.hog.orientations} orientations, cells {list(fcfg.hog.pixels_per_cell)}, "
-                  f"blocks {list(fcfg.hog.cells_per_block)}; PCA({fcfg.pca.n_components}) fit "
+                  f"blocks {list(fcfg.hog.cells_per_block)}; PCA({fcfg.pca.n_components}, "
+                  f"{fcfg.pca.get('svd_solver', 'randomized')} solver) fit "
                   f"on train; parallel mode: {n_jobs} worker processes")
         order = [1, n_jobs, n_jobs, 1] * args.repeats
         order = order[:2 * args.repeats]

@@ -26,27 +26,13 @@ from pathlib import Path
 import benchlib
 import numpy as np
 
+from leukemia_cnn import devtools
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float) -> float:
-    import requests
-
-    started = time.perf_counter()
-    while True:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return time.perf_counter() - started
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.perf_counter() - started > timeout:
-            raise RuntimeError(f"the model server did not start; its log:\n"
-                               f"{log.read_text()[-3000:]}")
-        time.sleep(1)
 
 
 def payload(jpeg: Path) -> bytes:
@@ -116,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                                        stderr=subprocess.STDOUT)
         try:
             base = f"http://127.0.0.1:{port}"
-            startup = wait_until_up(f"{base}/ping", process, log_path, args.start_timeout)
+            startup = devtools.wait_for_http(f"{base}/ping", process, log_path,
+                                             args.start_timeout)
             bench.say(f"server answered /ping after {startup:.1f} s")
             warm = load_test(f"{base}/invocations", bodies, 4 * args.concurrency,
                              args.concurrency)
@@ -124,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{sorted(set(warm['statuses']))}")
             result = load_test(f"{base}/invocations", bodies, args.requests, args.concurrency)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            devtools.stop_process(process)
 
         import mlflow
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from leukemia_cnn import devtools
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Written by build_workspace: how the workspace was made and each stage's time and memory.
@@ -148,18 +150,9 @@ def sh(command: list[str] | str, cwd: Path, env: dict | None = None,
 
 
 def copy_project(dest: Path) -> Path:
-    """Copy the project's files (tracked or not, minus ignored ones and the data/outputs)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for name in listed.splitlines():
-        source = REPO / name
-        if (not source.is_file() or name.startswith(("data/", "reports/", "models/"))
-                or name in ("data.dvc", "dvc.lock") or name.startswith("benchmarks/")):
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-    return dest
+    """Copy the project's files (tracked or not, minus ignored ones, data, outputs and the
+    benchmarks themselves)."""
+    return devtools.copy_project(REPO, dest, skip=("benchmarks/",))
 
 
 def stage_commands(project: Path) -> dict[str, str]:

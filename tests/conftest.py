@@ -4,7 +4,6 @@ small learnable image sets the tests make themselves."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
+
+from leukemia_cnn import devtools
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -142,17 +143,7 @@ def sh(*args: str, cwd: Path, check: bool = True, env_extra: dict | None = None)
 
 def copy_project(dest: Path) -> Path:
     """The working tree's project files (tracked or not, minus ignored/generated ones)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
-    for name in listed.splitlines():
-        source = REPO_ROOT / name
-        if not source.is_file() or name.startswith(("data/", "reports/", "models/")) or name in (
-                "data.dvc", "dvc.lock"):
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-    return dest
+    return devtools.copy_project(REPO_ROOT, dest)
 
 
 def tiny_project(dest: Path, train: dict | None = None) -> Path:

@@ -165,3 +165,30 @@ def test_cells_larger_than_the_image_are_a_config_error(cfg):
     x, _ = pattern_images(2, seed=0)
     with pytest.raises(ConfigError, match="features.hog"):
         features.hog_features(x, 9, (32, 32), (2, 2), "L2-Hys")
+
+
+def test_splits_in_one_parallel_call_equal_each_split_alone(cfg):
+    x, _ = pattern_images(2 * features.MIN_IMAGES_PER_WORKER + 30, seed=9)
+    images = {"train": x[:150], "val": x[150:], "test": x[:0]}
+
+    together = features.hog_of_splits(images, cfg.features.hog, n_jobs=2)
+
+    assert list(together) == ["train", "val", "test"]
+    for name, part in images.items():
+        assert np.array_equal(together[name], hog_of(part, cfg, n_jobs=1)), name
+    assert together["test"].shape == (0, 900)
+
+
+def test_randomized_pca_is_seeded_and_close_to_the_exact_one(cfg):
+    x, _ = pattern_images(120, seed=4)
+    hog = hog_of(x, cfg)
+
+    first = features.fit_pca(hog, 12, svd_solver="randomized", random_state=0)
+    again = features.fit_pca(hog, 12, svd_solver="randomized", random_state=0)
+    exact = features.fit_pca(hog, 12, svd_solver="full")
+
+    assert np.array_equal(first.transform(hog), again.transform(hog))
+    assert first.explained_variance_ratio_.sum() == pytest.approx(
+        exact.explained_variance_ratio_.sum(), rel=1e-3)
+    with pytest.raises(ConfigError, match="features.pca.svd_solver"):
+        features.fit_pca(hog, 12, svd_solver="arpack")

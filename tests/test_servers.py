@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from conftest import BIN, sh
+from leukemia_cnn import devtools
 
 pytestmark = pytest.mark.slow
 
@@ -41,23 +41,11 @@ def server(args: list[str], port: int, cwd, health: str = "/health", timeout: fl
     log = open(cwd / f"server-{port}.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start: {' '.join(args)}\n"
-                                         + (cwd / f"server-{port}.log").read_text()[-3000:]) from None
-                time.sleep(1)
+        devtools.wait_for_http(f"http://127.0.0.1:{port}{health}", process,
+                               cwd / f"server-{port}.log", timeout)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        devtools.stop_process(process)
         log.close()
 
 

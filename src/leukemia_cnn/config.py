@@ -227,6 +227,12 @@ def validate_config(cfg: DictConfig) -> None:
     n_components = _positive_int(cfg, "features.pca.n_components")
     _require(n_components <= n_hog, "features.pca.n_components", n_components,
              f"at most the HOG feature count ({n_hog})")
+    solver = OmegaConf.select(cfg, "features.pca.svd_solver", default="randomized")
+    _require(solver in ("randomized", "full"), "features.pca.svd_solver", solver,
+             "randomized, full")
+    seed = OmegaConf.select(cfg, "features.pca.random_state", default=0)
+    _require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
+             "features.pca.random_state", seed, "an integer >= 0")
     _positive_int(cfg, "features.n_jobs")
 
     filters = list(_get(cfg, "model.filters"))

@@ -20,7 +20,6 @@ from pathlib import Path
 import joblib
 import numpy as np
 from omegaconf import DictConfig
-from skimage.feature import hog
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -30,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from leukemia_cnn.config import flatten
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.fileio import atomic_write, save_npz, write_json
+from leukemia_cnn.hogworker import hog_block
 from leukemia_cnn.preprocess import load_split
 
 SPLITS = ("train", "val", "test")
@@ -106,18 +106,65 @@ def hog_features(images: np.ndarray, orientations: int = 9,
     # Starting a worker process costs about as much as a few hundred descriptors.
     n_jobs = max(1, min(int(n_jobs), len(gray) // MIN_IMAGES_PER_WORKER))
     if n_jobs == 1:
-        return np.stack([hog(image, **params) for image in gray])
-    # skimage's own function goes to the workers, so they import skimage only (not this
-    # package with scikit-learn and pandas); joblib batches the small per-image tasks.
-    return np.stack(joblib.Parallel(n_jobs=n_jobs)(
-        joblib.delayed(hog)(image, **params) for image in gray))
+        return hog_block(gray, params)
+    # One contiguous block of images per worker: joblib hands each block over as a
+    # memory-mapped array instead of pickling thousands of small tasks, and the workers import
+    # only hogworker (numpy and scikit-image, not this module's scikit-learn and pandas).
+    chunks = np.array_split(gray, n_jobs)
+    return np.concatenate(joblib.Parallel(n_jobs=n_jobs)(
+        joblib.delayed(hog_block)(chunk, params) for chunk in chunks))
 
 
-def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False) -> PCA:
-    """Fit PCA on the train HOG descriptors only.
+def hog_of_splits(images: dict[str, np.ndarray], hog_cfg, n_jobs: int = 1
+                  ) -> dict[str, np.ndarray]:
+    """HOG descriptors of several splits in one call of :func:`hog_features`.
 
-    Uses the exact (LAPACK) SVD in float64, so the result needs no random seed and is
-    reproducible.
+    The worker processes start once for all splits, not once per split.
+
+    Parameters
+    ----------
+    images : dict of str to numpy.ndarray
+        Preprocessed images per split, (n, H, W, C).
+    hog_cfg : DictConfig
+        ``features.hog``.
+    n_jobs : int, default 1
+        Worker processes (``features.n_jobs``).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        (n, hog_dim) descriptors per split, in the order of ``images``.
+    """
+    def describe(x: np.ndarray, jobs: int) -> np.ndarray:
+        return hog_features(x, hog_cfg.orientations, tuple(hog_cfg.pixels_per_cell),
+                            tuple(hog_cfg.cells_per_block), hog_cfg.block_norm, n_jobs=jobs)
+
+    filled = [name for name in images if len(images[name])]
+    shapes = {images[name].shape[1:] for name in filled}
+    if len(shapes) > 1:
+        raise DataError(f"preprocessed splits differ in image shape: {sorted(shapes)}; "
+                        "rerun `dvc repro preprocess`")
+    result = {name: describe(x, 1) for name, x in images.items() if not len(x)}
+    if filled:
+        descriptors = describe(np.concatenate([images[name] for name in filled]), n_jobs)
+        ends = np.cumsum([len(images[name]) for name in filled])
+        result.update(zip(filled, np.split(descriptors, ends[:-1]), strict=True))
+    return {name: result[name] for name in images}
+
+
+PCA_SOLVERS = ("randomized", "full")
+
+
+def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
+            svd_solver: str = "randomized", random_state: int = 0) -> PCA:
+    """Fit PCA on the train HOG descriptors only (float64).
+
+    ``randomized`` (the default) is the solver scikit-learn's ``PCA(n_components=100)``
+    picks itself for this shape (a few thousand descriptors of length 4,356 and 100
+    components), so it is what the paper's PCA(100) most likely ran; with a fixed
+    ``random_state`` it gives the same components on every run. ``full`` is the exact
+    LAPACK SVD: no seed needed, about ten times slower (14 s against 1.3 s for the 2,279
+    train descriptors of the full-size set), and it keeps 0.4% more variance there.
 
     Parameters
     ----------
@@ -127,6 +174,10 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False) -> P
         ``features.pca.n_components``; at most ``min(n_train, hog_dim)``.
     whiten : bool
         ``features.pca.whiten``.
+    svd_solver : {"randomized", "full"}
+        ``features.pca.svd_solver``.
+    random_state : int
+        ``features.pca.random_state``: the seed of the randomized solver.
 
     Returns
     -------
@@ -138,8 +189,18 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False) -> P
         raise ConfigError(f"config key `features.pca.n_components` = {n_components} is too "
                           f"large for {n_train} train images with {dim} HOG features; allowed: "
                           f"at most {min(n_train, dim)}; lower it or add images")
-    return PCA(n_components=n_components, whiten=bool(whiten),
-               svd_solver="full").fit(train_hog.astype(np.float64))
+    if svd_solver not in PCA_SOLVERS:
+        raise ConfigError(f"config key `features.pca.svd_solver` = {svd_solver!r} is not "
+                          f"allowed; allowed: {', '.join(PCA_SOLVERS)}")
+    return PCA(n_components=n_components, whiten=bool(whiten), svd_solver=svd_solver,
+               random_state=int(random_state)).fit(train_hog.astype(np.float64))
+
+
+def fit_pca_from_config(train_hog: np.ndarray, pca_cfg) -> PCA:
+    """:func:`fit_pca` with the values of ``features.pca``."""
+    return fit_pca(train_hog, int(pca_cfg.n_components), bool(pca_cfg.whiten),
+                   str(pca_cfg.get("svd_solver", "randomized")),
+                   int(pca_cfg.get("random_state", 0)))
 
 
 def fit_baseline(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0,
@@ -259,13 +320,12 @@ def run(cfg: DictConfig, root: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    hogs, labels, paths = {}, {}, {}
+    images, labels, paths = {}, {}, {}
     for name in SPLITS:
-        x, labels[name], paths[name] = load_split(source, name)
-        hogs[name] = hog_features(x, fcfg.hog.orientations, tuple(fcfg.hog.pixels_per_cell),
-                                  tuple(fcfg.hog.cells_per_block), fcfg.hog.block_norm,
-                                  n_jobs=fcfg.n_jobs)
-    pca = fit_pca(hogs["train"], int(fcfg.pca.n_components), bool(fcfg.pca.whiten))
+        images[name], labels[name], paths[name] = load_split(source, name)
+    hogs = hog_of_splits(images, fcfg.hog, n_jobs=fcfg.n_jobs)
+    del images
+    pca = fit_pca_from_config(hogs["train"], fcfg.pca)
     reduced = {name: pca.transform(hogs[name]).astype(np.float32) if len(hogs[name])
                else np.empty((0, pca.n_components_), dtype=np.float32) for name in SPLITS}
     feature_seconds = time.perf_counter() - started
@@ -278,7 +338,8 @@ def run(cfg: DictConfig, root: Path) -> dict:
     explained = float(pca.explained_variance_ratio_.sum())
     counts = {name: len(labels[name]) for name in SPLITS}
     meta = {"hog_length": hog_dim, "n_components": int(pca.n_components_),
-            "whiten": bool(fcfg.pca.whiten), "explained_variance_ratio_sum": explained,
+            "whiten": bool(fcfg.pca.whiten), "svd_solver": pca.svd_solver,
+            "explained_variance_ratio_sum": explained,
             "counts": counts}
     write_json(out_dir / "meta.json", meta)
 
