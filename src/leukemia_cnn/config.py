@@ -70,7 +70,7 @@ def shared_root(root: Path | None = None) -> Path:
 
 def conf_dir(root: Path | None = None) -> Path:
     """The Hydra config folder of the project at ``root`` (default: the current project)."""
-    return (root or find_repo_root()) / "conf"
+    return (Path(root).resolve() if root else find_repo_root()) / "conf"
 
 
 def compose(overrides: Iterable[str] = (), root: Path | None = None) -> DictConfig:
