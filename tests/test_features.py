@@ -167,16 +167,22 @@ def test_cells_larger_than_the_image_are_a_config_error(cfg):
         features.hog_features(x, 9, (32, 32), (2, 2), "L2-Hys")
 
 
-def test_splits_in_one_parallel_call_equal_each_split_alone(cfg):
+def test_features_of_splits_are_the_same_for_any_number_of_workers(cfg):
     x, _ = pattern_images(2 * features.MIN_IMAGES_PER_WORKER + 30, seed=9)
-    images = {"train": x[:150], "val": x[150:], "test": x[:0]}
+    images = {"train": x[:210], "val": x[210:], "test": x[:0]}
 
-    together = features.hog_of_splits(images, cfg.features.hog, n_jobs=2)
+    serial = features.features_of_splits(images, cfg.features, n_jobs=1)
+    parallel = features.features_of_splits(images, cfg.features, n_jobs=2)
 
-    assert list(together) == ["train", "val", "test"]
     for name, part in images.items():
-        assert np.array_equal(together[name], hog_of(part, cfg, n_jobs=1)), name
-    assert together["test"].shape == (0, 900)
+        assert np.array_equal(parallel.hogs[name], hog_of(part, cfg, n_jobs=1)), name
+        assert np.array_equal(parallel.hogs[name], serial.hogs[name]), name
+        assert np.array_equal(parallel.reduced[name], serial.reduced[name]), name
+    assert list(parallel.reduced) == ["train", "val", "test"]
+    assert parallel.hogs["test"].shape == (0, 900) and parallel.reduced["test"].shape == (0, 12)
+    assert parallel.reduced["val"].dtype == np.float32
+    np.testing.assert_allclose(parallel.pca.mean_, serial.hogs["train"].mean(axis=0), rtol=1e-5)
+    assert set(parallel.seconds) == {"hog_train", "pca_fit", "total"}
 
 
 def test_randomized_pca_is_seeded_and_close_to_the_exact_one(cfg):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -61,6 +62,25 @@ def to_gray(images: np.ndarray) -> np.ndarray:
     return (images @ LUMA.astype(images.dtype)).astype(images.dtype)
 
 
+def hog_params(image_shape: tuple[int, int], orientations: int,
+               pixels_per_cell: tuple[int, int], cells_per_block: tuple[int, int],
+               block_norm: str) -> tuple[dict, int]:
+    """Keyword arguments of ``skimage.feature.hog`` and the descriptor length for
+    ``image_shape`` (H, W); a :class:`ConfigError` when the cells do not fit the image."""
+    params = dict(orientations=int(orientations), pixels_per_cell=tuple(pixels_per_cell),
+                  cells_per_block=tuple(cells_per_block), block_norm=str(block_norm),
+                  feature_vector=True)
+    blocks = [side // cell - block + 1 for side, cell, block in
+              zip(image_shape, params["pixels_per_cell"], params["cells_per_block"],
+                  strict=True)]
+    if min(blocks) < 1:
+        raise ConfigError(f"config key `features.hog` = {params} gives no HOG block for "
+                          f"{image_shape[0]}x{image_shape[1]} images; use smaller "
+                          "pixels_per_cell/cells_per_block or a larger preprocess.image_size")
+    dim = blocks[0] * blocks[1] * int(np.prod(params["cells_per_block"])) * int(orientations)
+    return params, dim
+
+
 def hog_features(images: np.ndarray, orientations: int = 9,
                  pixels_per_cell: tuple[int, int] = (8, 8),
                  cells_per_block: tuple[int, int] = (2, 2), block_norm: str = "L2-Hys",
@@ -90,18 +110,9 @@ def hog_features(images: np.ndarray, orientations: int = 9,
         Shape (n, hog_dim); float32 for float32 images (skimage keeps the input precision).
     """
     gray = to_gray(images)
-    params = dict(orientations=int(orientations), pixels_per_cell=tuple(pixels_per_cell),
-                  cells_per_block=tuple(cells_per_block), block_norm=str(block_norm),
-                  feature_vector=True)
-    blocks = [side // cell - block + 1 for side, cell, block in
-              zip(gray.shape[1:], params["pixels_per_cell"], params["cells_per_block"],
-                  strict=True)]
-    if min(blocks) < 1:
-        raise ConfigError(f"config key `features.hog` = {params} gives no HOG block for "
-                          f"{gray.shape[1]}x{gray.shape[2]} images; use smaller "
-                          "pixels_per_cell/cells_per_block or a larger preprocess.image_size")
+    params, dim = hog_params(gray.shape[1:], orientations, pixels_per_cell, cells_per_block,
+                             block_norm)
     if len(gray) == 0:
-        dim = blocks[0] * blocks[1] * int(np.prod(params["cells_per_block"])) * orientations
         return np.empty((0, dim), dtype=gray.dtype)
     # Starting a worker process costs about as much as a few hundred descriptors.
     n_jobs = max(1, min(int(n_jobs), len(gray) // MIN_IMAGES_PER_WORKER))
@@ -115,41 +126,88 @@ def hog_features(images: np.ndarray, orientations: int = 9,
         joblib.delayed(hog_block)(chunk, params) for chunk in chunks))
 
 
-def hog_of_splits(images: dict[str, np.ndarray], hog_cfg, n_jobs: int = 1
-                  ) -> dict[str, np.ndarray]:
-    """HOG descriptors of several splits in one call of :func:`hog_features`.
+@dataclass
+class SplitFeatures:
+    """What :func:`features_of_splits` computes: HOG descriptors, the PCA and its output."""
 
-    The worker processes start once for all splits, not once per split.
+    hogs: dict[str, np.ndarray]
+    pca: PCA
+    reduced: dict[str, np.ndarray]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def features_of_splits(images: dict[str, np.ndarray], fcfg, n_jobs: int = 1) -> SplitFeatures:
+    """HOG of every split, PCA fit on the train descriptors, every split reduced by it.
+
+    With ``n_jobs`` > 1 the images go to the worker processes in blocks, the train split's
+    first, and this process fits the PCA as soon as the train descriptors are back while the
+    workers describe the other splits. Any ``n_jobs`` gives bit-identical output: each
+    descriptor comes from the same code, and the PCA fit and transforms always run on one
+    BLAS thread (a multi-threaded BLAS may sum in another order).
 
     Parameters
     ----------
     images : dict of str to numpy.ndarray
-        Preprocessed images per split, (n, H, W, C).
-    hog_cfg : DictConfig
-        ``features.hog``.
+        Preprocessed images per split, (n, H, W, C); must have ``train``.
+    fcfg : DictConfig
+        ``features`` (``hog``, ``pca``).
     n_jobs : int, default 1
         Worker processes (``features.n_jobs``).
 
     Returns
     -------
-    dict of str to numpy.ndarray
-        (n, hog_dim) descriptors per split, in the order of ``images``.
+    SplitFeatures
+        Per split (in the order of ``images``) the HOG descriptors and float32 PCA features;
+        the fitted PCA; ``seconds`` of ``hog_train`` (train descriptors back), ``pca_fit``
+        and ``total``.
     """
-    def describe(x: np.ndarray, jobs: int) -> np.ndarray:
-        return hog_features(x, hog_cfg.orientations, tuple(hog_cfg.pixels_per_cell),
-                            tuple(hog_cfg.cells_per_block), hog_cfg.block_norm, n_jobs=jobs)
+    from threadpoolctl import threadpool_limits
 
-    filled = [name for name in images if len(images[name])]
-    shapes = {images[name].shape[1:] for name in filled}
+    started = time.perf_counter()
+    if "train" not in images:
+        raise DataError("no train split among the preprocessed arrays; rerun "
+                        "`dvc repro preprocess`")
+    shapes = {x.shape[1:] for x in images.values() if len(x)}
     if len(shapes) > 1:
         raise DataError(f"preprocessed splits differ in image shape: {sorted(shapes)}; "
                         "rerun `dvc repro preprocess`")
-    result = {name: describe(x, 1) for name, x in images.items() if not len(x)}
-    if filled:
-        descriptors = describe(np.concatenate([images[name] for name in filled]), n_jobs)
-        ends = np.cumsum([len(images[name]) for name in filled])
-        result.update(zip(filled, np.split(descriptors, ends[:-1]), strict=True))
-    return {name: result[name] for name in images}
+    hog_cfg = fcfg.hog
+    gray = {name: to_gray(x) for name, x in images.items()}
+    params, dim = hog_params(gray["train"].shape[1:], hog_cfg.orientations,
+                             hog_cfg.pixels_per_cell, hog_cfg.cells_per_block,
+                             hog_cfg.block_norm)
+    others = [name for name in images if name != "train" and len(images[name])]
+    rest = np.concatenate([gray[name] for name in others]) if others else gray["train"][:0]
+    # Starting a worker process costs about as much as a few hundred descriptors.
+    jobs = max(1, min(int(n_jobs), len(gray["train"]) // MIN_IMAGES_PER_WORKER))
+    train_blocks = np.array_split(gray["train"], jobs) if len(gray["train"]) else []
+    rest_blocks = np.array_split(rest, max(1, min(jobs, len(rest)))) if len(rest) else []
+    if jobs == 1:
+        results = (hog_block(block, params) for block in train_blocks + rest_blocks)
+    else:
+        # One contiguous block per task: joblib hands each block over as a memory-mapped
+        # array instead of pickling thousands of small tasks, and the workers import only
+        # hogworker (numpy and scikit-image). Every task is dispatched at once, so the
+        # workers go on while this process fits the PCA.
+        results = joblib.Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="all")(
+            joblib.delayed(hog_block)(block, params) for block in train_blocks + rest_blocks)
+    empty = np.empty((0, dim), dtype=gray["train"].dtype)
+    hogs = {"train": np.concatenate([next(results) for _ in train_blocks] or [empty])}
+    hog_train = time.perf_counter()
+    with threadpool_limits(limits=1, user_api="blas"):
+        pca = fit_pca_from_config(hogs["train"], fcfg.pca)
+        pca_done = time.perf_counter()
+        described = np.concatenate(list(results) or [empty])
+        ends = np.cumsum([len(images[name]) for name in others])
+        hogs.update(zip(others, np.split(described, ends[:-1]) if others else [], strict=True))
+        hogs.update({name: empty for name in images if name not in hogs})
+        reduced = {name: pca.transform(hogs[name]).astype(np.float32) if len(hogs[name])
+                   else np.empty((0, pca.n_components_), dtype=np.float32) for name in images}
+    finished = time.perf_counter()
+    return SplitFeatures(
+        hogs={name: hogs[name] for name in images}, pca=pca, reduced=reduced,
+        seconds={"hog_train": hog_train - started, "pca_fit": pca_done - hog_train,
+                 "total": finished - started})
 
 
 PCA_SOLVERS = ("randomized", "full")
@@ -323,11 +381,9 @@ def run(cfg: DictConfig, root: Path) -> dict:
     images, labels, paths = {}, {}, {}
     for name in SPLITS:
         images[name], labels[name], paths[name] = load_split(source, name)
-    hogs = hog_of_splits(images, fcfg.hog, n_jobs=fcfg.n_jobs)
+    computed = features_of_splits(images, fcfg, n_jobs=fcfg.n_jobs)
     del images
-    pca = fit_pca_from_config(hogs["train"], fcfg.pca)
-    reduced = {name: pca.transform(hogs[name]).astype(np.float32) if len(hogs[name])
-               else np.empty((0, pca.n_components_), dtype=np.float32) for name in SPLITS}
+    hogs, pca, reduced = computed.hogs, computed.pca, computed.reduced
     feature_seconds = time.perf_counter() - started
 
     for name in SPLITS:
