@@ -152,3 +152,30 @@ def test_sigterm_stops_the_workers_and_closes_their_runs(project, mlflow_store):
     runs = mlflow.search_runs(experiment_names=["leukemia-cnn"])
     assert len(runs) == 2 and set(runs["status"]) == {"KILLED"}
     assert len(mlflow.MlflowClient().search_model_versions("name='leukemia-cnn'")) == 0
+
+
+def test_conv_layer_study_through_submitits_local_executor(tmp_path, monkeypatch, mlflow_store,
+                                                            capfd):
+    """The SLURM launcher's code path (submitit: pickled jobs, logs in .submitit) run by its
+    local executor, on the paper's number-of-conv-layers rows with their real filter lists."""
+    root = tmp_path / "project"
+    shutil.copytree(REPO_ROOT / "conf", root / "conf")
+    # 64 px: four valid 5/5/3/3 conv blocks with 2x2 pooling still leave a 1x1 map.
+    small = ["preprocess.image_size=64", "train.epochs=1", "train.verbose=0",
+             "features.pca.n_components=8", "sweep.register=false", "sweep.tf_threads=1"]
+    write_preprocessed(root, compose(small, root=root), {"train": 8, "val": 4, "test": 4})
+    monkeypatch.chdir(root)
+
+    argv = ["-m", "experiment=conv2,conv4", "seed=1", *small, "sweep.id=layers",
+            "hydra/launcher=submitit_local_cpu", "hydra.launcher.timeout_min=10"]
+    assert sweep.main(argv) == 0
+    assert "sweep layers: 2 job(s)" in capfd.readouterr().out
+
+    runs = mlflow.search_runs(experiment_names=["leukemia-cnn"]).set_index(
+        "tags.experiment_name")
+    assert sorted(runs.index) == ["conv2", "conv4"] and set(runs["status"]) == {"FINISHED"}
+    assert runs.loc["conv2", "params.model.filters"] == "[64, 32]"
+    assert runs.loc["conv4", "params.model.filters"] == "[64, 32, 128, 128]"
+    assert set(runs["tags.sweep_id"]) == {"layers"}
+    submitit_logs = list((root / "multirun" / "layers" / ".submitit").rglob("*_log.out"))
+    assert len(submitit_logs) == 2
