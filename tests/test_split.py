@@ -182,3 +182,58 @@ def test_bad_rows_and_config_raise_clear_errors(tmp_path, cfg):
     moved = OmegaConf.merge(cfg, {"paths": {"manifest": "elsewhere/manifest.csv"}})
     with pytest.raises(DataError, match="elsewhere/manifest.csv"):
         split.run(moved, tmp_path)
+
+
+def test_near_duplicate_groups_follow_chains_of_close_hashes():
+    contents = pd.DataFrame({"phash": [
+        f"{0:016x}", f"{0b111:016x}", f"{0b111111:016x}",  # 3 bits apart, then 3 more
+        f"{(1 << 64) - 1:016x}", "", "not-a-hash"]})
+
+    assert split.near_duplicate_groups(contents, 3).tolist() == [0, 0, 0, 3, 4, 5]
+    assert split.near_duplicate_groups(contents, 2).tolist() == [0, 1, 2, 3, 4, 5]
+    assert split.near_duplicate_groups(contents, None).tolist() == [0, 1, 2, 3, 4, 5]
+    assert split.near_duplicate_groups(contents.drop(columns="phash"), 3).tolist() == list(
+        range(6))
+
+
+def test_near_duplicates_share_one_split_and_are_counted():
+    manifest = fake_manifest({"Benign": 15, "Early": 30, "Pre": 25, "Pro": 20})
+    rng = np.random.default_rng(0)
+    # Far-apart hashes for every image, then 12 images made near copies of 12 others.
+    hashes = rng.integers(0, 2**63, len(manifest), dtype=np.uint64) * np.uint64(2)
+    pairs = [(i, i + 1) for i in range(15, 39, 2)]  # within Early (rows 15-44)
+    for a, b in pairs:
+        hashes[b] = hashes[a] ^ np.uint64(0b101)  # 2 bits apart
+    manifest["phash"] = [f"{int(h):016x}" for h in hashes]
+
+    table = split.split_table(manifest, CLASSES, 0.7, 0.15, 0.15, seed=1,
+                              near_duplicate_max_distance=6)
+
+    by_path = table.set_index("path")["split"]
+    for a, b in pairs:
+        assert by_path[manifest["path"][a]] == by_path[manifest["path"][b]]
+    grouped = table.attrs["near_duplicate_groups"]
+    assert grouped["n_groups"] == 12 and grouped["n_contents_in_groups"] == 24
+    assert grouped["n_mixed_class_groups"] == 0
+    # Without near-duplicates the grouping changes nothing: the same table as sha256 alone.
+    far = manifest.assign(phash=[f"{int(h):016x}" for h in
+                                 rng.integers(0, 2**63, len(manifest), dtype=np.uint64)])
+    pd.testing.assert_frame_equal(
+        split.split_table(far, CLASSES, 0.7, 0.15, 0.15, seed=1, near_duplicate_max_distance=0),
+        split.split_table(far.drop(columns="phash"), CLASSES, 0.7, 0.15, 0.15, seed=1))
+
+
+def test_a_near_duplicate_group_across_classes_is_counted_with_its_files():
+    manifest = fake_manifest({name: 12 for name in CLASSES})
+    hashes = np.random.default_rng(2).integers(0, 2**63, len(manifest), dtype=np.uint64)
+    manifest["phash"] = [f"{int(h):016x}" for h in hashes]  # about 32 bits apart
+    manifest.loc[13, "phash"] = manifest.loc[0, "phash"]  # an Early image close to a Benign one
+
+    table = split.split_table(manifest, CLASSES, 0.7, 0.15, 0.15, seed=1,
+                              near_duplicate_max_distance=6)
+
+    grouped = table.attrs["near_duplicate_groups"]
+    assert grouped["n_mixed_class_groups"] == 1
+    assert grouped["mixed_class_examples"] == [["Benign/000.jpg", "Early/001.jpg"]]
+    by_path = table.set_index("path")["split"]
+    assert by_path["Benign/000.jpg"] == by_path["Early/001.jpg"]

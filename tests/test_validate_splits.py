@@ -183,3 +183,38 @@ def test_bad_thresholds_are_rejected_before_any_work(tmp_path, monkeypatch, over
     assert cli.main(["validate-splits", "--params", str(tmp_path / "params.yaml")]) == 1
     assert not (tmp_path / "reports").exists()
 
+
+
+def test_the_split_stage_keeps_near_copies_together_so_the_suite_passes(cfg, tmp_path):
+    """Re-encoded and brightened copies in data/raw: validate_raw hashes them, split keeps
+    each with its original, and the split suite (which fails on a near-duplicate in two
+    splits) passes."""
+    raw = tmp_path / cfg.paths.raw_dir
+    class_tree(raw, per_class=PER_CLASS)
+    copies = []
+    for name in ("Benign", "Early", "Pre", "Pro"):
+        for original in sorted((raw / name).iterdir())[:3]:
+            image = Image.open(original).convert("RGB")
+            image = ImageEnhance.Brightness(image).enhance(1.08)
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=70)
+            copy = raw / name / f"near-copy-of-{original.stem}.jpg"
+            copy.write_bytes(buffer.getvalue())
+            copies.append((f"{name}/{original.name}", f"{name}/{copy.name}"))
+
+    validate_raw.run(cfg, tmp_path)
+    manifest = pd.read_csv(tmp_path / cfg.paths.manifest, dtype=str, keep_default_na=False)
+    assert manifest["phash"].str.fullmatch(r"[0-9a-f]{16}").all()
+    summary = split.run(cfg, tmp_path)
+    result = validate_splits.run(cfg, tmp_path)
+
+    by_path = splits_of(cfg, tmp_path).set_index("path")["split"]
+    assert all(by_path[a] == by_path[b] for a, b in copies)
+    assert summary["near_duplicate_groups"]["n_groups"] >= len(copies)
+    assert result["success"] is True
+
+    # The same tree split over sha256 alone spreads the copies and the suite goes red.
+    alone = compose(["split.near_duplicate_max_distance=null"], root=REPO_ROOT)
+    split.run(alone, tmp_path)
+    message, report, _ = fail(alone, tmp_path)
+    assert report["n_near_duplicates_across_splits"] > 0 and "near-copy-of-" in message

@@ -208,6 +208,10 @@ def validate_config(cfg: DictConfig) -> None:
     total = sum(ratios.values())
     _require(math.isclose(total, 1.0, abs_tol=1e-6), "split.train/val/test", ratios,
              f"fractions that sum to 1 (they sum to {total:.4f})")
+    near = OmegaConf.select(cfg, "split.near_duplicate_max_distance", default=None)
+    _require(near is None or (isinstance(near, int) and not isinstance(near, bool)
+                              and 0 <= near <= 64), "split.near_duplicate_max_distance", near,
+             "null (byte-identical copies only) or an integer from 0 to 64 (bits)")
 
     size = _positive_int(cfg, "preprocess.image_size")
     _require(size >= 16, "preprocess.image_size", size, "an integer >= 16")

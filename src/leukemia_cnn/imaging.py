@@ -36,6 +36,18 @@ def open_image(source: str | Path | bytes) -> Image.Image:
         raise DataError(f"{name}: not a decodable image ({exc})") from exc
 
 
+def perceptual_hash(image: Image.Image) -> int:
+    """64-bit perceptual hash (``imagehash.phash``) of a decoded image, as an int.
+
+    Copies that differ by a re-encode, a resize, a small brightness or contrast change or a
+    blur stay within a few bits of each other; distinct smear images are 10 or more apart.
+    """
+    import imagehash
+
+    bits = imagehash.phash(image).hash.flatten()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
 def to_model_input(image: Image.Image, image_size: int = 100,
                    color_mode: str = "grayscale") -> np.ndarray:
     """Paper Sec. 2.1: grayscale (or RGB), resize to ``image_size`` square, scale to [0, 1].

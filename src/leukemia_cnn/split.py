@@ -2,7 +2,10 @@
 
 Byte-identical files (same sha256) are one sample seen twice, so the split is drawn over
 unique contents and every copy follows its content into the same split; otherwise a
-duplicate in train and its copy in test would inflate test accuracy.
+duplicate in train and its copy in test would inflate test accuracy. Near-duplicates (a
+re-encoded, resized or brightened copy: perceptual hashes at most
+``split.near_duplicate_max_distance`` bits apart) are grouped the same way, so that the
+``validate_splits`` suite, which fails on a near-duplicate in two splits, finds none.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
@@ -19,6 +23,8 @@ from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.fileio import write_csv, write_json
 
 SPLITS = ("train", "val", "test")
+# Rows of perceptual hashes compared at once when grouping near-duplicates (memory: chunk x n).
+NEAR_DUPLICATE_CHUNK = 1024
 MANIFEST_COLUMNS = ("path", "class", "sha256")
 OUTPUT_COLUMNS = ["path", "class", "label", "sha256", "split"]
 
@@ -87,16 +93,52 @@ def _unique_contents(manifest: pd.DataFrame, classes: Sequence[str]) -> pd.DataF
         raise DataError(f"{len(conflicts)} image content(s) appear under more than one class "
                         f"(label conflict): {'; '.join(examples[:5])}; keep each image in one "
                         "class folder of data/raw and rerun `dvc repro validate_raw`")
-    return (manifest.groupby("sha256", sort=True)["class"].first()
-            .reset_index())
+    columns = ["class", "phash"] if "phash" in manifest.columns else ["class"]
+    return manifest.groupby("sha256", sort=True)[columns].first().reset_index()
+
+
+def near_duplicate_groups(contents: pd.DataFrame, max_distance: int | None) -> np.ndarray:
+    """A group id per row of ``contents`` (one row per sha256): rows whose perceptual hashes
+    are at most ``max_distance`` bits apart, directly or through a chain, share a group.
+
+    The id is the row number of the group's first member, so with no near-duplicates every
+    row is its own group (and the split is the same as one drawn over sha256 alone). Without
+    a ``phash`` column (a manifest from before it existed) or with ``max_distance`` None,
+    every row is its own group.
+    """
+    n = len(contents)
+    parent = np.arange(n)
+    if max_distance is None or "phash" not in contents.columns or n < 2:
+        return parent
+    text = contents["phash"].fillna("").astype(str).str.strip()
+    known = np.flatnonzero(text.str.fullmatch(r"[0-9a-fA-F]{16}").to_numpy())
+    hashes = np.array([int(text.iloc[i], 16) for i in known], dtype=np.uint64)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, len(known), NEAR_DUPLICATE_CHUNK):
+        block = hashes[start:start + NEAR_DUPLICATE_CHUNK]
+        distance = np.bitwise_count(block[:, None] ^ hashes[None, :])
+        for a, b in zip(*np.nonzero(distance <= max_distance), strict=True):
+            i, j = root(int(known[start + a])), root(int(known[b]))
+            if i != j:
+                parent[max(i, j)] = min(i, j)
+    return np.array([root(i) for i in range(n)])
 
 
 def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, val: float,
-                test: float, seed: int) -> pd.DataFrame:
+                test: float, seed: int, near_duplicate_max_distance: int | None = None
+                ) -> pd.DataFrame:
     """Assign every image of ``manifest`` to train, val or test, stratified by class.
 
-    The split is drawn over unique contents (sha256), so byte-identical duplicates always
-    land in the same split, then expanded back to one row per file.
+    The split is drawn over groups of contents: each unique content (sha256), joined with
+    its near-duplicates when ``near_duplicate_max_distance`` is given and the manifest has
+    ``phash``. Byte-identical and near-duplicate files therefore always land in the same
+    split; the groups are then expanded back to one row per file.
 
     Parameters
     ----------
@@ -109,6 +151,11 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
         Fractions of the unique images per split; they must sum to 1.
     seed : int
         Random state for scikit-learn's stratified shuffles.
+    near_duplicate_max_distance : int, optional
+        Perceptual hashes at most this many bits apart are one group (``split.
+        near_duplicate_max_distance``); None groups byte-identical files only. A group
+        whose files carry different classes is stratified by its most common class (the
+        first in ``classes`` on a tie) and counted in ``table.attrs``.
 
     Returns
     -------
@@ -127,38 +174,59 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
     classes = list(classes)
     _check_ratios(train, val, test)
     contents = _unique_contents(manifest, classes)
+    contents["group"] = near_duplicate_groups(contents, near_duplicate_max_distance)
+    rank = {c: i for i, c in enumerate(classes)}
+    groups = (contents.assign(rank=contents["class"].map(rank))
+              .groupby("group", sort=True)
+              .agg(rank=("rank", lambda r: r.value_counts().sort_index(kind="stable").idxmax()),
+                   n_classes=("class", "nunique"), size=("class", "size")))
+    groups["class"] = [classes[int(r)] for r in groups["rank"]]
+    groups = groups.reset_index()[["group", "class", "n_classes", "size"]]
 
     needed = min_images_per_class(train, val, test)
-    per_class = contents["class"].value_counts()
+    per_class = groups["class"].value_counts()
     too_few = {c: int(per_class.get(c, 0)) for c in classes if per_class.get(c, 0) < needed}
     if too_few:
         detail = ", ".join(f"{c}: {n}" for c, n in too_few.items())
         raise DataError(f"too few unique images to stratify a {train:g}/{val:g}/{test:g} split "
                         f"({detail}); each class in `data.classes` needs at least {needed} "
-                        "distinct images (duplicates count once); add images to data/raw or "
-                        "drop the class from `data.classes`")
+                        "distinct images (duplicates and near-duplicates count once); add "
+                        "images to data/raw or drop the class from `data.classes`")
 
     # Two stratified cuts: train vs rest, then rest into val and test.
     try:
-        train_hashes, rest = train_test_split(
-            contents, train_size=train, stratify=contents["class"], random_state=seed)
-        val_hashes, test_hashes = train_test_split(
+        train_groups, rest = train_test_split(
+            groups, train_size=train, stratify=groups["class"], random_state=seed)
+        val_groups, test_groups = train_test_split(
             rest, test_size=test / (val + test), stratify=rest["class"], random_state=seed)
     except ValueError as exc:  # sklearn's own stratification limits, e.g. many tiny classes
-        raise DataError(f"could not stratify {len(contents)} unique images over "
+        raise DataError(f"could not stratify {len(groups)} unique images over "
                         f"{len(classes)} classes into {train:g}/{val:g}/{test:g}: {exc}; "
                         "add images to the smallest classes") from exc
 
-    assignment = pd.concat([
-        frame[["sha256"]].assign(split=name)
-        for name, frame in zip(SPLITS, (train_hashes, val_hashes, test_hashes), strict=True)
+    group_split = pd.concat([
+        frame[["group"]].assign(split=name)
+        for name, frame in zip(SPLITS, (train_groups, val_groups, test_groups), strict=True)
     ])
+    assignment = contents[["sha256", "group"]].merge(group_split, on="group")[["sha256", "split"]]
     table = manifest[["path", "class", "sha256"]].merge(assignment, on="sha256", how="left")
     table["label"] = table["class"].map({c: i for i, c in enumerate(classes)}).astype("int64")
     table["split"] = pd.Categorical(table["split"], categories=list(SPLITS), ordered=True)
     table = table.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
     table["split"] = table["split"].astype(str)
-    return table[OUTPUT_COLUMNS]
+    table = table[OUTPUT_COLUMNS]
+    joined = groups[groups["size"] > 1]
+    table.attrs["near_duplicate_groups"] = {
+        "max_distance": near_duplicate_max_distance,
+        "n_groups": int(len(joined)),
+        "n_contents_in_groups": int(joined["size"].sum()),
+        "n_mixed_class_groups": int((joined["n_classes"] > 1).sum()),
+        "mixed_class_examples": [
+            sorted(manifest.loc[manifest["sha256"].isin(
+                contents.loc[contents["group"] == g, "sha256"]), "path"].tolist())
+            for g in joined.loc[joined["n_classes"] > 1, "group"].head(5)],
+    }
+    return table
 
 
 def split_summary(table: pd.DataFrame, classes: Sequence[str]) -> dict:
@@ -200,7 +268,8 @@ def read_manifest(path: Path) -> pd.DataFrame:
         raise DataError(f"manifest {path} not found; run `dvc repro validate_raw` "
                         "(or `leukemia-cnn validate-raw`) first")
     try:
-        return pd.read_csv(path, dtype={"path": str, "class": str, "sha256": str})
+        return pd.read_csv(path, dtype={"path": str, "class": str, "sha256": str,
+                                        "phash": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"manifest {path} is not a readable CSV ({exc}); rerun "
                         "`dvc repro validate_raw`") from exc
@@ -225,10 +294,21 @@ def run(cfg: DictConfig, root: Path) -> dict:
     classes = list(cfg.data.classes)
     manifest = read_manifest(root / cfg.paths.manifest)
     table = split_table(manifest, classes, train=cfg.split.train, val=cfg.split.val,
-                        test=cfg.split.test, seed=cfg.split.seed)
+                        test=cfg.split.test, seed=cfg.split.seed,
+                        near_duplicate_max_distance=cfg.split.get(
+                            "near_duplicate_max_distance"))
 
     splits_path = write_csv(root / cfg.paths.splits, table)
 
     summary = split_summary(table, classes)
+    grouped = table.attrs["near_duplicate_groups"]
+    summary["near_duplicate_groups"] = grouped
+    if grouped["n_groups"]:
+        print(f"split: {grouped['n_contents_in_groups']} images in {grouped['n_groups']} "
+              f"near-duplicate group(s) (perceptual hashes <= {grouped['max_distance']} bits "
+              "apart) kept in one split each")
+    if grouped["n_mixed_class_groups"]:
+        print(f"split: warning: {grouped['n_mixed_class_groups']} near-duplicate group(s) span "
+              f"two classes, e.g. {grouped['mixed_class_examples'][0]}; check their labels")
     report_path = write_json(root / cfg.paths.reports_dir / "split.json", summary)
     return {**summary, "splits": str(splits_path), "report": str(report_path)}

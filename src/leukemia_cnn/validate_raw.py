@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.fileio import atomic_write
-from leukemia_cnn.imaging import IMAGE_EXTENSIONS, open_image
+from leukemia_cnn.imaging import IMAGE_EXTENSIONS, open_image, perceptual_hash
 from leukemia_cnn.suites import (
     MAX_LISTED,
     ExpectationOutcome,
@@ -42,8 +42,10 @@ from leukemia_cnn.suites import (
     markdown_checks,
 )
 
-MANIFEST_COLUMNS = ("path", "class", "sha256", "size_bytes", "width", "height", "format", "mode",
-                    "decodable", "error")
+# phash: the 64-bit perceptual hash as 16 hex digits ("" when the file does not decode); the
+# split stage keeps near-duplicates together with it.
+MANIFEST_COLUMNS = ("path", "class", "sha256", "phash", "size_bytes", "width", "height",
+                    "format", "mode", "decodable", "error")
 REPORT_JSON = "validate_raw.json"
 REPORT_MD = "validate_raw.md"
 # Files that operating systems and archivers drop next to images (compared lower-case).
@@ -154,7 +156,8 @@ def _link_problem(raw_dir: Path, path: Path) -> str | None:
 def inspect_image(raw_dir: Path, relative: str, cls: str) -> dict[str, Any]:
     """One manifest row: hash, size and header of ``raw_dir/relative``; whether it decodes."""
     path = raw_dir / relative
-    row: dict[str, Any] = {"path": relative, "class": cls, "sha256": "", "size_bytes": 0,
+    row: dict[str, Any] = {"path": relative, "class": cls, "sha256": "", "phash": "",
+                           "size_bytes": 0,
                            "width": None, "height": None, "format": None, "mode": None,
                            "decodable": False, "error": ""}
     link_problem = _link_problem(raw_dir, path)
@@ -179,7 +182,7 @@ def inspect_image(raw_dir: Path, relative: str, cls: str) -> dict[str, Any]:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         pass  # open_image() below records why
     try:
-        open_image(path)
+        row["phash"] = f"{perceptual_hash(open_image(path)):016x}"
         row["decodable"] = True
     except DataError as exc:
         # Name the file relative to raw_dir, as everywhere else in the reports.

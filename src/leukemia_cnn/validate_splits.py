@@ -34,7 +34,7 @@ from tqdm import tqdm
 from leukemia_cnn import suites
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_json, write_text
-from leukemia_cnn.imaging import open_image
+from leukemia_cnn.imaging import open_image, perceptual_hash
 from leukemia_cnn.preprocess import read_split_table
 from leukemia_cnn.suites import ExpectationOutcome, ValidationResult, _md_escape
 from leukemia_cnn.validate_raw import N_THREADS
@@ -51,16 +51,13 @@ CHUNK = 512
 
 def fingerprint(path: Path) -> tuple[str, int]:
     """``(sha256 hex, 64-bit perceptual hash)`` of one image file; DataError naming it."""
-    import imagehash
-
     try:
         with path.open("rb") as handle:
             sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         raise DataError(f"{path}: cannot read file ({exc.strerror or exc}); restore it or rerun "
                         "`dvc repro validate_raw split`") from exc
-    bits = imagehash.phash(open_image(path)).hash.flatten()
-    return sha256, int.from_bytes(np.packbits(bits).tobytes(), "big")
+    return sha256, perceptual_hash(open_image(path))
 
 
 def fingerprints(raw_dir: Path, paths: list[str], progress: bool = True) -> tuple[list[str],
@@ -316,7 +313,8 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
         lines = [f"split table {cfg.paths.splits} failed {len(result.failed)} of "
                  f"{len(result.expectations)} checks (full report: {cfg.paths.reports_dir}/"
                  f"{REPORT_MD}):", *suites.failure_lines(result, offender_lines),
-                 "Rerun `dvc repro split` (it keeps identical files in one split); remove "
+                 "Rerun `dvc repro split` (it keeps identical files and near-duplicates within "
+                 "`split.near_duplicate_max_distance` bits in one split); remove "
                  "near-duplicate copies from data/raw, or adjust conf/validation/ if the "
                  "thresholds are too strict for this dataset."]
         raise DataError("\n".join(lines))
