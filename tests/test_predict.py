@@ -54,6 +54,23 @@ def test_served_preprocessing_matches_the_preprocess_stage(champion, tmp_path):
     pd.testing.assert_frame_equal(from_bytes, from_arrays)
 
 
+def test_predict_arrays_in_chunks_gives_what_keras_predict_gives(champion):
+    import mlflow
+
+    wrapper = mlflow.pyfunc.load_model("models:/leukemia-cnn@champion").unwrap_python_model()
+    arrays = blob_images(np.arange(7) % 4, 32, seed=3)
+
+    chunked = wrapper.predict_arrays(arrays, batch_size=3)  # chunks of 3, 3 and 1
+
+    expected = wrapper.model.predict(arrays, verbose=0)
+    classes = list(champion.cfg.data.classes)
+    np.testing.assert_allclose(chunked[[f"p_{c}" for c in classes]].to_numpy(), expected,
+                               rtol=1e-5, atol=1e-6)
+    assert list(chunked["predicted_class"]) == [classes[i] for i in expected.argmax(axis=1)]
+    empty = wrapper.predict_arrays(arrays[:0])
+    assert len(empty) == 0 and list(empty.columns) == list(chunked.columns)
+
+
 def test_predict_cli_writes_json(champion, tmp_path, monkeypatch):
     monkeypatch.chdir(champion.root)
     from leukemia_cnn.config import write_params

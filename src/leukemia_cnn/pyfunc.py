@@ -70,11 +70,21 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
                                                         dtype=np.float32)
 
     def predict_arrays(self, arrays: np.ndarray, batch_size: int = 256) -> pd.DataFrame:
-        """Classify already preprocessed images (n, H, W, C) in [0, 1]."""
-        if arrays.ndim == 3:
-            arrays = arrays[..., np.newaxis]
-        probabilities = self.model.predict(np.asarray(arrays, dtype=np.float32),
-                                           batch_size=batch_size, verbose=0)
+        """Classify already preprocessed images (n, H, W, C) in [0, 1].
+
+        Calls ``predict_on_batch`` on chunks of ``batch_size``: the same compiled forward
+        pass as ``model.predict`` (identical probabilities) without its per-call set-up
+        (a tf.data pipeline and callbacks), which costs about 0.1 s per call on this CPU:
+        15x the forward pass of one image, so it dominated one-image requests to the server.
+        """
+        x = np.asarray(arrays, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[..., np.newaxis]
+        if len(x) == 0:
+            return probabilities_frame(np.zeros((0, len(self.classes)), np.float32),
+                                       self.classes)
+        probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
+            x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
         return probabilities_frame(probabilities, self.classes)
 
     def predict(self, context, model_input, params=None):
