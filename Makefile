@@ -27,7 +27,7 @@ run: data  ## the main job: synthetic data -> dvc repro (all stages) -> register
 	$(BIN)/leukemia-cnn summary
 
 # The Table 1 study: the paper's four rows and the improved configuration over three seeds,
-# trained on a stratified quarter of the train split (285 of 1,139 images; val and test whole)
+# trained on a stratified quarter of the train split (284 of 1,139 images; val and test whole)
 # so that its 15 runs fit a 2-core CPU. STUDY_TRAIN_FRACTION=1.0 trains on the whole split.
 STUDY_EXPERIMENTS ?= table1_e15_b64_cce,table1_e15_b64_bce,table1_e15_b32_cce,table1_e10_b32_cce,improved
 STUDY_SEEDS ?= 1,2,3
