@@ -154,6 +154,7 @@ def test_sigterm_stops_the_workers_and_closes_their_runs(project, mlflow_store):
     assert len(mlflow.MlflowClient().search_model_versions("name='leukemia-cnn'")) == 0
 
 
+@pytest.mark.slow
 def test_conv_layer_study_through_submitits_local_executor(tmp_path, monkeypatch, mlflow_store,
                                                             capfd):
     """The SLURM launcher's code path (submitit: pickled jobs, logs in .submitit) run by its
