@@ -116,14 +116,21 @@ def hog_features(images: np.ndarray, orientations: int = 9,
         return np.empty((0, dim), dtype=gray.dtype)
     # Starting a worker process costs about as much as a few hundred descriptors.
     n_jobs = max(1, min(int(n_jobs), len(gray) // MIN_IMAGES_PER_WORKER))
+    return np.concatenate(list(describe_blocks(np.array_split(gray, n_jobs), params, n_jobs)))
+
+
+def describe_blocks(blocks: list[np.ndarray], params: dict, n_jobs: int):
+    """HOG descriptors of each block of grayscale images, yielded in order.
+
+    With ``n_jobs`` > 1 the blocks go to worker processes, all dispatched at once: joblib
+    hands each block over as a memory-mapped array instead of pickling thousands of small
+    tasks, the workers import only hogworker (numpy and scikit-image, not this module's
+    scikit-learn and pandas), and they go on while the caller consumes earlier results.
+    """
     if n_jobs == 1:
-        return hog_block(gray, params)
-    # One contiguous block of images per worker: joblib hands each block over as a
-    # memory-mapped array instead of pickling thousands of small tasks, and the workers import
-    # only hogworker (numpy and scikit-image, not this module's scikit-learn and pandas).
-    chunks = np.array_split(gray, n_jobs)
-    return np.concatenate(joblib.Parallel(n_jobs=n_jobs)(
-        joblib.delayed(hog_block)(chunk, params) for chunk in chunks))
+        return (hog_block(block, params) for block in blocks)
+    return joblib.Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="all")(
+        joblib.delayed(hog_block)(block, params) for block in blocks)
 
 
 @dataclass
@@ -182,15 +189,7 @@ def features_of_splits(images: dict[str, np.ndarray], fcfg, n_jobs: int = 1) -> 
     jobs = max(1, min(int(n_jobs), len(gray["train"]) // MIN_IMAGES_PER_WORKER))
     train_blocks = np.array_split(gray["train"], jobs) if len(gray["train"]) else []
     rest_blocks = np.array_split(rest, max(1, min(jobs, len(rest)))) if len(rest) else []
-    if jobs == 1:
-        results = (hog_block(block, params) for block in train_blocks + rest_blocks)
-    else:
-        # One contiguous block per task: joblib hands each block over as a memory-mapped
-        # array instead of pickling thousands of small tasks, and the workers import only
-        # hogworker (numpy and scikit-image). Every task is dispatched at once, so the
-        # workers go on while this process fits the PCA.
-        results = joblib.Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="all")(
-            joblib.delayed(hog_block)(block, params) for block in train_blocks + rest_blocks)
+    results = describe_blocks(train_blocks + rest_blocks, params, jobs)
     empty = np.empty((0, dim), dtype=gray["train"].dtype)
     hogs = {"train": np.concatenate([next(results) for _ in train_blocks] or [empty])}
     hog_train = time.perf_counter()
