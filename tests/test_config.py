@@ -41,6 +41,7 @@ def test_paper_defaults():
     ("model.padding=full", "model.padding"),
     ("preprocess.color_mode=cmyk", "preprocess.color_mode"),
     ("model.dropout=1.5", "model.dropout"),
+    ("train.augment_rotation=0.9", "train.augment_rotation"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):
     cfg = compose([override], root=REPO_ROOT)

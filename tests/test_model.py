@@ -42,3 +42,20 @@ def test_loss_is_config_and_argmax_accuracy_always_compiled(make_cfg, loss):
     # (the paper's Keras 2 showed binary accuracy there), so binary accuracy is logged apart.
     assert displayed_accuracy_metric(model) == "CategoricalAccuracy"
     assert ("binary_accuracy" in logs) == (loss == "binary_crossentropy")
+
+
+@pytest.mark.parametrize("rotation,expected", [
+    (0.25, ["RandomFlip", "RandomRotation", "Normalization"]),
+    (0.0, ["RandomFlip", "Normalization"]),
+])
+def test_improved_knobs_add_augmentation_and_standardisation_layers(make_cfg, rotation, expected):
+    cfg = make_cfg("train.augment=true", f"train.augment_rotation={rotation}",
+                   "model.standardize=true", "model.padding=same", "model.filters=[4,4,4]")
+    x = np.random.default_rng(0).random((8, 100, 100, 1), dtype=np.float32)
+    model = build_from_config(cfg, (100, 100, 1), x_train=x)
+    names = [layer.__class__.__name__ for layer in model.layers]
+    assert names[:len(expected)] == expected
+    rotate = [layer for layer in model.layers if layer.__class__.__name__ == "RandomRotation"]
+    assert [r.factor for r in rotate] == ([(-rotation, rotation)] if rotation else [])
+    # Augmentation is off at inference: the same image gives the same output twice.
+    np.testing.assert_array_equal(model.predict(x[:2], verbose=0), model.predict(x[:2], verbose=0))

@@ -264,6 +264,10 @@ def validate_config(cfg: DictConfig) -> None:
         flag = OmegaConf.select(cfg, key, default=False)
         _require(isinstance(flag, bool), key, flag, "true or false")
 
+    rotation = OmegaConf.select(cfg, "train.augment_rotation", default=0.25)
+    _require(isinstance(rotation, (int, float)) and not isinstance(rotation, bool)
+             and 0 <= rotation <= 0.5, "train.augment_rotation", rotation,
+             "a fraction of a full turn from 0 (flips only) to 0.5")
     _positive_int(cfg, "train.epochs")
     _positive_int(cfg, "train.batch_size")
     loss = _get(cfg, "train.loss")

@@ -26,7 +26,7 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
                 kernel_sizes: list[int], padding: str = "valid", pool_size: int = 2,
                 dense_units: int = 128, dropout: float = 0.5, batch_norm: bool = False,
                 batch_norm_momentum: float = 0.99, augment: bool = False,
-                standardize_data=None):
+                standardize_data=None, augment_rotation: float = 0.25):
     """Conv blocks (Conv2D + ReLU -> MaxPool) -> Flatten -> Dense ReLU -> Dropout -> softmax.
 
     With the defaults this is exactly the paper's network; the keyword knobs add the
@@ -49,11 +49,14 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
     batch_norm_momentum : float, default 0.99
         Momentum of the batch-norm moving mean and variance.
     augment : bool, default False
-        Random flips and rotations up to 90 degrees as the first layers; Keras applies them
-        only while training, so inference (and the logged model) sees the image unchanged.
+        Random flips and rotations as the first layers; Keras applies them only while
+        training, so inference (and the logged model) sees the image unchanged.
     standardize_data : numpy.ndarray, optional
         Training images; when given, a ``Normalization`` layer adapted to their per-channel
         mean and variance standardises the input.
+    augment_rotation : float, default 0.25
+        With ``augment``: rotate by a random angle of up to this fraction of a full turn
+        either way (0.25 = 90 degrees); 0 = flips only.
 
     Returns
     -------
@@ -67,7 +70,9 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
     model.add(keras.Input(shape=tuple(input_shape)))
     if augment:
         model.add(layers.RandomFlip("horizontal_and_vertical", name="augment_flip"))
-        model.add(layers.RandomRotation(0.25, fill_mode="reflect", name="augment_rotate"))
+        if augment_rotation > 0:
+            model.add(layers.RandomRotation(augment_rotation, fill_mode="reflect",
+                                            name="augment_rotate"))
     if standardize_data is not None:
         normalization = layers.Normalization(axis=-1, name="standardize")
         normalization.adapt(standardize_data)
@@ -129,6 +134,7 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
                         batch_norm=bool(cfg.model.get("batch_norm", False)),
                         batch_norm_momentum=float(cfg.model.get("batch_norm_momentum", 0.99)),
                         augment=bool(cfg.train.get("augment", False)),
+                        augment_rotation=float(cfg.train.get("augment_rotation", 0.25)),
                         standardize_data=x_train if standardize else None)
     metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
     if cfg.train.loss == "binary_crossentropy":
