@@ -42,6 +42,7 @@ def test_paper_defaults():
     ("preprocess.color_mode=cmyk", "preprocess.color_mode"),
     ("model.dropout=1.5", "model.dropout"),
     ("train.augment_rotation=0.9", "train.augment_rotation"),
+    ("model.kernel_initializer=zeros", "model.kernel_initializer"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):
     cfg = compose([override], root=REPO_ROOT)

@@ -59,3 +59,17 @@ def test_improved_knobs_add_augmentation_and_standardisation_layers(make_cfg, ro
     assert [r.factor for r in rotate] == ([(-rotation, rotation)] if rotation else [])
     # Augmentation is off at inference: the same image gives the same output twice.
     np.testing.assert_array_equal(model.predict(x[:2], verbose=0), model.predict(x[:2], verbose=0))
+
+
+def test_kernel_initializer_is_config_for_the_relu_layers(make_cfg):
+    paper = build_from_config(make_cfg("model.filters=[4,4,4]"), (100, 100, 1))
+    he = build_from_config(make_cfg("model.filters=[4,4,4]", "model.kernel_initializer=he_normal"),
+                           (100, 100, 1))
+
+    def initializers(model):
+        return [type(layer.kernel_initializer).__name__ for layer in model.layers
+                if hasattr(layer, "kernel_initializer")]
+
+    assert initializers(paper) == ["GlorotUniform"] * 5
+    # The three convs and the hidden dense layer; the softmax layer keeps Glorot.
+    assert initializers(he) == ["HeNormal"] * 4 + ["GlorotUniform"]

@@ -25,6 +25,7 @@ CLASS_WEIGHTS = (None, "balanced")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 EARLY_STOPPING_MONITORS = ("val_argmax_accuracy", "val_loss")
 DISTRIBUTE = (None, "mirrored")
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform")
 # The robust-training knobs and the paper's value of each: a run whose config has all of them
 # (and grayscale input) trains the paper's model as the paper did.
 PAPER_KNOBS = {
@@ -32,6 +33,7 @@ PAPER_KNOBS = {
     "model.padding": "valid",
     "model.batch_norm": False,
     "model.standardize": False,
+    "model.kernel_initializer": "glorot_uniform",
     "train.augment": False,
     "train.class_weight": None,
     "train.early_stopping_patience": None,
@@ -260,6 +262,8 @@ def validate_config(cfg: DictConfig) -> None:
     momentum = OmegaConf.select(cfg, "model.batch_norm_momentum", default=0.99)
     _require(isinstance(momentum, float) and 0 < momentum < 1, "model.batch_norm_momentum",
              momentum, "a number strictly between 0 and 1, e.g. 0.99")
+    init = OmegaConf.select(cfg, "model.kernel_initializer", default="glorot_uniform")
+    _require(init in INITIALIZERS, "model.kernel_initializer", init, ", ".join(INITIALIZERS))
     for key in ("model.batch_norm", "model.standardize", "train.augment"):
         flag = OmegaConf.select(cfg, key, default=False)
         _require(isinstance(flag, bool), key, flag, "true or false")

@@ -26,7 +26,8 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
                 kernel_sizes: list[int], padding: str = "valid", pool_size: int = 2,
                 dense_units: int = 128, dropout: float = 0.5, batch_norm: bool = False,
                 batch_norm_momentum: float = 0.99, augment: bool = False,
-                standardize_data=None, augment_rotation: float = 0.25):
+                standardize_data=None, augment_rotation: float = 0.25,
+                kernel_initializer: str = "glorot_uniform"):
     """Conv blocks (Conv2D + ReLU -> MaxPool) -> Flatten -> Dense ReLU -> Dropout -> softmax.
 
     With the defaults this is exactly the paper's network; the keyword knobs add the
@@ -57,6 +58,10 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
     augment_rotation : float, default 0.25
         With ``augment``: rotate by a random angle of up to this fraction of a full turn
         either way (0.25 = 90 degrees); 0 = flips only.
+    kernel_initializer : str, default "glorot_uniform"
+        Initial weights of the conv layers and the hidden dense layer (Keras's default, which
+        the paper kept, or e.g. ``he_normal``, scaled for ReLU); the softmax layer keeps
+        Glorot.
 
     Returns
     -------
@@ -79,14 +84,16 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
         model.add(normalization)
     for n_filters, kernel in zip(filters, kernel_sizes, strict=True):
         if batch_norm:
-            model.add(layers.Conv2D(n_filters, kernel, padding=padding, use_bias=False))
+            model.add(layers.Conv2D(n_filters, kernel, padding=padding, use_bias=False,
+                                    kernel_initializer=kernel_initializer))
             model.add(layers.BatchNormalization(momentum=batch_norm_momentum))
             model.add(layers.Activation("relu"))
         else:
-            model.add(layers.Conv2D(n_filters, kernel, padding=padding, activation="relu"))
+            model.add(layers.Conv2D(n_filters, kernel, padding=padding, activation="relu",
+                                    kernel_initializer=kernel_initializer))
         model.add(layers.MaxPooling2D(pool_size))
     model.add(layers.Flatten())
-    model.add(layers.Dense(dense_units, activation="relu"))
+    model.add(layers.Dense(dense_units, activation="relu", kernel_initializer=kernel_initializer))
     model.add(layers.Dropout(dropout))
     model.add(layers.Dense(n_classes, activation="softmax"))
     return model
@@ -135,7 +142,9 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
                         batch_norm_momentum=float(cfg.model.get("batch_norm_momentum", 0.99)),
                         augment=bool(cfg.train.get("augment", False)),
                         augment_rotation=float(cfg.train.get("augment_rotation", 0.25)),
-                        standardize_data=x_train if standardize else None)
+                        standardize_data=x_train if standardize else None,
+                        kernel_initializer=str(cfg.model.get("kernel_initializer",
+                                                             "glorot_uniform")))
     metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
     if cfg.train.loss == "binary_crossentropy":
         metrics.append(keras.metrics.BinaryAccuracy(name="binary_accuracy"))
