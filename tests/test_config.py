@@ -43,6 +43,7 @@ def test_paper_defaults():
     ("model.dropout=1.5", "model.dropout"),
     ("train.augment_rotation=0.9", "train.augment_rotation"),
     ("model.kernel_initializer=zeros", "model.kernel_initializer"),
+    ("model.head=attention", "model.head"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):
     cfg = compose([override], root=REPO_ROOT)

@@ -73,3 +73,12 @@ def test_kernel_initializer_is_config_for_the_relu_layers(make_cfg):
     assert initializers(paper) == ["GlorotUniform"] * 5
     # The three convs and the hidden dense layer; the softmax layer keeps Glorot.
     assert initializers(he) == ["HeNormal"] * 4 + ["GlorotUniform"]
+
+
+def test_global_average_head_replaces_flatten(make_cfg):
+    cfg = make_cfg("model.filters=[4,4,8]", "model.head=global_average")
+    model = build_from_config(cfg, (100, 100, 1))
+    names = [layer.__class__.__name__ for layer in model.layers]
+    assert "Flatten" not in names and "GlobalAveragePooling2D" in names
+    hidden = model.layers[names.index("GlobalAveragePooling2D") + 1]
+    assert hidden.kernel.shape == (8, 128)  # one input per filter of the last conv layer

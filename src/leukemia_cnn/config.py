@@ -25,6 +25,7 @@ CLASS_WEIGHTS = (None, "balanced")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 EARLY_STOPPING_MONITORS = ("val_argmax_accuracy", "val_loss")
 DISTRIBUTE = (None, "mirrored")
+HEADS = ("flatten", "global_average")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform")
 # The robust-training knobs and the paper's value of each: a run whose config has all of them
 # (and grayscale input) trains the paper's model as the paper did.
@@ -34,6 +35,7 @@ PAPER_KNOBS = {
     "model.batch_norm": False,
     "model.standardize": False,
     "model.kernel_initializer": "glorot_uniform",
+    "model.head": "flatten",
     "train.augment": False,
     "train.class_weight": None,
     "train.early_stopping_patience": None,
@@ -264,6 +266,8 @@ def validate_config(cfg: DictConfig) -> None:
              momentum, "a number strictly between 0 and 1, e.g. 0.99")
     init = OmegaConf.select(cfg, "model.kernel_initializer", default="glorot_uniform")
     _require(init in INITIALIZERS, "model.kernel_initializer", init, ", ".join(INITIALIZERS))
+    head = OmegaConf.select(cfg, "model.head", default="flatten")
+    _require(head in HEADS, "model.head", head, ", ".join(HEADS))
     for key in ("model.batch_norm", "model.standardize", "train.augment"):
         flag = OmegaConf.select(cfg, key, default=False)
         _require(isinstance(flag, bool), key, flag, "true or false")

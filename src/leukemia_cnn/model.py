@@ -27,7 +27,7 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
                 dense_units: int = 128, dropout: float = 0.5, batch_norm: bool = False,
                 batch_norm_momentum: float = 0.99, augment: bool = False,
                 standardize_data=None, augment_rotation: float = 0.25,
-                kernel_initializer: str = "glorot_uniform"):
+                kernel_initializer: str = "glorot_uniform", head: str = "flatten"):
     """Conv blocks (Conv2D + ReLU -> MaxPool) -> Flatten -> Dense ReLU -> Dropout -> softmax.
 
     With the defaults this is exactly the paper's network; the keyword knobs add the
@@ -62,6 +62,10 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
         Initial weights of the conv layers and the hidden dense layer (Keras's default, which
         the paper kept, or e.g. ``he_normal``, scaled for ReLU); the softmax layer keeps
         Glorot.
+    head : {"flatten", "global_average"}, default "flatten"
+        How the last conv block's feature maps reach the dense layer: flattened (the paper;
+        12,800 inputs at 100x100 with valid padding) or averaged over the image per filter
+        (``GlobalAveragePooling2D``: one input per filter of the last conv layer).
 
     Returns
     -------
@@ -92,7 +96,7 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
             model.add(layers.Conv2D(n_filters, kernel, padding=padding, activation="relu",
                                     kernel_initializer=kernel_initializer))
         model.add(layers.MaxPooling2D(pool_size))
-    model.add(layers.Flatten())
+    model.add(layers.GlobalAveragePooling2D() if head == "global_average" else layers.Flatten())
     model.add(layers.Dense(dense_units, activation="relu", kernel_initializer=kernel_initializer))
     model.add(layers.Dropout(dropout))
     model.add(layers.Dense(n_classes, activation="softmax"))
@@ -144,7 +148,8 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
                         augment_rotation=float(cfg.train.get("augment_rotation", 0.25)),
                         standardize_data=x_train if standardize else None,
                         kernel_initializer=str(cfg.model.get("kernel_initializer",
-                                                             "glorot_uniform")))
+                                                             "glorot_uniform")),
+                        head=str(cfg.model.get("head", "flatten")))
     metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
     if cfg.train.loss == "binary_crossentropy":
         metrics.append(keras.metrics.BinaryAccuracy(name="binary_accuracy"))
