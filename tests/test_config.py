@@ -44,6 +44,7 @@ def test_paper_defaults():
     ("train.augment_rotation=0.9", "train.augment_rotation"),
     ("model.kernel_initializer=zeros", "model.kernel_initializer"),
     ("model.head=attention", "model.head"),
+    ("train.lr_plateau_patience=0", "train.lr_plateau_patience"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):
     cfg = compose([override], root=REPO_ROOT)

@@ -99,6 +99,10 @@ def test_early_stopping_watches_the_configured_value_and_keeps_its_best_epoch(ma
     stop, plateau = training_callbacks(by_loss)
     assert (stop.monitor, stop.mode) == ("val_loss", "min")  # lower is better
     assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
+    assert (plateau.monitor, plateau.factor, plateau.patience) == ("val_loss", 0.5, 2)
     assert kept_epoch(by_loss, history) == 3
+    gentler = make_cfg("train.lr_schedule=plateau", "train.lr_plateau_patience=5")
+    (plateau,) = training_callbacks(gentler)
+    assert plateau.patience == 5
     with pytest.raises(ConfigError, match="train.early_stopping_monitor"):
         make_cfg("train.early_stopping_monitor=val_f1")

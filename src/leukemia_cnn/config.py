@@ -293,6 +293,9 @@ def validate_config(cfg: DictConfig) -> None:
     _require(weight in CLASS_WEIGHTS, "train.class_weight", weight, "null or balanced")
     schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")
     _require(schedule in LR_SCHEDULES, "train.lr_schedule", schedule, ", ".join(LR_SCHEDULES))
+    plateau = OmegaConf.select(cfg, "train.lr_plateau_patience", default=2)
+    _require(isinstance(plateau, int) and not isinstance(plateau, bool) and plateau >= 1,
+             "train.lr_plateau_patience", plateau, "an integer >= 1 (epochs)")
     distribute = OmegaConf.select(cfg, "train.distribute", default=None)
     _require(distribute in DISTRIBUTE, "train.distribute", distribute,
              "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)")

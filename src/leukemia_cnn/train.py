@@ -99,7 +99,7 @@ def training_callbacks(cfg: DictConfig) -> list:
     ``train.early_stopping_patience``: stop when ``train.early_stopping_monitor`` (val argmax
     accuracy or val loss) has not improved for that many epochs and restore the best epoch's
     weights. ``train.lr_schedule: plateau``: halve the learning rate when val loss has not
-    improved for 2 epochs.
+    improved for ``train.lr_plateau_patience`` epochs (default 2).
     """
     import keras
 
@@ -112,7 +112,8 @@ def training_callbacks(cfg: DictConfig) -> list:
             patience=int(patience), restore_best_weights=True))
     if cfg.train.get("lr_schedule", "constant") == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=2, min_lr=1e-5))
+            monitor="val_loss", factor=0.5, patience=int(cfg.train.get("lr_plateau_patience", 2)),
+            min_lr=1e-5))
     return callbacks
 
 
