@@ -93,8 +93,12 @@ def test_stopped_training_is_closed_and_registers_nothing(champion_project, sign
     root, uri = champion_project
     client = client_for(uri)
     before = {v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")}
+    # SIGINT at its default in the child, as in a terminal: a test run started in the
+    # background of a non-interactive shell (`... &`) inherits SIGINT ignored, and an ignored
+    # signal stays ignored across exec, so Python would never raise KeyboardInterrupt.
     process = subprocess.Popen([str(BIN / "leukemia-cnn"), "train"], cwd=root, env=env_with(uri),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run = wait_for_training(process, uri)
     process.send_signal(signum)
     output = process.communicate(timeout=120)[0]
