@@ -172,8 +172,10 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"config key `{key}` = {value!r} is invalid; allowed: {allowed}")
 
 
-def _positive_int(cfg: DictConfig, key: str) -> int:
-    value = _get(cfg, key)
+def _positive_int(cfg: DictConfig, key: str, default: int | None = None) -> int:
+    """``key`` as an integer >= 1; with a ``default``, a missing key (an older params file)
+    takes it instead of raising."""
+    value = _get(cfg, key) if default is None else OmegaConf.select(cfg, key, default=default)
     _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value,
              "an integer >= 1")
     return value
@@ -293,9 +295,7 @@ def validate_config(cfg: DictConfig) -> None:
     _require(weight in CLASS_WEIGHTS, "train.class_weight", weight, "null or balanced")
     schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")
     _require(schedule in LR_SCHEDULES, "train.lr_schedule", schedule, ", ".join(LR_SCHEDULES))
-    plateau = OmegaConf.select(cfg, "train.lr_plateau_patience", default=2)
-    _require(isinstance(plateau, int) and not isinstance(plateau, bool) and plateau >= 1,
-             "train.lr_plateau_patience", plateau, "an integer >= 1 (epochs)")
+    _positive_int(cfg, "train.lr_plateau_patience", default=2)
     distribute = OmegaConf.select(cfg, "train.distribute", default=None)
     _require(distribute in DISTRIBUTE, "train.distribute", distribute,
              "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)")
