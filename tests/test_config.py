@@ -3,10 +3,14 @@ from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT
 from leukemia_cnn.config import (
+    KNOB_DEFAULTS,
+    PAPER_KNOBS,
     compose,
     find_repo_root,
     flatten,
     hog_feature_length,
+    is_paper_faithful,
+    knob,
     load_params,
     overrides_from_defaults,
     validate_config,
@@ -29,6 +33,39 @@ def test_paper_defaults():
     assert list(cfg.model.filters) == [64, 32, 128] and list(cfg.model.kernel_sizes) == [5, 5, 3]
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate) == (15, 64, 0.001)
     assert cfg.train.loss == "categorical_crossentropy"
+
+
+def test_knob_defaults_agree_with_conf_and_build_model():
+    """Each knob's default is written in conf/, in KNOB_DEFAULTS (for params files older than
+    the knob) and in build_model's signature: the three must agree."""
+    import inspect
+
+    from leukemia_cnn.model import build_model
+
+    composed = flatten(compose(root=REPO_ROOT))
+    assert {key: composed[key] for key in KNOB_DEFAULTS} == KNOB_DEFAULTS
+    assert {key: composed[key] for key in PAPER_KNOBS} == PAPER_KNOBS
+    signature = inspect.signature(build_model).parameters
+    for key in ("model.batch_norm", "model.batch_norm_momentum", "model.kernel_initializer",
+                "model.head", "train.augment", "train.augment_rotation"):
+        assert signature[key.split(".")[1]].default == KNOB_DEFAULTS[key], key
+
+
+def test_params_file_older_than_the_knobs_takes_their_defaults(tmp_path):
+    """A params file written before the robust-training knobs (e.g. an old DVC experiment)
+    still validates, reads as the paper's configuration and trains as it did."""
+    old = OmegaConf.to_container(compose(root=REPO_ROOT))
+    for key in KNOB_DEFAULTS:
+        section, name = key.split(".")
+        del old[section][name]
+    (tmp_path / "params.yaml").write_text(OmegaConf.to_yaml(old))
+    cfg = load_params(tmp_path / "params.yaml")
+    assert OmegaConf.select(cfg, "train.lr_schedule") is None
+    assert is_paper_faithful(cfg)
+    assert {key: knob(cfg, key) for key in KNOB_DEFAULTS} == KNOB_DEFAULTS
+    improved = compose(["experiment=improved"], root=REPO_ROOT)
+    assert knob(improved, "train.lr_schedule") == improved.train.lr_schedule
+    assert not is_paper_faithful(improved)
 
 
 @pytest.mark.parametrize("override,key", [

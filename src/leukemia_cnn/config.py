@@ -27,19 +27,35 @@ EARLY_STOPPING_MONITORS = ("val_argmax_accuracy", "val_loss")
 DISTRIBUTE = (None, "mirrored")
 HEADS = ("flatten", "global_average")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform")
-# The robust-training knobs and the paper's value of each: a run whose config has all of them
-# (and grayscale input) trains the paper's model as the paper did.
-PAPER_KNOBS = {
-    "preprocess.color_mode": "grayscale",
-    "model.padding": "valid",
+# The knobs of robust training (and of the study's size) that a params file written before the
+# knob existed may lack, with the value each takes then: the paper's, or what the code did
+# before the knob. The same values are the defaults in conf/ and in build_model's signature
+# (tests/test_config.py checks all three agree); code reads these keys with :func:`knob`.
+KNOB_DEFAULTS: dict[str, Any] = {
     "model.batch_norm": False,
+    "model.batch_norm_momentum": 0.99,
     "model.standardize": False,
     "model.kernel_initializer": "glorot_uniform",
     "model.head": "flatten",
+    "train.train_fraction": 1.0,
     "train.augment": False,
+    "train.augment_rotation": 0.25,
     "train.class_weight": None,
     "train.early_stopping_patience": None,
+    "train.early_stopping_monitor": "val_argmax_accuracy",
     "train.lr_schedule": "constant",
+    "train.lr_plateau_patience": 2,
+    "train.distribute": None,
+}
+# The knobs that change the model or its training away from the paper's, and the paper's value
+# of each: a run whose config has all of them trains the paper's model as the paper did.
+PAPER_KNOBS: dict[str, Any] = {
+    "preprocess.color_mode": "grayscale",
+    "model.padding": "valid",
+    **{key: KNOB_DEFAULTS[key] for key in (
+        "model.batch_norm", "model.standardize", "model.kernel_initializer", "model.head",
+        "train.augment", "train.class_weight", "train.early_stopping_patience",
+        "train.lr_schedule")},
 }
 EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
 
@@ -167,15 +183,20 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return value
 
 
+def knob(cfg: DictConfig, key: str) -> Any:
+    """The value of a :data:`KNOB_DEFAULTS` key in ``cfg``, or its default when ``cfg`` lacks it."""
+    return OmegaConf.select(cfg, key, default=KNOB_DEFAULTS[key])
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"config key `{key}` = {value!r} is invalid; allowed: {allowed}")
 
 
-def _positive_int(cfg: DictConfig, key: str, default: int | None = None) -> int:
-    """``key`` as an integer >= 1; with a ``default``, a missing key (an older params file)
-    takes it instead of raising."""
-    value = _get(cfg, key) if default is None else OmegaConf.select(cfg, key, default=default)
+def _positive_int(cfg: DictConfig, key: str) -> int:
+    """``key`` as an integer >= 1; a missing :data:`KNOB_DEFAULTS` key (an older params file)
+    takes its default, any other missing key raises."""
+    value = knob(cfg, key) if key in KNOB_DEFAULTS else _get(cfg, key)
     _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value,
              "an integer >= 1")
     return value
@@ -260,21 +281,21 @@ def validate_config(cfg: DictConfig) -> None:
     _require(isinstance(dropout, (int, float)) and 0 <= dropout < 1, "model.dropout", dropout,
              "a number in [0, 1)")
     _check_spatial(size, kernels, padding, _get(cfg, "model.pool_size"))
-    fraction = OmegaConf.select(cfg, "train.train_fraction", default=1.0)
+    fraction = knob(cfg, "train.train_fraction")
     _require(isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
              and 0 < fraction <= 1, "train.train_fraction", fraction, "a number in (0, 1]")
-    momentum = OmegaConf.select(cfg, "model.batch_norm_momentum", default=0.99)
+    momentum = knob(cfg, "model.batch_norm_momentum")
     _require(isinstance(momentum, float) and 0 < momentum < 1, "model.batch_norm_momentum",
              momentum, "a number strictly between 0 and 1, e.g. 0.99")
-    init = OmegaConf.select(cfg, "model.kernel_initializer", default="glorot_uniform")
+    init = knob(cfg, "model.kernel_initializer")
     _require(init in INITIALIZERS, "model.kernel_initializer", init, ", ".join(INITIALIZERS))
-    head = OmegaConf.select(cfg, "model.head", default="flatten")
+    head = knob(cfg, "model.head")
     _require(head in HEADS, "model.head", head, ", ".join(HEADS))
     for key in ("model.batch_norm", "model.standardize", "train.augment"):
-        flag = OmegaConf.select(cfg, key, default=False)
+        flag = knob(cfg, key)
         _require(isinstance(flag, bool), key, flag, "true or false")
 
-    rotation = OmegaConf.select(cfg, "train.augment_rotation", default=0.25)
+    rotation = knob(cfg, "train.augment_rotation")
     _require(isinstance(rotation, (int, float)) and not isinstance(rotation, bool)
              and 0 <= rotation <= 0.5, "train.augment_rotation", rotation,
              "a fraction of a full turn from 0 (flips only) to 0.5")
@@ -284,19 +305,19 @@ def validate_config(cfg: DictConfig) -> None:
     _require(loss in LOSSES, "train.loss", loss, ", ".join(LOSSES))
     lr = _get(cfg, "train.learning_rate")
     _require(isinstance(lr, (int, float)) and lr > 0, "train.learning_rate", lr, "a number > 0")
-    patience = OmegaConf.select(cfg, "train.early_stopping_patience", default=None)
+    patience = knob(cfg, "train.early_stopping_patience")
     _require(patience is None or (isinstance(patience, int) and not isinstance(patience, bool)
                                   and patience >= 1), "train.early_stopping_patience", patience,
              "null (train every epoch) or an integer >= 1")
-    monitor = OmegaConf.select(cfg, "train.early_stopping_monitor", default="val_argmax_accuracy")
+    monitor = knob(cfg, "train.early_stopping_monitor")
     _require(monitor in EARLY_STOPPING_MONITORS, "train.early_stopping_monitor", monitor,
              ", ".join(EARLY_STOPPING_MONITORS))
-    weight = OmegaConf.select(cfg, "train.class_weight", default=None)
+    weight = knob(cfg, "train.class_weight")
     _require(weight in CLASS_WEIGHTS, "train.class_weight", weight, "null or balanced")
-    schedule = OmegaConf.select(cfg, "train.lr_schedule", default="constant")
+    schedule = knob(cfg, "train.lr_schedule")
     _require(schedule in LR_SCHEDULES, "train.lr_schedule", schedule, ", ".join(LR_SCHEDULES))
-    _positive_int(cfg, "train.lr_plateau_patience", default=2)
-    distribute = OmegaConf.select(cfg, "train.distribute", default=None)
+    _positive_int(cfg, "train.lr_plateau_patience")
+    distribute = knob(cfg, "train.distribute")
     _require(distribute in DISTRIBUTE, "train.distribute", distribute,
              "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)")
     _validate_sweep_and_report(cfg)

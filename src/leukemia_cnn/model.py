@@ -8,6 +8,8 @@ import random
 import numpy as np
 from omegaconf import DictConfig
 
+from leukemia_cnn.config import knob
+
 
 def set_seeds(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and TensorFlow; optionally make TensorFlow ops deterministic."""
@@ -108,7 +110,7 @@ def learning_rate(cfg: DictConfig, steps_per_epoch: int):
     ``cosine`` (``plateau`` is a callback, see :func:`leukemia_cnn.train.training_callbacks`)."""
     import keras
 
-    if cfg.train.get("lr_schedule", "constant") == "cosine":
+    if knob(cfg, "train.lr_schedule") == "cosine":
         return keras.optimizers.schedules.CosineDecay(
             float(cfg.train.learning_rate), decay_steps=max(1, steps_per_epoch * int(cfg.train.epochs)))
     return float(cfg.train.learning_rate)
@@ -136,20 +138,19 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
     """
     import keras
 
-    standardize = bool(cfg.model.get("standardize", False))
+    standardize = bool(knob(cfg, "model.standardize"))
     if standardize and x_train is None:
         raise ValueError("model.standardize needs the training images (x_train)")
     model = build_model(input_shape, len(cfg.data.classes), list(cfg.model.filters),
                         list(cfg.model.kernel_sizes), cfg.model.padding, cfg.model.pool_size,
                         cfg.model.dense_units, cfg.model.dropout,
-                        batch_norm=bool(cfg.model.get("batch_norm", False)),
-                        batch_norm_momentum=float(cfg.model.get("batch_norm_momentum", 0.99)),
-                        augment=bool(cfg.train.get("augment", False)),
-                        augment_rotation=float(cfg.train.get("augment_rotation", 0.25)),
+                        batch_norm=bool(knob(cfg, "model.batch_norm")),
+                        batch_norm_momentum=float(knob(cfg, "model.batch_norm_momentum")),
+                        augment=bool(knob(cfg, "train.augment")),
+                        augment_rotation=float(knob(cfg, "train.augment_rotation")),
                         standardize_data=x_train if standardize else None,
-                        kernel_initializer=str(cfg.model.get("kernel_initializer",
-                                                             "glorot_uniform")),
-                        head=str(cfg.model.get("head", "flatten")))
+                        kernel_initializer=str(knob(cfg, "model.kernel_initializer")),
+                        head=str(knob(cfg, "model.head")))
     metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
     if cfg.train.loss == "binary_crossentropy":
         metrics.append(keras.metrics.BinaryAccuracy(name="binary_accuracy"))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from leukemia_cnn.config import flatten, is_paper_faithful
+from leukemia_cnn.config import flatten, is_paper_faithful, knob
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.model import build_from_config, displayed_accuracy_metric, set_seeds
 from leukemia_cnn.preprocess import load_split
@@ -80,7 +80,7 @@ def _epoch_logger():
 
 def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | None:
     """``train.class_weight: balanced`` -> ``{label: n / (n_classes * n_label)}``; else None."""
-    if cfg.train.get("class_weight") != "balanced":
+    if knob(cfg, "train.class_weight") != "balanced":
         return None
     n_classes = len(cfg.data.classes)
     counts = np.bincount(y_train, minlength=n_classes)
@@ -90,7 +90,7 @@ def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | No
 
 def early_stopping_monitor(cfg: DictConfig) -> str:
     """The history column early stopping watches: ``val_argmax_accuracy`` or ``val_loss``."""
-    return str(cfg.train.get("early_stopping_monitor", "val_argmax_accuracy"))
+    return str(knob(cfg, "train.early_stopping_monitor"))
 
 
 def training_callbacks(cfg: DictConfig) -> list:
@@ -104,15 +104,15 @@ def training_callbacks(cfg: DictConfig) -> list:
     import keras
 
     callbacks = []
-    patience = cfg.train.get("early_stopping_patience")
+    patience = knob(cfg, "train.early_stopping_patience")
     if patience:
         monitor = early_stopping_monitor(cfg)
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode="min" if monitor == "val_loss" else "max",
             patience=int(patience), restore_best_weights=True))
-    if cfg.train.get("lr_schedule", "constant") == "plateau":
+    if knob(cfg, "train.lr_schedule") == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=int(cfg.train.get("lr_plateau_patience", 2)),
+            monitor="val_loss", factor=0.5, patience=int(knob(cfg, "train.lr_plateau_patience")),
             min_lr=1e-5))
     return callbacks
 
@@ -124,7 +124,7 @@ def distribution_strategy(cfg: DictConfig):
     data-parallel training on one machine; the global batch ``train.batch_size`` is split
     across the replicas); with no GPU it mirrors onto the CPU, so it also runs here.
     """
-    if cfg.train.get("distribute") is None:
+    if knob(cfg, "train.distribute") is None:
         return None
     import tensorflow as tf
 
@@ -163,7 +163,7 @@ def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
 
 def kept_epoch(cfg: DictConfig, history: pd.DataFrame) -> int:
     """The epoch whose weights the fitted model holds (the best one under early stopping)."""
-    if cfg.train.get("early_stopping_patience"):
+    if knob(cfg, "train.early_stopping_patience"):
         monitor = early_stopping_monitor(cfg)
         values = history[monitor].to_numpy()
         best = values.argmin() if monitor == "val_loss" else values.argmax()
@@ -206,7 +206,7 @@ def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
 
     Drawn with ``split.seed``, so every configuration and training seed sees the same images.
     """
-    fraction = float(OmegaConf.select(cfg, "train.train_fraction", default=1.0))
+    fraction = float(knob(cfg, "train.train_fraction"))
     if fraction >= 1.0:
         return x, y, paths
     from sklearn.model_selection import train_test_split
@@ -277,7 +277,7 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
         "n_params": int(model.count_params()),
     }
     metrics = {"train_seconds": seconds, "n_params": model.count_params()}
-    if epochs_run != int(cfg.train.epochs) or cfg.train.get("early_stopping_patience"):
+    if epochs_run != int(cfg.train.epochs) or knob(cfg, "train.early_stopping_patience"):
         summary.update(epochs_run=epochs_run, kept_epoch=kept_epoch(cfg, history))
         metrics.update(epochs_run=epochs_run, kept_epoch=summary["kept_epoch"])
     mlflow.log_metrics(metrics)
