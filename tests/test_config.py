@@ -82,12 +82,21 @@ def test_params_file_older_than_the_knobs_takes_their_defaults(tmp_path):
     ("model.kernel_initializer=zeros", "model.kernel_initializer"),
     ("model.head=attention", "model.head"),
     ("train.lr_plateau_patience=0", "train.lr_plateau_patience"),
+    ("train.lr_warmup_epochs=-1", "train.lr_warmup_epochs"),
+    ("train.lr_warmup_epochs=15", "train.lr_warmup_epochs"),
+    ("train.lr_warmup_epochs=2.5", "train.lr_warmup_epochs"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):
     cfg = compose([override], root=REPO_ROOT)
     with pytest.raises(ConfigError, match=f"`{key}`") as info:
         validate_config(cfg)
     assert "allowed" in str(info.value)
+
+
+def test_warmup_with_the_plateau_schedule_is_rejected():
+    cfg = compose(["train.lr_schedule=plateau", "train.lr_warmup_epochs=2"], root=REPO_ROOT)
+    with pytest.raises(ConfigError, match="`train.lr_warmup_epochs`.*plateau"):
+        validate_config(cfg)
 
 
 def test_too_many_conv_layers_for_the_image_size_is_rejected():

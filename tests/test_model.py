@@ -82,3 +82,24 @@ def test_global_average_head_replaces_flatten(make_cfg):
     assert "Flatten" not in names and "GlobalAveragePooling2D" in names
     hidden = model.layers[names.index("GlobalAveragePooling2D") + 1]
     assert hidden.kernel.shape == (8, 128)  # one input per filter of the last conv layer
+
+
+def _rates(schedule, steps):
+    return [float(schedule(step)) if callable(schedule) else schedule for step in steps]
+
+
+def test_learning_rate_schedules_per_step(make_cfg):
+    from leukemia_cnn.model import learning_rate
+
+    # 10 steps per epoch, 15 epochs (the default config): 150 steps in all.
+    assert learning_rate(make_cfg(), 10) == pytest.approx(0.001)
+    cosine = learning_rate(make_cfg("train.lr_schedule=cosine"), 10)
+    assert _rates(cosine, [0, 75, 150]) == pytest.approx([0.001, 0.0005, 0.0], abs=1e-7)
+    # Warm-up over 2 epochs (20 steps) to the constant rate, which it then keeps.
+    warm = learning_rate(make_cfg("train.lr_warmup_epochs=2"), 10)
+    assert _rates(warm, [0, 10, 20, 21, 100, 150]) == pytest.approx(
+        [0.0, 0.0005, 0.001, 0.001, 0.001, 0.001], abs=1e-7)
+    # Warm-up, then the cosine decay over the remaining 130 steps.
+    both = learning_rate(make_cfg("train.lr_warmup_epochs=2", "train.lr_schedule=cosine"), 10)
+    assert _rates(both, [10, 20, 85, 150]) == pytest.approx([0.0005, 0.001, 0.0005, 0.0],
+                                                             abs=1e-7)

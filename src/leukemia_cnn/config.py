@@ -45,6 +45,7 @@ KNOB_DEFAULTS: dict[str, Any] = {
     "train.early_stopping_monitor": "val_argmax_accuracy",
     "train.lr_schedule": "constant",
     "train.lr_plateau_patience": 2,
+    "train.lr_warmup_epochs": 0,
     "train.distribute": None,
 }
 # The knobs that change the model or its training away from the paper's, and the paper's value
@@ -55,7 +56,7 @@ PAPER_KNOBS: dict[str, Any] = {
     **{key: KNOB_DEFAULTS[key] for key in (
         "model.batch_norm", "model.standardize", "model.kernel_initializer", "model.head",
         "train.augment", "train.class_weight", "train.early_stopping_patience",
-        "train.lr_schedule")},
+        "train.lr_schedule", "train.lr_warmup_epochs")},
 }
 EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
 
@@ -317,6 +318,13 @@ def validate_config(cfg: DictConfig) -> None:
     schedule = knob(cfg, "train.lr_schedule")
     _require(schedule in LR_SCHEDULES, "train.lr_schedule", schedule, ", ".join(LR_SCHEDULES))
     _positive_int(cfg, "train.lr_plateau_patience")
+    warmup = knob(cfg, "train.lr_warmup_epochs")
+    epochs = _get(cfg, "train.epochs")
+    _require(isinstance(warmup, int) and not isinstance(warmup, bool) and 0 <= warmup < epochs,
+             "train.lr_warmup_epochs", warmup, f"an integer from 0 (none) to train.epochs - 1 "
+             f"({epochs - 1})")
+    _require(warmup == 0 or schedule != "plateau", "train.lr_warmup_epochs", warmup,
+             "0 with train.lr_schedule=plateau (the plateau callback sets the rate itself)")
     distribute = knob(cfg, "train.distribute")
     _require(distribute in DISTRIBUTE, "train.distribute", distribute,
              "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)")

@@ -106,14 +106,26 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
 
 
 def learning_rate(cfg: DictConfig, steps_per_epoch: int):
-    """``train.learning_rate``, or a cosine decay over all steps when ``train.lr_schedule`` is
-    ``cosine`` (``plateau`` is a callback, see :func:`leukemia_cnn.train.training_callbacks`)."""
+    """``train.learning_rate``, or the schedule ``train.lr_schedule`` and
+    ``train.lr_warmup_epochs`` ask for, per step (``plateau`` is a callback, see
+    :func:`leukemia_cnn.train.training_callbacks`).
+
+    Keras's ``CosineDecay`` does all of it: a linear warm-up from 0 over the warm-up steps, then a
+    cosine decay to 0 over the rest (``cosine``) or, with ``alpha=1``, the constant rate.
+    """
     import keras
 
-    if knob(cfg, "train.lr_schedule") == "cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            float(cfg.train.learning_rate), decay_steps=max(1, steps_per_epoch * int(cfg.train.epochs)))
-    return float(cfg.train.learning_rate)
+    rate = float(cfg.train.learning_rate)
+    cosine = knob(cfg, "train.lr_schedule") == "cosine"
+    warmup_steps = steps_per_epoch * int(knob(cfg, "train.lr_warmup_epochs"))
+    if not (cosine or warmup_steps):
+        return rate
+    decay_steps = max(1, steps_per_epoch * int(cfg.train.epochs) - warmup_steps)
+    if not warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=decay_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=decay_steps, alpha=0.0 if cosine else 1.0, warmup_target=rate,
+        warmup_steps=warmup_steps)
 
 
 def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_train=None,
