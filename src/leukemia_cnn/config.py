@@ -300,7 +300,7 @@ def validate_config(cfg: DictConfig) -> None:
     _require(isinstance(rotation, (int, float)) and not isinstance(rotation, bool)
              and 0 <= rotation <= 0.5, "train.augment_rotation", rotation,
              "a fraction of a full turn from 0 (flips only) to 0.5")
-    _positive_int(cfg, "train.epochs")
+    epochs = _positive_int(cfg, "train.epochs")
     _positive_int(cfg, "train.batch_size")
     loss = _get(cfg, "train.loss")
     _require(loss in LOSSES, "train.loss", loss, ", ".join(LOSSES))
@@ -319,7 +319,6 @@ def validate_config(cfg: DictConfig) -> None:
     _require(schedule in LR_SCHEDULES, "train.lr_schedule", schedule, ", ".join(LR_SCHEDULES))
     _positive_int(cfg, "train.lr_plateau_patience")
     warmup = knob(cfg, "train.lr_warmup_epochs")
-    epochs = _get(cfg, "train.epochs")
     _require(isinstance(warmup, int) and not isinstance(warmup, bool) and 0 <= warmup < epochs,
              "train.lr_warmup_epochs", warmup, f"an integer from 0 (none) to train.epochs - 1 "
              f"({epochs - 1})")

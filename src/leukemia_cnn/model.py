@@ -120,11 +120,10 @@ def learning_rate(cfg: DictConfig, steps_per_epoch: int):
     warmup_steps = steps_per_epoch * int(knob(cfg, "train.lr_warmup_epochs"))
     if not (cosine or warmup_steps):
         return rate
-    decay_steps = max(1, steps_per_epoch * int(cfg.train.epochs) - warmup_steps)
-    if not warmup_steps:
-        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=decay_steps)
     return keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=decay_steps, alpha=0.0 if cosine else 1.0, warmup_target=rate,
+        0.0 if warmup_steps else rate,
+        decay_steps=max(1, steps_per_epoch * int(cfg.train.epochs) - warmup_steps),
+        alpha=0.0 if cosine else 1.0, warmup_target=rate if warmup_steps else None,
         warmup_steps=warmup_steps)
 
 
