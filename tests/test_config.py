@@ -85,6 +85,9 @@ def test_params_file_older_than_the_knobs_takes_their_defaults(tmp_path):
     ("train.lr_warmup_epochs=-1", "train.lr_warmup_epochs"),
     ("train.lr_warmup_epochs=15", "train.lr_warmup_epochs"),
     ("train.lr_warmup_epochs=2.5", "train.lr_warmup_epochs"),
+    ("train.ema_momentum=1.0", "train.ema_momentum"),
+    ("train.ema_momentum=-0.5", "train.ema_momentum"),
+    ("train.ema_momentum=true", "train.ema_momentum"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):
     cfg = compose([override], root=REPO_ROOT)

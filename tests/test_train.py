@@ -106,3 +106,30 @@ def test_early_stopping_watches_the_configured_value_and_keeps_its_best_epoch(ma
     assert plateau.patience == 5
     with pytest.raises(ConfigError, match="train.early_stopping_monitor"):
         make_cfg("train.early_stopping_monitor=val_f1")
+
+
+def test_weight_averaging_validates_and_keeps_the_averaged_weights(make_cfg):
+    """train.ema_momentum: val metrics, early stopping and the kept model all use the moving
+    average of the weights, so the kept model scores what the history says it scored."""
+    import keras
+
+    from leukemia_cnn.train import kept_epoch, training_callbacks
+
+    cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=4", "train.early_stopping_patience=2",
+                   "train.ema_momentum=0.9")
+    swap, stop = training_callbacks(cfg)  # the swap runs first: early stopping sees the average
+    assert isinstance(swap, keras.callbacks.SwapEMAWeights) and swap.swap_on_epoch
+    assert isinstance(stop, keras.callbacks.EarlyStopping)
+    y = np.repeat(np.arange(4), 8)
+    x, x_val = blob_images(y, 32, seed=0), blob_images(y, 32, seed=1)
+    model, history, _ = fit(cfg, x, y, x_val, y)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.9
+    kept = history.set_index("epoch").loc[kept_epoch(cfg, history)]
+    accuracy = float((model.predict(x_val, verbose=0).argmax(1) == y).mean())
+    assert accuracy == kept["val_argmax_accuracy"]
+    # The averaged weights are not the raw ones the optimizer trained last.
+    raw, _, _ = fit(make_cfg(*TINY_OVERRIDES, "train.epochs=1"), x, y, x_val, y)
+    averaged, _, _ = fit(make_cfg(*TINY_OVERRIDES, "train.epochs=1", "train.ema_momentum=0.9"),
+                         x, y, x_val, y)
+    assert not np.allclose(raw.get_weights()[0], averaged.get_weights()[0])
+    assert not make_cfg().train.ema_momentum  # off by default: the paper's optimizer

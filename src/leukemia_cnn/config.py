@@ -46,6 +46,7 @@ KNOB_DEFAULTS: dict[str, Any] = {
     "train.lr_schedule": "constant",
     "train.lr_plateau_patience": 2,
     "train.lr_warmup_epochs": 0,
+    "train.ema_momentum": 0.0,
     "train.distribute": None,
 }
 # The knobs that change the model or its training away from the paper's, and the paper's value
@@ -56,7 +57,7 @@ PAPER_KNOBS: dict[str, Any] = {
     **{key: KNOB_DEFAULTS[key] for key in (
         "model.batch_norm", "model.standardize", "model.kernel_initializer", "model.head",
         "train.augment", "train.class_weight", "train.early_stopping_patience",
-        "train.lr_schedule", "train.lr_warmup_epochs")},
+        "train.lr_schedule", "train.lr_warmup_epochs", "train.ema_momentum")},
 }
 EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
 
@@ -324,6 +325,9 @@ def validate_config(cfg: DictConfig) -> None:
              f"({epochs - 1})")
     _require(warmup == 0 or schedule != "plateau", "train.lr_warmup_epochs", warmup,
              "0 with train.lr_schedule=plateau (the plateau callback sets the rate itself)")
+    ema = knob(cfg, "train.ema_momentum")
+    _require(isinstance(ema, (int, float)) and not isinstance(ema, bool) and 0 <= ema < 1,
+             "train.ema_momentum", ema, "0 (off) or a number strictly between 0 and 1, e.g. 0.99")
     distribute = knob(cfg, "train.distribute")
     _require(distribute in DISTRIBUTE, "train.distribute", distribute,
              "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)")

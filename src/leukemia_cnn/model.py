@@ -165,7 +165,9 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
     metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
     if cfg.train.loss == "binary_crossentropy":
         metrics.append(keras.metrics.BinaryAccuracy(name="binary_accuracy"))
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(cfg, steps_per_epoch))
+    ema = float(knob(cfg, "train.ema_momentum"))
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(cfg, steps_per_epoch),
+                                      use_ema=ema > 0, ema_momentum=ema if ema > 0 else 0.99)
     model.compile(optimizer=optimizer, loss=cfg.train.loss, metrics=metrics)
     return model
 

@@ -99,11 +99,16 @@ def training_callbacks(cfg: DictConfig) -> list:
     ``train.early_stopping_patience``: stop when ``train.early_stopping_monitor`` (val argmax
     accuracy or val loss) has not improved for that many epochs and restore the best epoch's
     weights. ``train.lr_schedule: plateau``: halve the learning rate when val loss has not
-    improved for ``train.lr_plateau_patience`` epochs (default 2).
+    improved for ``train.lr_plateau_patience`` epochs (default 2). ``train.ema_momentum`` > 0:
+    Keras's ``SwapEMAWeights`` puts the optimizer's moving average of the weights in the model
+    for validation and at every epoch's end, ahead of early stopping, so the val metrics, the
+    best epoch and the kept model are all the averaged weights (the raw ones train on).
     """
     import keras
 
     callbacks = []
+    if float(knob(cfg, "train.ema_momentum")) > 0:
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     patience = knob(cfg, "train.early_stopping_patience")
     if patience:
         monitor = early_stopping_monitor(cfg)
