@@ -85,6 +85,21 @@ def test_paired_test_verdicts():
     assert one["verdict"] == "not enough seeds" and one["n"] == 1
 
 
+def test_spread_test_verdicts_and_the_ratio_it_needs():
+    tight = pd.Series([0.800, 0.801, 0.802], index=[1, 2, 3])
+    wide = pd.Series([0.70, 0.80, 0.90], index=[4, 5, 6])  # the seeds need not pair up
+    result = report.spread_test(tight, wide)
+    assert result["verdict"] == "supported" and result["p"] < 0.001
+    assert result["std_lower"] == pytest.approx(0.001) and result["std_higher"] == pytest.approx(0.1)
+    # F(0.05; 2, 2) = 1/19: three seeds each call a spread lower only below 0.229 times the other.
+    assert result["needed"] == pytest.approx(math.sqrt(1 / 19))
+    assert report.spread_test(wide, tight)["verdict"] == "contradicted"
+    similar = pd.Series([0.78, 0.80, 0.83], index=[1, 2, 3])
+    assert report.spread_test(similar, wide)["verdict"] == "not supported"
+    assert report.spread_test(wide, wide)["verdict"] == "no difference"
+    assert report.spread_test(tight.loc[[1]], wide)["verdict"] == "not enough seeds"
+
+
 def test_report_table_claims_and_figures_from_mlflow(study):
     cfg, root = study
     result = report.build(cfg, root)
@@ -110,8 +125,12 @@ def test_report_table_claims_and_figures_from_mlflow(study):
     assert "The seeds support it" in claims["batch 64 beats batch 32 (15 epochs, categorical CE)"]
     assert "do not support" in claims["categorical CE beats binary CE (15 epochs, batch 64)"]
     assert "Not enough seeds" in claims["15 epochs beats 10 epochs (batch 32, categorical CE)"]
-    improved = next(c for c in result["claims"] if c.startswith("**the improved"))
+    improved = next(c for c in result["claims"] if c.startswith("**the improved configuration beats"))
     assert "improved" in text and "supported" in improved
+    # Its spread: std 0.015 vs 0.020 over three seeds each, far from the 0.23 ratio needed.
+    spread = next(c for c in result["claims"] if c.startswith("**the improved configuration varies"))
+    assert "do not support" in spread and "std 0.015 vs 0.020" in spread
+    assert "below 0.23 times" in spread
     for claim in result["claims"]:
         assert claim.replace("**", "").split(" — ")[0] in text.replace("**", "")
 

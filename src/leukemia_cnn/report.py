@@ -52,12 +52,17 @@ CURVE_METRICS = ("loss", "val_loss", "argmax_accuracy", "val_argmax_accuracy")
 
 @dataclass(frozen=True)
 class Claim:
-    """A paper claim "``better`` beats ``worse``" between two conf/experiment files."""
+    """A claim between two conf/experiment files: ``better`` beats ``worse``.
+
+    ``kind="mean"``: higher accuracy, a paired t-test across seeds; ``kind="spread"``: accuracy
+    that varies less over seeds, a one-sided F-test of the two variances.
+    """
 
     statement: str
     better: str
     worse: str
     paper: str
+    kind: str = "mean"
 
 
 CLAIMS = (
@@ -73,6 +78,9 @@ CLAIMS = (
 PROJECT_CLAIMS = (
     Claim("the improved configuration beats the paper's best (e15/b64/categorical)",
           "improved", "table1_e15_b64_cce", "project claim (conf/experiment/improved.yaml)"),
+    Claim("the improved configuration varies less over seeds than the paper's best",
+          "improved", "table1_e15_b64_cce", "project claim (conf/experiment/improved.yaml)",
+          kind="spread"),
 )
 
 
@@ -141,6 +149,44 @@ def paired_test(better: pd.Series, worse: pd.Series, alpha: float = 0.05) -> dic
     else:
         verdict = "not supported"
     return {"n": n, "mean_diff": mean_diff, "p": p, "verdict": verdict}
+
+
+def spread_test(lower: pd.Series, higher: pd.Series, alpha: float = 0.05) -> dict:
+    """One-sided F-test that ``lower`` has a smaller variance than ``higher`` (values per seed).
+
+    The seeds need not pair up. Returns ``n`` (the smaller count), ``std_lower``,
+    ``std_higher``, ``p`` (of the variance ratio under equal variances), ``verdict``
+    (``supported``, ``contradicted``, ``not supported``, ``no difference`` or ``not enough
+    seeds``) and ``needed``: the ratio of standard deviations below which this many seeds
+    would call the spread lower at ``alpha``.
+    """
+    from scipy import stats
+
+    a, b = lower.dropna().to_numpy(dtype=float), higher.dropna().to_numpy(dtype=float)
+    n = min(len(a), len(b))
+    if n < 2:
+        return {"n": n, "std_lower": math.nan, "std_higher": math.nan, "p": math.nan,
+                "needed": math.nan, "verdict": "not enough seeds"}
+    std_a, std_b = float(a.std(ddof=1)), float(b.std(ddof=1))
+    dfs = (len(a) - 1, len(b) - 1)
+    needed = math.sqrt(float(stats.f.ppf(alpha, *dfs)))
+    if std_a == std_b:
+        p, p_reverse = 1.0, 1.0
+    elif std_b == 0:
+        p, p_reverse = 1.0, 0.0
+    else:
+        ratio = (std_a / std_b) ** 2
+        p, p_reverse = float(stats.f.cdf(ratio, *dfs)), float(stats.f.sf(ratio, *dfs))
+    if std_a == std_b:
+        verdict = "no difference"
+    elif p < alpha:
+        verdict = "supported"
+    elif p_reverse < alpha:
+        verdict = "contradicted"
+    else:
+        verdict = "not supported"
+    return {"n": n, "std_lower": std_a, "std_higher": std_b, "p": p, "needed": needed,
+            "verdict": verdict}
 
 
 # ----------------------------------------------------------------------------- MLflow runs
@@ -303,7 +349,8 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def claim_statements(runs: pd.DataFrame, table: pd.DataFrame, claims, alpha: float) -> list[dict]:
-    """One plain statement per claim: whether the seeds support it (paired t-test)."""
+    """One plain statement per claim: whether the seeds support it (a paired t-test of the
+    means, or for a ``spread`` claim an F-test of the variances)."""
     by_label = {}
     for _, row in table.iterrows():
         by_label.setdefault(row["label"], row["config_id"])
@@ -314,15 +361,23 @@ def claim_statements(runs: pd.DataFrame, table: pd.DataFrame, claims, alpha: flo
             results.append({"claim": claim, "text": f"**{claim.statement}** — not tested: no "
                             f"runs of {', '.join(missing)} ({claim.paper})."})
             continue
-        parts, verdicts = [], []
+        parts, verdicts, needed = [], [], []
         for metric in ("val_accuracy", "test_accuracy"):
             column = f"metrics.{metric}"
             series = {name: runs[runs["tags.config_id"] == by_label[name]].set_index("seed")[column]
                       for name in (claim.better, claim.worse)}
-            test = paired_test(series[claim.better], series[claim.worse], alpha)
+            if claim.kind == "spread":
+                test = spread_test(series[claim.better], series[claim.worse], alpha)
+            else:
+                test = paired_test(series[claim.better], series[claim.worse], alpha)
             verdicts.append(test["verdict"])
             if test["n"] < 2:
                 parts.append(f"{METRIC_TITLES[metric]}: not enough seeds (n={test['n']} paired)")
+            elif claim.kind == "spread":
+                needed.append(test["needed"])
+                parts.append(f"{METRIC_TITLES[metric]}: std {test['std_lower']:.3f} vs "
+                             f"{test['std_higher']:.3f}, one-sided F-test p={test['p']:.3g} → "
+                             f"{test['verdict']}")
             else:
                 parts.append(f"{METRIC_TITLES[metric]}: mean difference {test['mean_diff']:+.3f} "
                              f"over {test['n']} paired seeds, p={test['p']:.3g} → "
@@ -337,9 +392,13 @@ def claim_statements(runs: pd.DataFrame, table: pd.DataFrame, claims, alpha: flo
             overall = "The seeds support it only partly"
         else:
             overall = "The seeds do not support it (no significant difference)"
+        detail = f"α={alpha:.2f}; {claim.paper}"
+        if needed:
+            detail = (f"at this many seeds the test calls a spread lower only when its std is "
+                      f"below {needed[0]:.2f} times the other's; {detail}")
         results.append({"claim": claim, "verdicts": verdicts,
                         "text": f"**{claim.statement}** — {overall}: {'; '.join(parts)} "
-                                f"(α={alpha:.2f}; {claim.paper})."})
+                                f"({detail})."})
     return results
 
 
