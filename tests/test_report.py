@@ -13,6 +13,19 @@ from leukemia_cnn.tracking import setup_mlflow
 matplotlib.use("Agg")
 
 
+# What tells the fake configurations apart in their logged params (the report groups runs by
+# the configuration id of their params).
+FAKE_PARAMS = {
+    "table1_e15_b64_cce": {"train.batch_size": 64, "train.loss": "categorical_crossentropy"},
+    "table1_e15_b64_bce": {"train.batch_size": 64, "train.loss": "binary_crossentropy"},
+    "table1_e15_b32_cce": {"train.batch_size": 32, "train.loss": "categorical_crossentropy"},
+    "table1_e10_b32_cce": {"train.batch_size": 32, "train.loss": "categorical_crossentropy",
+                           "train.epochs": 10},
+    "improved": {"train.batch_size": 16, "train.loss": "categorical_crossentropy",
+                 "model.padding": "same"},
+}
+
+
 def fake_sweep_run(tmp_path, sweep_id, experiment, config, seed, val, test, collapsed=False,
                    faithful=True, keras_metric="CategoricalAccuracy", epochs=3):
     """A finished run shaped like a sweep job's: tags, params, metrics, curves, Fig. 2."""
@@ -23,10 +36,9 @@ def fake_sweep_run(tmp_path, sweep_id, experiment, config, seed, val, test, coll
                          "seed": str(seed), "collapsed": str(collapsed).lower(),
                          "paper_faithful": str(faithful).lower(),
                          "keras_accuracy_metric": keras_metric})
-        mlflow.log_params({"train.epochs": epochs, "train.batch_size": 64,
-                           "train.loss": "categorical_crossentropy",
-                           "model.filters": "[64, 32, 128]", "preprocess.image_size": 100,
-                           "preprocess.color_mode": "grayscale"})
+        mlflow.log_params({"train.epochs": epochs, "model.filters": "[64, 32, 128]",
+                           "preprocess.image_size": 100, "preprocess.color_mode": "grayscale",
+                           **FAKE_PARAMS.get(experiment, {})})
         for epoch in range(1, epochs + 1):
             mlflow.log_metrics({"loss": 1.0 / epoch, "val_loss": 1.1 / epoch,
                                 "argmax_accuracy": val * epoch / epochs,
@@ -151,6 +163,24 @@ def test_report_restricted_to_one_sweep(study):
     result = report.build(cfg, root)
     assert list(result["table"]["label"]) == ["improved"]
     assert "_No paper-faithful runs._" in result["markdown"].read_text()
+
+
+def test_runs_from_before_a_knob_existed_group_with_runs_that_log_its_default(study):
+    """A run logged before `train.ema_momentum` existed (its tag hashed the old param set) and
+    one logging it at its default (0.0) are the same configuration: one row, both seeds."""
+    cfg, root = study
+    before = fake_sweep_run(root, "S3", "table1_e15_b64_cce", "tag-old", 4, 0.81, 0.82)
+    after = fake_sweep_run(root, "S3", "table1_e15_b64_cce", "tag-new", 5, 0.79, 0.80)
+    mlflow.MlflowClient().log_param(after, "train.ema_momentum", "0.0")
+    changed = fake_sweep_run(root, "S3", "table1_e15_b64_cce", "tag-ema", 6, 0.5, 0.5)
+    mlflow.MlflowClient().log_param(changed, "train.ema_momentum", "0.99")
+    cfg.report.sweep_ids = ["S1", "S3"]
+    table = report.build(cfg, root)["table"]
+    rows = table[table["label"].str.startswith("table1_e15_b64_cce")]
+    assert sorted(rows["n_seeds"]) == [1, 5]  # seeds 1-5 together; the 0.99 run apart
+    apart = rows[rows["n_seeds"] == 1]["label"].iloc[0]
+    assert "train.ema_momentum=0.99" in apart
+    assert before != after
 
 
 def test_report_without_sweep_runs_is_a_clear_error(make_cfg, mlflow_store, tmp_path):

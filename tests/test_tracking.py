@@ -65,3 +65,8 @@ def test_config_id_ignores_seed_and_plumbing(make_cfg):
     assert config_id(base) != config_id(flatten(make_cfg("seed=1", "train.batch_size=32")))
     # MLflow params are strings: the id is the same from a run's params.
     assert config_id(base) == config_id({k: str(v) for k, v in base.items()})
+    # A knob at its default is the configuration a run logged before the knob existed.
+    older = {k: v for k, v in base.items() if k not in ("train.ema_momentum", "train.augment")}
+    assert config_id(base) == config_id(older)
+    assert config_id({**older, "train.ema_momentum": "0"}) == config_id(base)
+    assert config_id(flatten(make_cfg("seed=1", "train.ema_momentum=0.9"))) != config_id(base)

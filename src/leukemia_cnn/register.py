@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from leukemia_cnn.errors import LeukemiaCNNError
-from leukemia_cnn.tracking import config_id, setup_mlflow
+from leukemia_cnn.tracking import run_config_id, setup_mlflow
 
 PROMOTE_MODES = ("run", "config")
 
@@ -74,8 +74,7 @@ def candidates(name: str) -> list[Candidate]:
         except MlflowException:
             continue
         metrics, tags = run.data.metrics, run.data.tags
-        configuration = tags.get("config_id") or (config_id(run.data.params)
-                                                   if run.data.params else None)
+        configuration = run_config_id(run.data.params, tags.get("config_id"))
         found.append(Candidate(
             version=str(version.version), run_id=version.run_id,
             val_accuracy=metrics.get("val_accuracy"), test_accuracy=metrics.get("test_accuracy"),

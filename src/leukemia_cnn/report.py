@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from leukemia_cnn.config import paper_faithful
 from leukemia_cnn.errors import LeukemiaCNNError
-from leukemia_cnn.tracking import CONFIG_ID_PREFIXES
+from leukemia_cnn.tracking import CONFIG_ID_PREFIXES, run_config_id
 
 # Paper Table 1 (val accuracy, val prediction s, test accuracy, test prediction s) by the
 # conf/experiment file that reproduces each row.
@@ -229,8 +229,17 @@ def fetch_runs(cfg: DictConfig, root: Path) -> pd.DataFrame:
                                "`report.sweep_ids`")
     runs = runs.sort_values("start_time")
     runs["seed"] = runs["tags.seed"].astype(int)
+    # The configuration from the logged params (runs logged before a knob existed group with
+    # newer runs that log it at its default), else the run's tag.
+    runs["tags.config_id"] = runs.apply(_logged_config_id, axis=1)
     # A configuration and seed run twice (two sweeps): the newest run counts.
     return runs.drop_duplicates(["tags.config_id", "seed"], keep="last").reset_index(drop=True)
+
+
+def _logged_config_id(run: pd.Series) -> str | None:
+    params = {c.removeprefix("params."): v for c, v in run.items()
+              if c.startswith("params.") and isinstance(v, str)}
+    return run_config_id(params, run.get("tags.config_id"))
 
 
 def _param(group: pd.DataFrame, key: str, default: str = "?") -> str:

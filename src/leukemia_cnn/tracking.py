@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
-from leukemia_cnn.config import find_repo_root, shared_root
+from leukemia_cnn.config import KNOB_DEFAULTS, find_repo_root, shared_root
 
 
 def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str:
@@ -172,7 +172,8 @@ def store_lock(uri: str):
 
 # Params that define a configuration of the study: the data, split, preprocessing, model and
 # training knobs. The seed, output paths, store, sweep/report settings and the derived data
-# sizes are not part of it, so seeds of one configuration share its id.
+# sizes are not part of it, so seeds of one configuration share its id. A robust-training knob
+# at its default is left out too: a run logged before the knob existed trained the same way.
 CONFIG_ID_PREFIXES = ("data.", "split.", "preprocess.", "model.", "train.")
 CONFIG_ID_IGNORED = ("train.verbose", "data.n_train", "data.n_val", "data.input_shape")
 
@@ -191,8 +192,32 @@ def config_id(params: dict[str, object]) -> str:
         12 hex digits; runs that differ only in seed (or sweep, paths, store) share it.
     """
     items = sorted((k, str(v)) for k, v in params.items()
-                   if k.startswith(CONFIG_ID_PREFIXES) and k not in CONFIG_ID_IGNORED)
+                   if k.startswith(CONFIG_ID_PREFIXES) and k not in CONFIG_ID_IGNORED
+                   and not _knob_at_default(k, v))
     return hashlib.sha1(repr(items).encode()).hexdigest()[:12]
+
+
+def _knob_at_default(key: str, value: object) -> bool:
+    """Whether ``key`` is a robust-training knob (``KNOB_DEFAULTS``) set to its default; the
+    value may be a logged param's string (``"0"`` and ``"0.0"`` are the same number)."""
+    if key not in KNOB_DEFAULTS:
+        return False
+    default = KNOB_DEFAULTS[key]
+    if default is None or isinstance(default, (bool, str)):
+        return str(value) == str(default)
+    try:
+        return float(str(value)) == float(default)
+    except ValueError:
+        return False
+
+
+def run_config_id(params: dict[str, object], tag: str | None = None) -> str | None:
+    """The configuration id of a logged run: recomputed from its params when it has any (so
+    runs tagged by an older version, whose id still counted a knob at its default, group with
+    newer runs of the same configuration), else its ``config_id`` tag."""
+    if any(str(k).startswith(CONFIG_ID_PREFIXES) for k in params):
+        return config_id(params)
+    return tag
 
 
 def git_commit(root: Path | None = None) -> str:
