@@ -183,6 +183,19 @@ def test_runs_from_before_a_knob_existed_group_with_runs_that_log_its_default(st
     assert before != after
 
 
+def test_project_claims_say_when_two_configurations_share_the_improved_file(study):
+    cfg, root = study
+    run = fake_sweep_run(root, "S3", "improved", "tag-other", 1, 0.5, 0.5, faithful=False)
+    mlflow.MlflowClient().log_param(run, "train.lr_warmup_epochs", "3")
+    result = report.build(cfg, root)
+    improved = [c for c in result["claims"] if c.startswith("**the improved")]
+    assert len(improved) == 2
+    for claim in improved:
+        assert "not tested: 2 configurations come from improved" in claim
+        assert "train.lr_warmup_epochs=3" in claim and "--sweep-id" in claim
+    assert "not tested: 2 configurations" in result["markdown"].read_text()
+
+
 def test_report_without_sweep_runs_is_a_clear_error(make_cfg, mlflow_store, tmp_path):
     cfg = make_cfg()
     with pytest.raises(LeukemiaCNNError, match="not found|no finished"):

@@ -366,6 +366,17 @@ def claim_statements(runs: pd.DataFrame, table: pd.DataFrame, claims, alpha: flo
     results = []
     for claim in claims:
         missing = [name for name in (claim.better, claim.worse) if name not in by_label]
+        ambiguous = {name: [label for label in by_label if label.startswith(f"{name} [")]
+                     for name in missing}
+        ambiguous = {name: labels for name, labels in ambiguous.items() if labels}
+        if ambiguous:
+            which = "; ".join(f"{len(labels)} configurations come from {name} "
+                              f"({', '.join(labels)})" for name, labels in ambiguous.items())
+            results.append({"claim": claim, "ambiguous": True,
+                            "text": f"**{claim.statement}** — not tested: {which}; report one "
+                                    f"sweep (`--sweep-id`) to compare one of them "
+                                    f"({claim.paper})."})
+            continue
         if missing:
             results.append({"claim": claim, "text": f"**{claim.statement}** — not tested: no "
                             f"runs of {', '.join(missing)} ({claim.paper})."})
@@ -520,9 +531,11 @@ def build(cfg: DictConfig, root: Path) -> dict:
                   _markdown(others), ""]
     lines += ["## The paper's claims, tested across seeds (paired t-test)", ""]
     lines += [f"- {c['text']}" for c in claims]
-    if any("not tested" not in c["text"] for c in project_claims):
+    # A project claim is left out when its configuration was not run, said when it is ambiguous.
+    shown = [c for c in project_claims if "not tested" not in c["text"] or c.get("ambiguous")]
+    if shown:
         lines += ["", "Not a claim of the paper:", ""]
-        lines += [f"- {c['text']}" for c in project_claims if "not tested" not in c["text"]]
+        lines += [f"- {c['text']}" for c in shown]
     lines += [
         "",
         "## Collapsed runs and the displayed accuracy",
