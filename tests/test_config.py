@@ -66,6 +66,9 @@ def test_params_file_older_than_the_knobs_takes_their_defaults(tmp_path):
     improved = compose(["experiment=improved"], root=REPO_ROOT)
     assert knob(improved, "train.lr_schedule") == improved.train.lr_schedule
     assert not is_paper_faithful(improved)
+    # Logged params are strings: "0" is the paper's 0.0 (no weight averaging), "0.9" is not.
+    assert is_paper_faithful(compose(["train.ema_momentum=0"], root=REPO_ROOT))
+    assert not is_paper_faithful(compose(["train.ema_momentum=0.9"], root=REPO_ROOT))
 
 
 @pytest.mark.parametrize("override,key", [

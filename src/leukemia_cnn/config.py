@@ -158,7 +158,18 @@ def paper_faithful(flat: dict[str, Any]) -> bool:
     paper's model and training: grayscale input and every robust-training knob at the paper's
     value (:data:`PAPER_KNOBS`). Epochs, batch size, loss, conv layers and input size may vary.
     """
-    return all(str(flat.get(key, paper)) == str(paper) for key, paper in PAPER_KNOBS.items())
+    return all(same_setting(flat.get(key, paper), paper) for key, paper in PAPER_KNOBS.items())
+
+
+def same_setting(value: Any, reference: Any) -> bool:
+    """Whether a config value, or a run's logged param (a string), is ``reference``; numbers
+    compare as numbers (``"0"``, ``0`` and ``0.0`` are the same learning-rate warm-up)."""
+    if reference is None or isinstance(reference, (bool, str)):
+        return str(value) == str(reference)
+    try:
+        return float(str(value)) == float(reference)
+    except ValueError:
+        return False
 
 
 def is_paper_faithful(cfg: DictConfig) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
-from leukemia_cnn.config import KNOB_DEFAULTS, find_repo_root, shared_root
+from leukemia_cnn.config import KNOB_DEFAULTS, find_repo_root, same_setting, shared_root
 
 
 def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str:
@@ -193,22 +193,8 @@ def config_id(params: dict[str, object]) -> str:
     """
     items = sorted((k, str(v)) for k, v in params.items()
                    if k.startswith(CONFIG_ID_PREFIXES) and k not in CONFIG_ID_IGNORED
-                   and not _knob_at_default(k, v))
+                   and not (k in KNOB_DEFAULTS and same_setting(v, KNOB_DEFAULTS[k])))
     return hashlib.sha1(repr(items).encode()).hexdigest()[:12]
-
-
-def _knob_at_default(key: str, value: object) -> bool:
-    """Whether ``key`` is a robust-training knob (``KNOB_DEFAULTS``) set to its default; the
-    value may be a logged param's string (``"0"`` and ``"0.0"`` are the same number)."""
-    if key not in KNOB_DEFAULTS:
-        return False
-    default = KNOB_DEFAULTS[key]
-    if default is None or isinstance(default, (bool, str)):
-        return str(value) == str(default)
-    try:
-        return float(str(value)) == float(default)
-    except ValueError:
-        return False
 
 
 def run_config_id(params: dict[str, object], tag: str | None = None) -> str | None:
