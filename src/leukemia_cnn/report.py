@@ -285,7 +285,8 @@ def configurations(runs: pd.DataFrame, confidence: float) -> pd.DataFrame:
                                          pd.Series(dtype=str)).dropna()))
         params = {c.removeprefix("params."): group[c].iloc[0] for c in group
                   if c.startswith("params.")}
-        row = {"config_id": config, "label": label, "setup": _setup(group), "params": params,
+        row = {"config_id": config, "experiment": label, "label": label, "setup": _setup(group),
+               "params": params,
                "faithful": _is_faithful(group), "n_seeds": len(group),
                "seeds": sorted(group["seed"].tolist()), "collapsed": int(collapsed.sum()),
                "keras_accuracy": ", ".join(displayed) or "?",
@@ -360,31 +361,31 @@ def _markdown(frame: pd.DataFrame) -> str:
 def claim_statements(runs: pd.DataFrame, table: pd.DataFrame, claims, alpha: float) -> list[dict]:
     """One plain statement per claim: whether the seeds support it (a paired t-test of the
     means, or for a ``spread`` claim an F-test of the variances)."""
-    by_label = {}
-    for _, row in table.iterrows():
-        by_label.setdefault(row["label"], row["config_id"])
+    # The configurations each conf/experiment file gave (more than one: a claim is ambiguous).
+    labels_of = table.groupby("experiment")["label"].agg(list).to_dict()
+    config_of = table.groupby("experiment")["config_id"].first().to_dict()
     results = []
     for claim in claims:
-        missing = [name for name in (claim.better, claim.worse) if name not in by_label]
-        ambiguous = {name: [label for label in by_label if label.startswith(f"{name} [")]
-                     for name in missing}
-        ambiguous = {name: labels for name, labels in ambiguous.items() if labels}
+        missing = [name for name in (claim.better, claim.worse) if name not in labels_of]
+        ambiguous = {name: labels_of[name] for name in (claim.better, claim.worse)
+                     if len(labels_of.get(name, [])) > 1}
         if ambiguous:
             which = "; ".join(f"{len(labels)} configurations come from {name} "
                               f"({', '.join(labels)})" for name, labels in ambiguous.items())
-            results.append({"claim": claim, "ambiguous": True,
+            results.append({"claim": claim,
                             "text": f"**{claim.statement}** — not tested: {which}; report one "
                                     f"sweep (`--sweep-id`) to compare one of them "
                                     f"({claim.paper})."})
             continue
         if missing:
-            results.append({"claim": claim, "text": f"**{claim.statement}** — not tested: no "
+            results.append({"claim": claim, "missing": True,
+                            "text": f"**{claim.statement}** — not tested: no "
                             f"runs of {', '.join(missing)} ({claim.paper})."})
             continue
         parts, verdicts, needed = [], [], []
         for metric in ("val_accuracy", "test_accuracy"):
             column = f"metrics.{metric}"
-            series = {name: runs[runs["tags.config_id"] == by_label[name]].set_index("seed")[column]
+            series = {name: runs[runs["tags.config_id"] == config_of[name]].set_index("seed")[column]
                       for name in (claim.better, claim.worse)}
             if claim.kind == "spread":
                 test = spread_test(series[claim.better], series[claim.worse], alpha)
@@ -464,7 +465,7 @@ def figures(runs: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[dict
         if config is None or config["config_id"] in seen:
             continue
         seen.add(config["config_id"])
-        stem = f"{config['label'].split(' [')[0]}_{config['config_id'][:6]}"
+        stem = f"{config['experiment']}_{config['config_id'][:6]}"
         curves = plot_curves(history_frame(run["run_id"]), out_dir / f"fig3_curves_{stem}.png",
                              f"{config['label']} (seed {run['seed']}, run {run['run_id'][:8]})")
         samples = None
@@ -532,7 +533,7 @@ def build(cfg: DictConfig, root: Path) -> dict:
     lines += ["## The paper's claims, tested across seeds (paired t-test)", ""]
     lines += [f"- {c['text']}" for c in claims]
     # A project claim is left out when its configuration was not run, said when it is ambiguous.
-    shown = [c for c in project_claims if "not tested" not in c["text"] or c.get("ambiguous")]
+    shown = [c for c in project_claims if not c.get("missing")]
     if shown:
         lines += ["", "Not a claim of the paper:", ""]
         lines += [f"- {c['text']}" for c in shown]
