@@ -171,20 +171,12 @@ def spread_test(lower: pd.Series, higher: pd.Series, alpha: float = 0.05) -> dic
     dfs = (len(a) - 1, len(b) - 1)
     needed = math.sqrt(float(stats.f.ppf(alpha, *dfs)))
     if std_a == std_b:
-        p, p_reverse = 1.0, 1.0
-    elif std_b == 0:
-        p, p_reverse = 1.0, 0.0
+        p, verdict = 1.0, "no difference"
     else:
-        ratio = (std_a / std_b) ** 2
+        ratio = (std_a / std_b) ** 2 if std_b else math.inf  # F's cdf(inf) = 1, sf(inf) = 0
         p, p_reverse = float(stats.f.cdf(ratio, *dfs)), float(stats.f.sf(ratio, *dfs))
-    if std_a == std_b:
-        verdict = "no difference"
-    elif p < alpha:
-        verdict = "supported"
-    elif p_reverse < alpha:
-        verdict = "contradicted"
-    else:
-        verdict = "not supported"
+        verdict = ("supported" if p < alpha else "contradicted" if p_reverse < alpha
+                   else "not supported")
     return {"n": n, "std_lower": std_a, "std_higher": std_b, "p": p, "needed": needed,
             "verdict": verdict}
 
