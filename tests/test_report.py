@@ -228,3 +228,17 @@ def test_report_and_promote_by_config_through_the_cli(study, monkeypatch, capsys
     assert "has no versions" in capsys.readouterr().err
     assert cli.main(["report", "--sweep-id", "nope"]) == 1
     assert "no finished, evaluated runs of sweeps ['nope']" in capsys.readouterr().err
+    # --name: a second study's report beside the first, not over it.
+    assert cli.main(["report", "--sweep-id", "S1", "--name", "spread"]) == 0
+    capsys.readouterr()
+    spread = (root / cfg.paths.reports_dir / "spread.md").read_text()
+    assert spread == text.replace("table1_files/", "spread_files/") and "spread_files/" in spread
+    assert (root / cfg.paths.reports_dir / "spread_files").is_dir()
+    assert (root / cfg.paths.reports_dir / "table1.md").read_text() == text
+    # A name that is a path would empty a folder outside reports/: refused, nothing written.
+    (root / "keep").mkdir()
+    (root / "keep_files").mkdir()
+    (root / "keep_files" / "x.txt").write_text("kept")
+    assert cli.main(["report", "--sweep-id", "S1", "--name", "../keep"]) == 1
+    assert "report.name '../keep' is not a file stem" in capsys.readouterr().err
+    assert (root / "keep_files" / "x.txt").read_text() == "kept"

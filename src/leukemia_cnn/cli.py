@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--sweep-id", action="append", default=None, metavar="ID",
                         help="only the runs of this sweep (repeatable; default: "
                              "report.sweep_ids, else every sweep run of the experiment)")
+    report.add_argument("--name", default=None, metavar="NAME",
+                        help="file stem of the report: writes reports/NAME.md, NAME.html and "
+                             "NAME_files/ (default: report.name, i.e. table1), so a second "
+                             "study does not overwrite the first")
 
     predict = sub.add_parser(
         "predict", help="classify image files with a registered model",
@@ -211,6 +215,8 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.sweep_id:
             cfg.report.sweep_ids = list(args.sweep_id)
+        if args.name is not None:
+            cfg.report.name = args.name
         report.main(cfg, root)
         return 0
     if args.command == "predict":

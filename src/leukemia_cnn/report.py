@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -490,6 +491,10 @@ def build(cfg: DictConfig, root: Path) -> dict:
     confidence = float(cfg.report.get("confidence", 0.95))
     alpha = 1 - confidence
     name = str(cfg.report.get("name", "table1"))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        # The name becomes <reports_dir>/<name>_files, which is emptied first: no paths.
+        raise LeukemiaCNNError(f"report.name {name!r} is not a file stem: use letters, digits, "
+                               "'_', '-' or '.', starting with a letter or digit (e.g. spread)")
     runs = fetch_runs(cfg, root)
     table = configurations(runs, confidence)
     reports_dir = root / cfg.paths.reports_dir
