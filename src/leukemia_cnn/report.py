@@ -494,7 +494,8 @@ def build(cfg: DictConfig, root: Path) -> dict:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         # The name becomes <reports_dir>/<name>_files, which is emptied first: no paths.
         raise LeukemiaCNNError(f"report.name {name!r} is not a file stem: use letters, digits, "
-                               "'_', '-' or '.', starting with a letter or digit (e.g. spread)")
+                               "'_', '-' or '.', starting with a letter or digit (e.g. "
+                               "`leukemia-cnn report --name spread`)")
     runs = fetch_runs(cfg, root)
     table = configurations(runs, confidence)
     reports_dir = root / cfg.paths.reports_dir
