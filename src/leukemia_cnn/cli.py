@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -62,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "MLflow tracking and registry, Great Expectations data checks.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the libraries' start-up logs and warnings too "
+                             "(TensorFlow, absl, MLflow); same as LEUKEMIA_CNN_VERBOSE=1")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     params = sub.add_parser("params", help="compose conf/ (Hydra) and write params.yaml",
@@ -235,8 +237,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``leukemia-cnn``; user errors print one message and exit 1."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from leukemia_cnn.console import quiet_libraries
+
+    # Filtering file descriptor 2 is for the real command only: a caller in the same process
+    # (a test, a notebook) owns its stderr.
+    as_command = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv[:1]
+    if verbose:
+        argv = argv[1:]
+    quiet_libraries(verbose=verbose, native=as_command)
     if argv[:1] == ["sweep"]:
         # Hydra owns the sweep's command line (overrides, -m, hydra/launcher=..., --help).
         from leukemia_cnn import sweep

@@ -87,7 +87,7 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
             x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
         return probabilities_frame(probabilities, self.classes)
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 

@@ -378,4 +378,7 @@ def run_app(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from leukemia_cnn.console import quiet_libraries
+
+    quiet_libraries(native=False)  # fd 2 is the parent command's, already filtered
     sys.exit(run_app(sys.argv[1:]))

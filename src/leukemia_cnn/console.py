@@ -1,0 +1,115 @@
+"""What reaches the user's terminal: library start-up chatter is dropped by default.
+
+TensorFlow's C++ runtime logs through absl before anything can set its threshold (it ignores
+``TF_CPP_MIN_LOG_LEVEL`` for those lines), so its ``I0000 ... port.cc] oneDNN ...``,
+``E0000 ... node_def_util.cc] NodeDef mentions attribute ...`` and "All log messages before
+absl::InitializeLog()" lines can only be dropped where they are written: file descriptor 2.
+:func:`quiet_libraries` routes fd 2 through a filter that drops exactly those native log
+lines and passes everything else through unchanged (progress bars, Keras epoch lines, our
+own messages, Python tracebacks). MLflow's advisory warnings and artifact-download bars go too.
+
+``leukemia-cnn --verbose`` or ``LEUKEMIA_CNN_VERBOSE=1`` keeps everything.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import threading
+import warnings
+
+VERBOSE_ENV = "LEUKEMIA_CNN_VERBOSE"
+# glog/absl line prefix: severity letter, MMDD, time, thread id, file:line]
+NATIVE_LOG_LINE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-/]+:\d+\] )")
+# A partial line that may still turn into a native log line is held until its newline.
+_MAYBE_NATIVE = re.compile(rb"^(W(A(R(N(I(N(G(:.*)?)?)?)?)?)?)?|[IWE][\d :.]*)$", re.DOTALL)
+# Its warnings carry colour codes before the text, hence the leading ``.*``. (Its advice to
+# add type hints is answered in pyfunc.py: MLflow forces that one to show.)
+MLFLOW_ADVICE = (r".*An input example was not provided when logging the model",)
+_installed = False
+
+
+def verbose_requested() -> bool:
+    """True when the user asked to see every library message (``LEUKEMIA_CNN_VERBOSE=1``)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def drop_native_log_lines(data: bytes, pending: bytes = b"") -> tuple[bytes, bytes]:
+    """Split ``pending + data`` into what to write now and what to hold back.
+
+    Complete lines are dropped when they are native (absl/glog) log lines and kept otherwise.
+    The unfinished tail is held back only while it could still become such a line; otherwise
+    it is written at once, so that progress bars redrawn with carriage returns stay live.
+    """
+    buffer = pending + data
+    out: list[bytes] = []
+    *lines, tail = buffer.split(b"\n")
+    for line in lines:
+        if not NATIVE_LOG_LINE.match(line):
+            out.append(line + b"\n")
+    if tail and not (_MAYBE_NATIVE.match(tail) or NATIVE_LOG_LINE.match(tail)):
+        out.append(tail)
+        tail = b""
+    return b"".join(out), tail
+
+
+def _filter_fd2() -> None:
+    read_end, write_end = os.pipe()
+    real_stderr = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            keep, pending = drop_native_log_lines(chunk, pending)
+            if keep:
+                os.write(real_stderr, keep)
+        if pending and not NATIVE_LOG_LINE.match(pending):
+            os.write(real_stderr, pending)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        # Closing our write end lets the pump see EOF (once child processes closed theirs).
+        try:
+            import sys
+
+            sys.stderr.flush()
+        finally:
+            os.dup2(real_stderr, 2)
+            thread.join(timeout=2.0)
+
+    atexit.register(restore)
+
+
+def quiet_libraries(verbose: bool = False, native: bool = True) -> None:
+    """Silence the libraries' start-up chatter for this process and the processes it starts.
+
+    Idempotent. With ``verbose`` (or ``LEUKEMIA_CNN_VERBOSE=1``) nothing is changed.
+    ``native=False`` leaves file descriptor 2 alone (for code running inside a process whose
+    fd 2 is already filtered by its parent, or captured by a test runner).
+    """
+    global _installed
+    if verbose or verbose_requested():
+        os.environ[VERBOSE_ENV] = "1"  # child processes (sweep workers, DVC stages) follow
+        return
+    if _installed:
+        return
+    _installed = True
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's advice to model authors (type hints, input examples, CloudPickle) is not
+    # something a user of the pipeline can act on.
+    # (MLflow sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    for advice in MLFLOW_ADVICE:
+        warnings.filterwarnings("ignore", message=advice, category=UserWarning)
+    if native:
+        _filter_fd2()
