@@ -22,3 +22,13 @@ def test_ci_runs_the_validation_stages_and_uploads_their_reports():
     for name in ("validate_raw", "validate_splits", "validate_features"):
         assert f"reports/{name}.md" in upload["with"]["path"]
         assert f"reports/{name}.json" in upload["with"]["path"]
+
+
+def test_readme_commands_are_the_ones_ci_and_make_run():
+    readme = (REPO_ROOT / "README.md").read_text()
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    for command in ("make run", "make test", "make test-slow"):
+        assert f"\n{command}" in readme, command
+        assert f"\n{command.split()[1]}:" in makefile, command
+    assert "\nmake test\n" in ci and "\nmake test-slow\n" in ci
