@@ -20,7 +20,7 @@ SPLITS = ("train", "val", "test")
 
 def hog_and_pca(images: dict[str, np.ndarray], fcfg, n_jobs: int) -> dict:
     """The features stage's computation; returns the arrays and the time of each part."""
-    from leukemia_cnn.features import features_of_splits
+    from leukemia_cnn.features.features import features_of_splits
 
     result = features_of_splits(images, fcfg, n_jobs=n_jobs)
     return {"hogs": result.hogs, "reduced": result.reduced, **result.seconds}
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     bench = benchlib.Bench("features", "HOG + PCA, one process vs both cores")
     with benchlib.workspace_from_args(args, bench) as ws:
-        from leukemia_cnn.preprocess import load_split
+        from leukemia_cnn.data.preprocess import load_split
 
         cfg = ws.params()
         fcfg = cfg.features

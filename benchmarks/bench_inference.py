@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
         from mlflow.models import infer_signature
 
-        from leukemia_cnn.preprocess import load_images, n_workers
+        from leukemia_cnn.data.preprocess import load_images, n_workers
 
         mlflow.set_tracking_uri(ws.tracking_uri)
         mlflow.set_registry_uri(ws.tracking_uri)

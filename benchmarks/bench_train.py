@@ -7,7 +7,7 @@ process-wide, and a fresh process is what ``dvc repro`` starts); trials alternat
 bare/stage/stage/bare/... to spread the drift of a shared machine over both.
 
 - bare: load the arrays, build and compile the model, ``model.fit(..., verbose=0)``.
-- stage: ``leukemia_cnn.train.run``, the function ``leukemia-cnn train`` calls: the same
+- stage: ``leukemia_cnn.modeling.train.run``, the function ``leukemia-cnn train`` calls: the same
   loading, seeds and op determinism, an MLflow run with params and tags, the per-epoch
   MLflow callback, the saved model, curves, config and the logged pyfunc model.
 
@@ -47,13 +47,13 @@ def run_trial(mode: str, project: Path, epochs: int, batch_size: int | None) -> 
     import keras  # noqa: F401 - imported before the clock starts, as in both paths
     import tensorflow  # noqa: F401
 
-    from leukemia_cnn.model import build_from_config
-    from leukemia_cnn.preprocess import load_split
-    from leukemia_cnn.train import one_hot
+    from leukemia_cnn.data.preprocess import load_split
+    from leukemia_cnn.modeling.model import build_from_config
+    from leukemia_cnn.modeling.train import one_hot
 
     cfg = trial_config(project, epochs, batch_size)
     if mode == "stage":
-        from leukemia_cnn import train
+        from leukemia_cnn.modeling import train
 
         started = time.perf_counter()
         summary = train.run(cfg, project)

@@ -205,7 +205,7 @@ class Workspace:
         """The preprocess stage's arrays of ``splits``, concatenated: ``(x, y)``."""
         import numpy as np
 
-        from leukemia_cnn.preprocess import load_split
+        from leukemia_cnn.data.preprocess import load_split
 
         parts = [load_split(self.project / "data" / "preprocessed", name)[:2] for name in splits]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

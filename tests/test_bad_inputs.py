@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT
-from datasets import (
+from helpers import REPO_ROOT
+from helpers.datasets import (
     CLASSES,
     add_symlink_entry,
     class_tree,
@@ -30,9 +30,10 @@ from datasets import (
     write_file,
     write_image,
 )
-from leukemia_cnn import ingest, validate_raw
 from leukemia_cnn.config import compose
+from leukemia_cnn.data import ingest
 from leukemia_cnn.errors import DataError
+from leukemia_cnn.quality import validate_raw
 
 
 @pytest.fixture(scope="module")

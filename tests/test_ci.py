@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def test_ci_runs_the_validation_stages_and_uploads_their_reports():

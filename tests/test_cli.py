@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from leukemia_cnn import cli
 
 

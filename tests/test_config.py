@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from leukemia_cnn.config import (
     KNOB_DEFAULTS,
     PAPER_KNOBS,
@@ -40,7 +40,7 @@ def test_knob_defaults_agree_with_conf_and_build_model():
     the knob) and in build_model's signature: the three must agree."""
     import inspect
 
-    from leukemia_cnn.model import build_model
+    from leukemia_cnn.modeling.model import build_model
 
     composed = flatten(compose(root=REPO_ROOT))
     assert {key: composed[key] for key in KNOB_DEFAULTS} == KNOB_DEFAULTS
@@ -139,7 +139,7 @@ def test_overrides_are_recovered_from_a_composed_config():
 
 def test_dvc_experiment_workspaces_keep_outputs_but_share_the_store(tmp_path, monkeypatch):
     from leukemia_cnn.config import shared_root
-    from leukemia_cnn.tracking import tracking_uri
+    from leukemia_cnn.tracking.store import tracking_uri
 
     repo = tmp_path / "repo"
     exp = repo / ".dvc" / "tmp" / "exps" / "tmpabc123"

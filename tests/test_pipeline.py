@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, copy_project, sh
+from helpers import REPO_ROOT, copy_project, sh
 
 
 def test_every_stage_ran_and_wrote_its_outputs(pipeline):

@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from conftest import (
+from helpers import (
     BIN,
     REPO_ROOT,
     TINY_OVERRIDES,
@@ -70,8 +70,9 @@ def env_with(uri: str) -> dict[str, str]:
 @pytest.fixture
 def champion_project(tmp_path, monkeypatch):
     """A tiny project with a registered champion (train, evaluate, register in-process)."""
-    from leukemia_cnn import evaluate, register, train
     from leukemia_cnn.config import compose, write_params
+    from leukemia_cnn.modeling import evaluate, train
+    from leukemia_cnn.registry import register
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -122,9 +123,9 @@ def test_stopped_training_is_closed_and_registers_nothing(champion_project, sign
 
 
 def test_register_refuses_a_run_that_did_not_finish(tmp_path, mlflow_store, make_cfg):
-    from leukemia_cnn import register
     from leukemia_cnn.errors import LeukemiaCNNError
-    from leukemia_cnn.tracking import setup_mlflow
+    from leukemia_cnn.registry import register
+    from leukemia_cnn.tracking.store import setup_mlflow
 
     cfg = make_cfg()
     experiment = setup_mlflow(cfg, tmp_path)
@@ -140,7 +141,7 @@ def test_orphaned_run_of_a_dead_process_is_closed_by_the_next_command(tmp_path, 
                                                                       make_cfg):
     import mlflow
 
-    from leukemia_cnn.tracking import PID_START_TAG, PID_TAG, process_tags, setup_mlflow
+    from leukemia_cnn.tracking.store import PID_START_TAG, PID_TAG, process_tags, setup_mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -206,7 +207,7 @@ def test_sigkilled_dvc_repro_is_recovered_by_the_next_repro(tmp_path):
 @pytest.mark.slow
 def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path, make_cfg):
     """Real `leukemia-cnn train` processes at once on one fresh embedded store (what
-    `dvc queue start -j 2` or parallel sweep jobs do); tests/test_tracking.py does the same
+    `dvc queue start -j 2` or parallel sweep jobs do); tests/tracking/test_store.py does the same
     with light logging workers."""
     from leukemia_cnn.config import flatten, write_params
 
@@ -242,8 +243,8 @@ def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path
 
 
 def test_same_seed_and_data_give_identical_metrics(tmp_path, make_cfg):
-    from leukemia_cnn import train
-    from leukemia_cnn.preprocess import load_split
+    from leukemia_cnn.data.preprocess import load_split
+    from leukemia_cnn.modeling import train
 
     cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=2", "seed=7")
     assert cfg.train.deterministic is True

@@ -17,21 +17,21 @@ from leukemia_cnn.errors import LeukemiaCNNError
 
 # subcommand -> (module, one-line help)
 STAGES = {
-    "validate-raw": ("leukemia_cnn.validate_raw",
+    "validate-raw": ("leukemia_cnn.quality.validate_raw",
                      "manifest of data/raw + Great Expectations checks (fails on bad data)"),
-    "split": ("leukemia_cnn.split", "stratified, seeded 70/15/15 split table"),
-    "validate-splits": ("leukemia_cnn.validate_splits",
+    "split": ("leukemia_cnn.data.split", "stratified, seeded 70/15/15 split table"),
+    "validate-splits": ("leukemia_cnn.quality.validate_splits",
                         "Great Expectations checks on the split table: sizes, class shares, "
                         "no image or near-duplicate in two splits"),
-    "preprocess": ("leukemia_cnn.preprocess", "grayscale, resize, scale to [0,1]; arrays per split"),
-    "features": ("leukemia_cnn.features", "HOG -> PCA (fit on train) + logged classical baseline"),
-    "validate-features": ("leukemia_cnn.validate_features",
+    "preprocess": ("leukemia_cnn.data.preprocess", "grayscale, resize, scale to [0,1]; arrays per split"),
+    "features": ("leukemia_cnn.features.features", "HOG -> PCA (fit on train) + logged classical baseline"),
+    "validate-features": ("leukemia_cnn.quality.validate_features",
                           "Great Expectations checks on the features: shapes, finite values, "
                           "PCA components, explained variance"),
-    "train": ("leukemia_cnn.train", "train the Keras CNN; one MLflow run with params and curves"),
-    "evaluate": ("leukemia_cnn.evaluate",
+    "train": ("leukemia_cnn.modeling.train", "train the Keras CNN; one MLflow run with params and curves"),
+    "evaluate": ("leukemia_cnn.modeling.evaluate",
                  "argmax accuracy, per-class P/R/F1, confusion matrix, prediction times"),
-    "register": ("leukemia_cnn.register",
+    "register": ("leukemia_cnn.registry.register",
                  "register the run's model in the MLflow registry and update the champion"),
 }
 
@@ -188,13 +188,13 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_params(args.params)
     if args.command == "data" and args.data_command == "get":
-        from leukemia_cnn import ingest
+        from leukemia_cnn.data import ingest
 
         ingest.main(cfg, root, source=args.source, variant=args.variant, output=args.output,
                     validate=not args.no_validate, dvc_add=not args.no_dvc_add)
         return 0
     if args.command == "data":
-        from leukemia_cnn import synth
+        from leukemia_cnn.data import synthetic as synth
 
         synth.main(cfg, root, scale=args.scale, seed=args.seed, output=args.output,
                    if_empty=args.if_empty, dvc_add=not args.no_dvc_add)
@@ -206,14 +206,14 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(result, indent=2, default=str))
         return 0
     if args.command == "promote":
-        from leukemia_cnn import register
+        from leukemia_cnn.registry import register
 
         if register.promote(cfg, root, dry_run=args.dry_run, by=args.by) is None:
             raise LeukemiaCNNError("nothing to promote: no version is eligible (see the list "
                                    "above); train a configuration that does not collapse")
         return 0
     if args.command == "report":
-        from leukemia_cnn import report
+        from leukemia_cnn.study import report
 
         if args.sweep_id:
             cfg.report.sweep_ids = list(args.sweep_id)
@@ -222,13 +222,13 @@ def _run(args: argparse.Namespace) -> int:
         report.main(cfg, root)
         return 0
     if args.command == "predict":
-        from leukemia_cnn import predict
+        from leukemia_cnn.registry import predict
 
         predict.main(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
                      output=args.output)
         return 0
     if args.command == "summary":
-        from leukemia_cnn import summary
+        from leukemia_cnn.registry import summary
 
         summary.main(cfg, root)
         return 0
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries(verbose=verbose, native=as_command)
     if argv[:1] == ["sweep"]:
         # Hydra owns the sweep's command line (overrides, -m, hydra/launcher=..., --help).
-        from leukemia_cnn import sweep
+        from leukemia_cnn.study import sweep
 
         return sweep.main(argv[1:])
     args = build_parser().parse_args(argv)

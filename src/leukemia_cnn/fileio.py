@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,18 @@ def save_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> Pa
             save(handle, **arrays)
 
     return atomic_write(target, write)
+
+
+def swap_in(staging: Path, out_dir: Path, token: str) -> None:
+    """Replace ``out_dir`` by the complete ``staging`` tree: rename aside, rename in, delete."""
+    previous = out_dir.with_name(f"{out_dir.name}.old-{token}")
+    if out_dir.exists():
+        out_dir.rename(previous)
+    try:
+        staging.rename(out_dir)
+    except OSError:
+        if previous.exists():
+            previous.rename(out_dir)
+        raise
+    if previous.exists():
+        shutil.rmtree(previous)

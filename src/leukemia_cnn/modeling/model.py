@@ -1,0 +1,181 @@
+"""The paper's CNN (Sec. 2.2-2.3), built from config values."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+from omegaconf import DictConfig
+
+from leukemia_cnn.config import knob
+
+
+def set_seeds(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow; optionally make TensorFlow ops deterministic."""
+    import keras
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list[int],
+                kernel_sizes: list[int], padding: str = "valid", pool_size: int = 2,
+                dense_units: int = 128, dropout: float = 0.5, batch_norm: bool = False,
+                batch_norm_momentum: float = 0.99, augment: bool = False,
+                standardize_data=None, augment_rotation: float = 0.25,
+                kernel_initializer: str = "glorot_uniform", head: str = "flatten"):
+    """Conv blocks (Conv2D + ReLU -> MaxPool) -> Flatten -> Dense ReLU -> Dropout -> softmax.
+
+    With the defaults this is exactly the paper's network; the keyword knobs add the
+    robust-training layers of ``conf/experiment/improved.yaml``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        (height, width, channels) of the preprocessed images, e.g. (100, 100, 1).
+    n_classes : int
+        Number of output classes (softmax units).
+    filters, kernel_sizes : list of int
+        One entry per conv layer; the paper uses [64, 32, 128] / [5, 5, 3].
+    padding : {"valid", "same"}
+        Conv padding (the paper: valid).
+    pool_size, dense_units, dropout
+        Max-pool size, width of the hidden dense layer and its dropout rate.
+    batch_norm : bool, default False
+        Conv -> BatchNormalization -> ReLU instead of Conv with ReLU.
+    batch_norm_momentum : float, default 0.99
+        Momentum of the batch-norm moving mean and variance.
+    augment : bool, default False
+        Random flips and rotations as the first layers; Keras applies them only while
+        training, so inference (and the logged model) sees the image unchanged.
+    standardize_data : numpy.ndarray, optional
+        Training images; when given, a ``Normalization`` layer adapted to their per-channel
+        mean and variance standardises the input.
+    augment_rotation : float, default 0.25
+        With ``augment``: rotate by a random angle of up to this fraction of a full turn
+        either way (0.25 = 90 degrees); 0 = flips only.
+    kernel_initializer : str, default "glorot_uniform"
+        Initial weights of the conv layers and the hidden dense layer (Keras's default, which
+        the paper kept, or e.g. ``he_normal``, scaled for ReLU); the softmax layer keeps
+        Glorot.
+    head : {"flatten", "global_average"}, default "flatten"
+        How the last conv block's feature maps reach the dense layer: flattened (the paper;
+        12,800 inputs at 100x100 with valid padding) or averaged over the image per filter
+        (``GlobalAveragePooling2D``: one input per filter of the last conv layer).
+
+    Returns
+    -------
+    keras.Sequential
+        The uncompiled model.
+    """
+    import keras
+    from keras import layers
+
+    model = keras.Sequential(name="paper_cnn")
+    model.add(keras.Input(shape=tuple(input_shape)))
+    if augment:
+        model.add(layers.RandomFlip("horizontal_and_vertical", name="augment_flip"))
+        if augment_rotation > 0:
+            model.add(layers.RandomRotation(augment_rotation, fill_mode="reflect",
+                                            name="augment_rotate"))
+    if standardize_data is not None:
+        normalization = layers.Normalization(axis=-1, name="standardize")
+        normalization.adapt(standardize_data)
+        model.add(normalization)
+    for n_filters, kernel in zip(filters, kernel_sizes, strict=True):
+        if batch_norm:
+            model.add(layers.Conv2D(n_filters, kernel, padding=padding, use_bias=False,
+                                    kernel_initializer=kernel_initializer))
+            model.add(layers.BatchNormalization(momentum=batch_norm_momentum))
+            model.add(layers.Activation("relu"))
+        else:
+            model.add(layers.Conv2D(n_filters, kernel, padding=padding, activation="relu",
+                                    kernel_initializer=kernel_initializer))
+        model.add(layers.MaxPooling2D(pool_size))
+    model.add(layers.GlobalAveragePooling2D() if head == "global_average" else layers.Flatten())
+    model.add(layers.Dense(dense_units, activation="relu", kernel_initializer=kernel_initializer))
+    model.add(layers.Dropout(dropout))
+    model.add(layers.Dense(n_classes, activation="softmax"))
+    return model
+
+
+def learning_rate(cfg: DictConfig, steps_per_epoch: int):
+    """``train.learning_rate``, or the schedule ``train.lr_schedule`` and
+    ``train.lr_warmup_epochs`` ask for, per step (``plateau`` is a callback, see
+    :func:`leukemia_cnn.modeling.train.training_callbacks`).
+
+    Keras's ``CosineDecay`` does all of it: a linear warm-up from 0 over the warm-up steps, then a
+    cosine decay to 0 over the rest (``cosine``) or, with ``alpha=1``, the constant rate.
+    """
+    import keras
+
+    rate = float(cfg.train.learning_rate)
+    cosine = knob(cfg, "train.lr_schedule") == "cosine"
+    warmup_steps = steps_per_epoch * int(knob(cfg, "train.lr_warmup_epochs"))
+    if not (cosine or warmup_steps):
+        return rate
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else rate,
+        decay_steps=max(1, steps_per_epoch * int(cfg.train.epochs) - warmup_steps),
+        alpha=0.0 if cosine else 1.0, warmup_target=rate if warmup_steps else None,
+        warmup_steps=warmup_steps)
+
+
+def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_train=None,
+                      steps_per_epoch: int = 1):
+    """Build and compile the model that ``cfg.model`` and ``cfg.train`` describe.
+
+    ``argmax_accuracy`` (categorical accuracy) is always compiled in. Keras 3 resolves the
+    string ``"accuracy"`` from the output shape (categorical here, whatever the loss), whereas
+    the paper's Keras 2 displayed *binary* accuracy under binary cross-entropy; with that loss
+    ``binary_accuracy`` is compiled in too so the two can be told apart.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        Composed config (``data.classes``, ``model``, ``train``).
+    input_shape : tuple of int
+        (height, width, channels).
+    x_train : numpy.ndarray, optional
+        Training images; needed only when ``model.standardize`` is true.
+    steps_per_epoch : int, default 1
+        Batches per epoch; sets the length of a ``cosine`` learning-rate schedule.
+    """
+    import keras
+
+    standardize = bool(knob(cfg, "model.standardize"))
+    if standardize and x_train is None:
+        raise ValueError("model.standardize needs the training images (x_train)")
+    model = build_model(input_shape, len(cfg.data.classes), list(cfg.model.filters),
+                        list(cfg.model.kernel_sizes), cfg.model.padding, cfg.model.pool_size,
+                        cfg.model.dense_units, cfg.model.dropout,
+                        batch_norm=bool(knob(cfg, "model.batch_norm")),
+                        batch_norm_momentum=float(knob(cfg, "model.batch_norm_momentum")),
+                        augment=bool(knob(cfg, "train.augment")),
+                        augment_rotation=float(knob(cfg, "train.augment_rotation")),
+                        standardize_data=x_train if standardize else None,
+                        kernel_initializer=str(knob(cfg, "model.kernel_initializer")),
+                        head=str(knob(cfg, "model.head")))
+    metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
+    if cfg.train.loss == "binary_crossentropy":
+        metrics.append(keras.metrics.BinaryAccuracy(name="binary_accuracy"))
+    ema = float(knob(cfg, "train.ema_momentum"))
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(cfg, steps_per_epoch),
+                                      use_ema=ema > 0, ema_momentum=ema if ema > 0 else 0.99)
+    model.compile(optimizer=optimizer, loss=cfg.train.loss, metrics=metrics)
+    return model
+
+
+def displayed_accuracy_metric(model) -> str:
+    """The metric class Keras resolved the string ``"accuracy"`` to (after the first step)."""
+    for group in model.metrics:
+        for metric in getattr(group, "metrics", []):
+            if metric.name == "accuracy":
+                return type(metric).__name__
+    return "unresolved"

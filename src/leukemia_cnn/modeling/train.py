@@ -1,0 +1,341 @@
+"""Train stage: the Keras CNN, tracked as one MLflow run.
+
+The run carries the flattened resolved config as params, tags (git commit, data version,
+data source, seed, Hydra overrides), per-epoch loss/accuracy, the training time, the resolved
+config, the curves and the model (with its preprocessing and signature). The evaluate and
+register stages add to the same run (its id is in ``models/run.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from leukemia_cnn.config import flatten, is_paper_faithful, knob
+from leukemia_cnn.data.preprocess import load_split
+from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
+from leukemia_cnn.tracking.store import config_id, run_tags, setup_mlflow
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised in the training process on SIGTERM so the MLflow run is closed as KILLED.
+
+    SIGINT (Ctrl-C) already raises KeyboardInterrupt: during ``fit`` the run ends KILLED, at
+    any other point ``mlflow.start_run``'s context ends it FAILED; either way no ``run.json``
+    is written, so the register stage has nothing to register. SIGKILL cannot be caught: the
+    next command closes the orphaned run (``tracking.close_orphaned_runs``).
+    """
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    def handler(signum, frame):
+        raise TrainingInterrupted(f"received signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
+
+KERAS_RENAMED = {"accuracy": "keras_accuracy", "val_accuracy": "val_keras_accuracy"}
+
+
+def _epoch_logger():
+    import keras
+    import mlflow
+
+    class MLflowEpochLogger(keras.callbacks.Callback):
+        """Log every epoch's metrics (loss, accuracy, val_*) and the epoch time to MLflow.
+
+        Keras's ``accuracy``/``val_accuracy`` go in as ``keras_accuracy``/``val_keras_accuracy``:
+        ``val_accuracy`` is the evaluate stage's argmax accuracy of the kept model, and MLflow
+        shows a metric's highest step, so an epoch value under that name would mask it.
+        """
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = {KERAS_RENAMED.get(k, k): float(v) for k, v in (logs or {}).items()}
+            metrics["epoch_seconds"] = time.perf_counter() - self._start
+            mlflow.log_metrics(metrics, step=epoch + 1)
+
+    return MLflowEpochLogger()
+
+
+def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | None:
+    """``train.class_weight: balanced`` -> ``{label: n / (n_classes * n_label)}``; else None."""
+    if knob(cfg, "train.class_weight") != "balanced":
+        return None
+    n_classes = len(cfg.data.classes)
+    counts = np.bincount(y_train, minlength=n_classes)
+    return {label: float(len(y_train) / (n_classes * count))
+            for label, count in enumerate(counts) if count > 0}
+
+
+def early_stopping_monitor(cfg: DictConfig) -> str:
+    """The history column early stopping watches: ``val_argmax_accuracy`` or ``val_loss``."""
+    return str(knob(cfg, "train.early_stopping_monitor"))
+
+
+def training_callbacks(cfg: DictConfig) -> list:
+    """The Keras callbacks the robust-training knobs ask for (none for the paper's config).
+
+    ``train.early_stopping_patience``: stop when ``train.early_stopping_monitor`` (val argmax
+    accuracy or val loss) has not improved for that many epochs and restore the best epoch's
+    weights. ``train.lr_schedule: plateau``: halve the learning rate when val loss has not
+    improved for ``train.lr_plateau_patience`` epochs (default 2). ``train.ema_momentum`` > 0:
+    Keras's ``SwapEMAWeights`` puts the optimizer's moving average of the weights in the model
+    for validation and at every epoch's end, ahead of early stopping, so the val metrics, the
+    best epoch and the kept model are all the averaged weights (the raw ones train on).
+    """
+    import keras
+
+    callbacks = []
+    if float(knob(cfg, "train.ema_momentum")) > 0:
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    patience = knob(cfg, "train.early_stopping_patience")
+    if patience:
+        monitor = early_stopping_monitor(cfg)
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode="min" if monitor == "val_loss" else "max",
+            patience=int(patience), restore_best_weights=True))
+    if knob(cfg, "train.lr_schedule") == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=int(knob(cfg, "train.lr_plateau_patience")),
+            min_lr=1e-5))
+    return callbacks
+
+
+def distribution_strategy(cfg: DictConfig):
+    """The ``tf.distribute`` strategy ``train.distribute`` selects, or None (default device).
+
+    ``mirrored``: ``tf.distribute.MirroredStrategy`` over every visible GPU (synchronous
+    data-parallel training on one machine; the global batch ``train.batch_size`` is split
+    across the replicas); with no GPU it mirrors onto the CPU, so it also runs here.
+    """
+    if knob(cfg, "train.distribute") is None:
+        return None
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy()
+    print(f"train: MirroredStrategy with {strategy.num_replicas_in_sync} replica(s): "
+          f"{', '.join(strategy.extended.worker_devices)}")
+    return strategy
+
+
+def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
+    """Build, compile and fit the model of ``cfg``; return ``(model, history_frame, seconds)``.
+
+    A plain function of arrays: the benchmarks and tests call it without MLflow. With early
+    stopping the returned model holds the best epoch's weights and the history ends at the
+    epoch training stopped.
+    """
+    set_seeds(int(cfg.seed), bool(cfg.train.deterministic))
+    n_classes = len(cfg.data.classes)
+    batch_size = int(cfg.train.batch_size)
+    strategy = distribution_strategy(cfg)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_from_config(cfg, x_train.shape[1:], x_train=x_train,
+                                  steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
+    start = time.perf_counter()
+    history = model.fit(x_train, one_hot(y_train, n_classes),
+                        validation_data=(x_val, one_hot(y_val, n_classes)),
+                        epochs=int(cfg.train.epochs), batch_size=batch_size,
+                        shuffle=True, verbose=int(cfg.train.verbose),
+                        callbacks=[*callbacks, *training_callbacks(cfg)],
+                        class_weight=class_weights(cfg, y_train))
+    seconds = time.perf_counter() - start
+    frame = pd.DataFrame(history.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    return model, frame, seconds
+
+
+def kept_epoch(cfg: DictConfig, history: pd.DataFrame) -> int:
+    """The epoch whose weights the fitted model holds (the best one under early stopping)."""
+    if knob(cfg, "train.early_stopping_patience"):
+        monitor = early_stopping_monitor(cfg)
+        values = history[monitor].to_numpy()
+        best = values.argmin() if monitor == "val_loss" else values.argmax()
+        return int(history["epoch"].iloc[int(best)])
+    return int(history["epoch"].iloc[-1])
+
+
+def plot_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
+    """The paper's Fig. 3: loss and accuracy per epoch, train and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for column, style in (("loss", "-"), ("val_loss", "--")):
+        ax_loss.plot(history["epoch"], history[column], style, marker="o", label=column)
+    for column, style in (("argmax_accuracy", "-"), ("val_argmax_accuracy", "--")):
+        ax_acc.plot(history["epoch"], history[column], style, marker="o", label=column)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (argmax)", title="Accuracy", ylim=(0, 1))
+    for axis in (ax_loss, ax_acc):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_name(cfg: DictConfig) -> str:
+    return (f"cnn-e{cfg.train.epochs}-b{cfg.train.batch_size}-"
+            f"{'cce' if cfg.train.loss == 'categorical_crossentropy' else 'bce'}-"
+            f"c{len(cfg.model.filters)}-s{cfg.seed}")
+
+
+def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
+    """The stratified ``train.train_fraction`` of the train split (all of it at 1.0).
+
+    Drawn with ``split.seed``, so every configuration and training seed sees the same images.
+    """
+    fraction = float(knob(cfg, "train.train_fraction"))
+    if fraction >= 1.0:
+        return x, y, paths
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    try:
+        keep, _ = train_test_split(index, train_size=fraction, stratify=y,
+                                   random_state=int(cfg.split.seed))
+    except ValueError as exc:
+        raise ConfigError(f"config key `train.train_fraction` = {fraction} leaves too few "
+                          f"training images per class ({len(y)} in the split): {exc}") from exc
+    keep = np.sort(keep)
+    return x[keep], y[keep], None if paths is None else paths[keep]
+
+
+def training_params(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray,
+                    y_val: np.ndarray) -> dict[str, str]:
+    """The run's params: the flattened resolved config (minus paths) and the data sizes."""
+    params = {k: str(v)[:6000] for k, v in flatten(cfg).items() if not k.startswith("paths.")}
+    params.update({"data.n_train": str(len(y_train)), "data.n_val": str(len(y_val)),
+                   "data.input_shape": "x".join(map(str, x_train.shape[1:]))})
+    return params
+
+
+def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path,
+                reports_dir: Path, label: str | None = None):
+    """Fit inside the active MLflow run and log curves, timing, config and the model.
+
+    Writes ``model_dir/cnn.keras`` and ``reports_dir/train_history.csv``. Shared by the
+    ``train`` stage and the sweep jobs.
+
+    Returns
+    -------
+    summary : dict
+        Training time, final losses/accuracies, epochs run, kept epoch, parameter count.
+    model_info : mlflow.models.model.ModelInfo
+        The logged model (its ``model_uri``).
+    model : keras.Model
+        The fitted model.
+    """
+    import mlflow
+
+    from leukemia_cnn.modeling.pyfunc import log_model
+
+    label = label or run_name(cfg)
+    try:
+        model, history, seconds = fit(cfg, x_train, y_train, x_val, y_val,
+                                      callbacks=[_epoch_logger()])
+    except KeyboardInterrupt:
+        mlflow.set_tag("interrupted", "true")
+        mlflow.end_run(status="KILLED")
+        raise
+    # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
+    mlflow.set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
+    keras_path = model_dir / "cnn.keras"
+    model.save(keras_path)
+    history.to_csv(reports_dir / "train_history.csv", index=False)
+    last = history.iloc[-1]
+    epochs_run = len(history)
+    summary = {
+        "train_seconds": round(seconds, 3),
+        "epochs": int(cfg.train.epochs),
+        "seconds_per_epoch": round(seconds / epochs_run, 3),
+        "final_train_loss": float(last["loss"]),
+        "final_val_loss": float(last["val_loss"]),
+        "final_train_accuracy": float(last["argmax_accuracy"]),
+        "final_val_accuracy_keras": float(last["val_argmax_accuracy"]),
+        "n_params": int(model.count_params()),
+    }
+    metrics = {"train_seconds": seconds, "n_params": model.count_params()}
+    if epochs_run != int(cfg.train.epochs) or knob(cfg, "train.early_stopping_patience"):
+        summary.update(epochs_run=epochs_run, kept_epoch=kept_epoch(cfg, history))
+        metrics.update(epochs_run=epochs_run, kept_epoch=summary["kept_epoch"])
+    mlflow.log_metrics(metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        mlflow.log_artifact(str(tmp_dir / "config.yaml"))
+        mlflow.log_artifact(str(plot_curves(history, tmp_dir / "curves.png", label)))
+        mlflow.log_artifact(str(reports_dir / "train_history.csv"))
+        info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
+                         str(cfg.preprocess.color_mode), tmp_dir)
+    return summary, info, model
+
+
+def study_tags(cfg: DictConfig) -> dict[str, str]:
+    """``sweep_id`` and ``experiment_name`` when ``sweep.id`` is set (a DVC-queued study run)."""
+    sweep_id = OmegaConf.select(cfg, "sweep.id", default=None)
+    if sweep_id is None or str(sweep_id) == "":
+        return {}
+    experiment = OmegaConf.select(cfg, "sweep.experiment", default=None)
+    return {"sweep_id": str(sweep_id), "experiment_name": str(experiment or "default")}
+
+
+def run(cfg: DictConfig, root: Path) -> dict:
+    """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
+    import mlflow
+
+    pre_dir = root / cfg.paths.preprocessed_dir
+    x_train, y_train, _ = train_subset(cfg, *load_split(pre_dir, "train")[:2])
+    x_val, y_val, _ = load_split(pre_dir, "val")
+    model_dir = root / cfg.paths.model_dir
+    reports_dir = root / cfg.paths.reports_dir
+    model_dir.mkdir(parents=True, exist_ok=True)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    # An interrupted run must not leave the previous run's record for `register` to pick up.
+    (model_dir / "run.json").unlink(missing_ok=True)
+
+    experiment_id = setup_mlflow(cfg, root)
+    params = training_params(cfg, x_train, y_train, y_val)
+    print(f"train: {len(y_train)} train / {len(y_val)} val images, input {x_train.shape[1:]}, "
+          f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, loss {cfg.train.loss}")
+
+    with sigterm_as_interrupt(), mlflow.start_run(run_name=run_name(cfg)) as active:
+        run_id = active.info.run_id
+        mlflow.set_tags(run_tags(cfg, root, stage="train", model_family="cnn",
+                                 paper_faithful=str(is_paper_faithful(cfg)).lower(),
+                                 config_id=config_id(params), **study_tags(cfg)))
+        mlflow.log_params(params)
+        summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, model_dir,
+                                       reports_dir)
+    record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
+              "run_name": run_name(cfg)}
+    (model_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    (reports_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"train: {summary['train_seconds']:.1f} s; MLflow run {run_id}; model {info.model_uri}")
+    return {**summary, **record}

@@ -1,0 +1,322 @@
+"""Stage ``validate_splits``: Great Expectations checks on the split table, before preprocess.
+
+The split table (``paths.splits``) and the image files it lists become one row per file with
+its content hash (sha256) and perceptual hash (``imagehash.phash``, 64 bits), both computed
+from the files themselves. The suite checks, with thresholds from ``cfg.validation``:
+
+- each split holds ``split.train/val/test`` of the images, within ``split_size_tolerance``;
+- each class's share of each split is its share of all images, within
+  ``class_share_tolerance``;
+- every file is listed once, and no content (sha256) is in two splits;
+- no near-duplicate is in two splits: perceptual hashes at most
+  ``near_duplicate_max_distance`` bits apart (re-encoded, resized, slightly brightened copies).
+
+Both outcomes write ``<reports_dir>/validate_splits.{json,md}``; a failure raises DataError
+naming each failed expectation and its offending files, so ``dvc repro`` stops before
+``preprocess`` reads the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from leukemia_cnn.data.imaging import open_image, perceptual_hash
+from leukemia_cnn.data.preprocess import read_split_table
+from leukemia_cnn.errors import DataError
+from leukemia_cnn.fileio import write_json, write_text
+from leukemia_cnn.quality import suites
+from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult, md_escape
+from leukemia_cnn.quality.validate_raw import N_THREADS
+
+SPLITS = ("train", "val", "test")
+REPORT_JSON = "validate_splits.json"
+REPORT_MD = "validate_splits.md"
+# Columns derived for the leak checks (empty string = no finding).
+SAME_CONTENT = "same_content_in_other_split"
+NEAR_DUPLICATE = "near_duplicate_in_other_split"
+# Rows of the distance matrix computed at once (bounds memory for large sets).
+CHUNK = 512
+
+
+def fingerprint(path: Path) -> tuple[str, int]:
+    """``(sha256 hex, 64-bit perceptual hash)`` of one image file; DataError naming it."""
+    try:
+        with path.open("rb") as handle:
+            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file ({exc.strerror or exc}); restore it or rerun "
+                        "`dvc repro validate_raw split`") from exc
+    return sha256, perceptual_hash(open_image(path))
+
+
+def fingerprints(raw_dir: Path, paths: list[str], progress: bool = True) -> tuple[list[str],
+                                                                                  np.ndarray]:
+    """sha256 and perceptual hash (uint64) of every ``raw_dir/path``, in the order given."""
+    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+        pairs = list(tqdm(pool.map(lambda p: fingerprint(raw_dir / p), paths), total=len(paths),
+                          desc="validate_splits: hashing images", unit="img",
+                          disable=not progress))
+    return [sha for sha, _ in pairs], np.array([h for _, h in pairs], dtype=np.uint64)
+
+
+def near_duplicate_pairs(hashes: np.ndarray, splits: np.ndarray, sha256: np.ndarray,
+                         max_distance: int) -> tuple[dict[int, tuple[int, int]], int | None]:
+    """The closest other-split partner of each file within ``max_distance`` bits.
+
+    Pairs of byte-identical files are left to the sha256 check. Returns ``({row: (partner
+    row, distance)}, smallest distance between any two files of different splits)``.
+    """
+    closest: dict[int, tuple[int, int]] = {}
+    smallest: int | None = None
+    for start in range(0, len(hashes), CHUNK):
+        rows = slice(start, start + CHUNK)
+        distance = np.bitwise_count(hashes[rows, None] ^ hashes[None, :]).astype(np.int64)
+        across = (splits[rows, None] != splits[None, :]) & (sha256[rows, None] != sha256[None, :])
+        if not across.any():
+            continue
+        distance = np.where(across, distance, 65)
+        smallest = min(int(distance.min()), 65 if smallest is None else smallest)
+        for offset, partner in enumerate(distance.argmin(axis=1)):
+            if distance[offset, partner] <= max_distance:
+                closest[start + offset] = (int(partner), int(distance[offset, partner]))
+    return closest, smallest
+
+
+def check_table(table: pd.DataFrame, sha256: list[str], hashes: np.ndarray,
+                max_distance: int) -> tuple[pd.DataFrame, int | None]:
+    """The split table plus fingerprints and the two leak columns the suite checks."""
+    frame = table[["path", "class", "split"]].reset_index(drop=True).copy()
+    frame["split_class"] = frame["split"] + "/" + frame["class"]
+    frame["sha256"] = sha256
+    frame["phash"] = [f"{int(h):016x}" for h in hashes]
+
+    same = pd.Series("", index=frame.index, dtype=object)
+    for _, group in frame.groupby("sha256"):
+        if group["split"].nunique() > 1:
+            for index, row in group.iterrows():
+                others = group[group["split"] != row["split"]]
+                same[index] = ", ".join(f"{p} ({s})" for p, s in zip(others["path"], others["split"],
+                                                                     strict=True))
+    closest, smallest = near_duplicate_pairs(hashes, frame["split"].to_numpy(),
+                                             frame["sha256"].to_numpy(), max_distance)
+    near = pd.Series("", index=frame.index, dtype=object)
+    for index, (partner, distance) in closest.items():
+        near[index] = (f"{frame.at[partner, 'path']} ({frame.at[partner, 'split']}, "
+                       f"{distance} bits apart)")
+    return frame.assign(**{SAME_CONTENT: same, NEAR_DUPLICATE: near}), smallest
+
+
+def expected_counts(counts: Mapping[str, int], n: int, ratios: Mapping[str, float],
+                    tolerance: float) -> dict[str, tuple[int, int]]:
+    """Allowed ``(min, max)`` count per key: ``ratio * n`` +/- (``tolerance * n`` + 1 image)."""
+    slack = tolerance * n + 1
+    return {key: (max(0, math.ceil(ratios[key] * n - slack - 1e-9)),
+                  math.floor(ratios[key] * n + slack + 1e-9)) for key in counts}
+
+
+def build_suite(frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, float],
+                rules: Mapping[str, Any]):
+    """The split ExpectationSuite for ``frame`` (the output of :func:`check_table`)."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    suite = gx.ExpectationSuite(name="splits")
+    suites.add(suite, gxe.ExpectColumnValuesToBeInSet,
+               f"every file is in one of the splits {', '.join(SPLITS)}",
+               column="split", value_set=list(SPLITS))
+    suites.add(suite, gxe.ExpectColumnValuesToBeUnique, "every file is listed once (in one split)",
+               column="path")
+    suites.add(suite, gxe.ExpectColumnValuesToBeInSet,
+               "no content is in two splits (same sha256 in another split: a leak)",
+               kind="leak", column=SAME_CONTENT, value_set=[""])
+    distance = rules["near_duplicate_max_distance"]
+    suites.add(suite, gxe.ExpectColumnValuesToBeInSet,
+               f"no near-duplicate is in two splits (perceptual hash within {distance} bits; "
+               "validation.near_duplicate_max_distance)",
+               kind="leak", column=NEAR_DUPLICATE, value_set=[""])
+
+    n = len(frame)
+    size_tolerance = rules["split_size_tolerance"]
+    counts = frame["split"].value_counts().to_dict()
+    bounds = expected_counts(dict.fromkeys(SPLITS), n, ratios, size_tolerance)
+    for split, (low, high) in bounds.items():
+        suites.add(suite, gxe.ExpectTableRowCountToBeBetween,
+                   f"split {split} holds {ratios[split]:.0%} of the {n} images +/- "
+                   f"{size_tolerance:.0%} and one image: {low} to {high} "
+                   "(split.*, validation.split_size_tolerance)",
+                   kind="split_size", subject=split, min_value=low, max_value=high,
+                   row_condition=Column("split") == split)
+    share_tolerance = rules["class_share_tolerance"]
+    overall = {cls: int((frame["class"] == cls).sum()) / n for cls in classes}
+    for split in SPLITS:
+        n_split = int(counts.get(split, 0))
+        if n_split == 0:
+            continue  # the size check above fails and names the split
+        allowed = expected_counts(overall, n_split, overall, share_tolerance)
+        for cls, (low, high) in allowed.items():
+            suites.add(suite, gxe.ExpectTableRowCountToBeBetween,
+                       f"class {cls} is {overall[cls]:.1%} of split {split} (as of all images) "
+                       f"+/- {share_tolerance:.0%} and one image: {low} to {high} of {n_split} "
+                       "(validation.class_share_tolerance)",
+                       kind="class_share", subject=f"{split}/{cls}", min_value=low,
+                       max_value=high, row_condition=Column("split_class") == f"{split}/{cls}")
+    return suite
+
+
+def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Mapping[str, float],
+             rules: Mapping[str, Any], progress: bool = True
+             ) -> tuple[ValidationResult, pd.DataFrame, int | None]:
+    """Fingerprint the files of ``table`` and run the split suite on them.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The split table (columns ``path``, ``class``, ``split``), paths relative to ``raw_dir``.
+    raw_dir : Path
+        The raw image folder (``paths.raw_dir``); only read.
+    classes : list of str
+        ``data.classes``.
+    ratios : mapping
+        ``{"train": 0.7, "val": 0.15, "test": 0.15}`` (``split.*``).
+    rules : mapping
+        ``cfg.validation``: split_size_tolerance, class_share_tolerance,
+        near_duplicate_max_distance.
+
+    Returns
+    -------
+    (ValidationResult, pandas.DataFrame, int or None)
+        The checks, the checked table (with hashes and leak columns) and the smallest
+        perceptual-hash distance between two files of different splits.
+    """
+    if table.empty:
+        raise DataError("the split table lists no images; rerun `dvc repro split`")
+    sha256, hashes = fingerprints(Path(raw_dir), table["path"].tolist(), progress)
+    frame, smallest = check_table(table, sha256, hashes, int(rules["near_duplicate_max_distance"]))
+    result = suites.run_suite(frame, lambda: build_suite(frame, list(classes), ratios, rules),
+                              "validate_splits")
+    return result, frame, smallest
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------
+
+def _found(outcome: ExpectationOutcome) -> str:
+    if outcome.error:
+        return "error"
+    if outcome.kind in ("split_size", "class_share"):
+        return f"{outcome.observed} images"
+    count = len(outcome.offending)
+    return f"{count} offending file{'' if count == 1 else 's'}"
+
+
+def offender_lines(outcome: ExpectationOutcome) -> list[str]:
+    """``file: why`` for a failed per-file check; ``split: count`` for a table check."""
+    if outcome.kind == "split_size":
+        return [f"split {subject}: {outcome.observed} images" for subject in outcome.offending]
+    if outcome.kind == "class_share":
+        return [f"split/class {subject}: {outcome.observed} images" for subject in outcome.offending]
+    lines = []
+    for path, value in zip(outcome.offending, outcome.offending_values, strict=False):
+        if outcome.column == SAME_CONTENT:
+            reason = f"same content (sha256) as {value}"
+        elif outcome.column == NEAR_DUPLICATE:
+            reason = f"near-duplicate of {value}"
+        elif outcome.column == "path":
+            reason = "listed more than once"
+        else:
+            reason = f"{outcome.column}={value}"
+        lines.append(f"{path}: {reason}")
+    return lines
+
+
+def report_dict(result: ValidationResult, frame: pd.DataFrame, classes: list[str],
+                smallest: int | None, rules: Mapping[str, Any]) -> dict[str, Any]:
+    """The machine-readable report (DVC's metric file for the stage)."""
+    n = len(frame)
+    counts = {s: int((frame["split"] == s).sum()) for s in SPLITS}
+    return {
+        "success": result.success,
+        "n_images": n,
+        "counts": counts,
+        "fractions": {s: round(counts[s] / n, 4) for s in SPLITS},
+        "per_class": {s: {c: int(((frame["split"] == s) & (frame["class"] == c)).sum())
+                          for c in classes} for s in SPLITS},
+        "n_same_content_across_splits": int((frame[SAME_CONTENT] != "").sum()),
+        "n_near_duplicates_across_splits": int((frame[NEAR_DUPLICATE] != "").sum()),
+        "near_duplicate_max_distance": int(rules["near_duplicate_max_distance"]),
+        "min_phash_distance_across_splits": smallest,
+        "n_expectations": len(result.expectations),
+        "n_failed_expectations": len(result.failed),
+        "expectations": [asdict(outcome) for outcome in result.expectations],
+    }
+
+
+def markdown_report(result: ValidationResult, frame: pd.DataFrame, classes: list[str],
+                    smallest: int | None, rules: Mapping[str, Any]) -> str:
+    """The human-readable report: checks, offending files, images per split and class."""
+    data = report_dict(result, frame, classes, smallest, rules)
+    status = "PASSED" if result.success else "FAILED"
+    lines = [f"# Split validation: {status}", "",
+             f"{data['n_images']} images in {len(SPLITS)} splits; {data['n_failed_expectations']} "
+             f"of {data['n_expectations']} checks failed; "
+             f"{data['n_same_content_across_splits']} files share their content with another "
+             f"split, {data['n_near_duplicates_across_splits']} have a near-duplicate in another "
+             f"split (closest pair across splits: {smallest} bits of 64 apart, threshold "
+             f"{data['near_duplicate_max_distance']}).", ""]
+    lines += suites.markdown_checks(result, _found, offender_lines)
+    n = data["n_images"]
+    lines += ["", "## Images per split and class", "",
+              "| class | all | " + " | ".join(SPLITS) + " |", "|---|---|" + "---|" * len(SPLITS)]
+    for cls in classes:
+        total = int((frame["class"] == cls).sum())
+        cells = [f"{data['per_class'][s][cls]} ({data['per_class'][s][cls] / max(data['counts'][s], 1):.1%})"
+                 for s in SPLITS]
+        lines.append(f"| {md_escape(cls)} | {total} ({total / n:.1%}) | " + " | ".join(cells) + " |")
+    lines.append("| **all** | " + f"{n} | " + " | ".join(
+        f"{data['counts'][s]} ({data['fractions'][s]:.1%})" for s in SPLITS) + " |")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
+    """The DVC stage: check ``paths.splits`` against the files of ``paths.raw_dir``.
+
+    Writes ``<paths.reports_dir>/validate_splits.{json,md}``; raises DataError naming each
+    failed expectation and its offending files. Reads only; never changes the table or data.
+    """
+    root = Path(root)
+    classes = list(cfg.data.classes)
+    rules = dict(cfg.validation)
+    ratios = {name: float(cfg.split[name]) for name in SPLITS}
+    splits_path = root / cfg.paths.splits
+    table = read_split_table(splits_path, classes)
+    result, frame, smallest = validate(table, root / cfg.paths.raw_dir, classes, ratios, rules)
+
+    reports_dir = root / cfg.paths.reports_dir
+    md_path = reports_dir / REPORT_MD
+    data = report_dict(result, frame, classes, smallest, rules)
+    write_json(reports_dir / REPORT_JSON, data)
+    write_text(md_path, markdown_report(result, frame, classes, smallest, rules))
+    if not result.success:
+        lines = [f"split table {cfg.paths.splits} failed {len(result.failed)} of "
+                 f"{len(result.expectations)} checks (full report: {cfg.paths.reports_dir}/"
+                 f"{REPORT_MD}):", *suites.failure_lines(result, offender_lines),
+                 "Rerun `dvc repro split` (it keeps identical files and near-duplicates within "
+                 "`split.near_duplicate_max_distance` bits in one split); remove "
+                 "near-duplicate copies from data/raw, or adjust conf/validation/ if the "
+                 "thresholds are too strict for this dataset."]
+        raise DataError("\n".join(lines))
+    return {key: data[key] for key in ("success", "n_images", "counts", "fractions",
+                                       "min_phash_distance_across_splits")}

@@ -1,0 +1,56 @@
+"""``leukemia-cnn summary``: the metrics of the last pipeline run and where to look next."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from leukemia_cnn.tracking.store import tracking_uri
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def main(cfg: DictConfig, root: Path) -> None:
+    reports = root / cfg.paths.reports_dir
+    metrics = _load(reports / "metrics.json")
+    train = _load(reports / "train.json")
+    baseline = _load(reports / "baseline.json")
+    registered = _load(reports / "registered.json")
+    if not metrics:
+        print("summary: no metrics yet; run `dvc repro` (or `make run`)")
+        return
+    rows = [
+        ("CNN (paper config)", metrics.get("val_accuracy"), metrics.get("test_accuracy"),
+         metrics.get("val_prediction_seconds"), metrics.get("test_prediction_seconds")),
+        ("HOG+PCA logistic baseline", baseline.get("val_accuracy"), baseline.get("test_accuracy"),
+         None, None),
+    ]
+
+    def cell(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    print("\n                              val_acc  test_acc  val_pred_s  test_pred_s")
+    for name, val, test, val_s, test_s in rows:
+        print(f"  {name:<27} {cell(val):>7}  {cell(test):>8}  {cell(val_s, 2):>10}  "
+              f"{cell(test_s, 2):>11}")
+    if train:
+        print(f"\n  training: {train.get('epochs')} epochs in {train.get('train_seconds')} s")
+    if metrics.get("collapsed"):
+        print("  WARNING: the CNN run collapsed (no better than the majority class)")
+    if registered:
+        print(f"  registry: '{registered.get('registered_model')}' version "
+              f"{registered.get('version')}; alias '{registered.get('alias')}' -> version "
+              f"{registered.get('champion_version')}")
+    uri = tracking_uri(cfg, root)
+    print("\nwhere to look next:")
+    if uri.startswith("sqlite:///"):
+        print(f"  mlflow ui --backend-store-uri {uri}     # compare runs, open artifacts")
+    else:
+        print(f"  MLflow tracking server: {uri}")
+    print("  dvc metrics show                  # this run's metrics")
+    print("  dvc plots show                    # confusion matrices, loss/accuracy curves")
+    print("  leukemia-cnn predict IMAGE.jpg    # classify with the champion model")

@@ -1,0 +1,385 @@
+"""``leukemia-cnn sweep``: the paper's study as a Hydra app, one MLflow run per job.
+
+Each job trains and evaluates one configuration (``conf/launch.yaml`` = ``conf/config.yaml``
+plus the launcher) on the current preprocessed splits, writes its files in its Hydra job
+folder (``multirun/<sweep id>/<job>/``; never ``models/`` or ``reports/``, which belong to
+DVC) and logs one run to the project's MLflow experiment, tagged ``sweep_id`` (shared by
+every job of one launch), ``experiment_name`` (the ``conf/experiment`` file), ``config_id``
+(the configuration without its seed), ``collapsed`` and ``paper_faithful``::
+
+    leukemia-cnn sweep -m 'experiment=glob(table1_*)' seed=1,2,3      # 2 parallel jobs
+    leukemia-cnn sweep -m experiment=improved seed=1,2,3 hydra.launcher.n_jobs=1
+    leukemia-cnn sweep -m experiment=table1_e15_b64_cce seed=1,2 hydra/launcher=slurm
+    leukemia-cnn sweep experiment=improved seed=7                      # one job
+
+``leukemia-cnn report`` then reads the runs back from MLflow and ``leukemia-cnn promote``
+picks the champion among the registered versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from leukemia_cnn.config import compose, find_repo_root, is_paper_faithful, validate_config
+from leukemia_cnn.data.preprocess import SPLITS, load_images, load_split, n_workers, read_split_table
+from leukemia_cnn.errors import DataError, LeukemiaCNNError
+
+PRIMARY_CONFIG = "launch"
+SWEEP_FOLDER = "multirun"
+STATUS_FILE = "status.json"
+
+
+class _NoJobs(Exception):
+    """Hydra will only print (``--help``, ``--cfg``): skip the store set-up."""
+
+
+def new_sweep_id() -> str:
+    """``YYYYmmdd-HHMMSS-xxxx``: sortable by launch time, unique across machines."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def load_splits(cfg: DictConfig, root: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The train/val/test arrays for ``cfg``'s input size and colour mode.
+
+    The preprocess stage's arrays (``paths.preprocessed_dir``) when their shape matches
+    ``preprocess.image_size``/``preprocess.color_mode``; otherwise (a sweep over input size
+    or colour) the same split table's images decoded in memory from ``paths.raw_dir`` with
+    the preprocess stage's functions.
+
+    Raises
+    ------
+    DataError
+        If the preprocessed arrays are missing, or the raw images needed are.
+    """
+    pre_dir = root / cfg.paths.preprocessed_dir
+    splits = {name: load_split(pre_dir, name) for name in SPLITS}
+    size, mode = int(cfg.preprocess.image_size), str(cfg.preprocess.color_mode)
+    expected = (size, size, 1 if mode == "grayscale" else 3)
+    found = tuple(splits["train"][0].shape[1:])
+    if found == expected:
+        return splits
+    print(f"sweep: {pre_dir} holds {found} images; decoding {expected} ({mode}) from "
+          f"{cfg.paths.raw_dir} for this job")
+    raw_dir = root / cfg.paths.raw_dir
+    try:
+        table = read_split_table(root / cfg.paths.splits, list(cfg.data.classes))
+        for name in SPLITS:
+            rows = table[table["split"] == name]
+            x = load_images([raw_dir / p for p in rows["path"]], size, mode,
+                            workers=n_workers(), desc=name)
+            splits[name] = (x, rows["label"].to_numpy(dtype=np.int64),
+                            rows["path"].to_numpy(dtype=str))
+    except DataError as exc:
+        raise DataError(f"preprocess.image_size/color_mode ({size}, {mode}) differ from the "
+                        f"arrays in {pre_dir} {found}, so the split table and raw images are "
+                        f"needed: {exc}") from exc
+    return splits
+
+
+def _limit_threads(threads: int | None) -> None:
+    """Cap TensorFlow's threads (``sweep.tf_threads``) before its runtime starts."""
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+    except RuntimeError:
+        pass  # a reused worker process: TensorFlow keeps the first job's setting
+
+
+def _interrupt_guard():
+    """SIGTERM -> KeyboardInterrupt (run closed as KILLED), where signals can be handled."""
+    from leukemia_cnn.modeling.train import sigterm_as_interrupt
+
+    if threading.current_thread() is threading.main_thread():
+        return sigterm_as_interrupt()
+    return contextlib.nullcontext()
+
+
+def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
+            experiment_name: str = "default", overrides: list[str] | None = None) -> dict:
+    """Train and evaluate ``cfg`` as one MLflow run; write the job's files in ``out_dir``.
+
+    A plain function (the Hydra job :func:`job` only supplies the arguments).
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The job's composed config.
+    root : pathlib.Path
+        Project root: config paths and the embedded MLflow store are relative to it.
+    out_dir : pathlib.Path
+        The job's folder: ``cnn.keras``, ``train_history.csv``, ``metrics.json``, confusion
+        tables, ``classification_report.txt`` and ``figures/``.
+    sweep_id : str
+        Tag shared by every run of one launch.
+    experiment_name : str
+        The ``conf/experiment`` file of the job (``default`` for none).
+    overrides : list of str, optional
+        The job's Hydra overrides (tag ``hydra_overrides``).
+
+    Returns
+    -------
+    dict
+        run id, model URI, registered version (or None), config id, accuracies, prediction
+        times and ``collapsed``.
+    """
+    import keras
+    import mlflow
+
+    from leukemia_cnn.modeling import evaluate, train
+    from leukemia_cnn.registry import register
+    from leukemia_cnn.tracking.store import config_id, run_tags, setup_mlflow, store_lock, tracking_uri
+
+    validate_config(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.backend.clear_session()  # a reused worker process keeps no earlier model
+    _limit_threads(cfg.sweep.get("tf_threads"))
+    splits = load_splits(cfg, root)
+    x_train, y_train, _ = splits["train"] = train.train_subset(cfg, *splits["train"])
+    x_val, y_val, _ = splits["val"]
+
+    setup_mlflow(cfg, root)
+    params = train.training_params(cfg, x_train, y_train, y_val)
+    configuration = config_id(params)
+    label = f"{experiment_name}-s{cfg.seed}"
+    tags = run_tags(cfg, root, overrides=" ".join(overrides or []) or "(defaults)",
+                    stage="sweep", model_family="cnn", sweep_id=sweep_id,
+                    experiment_name=experiment_name, config_id=configuration,
+                    paper_faithful=str(is_paper_faithful(cfg)).lower(),
+                    hydra_job_dir=str(out_dir))
+    print(f"sweep: job {label} ({len(y_train)} train / {len(y_val)} val images, "
+          f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.train.loss})")
+    with _interrupt_guard(), mlflow.start_run(run_name=label) as active:
+        run_id = active.info.run_id
+        mlflow.set_tags(tags)
+        mlflow.log_params(params)
+        summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val,
+                                                 out_dir, out_dir, label=label)
+        metrics, collapsed = evaluate.evaluate_model(
+            model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir)
+        evaluate.log_evaluation(metrics, collapsed, out_dir)
+    evaluate.print_summary(metrics, collapsed, run_id, prefix=f"sweep: {label}")
+    version = None
+    if cfg.sweep.get("register", True):
+        # Parallel jobs number versions in one registry: one registration at a time.
+        with store_lock(tracking_uri(cfg, root)):
+            version = register.register(cfg, root, run_id, info.model_uri)
+    return {"run_id": run_id, "model_uri": info.model_uri, "version": version,
+            "config_id": configuration, "experiment_name": experiment_name,
+            "seed": int(cfg.seed), "train_seconds": summary["train_seconds"],
+            **{k: metrics[k] for k in evaluate.SUMMARY_KEYS}}
+
+
+def job(cfg: DictConfig) -> dict:
+    """The Hydra task: :func:`run_job` with the job's folder, sweep id and experiment name.
+
+    A user error (bad config, missing data) fails this job only: its message goes to stderr
+    and to ``status.json`` in the job folder, and :func:`main` reports it after the sweep.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    experiment = hydra_cfg.runtime.choices.get("experiment") or "default"
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("sweep.id=")]
+    status: dict = {"experiment_name": experiment, "overrides": overrides}
+    # The launch's working directory (the project root), not this worker's: a reused worker
+    # process may have started elsewhere.
+    root = find_repo_root(Path(hydra_cfg.runtime.cwd))
+    try:
+        status.update(status="ok", **run_job(cfg, root, out_dir, str(cfg.sweep.id), experiment,
+                                             overrides))
+    except LeukemiaCNNError as exc:
+        print(f"leukemia-cnn sweep: error in job {' '.join(overrides) or '(defaults)'}: {exc}",
+              file=sys.stderr)
+        status.update(status="failed", error=str(exc))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str) + "\n")
+    return status
+
+
+def _override_value(argv: list[str], key: str) -> str | None:
+    for arg in argv:
+        if arg.lstrip("+~").startswith(f"{key}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _close_sweep_runs(sweep_id: str) -> int:
+    """Mark the RUNNING runs tagged ``sweep_id`` as KILLED; return how many."""
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient()
+        closed = 0
+        for experiment in client.search_experiments():
+            for run in client.search_runs([experiment.experiment_id],
+                                          f"tags.sweep_id = '{sweep_id}' and "
+                                          "attributes.status = 'RUNNING'"):
+                client.set_terminated(run.info.run_id, status="KILLED")
+                closed += 1
+        return closed
+    except Exception as exc:  # noqa: BLE001 - report, never mask the interruption
+        print(f"leukemia-cnn sweep: could not close the sweep's runs: {exc}", file=sys.stderr)
+        return 0
+
+
+def collect_statuses(sweep_dir: Path) -> list[dict]:
+    """The ``status.json`` of every job under ``sweep_dir`` (in job order)."""
+    found = []
+    for path in sorted(sweep_dir.rglob(STATUS_FILE), key=lambda p: p.parent.name):
+        try:
+            found.append({**json.loads(path.read_text()), "job_dir": str(path.parent)})
+        except (OSError, ValueError):
+            found.append({"status": "failed", "error": f"unreadable {path}",
+                          "job_dir": str(path.parent)})
+    return found
+
+
+def format_statuses(statuses: list[dict]) -> str:
+    """One line per job: experiment, seed, accuracies, collapsed, run id (or the error)."""
+    lines = [f"{'experiment':<24} {'seed':>4}  {'val_acc':>7}  {'test_acc':>8}  "
+             f"{'collapsed':>9}  run_id / error"]
+    for s in statuses:
+        if s.get("status") != "ok":
+            lines.append(f"{s.get('experiment_name', '?'):<24} {'':>4}  {'-':>7}  {'-':>8}  "
+                         f"{'-':>9}  FAILED: {s.get('error', '?')}")
+            continue
+        lines.append(f"{s['experiment_name']:<24} {s['seed']:>4}  {s['val_accuracy']:>7.4f}  "
+                     f"{s['test_accuracy']:>8.4f}  {str(bool(s['collapsed'])).lower():>9}  "
+                     f"{s['run_id']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``leukemia-cnn sweep``: run the Hydra app in a child process; return its exit status.
+
+    Hydra configures the logging of the process it runs in (closing existing handlers),
+    keeps global state and joblib keeps its worker pool: a child process keeps all of that
+    away from the caller (the CLI, a test, a notebook).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Hydra arguments (``-m``, ``key=value`` overrides, ``hydra/launcher=...``); default
+        ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 when every job finished, 1 when a job failed or the config is invalid, 130 when
+        interrupted.
+    """
+    import signal
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    child = subprocess.Popen([sys.executable, "-m", "leukemia_cnn.study.sweep", *argv],
+                             cwd=find_repo_root(), env=env)
+
+    def forward(signum, frame):  # SIGTERM to this process: the child stops its jobs too
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached the child too; let it clean up
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_app(argv: list[str]) -> int:
+    """The Hydra app in this process (what :func:`main` runs in its child process).
+
+    Adds ``sweep.id`` when absent, creates the MLflow store and experiment once (before
+    parallel workers log to it), runs the jobs, then prints one line per job.
+    """
+    import hydra
+
+    argv = list(argv)
+    root = find_repo_root()
+    if not (root / "conf" / f"{PRIMARY_CONFIG}.yaml").is_file():
+        print(f"leukemia-cnn sweep: error: no {root / 'conf' / PRIMARY_CONFIG}.yaml; run from "
+              "the project root", file=sys.stderr)
+        return 1
+    sweep_id = _override_value(argv, "sweep.id")
+    if sweep_id is None:
+        sweep_id = new_sweep_id()
+        # Beside the other overrides (Hydra's parser rejects one after `--cfg job -p key`).
+        first = next((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")),
+                     len(argv))
+        argv.insert(first, f"sweep.id={sweep_id}")
+    elif "," in sweep_id or not sweep_id.strip():
+        print(f"leukemia-cnn sweep: error: config key `sweep.id` = {sweep_id!r} is invalid; "
+              "allowed: one non-empty id per launch", file=sys.stderr)
+        return 1
+    store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
+    # Hydra's informational flags run no job: no store to create.
+    informational = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve"}
+    try:
+        if informational & set(argv):
+            raise _NoJobs
+        from leukemia_cnn.tracking.store import setup_mlflow
+
+        setup_mlflow(compose(store_overrides, root=root), root)
+    except _NoJobs:
+        pass
+    except LeukemiaCNNError as exc:
+        print(f"leukemia-cnn sweep: error: {exc}", file=sys.stderr)
+        return 1
+
+    app = hydra.main(config_path=str(root / "conf"), config_name=PRIMARY_CONFIG,
+                     version_base="1.3")(job)
+    # Hydra reads its arguments from sys.argv; job folders are relative to the project root.
+    sys.argv = ["leukemia-cnn sweep", *argv]
+    os.chdir(root)
+    from leukemia_cnn.modeling.train import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            app()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        # joblib has stopped the workers; close their runs rather than leave them RUNNING.
+        closed = _close_sweep_runs(sweep_id)
+        print(f"leukemia-cnn sweep: interrupted; workers stopped, {closed} running run(s) of "
+              f"sweep {sweep_id} marked KILLED", file=sys.stderr)
+        return 130
+    statuses = collect_statuses(root / SWEEP_FOLDER / sweep_id)
+    if not statuses:
+        return 0  # e.g. --cfg/--help: no job ran
+    print(f"\nsweep {sweep_id}: {len(statuses)} job(s) in {root / SWEEP_FOLDER / sweep_id}")
+    print(format_statuses(statuses))
+    failed = [s for s in statuses if s.get("status") != "ok"]
+    if failed:
+        print(f"leukemia-cnn sweep: error: {len(failed)} of {len(statuses)} job(s) failed "
+              "(see above)", file=sys.stderr)
+        return 1
+    print("next: `leukemia-cnn report` (Table 1 from MLflow), `leukemia-cnn promote --by config`")
+    return 0
+
+
+if __name__ == "__main__":
+    from leukemia_cnn.console import quiet_libraries
+
+    quiet_libraries(native=False)  # fd 2 is the parent command's, already filtered
+    sys.exit(run_app(sys.argv[1:]))

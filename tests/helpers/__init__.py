@@ -1,0 +1,104 @@
+"""What the tests share besides fixtures: the repository root, tiny configurations, images the
+tests make themselves, and scratch copies of the project."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from leukemia_cnn import devtools
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A configuration small enough to train in seconds on 2 cores.
+TINY_OVERRIDES = [
+    "train.epochs=8",
+    "train.batch_size=16",
+    "train.learning_rate=0.003",
+    "train.verbose=0",
+    "model.filters=[8,8,8]",
+    "model.kernel_sizes=[3,3,3]",
+    "model.dense_units=32",
+    "preprocess.image_size=32",
+    "features.pca.n_components=8",
+]
+
+
+def blob_images(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Grayscale float32 images in [0, 1] whose dark disc grows with the class label."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.empty((len(labels), size, size, 1), dtype=np.float32)
+    for index, label in enumerate(labels):
+        cy, cx = rng.uniform(size * 0.35, size * 0.65, 2)
+        radius = size * (0.12 + 0.07 * label) * rng.uniform(0.9, 1.1)
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2) < radius**2
+        image = 0.85 - 0.55 * disc + rng.normal(0, 0.05, (size, size))
+        images[index, ..., 0] = np.clip(image, 0, 1)
+    return images
+
+
+def write_preprocessed(root: Path, cfg, per_class: dict[str, int] | None = None,
+                       seed: int = 0) -> Path:
+    """Write data/preprocessed/{train,val,test}.npz in the preprocess stage's format."""
+    classes = list(cfg.data.classes)
+    n_classes = len(classes)
+    per_class = per_class or {"train": 24, "val": 8, "test": 8}
+    directory = root / cfg.paths.preprocessed_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    for offset, (split, count) in enumerate(per_class.items()):
+        labels = np.repeat(np.arange(n_classes), count).astype(np.int64)
+        x = blob_images(labels, int(cfg.preprocess.image_size), seed=seed + offset)
+        paths = np.array([f"{classes[y]}/img-{split}-{i}.jpg"
+                          for i, y in enumerate(labels)])
+        np.savez(directory / f"{split}.npz", x=x, y=labels, path=paths)
+    return directory
+
+
+BIN = Path(sys.executable).parent
+# Written into the copy's conf/config.yaml (after `_self_`, so they win): both `dvc repro`
+# (via params.yaml) and `dvc exp run` (which re-composes conf/) then run the tiny setup.
+TINY_CONF = {
+    "data": {"synth": {"scale": 0.1}},
+    "preprocess": {"image_size": 64},
+    "features": {"pca": {"n_components": 16}},
+    "model": {"filters": [16, 32, 32], "kernel_sizes": [5, 3, 3], "dense_units": 64},
+    "train": {"epochs": 15, "batch_size": 16, "learning_rate": 0.001, "verbose": 0},
+}
+
+
+def sh(*args: str, cwd: Path, check: bool = True, env_extra: dict | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env.update(env_extra or {})
+    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def copy_project(dest: Path) -> Path:
+    """The working tree's project files (tracked or not, minus ignored/generated ones)."""
+    return devtools.copy_project(REPO_ROOT, dest)
+
+
+def tiny_project(dest: Path, train: dict | None = None) -> Path:
+    """The tiny project (TINY_CONF, ``train`` keys on top) as a git repository with its
+    synthetic data, ready for ``dvc repro``."""
+    repo = copy_project(dest)
+    config = yaml.safe_load((repo / "conf" / "config.yaml").read_text())
+    config.update(TINY_CONF)
+    config["train"] = {**TINY_CONF["train"], **(train or {})}
+    (repo / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for args in (("git", "init", "-q"), ("git", "config", "user.email", "ci@example.com"),
+                 ("git", "config", "user.name", "ci"), ("leukemia-cnn", "params"),
+                 ("leukemia-cnn", "data", "synth"), ("git", "add", "-A"),
+                 ("git", "commit", "-qm", "tiny project")):
+        sh(*args, cwd=repo)
+    return repo

@@ -1,0 +1,135 @@
+import json
+
+import numpy as np
+import pandas as pd
+
+from helpers import TINY_OVERRIDES, blob_images
+from leukemia_cnn.modeling.train import fit
+
+
+def test_train_writes_model_history_and_run_record(trained):
+    root, cfg = trained.root, trained.cfg
+    assert (root / "models" / "cnn.keras").stat().st_size > 0
+    record = json.loads((root / "models" / "run.json").read_text())
+    assert record["run_id"] == trained.train["run_id"]
+    assert record["model_uri"].startswith("models:/")
+    history = pd.read_csv(root / "reports" / "train_history.csv")
+    assert list(history["epoch"]) == list(range(1, cfg.train.epochs + 1))
+    assert {"loss", "val_loss", "accuracy", "val_accuracy", "argmax_accuracy"} <= set(history)
+    summary = json.loads((root / "reports" / "train.json").read_text())
+    assert summary["epochs"] == cfg.train.epochs and summary["train_seconds"] > 0
+
+
+def test_mlflow_run_has_params_tags_curves_timing_and_model(trained):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(trained.train["run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["train.epochs"] == str(trained.cfg.train.epochs)
+    assert params["train.loss"] == "categorical_crossentropy"
+    assert params["model.filters"] == "[8, 8, 8]"
+    tags = run.data.tags
+    for key in ("git_commit", "data_version", "data_source", "seed", "hydra_overrides"):
+        assert tags[key]
+    # The overrides tag names what differs from conf/'s defaults.
+    assert "train.epochs=8" in tags["hydra_overrides"]
+    assert tags["keras_accuracy_metric"] == "CategoricalAccuracy"
+    loss_history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in loss_history] == list(range(1, trained.cfg.train.epochs + 1))
+    assert run.data.metrics["train_seconds"] > 0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "curves.png", "train_history.csv"} <= artifacts
+    import mlflow
+
+    model = mlflow.models.get_model_info(trained.train["model_uri"])
+    assert model.signature is not None
+    assert model.signature.inputs.input_names() == ["image"]
+
+
+def test_same_seed_gives_identical_training(make_cfg):
+    cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=2")
+    y = np.repeat(np.arange(4), 8)
+    x = blob_images(y, 32)
+    _, first, _ = fit(cfg, x, y, x, y)
+    _, second, _ = fit(cfg, x, y, x, y)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_train_fraction_is_a_fixed_stratified_subset(make_cfg):
+    import numpy as np
+    import pytest
+
+    from leukemia_cnn.errors import ConfigError
+    from leukemia_cnn.modeling.train import train_subset
+
+    y = np.repeat(np.arange(4), [20, 40, 40, 30])
+    x = np.arange(len(y), dtype=np.float32)[:, None]
+    paths = np.array([f"img{i}.jpg" for i in range(len(y))])
+    cfg = make_cfg("train.train_fraction=0.5")
+    xs, ys, ps = train_subset(cfg, x, y, paths)
+    assert np.bincount(ys).tolist() == [10, 20, 20, 15]
+    assert ps.tolist() == [f"img{int(i)}.jpg" for i in xs[:, 0]]
+    again = train_subset(make_cfg("train.train_fraction=0.5", "seed=7"), x, y, paths)
+    assert np.array_equal(again[0], xs)  # the training seed does not move the subset
+    assert train_subset(make_cfg(), x, y)[0] is x
+    with pytest.raises(ConfigError, match="train.train_fraction"):
+        train_subset(make_cfg("train.train_fraction=0.01"), x, y)
+
+
+def test_early_stopping_watches_the_configured_value_and_keeps_its_best_epoch(make_cfg):
+    import keras
+    import pytest
+
+    from leukemia_cnn.errors import ConfigError
+    from leukemia_cnn.modeling.train import kept_epoch, training_callbacks
+
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_argmax_accuracy": [0.5, 0.8, 0.7, 0.6],
+                            "val_loss": [1.0, 0.9, 0.8, 0.85]})
+    assert training_callbacks(make_cfg()) == []  # the paper: every epoch, no callback
+    by_accuracy = make_cfg("train.early_stopping_patience=3")
+    (stop,) = training_callbacks(by_accuracy)
+    assert isinstance(stop, keras.callbacks.EarlyStopping)
+    assert (stop.monitor, stop.patience, stop.restore_best_weights) == (
+        "val_argmax_accuracy", 3, True)
+    assert kept_epoch(by_accuracy, history) == 2
+    by_loss = make_cfg("train.early_stopping_patience=3", "train.early_stopping_monitor=val_loss",
+                       "train.lr_schedule=plateau")
+    stop, plateau = training_callbacks(by_loss)
+    assert (stop.monitor, stop.mode) == ("val_loss", "min")  # lower is better
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
+    assert (plateau.monitor, plateau.factor, plateau.patience) == ("val_loss", 0.5, 2)
+    assert kept_epoch(by_loss, history) == 3
+    gentler = make_cfg("train.lr_schedule=plateau", "train.lr_plateau_patience=5")
+    (plateau,) = training_callbacks(gentler)
+    assert plateau.patience == 5
+    with pytest.raises(ConfigError, match="train.early_stopping_monitor"):
+        make_cfg("train.early_stopping_monitor=val_f1")
+
+
+def test_weight_averaging_validates_and_keeps_the_averaged_weights(make_cfg):
+    """train.ema_momentum: val metrics, early stopping and the kept model all use the moving
+    average of the weights, so the kept model scores what the history says it scored."""
+    import keras
+
+    from leukemia_cnn.modeling.train import kept_epoch, training_callbacks
+
+    cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=4", "train.early_stopping_patience=2",
+                   "train.ema_momentum=0.9")
+    swap, stop = training_callbacks(cfg)  # the swap runs first: early stopping sees the average
+    assert isinstance(swap, keras.callbacks.SwapEMAWeights) and swap.swap_on_epoch
+    assert isinstance(stop, keras.callbacks.EarlyStopping)
+    y = np.repeat(np.arange(4), 8)
+    x, x_val = blob_images(y, 32, seed=0), blob_images(y, 32, seed=1)
+    model, history, _ = fit(cfg, x, y, x_val, y)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.9
+    kept = history.set_index("epoch").loc[kept_epoch(cfg, history)]
+    accuracy = float((model.predict(x_val, verbose=0).argmax(1) == y).mean())
+    assert accuracy == kept["val_argmax_accuracy"]
+    # The averaged weights are not the raw ones the optimizer trained last.
+    raw, _, _ = fit(make_cfg(*TINY_OVERRIDES, "train.epochs=1"), x, y, x_val, y)
+    averaged, _, _ = fit(make_cfg(*TINY_OVERRIDES, "train.epochs=1", "train.ema_momentum=0.9"),
+                         x, y, x_val, y)
+    assert not np.allclose(raw.get_weights()[0], averaged.get_weights()[0])
+    assert not make_cfg().train.ema_momentum  # off by default: the paper's optimizer

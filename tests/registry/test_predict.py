@@ -1,0 +1,106 @@
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import blob_images
+from leukemia_cnn import cli
+from leukemia_cnn.errors import DataError
+from leukemia_cnn.registry import register
+from leukemia_cnn.registry.predict import predict_files, read_images
+
+
+def write_jpegs(folder, labels, size=224):
+    folder.mkdir(parents=True, exist_ok=True)
+    images = blob_images(np.asarray(labels), size, seed=7)
+    paths = []
+    for index, image in enumerate(images):
+        rgb = np.repeat((image * 255).astype(np.uint8), 3, axis=2)
+        path = folder / f"cell-{index}.jpg"
+        Image.fromarray(rgb).save(path, quality=95)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def champion(trained):
+    register.run(trained.cfg, trained.root)
+    return trained
+
+
+def test_predict_with_the_champion_returns_a_class_and_probabilities(champion, tmp_path):
+    classes = list(champion.cfg.data.classes)
+    paths = write_jpegs(tmp_path / "imgs", [0, 1, 2, 3])
+    result = predict_files("models:/leukemia-cnn@champion", paths)
+    assert list(result["path"]) == paths
+    assert set(result["predicted_class"]) <= set(classes)
+    probabilities = result[[f"p_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_served_preprocessing_matches_the_preprocess_stage(champion, tmp_path):
+    """The logged model's own preprocessing gives what the arrays it was trained on give."""
+    import mlflow
+
+    from leukemia_cnn.data.imaging import load_model_input
+
+    paths = write_jpegs(tmp_path / "imgs", [0, 3])
+    model = mlflow.pyfunc.load_model("models:/leukemia-cnn@champion")
+    from_bytes = model.predict(read_images(paths))
+    arrays = np.stack([load_model_input(p, 32, "grayscale") for p in paths])
+    from_arrays = model.unwrap_python_model().predict_arrays(arrays)
+    pd.testing.assert_frame_equal(from_bytes, from_arrays)
+
+
+def test_predict_arrays_in_chunks_gives_what_keras_predict_gives(champion):
+    import mlflow
+
+    wrapper = mlflow.pyfunc.load_model("models:/leukemia-cnn@champion").unwrap_python_model()
+    arrays = blob_images(np.arange(7) % 4, 32, seed=3)
+
+    chunked = wrapper.predict_arrays(arrays, batch_size=3)  # chunks of 3, 3 and 1
+
+    expected = wrapper.model.predict(arrays, verbose=0)
+    classes = list(champion.cfg.data.classes)
+    np.testing.assert_allclose(chunked[[f"p_{c}" for c in classes]].to_numpy(), expected,
+                               rtol=1e-5, atol=1e-6)
+    assert list(chunked["predicted_class"]) == [classes[i] for i in expected.argmax(axis=1)]
+    empty = wrapper.predict_arrays(arrays[:0])
+    assert len(empty) == 0 and list(empty.columns) == list(chunked.columns)
+
+
+def test_predict_cli_writes_json(champion, tmp_path, monkeypatch):
+    monkeypatch.chdir(champion.root)
+    from leukemia_cnn.config import write_params
+
+    write_params(champion.cfg, champion.root / "params.yaml")
+    paths = write_jpegs(tmp_path / "imgs", [1, 2])
+    out = tmp_path / "pred.json"
+    assert cli.main(["predict", *paths, "--format", "json", "--output", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [row["path"] for row in rows] == paths
+    assert all(row["predicted_class"] in champion.cfg.data.classes for row in rows)
+
+
+def test_bad_image_is_a_clear_error_naming_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match="broken.jpg"):
+        read_images([str(bad)])
+    with pytest.raises(DataError, match="missing.jpg: no such file"):
+        read_images([str(tmp_path / "missing.jpg")])
+
+
+def test_cli_reports_bad_image_without_traceback(champion, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(champion.root)
+    from leukemia_cnn.config import write_params
+
+    write_params(champion.cfg, champion.root / "params.yaml")
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(io.BytesIO(b"\xff\xd8\xff\xe0 truncated").getvalue())
+    assert cli.main(["predict", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "Traceback" not in err

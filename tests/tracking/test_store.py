@@ -1,0 +1,72 @@
+import subprocess
+import sys
+
+import mlflow
+
+from helpers import REPO_ROOT
+from leukemia_cnn.config import flatten
+from leukemia_cnn.tracking.store import config_id, store_lock
+
+# One worker: set the store up (first use creates the sqlite tables), then log runs.
+WORKER = """
+import sys
+from pathlib import Path
+import mlflow
+from leukemia_cnn.config import compose
+from leukemia_cnn.tracking.store import setup_mlflow
+setup_mlflow(compose(root=Path(sys.argv[1])), Path(sys.argv[2]))
+for index in range(2):
+    with mlflow.start_run(run_name=f"worker{sys.argv[3]}-{index}"):
+        mlflow.set_tag("sweep_id", "parallel")
+        mlflow.log_params({f"param{i}": f"{sys.argv[3]}-{index}-{i}" for i in range(40)})
+        for step in range(20):
+            mlflow.log_metrics({"loss": 1 / (step + 1), "accuracy": step / 20}, step=step)
+"""
+
+
+def test_parallel_workers_on_a_fresh_sqlite_store_lose_no_run(tmp_path, monkeypatch):
+    """Unserialised, concurrent table creation corrupts a new sqlite store; setup_mlflow
+    serialises it, and concurrent logging afterwards loses nothing."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(REPO_ROOT), str(tmp_path),
+                                 str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for n in range(3)]
+    results = [(w.wait(timeout=300), w.stderr.read()) for w in workers]
+    for code, stderr in results:
+        assert code == 0, stderr[-3000:]
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["leukemia-cnn"])
+    assert len(runs) == 6 and set(runs["status"]) == {"FINISHED"}
+    client = mlflow.MlflowClient()
+    for run_id in runs["run_id"]:
+        run = client.get_run(run_id)
+        worker_index = run.info.run_name.removeprefix("worker")
+        # Every param, and every step of every metric, with its value.
+        assert run.data.params == {f"param{i}": f"{worker_index}-{i}" for i in range(40)}
+        loss = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
+        accuracy = {m.step: m.value for m in client.get_metric_history(run_id, "accuracy")}
+        assert loss == {step: 1 / (step + 1) for step in range(20)}
+        assert accuracy == {step: step / 20 for step in range(20)}
+
+
+def test_store_lock_is_reentrant_within_a_process(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with store_lock(uri), store_lock(uri):  # would wait for itself if not re-entrant
+        assert (tmp_path / "mlflow.db.lock").exists()
+    with store_lock("http://tracking-server:5000"):  # not sqlite: nothing to lock
+        pass
+
+
+def test_config_id_ignores_seed_and_plumbing(make_cfg):
+    base = flatten(make_cfg("seed=1"))
+    assert config_id(base) == config_id(flatten(make_cfg("seed=2", "sweep.id=x",
+                                                         "train.verbose=0")))
+    assert config_id(base) != config_id(flatten(make_cfg("seed=1", "train.batch_size=32")))
+    # MLflow params are strings: the id is the same from a run's params.
+    assert config_id(base) == config_id({k: str(v) for k, v in base.items()})
+    # A knob at its default is the configuration a run logged before the knob existed.
+    older = {k: v for k, v in base.items() if k not in ("train.ema_momentum", "train.augment")}
+    assert config_id(base) == config_id(older)
+    assert config_id({**older, "train.ema_momentum": "0"}) == config_id(base)
+    assert config_id(flatten(make_cfg("seed=1", "train.ema_momentum=0.9"))) != config_id(base)
