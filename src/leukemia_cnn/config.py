@@ -597,7 +597,8 @@ def check_section(name: str, values: DictConfig | Mapping) -> dict[str, Any]:
     return _as_dict(_build(fields[name][1], _plain(values), f"{name}."))
 
 
-def _schema_field(key: str) -> tuple[dataclasses.Field, Any]:
+def schema_field(key: str) -> tuple[dataclasses.Field, Any]:
+    """The dataclass field of a dotted key and its type (its ``metadata`` holds the range)."""
     cls: Any = Config
     parts = key.split(".")
     for index, part in enumerate(parts):
@@ -616,7 +617,7 @@ def _schema_field(key: str) -> tuple[dataclasses.Field, Any]:
 
 def default_of(key: str) -> Any:
     """The schema's default of a dotted key (``"train.lr_schedule"`` -> ``"constant"``)."""
-    spec, _ = _schema_field(key)
+    spec, _ = schema_field(key)
     if spec.default is not dataclasses.MISSING:
         return spec.default
     made = spec.default_factory()
