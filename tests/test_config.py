@@ -205,6 +205,12 @@ def test_an_unknown_key_with_nothing_near_lists_the_valid_ones():
         validate_config(compose(["+train.zzzzzzzz=1"], root=REPO_ROOT))
 
 
+def test_a_key_of_the_other_data_option_says_which_option_has_it():
+    with pytest.raises(ConfigError, match=r"`data.variant` belongs to data=kaggle, not to "
+                                          r"data=synthetic.*select data=kaggle"):
+        validate_config(compose(["+data.variant=Original"], root=REPO_ROOT))
+
+
 def test_params_command_refuses_a_plus_key_and_writes_nothing(tmp_path, monkeypatch, capsys):
     from leukemia_cnn.cli import main
 
