@@ -52,6 +52,11 @@ def downstream(project: Path, knob: str) -> list[str]:
 
     hit = [name for name, spec in stages.items()
            if any(covers(p) for p in paths(spec.get("params")))]
+    # A stage that tracks the whole params file (check_config) re-runs for any knob, but its
+    # output (the check's marker) does not depend on the values: nothing re-runs after it.
+    checks = [name for name, spec in stages.items()
+              if any(isinstance(p, dict) and not next(iter(p.values()))
+                     for p in spec.get("params") or [])]
     changed = set(hit)
     grew = True
     while grew:
@@ -62,7 +67,7 @@ def downstream(project: Path, knob: str) -> list[str]:
             if name not in changed and paths(spec.get("deps")) & produced:
                 changed.add(name)
                 grew = True
-    return [name for name in stages if name in changed]
+    return [name for name in stages if name in changed or name in checks]
 
 
 def make_repo(dest: Path, scale: float) -> Path:

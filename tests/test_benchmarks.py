@@ -26,9 +26,11 @@ def test_a_training_knob_is_upstream_of_train_evaluate_and_register(monkeypatch)
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import bench_dvc
 
-    assert bench_dvc.downstream(REPO, "train.epochs") == ["train", "evaluate", "register"]
+    assert bench_dvc.downstream(REPO, "train.epochs") == [
+        "check_config", "train", "evaluate", "register"]
     pca = bench_dvc.downstream(REPO, "features.pca.n_components")
-    assert pca[0] == "features" and "preprocess" not in pca and "train" not in pca
+    assert pca[:2] == ["check_config", "features"]
+    assert "preprocess" not in pca and "train" not in pca
     # The split feeds everything after it; nothing before it.
     assert bench_dvc.downstream(REPO, "split.seed") == [
         name for name in benchlib_stages() if name != "validate_raw"]

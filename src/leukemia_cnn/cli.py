@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--check", action="store_true",
                         help="do not write; exit 1 if the file differs from the composed config")
 
+    check = sub.add_parser(
+        "check-config", help="check params.yaml against the config schema (DVC's first stage)",
+        description="Pipeline stage: check every knob of params.yaml (unknown keys, types, "
+                    "ranges) and write reports/config_check.json, on which every other stage "
+                    "depends, so DVC stops at a refused knob before removing any output.")
+    _add_params_arg(check)
+
     data = sub.add_parser("data", help="create or ingest the raw image tree")
     data_sub = data.add_subparsers(dest="data_command", metavar="SOURCE", required=True)
     synth = data_sub.add_parser(
@@ -172,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = compose(args.overrides, root=root)
         from leukemia_cnn.config import validate_config
 
-        validate_config(cfg)
+        validate_config(cfg)  # refuse before writing: params.yaml stays as conf/ composes it
         if args.check:
             from omegaconf import OmegaConf
 
@@ -187,6 +194,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     cfg = load_params(args.params)
+    if args.command == "check-config":
+        from leukemia_cnn.config import write_config_check
+
+        written = write_config_check(cfg, root, args.params)
+        print(f"{args.params}: every knob is valid; wrote {written.relative_to(root)}")
+        return 0
     if args.command == "data" and args.data_command == "get":
         from leukemia_cnn.data import ingest
 

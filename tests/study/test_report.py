@@ -240,5 +240,6 @@ def test_report_and_promote_by_config_through_the_cli(study, monkeypatch, capsys
     (root / "keep_files").mkdir()
     (root / "keep_files" / "x.txt").write_text("kept")
     assert cli.main(["report", "--sweep-id", "S1", "--name", "../keep"]) == 1
-    assert "report.name '../keep' is not a file stem" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "`report.name` = '../keep' is invalid" in err and "--name spread" in err
     assert (root / "keep_files" / "x.txt").read_text() == "kept"

@@ -19,7 +19,8 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
-from leukemia_cnn.errors import ConfigError, DataError
+from leukemia_cnn.config import check_section
+from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
 
 SPLITS = ("train", "val", "test")
@@ -43,18 +44,6 @@ def min_images_per_class(train: float, val: float, test: float) -> int:
         ``ceil(1 / smallest fraction)``, and at least 3 (one image per split).
     """
     return max(3, math.ceil(1.0 / min(train, val, test) - 1e-9))
-
-
-def _check_ratios(train: float, val: float, test: float) -> None:
-    ratios = {"train": train, "val": val, "test": test}
-    for name, ratio in ratios.items():
-        if not (isinstance(ratio, (int, float)) and 0 < ratio < 1):
-            raise ConfigError(f"config key `split.{name}` = {ratio!r} is invalid; "
-                              "allowed: a fraction strictly between 0 and 1")
-    total = sum(ratios.values())
-    if not math.isclose(total, 1.0, abs_tol=1e-6):
-        raise ConfigError(f"config keys `split.train/val/test` = {ratios} are invalid; "
-                          f"allowed: fractions that sum to 1 (they sum to {total:.4f})")
 
 
 def _unique_contents(manifest: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
@@ -172,7 +161,9 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
         appears under two classes, or a class has too few unique images to stratify.
     """
     classes = list(classes)
-    _check_ratios(train, val, test)
+    # The `split` knobs' types and ranges (fractions summing to 1, seed >= 0) are the schema's.
+    check_section("split", {"train": train, "val": val, "test": test, "seed": seed,
+                            "near_duplicate_max_distance": near_duplicate_max_distance})
     contents = _unique_contents(manifest, classes)
     contents["group"] = near_duplicate_groups(contents, near_duplicate_max_distance)
     rank = {c: i for i, c in enumerate(classes)}

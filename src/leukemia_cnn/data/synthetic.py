@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter
 
+from leukemia_cnn.config import check_section
 from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
 from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
@@ -430,23 +431,9 @@ def file_name(class_name: str, number: int, total: int) -> str:
 
 def class_sizes(class_counts: Mapping[str, int], classes: Sequence[str],
                 scale: float) -> dict[str, int]:
-    """Images per class: ``round(class_count * scale)``, at least 1."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
-            math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"config key `data.synth.scale` (or --scale) = {scale!r} is invalid; "
-                          "allowed: a number > 0 (1.0 = the real class counts)")
-    missing = [name for name in classes if name not in class_counts]
-    if missing:
-        raise ConfigError(f"config key `data.synth.class_counts` has no count for {missing}; "
-                          f"give one per entry of data.classes {list(classes)}")
-    sizes = {}
-    for name in classes:
-        count = class_counts[name]
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError(f"config key `data.synth.class_counts.{name}` = {count!r} is "
-                              "invalid; allowed: an integer >= 1")
-        sizes[name] = max(1, round(count * scale))
-    return sizes
+    """Images per class: ``round(class_count * scale)``, at least 1 (the values as the config
+    schema checked them: a count for every class, scale > 0)."""
+    return {name: max(1, round(class_counts[name] * scale)) for name in classes}
 
 
 def _write_batch(jobs: Sequence[tuple[int, str, int, str]], seed: int, image_size: int,
@@ -533,27 +520,18 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
     an interrupted run leaves the previous data in place.
     """
     root = Path(root)
-    classes = [str(c) for c in _setting(cfg, "data.classes")]
-    scale = _setting(cfg, "data.synth.scale") if scale is None else scale
-    seed = _setting(cfg, "data.synth.seed") if seed is None else seed
-    image_size = _setting(cfg, "data.synth.image_size")
-    jpeg_quality = _setting(cfg, "data.synth.jpeg_quality")
-    class_counts = OmegaConf.to_container(_setting(cfg, "data.synth.class_counts"))
+    _setting(cfg, "data.synth")
+    # --scale and --seed override data.synth.scale/seed; the config schema checks the result.
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data["synth"].update({k: v for k, v in (("scale", scale), ("seed", seed)) if v is not None})
+    data = check_section("data", data)
+    classes, synth_cfg = data["classes"], data["synth"]
+    scale, seed = synth_cfg["scale"], synth_cfg["seed"]
+    image_size, jpeg_quality = synth_cfg["image_size"], synth_cfg["jpeg_quality"]
     raw_dir = root / str(_setting(cfg, "paths.raw_dir"))
     out_dir = Path(output) if output else raw_dir
     out_dir = out_dir if out_dir.is_absolute() else root / out_dir
-
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"config key `data.synth.seed` (or --seed) = {seed!r} is invalid; "
-                          "allowed: an integer >= 0")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
-        raise ConfigError(f"config key `data.synth.image_size` = {image_size!r} is invalid; "
-                          "allowed: an integer >= 32")
-    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int) or not (
-            1 <= jpeg_quality <= 95):
-        raise ConfigError(f"config key `data.synth.jpeg_quality` = {jpeg_quality!r} is invalid; "
-                          "allowed: an integer from 1 to 95")
-    sizes = class_sizes(class_counts, classes, scale)
+    sizes = class_sizes(synth_cfg["class_counts"], classes, scale)
     if out_dir.exists() and not out_dir.is_dir():
         raise LeukemiaCNNError(f"output {out_dir} exists and is not a folder; "
                                "remove it or pass another --output")

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
+from leukemia_cnn.config import check_section
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS, open_image, perceptual_hash
-from leukemia_cnn.errors import ConfigError, DataError
+from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import atomic_write
 from leukemia_cnn.quality.suites import (
     MAX_LISTED,
@@ -52,8 +53,6 @@ REPORT_MD = "validate_raw.md"
 OS_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx"})
 # Image decoding and hashing release the GIL, so threads use every core without pickling.
 N_THREADS = min(8, os.cpu_count() or 1)
-RULE_KEYS = ("allowed_formats", "allowed_modes", "min_width", "max_width", "min_height",
-             "max_height", "min_images_per_class", "min_class_share", "max_class_share")
 # Columns derived from the manifest for the content checks (not written to the manifest CSV).
 DUPLICATE_OF = "duplicate_of"
 LABEL_CONFLICT = "label_conflict"
@@ -229,41 +228,6 @@ def build_manifest(raw_dir: Path, classes: list[str], progress: bool = True) -> 
 # Great Expectations
 # --------------------------------------------------------------------------------------------
 
-def _check_rules(rules: DictConfig | Mapping) -> dict[str, Any]:
-    """The validation thresholds as a plain dict, or ConfigError naming the bad key."""
-    values = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-              for key, value in dict(rules).items()}
-    for key in RULE_KEYS:
-        if values.get(key) is None:
-            raise ConfigError(f"config key `validation.{key}` is missing; add it to "
-                              "conf/validation/default.yaml")
-    for key in ("allowed_formats", "allowed_modes"):
-        value = values[key] = list(values[key]) if isinstance(values[key], tuple) else values[key]
-        if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"config key `validation.{key}` = {value!r} is invalid; allowed: "
-                              "a non-empty list of PIL names, e.g. [JPEG, PNG] or [RGB, L]")
-    for key in ("min_width", "max_width", "min_height", "max_height", "min_images_per_class"):
-        value = values[key]
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-            raise ConfigError(f"config key `validation.{key}` = {value!r} is invalid; "
-                              "allowed: an integer >= 0")
-    for side in ("width", "height"):
-        if values[f"min_{side}"] > values[f"max_{side}"]:
-            raise ConfigError(f"config keys `validation.min_{side}` = {values[f'min_{side}']} and "
-                              f"`validation.max_{side}` = {values[f'max_{side}']} are invalid; "
-                              "allowed: min <= max")
-    for key in ("min_class_share", "max_class_share"):
-        value = values[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"config key `validation.{key}` = {value!r} is invalid; "
-                              "allowed: a fraction from 0 to 1")
-    if values["min_class_share"] > values["max_class_share"]:
-        raise ConfigError(f"config keys `validation.min_class_share` = {values['min_class_share']} "
-                          f"and `validation.max_class_share` = {values['max_class_share']} are "
-                          "invalid; allowed: min <= max")
-    return values
-
-
 def with_content_columns(manifest: pd.DataFrame) -> pd.DataFrame:
     """The manifest plus two columns for the content checks (empty string = no finding).
 
@@ -391,8 +355,9 @@ def validate(manifest: pd.DataFrame, classes: list[str],
     classes : list of str
         The configured classes (``data.classes``).
     rules : DictConfig or dict
-        ``cfg.validation``: allowed_formats, allowed_modes, min/max width and height,
-        min_images_per_class, min/max_class_share (other keys are ignored).
+        ``cfg.validation`` (every key of the group; checked by the config schema). The suite
+        uses allowed_formats, allowed_modes, min/max width and height, min_images_per_class
+        and min/max_class_share.
 
     Returns
     -------
@@ -400,7 +365,7 @@ def validate(manifest: pd.DataFrame, classes: list[str],
         Overall success, one :class:`ExpectationOutcome` per check (with the offending paths
         or classes) and statistics.
     """
-    rules = _check_rules(rules)
+    rules = check_section("validation", rules)  # types and ranges: the config schema
     classes = list(classes)
     missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
     if missing:
@@ -599,7 +564,7 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
     manifest_path = root / cfg.paths.manifest
     reports_dir = root / cfg.paths.reports_dir
     classes = list(cfg.data.classes)
-    rules = _check_rules(cfg.validation)
+    rules = check_section("validation", cfg.validation)
     hint = ("create it with `leukemia-cnn data synth` (synthetic images) or put the images "
             "there in the Kaggle layout <raw_dir>/<Class>/*.jpg")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from leukemia_cnn.config import paper_faithful
+from leukemia_cnn.config import check_section, paper_faithful
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.tracking.store import CONFIG_ID_PREFIXES, run_config_id
 
@@ -488,14 +487,12 @@ def build(cfg: DictConfig, root: Path) -> dict:
         ``markdown``, ``html`` (paths), ``table`` (the per-configuration frame), ``claims``
         (statements), ``n_runs``.
     """
-    confidence = float(cfg.report.get("confidence", 0.95))
+    # The schema refuses a name that is not a file stem: it becomes <reports_dir>/<name>_files,
+    # which is emptied first. `--name` and `--sweep-id` are set after loading: checked here.
+    settings = check_section("report", cfg.report)
+    confidence = float(settings["confidence"])
     alpha = 1 - confidence
-    name = str(cfg.report.get("name", "table1"))
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        # The name becomes <reports_dir>/<name>_files, which is emptied first: no paths.
-        raise LeukemiaCNNError(f"report.name {name!r} is not a file stem: use letters, digits, "
-                               "'_', '-' or '.', starting with a letter or digit (e.g. "
-                               "`leukemia-cnn report --name spread`)")
+    name = str(settings["name"])
     runs = fetch_runs(cfg, root)
     table = configurations(runs, confidence)
     reports_dir = root / cfg.paths.reports_dir

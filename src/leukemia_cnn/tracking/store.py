@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
-from leukemia_cnn.config import KNOB_DEFAULTS, find_repo_root, same_setting, shared_root
+from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared_root
 
 
 def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str:
@@ -172,8 +172,8 @@ def store_lock(uri: str):
 
 # Params that define a configuration of the study: the data, split, preprocessing, model and
 # training knobs. The seed, output paths, store, sweep/report settings and the derived data
-# sizes are not part of it, so seeds of one configuration share its id. A robust-training knob
-# at its default is left out too: a run logged before the knob existed trained the same way.
+# sizes are not part of it, so seeds of one configuration share its id. A late knob at its
+# default (config.LATE_KNOBS) is left out too: a run logged before it trained the same way.
 CONFIG_ID_PREFIXES = ("data.", "split.", "preprocess.", "model.", "train.")
 CONFIG_ID_IGNORED = ("train.verbose", "data.n_train", "data.n_val", "data.input_shape")
 
@@ -193,7 +193,7 @@ def config_id(params: dict[str, object]) -> str:
     """
     items = sorted((k, str(v)) for k, v in params.items()
                    if k.startswith(CONFIG_ID_PREFIXES) and k not in CONFIG_ID_IGNORED
-                   and not (k in KNOB_DEFAULTS and same_setting(v, KNOB_DEFAULTS[k])))
+                   and not (k in LATE_KNOBS and same_setting(v, LATE_KNOBS[k])))
     return hashlib.sha1(repr(items).encode()).hexdigest()[:12]
 
 
