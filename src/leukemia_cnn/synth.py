@@ -36,7 +36,11 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter
 
 from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
+from leukemia_cnn.fileio import check_output, mark_output, swap_folder
 from leukemia_cnn.imaging import IMAGE_EXTENSIONS
+
+# The marker of a raw image tree `data synth` or `data get` wrote (outside paths.raw_dir).
+RAW_OUTPUT = "data"
 
 # Kaggle file-name prefix of each class: WBC-Benign-001.jpg, WBC-Malignant-Early-001.jpg, ...
 FILE_PREFIXES = {
@@ -556,9 +560,7 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
         raise ConfigError(f"config key `data.synth.jpeg_quality` = {jpeg_quality!r} is invalid; "
                           "allowed: an integer from 1 to 95")
     sizes = class_sizes(class_counts, classes, scale)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LeukemiaCNNError(f"output {out_dir} exists and is not a folder; "
-                               "remove it or pass another --output")
+    out_dir = check_raw_output(out_dir, root, raw_dir, label=output)
     if if_empty and _holds_images(out_dir):
         print(f"{_shown(out_dir, root)} already holds images; left untouched (--if-empty)")
         return
@@ -573,7 +575,9 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
     staging = out_dir.with_name(f"{out_dir.name}.tmp-{token}")
     try:
         generate(staging, classes, sizes, seed, image_size, jpeg_quality, progress=True)
-        _swap_in(staging, out_dir, token)
+        if out_dir != raw_dir.resolve():
+            mark_output(staging, RAW_OUTPUT)
+        swap_folder(staging, out_dir, token)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -589,26 +593,23 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
               f"`git add {_shown(tracked, root)} {_shown(out_dir.parent / '.gitignore', root)}`")
 
 
+def check_raw_output(out_dir: Path, root: Path, raw_dir: Path, inputs: Sequence[Path] = (),
+                     label: str | None = None) -> Path:
+    """The guard of ``data synth`` and ``data get``'s ``--output`` (see
+    :func:`leukemia_cnn.fileio.check_output`): the configured ``paths.raw_dir``, a new folder
+    or one an earlier ``leukemia-cnn data`` run wrote; returns the folder to write."""
+    return check_output(out_dir, kind="folder", root=root, flag="--output", owner=RAW_OUTPUT,
+                        default=raw_dir, inputs=inputs, label=label,
+                        instead=f"Pass --output with a new folder or one an earlier "
+                                f"`leukemia-cnn data` run wrote, or leave it out to write "
+                                f"{_shown(raw_dir, root)}")
+
+
 def _shown(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def _swap_in(staging: Path, out_dir: Path, token: str) -> None:
-    """Replace ``out_dir`` by the complete ``staging`` tree: rename aside, rename in, delete."""
-    previous = out_dir.with_name(f"{out_dir.name}.old-{token}")
-    if out_dir.exists():
-        out_dir.rename(previous)
-    try:
-        staging.rename(out_dir)
-    except OSError:
-        if previous.exists():
-            previous.rename(out_dir)
-        raise
-    if previous.exists():
-        shutil.rmtree(previous)
 
 
 def _dvc_target(root: Path, out_dir: Path) -> str:
