@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from datasets import class_tree, image_bytes, write_file
 from leukemia_cnn import devtools
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -169,3 +170,63 @@ def pipeline(tmp_path_factory):
     return {"repo": repo, "repro": repro}
 
 
+
+
+GUARD_IMAGE = "inbox/cell.jpg"  # predict's input in the guard project, untracked
+GUARD_SOURCE = "inbox/tree"  # data get's source folder there, untracked
+
+
+def register_tiny_model(root: Path) -> None:
+    """An untrained two-layer CNN logged as the project's pyfunc model and made champion in
+    ``root/mlflow.db``: enough for `predict` to run (its answers are not the point)."""
+    import keras
+    import mlflow
+
+    from leukemia_cnn.config import load_params
+    from leukemia_cnn.model import build_model
+    from leukemia_cnn.pyfunc import log_model
+    from leukemia_cnn.tracking import setup_mlflow
+
+    cfg = load_params(root / "params.yaml")
+    setup_mlflow(cfg, root)
+    work = root.parent / "model-work"
+    work.mkdir()
+    model = build_model((32, 32, 1), 4, filters=[4], kernel_sizes=[3], dense_units=8)
+    keras.saving.save_model(model, work / "model.keras")
+    with mlflow.start_run():
+        info = log_model(work / "model.keras", list(cfg.data.classes), 32, "grayscale", work)
+    name = str(cfg.mlflow.registered_model_name)
+    version = mlflow.register_model(info.model_uri, name).version
+    mlflow.MlflowClient().set_registered_model_alias(name, str(cfg.mlflow.champion_alias),
+                                                     version)
+
+
+def git(*args: str, cwd: Path) -> None:
+    """``git ARGS`` in ``cwd``, quietly; fails the test on an error."""
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def guard_project(tmp_path_factory):
+    """A scratch project to run commands in with hostile paths; returns its root (see
+    tests/test_fileio.py). Commands run with the root as cwd."""
+    root = copy_project(tmp_path_factory.mktemp("guard") / "project")
+    for name in ("data.dvc", "data/.gitignore"):
+        write_file(root / name, (REPO_ROOT / name).read_bytes())
+    git("init", "-q", cwd=root)
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A", cwd=root)
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "scratch",
+        cwd=root)
+    class_tree(root / "data" / "raw", per_class=2)
+    write_file(root / "reports" / "validate_raw.md", b"# an earlier stage report (cache: false)\n")
+    write_file(root / "notes" / "todo.txt", b"the user's own folder\n")
+    write_file(root / "notes.txt", b"the user's own file\n")
+    write_file(root / GUARD_IMAGE, image_bytes(1, size=(48, 48)))
+    class_tree(root / GUARD_SOURCE, per_class=1, seed=3)
+    (root / "link-conf").symlink_to("conf")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.chdir(root)
+        register_tiny_model(root)
+    assert (root / "mlflow.db").is_file()
+    return root

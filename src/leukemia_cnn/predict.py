@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -70,12 +71,15 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
         raise DataError("no readable image to classify: "
                         + "; ".join(reason for reason in reasons.values() if reason))
     images = read_images(readable)
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except MlflowException as exc:
-        raise LeukemiaCNNError(f"could not load model {model_uri}: {exc.message}. Run `dvc repro` "
-                               "(or `leukemia-cnn promote`) so that it exists") from exc
-    classified = model.predict(images)
+    # Loaded from a private copy: given a models:/ URI on a local store, MLflow would write
+    # a `registered_model_meta` file into the store's artifacts, which predict does not own.
+    with tempfile.TemporaryDirectory(prefix="leukemia-cnn-model-") as copy:
+        try:
+            model = mlflow.pyfunc.load_model(model_uri, dst_path=copy)
+        except MlflowException as exc:
+            raise LeukemiaCNNError(f"could not load model {model_uri}: {exc.message}. Run `dvc "
+                                   "repro` (or `leukemia-cnn promote`) so that it exists") from exc
+        classified = model.predict(images)
     classified.insert(0, "path", readable)
     rows = pd.DataFrame({"path": paths})
     result = rows.merge(classified.drop_duplicates("path"), on="path", how="left")
