@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         target = check_output(
             args.output, kind="file", root=root, flag="--output", owner="params",
             default=default, owned=_is_params_file,
-            instead=f"Pass --output with a new file name, or leave it out to write {default}")
+            instead="Pass --output with a new file name, or leave it out to write params.yaml")
         atomic_write(target, lambda tmp: write_params(cfg, tmp))
         print(f"wrote {args.output}")
         return 0
