@@ -94,9 +94,10 @@ def check_invariant(command: str, path: str, root: Path, capfd) -> tuple[int, st
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-@pytest.mark.parametrize("path", ["{root}", ".", "data", "conf", "src", "link-conf", ".git",
-                                  "reports/validate_raw.md", "conf/config.yaml", "notes",
-                                  "notes.txt", "mlflow.db", IMAGE, SOURCE])
+@pytest.mark.parametrize("path", ["{root}", ".", "..", "data", "conf", "src", "link-conf",
+                                  ".git", "mlruns", "data/raw/Benign", "reports/validate_raw.md",
+                                  "conf/config.yaml", "notes", "notes.txt", "mlflow.db", IMAGE,
+                                  SOURCE])
 def test_hostile_outputs_are_refused_and_change_nothing(project, command, path, capfd,
                                                         monkeypatch):
     monkeypatch.chdir(project)
