@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -189,12 +190,11 @@ def register_tiny_model(root: Path) -> None:
 
     cfg = load_params(root / "params.yaml")
     setup_mlflow(cfg, root)
-    work = root.parent / "model-work"
-    work.mkdir()
     model = build_model((32, 32, 1), 4, filters=[4], kernel_sizes=[3], dense_units=8)
-    keras.saving.save_model(model, work / "model.keras")
-    with mlflow.start_run():
-        info = log_model(work / "model.keras", list(cfg.data.classes), 32, "grayscale", work)
+    with tempfile.TemporaryDirectory() as work, mlflow.start_run():
+        keras.saving.save_model(model, Path(work) / "model.keras")
+        info = log_model(Path(work) / "model.keras", list(cfg.data.classes), 32, "grayscale",
+                         Path(work))
     name = str(cfg.mlflow.registered_model_name)
     version = mlflow.register_model(info.model_uri, name).version
     mlflow.MlflowClient().set_registered_model_alias(name, str(cfg.mlflow.champion_alias),
