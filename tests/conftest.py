@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import REPO_ROOT, TINY_OVERRIDES, sh, tiny_project, write_preprocessed
+from helpers import REPO_ROOT, TINY_OVERRIDES, copy_project, sh, tiny_project, write_preprocessed
+from helpers.datasets import class_tree, image_bytes, write_file
+from helpers.guard import GUARD_IMAGE, GUARD_SOURCE, git, register_tiny_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -74,3 +76,27 @@ def pipeline(tmp_path_factory):
     return {"repo": repo, "repro": repro}
 
 
+@pytest.fixture(scope="session")
+def guard_project(tmp_path_factory):
+    """A scratch project to run commands in with hostile paths; returns its root (see
+    tests/test_fileio.py). Commands run with the root as cwd."""
+    root = copy_project(tmp_path_factory.mktemp("guard") / "project")
+    for name in ("data.dvc", "data/.gitignore"):
+        write_file(root / name, (REPO_ROOT / name).read_bytes())
+    git("init", "-q", cwd=root)
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A", cwd=root)
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "scratch",
+        cwd=root)
+    class_tree(root / "data" / "raw", per_class=2)
+    write_file(root / "reports" / "validate_raw.md", b"# an earlier stage report (cache: false)\n")
+    write_file(root / "notes" / "todo.txt", b"the user's own folder\n")
+    write_file(root / "notes.txt", b"the user's own file\n")
+    write_file(root / GUARD_IMAGE, image_bytes(1, size=(48, 48)))
+    class_tree(root / GUARD_SOURCE, per_class=1, seed=3)
+    (root / "link-conf").symlink_to("conf")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.chdir(root)
+        register_tiny_model(root)
+    assert (root / "mlflow.db").is_file()
+    return root

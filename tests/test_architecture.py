@@ -128,3 +128,14 @@ def test_data_and_feature_code_never_import_tensorflow(path):
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.ImportFrom)}
     assert not imported & {"tensorflow", "keras"}, module_name(path)
+
+
+def test_no_test_file_imports_another_or_conftest():
+    offenders = []
+    for path in sorted((REPO_ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(REPO_ROOT)}: {name}" for name in names
+                          if name.split(".")[0] == "conftest" or name.split(".")[0].startswith("test_")]
+    assert not offenders, f"shared test code belongs in tests/helpers/: {offenders}"

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -47,3 +48,50 @@ def test_promote_rejects_an_unknown_mode(capsys):
         cli.main(["promote", "--by", "test_accuracy"])
     assert exited.value.code == 2
     assert "invalid choice: 'test_accuracy'" in capsys.readouterr().err
+
+
+# (command line, exit status, what the one error line says), run in the guard project; the
+# in-process guard tests (tests/test_fileio.py) cover every command and path option
+ERROR_PATHS = [
+    (["report", "--sweep-id", "nope"], 1, "no finished, evaluated runs of sweeps ['nope']"),
+    (["predict", "inbox/cell.jpg", "--output", "."], 1, "--output .: is the project root"),
+    (["predict", "inbox/cell.jpg", "--output", "notes"], 1, "is a folder"),
+    (["predict"], 2, "the following arguments are required: images"),
+    (["data", "get", "--source", "inbox/tree", "--output", "data", "--no-dvc-add"], 1,
+     "--output data: holds files git tracks (e.g. data/.gitignore)"),
+    (["split", "--params", "conf"], 1, "--params conf is a folder"),
+]
+
+
+def test_error_paths_print_one_line_and_no_traceback(guard_project):
+    """Each command's error path, as a user meets it in a shell: the exit status documented in
+    `leukemia-cnn --help`, one error line (plus at most a hint), never a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    running = [(argv, code, says, subprocess.Popen(
+        [sys.executable, "-m", "leukemia_cnn.cli", *argv], cwd=guard_project, env=env,
+        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        for argv, code, says in ERROR_PATHS]
+    for argv, code, says, process in running:
+        _, err = process.communicate(timeout=300)
+        lines = [line for line in err.splitlines()
+                 if line.startswith(("leukemia-cnn", "hint:"))]
+        assert process.returncode == code, (argv, err[-2000:])
+        assert "Traceback" not in err, argv
+        assert says in lines[0] and lines[0].startswith("leukemia-cnn"), (argv, err[-2000:])
+        assert len(lines) <= 2, (argv, lines)
+    assert "exit status:" in cli.build_parser().format_help()
+
+
+def test_a_bug_is_one_line_with_exit_3(monkeypatch, capsys, tmp_path):
+    """The last line of defence: an unexpected exception (a bug) is not a traceback either."""
+    from leukemia_cnn.registry import summary
+
+    def broken(cfg, root):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr(summary, "main", broken)
+    monkeypatch.chdir(REPO_ROOT)
+    assert cli.main(["summary"]) == cli.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.startswith("leukemia-cnn summary: internal error: TypeError: unsupported operand")
+    assert "LEUKEMIA_CNN_TRACEBACK=1" in err and "Traceback" not in err

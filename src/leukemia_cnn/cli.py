@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
 from leukemia_cnn import __version__
-from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
 
 # subcommand -> (module, one-line help)
 STAGES = {
@@ -46,7 +47,31 @@ typical use:
   leukemia-cnn promote --by config   champion from the configuration with the best mean val acc
   leukemia-cnn predict a.jpg b.jpg   classify images with models:/leukemia-cnn@champion
   mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+outputs: a command writes only its own outputs. An --output (or report --name) that is the
+project root, holds or is a file git or DVC tracks, is an input, or is an existing folder or
+file the command did not write is refused before anything is written.
+
+exit status:
+  0    done
+  1    bad input: a config value, a data file, a refused output path, a missing model, ...
+       (one line saying what, where and how to fix it); `predict` also exits 1 when it
+       skipped an unreadable image (its row is marked in column `error`)
+  2    usage: an unknown command or option, a missing argument
+  3    internal error: a bug; the message names the exception (report it;
+       LEUKEMIA_CNN_TRACEBACK=1 shows the traceback)
+  130  interrupted (Ctrl-C); outputs are written atomically, earlier ones stay intact
 """
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a two-line usage error (what was wrong, where to look), exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nhint: `{self.prog} --help` lists "
+                              "the arguments\n")
 
 
 def _add_params_arg(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +80,7 @@ def _add_params_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="leukemia-cnn",
         description="Reproducible leukemia (ALL) smear classifier: DVC stages, Hydra configs, "
                     "MLflow tracking and registry, Great Expectations data checks.",
@@ -173,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from leukemia_cnn.config import compose, find_repo_root, load_params, write_params
+    from leukemia_cnn.fileio import atomic_write, check_output
 
     root = find_repo_root()
     if args.command == "params":
@@ -190,9 +216,18 @@ def _run(args: argparse.Namespace) -> int:
                 return 1
             print(f"{args.output} matches conf/")
             return 0
-        print(f"wrote {write_params(cfg, args.output)}")
+        default = root / "params.yaml"
+        target = check_output(
+            args.output, kind="file", root=root, flag="--output", owner="params",
+            default=default, owned=_is_params_file,
+            instead="Pass --output with a new file name, or leave it out to write params.yaml")
+        atomic_write(target, lambda tmp: write_params(cfg, tmp))
+        print(f"wrote {args.output}")
         return 0
 
+    if Path(args.params).is_dir():
+        raise ConfigError(f"--params {args.params} is a folder; pass the composed config file "
+                          "(params.yaml, written by `leukemia-cnn params`)")
     cfg = load_params(args.params)
     if args.command == "check-config":
         from leukemia_cnn.config import write_config_check
@@ -237,8 +272,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "predict":
         from leukemia_cnn.registry import predict
 
-        predict.main(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
-                     output=args.output)
+        result = predict.main(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
+                              output=args.output)
+        skipped = int(result[predict.ERROR_COLUMN].notna().sum())
+        if skipped:
+            print(f"leukemia-cnn predict: error: skipped {skipped} of {len(result)} images (see "
+                  f"above; their rows are marked in column `{predict.ERROR_COLUMN}`)",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
         return 0
     if args.command == "summary":
         from leukemia_cnn.registry import summary
@@ -248,8 +289,20 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _is_params_file(path: Path) -> bool:
+    """Whether ``path`` holds a composed config (what `leukemia-cnn params` writes)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and {"paths", "data", "train"} <= set(data)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``leukemia-cnn``; user errors print one message and exit 1."""
+    """Entry point of ``leukemia-cnn``: a failure prints one line (no traceback) and exits
+    with the status documented in ``leukemia-cnn --help``."""
     from leukemia_cnn.console import quiet_libraries
 
     # Filtering file descriptor 2 is for the real command only: a caller in the same process
@@ -266,14 +319,25 @@ def main(argv: list[str] | None = None) -> int:
 
         return sweep.main(argv[1:])
     args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
         return _run(args)
     except LeukemiaCNNError as exc:
-        print(f"leukemia-cnn {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"leukemia-cnn {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"leukemia-cnn {command}: interrupted; earlier outputs are intact", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # the file system said no: a path, a permission, a full disk
+        print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if os.environ.get("LEUKEMIA_CNN_TRACEBACK"):
+            raise
+        print(f"leukemia-cnn {command}: internal error: {type(exc).__name__}: {exc}\n"
+              "hint: this is a bug; rerun with LEUKEMIA_CNN_TRACEBACK=1 and report the traceback",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -14,3 +14,8 @@ class ConfigError(LeukemiaCNNError):
 
 class DataError(LeukemiaCNNError):
     """Input data is missing or unusable; the message names the offending files."""
+
+
+class OutputError(LeukemiaCNNError):
+    """An output path would overwrite something the command does not own (the project, a
+    tracked file, an input, a folder it did not write); nothing was written."""

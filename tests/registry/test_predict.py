@@ -1,5 +1,6 @@
 import io
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -104,3 +105,63 @@ def test_cli_reports_bad_image_without_traceback(champion, tmp_path, monkeypatch
     assert cli.main(["predict", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "Traceback" not in err
+
+
+def test_one_bad_file_does_not_sink_the_batch(guard_project, monkeypatch, capfd, tmp_path):
+    """Every readable image is classified; each unreadable one is named on stderr with its
+    reason and marked in column `error`; the command exits 1."""
+    from helpers.guard import GUARD_IMAGE
+
+    monkeypatch.chdir(guard_project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    bad, missing = tmp_path / "bad.png", tmp_path / "missing.jpg"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "rows.csv"
+    code = cli.main(["predict", GUARD_IMAGE, str(bad), str(missing), "--output", str(out)])
+    err = capfd.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"predict: skipped {bad}: not a decodable image" in err
+    assert f"predict: skipped {missing}: no such file" in err
+    assert "skipped 2 of 3 images" in err
+    rows = pd.read_csv(out)
+    assert list(rows["path"]) == [GUARD_IMAGE, str(bad), str(missing)]
+    assert rows.loc[0, "predicted_class"] in ("Benign", "Early", "Pre", "Pro")
+    assert pd.isna(rows.loc[0, "error"]) and rows["predicted_class"][1:].isna().all()
+    assert rows.loc[1, "error"].startswith(f"{bad}: not a decodable image")
+
+    assert cli.main(["predict", GUARD_IMAGE, str(bad), "--format", "json"]) == 1
+    records = json.loads(capfd.readouterr().out)
+    assert records[0]["error"] is None and records[0]["predicted_class"]
+    assert records[1]["predicted_class"] is None and "not a decodable image" in records[1]["error"]
+
+
+def test_predict_never_overwrites_its_input(guard_project, monkeypatch, capfd):
+    from helpers.guard import GUARD_IMAGE
+
+    monkeypatch.chdir(guard_project)
+    before = (guard_project / GUARD_IMAGE).read_bytes()
+    assert cli.main(["predict", GUARD_IMAGE, "--output", GUARD_IMAGE]) == 1
+    err = capfd.readouterr().err
+    assert f"--output {GUARD_IMAGE}: is an input of this command" in err
+    assert (guard_project / GUARD_IMAGE).read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["folder", "missing folder"])
+def test_predict_output_to_a_folder_or_a_missing_one(guard_project, monkeypatch, capfd, where):
+    """A folder is refused before the model loads; a file in a missing folder is written."""
+    from helpers.guard import GUARD_IMAGE
+
+    monkeypatch.chdir(guard_project)
+    if where == "folder":
+        (guard_project / "out-folder").mkdir()
+        code = cli.main(["predict", GUARD_IMAGE, "--output", "out-folder"])
+        err = capfd.readouterr().err
+        assert code == 1 and "--output out-folder: is a folder; pass a file path" in err
+        assert "Traceback" not in err and "predict: wrote" not in err
+        assert list((guard_project / "out-folder").iterdir()) == []
+        (guard_project / "out-folder").rmdir()
+    else:
+        code = cli.main(["predict", GUARD_IMAGE, "--output", "new-folder/deeper/rows.csv"])
+        assert code == 0, capfd.readouterr().err
+        assert (guard_project / "new-folder/deeper/rows.csv").read_text().startswith("path,")
+        shutil.rmtree(guard_project / "new-folder")

@@ -46,7 +46,9 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from leukemia_cnn.config import VARIANTS
+from leukemia_cnn.data.synthetic import RAW_OUTPUT, check_raw_output
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
+from leukemia_cnn.fileio import mark_output, swap_folder
 from leukemia_cnn.quality.validate_raw import OS_JUNK, SkippedFile, skip_reason
 
 KEYWORD_SOURCES = ("synthetic", "kaggle")
@@ -483,7 +485,8 @@ def download_from_kaggle(dataset: str, dest: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | None = None,
-           label: str | None = None, validate: bool = True, progress: bool = True) -> IngestResult:
+           label: str | None = None, validate: bool = True, progress: bool = True,
+           mark: bool = False) -> IngestResult:
     """Copy the images of ``source_path`` (zip or folder) into ``out_dir/<Class>/``.
 
     The tree is written beside ``out_dir`` and swapped in only once complete and (with
@@ -504,8 +507,10 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
         How to name the source in messages (default: its path).
     validate : bool
         Run the raw-data suite on the new tree before swapping it in.
+    mark : bool
+        Mark the new tree as a ``leukemia-cnn data`` output (any folder but ``paths.raw_dir``),
+        so that a later run may replace it (see :func:`leukemia_cnn.fileio.check_output`).
     """
-    from leukemia_cnn.fileio import swap_in
 
     classes = [str(name) for name in cfg.data.classes]
     variant = variant or OmegaConf.select(cfg, "data.variant", default=None)
@@ -531,7 +536,9 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
             copy_tree(source, plan_, staging, bounds, progress)
             found = (_validate_staged(cfg, staging, plan_, label, out_dir, progress)
                      if validate else [])
-            swap_in(staging, out_dir, token)
+            if mark:
+                mark_output(staging, RAW_OUTPUT)
+            swap_folder(staging, out_dir, token)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -602,6 +609,9 @@ def main(cfg: DictConfig, root: Path, source: str | None = None, variant: str | 
     raw_dir = root / str(cfg.paths.raw_dir)
     out_dir = Path(output) if output else raw_dir
     out_dir = out_dir if out_dir.is_absolute() else root / out_dir
+    out_dir = check_raw_output(out_dir, root, raw_dir,
+                               inputs=[] if chosen == "kaggle" else [Path(chosen)], label=output)
+    mark = out_dir != raw_dir.resolve()
     started = time.perf_counter()
     if chosen == "kaggle":
         dataset = OmegaConf.select(cfg, "data.kaggle_dataset", default=None)
@@ -614,11 +624,12 @@ def main(cfg: DictConfig, root: Path, source: str | None = None, variant: str | 
         try:
             archive = download_from_kaggle(str(dataset), download)
             result = ingest(cfg, archive, out_dir, variant, label=f"Kaggle {dataset}",
-                            validate=validate, progress=progress)
+                            validate=validate, progress=progress, mark=mark)
         finally:
             shutil.rmtree(download, ignore_errors=True)
     else:
-        result = ingest(cfg, Path(chosen), out_dir, variant, validate=validate, progress=progress)
+        result = ingest(cfg, Path(chosen), out_dir, variant, validate=validate, progress=progress,
+                        mark=mark)
     _report(result, root, time.perf_counter() - started)
     configured = OmegaConf.select(cfg, "data.source", default=None)
     if configured == "synthetic":

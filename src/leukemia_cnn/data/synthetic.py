@@ -34,8 +34,11 @@ from scipy.ndimage import gaussian_filter
 from leukemia_cnn.config import check_section
 from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
-from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
-from leukemia_cnn.fileio import swap_in
+from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.fileio import check_output, mark_output, swap_folder
+
+# The marker of a raw image tree `data synth` or `data get` wrote (outside paths.raw_dir).
+RAW_OUTPUT = "data"
 
 # Kaggle file-name prefix of each class: WBC-Benign-001.jpg, WBC-Malignant-Early-001.jpg, ...
 FILE_PREFIXES = {
@@ -532,9 +535,7 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
     out_dir = Path(output) if output else raw_dir
     out_dir = out_dir if out_dir.is_absolute() else root / out_dir
     sizes = class_sizes(synth_cfg["class_counts"], classes, scale)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LeukemiaCNNError(f"output {out_dir} exists and is not a folder; "
-                               "remove it or pass another --output")
+    out_dir = check_raw_output(out_dir, root, raw_dir, label=output)
     if if_empty and _holds_images(out_dir):
         print(f"{_shown(out_dir, root)} already holds images; left untouched (--if-empty)")
         return
@@ -549,7 +550,9 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
     staging = out_dir.with_name(f"{out_dir.name}.tmp-{token}")
     try:
         generate(staging, classes, sizes, seed, image_size, jpeg_quality, progress=True)
-        swap_in(staging, out_dir, token)
+        if out_dir != raw_dir.resolve():
+            mark_output(staging, RAW_OUTPUT)
+        swap_folder(staging, out_dir, token)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -563,6 +566,18 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
         tracked = versioning.dvc_track(root, out_dir, dvc_file)
         print(f"{_shown(tracked, root)} versions {_shown(out_dir, root)}; commit it with "
               f"`git add {_shown(tracked, root)} {_shown(out_dir.parent / '.gitignore', root)}`")
+
+
+def check_raw_output(out_dir: Path, root: Path, raw_dir: Path, inputs: Sequence[Path] = (),
+                     label: str | None = None) -> Path:
+    """The guard of ``data synth`` and ``data get``'s ``--output`` (see
+    :func:`leukemia_cnn.fileio.check_output`): the configured ``paths.raw_dir``, a new folder
+    or one an earlier ``leukemia-cnn data`` run wrote; returns the folder to write."""
+    return check_output(out_dir, kind="folder", root=root, flag="--output", owner=RAW_OUTPUT,
+                        default=raw_dir, inputs=inputs, label=label,
+                        instead=f"Pass --output with a new folder or one an earlier "
+                                f"`leukemia-cnn data` run wrote, or leave it out to write "
+                                f"{_shown(raw_dir, root)}")
 
 
 def _shown(path: Path, root: Path) -> str:

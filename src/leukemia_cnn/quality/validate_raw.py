@@ -32,7 +32,7 @@ from tqdm import tqdm
 from leukemia_cnn.config import check_section
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS, open_image, perceptual_hash
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.fileio import atomic_write
+from leukemia_cnn.fileio import OUTPUT_MARKER, atomic_write
 from leukemia_cnn.quality.suites import (
     MAX_LISTED,
     ExpectationOutcome,
@@ -115,6 +115,8 @@ def find_image_files(raw_dir: Path, classes: list[str]) -> tuple[list[tuple[str,
                 images.append((relative.as_posix(), _class_of(relative.parts[0], classes)))
         dirnames.sort()
         for name in sorted(filenames):
+            if name == OUTPUT_MARKER and not here.parts:
+                continue  # the tree's own marker (a `leukemia-cnn data --output` folder)
             relative = (here / name).as_posix()
             reason = skip_reason(name)
             if reason is not None:

@@ -1,9 +1,16 @@
 """``leukemia-cnn predict``: classify image files with a registered model (default: the
-champion), printing or writing one row per image as CSV or JSON."""
+champion), printing or writing one row per image as CSV or JSON.
+
+A batch survives bad files: every readable image is classified, each unreadable one is named
+on stderr with its reason and gets a row whose ``error`` column says why (empty class and
+probabilities); the command then exits 1 so that scripts notice.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -11,50 +18,110 @@ from omegaconf import DictConfig
 
 from leukemia_cnn.data.imaging import open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.fileio import check_output, write_text
 from leukemia_cnn.modeling.pyfunc import IMAGE_COLUMN
 from leukemia_cnn.tracking.store import setup_mlflow
+
+# The column naming why an image was skipped (empty for a classified image).
+ERROR_COLUMN = "error"
 
 
 def default_model_uri(cfg: DictConfig) -> str:
     return f"models:/{cfg.mlflow.registered_model_name}@{cfg.mlflow.champion_alias}"
 
 
+def unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be classified (naming the file), or None when it is a readable image."""
+    file = Path(path)
+    if not file.exists():
+        return f"{path}: no such file"
+    if not file.is_file():
+        return f"{path}: not a file"
+    try:
+        open_image(file)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
 def read_images(paths: list[str]) -> pd.DataFrame:
     """Encoded bytes of each file, after checking it decodes (errors name the file)."""
     rows = []
     for path in paths:
-        file = Path(path)
-        if not file.is_file():
-            raise DataError(f"{path}: no such file")
-        open_image(file)  # raises DataError naming the file if it is not a readable image
-        rows.append(file.read_bytes())
+        reason = unreadable(path)
+        if reason is not None:
+            raise DataError(reason)
+        rows.append(Path(path).read_bytes())
     return pd.DataFrame({IMAGE_COLUMN: rows})
 
 
 def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
-    """Load ``model_uri`` with MLflow and classify ``paths``; one row per file."""
+    """Load ``model_uri`` with MLflow and classify ``paths``; one row per file, in order.
+
+    Unreadable files are skipped: their row has the reason in column ``error`` and no class
+    or probabilities. When no file is readable, a DataError names each one and the model is
+    not loaded.
+    """
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    images = read_images(paths)
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except MlflowException as exc:
-        raise LeukemiaCNNError(f"could not load model {model_uri}: {exc.message}. Run `dvc repro` "
-                               "(or `leukemia-cnn promote`) so that it exists") from exc
-    result = model.predict(images)
-    result.insert(0, "path", paths)
+    reasons = {path: unreadable(path) for path in dict.fromkeys(paths)}
+    readable = [path for path in paths if reasons[path] is None]
+    if not readable:
+        raise DataError("no readable image to classify: "
+                        + "; ".join(reason for reason in reasons.values() if reason))
+    images = read_images(readable)
+    # Loaded from a private copy: given a models:/ URI on a local store, MLflow would write
+    # a `registered_model_meta` file into the store's artifacts, which predict does not own.
+    with tempfile.TemporaryDirectory(prefix="leukemia-cnn-model-") as copy:
+        try:
+            model = mlflow.pyfunc.load_model(model_uri, dst_path=copy)
+        except MlflowException as exc:
+            raise LeukemiaCNNError(f"could not load model {model_uri}: {exc.message}. Run `dvc "
+                                   "repro` (or `leukemia-cnn promote`) so that it exists") from exc
+        classified = model.predict(images)
+    classified.insert(0, "path", readable)
+    rows = pd.DataFrame({"path": paths})
+    result = rows.merge(classified.drop_duplicates("path"), on="path", how="left")
+    result[ERROR_COLUMN] = [reasons[path] for path in paths]
     return result
+
+
+def is_prediction_table(path: Path) -> bool:
+    """Whether ``path`` holds an earlier output of ``predict`` (CSV or JSON): the only
+    existing file ``--output`` may replace."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    if head.startswith("path,predicted_class"):
+        return True
+    return bool(re.match(r'\[\s*\]\s*$', head)
+                or (re.match(r'\[\s*\{\s*"path"\s*:', head) and '"predicted_class"' in head))
+
+
+def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
+    """The guard of ``--output``: a new file or an earlier prediction table, never an input
+    image, a tracked file or a folder (see :func:`leukemia_cnn.fileio.check_output`)."""
+    return check_output(output, kind="file", root=root, flag="--output", owner="predict",
+                        inputs=images, owned=is_prediction_table,
+                        instead="Pass --output with a new file name (e.g. predictions.csv) or "
+                                "leave it out to print the rows")
 
 
 def main(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = None,
          fmt: str = "csv", output: str | None = None) -> pd.DataFrame:
+    """``leukemia-cnn predict``; returns the rows (column ``error`` marks skipped images)."""
+    target = check_prediction_output(output, root, images) if output else None
     setup_mlflow(cfg, root)
     result = predict_files(model_uri or default_model_uri(cfg), images)
+    for reason in result[ERROR_COLUMN].dropna():
+        print(f"predict: skipped {reason}", file=sys.stderr)
     text = (result.to_json(orient="records", indent=2) + "\n" if fmt == "json"
             else result.to_csv(index=False, float_format="%.4f"))
-    if output:
-        Path(output).write_text(text)
+    if target is not None:
+        write_text(target, text)
         print(f"predict: wrote {len(result)} rows to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

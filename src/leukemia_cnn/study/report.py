@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import math
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from omegaconf import DictConfig
 
 from leukemia_cnn.config import check_section, paper_faithful
 from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.fileio import check_output, is_marked, mark_output, swap_folder, write_text
 from leukemia_cnn.tracking.store import CONFIG_ID_PREFIXES, run_config_id
 
 # Paper Table 1 (val accuracy, val prediction s, test accuracy, test prediction s) by the
@@ -48,6 +50,10 @@ METRIC_TITLES = {"val_accuracy": "val accuracy", "test_accuracy": "test accuracy
                  "val_prediction_seconds": "val prediction s",
                  "test_prediction_seconds": "test prediction s"}
 CURVE_METRICS = ("loss", "val_loss", "argmax_accuracy", "val_argmax_accuracy")
+# The first line of every report page: how an earlier report is recognised (and replaced).
+REPORT_TITLE = "# Table 1 reproduced: the paper's configurations over seeds"
+HTML_HEAD = "<!doctype html><html><head><meta charset='utf-8'><title>Table 1</title>"
+REPORT_OUTPUT = "report"  # the marker of a report's figures folder
 
 
 @dataclass(frozen=True)
@@ -205,12 +211,12 @@ def fetch_runs(cfg: DictConfig, root: Path) -> pd.DataFrame:
                                "first: leukemia-cnn sweep -m 'experiment=glob(table1_*)' seed=1,2,3")
     runs = mlflow.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               max_results=50000)
+    wanted = [str(s) for s in cfg.report.get("sweep_ids", []) or []]
     if runs.empty or "tags.sweep_id" not in runs:
         runs = runs.iloc[0:0]
     else:
         runs = runs[runs["tags.sweep_id"].notna()]
-    wanted = [str(s) for s in cfg.report.get("sweep_ids", []) or []]
-    if wanted:
+    if wanted and not runs.empty:
         runs = runs[runs["tags.sweep_id"].isin(wanted)]
     if "metrics.val_accuracy" in runs:
         runs = runs[runs["metrics.val_accuracy"].notna()]
@@ -493,22 +499,72 @@ def build(cfg: DictConfig, root: Path) -> dict:
     confidence = float(settings["confidence"])
     alpha = 1 - confidence
     name = str(settings["name"])
+    reports_dir = root / cfg.paths.reports_dir
+    markdown_path, html_path, assets = check_report_outputs(reports_dir, name, root)
     runs = fetch_runs(cfg, root)
     table = configurations(runs, confidence)
-    reports_dir = root / cfg.paths.reports_dir
-    assets = reports_dir / f"{name}_files"
-    if assets.exists():
-        shutil.rmtree(assets)
-    assets.mkdir(parents=True)
+    reports_dir = markdown_path.parent
+    # Figures go to a staging folder swapped in at the end: an earlier report stays whole
+    # until the new one is complete.
+    token = secrets.token_hex(4)
+    staging = assets.with_name(f"{assets.name}.tmp-{token}")
+    staging.mkdir(parents=True)
+    try:
+        made = _build(cfg, runs, table, confidence, alpha, reports_dir, staging, assets,
+                      markdown_path, html_path, token)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return {"markdown": markdown_path, "html": html_path, "table": table,
+            "claims": made["claims"], "n_runs": len(runs), "figures": made["figures"]}
+
+
+def _is_report_page(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return head.startswith(REPORT_TITLE) or head.startswith(HTML_HEAD)
+
+
+def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path, Path, Path]:
+    """The guard of the report's outputs ``NAME.md``, ``NAME.html`` and ``NAME_files/``:
+    each new or an earlier report's (see :func:`leukemia_cnn.fileio.check_output`)."""
+    instead = (f"Pass --name with another name (e.g. --name {name}2) to write a new report "
+               "beside it")
+    markdown, page, assets = (reports_dir / f"{name}.md", reports_dir / f"{name}.html",
+                              reports_dir / f"{name}_files")
+    def label(path: Path) -> str:
+        return f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})"
+
+    markdown = check_output(markdown, kind="file", root=root, flag="--name", owner=REPORT_OUTPUT,
+                            owned=_is_report_page, instead=instead, label=label(markdown))
+    page = check_output(page, kind="file", root=root, flag="--name", owner=REPORT_OUTPUT,
+                        owned=_is_report_page, instead=instead, label=label(page))
+    assets = check_output(
+        assets, kind="folder", root=root, flag="--name", owner=REPORT_OUTPUT, instead=instead,
+        owned=lambda path: is_marked(path, REPORT_OUTPUT) or _is_report_page(markdown),
+        label=label(assets))
+    return markdown, page, assets
+
+
+def _build(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence: float,
+           alpha: float, reports_dir: Path, staging: Path, assets: Path, markdown_path: Path,
+           html_path: Path, token: str) -> dict:
     claims = claim_statements(runs, table, CLAIMS, alpha)
     project_claims = claim_statements(runs, table, PROJECT_CLAIMS, alpha)
-    made = figures(runs, table, assets)
+    made = figures(runs, table, staging)
+    for fig in made:  # where they will be once swapped in
+        fig["curves"] = assets / fig["curves"].name
+        if fig["samples"] is not None:
+            fig["samples"] = assets / fig["samples"].name
 
     faithful = table_frame(table[table["faithful"]], confidence)
     others = table_frame(table[~table["faithful"]], confidence)
     sweeps = sorted({s for row in table["sweeps"] for s in row})
     lines = [
-        "# Table 1 reproduced: the paper's configurations over seeds",
+        REPORT_TITLE,
         "",
         f"{len(runs)} finished runs of {len(table)} configuration(s) from MLflow experiment "
         f"`{cfg.mlflow.experiment_name}` (sweeps: {', '.join(sweeps)}). Each cell: mean ± std "
@@ -557,19 +613,18 @@ def build(cfg: DictConfig, root: Path) -> dict:
             rel_samples = fig["samples"].relative_to(reports_dir).as_posix()
             lines += [f"## Fig. 2: sample predictions (test split), {fig['scope']}", "",
                       f"![Fig. 2]({rel_samples})", ""]
-    markdown_path = reports_dir / f"{name}.md"
-    markdown_path.write_text("\n".join(lines))
-    html_path = reports_dir / f"{name}.html"
-    html_path.write_text(_html(lines, faithful, others, made, reports_dir))
-    return {"markdown": markdown_path, "html": html_path, "table": table,
-            "claims": [c["text"] for c in claims + project_claims], "n_runs": len(runs),
+    mark_output(staging, REPORT_OUTPUT)
+    swap_folder(staging, assets, token)
+    write_text(markdown_path, "\n".join(lines))
+    write_text(html_path, _html(lines, faithful, others, made, reports_dir))
+    return {"claims": [c["text"] for c in claims + project_claims],
             "figures": [str(f["curves"]) for f in made]}
 
 
 def _html(lines: list[str], faithful: pd.DataFrame, others: pd.DataFrame, made: list[dict],
           reports_dir: Path) -> str:
     """The same report as a standalone HTML page (tables as HTML, figures linked)."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Table 1</title>",
+    parts = [HTML_HEAD,
              "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
              "padding:4px 6px}img{max-width:900px}</style></head><body>"]

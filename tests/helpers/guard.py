@@ -1,0 +1,40 @@
+"""The scratch project of the output-guard tests: where its inputs lie, a tiny registered
+model for `predict`, and quiet git."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+GUARD_IMAGE = "inbox/cell.jpg"  # predict's input in the guard project, untracked
+GUARD_SOURCE = "inbox/tree"  # data get's source folder there, untracked
+
+
+def register_tiny_model(root: Path) -> None:
+    """An untrained two-layer CNN logged as the project's pyfunc model and made champion in
+    ``root/mlflow.db``: enough for `predict` to run (its answers are not the point)."""
+    import keras
+    import mlflow
+
+    from leukemia_cnn.config import load_params
+    from leukemia_cnn.modeling.model import build_model
+    from leukemia_cnn.modeling.pyfunc import log_model
+    from leukemia_cnn.tracking.store import setup_mlflow
+
+    cfg = load_params(root / "params.yaml")
+    setup_mlflow(cfg, root)
+    model = build_model((32, 32, 1), 4, filters=[4], kernel_sizes=[3], dense_units=8)
+    with tempfile.TemporaryDirectory() as work, mlflow.start_run():
+        keras.saving.save_model(model, Path(work) / "model.keras")
+        info = log_model(Path(work) / "model.keras", list(cfg.data.classes), 32, "grayscale",
+                         Path(work))
+    name = str(cfg.mlflow.registered_model_name)
+    version = mlflow.register_model(info.model_uri, name).version
+    mlflow.MlflowClient().set_registered_model_alias(name, str(cfg.mlflow.champion_alias),
+                                                     version)
+
+
+def git(*args: str, cwd: Path) -> None:
+    """``git ARGS`` in ``cwd``, quietly; fails the test on an error."""
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
