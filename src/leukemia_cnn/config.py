@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from leukemia_cnn.calibration import CALIBRATION_MODES
 from leukemia_cnn.errors import ConfigError
 
 LOSSES = ("categorical_crossentropy", "binary_crossentropy")
@@ -48,6 +49,9 @@ KNOB_DEFAULTS: dict[str, Any] = {
     "train.lr_warmup_epochs": 0,
     "train.ema_momentum": 0.0,
     "train.distribute": None,
+    "train.calibration": "auto",
+    "evaluate.ece_bins": 15,
+    "evaluate.gradcam_per_class": 2,
 }
 # The knobs that change the model or its training away from the paper's, and the paper's value
 # of each: a run whose config has all of them trains the paper's model as the paper did.
@@ -342,6 +346,13 @@ def validate_config(cfg: DictConfig) -> None:
     distribute = knob(cfg, "train.distribute")
     _require(distribute in DISTRIBUTE, "train.distribute", distribute,
              "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)")
+    calibration = knob(cfg, "train.calibration")
+    _require(calibration in CALIBRATION_MODES, "train.calibration", calibration,
+             ", ".join(CALIBRATION_MODES))
+    _positive_int(cfg, "evaluate.ece_bins")
+    per_class = knob(cfg, "evaluate.gradcam_per_class")
+    _require(isinstance(per_class, int) and not isinstance(per_class, bool) and per_class >= 0,
+             "evaluate.gradcam_per_class", per_class, "an integer >= 0 (0: no Grad-CAM grid)")
     _validate_sweep_and_report(cfg)
     seed = _get(cfg, "seed")
     _require(isinstance(seed, int) and seed >= 0, "seed", seed, "an integer >= 0")
