@@ -1,6 +1,7 @@
 """Grad-CAM heatmaps: where in the smear the CNN found the evidence for the class it predicted.
 
-The map is built on the last conv layer's rectified feature maps ``A`` and the gradient ``G``
+The map is built on the last conv block's pooled, rectified feature maps ``A`` (what the
+dense head reads; 10x10 for the paper's 100x100 input) and the gradient ``G``
 of the predicted class's score with respect to them, then rectified, normalised to [0, 1],
 upsampled to the input image's resolution and drawn over the ORIGINAL colour image (the model
 sees a grayscale 100x100 copy; the preprocessing resizes without cropping, so the map lines
@@ -11,8 +12,8 @@ up with the original).
   differ per position; this keeps that position information and is exact for such a head.
 - ``method="gradcam"`` (Grad-CAM, Selvaraju et al. 2017): ``sum_k mean(G_k) * A_k``. The
   spatial mean of the gradient suits global-average-pooling heads; with the flatten head it
-  averages away where the evidence is (on the planted-feature test it put on average 0.42 of
-  the map on the feature's quadrant, against 0.87 for HiResCAM).
+  averages away where the evidence is (on the planted-feature test it put on average 0.17 of
+  the map on the feature's quadrant, against 0.85 for HiResCAM).
 
 The score is the class's log-odds against the others (its logit minus the log-sum-exp of the
 other logits), not the bare logit: a softmax only sees logit differences, so a bare logit may
@@ -43,16 +44,21 @@ CAM_METHODS = ("hirescam", "gradcam")
 
 
 def feature_layer_index(model) -> int:
-    """Index in ``model.layers`` of the last conv block's rectified feature maps: the last
-    ``Conv2D``, or the BatchNormalization/ReLU layers right after it (``model.batch_norm``)."""
+    """Index in ``model.layers`` of the last conv block's output: the last ``Conv2D`` and the
+    BatchNormalization/ReLU (``model.batch_norm``) and max-pool layers right after it.
+
+    The map is taken after the block's max-pool, where the head reads it: before it, the
+    pool passes the gradient to one position in each window, and an element-wise map comes
+    out as a lattice of isolated dots.
+    """
     from keras import layers
 
     conv = [i for i, layer in enumerate(model.layers) if isinstance(layer, layers.Conv2D)]
     if not conv:
         raise LeukemiaCNNError(f"model {model.name!r} has no Conv2D layer: Grad-CAM needs one")
     index = conv[-1]
-    while (index + 1 < len(model.layers)
-           and isinstance(model.layers[index + 1], (layers.BatchNormalization, layers.Activation))):
+    block = (layers.BatchNormalization, layers.Activation, layers.MaxPooling2D)
+    while index + 1 < len(model.layers) and isinstance(model.layers[index + 1], block):
         index += 1
     return index
 
