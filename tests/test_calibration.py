@@ -95,3 +95,21 @@ def test_perfect_confidence_and_accuracy_has_zero_ece():
 def test_bad_arguments_are_refused_with_the_parameter_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_auto_refuses_a_temperature_that_lowers_nll_but_worsens_ece():
+    """1,000 calibrated predictions (confidence 0.9, 90% right) and 20 confident mistakes
+    (p = 1e-6 for the true class): the mistakes dominate the NLL, whose optimum (T ~ 1.78)
+    softens the calibrated majority and raises ECE (measured 0.020 -> 0.143)."""
+    calibrated = np.tile([0.9, 0.1], (1000, 1))
+    mistakes = np.tile([1 - 1e-6, 1e-6], (20, 1))
+    probabilities = np.vstack([calibrated, mistakes])
+    labels = np.array([0] * 900 + [1] * 100 + [1] * 20)
+
+    forced = calibrate(probabilities, labels, mode="on")
+    assert forced["nll_after"] < 0.9 * forced["nll_before"]
+    assert forced["ece_after"] > forced["ece_before"] + 0.1
+
+    auto = calibrate(probabilities, labels, mode="auto")
+    assert not auto["applied"] and auto["temperature"] == 1.0
+    assert auto["fitted_temperature"] == pytest.approx(forced["fitted_temperature"])

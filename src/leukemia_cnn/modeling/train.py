@@ -313,7 +313,8 @@ def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray
     probabilities = model.predict(x_val, batch_size=256, verbose=0)
     result = calibrate(probabilities, y_val, mode=mode)
     print(f"train: calibration {mode}: temperature fitted on val {result['fitted_temperature']:.3f}"
-          f" (val NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}); "
+          f" (val NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}, ECE "
+          f"{result['ece_before']:.4f} -> {result['ece_after']:.4f}); "
           f"{'applied' if result['applied'] else 'not applied'}")
     return result
 
