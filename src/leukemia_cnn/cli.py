@@ -252,12 +252,12 @@ def _run(args: argparse.Namespace) -> int:
                      output=args.output)
         return 0
     if args.command == "explain":
-        from leukemia_cnn import explain
+        from leukemia_cnn.registry import explain
 
         explain.main(cfg, root, args.images, model_uri=args.model, output=args.output)
         return 0
     if args.command == "card":
-        from leukemia_cnn import card
+        from leukemia_cnn.registry import card
 
         card.main(cfg, root, args.version)
         return 0

@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from leukemia_cnn.calibration import CALIBRATION_MODES
 from leukemia_cnn.errors import ConfigError
 
 LOSSES = ("categorical_crossentropy", "binary_crossentropy")
@@ -27,6 +26,7 @@ LR_SCHEDULES = ("constant", "cosine", "plateau")
 EARLY_STOPPING_MONITORS = ("val_argmax_accuracy", "val_loss")
 DISTRIBUTE = (None, "mirrored")
 HEADS = ("flatten", "global_average")
+CALIBRATION_MODES = ("auto", "on", "off")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform")
 # The knobs of robust training (and of the study's size) that a params file written before the
 # knob existed may lack, with the value each takes then: the paper's, or what the code did

@@ -16,16 +16,16 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
-from leukemia_cnn.calibration import (
+from leukemia_cnn.config import knob
+from leukemia_cnn.data.preprocess import load_split
+from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.fileio import write_csv
+from leukemia_cnn.modeling.calibration import (
     apply_temperature,
     expected_calibration_error,
     negative_log_likelihood,
     reliability_bins,
 )
-from leukemia_cnn.config import knob
-from leukemia_cnn.data.preprocess import load_split
-from leukemia_cnn.errors import DataError, LeukemiaCNNError
-from leukemia_cnn.fileio import write_csv
 from leukemia_cnn.tracking.store import process_tags, setup_mlflow
 
 
@@ -117,7 +117,7 @@ def calibration_metrics(probabilities: np.ndarray, y_true: np.ndarray, fitted_te
 
     Returns the metrics (``<prefix>_ece_uncalibrated``, ``<prefix>_ece_calibrated``,
     ``<prefix>_nll_...``) and the reliability table of each variant
-    (:func:`leukemia_cnn.calibration.reliability_bins`).
+    (:func:`leukemia_cnn.modeling.calibration.reliability_bins`).
     """
     variants = {"uncalibrated": probabilities,
                 "calibrated": apply_temperature(probabilities, fitted_temperature)}
@@ -208,7 +208,7 @@ def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from leukemia_cnn.explain import gradcam, overlay
+    from leukemia_cnn.modeling.gradcam import gradcam, overlay
 
     confidence = probabilities.max(axis=1)
     picks = gradcam_picks(y_true, y_pred, confidence, len(classes), per_class)

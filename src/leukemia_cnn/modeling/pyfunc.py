@@ -9,7 +9,7 @@ the temperature is in the model's ``preprocessing.json``): ``softmax(log p / T)`
 With the param ``heatmap`` true (``model.predict(df, params={"heatmap": True})``, or
 ``"params": {"heatmap": true}`` beside ``dataframe_split`` in a request to the server) each
 row also has ``heatmap``: a base64-encoded PNG of the Grad-CAM evidence for the predicted
-class over the original image, at its resolution (:mod:`leukemia_cnn.explain`). Without it
+class over the original image, at its resolution (:mod:`leukemia_cnn.modeling.gradcam`). Without it
 nothing of Grad-CAM runs. Already preprocessed
 arrays (n, H, W, C) in [0, 1] go through
 ``mlflow.pyfunc.load_model(uri).unwrap_python_model().predict_arrays(x)``: the logged
@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from leukemia_cnn.calibration import apply_temperature
 from leukemia_cnn.data.imaging import load_model_input, open_image
 from leukemia_cnn.errors import DataError
+from leukemia_cnn.modeling.calibration import apply_temperature
 
 IMAGE_COLUMN = "image"
 HEATMAP_PARAM = "heatmap"
@@ -107,15 +107,15 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         return probabilities_frame(probabilities, self.classes)
 
     def explain(self, images: list) -> list[dict]:
-        """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.explain.explain_images`."""
-        from leukemia_cnn.explain import explain_images
+        """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`."""
+        from leukemia_cnn.modeling.gradcam import explain_images
 
         return explain_images(self.model, images, self.image_size, self.color_mode,
                               self.temperature)
 
     def heatmaps(self, images: list) -> list[str]:
         """Base64 PNG of the Grad-CAM overlay per decoded image (the ``heatmap`` column)."""
-        from leukemia_cnn.explain import png_bytes
+        from leukemia_cnn.modeling.gradcam import png_bytes
 
         return [base64.b64encode(png_bytes(result["overlay"])).decode("ascii")
                 for result in self.explain(images)]

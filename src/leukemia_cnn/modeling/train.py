@@ -306,8 +306,8 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
 
 def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray) -> dict:
     """Temperature scaling fit on the validation split (``train.calibration``: auto, on, off);
-    see :func:`leukemia_cnn.calibration.calibrate`. The logged model serves its temperature."""
-    from leukemia_cnn.calibration import calibrate
+    see :func:`leukemia_cnn.modeling.calibration.calibrate`. The logged model serves its temperature."""
+    from leukemia_cnn.modeling.calibration import calibrate
 
     mode = str(knob(cfg, "train.calibration"))
     probabilities = model.predict(x_val, batch_size=256, verbose=0)

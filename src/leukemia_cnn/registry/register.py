@@ -10,8 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from leukemia_cnn.card import publish_card
 from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.registry.card import publish_card
 from leukemia_cnn.tracking.store import run_config_id, setup_mlflow
 
 PROMOTE_MODES = ("run", "config")

@@ -3,8 +3,9 @@ import re
 import mlflow
 import pytest
 
-from leukemia_cnn import cli, register
-from leukemia_cnn.card import CARD_ARTIFACT, DESCRIPTION_LIMIT, description_text, model_card
+from leukemia_cnn import cli
+from leukemia_cnn.registry import register
+from leukemia_cnn.registry.card import CARD_ARTIFACT, DESCRIPTION_LIMIT, description_text, model_card
 
 
 @pytest.fixture

@@ -19,27 +19,24 @@ The score is the class's log-odds against the others (its logit minus the log-su
 other logits), not the bare logit: a softmax only sees logit differences, so a bare logit may
 carry none of the evidence (with two classes it carries half of it at most).
 
-``leukemia-cnn explain IMG...`` writes one ``<image stem>_gradcam.png`` per image with the
-champion model (or ``--model``); the evaluate stage draws a grid of correct and wrong test
-predictions per class; the served model returns a map on request (``params={"heatmap": True}``,
-see :mod:`leukemia_cnn.pyfunc`).
+``leukemia-cnn explain IMG...`` (:mod:`leukemia_cnn.registry.explain`) writes one
+``<image stem>_gradcam.png`` per image with the champion model (or ``--model``); the evaluate
+stage draws a grid of correct and wrong test predictions per class; the served model returns a
+map on request (``params={"heatmap": True}``, see :mod:`leukemia_cnn.modeling.pyfunc`).
 """
 
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from leukemia_cnn.errors import DataError, LeukemiaCNNError
-from leukemia_cnn.data.imaging import open_image, to_model_input
+from leukemia_cnn.data.imaging import to_model_input
+from leukemia_cnn.errors import LeukemiaCNNError
 
 # How strongly the heatmap's colour covers the image where the evidence is strongest.
 OVERLAY_ALPHA = 0.55
-OUTPUT_SUFFIX = "_gradcam.png"
 CAM_METHODS = ("hirescam", "gradcam")
 
 
@@ -159,7 +156,7 @@ def explain_images(model, images: list[Image.Image], image_size: int, color_mode
     ``heatmap`` (float32 at the image's own resolution) and ``overlay`` (a PIL RGB image at
     that resolution).
     """
-    from leukemia_cnn.calibration import apply_temperature
+    from leukemia_cnn.modeling.calibration import apply_temperature
 
     if not images:
         return []
@@ -169,69 +166,3 @@ def explain_images(model, images: list[Image.Image], image_size: int, color_mode
     return [{"class_index": int(p.argmax()), "probabilities": p,
              "heatmap": upsample(cam, image.size), "overlay": overlay(image, cam)}
             for image, cam, p in zip(images, maps, probabilities, strict=True)]
-
-
-def output_paths(images: list[str], output_dir: Path) -> list[Path]:
-    """``<output_dir>/<image stem>_gradcam.png`` per image (``-2``, ``-3`` ... for repeated
-    stems). Refuses a name that is one of the input images: an explanation never replaces
-    its input."""
-    output_dir = Path(output_dir).resolve()
-    inputs = {Path(p).resolve() for p in images}
-    taken: set[str] = set()
-    paths = []
-    for image in images:
-        stem, number = Path(image).stem, 1
-        name = f"{stem}{OUTPUT_SUFFIX}"
-        while name in taken:
-            number += 1
-            name = f"{stem}-{number}{OUTPUT_SUFFIX}"
-        taken.add(name)
-        target = output_dir / name
-        if target in inputs:
-            raise LeukemiaCNNError(f"{target} is one of the input images; explain would "
-                                   "overwrite it. Pick another --output folder")
-        paths.append(target)
-    return paths
-
-
-def load_explainer(model_uri: str):
-    """The pyfunc wrapper (:class:`leukemia_cnn.pyfunc.LeukemiaCNNModel`) of ``model_uri``."""
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except MlflowException as exc:
-        raise LeukemiaCNNError(f"could not load model {model_uri}: {exc.message}. Run `dvc repro` "
-                               "(or `leukemia-cnn promote`) so that it exists") from exc
-
-
-def main(cfg, root: Path, images: list[str], model_uri: str | None = None,
-         output: str | None = None) -> list[dict]:
-    """``leukemia-cnn explain``: write a Grad-CAM overlay per image; print one line each."""
-    from leukemia_cnn.fileio import atomic_write
-    from leukemia_cnn.registry.predict import default_model_uri
-    from leukemia_cnn.tracking.store import setup_mlflow
-
-    output_dir = Path(output) if output else root / cfg.paths.reports_dir / "explain"
-    targets = output_paths(images, output_dir)
-    decoded = []
-    for path in images:
-        if not Path(path).is_file():
-            raise DataError(f"{path}: no such file")
-        decoded.append(open_image(Path(path)))
-    setup_mlflow(cfg, root)
-    uri = model_uri or default_model_uri(cfg)
-    wrapper = load_explainer(uri)
-    results = wrapper.explain(decoded)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for path, target, result in zip(images, targets, results, strict=True):
-        atomic_write(target, lambda tmp, r=result: r["overlay"].save(tmp, format="PNG"))
-        name = wrapper.classes[result["class_index"]]
-        probability = float(result["probabilities"][result["class_index"]])
-        print(f"{path}: {name} (p {probability:.3f}) -> {target}")
-        rows.append({"path": path, "predicted_class": name, "probability": probability,
-                     "heatmap_file": str(target)})
-    print(f"explain: {len(rows)} heatmaps from {uri} in {output_dir}", file=sys.stderr)
-    return rows

@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukemia_cnn import cli, register
+from leukemia_cnn import cli
 from leukemia_cnn.errors import LeukemiaCNNError
-from leukemia_cnn.explain import explain_images, gradcam, output_paths, upsample
+from leukemia_cnn.modeling.gradcam import explain_images, gradcam, upsample
+from leukemia_cnn.registry import register
+from leukemia_cnn.registry.explain import output_paths
 
 SIZE = 48
 QUARTER = SIZE // 4
@@ -34,7 +36,7 @@ def planted_model():
     last block's pooled map is 4x4."""
     import keras
 
-    from leukemia_cnn.model import build_model, set_seeds
+    from leukemia_cnn.modeling.model import build_model, set_seeds
 
     set_seeds(0)
     x, y = planted_images(256)
@@ -137,7 +139,7 @@ def test_explain_cli_writes_a_heatmap_per_image(champion, tmp_path, capsys):
 def test_served_model_returns_a_heatmap_only_on_request(champion, tmp_path):
     import mlflow
 
-    from leukemia_cnn.predict import read_images
+    from leukemia_cnn.registry.predict import read_images
 
     images = read_images(smear_jpegs(tmp_path / "imgs"))
     model = mlflow.pyfunc.load_model("models:/leukemia-cnn@champion")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from leukemia_cnn.calibration import (
+from leukemia_cnn.modeling.calibration import (
     apply_temperature,
     calibrate,
     expected_calibration_error,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-CALIBRATION_MODES = ("auto", "on", "off")
+from leukemia_cnn.config import CALIBRATION_MODES
+
 # `auto` keeps the fitted temperature only when it lowers the validation NLL by at least this
 # fraction (a temperature a few percent from 1 changes nothing worth a step) and does not raise
 # the validation ECE over this many bins (a lower NLL alone can come with a worse ECE: on real
