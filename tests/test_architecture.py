@@ -139,3 +139,10 @@ def test_no_test_file_imports_another_or_conftest():
             offenders += [f"{path.relative_to(REPO_ROOT)}: {name}" for name in names
                           if name.split(".")[0] == "conftest" or name.split(".")[0].startswith("test_")]
     assert not offenders, f"shared test code belongs in tests/helpers/: {offenders}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_every_module_imports(path):
+    import importlib
+
+    importlib.import_module(module_name(path))

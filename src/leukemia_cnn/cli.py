@@ -46,6 +46,8 @@ typical use:
   leukemia-cnn report                reports/table1.md: the study over seeds beside the paper
   leukemia-cnn promote --by config   champion from the configuration with the best mean val acc
   leukemia-cnn predict a.jpg b.jpg   classify images with models:/leukemia-cnn@champion
+  leukemia-cnn explain a.jpg         a.jpg's Grad-CAM heatmap -> reports/explain/a_gradcam.png
+  leukemia-cnn card                  the champion's model card (Markdown)
   mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 outputs: a command writes only its own outputs. An --output (or report --name) that is the
@@ -191,6 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=("csv", "json"), default="csv")
     predict.add_argument("--output", default=None, help="write here instead of stdout")
 
+    explain = sub.add_parser(
+        "explain", help="Grad-CAM heatmaps: where in each image the model saw its class",
+        description="Classify image files with an MLflow model (default: the champion) and "
+                    "write, per image, <stem>_gradcam.png: the original image with a heatmap of "
+                    "the evidence for the predicted class (HiResCAM, the Grad-CAM variant for "
+                    "the CNN's flatten head, on its last conv layer), at the image's resolution.")
+    _add_params_arg(explain)
+    explain.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    explain.add_argument("--model", default=None, metavar="URI",
+                         help="MLflow model URI (default: models:/<registered name>@champion)")
+    explain.add_argument("--output", default=None, metavar="DIR",
+                         help="folder for the heatmaps (default: <reports_dir>/explain)")
+
+    card = sub.add_parser(
+        "card", help="print the model card of a registered version (default: the champion)",
+        description="Print a Markdown model card generated from what MLflow holds for the "
+                    "version: data source and version, split sizes, per-class precision/recall/"
+                    "F1 on val and test, calibration, configuration, training time, known limits.")
+    _add_params_arg(card)
+    card.add_argument("version", nargs="?", default=None,
+                      help="version number (default: the version with the champion alias)")
+
     summary = sub.add_parser("summary", help="print the last run's metrics and where to look next")
     _add_params_arg(summary)
     return parser
@@ -280,6 +304,16 @@ def _run(args: argparse.Namespace) -> int:
                   f"above; their rows are marked in column `{predict.ERROR_COLUMN}`)",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
+        return 0
+    if args.command == "explain":
+        from leukemia_cnn.registry import explain
+
+        explain.main(cfg, root, args.images, model_uri=args.model, output=args.output)
+        return 0
+    if args.command == "card":
+        from leukemia_cnn.registry import card
+
+        card.main(cfg, root, args.version)
         return 0
     if args.command == "summary":
         from leukemia_cnn.registry import summary

@@ -125,6 +125,9 @@ def _two_equal(value: list[int]) -> bool:
 # The schema (conf/<group>/*.yaml holds the same defaults, with comments)
 # --------------------------------------------------------------------------------------------
 
+# How evaluate and the served model use the temperature fitted on val (modeling/calibration.py).
+CALIBRATION_MODES = ("auto", "on", "off")
+
 @dataclass
 class PathsConfig:
     raw_dir: str = setting("data/raw")
@@ -328,6 +331,7 @@ class TrainConfig:
         "0 (off) or a number strictly between 0 and 1, e.g. 0.99"))
     distribute: Literal["mirrored"] | None = setting(None, late=True, allowed=(
         "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)"))
+    calibration: Literal[CALIBRATION_MODES] = setting("auto", late=True)
 
     def __post_init__(self) -> None:
         if self.lr_warmup_epochs >= self.epochs:
@@ -337,6 +341,12 @@ class TrainConfig:
             raise invalid("train.lr_warmup_epochs", self.lr_warmup_epochs,
                           "0 with train.lr_schedule=plateau (the plateau callback sets the "
                           "rate itself)")
+
+
+@dataclass
+class EvaluateConfig:
+    ece_bins: int = setting(15, ge=1, late=True)
+    gradcam_per_class: int = setting(2, ge=0, late=True, allowed="an integer >= 0 (0: no Grad-CAM grid)")
 
 
 @dataclass
@@ -378,6 +388,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, metadata={"late": True})
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"late": True})
     report: ReportConfig = field(default_factory=ReportConfig, metadata={"late": True})

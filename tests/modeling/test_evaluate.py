@@ -61,3 +61,33 @@ def test_accuracy_is_argmax_and_per_class_metrics():
 ])
 def test_collapse_detection(y_pred, collapsed):
     assert is_collapsed(np.array([0, 0, 1, 1, 1]), np.array(y_pred)) is collapsed
+
+
+def test_calibration_reported_before_and_after_and_served(trained):
+    """ECE/NLL per split before and after the val-fit temperature, reliability tables and
+    diagrams, the Grad-CAM grid; the logged model serves the temperature train chose."""
+    import mlflow
+
+    root = trained.root
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for kind in ("ece", "nll"):
+            for variant in ("uncalibrated", "calibrated"):
+                assert np.isfinite(metrics[f"{split}_{kind}_{variant}"])
+        assert 0 <= metrics[f"{split}_ece_uncalibrated"] <= 1
+        for variant in ("uncalibrated", "calibrated"):
+            table = pd.read_csv(root / "reports" / "reliability" / f"{split}_{variant}.csv")
+            assert table["count"].sum() == metrics[f"{split}_n_images"]
+            assert table["confidence"].between(0, 1).all()
+        assert (root / "reports" / "figures" / f"reliability_{split}.png").stat().st_size > 1000
+    # fit on val: the temperature cannot make the val NLL worse
+    assert metrics["val_nll_calibrated"] <= metrics["val_nll_uncalibrated"] + 1e-9
+    assert (root / "reports" / "figures" / "gradcam_test.png").stat().st_size > 1000
+
+    run = mlflow.MlflowClient().get_run(trained.train["run_id"])
+    assert run.data.metrics["val_ece_calibrated"] == pytest.approx(metrics["val_ece_calibrated"])
+    served = metrics["calibration_temperature"]
+    assert run.data.metrics["calibration_temperature"] == pytest.approx(served)
+    assert served in (1.0, pytest.approx(metrics["calibration_fitted_temperature"]))
+    wrapper = mlflow.pyfunc.load_model(trained.train["model_uri"]).unwrap_python_model()
+    assert wrapper.temperature == pytest.approx(served)

@@ -1,7 +1,9 @@
 """Evaluate stage: argmax accuracy on val and test, per-class precision/recall/F1, confusion
 matrices, sample predictions (the paper's Fig. 2) and the paper's "prediction time" (wall
-time to predict the whole val set and the whole test set). Written as DVC metrics/plots and
-logged to the training run in MLflow."""
+time to predict the whole val set and the whole test set); calibration (expected calibration
+error, NLL and a reliability diagram per split, before and after the temperature the train
+stage fit on val) and a Grad-CAM grid of correct and wrong test predictions per class.
+Written as DVC metrics/plots and logged to the training run in MLflow."""
 
 from __future__ import annotations
 
@@ -14,8 +16,16 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
+from leukemia_cnn.config import knob
 from leukemia_cnn.data.preprocess import load_split
-from leukemia_cnn.errors import DataError
+from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.fileio import write_csv
+from leukemia_cnn.modeling.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    negative_log_likelihood,
+    reliability_bins,
+)
 from leukemia_cnn.tracking.store import process_tags, setup_mlflow
 
 
@@ -98,8 +108,147 @@ def plot_samples(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, classes:
     return path
 
 
+CALIBRATION_VARIANTS = ("uncalibrated", "calibrated")
+
+
+def calibration_metrics(probabilities: np.ndarray, y_true: np.ndarray, fitted_temperature: float,
+                        n_bins: int, prefix: str) -> tuple[dict[str, float], dict]:
+    """ECE and NLL of the model's probabilities before and after ``fitted_temperature``.
+
+    Returns the metrics (``<prefix>_ece_uncalibrated``, ``<prefix>_ece_calibrated``,
+    ``<prefix>_nll_...``) and the reliability table of each variant
+    (:func:`leukemia_cnn.modeling.calibration.reliability_bins`).
+    """
+    variants = {"uncalibrated": probabilities,
+                "calibrated": apply_temperature(probabilities, fitted_temperature)}
+    metrics, tables = {}, {}
+    for name, p in variants.items():
+        metrics[f"{prefix}_ece_{name}"] = expected_calibration_error(p, y_true, n_bins)
+        metrics[f"{prefix}_nll_{name}"] = negative_log_likelihood(p, y_true)
+        tables[name] = reliability_bins(p, y_true, n_bins)
+    return metrics, tables
+
+
+def plot_reliability(tables: dict, metrics: dict[str, float], split: str, temperature: float,
+                     path: Path) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, before and after temperature
+    scaling, beside the diagonal of perfect calibration; bar widths are the bins, the lower
+    panel the share of images per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 5.6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    styles = {"uncalibrated": ("tab:red", "T = 1"), "calibrated": ("tab:blue", f"T = {temperature:.2f}")}
+    for offset, (name, table) in enumerate(tables.items()):
+        colour, label = styles[name]
+        filled = table[table["count"] > 0]
+        width = float(table["upper"].iloc[0] - table["lower"].iloc[0])
+        top.bar(filled["lower"] + width * (0.25 + 0.5 * offset), filled["accuracy"],
+                width=width * 0.45, color=colour, alpha=0.6,
+                label=f"{label}: ECE {metrics[f'{split}_ece_{name}']:.3f}, "
+                      f"NLL {metrics[f'{split}_nll_{name}']:.3f}")
+        bottom.bar(filled["lower"] + width * (0.25 + 0.5 * offset),
+                   filled["count"] / table["count"].sum(), width=width * 0.45, color=colour,
+                   alpha=0.6)
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy in bin",
+            title=f"Reliability diagram ({split})")
+    top.legend(fontsize=8, loc="upper left")
+    bottom.set(xlabel="confidence (top-class probability)", ylabel="share of images")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def gradcam_picks(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray,
+                  n_classes: int, per_class: int) -> list[tuple[int, list[int], list[int]]]:
+    """Per true class: the ``per_class`` most confident correct and wrong predictions."""
+    picks = []
+    for label in range(n_classes):
+        rows = []
+        for correct in (True, False):
+            index = np.flatnonzero((y_true == label) & ((y_pred == label) == correct))
+            rows.append(index[np.argsort(-confidence[index], kind="stable")][:per_class].tolist())
+        picks.append((label, *rows))
+    return picks
+
+
+def original_image(raw_dir: Path | None, relative: str, fallback: np.ndarray):
+    """The raw colour image behind a preprocessed one, or the preprocessed grayscale array
+    when the raw tree is not at hand (e.g. a sweep job's copy)."""
+    from PIL import Image
+
+    from leukemia_cnn.data.imaging import open_image
+
+    if raw_dir is not None and (raw_dir / relative).is_file():
+        try:
+            return open_image(raw_dir / relative)
+        except LeukemiaCNNError:
+            pass
+    array = fallback[..., 0] if fallback.shape[-1] == 1 else fallback
+    return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8))
+
+
+def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
+                      probabilities: np.ndarray, paths, classes: list[str], per_class: int,
+                      raw_dir: Path | None, path: Path) -> Path | None:
+    """One row per true class: ``per_class`` correct, then ``per_class`` wrong test
+    predictions (most confident first), each the original image with its Grad-CAM map for
+    the predicted class. None when ``per_class`` is 0."""
+    if per_class < 1:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from leukemia_cnn.modeling.gradcam import gradcam, overlay
+
+    confidence = probabilities.max(axis=1)
+    picks = gradcam_picks(y_true, y_pred, confidence, len(classes), per_class)
+    chosen = sorted({i for _, right, wrong in picks for i in right + wrong})
+    maps = dict(zip(chosen, gradcam(model, x[chosen])[0], strict=True)) if chosen else {}
+    cols = 2 * per_class
+    fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 2.3, len(classes) * 2.5),
+                             squeeze=False)
+    for row, (label, right, wrong) in enumerate(picks):
+        for col in range(cols):
+            axis = axes[row, col]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            group = right if col < per_class else wrong
+            slot = col % per_class
+            if col == 0:
+                axis.set_ylabel(f"true {classes[label]}", fontsize=9)
+            if slot >= len(group):
+                axis.text(0.5, 0.5, "none", ha="center", va="center", color="gray",
+                          transform=axis.transAxes)
+                for spine in axis.spines.values():
+                    spine.set_visible(False)
+                continue
+            index = group[slot]
+            image = original_image(raw_dir, str(paths[index]), x[index])
+            axis.imshow(overlay(image, maps[index]))
+            ok = y_pred[index] == y_true[index]
+            axis.set_title(f"pred {classes[y_pred[index]]} {confidence[index]:.2f}", fontsize=8,
+                           color="green" if ok else "red")
+    fig.suptitle(f"Grad-CAM on test images: {per_class} correct (left), {per_class} wrong "
+                 "(right) per class, most confident first", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: Path,
-                   ) -> tuple[dict[str, float], bool]:
+                   temperature: float = 1.0, fitted_temperature: float | None = None,
+                   raw_dir: Path | None = None) -> tuple[dict[str, float], bool]:
     """Predict val and test, write the evaluation files, return ``(metrics, collapsed)``.
 
     Parameters
@@ -112,20 +261,34 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
         ``{"val": (x, y, paths), "test": (x, y, paths)}`` as :func:`load_split` returns them.
     reports_dir : pathlib.Path
         Receives ``metrics.json``, ``confusion_{val,test}.csv``,
-        ``classification_report.txt`` and ``figures/`` (confusion matrices, sample predictions).
+        ``classification_report.txt``, ``reliability/{val,test}_{uncalibrated,calibrated}.csv``
+        and ``figures/`` (confusion matrices, sample predictions, reliability diagrams,
+        Grad-CAM grid).
+    temperature : float, default 1.0
+        The temperature the logged model serves (1.0: none).
+    fitted_temperature : float, optional
+        The temperature fit on val (default: ``temperature``); "calibrated" metrics use it,
+        whether or not the model serves it.
+    raw_dir : pathlib.Path, optional
+        ``paths.raw_dir``: the Grad-CAM grid draws on the original colour images found there
+        (else on the preprocessed grayscale ones).
 
     Returns
     -------
     metrics : dict
-        Argmax accuracy, F1, per-class P/R/F1, prediction seconds and image counts per split,
+        Argmax accuracy, F1, per-class P/R/F1 and support, ECE and NLL before and after
+        temperature scaling, prediction seconds and image counts per split, the temperatures,
         the val majority share and ``collapsed`` (0 or 1).
     collapsed : bool
         See :func:`is_collapsed` (judged on the val split).
     """
     classes = list(cfg.data.classes)
+    fitted_temperature = temperature if fitted_temperature is None else fitted_temperature
+    n_bins = int(knob(cfg, "evaluate.ece_bins"))
     figures_dir = reports_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"calibration_temperature": float(temperature),
+                                 "calibration_fitted_temperature": float(fitted_temperature)}
     details: dict[str, dict] = {}
     for split in ("val", "test"):
         x, y_true, paths = splits[split]
@@ -135,10 +298,21 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
         metrics.update(split_metrics(y_true, y_pred, classes, split))
         metrics[f"{split}_prediction_seconds"] = seconds
         metrics[f"{split}_n_images"] = len(y_true)
+        counts = np.bincount(y_true, minlength=len(classes))
+        metrics.update({f"{split}_support_{name}": int(counts[i]) for i, name in enumerate(classes)})
+        calibration, tables = calibration_metrics(probabilities, y_true, fitted_temperature,
+                                                  n_bins, split)
+        metrics.update(calibration)
+        for name, table in tables.items():
+            write_csv(reports_dir / "reliability" / f"{split}_{name}.csv",
+                      table[table["count"] > 0].round(6))
+        plot_reliability(tables, metrics, split, fitted_temperature,
+                         figures_dir / f"reliability_{split}.png")
         pd.DataFrame({"path": paths, "actual": np.asarray(classes)[y_true],
                       "predicted": np.asarray(classes)[y_pred]}).to_csv(
             reports_dir / f"confusion_{split}.csv", index=False)
-        details[split] = {"x": x, "y_true": y_true, "y_pred": y_pred}
+        details[split] = {"x": x, "y_true": y_true, "y_pred": y_pred, "paths": paths,
+                          "probabilities": probabilities}
 
     collapsed = is_collapsed(details["val"]["y_true"], details["val"]["y_pred"])
     majority = float(np.bincount(details["val"]["y_true"]).max() / len(details["val"]["y_true"]))
@@ -157,6 +331,10 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
     test = details["test"]
     plot_samples(test["x"], test["y_true"], test["y_pred"], classes,
                  figures_dir / "sample_predictions.png", seed=int(cfg.seed))
+    plot_gradcam_grid(model, test["x"], test["y_true"], test["y_pred"],
+                      apply_temperature(test["probabilities"], temperature), test["paths"],
+                      classes, int(knob(cfg, "evaluate.gradcam_per_class")), raw_dir,
+                      figures_dir / "gradcam_test.png")
     (reports_dir / "classification_report.txt").write_text(report_text)
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics, collapsed
@@ -171,6 +349,8 @@ def log_evaluation(metrics: dict[str, float], collapsed: bool, reports_dir: Path
     mlflow.log_artifacts(str(reports_dir / "figures"), artifact_path="evaluation")
     mlflow.log_artifact(str(reports_dir / "classification_report.txt"), "evaluation")
     mlflow.log_artifact(str(reports_dir / "metrics.json"), "evaluation")
+    if (reports_dir / "reliability").is_dir():
+        mlflow.log_artifacts(str(reports_dir / "reliability"), artifact_path="evaluation/reliability")
 
 
 def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
@@ -183,10 +363,20 @@ def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
     print(f"{prefix}: val accuracy {metrics['val_accuracy']:.3f}, test accuracy "
           f"{metrics['test_accuracy']:.3f}; prediction time val {metrics['val_prediction_seconds']:.2f}"
           f" s, test {metrics['test_prediction_seconds']:.2f} s")
+    if "val_ece_uncalibrated" in metrics:
+        served = ("applied" if metrics["calibration_temperature"] != 1.0 else "not applied")
+        print(f"{prefix}: calibration T {metrics['calibration_fitted_temperature']:.3f} "
+              f"({served}); ECE val {metrics['val_ece_uncalibrated']:.3f} -> "
+              f"{metrics['val_ece_calibrated']:.3f}, test {metrics['test_ece_uncalibrated']:.3f} "
+              f"-> {metrics['test_ece_calibrated']:.3f}; NLL val "
+              f"{metrics['val_nll_uncalibrated']:.3f} -> {metrics['val_nll_calibrated']:.3f}, "
+              f"test {metrics['test_nll_uncalibrated']:.3f} -> {metrics['test_nll_calibrated']:.3f}")
 
 
 SUMMARY_KEYS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro",
-                "val_prediction_seconds", "test_prediction_seconds", "collapsed")
+                "val_prediction_seconds", "test_prediction_seconds", "collapsed",
+                "calibration_temperature", "val_ece_uncalibrated", "val_ece_calibrated",
+                "test_ece_uncalibrated", "test_ece_calibrated")
 
 
 def run(cfg: DictConfig, root: Path) -> dict:
@@ -203,7 +393,11 @@ def run(cfg: DictConfig, root: Path) -> dict:
     model = keras.saving.load_model(model_dir / "cnn.keras", compile=False)
     splits = {split: load_split(root / cfg.paths.preprocessed_dir, split)
               for split in ("val", "test")}
-    metrics, collapsed = evaluate_model(model, cfg, splits, reports_dir)
+    temperature = float(record.get("temperature", 1.0))  # absent: trained before calibration
+    metrics, collapsed = evaluate_model(
+        model, cfg, splits, reports_dir, temperature=temperature,
+        fitted_temperature=float(record.get("fitted_temperature", temperature)),
+        raw_dir=root / cfg.paths.raw_dir)
 
     setup_mlflow(cfg, root)
     with mlflow.start_run(run_id=record["run_id"]):

@@ -2,7 +2,15 @@
 
 It accepts a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...;
 base64 in a JSON request to ``mlflow models serve``). It answers one row per image:
-``predicted_class`` and one ``p_<Class>`` probability column per class. Already preprocessed
+``predicted_class`` and one ``p_<Class>`` probability column per class. The probabilities are
+temperature-scaled when the train stage found that calibration helps (``train.calibration``;
+the temperature is in the model's ``preprocessing.json``): ``softmax(log p / T)``, same argmax.
+
+With the param ``heatmap`` true (``model.predict(df, params={"heatmap": True})``, or
+``"params": {"heatmap": true}`` beside ``dataframe_split`` in a request to the server) each
+row also has ``heatmap``: a base64-encoded PNG of the Grad-CAM evidence for the predicted
+class over the original image, at its resolution (:mod:`leukemia_cnn.modeling.gradcam`). Without it
+nothing of Grad-CAM runs. Already preprocessed
 arrays (n, H, W, C) in [0, 1] go through
 ``mlflow.pyfunc.load_model(uri).unwrap_python_model().predict_arrays(x)``: the logged
 signature (one binary ``image`` column) makes ``PyFuncModel.predict`` refuse arrays before
@@ -11,28 +19,35 @@ this class sees them.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from leukemia_cnn.data.imaging import load_model_input
+from leukemia_cnn.data.imaging import load_model_input, open_image
 from leukemia_cnn.errors import DataError
+from leukemia_cnn.modeling.calibration import apply_temperature
 
 IMAGE_COLUMN = "image"
+HEATMAP_PARAM = "heatmap"
+HEATMAP_COLUMN = "heatmap"
 
 
 def signature(classes: list[str]):
-    """Model signature: binary ``image`` in; class name and probabilities out."""
+    """Model signature: binary ``image`` in; class name and probabilities out; the optional
+    param ``heatmap`` (default false) adds the Grad-CAM column."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     outputs = [ColSpec("string", "predicted_class")]
     outputs += [ColSpec("double", f"p_{name}") for name in classes]
     return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
-                          outputs=Schema(outputs))
+                          outputs=Schema(outputs),
+                          params=ParamSchema([ParamSpec(HEATMAP_PARAM, "boolean", False)]))
 
 
 def probabilities_frame(probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -54,6 +69,8 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.classes = list(meta["classes"])
         self.image_size = int(meta["image_size"])
         self.color_mode = str(meta["color_mode"])
+        # models logged before calibration existed serve their probabilities unchanged
+        self.temperature = float(meta.get("temperature", 1.0))
 
     def preprocess(self, images) -> np.ndarray:
         """Decode and preprocess encoded images (bytes) exactly as the preprocess stage does."""
@@ -85,26 +102,53 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
                                        self.classes)
         probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
             x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
+        if self.temperature != 1.0:
+            probabilities = apply_temperature(probabilities, self.temperature)
         return probabilities_frame(probabilities, self.classes)
+
+    def explain(self, images: list) -> list[dict]:
+        """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`."""
+        from leukemia_cnn.modeling.gradcam import explain_images
+
+        return explain_images(self.model, images, self.image_size, self.color_mode,
+                              self.temperature)
+
+    def heatmaps(self, images: list) -> list[str]:
+        """Base64 PNG of the Grad-CAM overlay per decoded image (the ``heatmap`` column)."""
+        from leukemia_cnn.modeling.gradcam import png_bytes
+
+        return [base64.b64encode(png_bytes(result["overlay"])).decode("ascii")
+                for result in self.explain(images)]
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         try:
-            return self._predict(model_input)
+            return self._predict(model_input, bool((params or {}).get(HEATMAP_PARAM, False)))
         except DataError as exc:
             # The scoring server answers MlflowException(INVALID_PARAMETER_VALUE) with a 400.
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
 
-    def _predict(self, model_input):
+    def _predict(self, model_input, heatmap: bool = False):
         if isinstance(model_input, np.ndarray):
-            return self.predict_arrays(model_input)
+            frame = self.predict_arrays(model_input)
+            if heatmap:
+                x = np.asarray(model_input, dtype=np.float32)
+                grays = [Image.fromarray(np.round(np.clip(image[..., 0] if image.ndim == 3
+                                                          else image, 0, 1) * 255)
+                                         .astype(np.uint8)) for image in x]
+                frame[HEATMAP_COLUMN] = self.heatmaps(grays)
+            return frame
         if isinstance(model_input, pd.DataFrame):
             if IMAGE_COLUMN not in model_input.columns:
                 raise DataError(f"input needs a column '{IMAGE_COLUMN}' of encoded image bytes; "
                                 f"got columns {list(model_input.columns)}")
-            return self.predict_arrays(self.preprocess(model_input[IMAGE_COLUMN].tolist()))
+            images = model_input[IMAGE_COLUMN].tolist()
+            frame = self.predict_arrays(self.preprocess(images))
+            if heatmap:
+                frame[HEATMAP_COLUMN] = self.heatmaps([open_image(bytes(item)) for item in images])
+            return frame
         raise DataError(f"unsupported input type {type(model_input).__name__}; send a DataFrame "
                         f"with column '{IMAGE_COLUMN}' or a float array (n, H, W, C)")
 
@@ -113,16 +157,21 @@ def pip_requirements() -> list[str]:
     """The pinned packages the served model needs (no slow inference of requirements)."""
     from importlib.metadata import version
 
-    names = ["mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pillow", "omegaconf"]
+    names = ["mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pillow", "omegaconf",
+             "matplotlib"]  # matplotlib: the heatmap's colour map
     return [f"{name}=={version(name)}" for name in names]
 
 
 def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode: str,
-              workdir: Path):
-    """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``."""
+              workdir: Path, temperature: float = 1.0):
+    """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``.
+
+    ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves.
+    """
     meta_path = workdir / "preprocessing.json"
     meta_path.write_text(json.dumps({"classes": list(classes), "image_size": image_size,
-                                     "color_mode": color_mode}, indent=2))
+                                     "color_mode": color_mode,
+                                     "temperature": float(temperature)}, indent=2))
     package_dir = Path(__file__).resolve().parents[1]  # the whole leukemia_cnn package
     return mlflow.pyfunc.log_model(
         name="model",

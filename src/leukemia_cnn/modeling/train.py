@@ -285,6 +285,12 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     if epochs_run != int(cfg.train.epochs) or knob(cfg, "train.early_stopping_patience"):
         summary.update(epochs_run=epochs_run, kept_epoch=kept_epoch(cfg, history))
         metrics.update(epochs_run=epochs_run, kept_epoch=summary["kept_epoch"])
+    calibration = fit_calibration(cfg, model, x_val, y_val)
+    summary.update(temperature=calibration["temperature"],
+                   fitted_temperature=calibration["fitted_temperature"])
+    metrics.update(calibration_temperature=calibration["temperature"],
+                   calibration_fitted_temperature=calibration["fitted_temperature"],
+                   calibration_applied=int(calibration["applied"]))
     mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
@@ -293,8 +299,24 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
         mlflow.log_artifact(str(plot_curves(history, tmp_dir / "curves.png", label)))
         mlflow.log_artifact(str(reports_dir / "train_history.csv"))
         info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
-                         str(cfg.preprocess.color_mode), tmp_dir)
+                         str(cfg.preprocess.color_mode), tmp_dir,
+                         temperature=calibration["temperature"])
     return summary, info, model
+
+
+def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray) -> dict:
+    """Temperature scaling fit on the validation split (``train.calibration``: auto, on, off);
+    see :func:`leukemia_cnn.modeling.calibration.calibrate`. The logged model serves its temperature."""
+    from leukemia_cnn.modeling.calibration import calibrate
+
+    mode = str(knob(cfg, "train.calibration"))
+    probabilities = model.predict(x_val, batch_size=256, verbose=0)
+    result = calibrate(probabilities, y_val, mode=mode)
+    print(f"train: calibration {mode}: temperature fitted on val {result['fitted_temperature']:.3f}"
+          f" (val NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}, ECE "
+          f"{result['ece_before']:.4f} -> {result['ece_after']:.4f}); "
+          f"{'applied' if result['applied'] else 'not applied'}")
+    return result
 
 
 def study_tags(cfg: DictConfig) -> dict[str, str]:
@@ -334,7 +356,8 @@ def run(cfg: DictConfig, root: Path) -> dict:
         summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, model_dir,
                                        reports_dir)
     record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
-              "run_name": run_name(cfg)}
+              "run_name": run_name(cfg), "temperature": summary["temperature"],
+              "fitted_temperature": summary["fitted_temperature"]}
     (model_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     (reports_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"train: {summary['train_seconds']:.1f} s; MLflow run {run_id}; model {info.model_uri}")

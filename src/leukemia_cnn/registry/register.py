@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.registry.card import publish_card
 from leukemia_cnn.tracking.store import run_config_id, setup_mlflow
 
 PROMOTE_MODES = ("run", "config")
@@ -258,6 +259,7 @@ def register(cfg: DictConfig, root: Path, run_id: str, model_uri: str) -> str:
     client.update_model_version(name, version, description=(
         f"{run.info.run_name}: {run.data.tags.get('hydra_overrides', '')}; data "
         f"{run.data.tags.get('data_version', '?')}; commit {run.data.tags.get('git_commit', '?')}"))
+    publish_card(client, name, version)  # model_card.md artifact + the version's description
     print(f"register: '{name}' version {version} from run {run_id}")
     return version
 

@@ -170,7 +170,9 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
         summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val,
                                                  out_dir, out_dir, label=label)
         metrics, collapsed = evaluate.evaluate_model(
-            model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir)
+            model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir,
+            temperature=summary["temperature"], fitted_temperature=summary["fitted_temperature"],
+            raw_dir=root / cfg.paths.raw_dir)
         evaluate.log_evaluation(metrics, collapsed, out_dir)
     evaluate.print_summary(metrics, collapsed, run_id, prefix=f"sweep: {label}")
     version = None

@@ -1,0 +1,81 @@
+import re
+
+import mlflow
+import pytest
+
+from leukemia_cnn import cli
+from leukemia_cnn.registry import register
+from leukemia_cnn.registry.card import CARD_ARTIFACT, DESCRIPTION_LIMIT, description_text, model_card
+
+
+@pytest.fixture
+def registered(trained, monkeypatch):
+    from leukemia_cnn.config import write_params
+
+    result = register.run(trained.cfg, trained.root)
+    monkeypatch.chdir(trained.root)
+    write_params(trained.cfg, trained.root / "params.yaml")
+    return trained, result["version"]
+
+
+def test_card_of_a_registered_tiny_model_has_every_field(registered):
+    trained, version = registered
+    client = mlflow.MlflowClient()
+    card = model_card(client, "leukemia-cnn", version)
+    run = client.get_run(trained.train["run_id"])
+    metrics, tags = run.data.metrics, run.data.tags
+
+    assert card.startswith(f"# Model card: leukemia-cnn version {version}")
+    assert "`champion`" in card  # register.run promoted it
+    # data source and version, split sizes
+    assert f"Source: synthetic; data version (data.dvc md5): `{tags['data_version']}`" in card
+    assert "train 96 images" in card and "val 32" in card and "test 32" in card
+    # per-class precision/recall/F1 on val and test, with the measured numbers
+    for name in trained.cfg.data.classes:
+        row = next(line for line in card.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1:4] == [f"{metrics[f'val_{k}_{name}']:.3f}" for k in
+                              ("precision", "recall", "f1")]
+        assert cells[5:8] == [f"{metrics[f'test_{k}_{name}']:.3f}" for k in
+                              ("precision", "recall", "f1")]
+        assert cells[4] == cells[8] == "8"
+    assert f"| val | 32 | {metrics['val_accuracy']:.3f} |" in card
+    # calibration before and after
+    assert f"T = {metrics['calibration_fitted_temperature']:.3f} fitted on the validation" in card
+    assert re.search(r"\| test \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{3} \|", card)
+    # configuration, training time, provenance
+    assert "- `train.epochs`: 8" in card and "- `model.filters`: [8, 8, 8]" in card
+    assert f"Training time: {metrics['train_seconds']:.0f} s for 8 epochs" in card
+    assert tags["git_commit"] in card and run.info.run_id in card
+    # known limits
+    assert "Class balance (val + test): Benign 25%, Early 25%, Pre 25%, Pro 25%" in card
+    assert "Grayscale 32x32 input" in card and "SYNTHETIC" in card
+    assert "not a medical device" in card
+
+
+def test_registration_logs_the_card_and_describes_the_version(registered):
+    trained, version = registered
+    client = mlflow.MlflowClient()
+    model_version = client.get_model_version("leukemia-cnn", version)
+    assert f"# Model card: leukemia-cnn version {version}" in model_version.description
+    assert len(model_version.description) <= 5000  # MLflow's column size
+    logged = mlflow.artifacts.load_text(f"runs:/{trained.train['run_id']}/{CARD_ARTIFACT}")
+    assert logged.startswith(f"# Model card: leukemia-cnn version {version}")
+    assert "## Calibration" in logged and "## Known limits" in logged
+
+
+def test_card_cli_prints_the_champions_card(registered, capsys):
+    trained, version = registered
+    assert cli.main(["card"]) == 0
+    assert capsys.readouterr().out.startswith(f"# Model card: leukemia-cnn version {version}")
+    assert cli.main(["card", "999"]) == 1
+    assert "has no version 999" in capsys.readouterr().err
+
+
+def test_a_long_card_is_shortened_for_the_description():
+    card = ("# Model card: m version 1\n\n## Configuration\n" + "- `k`: v\n" * 600
+            + "## Known limits\n- limit\n")
+    text = description_text("registered from run r", card)
+    assert len(text) <= DESCRIPTION_LIMIT
+    assert text.startswith("registered from run r\n\n# Model card")
+    assert "## Known limits" in text and CARD_ARTIFACT in text
