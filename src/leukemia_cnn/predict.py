@@ -49,8 +49,13 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
 
 def main(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = None,
          fmt: str = "csv", output: str | None = None) -> pd.DataFrame:
+    from leukemia_cnn.register import model_provenance
+
     setup_mlflow(cfg, root)
-    result = predict_files(model_uri or default_model_uri(cfg), images)
+    model_uri = model_uri or default_model_uri(cfg)
+    for line in model_provenance(cfg, root, model_uri):
+        print(f"predict: {line}", file=sys.stderr)
+    result = predict_files(model_uri, images)
     text = (result.to_json(orient="records", indent=2) + "\n" if fmt == "json"
             else result.to_csv(index=False, float_format="%.4f"))
     if output:

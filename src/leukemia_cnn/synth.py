@@ -37,6 +37,7 @@ from scipy.ndimage import gaussian_filter
 
 from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
 from leukemia_cnn.imaging import IMAGE_EXTENSIONS
+from leukemia_cnn.lineage import record_origin
 
 # Kaggle file-name prefix of each class: WBC-Benign-001.jpg, WBC-Malignant-Early-001.jpg, ...
 FILE_PREFIXES = {
@@ -585,6 +586,7 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
     if dvc_add:
         dvc_file = root / "data.dvc" if out_dir.resolve() == raw_dir.resolve() else None
         tracked = dvc_track(root, out_dir, dvc_file)
+        record_origin(tracked, None)  # the built-in set: forget a recorded `data get` source
         print(f"{_shown(tracked, root)} versions {_shown(out_dir, root)}; commit it with "
               f"`git add {_shown(tracked, root)} {_shown(out_dir.parent / '.gitignore', root)}`")
 
