@@ -64,6 +64,8 @@ class DataLineage:
 
     def describe(self) -> str:
         """``synthetic data 5b386f477773`` / ``folder data 'real-dev' 1a2b3c4d5e6f``."""
+        if self.source == UNKNOWN and self.version == UNKNOWN:
+            return "unrecorded data"
         named = "" if self.name in (self.source, UNKNOWN) else f" '{self.name}'"
         return f"{self.source} data{named} {short(self.version)}"
 

@@ -377,7 +377,7 @@ def promote(cfg: DictConfig, root: Path, dry_run: bool = False, quiet: bool = Fa
     current = workspace_lineage(cfg, root)
     alias_version = current_alias_version(name, alias)
     header = (f"promote: versions of '{name}' by the validation set they were scored on "
-              "(val accuracy is compared only within one; test accuracy never):")
+              "(chosen by validation accuracy within one set, never test accuracy):")
     if data == ALL_DATA:
         print(header)
         print(format_candidates(found, None, None, current.val_digest, alias_version, alias))
