@@ -1,0 +1,147 @@
+"""The data a run saw: data.dvc's recorded origin, the validation digest, MLflow datasets on
+every training run (read back through `mlflow.search_runs`), the training experiment kind and
+run names that name the data."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+
+from conftest import REPO_ROOT, TINY_OVERRIDES, write_preprocessed
+from datasets import class_tree
+from leukemia_cnn import cli, train
+from leukemia_cnn.config import compose, write_params
+from leukemia_cnn.lineage import rows_digest, workspace_lineage
+from leukemia_cnn.tracking import (
+    EXPERIMENT_KIND_TAG,
+    TRAINING_KIND,
+    setup_mlflow,
+    unique_run_name,
+)
+
+
+def split_table_for_arrays(cfg, root, name):
+    """The split table of the arrays `write_preprocessed` wrote, with contents of dataset
+    ``name``; and a data.dvc recording it as an ingested folder."""
+    classes = list(cfg.data.classes)
+    rows = []
+    for split in ("train", "val", "test"):
+        with np.load(root / cfg.paths.preprocessed_dir / f"{split}.npz") as data:
+            for path, label in zip(data["path"], data["y"], strict=True):
+                rows.append({"path": str(path), "class": classes[label], "label": int(label),
+                             "sha256": hashlib.sha256(f"{name}/{path}".encode()).hexdigest(),
+                             "split": split})
+    (root / "data").mkdir(exist_ok=True)
+    pd.DataFrame(rows).to_csv(root / cfg.paths.splits, index=False)
+    (root / "data.dvc").write_text(yaml.safe_dump({
+        "outs": [{"md5": hashlib.md5(name.encode()).hexdigest() + ".dir", "path": "data/raw"}],
+        "meta": {"data_origin": {"source": "folder", "name": name,
+                                 "uri": f"file:///datasets/{name}"}}}, sort_keys=False))
+    return pd.DataFrame(rows)
+
+
+def test_validation_digest_depends_on_the_val_rows_only():
+    rows = pd.DataFrame({"path": ["a.jpg", "b.jpg"], "sha256": ["1", "2"], "label": [0, 1]})
+    assert rows_digest(rows) == rows_digest(rows.iloc[::-1])
+    relabelled = rows.assign(label=[1, 1])
+    changed = rows.assign(sha256=["1", "3"])
+    assert len({rows_digest(rows), rows_digest(relabelled), rows_digest(changed)}) == 3
+
+
+def test_training_run_logs_its_datasets_and_names_its_data(tmp_path, mlflow_store):
+    cfg = compose([*TINY_OVERRIDES, "train.epochs=1"], root=REPO_ROOT)
+    write_preprocessed(tmp_path, cfg, per_class={"train": 6, "val": 3, "test": 3})
+    rows = split_table_for_arrays(cfg, tmp_path, "real-dev")
+    lineage = workspace_lineage(cfg, tmp_path)
+    assert lineage.source == "folder" and lineage.name == "real-dev"
+    assert lineage.val_digest == rows_digest(rows[rows["split"] == "val"])
+
+    first = train.run(cfg, tmp_path)
+    second = train.run(cfg, tmp_path)
+    # Names tell the data apart from the built-in set, and a repeat gets a short suffix.
+    assert first["run_name"] == "cnn-e1-b16-cce-c3-s42-real-dev"
+    assert second["run_name"].startswith("cnn-e1-b16-cce-c3-s42-real-dev-")
+    assert len(second["run_name"]) == len(first["run_name"]) + 5
+
+    experiment = mlflow.get_experiment_by_name("leukemia-cnn")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    digest = lineage.version.removesuffix(".dir")
+    runs = mlflow.search_runs(experiment_names=["leukemia-cnn"], output_format="list",
+                              filter_string=f"datasets.digest = '{digest}'")
+    assert {run.info.run_id for run in runs} == {first["run_id"], second["run_id"]}
+    assert mlflow.search_runs(experiment_names=["leukemia-cnn"],
+                              filter_string="datasets.name = 'real-dev-val'").shape[0] == 2
+    run = mlflow.get_run(first["run_id"])
+    inputs = {{t.key: t.value for t in i.tags}["mlflow.data.context"]: i
+              for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "testing"}
+    for context, split in (("training", "train"), ("validation", "val"), ("testing", "test")):
+        dataset = inputs[context].dataset
+        tags = {t.key: t.value for t in inputs[context].tags}
+        assert dataset.name == f"real-dev-{split}" and dataset.digest == digest
+        assert "file:///datasets/real-dev" in dataset.source
+        assert tags["rows_digest"] == rows_digest(rows[rows["split"] == split])
+        assert tags["n_images"] == str((rows["split"] == split).sum())
+    assert run.data.tags["val_digest"] == lineage.val_digest
+    assert {k: run.data.tags[k] for k in ("data_source", "data_name", "data_uri")} == {
+        "data_source": "folder", "data_name": "real-dev", "data_uri": "file:///datasets/real-dev"}
+
+
+def test_an_older_experiment_is_marked_for_training_and_a_set_kind_kept(make_cfg, tmp_path,
+                                                                        mlflow_store):
+    client = mlflow.MlflowClient()
+    client.create_experiment("leukemia-cnn")
+    setup_mlflow(make_cfg(), tmp_path)
+    assert mlflow.get_experiment_by_name("leukemia-cnn").tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    other = client.create_experiment("chat", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    setup_mlflow(make_cfg("mlflow.experiment_name=chat"), tmp_path)
+    assert client.get_experiment(other).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_run_names_of_the_built_in_set_stay_short(make_cfg, tmp_path, mlflow_store):
+    cfg = make_cfg()
+    experiment_id = setup_mlflow(cfg, tmp_path)
+    built_in = workspace_lineage(cfg, tmp_path)
+    assert built_in.source == "synthetic"
+    assert unique_run_name("cnn-s1", built_in, experiment_id) == "cnn-s1"
+    with mlflow.start_run(run_name="cnn-s1"):
+        pass
+    again = unique_run_name("cnn-s1", built_in, experiment_id)
+    assert again.startswith("cnn-s1-") and len(again) == len("cnn-s1-") + 4
+
+
+def dvc(*args, cwd):
+    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=True,
+                   capture_output=True, env={"DVC_NO_ANALYTICS": "1", "PATH": "/usr/bin:/bin",
+                                             "HOME": str(cwd)})
+
+
+def test_data_get_records_where_the_data_came_from_and_synth_forgets_it(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    dvc("init", "--no-scm", cwd=project)
+    cfg = compose(["data=kaggle"], root=REPO_ROOT)
+    write_params(cfg, project / "params.yaml")
+    source = class_tree(tmp_path / "real-dev", per_class=5, seed=3)
+    monkeypatch.chdir(project)
+
+    assert cli.main(["data", "get", "--source", str(source)]) == 0
+    stage = yaml.safe_load((project / "data.dvc").read_text())
+    assert stage["meta"]["data_origin"] == {"source": "folder", "uri": source.resolve().as_uri(),
+                                            "name": "real-dev"}
+    lineage = workspace_lineage(cfg, project)
+    assert (lineage.source, lineage.name) == ("folder", "real-dev")
+    assert lineage.version == stage["outs"][0]["md5"]
+
+    write_params(compose(["data.synth.scale=0.01"], root=REPO_ROOT), project / "params.yaml")
+    assert cli.main(["data", "synth"]) == 0
+    stage = yaml.safe_load((project / "data.dvc").read_text())
+    assert "meta" not in stage
+    # Without a record, the config's data.source says what the data is.
+    assert workspace_lineage(cfg, project).source == "kaggle"
