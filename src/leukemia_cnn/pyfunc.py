@@ -55,7 +55,7 @@ def registry_identity(artifact: Path) -> tuple[str, str]:
 
     MLflow writes ``registered_model_meta`` beside ``MLmodel`` when it downloads a model
     through a ``models:/`` URI (``load_model``, ``mlflow models serve``); a model loaded by
-    run or path has none: ``("", "unregistered")``.
+    run or path has none (or one without a version): ``("", "unregistered")``.
     """
     import yaml
     from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
@@ -63,9 +63,11 @@ def registry_identity(artifact: Path) -> tuple[str, str]:
     for folder in Path(artifact).resolve().parents:
         if (folder / "MLmodel").is_file():
             meta_file = folder / REGISTERED_MODEL_META_FILE_NAME
-            if meta_file.is_file():
-                meta = yaml.safe_load(meta_file.read_text()) or {}
-                return str(meta.get("model_name", "")), str(meta.get("model_version", UNREGISTERED))
+            meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+            # A logged model loaded by id (``runs:/``, ``models:/m-...``) gets the file too,
+            # with no name or version.
+            if isinstance(meta, dict) and meta.get("model_version") not in (None, "None", ""):
+                return str(meta.get("model_name") or ""), str(meta["model_version"])
             break
     return "", UNREGISTERED
 
