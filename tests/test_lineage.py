@@ -11,6 +11,7 @@ import sys
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from conftest import REPO_ROOT, TINY_OVERRIDES, write_preprocessed
@@ -145,3 +146,58 @@ def test_data_get_records_where_the_data_came_from_and_synth_forgets_it(tmp_path
     assert "meta" not in stage
     # Without a record, the config's data.source says what the data is.
     assert workspace_lineage(cfg, project).source == "kaggle"
+
+
+@pytest.mark.slow
+def test_new_data_gets_its_own_champion_and_switching_back_restores_the_old(tmp_path):
+    """The issue's scenario: the built-in set, then a second dataset through `data get`, then
+    `dvc repro`: the champion is the new data's model and `predict` names it; back to the
+    built-in set, its champion returns."""
+    from mlflow import MlflowClient
+
+    from conftest import sh, tiny_project
+
+    repo = tiny_project(tmp_path / "repo", train={"epochs": 1})
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}",
+                          registry_uri=f"sqlite:///{repo / 'mlflow.db'}")
+
+    def champion():
+        return client.get_model_version_by_alias("leukemia-cnn", "champion")
+
+    sh("dvc", "repro", cwd=repo)
+    first = champion()
+    assert first.tags["data_source"] == "synthetic"
+
+    second_set = tmp_path / "second-set"
+    sh("leukemia-cnn", "data", "synth", "--seed", "7", "--output", str(second_set),
+       "--no-dvc-add", cwd=repo)
+    sh("leukemia-cnn", "data", "get", "--source", str(second_set), cwd=repo)
+    repro = sh("dvc", "repro", cwd=repo)
+    second = champion()
+    new_data = workspace_lineage(compose([], root=repo), repo)
+    assert second.version != first.version, repro.stdout
+    assert second.tags["data_version"] == new_data.version
+    assert (second.tags["data_source"], second.tags["data_name"]) == ("folder", "second-set")
+    assert second.tags["val_digest"] == new_data.val_digest != first.tags["val_digest"]
+    assert "other data: not compared" in repro.stdout
+    summary = sh("leukemia-cnn", "summary", cwd=repo).stdout
+    assert f"moved from version {first.version} to version {second.version}" in summary
+
+    image = sorted((repo / "data" / "raw" / "Pro").glob("*.jpg"))[0]
+    predicted = sh("leukemia-cnn", "predict", str(image), cwd=repo)
+    assert (f"predict: model leukemia-cnn version {second.version} (models:/leukemia-cnn@"
+            "champion): trained on folder data 'second-set'") in predicted.stderr
+    assert "WARNING" not in predicted.stderr
+    listed = sh("leukemia-cnn", "promote", "--data", "all", cwd=repo).stdout
+    assert "lists 2 validation set(s)" in listed and champion().version == second.version
+
+    # Back to the built-in set (the committed data.dvc): its own champion again.
+    sh("git", "checkout", "data.dvc", cwd=repo)
+    sh("dvc", "checkout", "data.dvc", cwd=repo)
+    sh("dvc", "repro", cwd=repo)
+    restored = champion()
+    assert restored.tags["val_digest"] == first.tags["val_digest"]
+    assert restored.tags["data_source"] == "synthetic"
+    stale = sh("leukemia-cnn", "predict", str(image), "--model-uri",
+               f"models:/leukemia-cnn/{second.version}", cwd=repo)
+    assert "WARNING: model leukemia-cnn version" in stale.stderr
