@@ -511,6 +511,11 @@ def explain_champion(found: list[Candidate], new: str, champion: str | None,
                     f"data is now {group_label([this])}, and version {previous} was scored on "
                     f"other data ({before.lineage.describe()}), so its val accuracy is not "
                     f"compared; version {new} is the best on {data} ({this.val_accuracy:.4f})")
+        was = by_version.get(previous)
+        if was is not None and was.val_accuracy == this.val_accuracy:
+            return (f"the champion moved from version {previous} to version {new}: the same val "
+                    f"accuracy ({this.val_accuracy:.4f}) on {data}, and ties go to the newer "
+                    "version")
         return (f"the champion moved from version {previous} to version {new}: val accuracy "
                 f"{this.val_accuracy:.4f} beats the previous best on {data}")
     if this.collapsed:
