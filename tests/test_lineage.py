@@ -188,7 +188,7 @@ def test_new_data_gets_its_own_champion_and_switching_back_restores_the_old(tmp_
     predicted = sh("leukemia-cnn", "predict", str(image), cwd=repo)
     assert (f"predict: model leukemia-cnn version {second.version} (models:/leukemia-cnn@"
             "champion): trained on folder data 'second-set'") in predicted.stderr
-    assert "WARNING" not in predicted.stderr
+    assert "predict: WARNING" not in predicted.stderr
     listed = sh("leukemia-cnn", "promote", "--data", "all", cwd=repo).stdout
     assert "lists 2 validation set(s)" in listed and champion().version == second.version
 
