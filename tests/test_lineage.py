@@ -193,7 +193,7 @@ def test_new_data_gets_its_own_champion_and_switching_back_restores_the_old(tmp_
     assert "lists 2 validation set(s)" in listed and champion().version == second.version
 
     # Back to the built-in set (the committed data.dvc): its own champion again.
-    sh("git", "checkout", "data.dvc", cwd=repo)
+    sh("git", "checkout", "HEAD", "--", "data.dvc", cwd=repo)  # not the index: dvc autostages
     sh("dvc", "checkout", "data.dvc", cwd=repo)
     sh("dvc", "repro", cwd=repo)
     restored = champion()
