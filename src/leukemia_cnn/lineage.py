@@ -131,6 +131,21 @@ def record_origin(dvc_file: Path, origin: dict[str, str] | None) -> None:
     else:
         stage.pop("meta", None)
     dvc_file.write_text(yaml.safe_dump(stage, sort_keys=False))
+    _restage(dvc_file)
+
+
+def _restage(path: Path) -> None:
+    """With DVC's ``core.autostage`` the file was staged before the origin was written:
+    stage it again, so the index (what ``git checkout -- data.dvc`` restores) has it too."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        return
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only", "--", path.name],
+                            cwd=path.parent, capture_output=True, text=True)
+    if staged.returncode == 0 and staged.stdout.strip():
+        subprocess.run(["git", "add", "--", path.name], cwd=path.parent, capture_output=True)
 
 
 def recorded_origin(root: Path) -> dict[str, str] | None:
