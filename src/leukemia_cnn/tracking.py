@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -340,9 +341,13 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
         if split == "train" and train_paths is not None:
             part = part[part["path"].isin({str(p) for p in train_paths})]
         part = part[["path", "class", "label", "sha256"]].reset_index(drop=True)
-        dataset = mlflow.data.from_pandas(
-            part, source=lineage.uri or None, targets="label",
-            name=f"{safe_name(lineage.name)}-{split}",
-            digest=lineage.version.removesuffix(".dir")[:36])
+        # MLflow warns that a file URI matches two equal source types and that integer
+        # columns cannot hold missing values: nothing a user can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                part, source=lineage.uri or None, targets="label",
+                name=f"{safe_name(lineage.name)}-{split}",
+                digest=lineage.version.removesuffix(".dir")[:36])
         mlflow.log_input(dataset, context=context,
                          tags={"rows_digest": rows_digest(part), "n_images": str(len(part))})
