@@ -152,15 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     promote = sub.add_parser(
         "promote", help="point the `champion` alias at the best version by validation accuracy",
-        description="List the registered versions of the model with their validation accuracy "
-                    "and move the alias to the best one (never chosen by test accuracy). "
-                    "Idempotent.")
+        description="List the registered versions of the model, grouped by the validation set "
+                    "they were scored on, and move the alias to the best one scored on the "
+                    "workspace's current data (val accuracies on other data are not compared; "
+                    "never chosen by test accuracy). Idempotent.")
     _add_params_arg(promote)
     promote.add_argument("--dry-run", action="store_true", help="show the choice, move nothing")
     promote.add_argument("--by", choices=("run", "config"), default="run",
                          help="run: the best single run by validation accuracy; config: the "
                               "configuration with the best mean validation accuracy over its "
                               "seeds, then its best run (default: %(default)s)")
+    promote.add_argument("--data", default="current", metavar="current|VERSION|all",
+                         help="which versions are compared: those scored on the workspace's "
+                              "current validation set (default), on the data version (data.dvc "
+                              "md5) or validation digest VERSION (a prefix is enough), or `all`: "
+                              "list every validation set with its best version and move nothing")
 
     # Parsed by Hydra, not argparse (see main); listed here for `leukemia-cnn --help`.
     sub.add_parser("sweep", add_help=False,
@@ -280,7 +286,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "promote":
         from leukemia_cnn.registry import register
 
-        if register.promote(cfg, root, dry_run=args.dry_run, by=args.by) is None:
+        chosen = register.promote(cfg, root, dry_run=args.dry_run, by=args.by, data=args.data)
+        if chosen is None and args.data != register.ALL_DATA:
             raise LeukemiaCNNError("nothing to promote: no version is eligible (see the list "
                                    "above); train a configuration that does not collapse")
         return 0

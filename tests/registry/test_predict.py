@@ -168,3 +168,43 @@ def test_predict_output_to_a_folder_or_a_missing_one(guard_project, monkeypatch,
         assert code == 0, capfd.readouterr().err
         assert (guard_project / "new-folder/deeper/rows.csv").read_text().startswith("path,")
         shutil.rmtree(guard_project / "new-folder")
+def test_predict_names_the_model_and_warns_on_other_data(champion, tmp_path, monkeypatch,
+                                                         capsys):
+    import mlflow
+
+    monkeypatch.chdir(champion.root)
+    from leukemia_cnn.config import write_params
+
+    write_params(champion.cfg, champion.root / "params.yaml")
+    version = mlflow.MlflowClient().get_model_version_by_alias("leukemia-cnn", "champion")
+    paths = write_jpegs(tmp_path / "imgs", [1])
+    assert cli.main(["predict", *paths]) == 0
+    err = capsys.readouterr().err
+    val = mlflow.get_run(version.run_id).data.metrics["val_accuracy"]
+    assert (f"predict: model leukemia-cnn version {version.version} "
+            f"(models:/leukemia-cnn@champion): trained on ") in err
+    assert f"val accuracy {val:.4f}" in err and "WARNING" not in err
+
+    # The workspace's data changes (a new data.dvc): the same model is now from other data.
+    dvc_file = champion.root / "data.dvc"
+    dvc_file.write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data/raw\n")
+    try:
+        assert cli.main(["predict", *paths]) == 0
+    finally:
+        dvc_file.unlink()
+    err = capsys.readouterr().err
+    assert f"WARNING: model leukemia-cnn version {version.version} was trained on " in err
+    assert "not on the workspace's current data (synthetic data 0123456789ab" in err
+
+
+def test_each_prediction_carries_the_model_version_that_answered(champion, tmp_path):
+    import mlflow
+
+    version = mlflow.MlflowClient().get_model_version_by_alias("leukemia-cnn", "champion")
+    images = read_images(write_jpegs(tmp_path / "imgs", [0, 2]))
+    by_alias = mlflow.pyfunc.load_model("models:/leukemia-cnn@champion").predict(images)
+    assert list(by_alias["model_version"]) == [str(version.version)] * 2
+    assert set(by_alias["model_name"]) == {"leukemia-cnn"}
+    by_run = mlflow.pyfunc.load_model(f"runs:/{version.run_id}/model", dst_path=str(
+        tmp_path / "by-run")).predict(images)
+    assert set(by_run["model_version"]) == {"unregistered"}

@@ -52,6 +52,16 @@ def test_tracking_server_rest_api_lists_runs_and_champion(pipeline):
         params = {p["key"] for p in runs[0]["data"]["params"]}
         assert {"val_accuracy", "test_accuracy", "train_seconds"} <= metrics
         assert {"train.epochs", "train.batch_size", "model.filters"} <= params
+        # The run's datasets (the UI's Dataset column), as the REST API returns them.
+        inputs = runs[0]["inputs"]["dataset_inputs"]
+        contexts = {tag["value"] for i in inputs for tag in i["tags"]
+                    if tag["key"] == "mlflow.data.context"}
+        assert contexts == {"training", "validation", "testing"}
+        tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
+        assert {i["dataset"]["digest"] for i in inputs} == {
+            tags["data_version"].removesuffix(".dir")}
+        assert experiment["tags"] and {t["key"]: t["value"] for t in experiment["tags"]}[
+            "mlflow.experimentKind"] == "custom_model_development"
         with urllib.request.urlopen(f"{base}/api/2.0/mlflow/registered-models/alias"
                                     "?name=leukemia-cnn&alias=champion") as r:
             assert json.loads(r.read())["model_version"]["name"] == "leukemia-cnn"
@@ -70,6 +80,13 @@ def test_models_serve_answers_a_real_jpeg_and_rejects_junk(pipeline):
         predictions = json.loads(body)["predictions"]
         assert len(predictions) == 2
         assert predictions[0]["predicted_class"] in {"Benign", "Early", "Pre", "Pro"}
+        # Each answer names the model version that gave it.
+        from mlflow import MlflowClient
+
+        uri = f"sqlite:///{repo / 'mlflow.db'}"
+        champion = MlflowClient(uri, uri).get_model_version_by_alias("leukemia-cnn", "champion")
+        assert {(p["model_name"], p["model_version"]) for p in predictions} == {
+            ("leukemia-cnn", str(champion.version))}
         not_image = base64.b64encode(b"definitely not an image").decode()
         status, body = post(f"{base}/invocations", json.dumps(
             {"dataframe_split": {"columns": ["image"], "data": [[not_image]]}}).encode())

@@ -115,6 +115,10 @@ def test_pipeline_logs_registers_and_promotes_through_postgres_server(team_serve
     assert len(client.get_metric_history(run.info.run_id, "loss")) == TINY_CONF["train"]["epochs"]
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert champion.run_id == run.info.run_id
+    # The same data lineage as the embedded store: tags, datasets, the version's group.
+    assert champion.tags["val_digest"] == run.data.tags["val_digest"] != "unknown"
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {
+        "synthetic-train", "synthetic-val", "synthetic-test"}
 
     # The artifacts went through the server into its own destination folder.
     stored = {p.name for p in team_server["artifacts"].rglob("*") if p.is_file()}
@@ -128,9 +132,14 @@ def test_pipeline_logs_registers_and_promotes_through_postgres_server(team_serve
         cursor.execute("select alias, version from registered_model_aliases where name = %s",
                        (MODEL_NAME,))
         assert cursor.fetchall() == [("champion", int(champion.version))]
+        cursor.execute("select name, digest from datasets order by name")
+        digest = run.data.tags["data_version"].removesuffix(".dir")
+        assert cursor.fetchall() == [(f"synthetic-{split}", digest)
+                                     for split in ("test", "train", "val")]
 
     promoted = sh("leukemia-cnn", "promote", cwd=repo, env_extra=env)
     assert f"already on version {champion.version}" in promoted.stdout
+    assert "the workspace's current data; compared" in promoted.stdout
     image = sorted((repo / "data" / "raw" / "Pro").glob("*.jpg"))[0]
     predicted = sh("leukemia-cnn", "predict", str(image), cwd=repo, env_extra=env)
     assert predicted.stdout.splitlines()[0].startswith("path,predicted_class") or \

@@ -46,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from leukemia_cnn.config import VARIANTS
+from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
 from leukemia_cnn.data.synthetic import RAW_OUTPUT, check_raw_output
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import mark_output, swap_folder
@@ -627,9 +628,11 @@ def main(cfg: DictConfig, root: Path, source: str | None = None, variant: str | 
                             validate=validate, progress=progress, mark=mark)
         finally:
             shutil.rmtree(download, ignore_errors=True)
+        origin = {"source": "kaggle", "uri": kaggle_uri(str(dataset)), "name": "kaggle"}
     else:
         result = ingest(cfg, Path(chosen), out_dir, variant, validate=validate, progress=progress,
                         mark=mark)
+        origin = origin_of_path(Path(chosen))
     _report(result, root, time.perf_counter() - started)
     configured = OmegaConf.select(cfg, "data.source", default=None)
     if configured == "synthetic":
@@ -641,6 +644,8 @@ def main(cfg: DictConfig, root: Path, source: str | None = None, variant: str | 
 
         dvc_file = root / "data.dvc" if out_dir.resolve() == raw_dir.resolve() else None
         result.dvc_file = dvc_track(root, out_dir, dvc_file)
+        # Runs and model versions name the data they saw from this record (lineage.py).
+        record_origin(result.dvc_file, origin)
         print(f"{_shown(result.dvc_file, root)} versions {_shown(out_dir, root)}; commit it with "
               f"`git add {_shown(result.dvc_file, root)} {_shown(out_dir.parent / '.gitignore', root)}`")
     return result

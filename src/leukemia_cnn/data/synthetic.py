@@ -34,6 +34,7 @@ from scipy.ndimage import gaussian_filter
 from leukemia_cnn.config import check_section
 from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
+from leukemia_cnn.data.lineage import record_origin
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.fileio import check_output, mark_output, swap_folder
 
@@ -564,6 +565,7 @@ def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | No
     if dvc_add:
         dvc_file = root / "data.dvc" if out_dir.resolve() == raw_dir.resolve() else None
         tracked = versioning.dvc_track(root, out_dir, dvc_file)
+        record_origin(tracked, None)  # the built-in set: forget a recorded `data get` source
         print(f"{_shown(tracked, root)} versions {_shown(out_dir, root)}; commit it with "
               f"`git add {_shown(tracked, root)} {_shown(out_dir.parent / '.gitignore', root)}`")
 

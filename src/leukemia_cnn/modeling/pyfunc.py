@@ -2,7 +2,10 @@
 
 It accepts a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...;
 base64 in a JSON request to ``mlflow models serve``). It answers one row per image:
-``predicted_class`` and one ``p_<Class>`` probability column per class. The probabilities are
+``predicted_class``, one ``p_<Class>`` probability column per class, and ``model_name`` /
+``model_version``: the registry version that answered (``unregistered`` when the model was
+loaded by run or path rather than through ``models:/NAME@ALIAS`` or ``models:/NAME/N``), so a
+client of a served alias can tell which model answered. The probabilities are
 temperature-scaled when the train stage found that calibration helps (``train.calibration``;
 the temperature is in the model's ``preprocessing.json``): ``softmax(log p / T)``, same argmax.
 
@@ -45,6 +48,7 @@ def signature(classes: list[str]):
 
     outputs = [ColSpec("string", "predicted_class")]
     outputs += [ColSpec("double", f"p_{name}") for name in classes]
+    outputs += [ColSpec("string", "model_name"), ColSpec("string", "model_version")]
     return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
                           outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec(HEATMAP_PARAM, "boolean", False)]))
@@ -56,6 +60,31 @@ def probabilities_frame(probabilities: np.ndarray, classes: list[str]) -> pd.Dat
     for index, name in enumerate(classes):
         frame[f"p_{name}"] = probabilities[:, index].astype(np.float64)
     return frame
+
+
+UNREGISTERED = "unregistered"
+
+
+def registry_identity(artifact: Path) -> tuple[str, str]:
+    """``(model name, version)`` of the registered model an artifact was loaded from.
+
+    MLflow writes ``registered_model_meta`` beside ``MLmodel`` when it downloads a model
+    through a ``models:/`` URI (``load_model``, ``mlflow models serve``); a model loaded by
+    run or path has none (or one without a version): ``("", "unregistered")``.
+    """
+    import yaml
+    from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
+
+    for folder in Path(artifact).resolve().parents:
+        if (folder / "MLmodel").is_file():
+            meta_file = folder / REGISTERED_MODEL_META_FILE_NAME
+            meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+            # A logged model loaded by id (``runs:/``, ``models:/m-...``) gets the file too,
+            # with no name or version.
+            if isinstance(meta, dict) and meta.get("model_version") not in (None, "None", ""):
+                return str(meta.get("model_name") or ""), str(meta["model_version"])
+            break
+    return "", UNREGISTERED
 
 
 class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
@@ -71,6 +100,8 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.color_mode = str(meta["color_mode"])
         # models logged before calibration existed serve their probabilities unchanged
         self.temperature = float(meta.get("temperature", 1.0))
+        self.model_name, self.model_version = registry_identity(
+            Path(context.artifacts["keras_model"]))
 
     def preprocess(self, images) -> np.ndarray:
         """Decode and preprocess encoded images (bytes) exactly as the preprocess stage does."""
@@ -98,13 +129,19 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         if x.ndim == 3:
             x = x[..., np.newaxis]
         if len(x) == 0:
-            return probabilities_frame(np.zeros((0, len(self.classes)), np.float32),
-                                       self.classes)
+            return self.with_identity(probabilities_frame(
+                np.zeros((0, len(self.classes)), np.float32), self.classes))
         probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
             x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
         if self.temperature != 1.0:
             probabilities = apply_temperature(probabilities, self.temperature)
-        return probabilities_frame(probabilities, self.classes)
+        return self.with_identity(probabilities_frame(probabilities, self.classes))
+
+    def with_identity(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Each row names the model that answered (``model_name``, ``model_version``)."""
+        frame["model_name"] = getattr(self, "model_name", "")
+        frame["model_version"] = getattr(self, "model_version", UNREGISTERED)
+        return frame
 
     def explain(self, images: list) -> list[dict]:
         """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`."""

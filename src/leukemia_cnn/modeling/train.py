@@ -23,7 +23,14 @@ from leukemia_cnn.config import flatten, is_paper_faithful, knob
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
-from leukemia_cnn.tracking.store import config_id, run_tags, setup_mlflow
+from leukemia_cnn.tracking.store import (
+    config_id,
+    log_datasets,
+    run_lineage,
+    run_tags,
+    setup_mlflow,
+    unique_run_name,
+)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -333,7 +340,7 @@ def run(cfg: DictConfig, root: Path) -> dict:
     import mlflow
 
     pre_dir = root / cfg.paths.preprocessed_dir
-    x_train, y_train, _ = train_subset(cfg, *load_split(pre_dir, "train")[:2])
+    x_train, y_train, train_paths = train_subset(cfg, *load_split(pre_dir, "train"))
     x_val, y_val, _ = load_split(pre_dir, "val")
     model_dir = root / cfg.paths.model_dir
     reports_dir = root / cfg.paths.reports_dir
@@ -343,20 +350,24 @@ def run(cfg: DictConfig, root: Path) -> dict:
     (model_dir / "run.json").unlink(missing_ok=True)
 
     experiment_id = setup_mlflow(cfg, root)
+    lineage, rows = run_lineage(cfg, root)
+    name = unique_run_name(run_name(cfg), lineage, experiment_id)
     params = training_params(cfg, x_train, y_train, y_val)
     print(f"train: {len(y_train)} train / {len(y_val)} val images, input {x_train.shape[1:]}, "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, loss {cfg.train.loss}")
 
-    with sigterm_as_interrupt(), mlflow.start_run(run_name=run_name(cfg)) as active:
+    with sigterm_as_interrupt(), mlflow.start_run(run_name=name) as active:
         run_id = active.info.run_id
         mlflow.set_tags(run_tags(cfg, root, stage="train", model_family="cnn",
                                  paper_faithful=str(is_paper_faithful(cfg)).lower(),
                                  config_id=config_id(params), **study_tags(cfg)))
         mlflow.log_params(params)
+        if rows is not None:
+            log_datasets(lineage, rows, train_paths)
         summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, model_dir,
-                                       reports_dir)
+                                       reports_dir, label=name)
     record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
-              "run_name": run_name(cfg), "temperature": summary["temperature"],
+              "run_name": name, "temperature": summary["temperature"],
               "fitted_temperature": summary["fitted_temperature"]}
     (model_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     (reports_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")

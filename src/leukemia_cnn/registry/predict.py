@@ -113,9 +113,14 @@ def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
 def main(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = None,
          fmt: str = "csv", output: str | None = None) -> pd.DataFrame:
     """``leukemia-cnn predict``; returns the rows (column ``error`` marks skipped images)."""
+    from leukemia_cnn.registry.register import model_provenance
+
     target = check_prediction_output(output, root, images) if output else None
     setup_mlflow(cfg, root)
-    result = predict_files(model_uri or default_model_uri(cfg), images)
+    model_uri = model_uri or default_model_uri(cfg)
+    for line in model_provenance(cfg, root, model_uri):
+        print(f"predict: {line}", file=sys.stderr)
+    result = predict_files(model_uri, images)
     for reason in result[ERROR_COLUMN].dropna():
         print(f"predict: skipped {reason}", file=sys.stderr)
     text = (result.to_json(orient="records", indent=2) + "\n" if fmt == "json"

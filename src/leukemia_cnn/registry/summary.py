@@ -45,6 +45,12 @@ def main(cfg: DictConfig, root: Path) -> None:
         print(f"  registry: '{registered.get('registered_model')}' version "
               f"{registered.get('version')}; alias '{registered.get('alias')}' -> version "
               f"{registered.get('champion_version')}")
+        if registered.get("version_summary"):
+            print(f"  {registered['version_summary']}")
+        if registered.get("champion_explanation"):
+            # Above all when the champion did not move: say why, in words.
+            print(f"  {registered['champion_explanation'][0].upper()}"
+                  f"{registered['champion_explanation'][1:]}.")
     uri = tracking_uri(cfg, root)
     print("\nwhere to look next:")
     if uri.startswith("sqlite:///"):

@@ -142,20 +142,30 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
 
     from leukemia_cnn.modeling import evaluate, train
     from leukemia_cnn.registry import register
-    from leukemia_cnn.tracking.store import config_id, run_tags, setup_mlflow, store_lock, tracking_uri
+    from leukemia_cnn.tracking.store import (
+        config_id,
+        log_datasets,
+        run_lineage,
+        run_tags,
+        setup_mlflow,
+        store_lock,
+        tracking_uri,
+        unique_run_name,
+    )
 
     validate_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session()  # a reused worker process keeps no earlier model
     _limit_threads(cfg.sweep.get("tf_threads"))
     splits = load_splits(cfg, root)
-    x_train, y_train, _ = splits["train"] = train.train_subset(cfg, *splits["train"])
+    x_train, y_train, train_paths = splits["train"] = train.train_subset(cfg, *splits["train"])
     x_val, y_val, _ = splits["val"]
 
-    setup_mlflow(cfg, root)
+    experiment_id = setup_mlflow(cfg, root)
+    lineage, rows = run_lineage(cfg, root)
     params = train.training_params(cfg, x_train, y_train, y_val)
     configuration = config_id(params)
-    label = f"{experiment_name}-s{cfg.seed}"
+    label = unique_run_name(f"{experiment_name}-s{cfg.seed}", lineage, experiment_id)
     tags = run_tags(cfg, root, overrides=" ".join(overrides or []) or "(defaults)",
                     stage="sweep", model_family="cnn", sweep_id=sweep_id,
                     experiment_name=experiment_name, config_id=configuration,
@@ -167,6 +177,8 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
         run_id = active.info.run_id
         mlflow.set_tags(tags)
         mlflow.log_params(params)
+        if rows is not None:
+            log_datasets(lineage, rows, train_paths)
         summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val,
                                                  out_dir, out_dir, label=label)
         metrics, collapsed = evaluate.evaluate_model(

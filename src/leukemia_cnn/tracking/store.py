@@ -7,12 +7,14 @@ import hashlib
 import os
 import socket
 import subprocess
+import warnings
 from pathlib import Path
 
-import yaml
 from omegaconf import DictConfig
 
 from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared_root
+from leukemia_cnn.data.lineage import BUILT_IN_SOURCE, DataLineage, safe_name, workspace_lineage
+from leukemia_cnn.data.lineage import data_version as data_version  # re-exported
 
 
 def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str:
@@ -37,6 +39,21 @@ def artifact_location(root: Path | None = None) -> str:
     return shared_root(root).joinpath("mlruns").as_uri()
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless the
+# experiment says it holds model training runs.
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def mark_training_experiment(experiment) -> None:
+    """Tag an experiment created before the kind tag as a training experiment (a kind set by
+    hand is left alone)."""
+    from mlflow import MlflowClient
+
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                          TRAINING_KIND)
+
+
 def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
     """Point MLflow at the store and experiment of ``cfg``; return the experiment id."""
     import mlflow
@@ -51,13 +68,15 @@ def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
     with store_lock(uri):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
+            mark_training_experiment(experiment)
             mlflow.set_experiment(name)
             close_orphaned_runs(experiment.experiment_id)
             return experiment.experiment_id
         # A file artifact root only for the embedded sqlite store; a server picks its own.
         location = artifact_location(root) if uri.startswith("sqlite:") else None
         try:
-            experiment_id = mlflow.create_experiment(name, artifact_location=location)
+            experiment_id = mlflow.create_experiment(name, artifact_location=location,
+                                                     tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
         except mlflow.exceptions.MlflowException:
             # Another process created it between our lookup and create.
             experiment_id = mlflow.get_experiment_by_name(name).experiment_id
@@ -219,19 +238,10 @@ def git_commit(root: Path | None = None) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def data_version(root: Path | None = None) -> str:
-    """The md5 that ``data.dvc`` records for data/raw, or ``untracked``."""
-    path = (root or find_repo_root()) / "data.dvc"
-    try:
-        outs = yaml.safe_load(path.read_text()).get("outs", [])
-        return str(outs[0]["md5"])
-    except (OSError, yaml.YAMLError, AttributeError, LookupError, TypeError):
-        return "untracked"
-
-
 def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = None,
              **extra: str) -> dict[str, str]:
-    """Tags every run of the project carries (commit, data version, source, seed, overrides).
+    """Tags every run of the project carries (commit, seed, overrides and the data lineage:
+    ``data_version``, ``data_source``, ``data_name``, ``data_uri``, ``val_digest``).
 
     ``overrides`` is the ``hydra_overrides`` tag; by default it is recovered by comparing
     ``cfg`` with conf/'s composed defaults (a Hydra app passes its own overrides instead).
@@ -245,10 +255,14 @@ def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = 
             overrides = " ".join(overrides_from_defaults(cfg, conf_root)) or "(defaults)"
         except Exception:  # noqa: BLE001 - a tag must never break a run
             overrides = "unknown"
+    try:
+        lineage = workspace_lineage(cfg, root).tags()
+    except Exception as exc:  # noqa: BLE001 - a tag must never break a run
+        lineage = {"data_version": data_version(root), "data_source": "unknown",
+                   "lineage_error": str(exc)[:500]}
     tags = {
         "git_commit": git_commit(root),
-        "data_version": data_version(root),
-        "data_source": str(cfg.data.source),
+        **lineage,
         "seed": str(cfg.seed),
         "hydra_overrides": overrides[:5000],
         **process_tags(),
@@ -259,3 +273,81 @@ def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = 
         tags["mlflow.parentRunId"] = parent
     tags.update({k: str(v) for k, v in extra.items()})
     return tags
+
+
+def unique_run_name(base: str, lineage: DataLineage | None, experiment_id: str) -> str:
+    """``base``, with the data's name when it is not the built-in set, and a short random
+    suffix when a run of that name is already in the experiment.
+
+    ``cnn-e15-b64-cce-c3-s42`` (built-in data, first time), ``cnn-e15-b64-cce-c3-s42-real-dev``
+    (a folder ``real-dev``), ``cnn-e15-b64-cce-c3-s42-real-dev-3f2a`` (trained again).
+    """
+    import secrets
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = base
+    if lineage is not None and lineage.source not in (BUILT_IN_SOURCE, "unknown"):
+        name = f"{base}-{safe_name(lineage.name)}"
+    try:
+        taken = mlflow.MlflowClient().search_runs(
+            [experiment_id], filter_string=f"attributes.run_name = '{name}'", max_results=1)
+    except MlflowException:
+        taken = []
+    return f"{name}-{secrets.token_hex(2)}" if taken else name
+
+
+def run_lineage(cfg: DictConfig, root: Path):
+    """``(lineage, rows)``: the workspace's :class:`DataLineage` and its split rows (None when
+    the workspace has neither a split table nor preprocessed arrays)."""
+    from leukemia_cnn.data.lineage import split_rows
+    from leukemia_cnn.errors import LeukemiaCNNError
+
+    try:
+        rows = split_rows(cfg, root)
+    except LeukemiaCNNError:
+        rows = None
+    return workspace_lineage(cfg, root, rows=rows), rows
+
+
+# The MLflow input contexts of the three splits (the runs table's Dataset column shows them).
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
+    """Log the train, validation and test rows to the active run as MLflow datasets.
+
+    Each dataset is the split's rows of the split table (path, class, label, sha256), named
+    ``<data name>-<split>``, with the data version as its digest and the data's URI as its
+    source; the input tag ``rows_digest`` is the sha256 of exactly those rows (for the
+    validation set, the run's ``val_digest``).
+
+    Parameters
+    ----------
+    lineage : DataLineage
+        The run's data.
+    rows : pandas.DataFrame
+        ``lineage.split_rows`` of the workspace.
+    train_paths : array-like, optional
+        The train images actually trained on (``train.train_fraction`` < 1); default all.
+    """
+    import mlflow
+
+    from leukemia_cnn.data.lineage import rows_digest
+
+    for split, context in SPLIT_CONTEXTS.items():
+        part = rows[rows["split"] == split]
+        if split == "train" and train_paths is not None:
+            part = part[part["path"].isin({str(p) for p in train_paths})]
+        part = part[["path", "class", "label", "sha256"]].reset_index(drop=True)
+        # MLflow warns that a file URI matches two equal source types and that integer
+        # columns cannot hold missing values: nothing a user can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                part, source=lineage.uri or None, targets="label",
+                name=f"{safe_name(lineage.name)}-{split}",
+                digest=lineage.version.removesuffix(".dir")[:36])
+        mlflow.log_input(dataset, context=context,
+                         tags={"rows_digest": rows_digest(part), "n_images": str(len(part))})
