@@ -147,3 +147,18 @@ def test_every_module_imports(path):
     import importlib
 
     importlib.import_module(module_name(path))
+
+
+COMMAND_MODULES = sorted({*STAGE_MODULES.values(), "leukemia_cnn.data.synthetic",
+                          "leukemia_cnn.data.ingest", "leukemia_cnn.study.report",
+                          "leukemia_cnn.registry.predict", "leukemia_cnn.registry.explain",
+                          "leukemia_cnn.registry.card", "leukemia_cnn.registry.summary"})
+
+
+@pytest.mark.parametrize("name", COMMAND_MODULES)
+def test_every_command_module_has_one_entry_point_signature(name):
+    import importlib
+    import inspect
+
+    parameters = list(inspect.signature(importlib.import_module(name).run).parameters)
+    assert parameters[:2] == ["cfg", "root"], f"{name}.run{parameters}"

@@ -89,7 +89,7 @@ def test_a_bug_is_one_line_with_exit_3(monkeypatch, capsys, tmp_path):
     def broken(cfg, root):
         raise TypeError("unsupported operand")
 
-    monkeypatch.setattr(summary, "main", broken)
+    monkeypatch.setattr(summary, "run", broken)
     monkeypatch.chdir(REPO_ROOT)
     assert cli.main(["summary"]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err

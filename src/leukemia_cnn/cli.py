@@ -1,7 +1,9 @@
 """The ``leukemia-cnn`` command: a thin layer over the stage modules.
 
-Every pipeline stage is one subcommand backed by one module of the same name whose
-``run(cfg, root)`` does the stage's I/O; ``dvc.yaml`` calls these subcommands.
+Every command is backed by one module whose ``run(cfg, root, ...)`` does its work: each
+pipeline stage by the module of the same name (``dvc.yaml`` calls these subcommands), the
+others (``data synth|get``, ``predict``, ``explain``, ``card``, ``report``, ``summary``) by
+theirs. ``sweep`` alone hands its command line to Hydra.
 """
 
 from __future__ import annotations
@@ -268,13 +270,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "data" and args.data_command == "get":
         from leukemia_cnn.data import ingest
 
-        ingest.main(cfg, root, source=args.source, variant=args.variant, output=args.output,
+        ingest.run(cfg, root, source=args.source, variant=args.variant, output=args.output,
                     validate=not args.no_validate, dvc_add=not args.no_dvc_add)
         return 0
     if args.command == "data":
         from leukemia_cnn.data import synthetic as synth
 
-        synth.main(cfg, root, scale=args.scale, seed=args.seed, output=args.output,
+        synth.run(cfg, root, scale=args.scale, seed=args.seed, output=args.output,
                    if_empty=args.if_empty, dvc_add=not args.no_dvc_add)
         return 0
     if args.command in STAGES:
@@ -298,12 +300,12 @@ def _run(args: argparse.Namespace) -> int:
             cfg.report.sweep_ids = list(args.sweep_id)
         if args.name is not None:
             cfg.report.name = args.name
-        report.main(cfg, root)
+        report.run(cfg, root)
         return 0
     if args.command == "predict":
         from leukemia_cnn.registry import predict
 
-        result = predict.main(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
+        result = predict.run(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
                               output=args.output)
         skipped = int(result[predict.ERROR_COLUMN].notna().sum())
         if skipped:
@@ -315,17 +317,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "explain":
         from leukemia_cnn.registry import explain
 
-        explain.main(cfg, root, args.images, model_uri=args.model, output=args.output)
+        explain.run(cfg, root, args.images, model_uri=args.model, output=args.output)
         return 0
     if args.command == "card":
         from leukemia_cnn.registry import card
 
-        card.main(cfg, root, args.version)
+        card.run(cfg, root, args.version)
         return 0
     if args.command == "summary":
         from leukemia_cnn.registry import summary
 
-        summary.main(cfg, root)
+        summary.run(cfg, root)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -277,13 +277,13 @@ def test_kaggle_api_without_package_or_credentials_says_how_to_get_the_zip(cfg, 
     monkeypatch.setattr(ingest.importlib.util, "find_spec", lambda name: None)
 
     with pytest.raises(LeukemiaCNNError, match="`kaggle` package") as info:
-        ingest.main(cfg, tmp_path, source="kaggle", dvc_add=False)
+        ingest.run(cfg, tmp_path, source="kaggle", dvc_add=False)
     assert "https://www.kaggle.com/datasets/mehradaria/leukemia" in str(info.value)
     assert "--source" in str(info.value)
 
     monkeypatch.setattr(ingest.importlib.util, "find_spec", lambda name: object())
     with pytest.raises(LeukemiaCNNError, match="no Kaggle API credentials") as info:
-        ingest.main(cfg, tmp_path, source="kaggle", dvc_add=False)
+        ingest.run(cfg, tmp_path, source="kaggle", dvc_add=False)
     assert "--source" in str(info.value)
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
@@ -310,7 +310,7 @@ def test_kaggle_api_download_is_ingested(cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "not-a-real-key")
 
-    result = ingest.main(cfg, tmp_path, source="kaggle", dvc_add=False, progress=False)
+    result = ingest.run(cfg, tmp_path, source="kaggle", dvc_add=False, progress=False)
 
     assert downloads == [("mehradaria/leukemia", False)]
     assert result.source == "Kaggle mehradaria/leukemia" and result.root == "Original/"
@@ -355,7 +355,7 @@ def test_synthetic_source_is_the_default_and_delegates_to_the_generator(tmp_path
     synthetic = compose(["data.synth.scale=0.01"], root=REPO_ROOT)
     assert synthetic.data.source == "synthetic"
 
-    assert ingest.main(synthetic, tmp_path, dvc_add=False) is None
+    assert ingest.run(synthetic, tmp_path, dvc_add=False) is None
 
     counts = {cls: len(list((tmp_path / "data" / "raw" / cls).glob("*.jpg"))) for cls in CLASSES}
     assert counts == {"Benign": 5, "Early": 10, "Pre": 10, "Pro": 8}

@@ -29,7 +29,7 @@ def tree(folder):
 def run_main(cfg, root, **kwargs):
     options = {"scale": TINY_SCALE, "seed": None, "output": None, "if_empty": False,
                "dvc_add": False}
-    synth.main(cfg, root, **{**options, **kwargs})
+    synth.run(cfg, root, **{**options, **kwargs})
 
 
 def test_writes_kaggle_layout_names_and_scaled_counts(make_cfg, tmp_path, capsys):

@@ -289,7 +289,7 @@ def test_register_stage_explains_a_champion_that_did_not_move(make_cfg, mlflow_s
     (tmp_path / "reports" / "metrics.json").write_text(json.dumps(
         {"val_accuracy": 0.7, "test_accuracy": 0.5}))
     capsys.readouterr()
-    summary.main(cfg, tmp_path)
+    summary.run(cfg, tmp_path)
     out = capsys.readouterr().out
     assert "The champion stayed on version 1: version 2 scored val accuracy 0.7000" in out
     assert "Version 2: CNN" in out

@@ -582,13 +582,13 @@ def resolve_source(source: str, base: Path) -> str | Path:
     return path if path.is_absolute() else base / path
 
 
-def main(cfg: DictConfig, root: Path, source: str | None = None, variant: str | None = None,
+def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | None = None,
          output: str | None = None, validate: bool = True, dvc_add: bool = True,
          progress: bool = True) -> IngestResult | None:
     """``leukemia-cnn data get``: ingest ``source`` (default ``data.source``) and ``dvc add`` it.
 
     A ``source`` given here is relative to the current folder; ``data.source`` is relative to
-    the project ``root``. Returns None for the synthetic source (see :func:`synth.main`).
+    the project ``root``. Returns None for the synthetic source (see :func:`synth.run`).
     """
     root = Path(root)
     if source is None:
@@ -604,7 +604,7 @@ def main(cfg: DictConfig, root: Path, source: str | None = None, variant: str | 
     if chosen == "synthetic":
         from leukemia_cnn.data import synthetic as synth
 
-        synth.main(cfg, root, output=output, dvc_add=dvc_add)
+        synth.run(cfg, root, output=output, dvc_add=dvc_add)
         return None
 
     raw_dir = root / str(cfg.paths.raw_dir)

@@ -516,7 +516,7 @@ def _holds_images(folder: Path) -> bool:
         p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*") if p.is_file())
 
 
-def main(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | None = None,
+def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | None = None,
          output: str | None = None, if_empty: bool = False, dvc_add: bool = True) -> None:
     """``leukemia-cnn data synth``: write the synthetic set, swap it in, version it with DVC.
 

@@ -251,7 +251,7 @@ def publish_card(client, name: str, version: str | int) -> str:
     return card
 
 
-def main(cfg, root, version: str | None = None) -> str:
+def run(cfg, root, version: str | None = None) -> str:
     """``leukemia-cnn card [VERSION]``: print the card (default: the champion's)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException

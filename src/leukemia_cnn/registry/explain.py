@@ -49,7 +49,7 @@ def load_explainer(model_uri: str):
                                "(or `leukemia-cnn promote`) so that it exists") from exc
 
 
-def main(cfg, root: Path, images: list[str], model_uri: str | None = None,
+def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
          output: str | None = None) -> list[dict]:
     """``leukemia-cnn explain``: write a Grad-CAM overlay per image; print one line each."""
     from leukemia_cnn.fileio import atomic_write

@@ -110,7 +110,7 @@ def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
                                 "leave it out to print the rows")
 
 
-def main(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = None,
+def run(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = None,
          fmt: str = "csv", output: str | None = None) -> pd.DataFrame:
     """``leukemia-cnn predict``; returns the rows (column ``error`` marks skipped images)."""
     from leukemia_cnn.registry.register import model_provenance

@@ -14,7 +14,7 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def main(cfg: DictConfig, root: Path) -> None:
+def run(cfg: DictConfig, root: Path) -> None:
     reports = root / cfg.paths.reports_dir
     metrics = _load(reports / "metrics.json")
     train = _load(reports / "train.json")

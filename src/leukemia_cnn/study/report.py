@@ -653,7 +653,7 @@ def _html(lines: list[str], faithful: pd.DataFrame, others: pd.DataFrame, made: 
     return "\n".join(parts)
 
 
-def main(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: DictConfig, root: Path) -> dict:
     """``leukemia-cnn report``: write the report and print where it is and the claims."""
     result = build(cfg, root)
     print(f"report: {result['n_runs']} runs, {len(result['table'])} configurations -> "
