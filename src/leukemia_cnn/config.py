@@ -26,6 +26,8 @@ LR_SCHEDULES = ("constant", "cosine", "plateau")
 EARLY_STOPPING_MONITORS = ("val_argmax_accuracy", "val_loss")
 DISTRIBUTE = (None, "mirrored")
 HEADS = ("flatten", "global_average")
+STANDARDIZE = (False, True, "per_image")
+MIXED_PRECISION = ("off", "bfloat16", "auto")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform")
 # The knobs of robust training (and of the study's size) that a params file written before the
 # knob existed may lack, with the value each takes then: the paper's, or what the code did
@@ -48,6 +50,10 @@ KNOB_DEFAULTS: dict[str, Any] = {
     "train.lr_warmup_epochs": 0,
     "train.ema_momentum": 0.0,
     "train.distribute": None,
+    "train.label_smoothing": 0.0,
+    "train.weight_decay": 0.0,
+    "train.augment_dihedral": False,
+    "train.mixed_precision": "off",
 }
 # The knobs that change the model or its training away from the paper's, and the paper's value
 # of each: a run whose config has all of them trains the paper's model as the paper did.
@@ -57,7 +63,8 @@ PAPER_KNOBS: dict[str, Any] = {
     **{key: KNOB_DEFAULTS[key] for key in (
         "model.batch_norm", "model.standardize", "model.kernel_initializer", "model.head",
         "train.augment", "train.class_weight", "train.early_stopping_patience",
-        "train.lr_schedule", "train.lr_warmup_epochs", "train.ema_momentum")},
+        "train.lr_schedule", "train.lr_warmup_epochs", "train.ema_momentum",
+        "train.label_smoothing", "train.weight_decay", "train.augment_dihedral")},
 }
 EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
 
@@ -304,7 +311,11 @@ def validate_config(cfg: DictConfig) -> None:
     _require(init in INITIALIZERS, "model.kernel_initializer", init, ", ".join(INITIALIZERS))
     head = knob(cfg, "model.head")
     _require(head in HEADS, "model.head", head, ", ".join(HEADS))
-    for key in ("model.batch_norm", "model.standardize", "train.augment"):
+    standardize = knob(cfg, "model.standardize")
+    _require(any(standardize is v if isinstance(v, bool) else standardize == v
+                 for v in STANDARDIZE), "model.standardize", standardize,
+             "false, true (the training images' mean and variance) or per_image")
+    for key in ("model.batch_norm", "train.augment", "train.augment_dihedral"):
         flag = knob(cfg, key)
         _require(isinstance(flag, bool), key, flag, "true or false")
 
@@ -339,6 +350,13 @@ def validate_config(cfg: DictConfig) -> None:
     ema = knob(cfg, "train.ema_momentum")
     _require(isinstance(ema, (int, float)) and not isinstance(ema, bool) and 0 <= ema < 1,
              "train.ema_momentum", ema, "0 (off) or a number strictly between 0 and 1, e.g. 0.99")
+    for key, top in (("train.label_smoothing", 1), ("train.weight_decay", 1)):
+        value = knob(cfg, key)
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+                 and 0 <= value < top, key, value, f"0 (off, the paper) or a number in (0, {top})")
+    precision = knob(cfg, "train.mixed_precision")
+    _require(precision in MIXED_PRECISION, "train.mixed_precision", precision,
+             "off, bfloat16, or auto (bfloat16 only on a CPU with AVX512-BF16 or AMX units)")
     distribute = knob(cfg, "train.distribute")
     _require(distribute in DISTRIBUTE, "train.distribute", distribute,
              "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)")
