@@ -36,13 +36,22 @@ STUDY_SEEDS ?= 1,2,3
 STUDY_ID ?= table1-study
 STUDY_TRAIN_FRACTION ?= 0.2
 STUDY_REPORT ?= table1
-study: data  ## the Table 1 study over seeds (Hydra sweep, 2 parallel jobs) -> reports/table1.md -> promote
+# With SOURCE=<Kaggle-layout folder or zip>: the paper's four Table 1 rows and the conv-layer
+# rows over seeds 1-5 on the whole train split of those images, in their own workspace
+# studies/$(STUDY_NAME) (own data/, params.yaml and MLflow store; the project's are untouched)
+# -> docs/results/$(STUDY_NAME).md. `leukemia-cnn study --help` for the other options.
+STUDY_NAME ?= real
+study: $(if $(SOURCE),install,data)  ## Table 1 study (2 parallel jobs) -> reports/table1.md; SOURCE=dir: real images -> docs/results/
+ifdef SOURCE
+	$(BIN)/leukemia-cnn study --source $(SOURCE) --name $(STUDY_NAME)
+else
 	$(BIN)/dvc repro preprocess
 	$(BIN)/leukemia-cnn sweep -m experiment=$(STUDY_EXPERIMENTS) seed=$(STUDY_SEEDS) \
 	  train.train_fraction=$(STUDY_TRAIN_FRACTION) sweep.id=$(STUDY_ID) sweep.tf_threads=1 \
 	  hydra.launcher.n_jobs=2
 	$(BIN)/leukemia-cnn report --sweep-id $(STUDY_ID) --name $(STUDY_REPORT)
 	$(BIN)/leukemia-cnn promote --by config
+endif
 
 # Three seeds cannot tell two spreads apart; this compares the improved configuration with the
 # paper's best row (e15/b64/cce) over five seeds, same data as `make study` -> reports/spread.md.
