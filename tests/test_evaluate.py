@@ -61,3 +61,48 @@ def test_accuracy_is_argmax_and_per_class_metrics():
 ])
 def test_collapse_detection(y_pred, collapsed):
     assert is_collapsed(np.array([0, 0, 1, 1, 1]), np.array(y_pred)) is collapsed
+
+
+def test_test_time_augmentation_averages_the_eight_dihedral_views():
+    import keras
+
+    from leukemia_cnn.evaluate import dihedral_views, timed_predict
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 6, 6, 1)).astype(np.float32)
+    views = dihedral_views(x)
+    assert len(views) == 8
+    assert len({v.tobytes() for v in views}) == 8  # all different for a random image
+    np.testing.assert_array_equal(views[1][0, :, :, 0], np.rot90(x[0, :, :, 0]))
+    # A model that reads the top-left pixel: one prediction sees one pixel, TTA the 4 corners.
+    inputs = keras.Input((6, 6, 1))
+    corner = keras.layers.Cropping2D(((0, 5), (0, 5)))(inputs)
+    logits = keras.layers.Dense(2, kernel_initializer="ones", bias_initializer="zeros")(
+        keras.layers.Flatten()(corner))
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    plain, _ = timed_predict(model, x)
+    averaged, seconds = timed_predict(model, x, tta=True)
+    np.testing.assert_allclose(plain, np.full((3, 2), 0.5), atol=1e-6)  # equal logits
+    expected = np.mean([model.predict(v, verbose=0) for v in views], axis=0)
+    np.testing.assert_allclose(averaged, expected, rtol=1e-6)
+    assert seconds > 0
+
+
+def test_evaluate_stage_with_tta_logs_the_served_models_accuracy_too(trained):
+    import keras
+    from omegaconf import OmegaConf
+
+    from leukemia_cnn import evaluate
+    from leukemia_cnn.preprocess import load_split
+
+    cfg = OmegaConf.merge(trained.cfg, {"evaluate": {"tta": True}})
+
+    model = keras.models.load_model(trained.root / "models" / "cnn.keras")
+    pre = trained.root / trained.cfg.paths.preprocessed_dir
+    splits = {name: load_split(pre, name) for name in ("val", "test")}
+    out = trained.root / "reports-tta"
+    out.mkdir()
+    metrics, _ = evaluate.evaluate_model(model, cfg, splits, out)
+    for split in ("val", "test"):
+        assert 0 <= metrics[f"{split}_accuracy_no_tta"] <= 1
+        assert 0 <= metrics[f"{split}_accuracy"] <= 1

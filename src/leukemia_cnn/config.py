@@ -54,6 +54,7 @@ KNOB_DEFAULTS: dict[str, Any] = {
     "train.weight_decay": 0.0,
     "train.augment_dihedral": False,
     "train.mixed_precision": "off",
+    "evaluate.tta": False,
 }
 # The knobs that change the model or its training away from the paper's, and the paper's value
 # of each: a run whose config has all of them trains the paper's model as the paper did.
@@ -315,7 +316,7 @@ def validate_config(cfg: DictConfig) -> None:
     _require(any(standardize is v if isinstance(v, bool) else standardize == v
                  for v in STANDARDIZE), "model.standardize", standardize,
              "false, true (the training images' mean and variance) or per_image")
-    for key in ("model.batch_norm", "train.augment", "train.augment_dihedral"):
+    for key in ("model.batch_norm", "train.augment", "train.augment_dihedral", "evaluate.tta"):
         flag = knob(cfg, key)
         _require(isinstance(flag, bool), key, flag, "true or false")
 

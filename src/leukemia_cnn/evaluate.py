@@ -14,15 +14,28 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
+from leukemia_cnn.config import knob
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.preprocess import load_split
 from leukemia_cnn.tracking import process_tags, setup_mlflow
 
 
-def timed_predict(model, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, float]:
-    """Class probabilities for ``x`` and the wall time the whole prediction took."""
+def dihedral_views(x: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and 90-degree rotations of a batch of square images ``(n, h, w, c)``."""
+    turns = [np.rot90(x, k, axes=(1, 2)) for k in range(4)]
+    return [np.ascontiguousarray(v) for v in turns + [np.flip(t, axis=2) for t in turns]]
+
+
+def timed_predict(model, x: np.ndarray, batch_size: int = 256,
+                  tta: bool = False) -> tuple[np.ndarray, float]:
+    """Class probabilities for ``x`` and the wall time the whole prediction took; with ``tta``
+    the mean of the probabilities over the 8 :func:`dihedral_views`."""
     start = time.perf_counter()
-    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    if tta:
+        probabilities = np.mean([model.predict(view, batch_size=batch_size, verbose=0)
+                                 for view in dihedral_views(x)], axis=0)
+    else:
+        probabilities = model.predict(x, batch_size=batch_size, verbose=0)
     return probabilities, time.perf_counter() - start
 
 
@@ -127,12 +140,16 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
     figures_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
     details: dict[str, dict] = {}
+    tta = bool(knob(cfg, "evaluate.tta"))
     for split in ("val", "test"):
         x, y_true, paths = splits[split]
         model.predict(x[:1], verbose=0)  # warm-up: graph tracing is not prediction time
-        probabilities, seconds = timed_predict(model, x)
+        probabilities, seconds = timed_predict(model, x, tta=tta)
         y_pred = probabilities.argmax(axis=1)
         metrics.update(split_metrics(y_true, y_pred, classes, split))
+        if tta:  # what the registered model (one prediction per image) scores
+            plain = timed_predict(model, x)[0].argmax(axis=1)
+            metrics[f"{split}_accuracy_no_tta"] = float(np.mean(plain == y_true))
         metrics[f"{split}_prediction_seconds"] = seconds
         metrics[f"{split}_n_images"] = len(y_true)
         pd.DataFrame({"path": paths, "actual": np.asarray(classes)[y_true],
