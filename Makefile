@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run data repro study study-spread test test-slow lint summary ui clean-outputs bench
+.PHONY: help install run data repro study study-spread test test-slow lint summary ui clean-outputs bench bench-recipe
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -70,6 +70,13 @@ lint: install  ## ruff
 
 bench: install  ## benchmarks vs bare Keras / one process (tens of minutes) -> benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# One training run of a recipe (RECIPE, a conf/experiment file) against the paper's e15/b64
+# row on the same arrays: DATA_PROJECT=studies/real uses a study workspace's real images.
+RECIPE ?= fast
+bench-recipe: install  ## one fit of RECIPE vs the paper's e15/b64 row, times and ratio
+	$(BIN)/python benchmarks/bench_recipe.py --recipe $(RECIPE) \
+	  $(if $(DATA_PROJECT),--data-project $(DATA_PROJECT),) $(BENCH_ARGS)
 
 summary: install  ## print the metrics of the last run and where to look next
 	$(BIN)/leukemia-cnn summary

@@ -9,9 +9,9 @@ bare/stage/stage/bare/... to spread the drift of a shared machine over both.
 - bare: load the arrays, build and compile the model, ``model.fit(..., verbose=0)``; run
   twice over: as TensorFlow starts (``bare``), and with the stage's seeds and op determinism
   switched on first (``bare-det``, one call of ``model.set_seeds``). The baseline is the
-  faster of the two (medians): the fastest plain Keras fit of the same model. On this
-  2-core machine TensorFlow's op determinism makes the fit *faster*, which is why the stage
-  once beat a bare fit that ran without it.
+  faster of the two (medians): the fastest plain Keras fit of the same model. The old bare
+  fit ran without the stage's seeding and determinism and was slower than the stage; the
+  run prints both, so the cause (or the load's noise) shows in each result.
 - stage: ``leukemia_cnn.train.run``, the function ``leukemia-cnn train`` calls: the same
   loading, seeds and op determinism, an MLflow run with params and tags, the per-epoch
   MLflow callback, the saved model, curves, config and the logged pyfunc model.
