@@ -13,6 +13,7 @@ Targets (2 cores): recipe / paper wall time <= 3.0; one recipe run <= 600 s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     bench = benchlib.Bench("recipe", f"one training run: {args.recipe} vs the paper's e15/b64")
-    with benchlib.workspace_from_args(args, bench) as ws:
+    # A given project's arrays need no synthetic workspace.
+    with (contextlib.nullcontext() if args.data_project
+          else benchlib.workspace_from_args(args, bench)) as ws:
         data_project = Path(args.data_project).resolve() if args.data_project else ws.project
         bench.say(f"data: {data_project / 'data' / 'preprocessed'}; extra overrides: "
                   f"{args.override or 'none'}; TensorFlow's default threads")
