@@ -65,7 +65,8 @@ PAPER_KNOBS: dict[str, Any] = {
         "model.batch_norm", "model.standardize", "model.kernel_initializer", "model.head",
         "train.augment", "train.class_weight", "train.early_stopping_patience",
         "train.lr_schedule", "train.lr_warmup_epochs", "train.ema_momentum",
-        "train.label_smoothing", "train.weight_decay", "train.augment_dihedral")},
+        "train.label_smoothing", "train.weight_decay", "train.augment_dihedral",
+        "evaluate.tta")},
 }
 EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
 
