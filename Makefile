@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run data repro study study-spread test test-slow lint summary ui clean-outputs bench
+.PHONY: help install run data repro study study-spread test test-slow lint summary ui clean-outputs bench bench-recipe
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,13 +36,22 @@ STUDY_SEEDS ?= 1,2,3
 STUDY_ID ?= table1-study
 STUDY_TRAIN_FRACTION ?= 0.2
 STUDY_REPORT ?= table1
-study: data  ## the Table 1 study over seeds (Hydra sweep, 2 parallel jobs) -> reports/table1.md -> promote
+# With SOURCE=<Kaggle-layout folder or zip>: the paper's four Table 1 rows and the conv-layer
+# rows over seeds 1-5 on the whole train split of those images, in their own workspace
+# studies/$(STUDY_NAME) (own data/, params.yaml and MLflow store; the project's are untouched)
+# -> docs/results/$(STUDY_NAME).md. `leukemia-cnn study --help` for the other options.
+STUDY_NAME ?= real
+study: $(if $(SOURCE),install,data)  ## Table 1 study (2 parallel jobs) -> reports/table1.md; SOURCE=dir: real images -> docs/results/
+ifdef SOURCE
+	$(BIN)/leukemia-cnn study --source $(SOURCE) --name $(STUDY_NAME)
+else
 	$(BIN)/dvc repro preprocess
 	$(BIN)/leukemia-cnn sweep -m experiment=$(STUDY_EXPERIMENTS) seed=$(STUDY_SEEDS) \
 	  train.train_fraction=$(STUDY_TRAIN_FRACTION) sweep.id=$(STUDY_ID) sweep.tf_threads=1 \
 	  hydra.launcher.n_jobs=2
 	$(BIN)/leukemia-cnn report --sweep-id $(STUDY_ID) --name $(STUDY_REPORT)
 	$(BIN)/leukemia-cnn promote --by config
+endif
 
 # Three seeds cannot tell two spreads apart; this compares the improved configuration with the
 # paper's best row (e15/b64/cce) over five seeds, same data as `make study` -> reports/spread.md.
@@ -61,6 +70,13 @@ lint: install  ## ruff
 
 bench: install  ## benchmarks vs bare Keras / one process (tens of minutes) -> benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# One training run of a recipe (RECIPE, a conf/experiment file) against the paper's e15/b64
+# row on the same arrays: DATA_PROJECT=studies/real uses a study workspace's real images.
+RECIPE ?= fast
+bench-recipe: install  ## one fit of RECIPE vs the paper's e15/b64 row, times and ratio
+	$(BIN)/python benchmarks/bench_recipe.py --recipe $(RECIPE) \
+	  $(if $(DATA_PROJECT),--data-project $(DATA_PROJECT),) $(BENCH_ARGS)
 
 summary: install  ## print the metrics of the last run and where to look next
 	$(BIN)/leukemia-cnn summary

@@ -40,3 +40,24 @@ def benchlib_stages() -> list[str]:
     import benchlib
 
     return list(benchlib.stage_commands(REPO))
+
+
+def test_recipe_benchmark_times_both_runs_and_prints_the_ratio(tmp_path, make_cfg):
+    """bench_recipe on a project folder's arrays: one run of the paper's row and one of the
+    recipe, in fresh processes, both times, the ratio and the targets printed."""
+    from helpers import TINY_OVERRIDES, write_preprocessed
+
+    write_preprocessed(tmp_path, make_cfg(*TINY_OVERRIDES))
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("features.")]
+    command = [sys.executable, str(BENCHMARKS / "bench_recipe.py"), "--data-project",
+               str(tmp_path), "--recipe", "fast", "--override", "train.epochs=2"]
+    for override in overrides:
+        if not override.startswith("train.epochs"):
+            command += ["--override", override]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "table1_e15_b64_cce  :" in out and "fast                :" in out
+    assert "epochs on 96 images" in out
+    assert "TARGET fast / paper e15/b64 training wall time:" in out
+    assert "TARGET fast training wall time:" in out

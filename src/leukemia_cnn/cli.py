@@ -190,6 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "NAME_files/ (default: report.name, i.e. table1), so a second "
                              "study does not overwrite the first")
 
+    study = sub.add_parser(
+        "study", help="the paper's study on a Kaggle-layout folder, in its own workspace "
+                      "studies/NAME -> docs/results/NAME.md",
+        description="Copy the project to studies/NAME (own data/, params.yaml, MLflow store), "
+                    "ingest --source there, run the Table 1 and conv-layer rows over seeds on "
+                    "the whole train split and write docs/results/NAME.md. The project's own "
+                    "data and state are not touched.")
+    study.add_argument("--source", required=True,
+                       help="Kaggle-layout folder (<Class>/*.jpg) or the Kaggle zip")
+    study.add_argument("--name", default="real", help="workspace and report name "
+                       "(default: %(default)s)")
+    study.add_argument("--experiments", default=None, metavar="A,B,...",
+                       help="conf/experiment rows (default: the four Table 1 rows and conv2, "
+                            "conv3, conv4)")
+    study.add_argument("--seeds", default="1,2,3,4,5", help="default: %(default)s")
+    study.add_argument("--jobs", type=int, default=2,
+                       help="parallel training jobs (default: %(default)s)")
+    study.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    study.add_argument("overrides", nargs="*",
+                       help="extra Hydra overrides for every job, e.g. train.epochs=1")
+
     predict = sub.add_parser(
         "predict", help="classify image files with a registered model",
         description="Classify image files with an MLflow model (default: the champion). "
@@ -260,6 +281,15 @@ def _run(args: argparse.Namespace) -> int:
     if Path(args.params).is_dir():
         raise ConfigError(f"--params {args.params} is a folder; pass the composed config file "
                           "(params.yaml, written by `leukemia-cnn params`)")
+    if args.command == "study":
+        from leukemia_cnn.study import workspace as study
+
+        experiments = (args.experiments.split(",") if args.experiments
+                       else study.STUDY_EXPERIMENTS)
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        study.main(root, args.source, args.name, experiments, seeds, args.jobs,
+                   tuple(args.overrides), dry_run=args.dry_run)
+        return 0
     cfg = load_params(args.params)
     if args.command == "check-config":
         from leukemia_cnn.config import write_config_check

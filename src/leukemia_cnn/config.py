@@ -295,7 +295,8 @@ class ModelConfig:
     batch_norm: bool = setting(False, late=True)
     batch_norm_momentum: float = setting(0.99, gt=0, lt=1, late=True,
                                       allowed="a number strictly between 0 and 1, e.g. 0.99")
-    standardize: bool = setting(False, late=True)
+    standardize: bool | Literal["per_image"] = setting(False, late=True, allowed=(
+        "false, true (the training images' mean and variance) or per_image"))
     kernel_initializer: Literal["glorot_uniform", "glorot_normal", "he_normal",
                                 "he_uniform"] = setting("glorot_uniform", late=True)
     head: Literal["flatten", "global_average"] = setting("flatten", late=True)
@@ -329,6 +330,13 @@ class TrainConfig:
     lr_warmup_epochs: int = setting(0, ge=0, late=True)
     ema_momentum: float = setting(0.0, ge=0, lt=1, late=True, allowed=(
         "0 (off) or a number strictly between 0 and 1, e.g. 0.99"))
+    label_smoothing: float = setting(0.0, ge=0, lt=1, late=True,
+                                     allowed="0 (off, the paper) or a number in (0, 1)")
+    weight_decay: float = setting(0.0, ge=0, lt=1, late=True, allowed=(
+        "0 (Adam, the paper) or a number in (0, 1): AdamW's decoupled weight decay"))
+    augment_dihedral: bool = setting(False, late=True)
+    mixed_precision: Literal["off", "bfloat16", "auto"] = setting("off", late=True, allowed=(
+        "off, bfloat16, or auto (bfloat16 only on a CPU with AVX512-BF16 or AMX units)"))
     distribute: Literal["mirrored"] | None = setting(None, late=True, allowed=(
         "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)"))
     calibration: Literal[CALIBRATION_MODES] = setting("auto", late=True)
@@ -347,6 +355,7 @@ class TrainConfig:
 class EvaluateConfig:
     ece_bins: int = setting(15, ge=1, late=True)
     gradcam_per_class: int = setting(2, ge=0, late=True, allowed="an integer >= 0 (0: no Grad-CAM grid)")
+    tta: bool = setting(False, late=True)
 
 
 @dataclass
@@ -675,7 +684,8 @@ PAPER_KNOBS: dict[str, Any] = {key: default_of(key) for key in (
     "preprocess.color_mode", "model.padding", "model.batch_norm", "model.standardize",
     "model.kernel_initializer", "model.head", "train.augment", "train.class_weight",
     "train.early_stopping_patience", "train.lr_schedule", "train.lr_warmup_epochs",
-    "train.ema_momentum")}
+    "train.ema_momentum", "train.label_smoothing", "train.weight_decay", "train.augment_dihedral",
+    "evaluate.tta")}
 
 
 def knob(cfg: DictConfig, key: str) -> Any:

@@ -91,3 +91,46 @@ def test_calibration_reported_before_and_after_and_served(trained):
     assert served in (1.0, pytest.approx(metrics["calibration_fitted_temperature"]))
     wrapper = mlflow.pyfunc.load_model(trained.train["model_uri"]).unwrap_python_model()
     assert wrapper.temperature == pytest.approx(served)
+def test_test_time_augmentation_averages_the_eight_dihedral_views():
+    import keras
+
+    from leukemia_cnn.modeling.evaluate import dihedral_views, timed_predict
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 6, 6, 1)).astype(np.float32)
+    views = dihedral_views(x)
+    assert len(views) == 8
+    assert len({v.tobytes() for v in views}) == 8  # all different for a random image
+    np.testing.assert_array_equal(views[1][0, :, :, 0], np.rot90(x[0, :, :, 0]))
+    # A model that reads the top-left pixel: one prediction sees one pixel, TTA the 4 corners.
+    inputs = keras.Input((6, 6, 1))
+    corner = keras.layers.Cropping2D(((0, 5), (0, 5)))(inputs)
+    logits = keras.layers.Dense(2, kernel_initializer="ones", bias_initializer="zeros")(
+        keras.layers.Flatten()(corner))
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    plain, _ = timed_predict(model, x)
+    averaged, seconds = timed_predict(model, x, tta=True)
+    np.testing.assert_allclose(plain, np.full((3, 2), 0.5), atol=1e-6)  # equal logits
+    expected = np.mean([model.predict(v, verbose=0) for v in views], axis=0)
+    np.testing.assert_allclose(averaged, expected, rtol=1e-6)
+    assert seconds > 0
+
+
+def test_evaluate_stage_with_tta_logs_the_served_models_accuracy_too(trained):
+    import keras
+    from omegaconf import OmegaConf
+
+    from leukemia_cnn.data.preprocess import load_split
+    from leukemia_cnn.modeling import evaluate
+
+    cfg = OmegaConf.merge(trained.cfg, {"evaluate": {"tta": True}})
+
+    model = keras.models.load_model(trained.root / "models" / "cnn.keras")
+    pre = trained.root / trained.cfg.paths.preprocessed_dir
+    splits = {name: load_split(pre, name) for name in ("val", "test")}
+    out = trained.root / "reports-tta"
+    out.mkdir()
+    metrics, _ = evaluate.evaluate_model(model, cfg, splits, out)
+    for split in ("val", "test"):
+        assert 0 <= metrics[f"{split}_accuracy_no_tta"] <= 1
+        assert 0 <= metrics[f"{split}_accuracy"] <= 1

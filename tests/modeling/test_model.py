@@ -103,3 +103,87 @@ def test_learning_rate_schedules_per_step(make_cfg):
     both = learning_rate(make_cfg("train.lr_warmup_epochs=2", "train.lr_schedule=cosine"), 10)
     assert _rates(both, [10, 20, 85, 150]) == pytest.approx([0.0005, 0.001, 0.0005, 0.0],
                                                              abs=1e-7)
+
+
+def test_label_smoothing_and_weight_decay_compile_their_loss_and_optimizer(make_cfg):
+    plain = build_from_config(make_cfg("model.filters=[4,4,4]"), (100, 100, 1))
+    assert plain.loss == "categorical_crossentropy"
+    assert type(plain.optimizer).__name__ == "Adam"
+    cfg = make_cfg("model.filters=[4,4,4]", "train.label_smoothing=0.1",
+                   "train.weight_decay=0.05")
+    model = build_from_config(cfg, (100, 100, 1))
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+    assert type(model.optimizer).__name__ == "AdamW"
+    assert model.optimizer.weight_decay == pytest.approx(0.05)
+    # Smoothing pulls the target toward uniform: a confident right answer still costs something.
+    import keras
+
+    sure = np.array([[0.999, 0.0003, 0.0004, 0.0003]], dtype=np.float32)
+    target = np.eye(4, dtype=np.float32)[:1]
+    unsmoothed = float(keras.losses.categorical_crossentropy(target, sure)[0])
+    assert unsmoothed < 0.01 and float(model.loss(target, sure)) > 0.5
+
+
+def test_weight_decay_shrinks_the_kernels_not_the_biases(make_cfg):
+    import keras
+
+    cfg = make_cfg("model.filters=[4,4,4]", "train.weight_decay=0.5", "train.learning_rate=0.1")
+    model = build_from_config(cfg, (100, 100, 1))
+    dense = model.layers[-1]
+    dense.bias.assign(np.ones(4, dtype=np.float32))
+    dense.kernel.assign(np.full(dense.kernel.shape, 0.1, dtype=np.float32))
+    # Zero input and a uniform target: the last layer's gradients are ~0, only decay moves it.
+    x = np.zeros((4, 100, 100, 1), dtype=np.float32)
+    y = np.full((4, 4), 0.25, dtype=np.float32)
+    kernel_before = np.abs(keras.ops.convert_to_numpy(dense.kernel)).sum()
+    model.train_on_batch(x, y)
+    assert np.abs(keras.ops.convert_to_numpy(dense.kernel)).sum() < 0.99 * kernel_before
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(dense.bias), 1.0, atol=0.2)
+
+
+def test_per_image_standardisation_makes_each_image_mean_0_variance_1(make_cfg):
+    cfg = make_cfg("model.filters=[4,4,4]", "model.standardize=per_image")
+    model = build_from_config(cfg, (100, 100, 1))
+    layer = model.layers[0]
+    assert layer.name == "standardize_per_image"
+    rng = np.random.default_rng(0)
+    # Two images of one pattern, one darker and lower-contrast: the layer makes them equal.
+    pattern = rng.random((1, 100, 100, 1)).astype(np.float32)
+    x = np.concatenate([pattern, 0.3 * pattern + 0.5])
+    out = np.asarray(layer(x))
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 1.0, atol=1e-2)
+    np.testing.assert_allclose(out[0], out[1], atol=1e-2)
+
+
+def test_standardize_rejects_an_unknown_value(make_cfg):
+    from leukemia_cnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.standardize"):
+        make_cfg("model.standardize=per_channel")
+    for key, value in (("train.label_smoothing", 1.0), ("train.weight_decay", -0.1),
+                       ("train.mixed_precision", "fp8")):
+        with pytest.raises(ConfigError, match=key):
+            make_cfg(f"{key}={value}")
+
+
+def test_mixed_precision_auto_follows_the_cpu_flags(make_cfg):
+    from leukemia_cnn.modeling.model import resolve_mixed_precision
+
+    with_units = "flags : fpu sse avx512f avx512_bf16 avx512_vnni"
+    without = "flags : fpu sse avx2 avx512f"
+    assert resolve_mixed_precision("auto", with_units) == "bfloat16"
+    assert resolve_mixed_precision("auto", "flags : amx_bf16 amx_tile") == "bfloat16"
+    assert resolve_mixed_precision("auto", without) == "off"
+    assert resolve_mixed_precision("bfloat16", without) == "bfloat16"
+    assert resolve_mixed_precision("off", with_units) == "off"
+    cfg = make_cfg("model.filters=[4,4,4]", "train.mixed_precision=bfloat16")
+    model = build_from_config(cfg, (100, 100, 1))
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert {c.compute_dtype for c in convs} == {"bfloat16"}
+    assert {c.variable_dtype for c in convs} == {"float32"}
+    out = model.predict(np.zeros((2, 100, 100, 1), dtype=np.float32), verbose=0)
+    assert out.dtype == np.float32
+    # The global policy is restored: the next model is float32 again.
+    plain = build_from_config(make_cfg("model.filters=[4,4,4]"), (100, 100, 1))
+    assert {layer.compute_dtype for layer in plain.layers} == {"float32"}

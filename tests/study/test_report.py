@@ -246,3 +246,17 @@ def test_report_and_promote_by_config_through_the_cli(study, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "`report.name` = '../keep' is invalid" in err and "--name spread" in err
     assert (root / "keep_files" / "x.txt").read_text() == "kept"
+
+
+def test_data_statement_names_the_data_and_flags_synthetic_or_mixed_versions():
+    from leukemia_cnn.study.report import data_statement
+
+    real = pd.DataFrame({"tags.data_source": ["kaggle"] * 2, "tags.data_version": ["abc"] * 2,
+                         "params.data.n_train": ["1144"] * 2, "params.data.n_val": ["244"] * 2})
+    text = data_statement(real)
+    assert "source `kaggle`" in text and "`abc`" in text
+    assert "1144 train and 244 val images" in text and "not claims" not in text
+    synthetic = real.assign(**{"tags.data_source": "synthetic"})
+    assert "not claims about leukemia" in data_statement(synthetic)
+    mixed = real.assign(**{"tags.data_version": ["abc", "def"]})
+    assert "More than one data version" in data_statement(mixed)

@@ -70,3 +70,14 @@ def test_config_id_ignores_seed_and_plumbing(make_cfg):
     assert config_id(base) == config_id(older)
     assert config_id({**older, "train.ema_momentum": "0"}) == config_id(base)
     assert config_id(flatten(make_cfg("seed=1", "train.ema_momentum=0.9"))) != config_id(base)
+
+
+def test_config_id_tells_the_recipe_knobs_apart(make_cfg):
+    base = config_id(flatten(make_cfg("seed=1")))
+    older = {k: v for k, v in flatten(make_cfg("seed=1")).items()
+             if k not in ("train.label_smoothing", "evaluate.tta", "train.mixed_precision")}
+    assert config_id(older) == base  # runs logged before these knobs: the same configuration
+    for knob_setting in ("evaluate.tta=true", "train.label_smoothing=0.1",
+                         "train.weight_decay=0.01", "train.augment_dihedral=true",
+                         "model.standardize=per_image", "train.mixed_precision=bfloat16"):
+        assert config_id(flatten(make_cfg("seed=1", knob_setting))) != base, knob_setting

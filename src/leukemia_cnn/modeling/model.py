@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
@@ -29,7 +30,8 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
                 dense_units: int = 128, dropout: float = 0.5, batch_norm: bool = False,
                 batch_norm_momentum: float = 0.99, augment: bool = False,
                 standardize_data=None, augment_rotation: float = 0.25,
-                kernel_initializer: str = "glorot_uniform", head: str = "flatten"):
+                kernel_initializer: str = "glorot_uniform", head: str = "flatten",
+                mixed_precision: str = "off"):
     """Conv blocks (Conv2D + ReLU -> MaxPool) -> Flatten -> Dense ReLU -> Dropout -> softmax.
 
     With the defaults this is exactly the paper's network; the keyword knobs add the
@@ -54,9 +56,10 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
     augment : bool, default False
         Random flips and rotations as the first layers; Keras applies them only while
         training, so inference (and the logged model) sees the image unchanged.
-    standardize_data : numpy.ndarray, optional
+    standardize_data : numpy.ndarray or "per_image", optional
         Training images; when given, a ``Normalization`` layer adapted to their per-channel
-        mean and variance standardises the input.
+        mean and variance standardises the input. ``"per_image"``: each image is standardised
+        by its own mean and variance (``LayerNormalization`` over height, width and channels).
     augment_rotation : float, default 0.25
         With ``augment``: rotate by a random angle of up to this fraction of a full turn
         either way (0.25 = 90 degrees); 0 = flips only.
@@ -68,6 +71,10 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
         How the last conv block's feature maps reach the dense layer: flattened (the paper;
         12,800 inputs at 100x100 with valid padding) or averaged over the image per filter
         (``GlobalAveragePooling2D``: one input per filter of the last conv layer).
+    mixed_precision : {"off", "bfloat16", "auto"}, default "off"
+        Compute the hidden layers in bfloat16 (weights stay float32, the softmax output is
+        float32); ``auto`` does so only where :func:`cpu_has_bfloat16` (see
+        :func:`resolve_mixed_precision`).
 
     Returns
     -------
@@ -77,6 +84,22 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
     import keras
     from keras import layers
 
+    previous_policy = keras.config.dtype_policy()
+    if resolve_mixed_precision(mixed_precision) == "bfloat16":
+        # Layers take the global policy when they are created; restored below.
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = _layers(keras, layers, input_shape, n_classes, filters, kernel_sizes, padding,
+                        pool_size, dense_units, dropout, batch_norm, batch_norm_momentum,
+                        augment, standardize_data, augment_rotation, kernel_initializer, head)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return model
+
+
+def _layers(keras, layers, input_shape, n_classes, filters, kernel_sizes, padding, pool_size,
+            dense_units, dropout, batch_norm, batch_norm_momentum, augment, standardize_data,
+            augment_rotation, kernel_initializer, head):
     model = keras.Sequential(name="paper_cnn")
     model.add(keras.Input(shape=tuple(input_shape)))
     if augment:
@@ -84,7 +107,12 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
         if augment_rotation > 0:
             model.add(layers.RandomRotation(augment_rotation, fill_mode="reflect",
                                             name="augment_rotate"))
-    if standardize_data is not None:
+    if isinstance(standardize_data, str) and standardize_data == "per_image":
+        # Each image to mean 0, variance 1 over its pixels and channels (stain and exposure vary
+        # by slide); a layer without weights, so the logged model applies it too.
+        model.add(layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False,
+                                            epsilon=1e-5, name="standardize_per_image"))
+    elif standardize_data is not None:
         normalization = layers.Normalization(axis=-1, name="standardize")
         normalization.adapt(standardize_data)
         model.add(normalization)
@@ -101,8 +129,31 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
     model.add(layers.GlobalAveragePooling2D() if head == "global_average" else layers.Flatten())
     model.add(layers.Dense(dense_units, activation="relu", kernel_initializer=kernel_initializer))
     model.add(layers.Dropout(dropout))
-    model.add(layers.Dense(n_classes, activation="softmax"))
+    # float32 probabilities whatever the policy: a bfloat16 softmax rounds them to 3 digits.
+    model.add(layers.Dense(n_classes, activation="softmax", dtype="float32"))
     return model
+
+
+def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has bfloat16 units (AVX512-BF16 or AMX), from ``/proc/cpuinfo`` flags."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_mixed_precision(setting: str, cpuinfo: str | None = None) -> str:
+    """``off`` or ``bfloat16``: what ``train.mixed_precision`` means on this machine.
+
+    ``auto`` is ``bfloat16`` only on a CPU with bfloat16 units (:func:`cpu_has_bfloat16`); without
+    them TensorFlow emulates bfloat16 in float32 and every step is slower.
+    """
+    if setting == "auto":
+        return "bfloat16" if cpu_has_bfloat16(cpuinfo) else "off"
+    return setting
 
 
 def learning_rate(cfg: DictConfig, steps_per_epoch: int):
@@ -149,8 +200,8 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
     """
     import keras
 
-    standardize = bool(knob(cfg, "model.standardize"))
-    if standardize and x_train is None:
+    standardize = knob(cfg, "model.standardize")
+    if standardize is True and x_train is None:
         raise ValueError("model.standardize needs the training images (x_train)")
     model = build_model(input_shape, len(cfg.data.classes), list(cfg.model.filters),
                         list(cfg.model.kernel_sizes), cfg.model.padding, cfg.model.pool_size,
@@ -159,17 +210,48 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
                         batch_norm_momentum=float(knob(cfg, "model.batch_norm_momentum")),
                         augment=bool(knob(cfg, "train.augment")),
                         augment_rotation=float(knob(cfg, "train.augment_rotation")),
-                        standardize_data=x_train if standardize else None,
+                        standardize_data=("per_image" if standardize == "per_image"
+                                          else x_train if standardize else None),
                         kernel_initializer=str(knob(cfg, "model.kernel_initializer")),
-                        head=str(knob(cfg, "model.head")))
+                        head=str(knob(cfg, "model.head")),
+                        mixed_precision=str(knob(cfg, "train.mixed_precision")))
     metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
     if cfg.train.loss == "binary_crossentropy":
         metrics.append(keras.metrics.BinaryAccuracy(name="binary_accuracy"))
-    ema = float(knob(cfg, "train.ema_momentum"))
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(cfg, steps_per_epoch),
-                                      use_ema=ema > 0, ema_momentum=ema if ema > 0 else 0.99)
-    model.compile(optimizer=optimizer, loss=cfg.train.loss, metrics=metrics)
+    model.compile(optimizer=optimizer_from_config(cfg, steps_per_epoch),
+                  loss=loss_from_config(cfg), metrics=metrics)
     return model
+
+
+def optimizer_from_config(cfg: DictConfig, steps_per_epoch: int = 1):
+    """Adam (the paper), or AdamW when ``train.weight_decay`` > 0: decoupled weight decay,
+    ``weight_decay`` x rate x weight subtracted each step, on every weight but the biases and
+    the batch-norm/normalisation parameters."""
+    import keras
+
+    rate = learning_rate(cfg, steps_per_epoch)
+    ema = float(knob(cfg, "train.ema_momentum"))
+    shared = {"use_ema": ema > 0, "ema_momentum": ema if ema > 0 else 0.99}
+    decay = float(knob(cfg, "train.weight_decay"))
+    if decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=decay, **shared)
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "mean",
+                                                       "variance", "count"])
+        return optimizer
+    return keras.optimizers.Adam(learning_rate=rate, **shared)
+
+
+def loss_from_config(cfg: DictConfig):
+    """``train.loss`` as Keras's name (the paper), or its loss object with
+    ``train.label_smoothing`` > 0 (targets pulled toward uniform by that fraction)."""
+    import keras
+
+    smoothing = float(knob(cfg, "train.label_smoothing"))
+    if smoothing == 0:
+        return cfg.train.loss
+    if cfg.train.loss == "binary_crossentropy":
+        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
 
 
 def displayed_accuracy_metric(model) -> str:

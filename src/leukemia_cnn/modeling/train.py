@@ -146,6 +146,27 @@ def distribution_strategy(cfg: DictConfig):
     return strategy
 
 
+def dihedral_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """A ``tf.data`` pipeline of shuffled training batches, each image turned by a random
+    multiple of 90 degrees and mirrored with probability 1/2 (one of the 8 symmetries of the
+    square, drawn afresh every epoch). Exact pixel moves, no interpolation; sequential map so
+    TensorFlow's op determinism holds."""
+    import tensorflow as tf
+
+    if x.shape[1] != x.shape[2]:
+        raise ConfigError(f"config key `train.augment_dihedral` needs square images; got "
+                          f"{x.shape[1]}x{x.shape[2]} (set preprocess.image_size)")
+
+    def turn(image, label):
+        image = tf.image.rot90(image, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
+        mirrored = tf.random.uniform([]) < 0.5
+        return tf.cond(mirrored, lambda: tf.image.flip_left_right(image), lambda: image), label
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return dataset.map(turn).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
     """Build, compile and fit the model of ``cfg``; return ``(model, history_frame, seconds)``.
 
@@ -161,10 +182,15 @@ def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
         model = build_from_config(cfg, x_train.shape[1:], x_train=x_train,
                                   steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
     start = time.perf_counter()
-    history = model.fit(x_train, one_hot(y_train, n_classes),
-                        validation_data=(x_val, one_hot(y_val, n_classes)),
-                        epochs=int(cfg.train.epochs), batch_size=batch_size,
-                        shuffle=True, verbose=int(cfg.train.verbose),
+    if knob(cfg, "train.augment_dihedral"):
+        # The pipeline shuffles and batches itself.
+        inputs = {"x": dihedral_batches(x_train, one_hot(y_train, n_classes), batch_size,
+                                        int(cfg.seed)), "shuffle": False}
+    else:
+        inputs = {"x": x_train, "y": one_hot(y_train, n_classes), "batch_size": batch_size,
+                  "shuffle": True}
+    history = model.fit(**inputs, validation_data=(x_val, one_hot(y_val, n_classes)),
+                        epochs=int(cfg.train.epochs), verbose=int(cfg.train.verbose),
                         callbacks=[*callbacks, *training_callbacks(cfg)],
                         class_weight=class_weights(cfg, y_train))
     seconds = time.perf_counter() - start

@@ -234,6 +234,24 @@ def fetch_runs(cfg: DictConfig, root: Path) -> pd.DataFrame:
     return runs.drop_duplicates(["tags.config_id", "seed"], keep="last").reset_index(drop=True)
 
 
+def data_statement(runs: pd.DataFrame) -> str:
+    """Which data the runs trained and were scored on, from their tags and params."""
+    def values(column: str) -> list[str]:
+        return sorted({str(v) for v in runs[column].dropna()}) if column in runs else []
+
+    sources, versions = values("tags.data_source") or ["unknown"], values("tags.data_version")
+    sizes = [f"{'/'.join(values(f'params.data.n_{split}')) or '?'} {split}"
+             for split in ("train", "val")]
+    text = (f"Data: source `{', '.join(sources)}`, data version (data.dvc md5) "
+            f"`{', '.join(versions) or 'unknown'}`, {' and '.join(sizes)} images per run.")
+    if sources == ["synthetic"]:
+        text += (" These are the built-in synthetic images, made for the plumbing and the tests: "
+                 "the numbers are not claims about leukemia smears.")
+    elif len(versions) > 1:
+        text += " **More than one data version: runs on different data are mixed here.**"
+    return text
+
+
 def _logged_config_id(run: pd.Series) -> str | None:
     params = {c.removeprefix("params."): v for c, v in run.items()
               if c.startswith("params.") and isinstance(v, str)}
@@ -572,6 +590,8 @@ def _build(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence:
         "run each). Accuracy is argmax accuracy on the evaluation side, whatever the loss. "
         "Prediction time: wall time to predict the whole split (the paper's measure); it "
         "depends on the machine.",
+        "",
+        data_statement(runs),
         "",
         "## Paper-faithful configurations (grayscale, the paper's network and training)",
         "",

@@ -193,7 +193,7 @@ def store_lock(uri: str):
 # training knobs. The seed, output paths, store, sweep/report settings and the derived data
 # sizes are not part of it, so seeds of one configuration share its id. A late knob at its
 # default (config.LATE_KNOBS) is left out too: a run logged before it trained the same way.
-CONFIG_ID_PREFIXES = ("data.", "split.", "preprocess.", "model.", "train.")
+CONFIG_ID_PREFIXES = ("data.", "split.", "preprocess.", "model.", "train.", "evaluate.")
 CONFIG_ID_IGNORED = ("train.verbose", "data.n_train", "data.n_val", "data.input_shape")
 
 

@@ -1,0 +1,106 @@
+"""Recipe benchmark: one training run of a recipe (a conf/experiment file) against the paper's
+e15/b64 row (``table1_e15_b64_cce``) on the same data and machine.
+
+Each run is ``leukemia_cnn.modeling.train.fit`` (the train stage's fit: same seeds, op determinism,
+callbacks and early stopping; no MLflow) in a fresh process with TensorFlow's default threads
+(every core), on the preprocess stage's train and val arrays of ``--data-project`` (a project
+folder with ``data/preprocessed``, e.g. a study workspace ``studies/real``) or of a synthetic
+benchmark workspace. Runs alternate paper/recipe/recipe/paper/... The figure is the wall time
+of ``fit``; each run's val accuracy (argmax, the fitted model) is printed beside it.
+
+Targets (2 cores): recipe / paper wall time <= 3.0; one recipe run <= 600 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import benchlib
+
+PAPER = "table1_e15_b64_cce"
+
+
+def run_trial(experiment: str, data_project: Path, overrides: list[str]) -> dict:
+    """One timed ``fit`` of ``experiment`` in this process."""
+    import numpy as np
+
+    from leukemia_cnn.config import compose
+    from leukemia_cnn.data.preprocess import load_split
+    from leukemia_cnn.modeling.train import fit, train_subset
+
+    cfg = compose([f"experiment={experiment}", "train.verbose=0", *overrides],
+                  root=benchlib.REPO)
+    pre_dir = data_project / "data" / "preprocessed"
+    x_train, y_train, _ = train_subset(cfg, *load_split(pre_dir, "train")[:2])
+    x_val, y_val, _ = load_split(pre_dir, "val")
+    started = time.perf_counter()
+    model, history, _ = fit(cfg, x_train, y_train, x_val, y_val)
+    seconds = time.perf_counter() - started
+    predicted = model.predict(x_val, batch_size=256, verbose=0).argmax(axis=1)
+    return {"seconds": seconds, "epochs_run": len(history), "n_train": len(y_train),
+            "val_accuracy": float(np.mean(predicted == y_val))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = benchlib.parser(__doc__)
+    cli.add_argument("--recipe", default="fast", help="conf/experiment file of the recipe")
+    cli.add_argument("--data-project", default=None,
+                     help="project folder whose data/preprocessed arrays to train on (default: "
+                          "the synthetic benchmark workspace)")
+    cli.add_argument("--repeats", type=int, default=1, help="runs of each configuration")
+    cli.add_argument("--override", action="append", default=[],
+                     help="Hydra override for both runs (repeatable), e.g. train.epochs=2")
+    cli.add_argument("--trial", help=argparse_hidden())
+    args = cli.parse_args(argv)
+    if args.trial:
+        result = run_trial(args.trial, Path(args.data_project), args.override)
+        print("TRIAL " + json.dumps(result), flush=True)
+        return 0
+
+    bench = benchlib.Bench("recipe", f"one training run: {args.recipe} vs the paper's e15/b64")
+    # A given project's arrays need no synthetic workspace.
+    with (contextlib.nullcontext() if args.data_project
+          else benchlib.workspace_from_args(args, bench)) as ws:
+        data_project = Path(args.data_project).resolve() if args.data_project else ws.project
+        bench.say(f"data: {data_project / 'data' / 'preprocessed'}; extra overrides: "
+                  f"{args.override or 'none'}; TensorFlow's default threads")
+        order = ([PAPER, args.recipe, args.recipe, PAPER] * args.repeats)[:2 * args.repeats]
+        results: dict[str, list[dict]] = {PAPER: [], args.recipe: []}
+        for experiment in order:
+            command = [sys.executable, __file__, "--trial", experiment, "--data-project",
+                       str(data_project)]
+            for override in args.override:
+                command += ["--override", override]
+            output = benchlib.sh(command, benchlib.REPO).stdout
+            result = json.loads(output.split("TRIAL ", 1)[1].splitlines()[0])
+            results[experiment].append(result)
+            bench.say(f"  {experiment:<20}: {result['seconds']:7.1f} s, {result['epochs_run']} "
+                      f"epochs on {result['n_train']:,} images, val accuracy "
+                      f"{result['val_accuracy']:.3f}")
+        paper = benchlib.median(r["seconds"] for r in results[PAPER])
+        recipe = benchlib.median(r["seconds"] for r in results[args.recipe])
+        bench.say(f"median of {args.repeats}: paper e15/b64 {paper:.1f} s, {args.recipe} "
+                  f"{recipe:.1f} s, ratio {recipe / paper:.2f}")
+        bench.say("baseline: the paper's e15/b64 row in this run; ratio = recipe / paper")
+        bench.figure("paper_seconds", paper)
+        bench.figure("recipe_seconds", recipe)
+        bench.check(f"{args.recipe} / paper e15/b64 training wall time", recipe / paper, "<=",
+                    3.0, fmt="{:.2f}")
+        bench.check(f"{args.recipe} training wall time", recipe, "<=", 600.0, unit="s",
+                    fmt="{:.0f}")
+    bench.finish(args.json)
+    return 0
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

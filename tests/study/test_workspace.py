@@ -1,0 +1,66 @@
+"""`leukemia-cnn study --source FOLDER`: the study of a Kaggle-layout folder in its own
+workspace, leaving the project's data, params and MLflow store as they were."""
+
+import hashlib
+import subprocess
+
+import pytest
+
+from helpers import BIN, sh, tiny_project
+from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.study import workspace as study
+
+
+def _digest(path):
+    return hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def test_plan_runs_the_table1_and_conv_rows_over_five_seeds_on_the_whole_split(tmp_path):
+    commands = study.plan(tmp_path, tmp_path / "images", "real", jobs=2)
+    sweep = next(c for c in commands if c[:2] == ["leukemia-cnn", "sweep"])
+    assert ("experiment=table1_e15_b64_cce,table1_e15_b64_bce,table1_e15_b32_cce,"
+            "table1_e10_b32_cce,conv2,conv3,conv4") in sweep
+    assert "seed=1,2,3,4,5" in sweep and "train.train_fraction=1.0" in sweep
+    assert "sweep.id=real" in sweep and "hydra.launcher.n_jobs=2" in sweep
+    assert ["leukemia-cnn", "data", "get", "--source", str((tmp_path / "images").resolve())] \
+        in commands
+    assert commands[-1] == ["leukemia-cnn", "report", "--sweep-id", "real", "--name", "real"]
+
+
+def test_a_bad_name_source_or_existing_workspace_is_refused(tmp_path):
+    with pytest.raises(LeukemiaCNNError, match="not a file stem"):
+        study.workspace_path(tmp_path, "../real")
+    with pytest.raises(LeukemiaCNNError, match="no such file or folder"):
+        study.main(tmp_path, str(tmp_path / "missing"), "real")
+    (tmp_path / "studies" / "real").mkdir(parents=True)
+    with pytest.raises(LeukemiaCNNError, match="already exists"):
+        study.make_workspace(tmp_path, tmp_path / "studies" / "real")
+
+
+@pytest.mark.slow
+def test_study_of_a_folder_writes_docs_results_and_leaves_the_project_untouched(tmp_path):
+    # A Kaggle-layout folder of generated images, outside the project.
+    images = tmp_path / "images"
+    sh(str(BIN / "leukemia-cnn"), "data", "synth", "--scale", "0.03", "--output", str(images),
+       "--no-dvc-add", cwd=tiny_project(tmp_path / "maker"))
+    repo = tiny_project(tmp_path / "repo")
+    watched = ["params.yaml", "data.dvc", "mlflow.db"]
+    before = {name: _digest(repo / name) for name in watched}
+    raw_before = sorted(p.name for p in (repo / "data" / "raw").rglob("*"))
+    # The tiny project's conf sets the network and batch size, so two rows that differ by
+    # their loss stay two configurations.
+    sh("leukemia-cnn", "study", "--source", str(images), "--name", "tiny",
+       "--experiments", "table1_e15_b64_cce,table1_e15_b64_bce", "--seeds", "1,2", "--jobs", "1",
+       "train.epochs=1", cwd=repo)
+    report = (repo / "docs" / "results" / "tiny.md").read_text()
+    assert f"Images: `{images.resolve()}`" in report
+    assert "| table1_e15_b64_cce |" in report and "| table1_e15_b64_bce |" in report, report
+    assert "Data: source `kaggle`" in report
+    assert (repo / "docs" / "results" / "tiny.html").is_file()
+    # The workspace has its own store with the 4 runs; the project's state is as it was.
+    assert (repo / "studies" / "tiny" / "mlflow.db").is_file()
+    assert {name: _digest(repo / name) for name in watched} == before
+    assert sorted(p.name for p in (repo / "data" / "raw").rglob("*")) == raw_before
+    ignored = subprocess.run(["git", "check-ignore", "studies/tiny"], cwd=repo,
+                             capture_output=True, text=True).stdout
+    assert ignored.strip() == "studies/tiny"
