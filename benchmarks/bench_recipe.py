@@ -13,6 +13,7 @@ Targets (2 cores): recipe / paper wall time <= 3.0; one recipe run <= 600 s.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import sys
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--repeats", type=int, default=1, help="runs of each configuration")
     cli.add_argument("--override", action="append", default=[],
                      help="Hydra override for both runs (repeatable), e.g. train.epochs=2")
-    cli.add_argument("--trial", help=argparse_hidden())
+    cli.add_argument("--trial", help=argparse.SUPPRESS)
     args = cli.parse_args(argv)
     if args.trial:
         result = run_trial(args.trial, Path(args.data_project), args.override)
@@ -94,12 +95,6 @@ def main(argv: list[str] | None = None) -> int:
                     fmt="{:.0f}")
     bench.finish(args.json)
     return 0
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

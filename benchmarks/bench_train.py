@@ -24,6 +24,7 @@ Target (2 cores): wall-time ratio stage / bare <= 1.10.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--batch-size", type=int, default=None,
                      help="batch size of every trial (default: train.batch_size)")
     cli.add_argument("--repeats", type=int, default=2, help="trials of each mode")
-    cli.add_argument("--trial", choices=TRIAL_MODES, help=argparse_hidden())
-    cli.add_argument("--project", help=argparse_hidden())
+    cli.add_argument("--trial", choices=TRIAL_MODES, help=argparse.SUPPRESS)
+    cli.add_argument("--project", help=argparse.SUPPRESS)
     args = cli.parse_args(argv)
     if args.trial:
         result = run_trial(args.trial, Path(args.project), args.epochs, args.batch_size)
@@ -153,12 +154,6 @@ def main(argv: list[str] | None = None) -> int:
                     stage / bare, "<=", 1.10, fmt="{:.3f}")
     bench.finish(args.json)
     return 0
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
