@@ -4,7 +4,7 @@ Serves the model version the workspace's pipeline registered (``--env-manager lo
 MLflow's default of one uvicorn worker per CPU) and sends ``--requests`` POSTs to
 /invocations from ``--concurrency`` client threads (``requests``, one session per thread).
 Each request carries one real synthetic JPEG, base64 in ``dataframe_split`` as
-tests/test_servers.py sends it; the JPEGs cycle through the workspace's dataset. A few
+tests/registry/test_servers.py sends it; the JPEGs cycle through the workspace's dataset. A few
 warm-up requests are sent first and not counted. The client runs on the same 2 cores.
 
 Baseline in the same run: the same model loaded in-process with ``mlflow.pyfunc.load_model``
