@@ -278,10 +278,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}")
         return 0
 
-    if Path(args.params).is_dir():
-        raise ConfigError(f"--params {args.params} is a folder; pass the composed config file "
-                          "(params.yaml, written by `leukemia-cnn params`)")
-    if args.command == "study":
+    if args.command == "study":  # works in its own workspace: no --params of this project
         from leukemia_cnn.study import workspace as study
 
         experiments = (args.experiments.split(",") if args.experiments
@@ -290,6 +287,9 @@ def _run(args: argparse.Namespace) -> int:
         study.main(root, args.source, args.name, experiments, seeds, args.jobs,
                    tuple(args.overrides), dry_run=args.dry_run)
         return 0
+    if Path(args.params).is_dir():
+        raise ConfigError(f"--params {args.params} is a folder; pass the composed config file "
+                          "(params.yaml, written by `leukemia-cnn params`)")
     cfg = load_params(args.params)
     if args.command == "check-config":
         from leukemia_cnn.config import write_config_check

@@ -37,6 +37,20 @@ def test_a_bad_name_source_or_existing_workspace_is_refused(tmp_path):
         study.make_workspace(tmp_path, tmp_path / "studies" / "real")
 
 
+def test_the_command_prints_its_plan_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    """`leukemia-cnn study --dry-run` through the CLI (the study has no --params of its own)."""
+    from helpers import REPO_ROOT
+    from leukemia_cnn import cli
+
+    images = tmp_path / "images"
+    (images / "Benign").mkdir(parents=True)
+    monkeypatch.chdir(REPO_ROOT)
+    assert cli.main(["study", "--source", str(images), "--name", "dryrun", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "leukemia-cnn sweep" in out and "sweep.id=dryrun" in out
+    assert not (REPO_ROOT / "studies" / "dryrun").exists()
+
+
 @pytest.mark.slow
 def test_study_of_a_folder_writes_docs_results_and_leaves_the_project_untouched(tmp_path):
     # A Kaggle-layout folder of generated images, outside the project.
