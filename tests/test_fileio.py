@@ -21,7 +21,7 @@ from helpers.datasets import tree_digest, write_file
 from helpers.guard import GUARD_IMAGE, GUARD_SOURCE, git
 from leukemia_cnn import cli
 from leukemia_cnn.errors import OutputError
-from leukemia_cnn.fileio import OUTPUT_MARKER, check_output, is_marked, mark_output, swap_folder
+from leukemia_cnn.fileio import OUTPUT_MARKER, check_output, is_marked, mark_output, shown, swap_folder
 
 IMAGE, SOURCE = GUARD_IMAGE, GUARD_SOURCE
 
@@ -223,3 +223,17 @@ def test_swap_folder_replaces_the_tree_at_once(tmp_path):
     write_file(staging / "new.txt", b"new")
     swap_folder(staging, target, "1")
     assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(target) == ["new.txt"]
+
+
+def test_shown_is_relative_inside_the_root_and_as_given_outside(tmp_path):
+    root = tmp_path / "project"
+    (root / "data" / "raw").mkdir(parents=True)
+    assert shown(root / "data" / "raw", root) == "data/raw"
+    assert shown(root, root) == "."
+    # a relative path or a `..` detour names the same folder
+    assert shown(root / "conf" / ".." / "data", root) == "data"
+    outside = tmp_path / "elsewhere" / "x.jpg"
+    assert shown(outside, root) == str(outside)
+    # a link into the project is shown by what it points at
+    (tmp_path / "link").symlink_to(root / "data")
+    assert shown(tmp_path / "link", root) == "data"

@@ -168,9 +168,11 @@ def dvc_tracked(root: Path, git_files: Iterable[Path] = ()) -> dict[Path, str]:
     return found
 
 
-def _shown(path: Path, root: Path) -> str:
+def shown(path: str | Path, root: str | Path) -> str:
+    """``path`` as a user reads it in a message: relative to the project ``root`` (``.`` for the
+    root itself) when it lies inside, else as given."""
     try:
-        return path.relative_to(root).as_posix() or "."
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix() or "."
     except ValueError:
         return str(path)
 
@@ -238,13 +240,13 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
         if path == real and not is_default:
             refuse("is a file git tracks")
         if path.is_relative_to(real) and path != real:
-            refuse(f"holds files git tracks (e.g. {_shown(path, root)})")
+            refuse(f"holds files git tracks (e.g. {shown(path, root)})")
     dvc_outs = dvc_tracked(root, git_files)
     for path, declared in dvc_outs.items():
         if path.is_relative_to(real) and path != real:
-            refuse(f"holds {_shown(path, root)}, an output DVC tracks ({declared})")
+            refuse(f"holds {shown(path, root)}, an output DVC tracks ({declared})")
         if real.is_relative_to(path) and path != real:
-            refuse(f"is inside {_shown(path, root)}, an output DVC tracks ({declared})")
+            refuse(f"is inside {shown(path, root)}, an output DVC tracks ({declared})")
 
     if owned is None:
         def owned(path: Path) -> bool:

@@ -49,7 +49,7 @@ from leukemia_cnn.config import VARIANTS
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
 from leukemia_cnn.data.synthetic import RAW_OUTPUT, check_raw_output
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
-from leukemia_cnn.fileio import mark_output, swap_folder
+from leukemia_cnn.fileio import mark_output, shown, swap_folder
 from leukemia_cnn.quality.validate_raw import OS_JUNK, SkippedFile, skip_reason
 
 KEYWORD_SOURCES = ("synthetic", "kaggle")
@@ -550,17 +550,10 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
                         skipped=plan_.skipped, ignored=plan_.ignored, warnings=found)
 
 
-def _shown(path: Path, root: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _report(result: IngestResult, root: Path, seconds: float) -> None:
     per_class = ", ".join(f"{cls} {n:,}" for cls, n in result.counts_per_class.items())
     print(f"ingested {sum(result.counts_per_class.values()):,} images from {result.source}"
-          f"{f' ({result.root})' if result.root else ''} into {_shown(result.out_dir, root)} "
+          f"{f' ({result.root})' if result.root else ''} into {shown(result.out_dir, root)} "
           f"in {seconds:.1f} s: {per_class}")
     if result.ignored:
         print(f"left out {result.ignored:,} images outside {result.root or 'the class folders'}")
@@ -646,7 +639,6 @@ def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | N
         result.dvc_file = dvc_track(root, out_dir, dvc_file)
         # Runs and model versions name the data they saw from this record (lineage.py).
         record_origin(result.dvc_file, origin)
-        print(f"{_shown(result.dvc_file, root)} versions {_shown(out_dir, root)}; commit it with "
-              f"`git add {_shown(result.dvc_file, root)} {_shown(out_dir.parent / '.gitignore', root)}`")
+        print(f"{shown(result.dvc_file, root)} versions {shown(out_dir, root)}; commit it with "
+              f"`git add {shown(result.dvc_file, root)} {shown(out_dir.parent / '.gitignore', root)}`")
     return result
-

@@ -36,7 +36,7 @@ from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
 from leukemia_cnn.data.lineage import record_origin
 from leukemia_cnn.errors import ConfigError
-from leukemia_cnn.fileio import check_output, mark_output, swap_folder
+from leukemia_cnn.fileio import check_output, mark_output, shown, swap_folder
 
 # The marker of a raw image tree `data synth` or `data get` wrote (outside paths.raw_dir).
 RAW_OUTPUT = "data"
@@ -538,7 +538,7 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
     sizes = class_sizes(synth_cfg["class_counts"], classes, scale)
     out_dir = check_raw_output(out_dir, root, raw_dir, label=output)
     if if_empty and _holds_images(out_dir):
-        print(f"{_shown(out_dir, root)} already holds images; left untouched (--if-empty)")
+        print(f"{shown(out_dir, root)} already holds images; left untouched (--if-empty)")
         return
 
     if dvc_add:  # fail before the work, not after it
@@ -560,14 +560,14 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
     seconds = time.perf_counter() - started
     per_class = ", ".join(f"{name} {count}" for name, count in sizes.items())
     print(f"wrote {sum(sizes.values()):,} synthetic images (seed {seed}, scale {scale}) to "
-          f"{_shown(out_dir, root)} in {seconds:.1f} s: {per_class}")
+          f"{shown(out_dir, root)} in {seconds:.1f} s: {per_class}")
 
     if dvc_add:
         dvc_file = root / "data.dvc" if out_dir.resolve() == raw_dir.resolve() else None
         tracked = versioning.dvc_track(root, out_dir, dvc_file)
         record_origin(tracked, None)  # the built-in set: forget a recorded `data get` source
-        print(f"{_shown(tracked, root)} versions {_shown(out_dir, root)}; commit it with "
-              f"`git add {_shown(tracked, root)} {_shown(out_dir.parent / '.gitignore', root)}`")
+        print(f"{shown(tracked, root)} versions {shown(out_dir, root)}; commit it with "
+              f"`git add {shown(tracked, root)} {shown(out_dir.parent / '.gitignore', root)}`")
 
 
 def check_raw_output(out_dir: Path, root: Path, raw_dir: Path, inputs: Sequence[Path] = (),
@@ -579,11 +579,4 @@ def check_raw_output(out_dir: Path, root: Path, raw_dir: Path, inputs: Sequence[
                         default=raw_dir, inputs=inputs, label=label,
                         instead=f"Pass --output with a new folder or one an earlier "
                                 f"`leukemia-cnn data` run wrote, or leave it out to write "
-                                f"{_shown(raw_dir, root)}")
-
-
-def _shown(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)
+                                f"{shown(raw_dir, root)}")

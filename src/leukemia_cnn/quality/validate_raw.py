@@ -32,7 +32,7 @@ from tqdm import tqdm
 from leukemia_cnn.config import check_section
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS, open_image, perceptual_hash
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.fileio import OUTPUT_MARKER, atomic_write
+from leukemia_cnn.fileio import OUTPUT_MARKER, atomic_write, shown
 from leukemia_cnn.quality.suites import (
     MAX_LISTED,
     ExpectationOutcome,
@@ -451,7 +451,7 @@ def _offender_lines(outcome: ExpectationOutcome, errors: Mapping[str, str],
 
     ``names`` maps manifest paths to the names to show (e.g. where ingestion read them).
     """
-    def shown(path: str) -> str:
+    def display(path: str) -> str:
         return (names or {}).get(path, path)
 
     if outcome.kind == "class_share":
@@ -474,15 +474,15 @@ def _offender_lines(outcome: ExpectationOutcome, errors: Mapping[str, str],
             reason = (f"folder {value}/ is not a configured class" if value
                       else "not inside a class folder")
         elif outcome.kind == "duplicate":
-            reason = f"same content (sha256) as {shown(value)}"
+            reason = f"same content (sha256) as {display(value)}"
         elif outcome.kind == "label_conflict":
-            others = ", ".join(shown(other) for other in str(value).split(", "))
+            others = ", ".join(display(other) for other in str(value).split(", "))
             reason = f"same content (sha256) as {others} in another class"
         elif outcome.column in ("decodable", "size_bytes"):
             reason = errors.get(path) or f"{outcome.column}={value}"
         else:
             reason = f"{outcome.column}={value}"
-        lines.append(f"{shown(path)}: {reason}")
+        lines.append(f"{display(path)}: {reason}")
     return lines
 
 
@@ -548,13 +548,6 @@ def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: s
     return "\n".join(lines)
 
 
-def _shown(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
     """The DVC stage: manifest ``paths.raw_dir``, validate it, write reports and the manifest.
 
@@ -572,22 +565,22 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
 
     if not raw_dir.is_dir():
         problem = "is not a folder" if raw_dir.exists() else "does not exist"
-        raise DataError(f"raw image folder {_shown(raw_dir, root)} {problem} (paths.raw_dir); {hint}")
+        raise DataError(f"raw image folder {shown(raw_dir, root)} {problem} (paths.raw_dir); {hint}")
     manifest = build_manifest(raw_dir, classes)
     skipped = manifest.attrs["skipped"]
     if manifest.empty:
         found = "".join(f"\n  {item.path}: {item.reason}" for item in skipped[:MAX_LISTED])
-        raise DataError(f"no image files under {_shown(raw_dir, root)} (paths.raw_dir); {hint}"
+        raise DataError(f"no image files under {shown(raw_dir, root)} (paths.raw_dir); {hint}"
                         + (f"\nskipped files:{found}" if found else ""))
 
     result = validate(manifest, classes, rules)
     json_path, md_path = reports_dir / REPORT_JSON, reports_dir / REPORT_MD
     write_report(result, manifest, skipped, json_path, md_path, classes)
     if not result.success:
-        raise DataError(failure_message(result, manifest, _shown(raw_dir, root),
-                                        _shown(md_path, root)))
+        raise DataError(failure_message(result, manifest, shown(raw_dir, root),
+                                        shown(md_path, root)))
     atomic_write(manifest_path, lambda tmp: manifest.to_csv(tmp, index=False))
     return {"success": True, "n_images": int(len(manifest)), "n_skipped": len(skipped),
             "counts_per_class": counts_per_class(manifest, classes),
             "warnings": [f"{outcome.description}: {_found(outcome)}" for outcome in result.warnings],
-            "manifest": _shown(manifest_path, root)}
+            "manifest": shown(manifest_path, root)}
