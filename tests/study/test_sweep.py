@@ -181,3 +181,14 @@ def test_conv_layer_study_through_submitits_local_executor(tmp_path, monkeypatch
     assert set(runs["tags.sweep_id"]) == {"layers"}
     submitit_logs = list((root / "multirun" / "layers" / ".submitit").rglob("*_log.out"))
     assert len(submitit_logs) == 2
+
+
+def test_the_sweep_child_hides_tensorflow_info_lines_unless_verbose(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("LEUKEMIA_CNN_VERBOSE", raising=False)
+    assert sweep.child_environment()["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user's own level is kept
+    assert sweep.child_environment()["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    monkeypatch.setenv("LEUKEMIA_CNN_VERBOSE", "1")  # --verbose: TensorFlow's lines reach the user
+    assert "TF_CPP_MIN_LOG_LEVEL" not in sweep.child_environment()

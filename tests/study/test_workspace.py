@@ -28,6 +28,15 @@ def test_plan_runs_the_table1_and_conv_rows_over_five_seeds_on_the_whole_split(t
     assert commands[-1] == ["leukemia-cnn", "report", "--sweep-id", "real", "--name", "real"]
 
 
+@pytest.mark.parametrize("cores, jobs, threads", [(2, 2, 1), (2, 1, 2), (8, 2, 4), (1, 2, 1)])
+def test_the_cores_are_shared_between_the_jobs(tmp_path, monkeypatch, cores, jobs, threads):
+    # one job alone uses every core; two jobs on two cores take one each
+    monkeypatch.setattr(study.os, "cpu_count", lambda: cores)
+    sweep = next(c for c in study.plan(tmp_path, tmp_path / "images", "real", jobs=jobs)
+                 if c[:2] == ["leukemia-cnn", "sweep"])
+    assert f"sweep.tf_threads={threads}" in sweep and f"hydra.launcher.n_jobs={jobs}" in sweep
+
+
 def test_a_bad_name_source_or_existing_workspace_is_refused(tmp_path):
     with pytest.raises(LeukemiaCNNError, match="not a file stem"):
         study.workspace_path(tmp_path, "../real")

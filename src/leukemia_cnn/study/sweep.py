@@ -279,6 +279,18 @@ def format_statuses(statuses: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def child_environment() -> dict[str, str]:
+    """The environment of the sweep's child process: this one's, with TensorFlow's C++ info
+    lines off (``TF_CPP_MIN_LOG_LEVEL=2``) unless the user set that level or asked for every
+    library message (``leukemia-cnn --verbose`` / ``LEUKEMIA_CNN_VERBOSE=1``)."""
+    from leukemia_cnn.console import verbose_requested
+
+    env = dict(os.environ)
+    if not verbose_requested():
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     """``leukemia-cnn sweep``: run the Hydra app in a child process; return its exit status.
 
@@ -301,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = child_environment()
     child = subprocess.Popen([sys.executable, "-m", "leukemia_cnn.study.sweep", *argv],
                              cwd=find_repo_root(), env=env)
 
