@@ -342,12 +342,14 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
             part = part[part["path"].isin({str(p) for p in train_paths})]
         part = part[["path", "class", "label", "sha256"]].reset_index(drop=True)
         # MLflow warns that a file URI matches two equal source types and that integer
-        # columns cannot hold missing values: nothing a user can act on.
+        # columns cannot hold missing values (when it logs the dataset): nothing a user can
+        # act on.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(
                 part, source=lineage.uri or None, targets="label",
                 name=f"{safe_name(lineage.name)}-{split}",
                 digest=lineage.version.removesuffix(".dir")[:36])
-        mlflow.log_input(dataset, context=context,
-                         tags={"rows_digest": rows_digest(part), "n_images": str(len(part))})
+            # (the schema is inferred when the dataset is logged: its warning comes here)
+            mlflow.log_input(dataset, context=context,
+                             tags={"rows_digest": rows_digest(part), "n_images": str(len(part))})
