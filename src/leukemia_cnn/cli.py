@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file stem of the report: writes reports/NAME.md, NAME.html and "
                              "NAME_files/ (default: report.name, i.e. table1), so a second "
                              "study does not overwrite the first")
+    report.add_argument("--no-sample-images", action="store_true",
+                        help="leave out Fig. 2 (test images of the data with their "
+                             "predictions): a report to publish where the images may not be "
+                             "shared (report.sample_images=false)")
 
     study = sub.add_parser(
         "study", help="the paper's study on a Kaggle-layout folder, in its own workspace "
@@ -207,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seeds", default="1,2,3,4,5", help="default: %(default)s")
     study.add_argument("--jobs", type=int, default=2,
                        help="parallel training jobs (default: %(default)s)")
+    study.add_argument("--no-sample-images", action="store_true",
+                       help="a report without Fig. 2 (images of the source with their "
+                            "predictions), e.g. for images you may not publish")
     study.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     study.add_argument("overrides", nargs="*",
                        help="extra Hydra overrides for every job, e.g. train.epochs=1")
@@ -285,7 +292,8 @@ def _run(args: argparse.Namespace) -> int:
                        else study.STUDY_EXPERIMENTS)
         seeds = [int(seed) for seed in args.seeds.split(",")]
         study.main(root, args.source, args.name, experiments, seeds, args.jobs,
-                   tuple(args.overrides), dry_run=args.dry_run)
+                   tuple(args.overrides), dry_run=args.dry_run,
+                   sample_images=not args.no_sample_images)
         return 0
     if Path(args.params).is_dir():
         raise ConfigError(f"--params {args.params} is a folder; pass the composed config file "
@@ -330,6 +338,8 @@ def _run(args: argparse.Namespace) -> int:
             cfg.report.sweep_ids = list(args.sweep_id)
         if args.name is not None:
             cfg.report.name = args.name
+        if args.no_sample_images:
+            cfg.report.sample_images = False
         report.run(cfg, root)
         return 0
     if args.command == "predict":

@@ -383,6 +383,7 @@ class ReportConfig:
                              "letter or digit (e.g. `leukemia-cnn report --name spread`)"))
     confidence: float = setting(0.95, gt=0, lt=1, late=True,
                              allowed="a number strictly between 0 and 1, e.g. 0.95")
+    sample_images: bool = setting(True, late=True)
 
 
 @dataclass

@@ -160,6 +160,32 @@ def test_report_table_claims_and_figures_from_mlflow(study):
     assert "<table" in html and "table1_e15_b64_cce" in html and "fig3_curves_improved" in html
 
 
+def test_report_without_sample_images_has_no_image_of_the_data(study, monkeypatch, capsys):
+    """`report --no-sample-images`: Fig. 3 curves only, no Fig. 2 (images of the data)."""
+    from omegaconf import OmegaConf
+
+    from leukemia_cnn import cli
+
+    cfg, root = study
+    (root / "conf").mkdir()
+    (root / "conf" / "config.yaml").write_text("seed: 42\n")  # marks the project root
+    OmegaConf.save(cfg, root / "params.yaml")
+    monkeypatch.chdir(root)
+    assert cli.main(["report", "--no-sample-images", "--name", "public"]) == 0
+    files = sorted(p.name for p in (root / "reports" / "public_files").iterdir())
+    assert not [f for f in files if f.startswith("fig2")], files
+    assert any(f.startswith("fig3_curves_improved") for f in files)
+    text = (root / "reports" / "public.md").read_text()
+    assert "Fig. 2" not in text and "Fig. 3" in text
+    html = (root / "reports" / "public.html").read_text()
+    assert "fig2_samples" not in html and "fig3_curves_improved" in html
+    # the knob itself, as params.yaml or `dvc exp run -S` sets it
+    cfg.report.sample_images = False
+    cfg.report.name = "public2"
+    text = report.build(cfg, root)["markdown"].read_text()
+    assert "Fig. 2" not in text and "Fig. 3" in text
+
+
 def test_report_restricted_to_one_sweep(study):
     cfg, root = study
     cfg.report.sweep_ids = ["S2"]

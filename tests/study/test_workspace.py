@@ -37,6 +37,12 @@ def test_the_cores_are_shared_between_the_jobs(tmp_path, monkeypatch, cores, job
     assert f"sweep.tf_threads={threads}" in sweep and f"hydra.launcher.n_jobs={jobs}" in sweep
 
 
+def test_plan_passes_no_sample_images_to_the_report(tmp_path):
+    commands = study.plan(tmp_path, tmp_path / "images", "real", sample_images=False)
+    assert commands[-1] == ["leukemia-cnn", "report", "--sweep-id", "real", "--name", "real",
+                            "--no-sample-images"]
+
+
 def test_a_bad_name_source_or_existing_workspace_is_refused(tmp_path):
     with pytest.raises(LeukemiaCNNError, match="not a file stem"):
         study.workspace_path(tmp_path, "../real")

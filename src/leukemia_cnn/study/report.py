@@ -472,10 +472,25 @@ def history_frame(run_id: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def figures(runs: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[dict]:
-    """Fig. 3 (curves) and Fig. 2 (sample predictions) of the best configuration's best run,
-    and of the best paper-faithful configuration when that is another one."""
+def _sample_figure(run_id: str, target: Path) -> Path | None:
+    """The run's ``evaluation/sample_predictions.png`` copied to ``target``; None without it."""
     import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="evaluation/sample_predictions.png", dst_path=tmp)
+        except Exception:  # noqa: BLE001 - a run without the artifact still gets Fig. 3
+            return None
+        shutil.copyfile(local, target)
+    return target
+
+
+def figures(runs: pd.DataFrame, table: pd.DataFrame, out_dir: Path,
+            sample_images: bool = True) -> list[dict]:
+    """Fig. 3 (curves) and Fig. 2 (sample predictions) of the best configuration's best run,
+    and of the best paper-faithful configuration when that is another one; no Fig. 2 when
+    ``sample_images`` is false (``report.sample_images``: it shows images of the data)."""
 
     from leukemia_cnn.modeling.train import plot_curves
 
@@ -489,16 +504,8 @@ def figures(runs: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[dict
         stem = f"{config['experiment']}_{config['config_id'][:6]}"
         curves = plot_curves(history_frame(run["run_id"]), out_dir / f"fig3_curves_{stem}.png",
                              f"{config['label']} (seed {run['seed']}, run {run['run_id'][:8]})")
-        samples = None
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = mlflow.artifacts.download_artifacts(
-                    run_id=run["run_id"], artifact_path="evaluation/sample_predictions.png",
-                    dst_path=tmp)
-                samples = out_dir / f"fig2_samples_{stem}.png"
-                shutil.copyfile(local, samples)
-            except Exception:  # noqa: BLE001 - a run without the artifact still gets Fig. 3
-                samples = None
+        samples = (_sample_figure(run["run_id"], out_dir / f"fig2_samples_{stem}.png")
+                   if sample_images else None)
         made.append({"scope": scope, "config": config, "run": run, "curves": curves,
                      "samples": samples})
     return made
@@ -577,7 +584,7 @@ def _build(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence:
            html_path: Path, token: str) -> dict:
     claims = claim_statements(runs, table, CLAIMS, alpha)
     project_claims = claim_statements(runs, table, PROJECT_CLAIMS, alpha)
-    made = figures(runs, table, staging)
+    made = figures(runs, table, staging, bool(cfg.report.get("sample_images", True)))
     for fig in made:  # where they will be once swapped in
         fig["curves"] = assets / fig["curves"].name
         if fig["samples"] is not None:

@@ -12,7 +12,8 @@ variable ``MLFLOW_TRACKING_URI`` still overrides it). In it the study runs:
 3. ``leukemia-cnn sweep -m experiment=<rows> seed=<seeds> train.train_fraction=1.0``: the
    paper's four Table 1 rows and the conv-layer rows (2, 3, 4 layers) over seeds 1-5,
 4. ``leukemia-cnn report``, copied to ``docs/results/<name>.md`` (with ``.html`` and the
-   figures) in the project.
+   figures) in the project; ``--no-sample-images`` leaves out Fig. 2 (images of the source
+   with their predictions), for images that may not be published.
 
 The project's ``data/``, ``data.dvc``, ``params.yaml``, ``mlflow.db`` and reports are never
 written. ``--dry-run`` prints the plan.
@@ -49,7 +50,8 @@ def workspace_path(root: Path, name: str) -> Path:
 
 
 def plan(root: Path, source: Path, name: str, experiments=STUDY_EXPERIMENTS, seeds=STUDY_SEEDS,
-         jobs: int = 2, overrides: tuple[str, ...] = ()) -> list[list[str]]:
+         jobs: int = 2, overrides: tuple[str, ...] = (),
+         sample_images: bool = True) -> list[list[str]]:
     """The commands the study runs in its workspace, in order (each a list of arguments)."""
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     return [
@@ -60,7 +62,8 @@ def plan(root: Path, source: Path, name: str, experiments=STUDY_EXPERIMENTS, see
          f"seed={','.join(str(s) for s in seeds)}", "train.train_fraction=1.0",
          f"sweep.id={name}", f"sweep.tf_threads={threads}", "sweep.register=false",
          f"hydra.launcher.n_jobs={jobs}", *overrides],
-        ["leukemia-cnn", "report", "--sweep-id", name, "--name", name],
+        ["leukemia-cnn", "report", "--sweep-id", name, "--name", name,
+         *([] if sample_images else ["--no-sample-images"])],
     ]
 
 
@@ -111,14 +114,15 @@ def publish(root: Path, workspace: Path, name: str, source: Path) -> Path:
 
 
 def main(root: Path, source: str, name: str, experiments=STUDY_EXPERIMENTS, seeds=STUDY_SEEDS,
-         jobs: int = 2, overrides: tuple[str, ...] = (), dry_run: bool = False) -> Path | None:
+         jobs: int = 2, overrides: tuple[str, ...] = (), dry_run: bool = False,
+         sample_images: bool = True) -> Path | None:
     """Make the workspace, run the study in it and publish its report; see the module doc."""
     source_path = Path(source).expanduser()
     if not source_path.exists():
         raise LeukemiaCNNError(f"study --source {source}: no such file or folder; give a "
                                "Kaggle-layout folder (<Class>/*.jpg) or the Kaggle zip")
     workspace = workspace_path(root, name)
-    commands = plan(root, source_path, name, experiments, seeds, jobs, overrides)
+    commands = plan(root, source_path, name, experiments, seeds, jobs, overrides, sample_images)
     print(f"study: workspace {workspace} (own data/, params.yaml and MLflow store "
           f"{workspace / 'mlflow.db'}); report -> {Path(root) / RESULTS / (name + '.md')}")
     if dry_run:
