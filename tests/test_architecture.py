@@ -96,14 +96,17 @@ def closure(name: str) -> set[str]:
 
 
 STAGE_MODULES = {name.replace("-", "_"): module for name, (module, _) in STAGES.items()}
+# What each dvc.yaml stage runs: the first stage, `leukemia-cnn check-config`, runs
+# config.write_config_check (a top-level module, not a stage module of its name).
+STAGE_CODE = {**STAGE_MODULES, "check_config": "leukemia_cnn.config"}
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_MODULES))
+@pytest.mark.parametrize("stage", sorted(STAGE_CODE))
 def test_stage_deps_cover_the_code_it_runs(stage):
     stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     deps = [REPO_ROOT / dep for dep in stages[stage]["deps"] if isinstance(dep, str)]
     uncovered = []
-    for name in sorted(closure(STAGE_MODULES[stage])):
+    for name in sorted(closure(STAGE_CODE[stage])):
         path = module_file(name)
         if not any(path == dep or dep in path.parents for dep in deps):
             uncovered.append(str(path.relative_to(REPO_ROOT)))
