@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run data repro study study-spread test test-slow lint summary ui clean-outputs bench bench-recipe
+.PHONY: help install run data repro study study-spread test test-slow lint summary ui clean-outputs bench bench-recipe bench-precision
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ RECIPE ?= fast
 bench-recipe: install  ## one fit of RECIPE vs the paper's e15/b64 row, times and ratio
 	$(BIN)/python benchmarks/bench_recipe.py --recipe $(RECIPE) \
 	  $(if $(DATA_PROJECT),--data-project $(DATA_PROJECT),) $(BENCH_ARGS)
+
+bench-precision: install  ## train.mixed_precision: bfloat16 vs float32 fit and predict, and what auto picks
+	$(BIN)/python benchmarks/bench_precision.py $(BENCH_ARGS)
 
 summary: install  ## print the metrics of the last run and where to look next
 	$(BIN)/leukemia-cnn summary

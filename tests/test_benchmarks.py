@@ -61,3 +61,21 @@ def test_recipe_benchmark_times_both_runs_and_prints_the_ratio(tmp_path, make_cf
     assert "epochs on 96 images" in out
     assert "TARGET fast / paper e15/b64 training wall time:" in out
     assert "TARGET fast training wall time:" in out
+
+
+def test_precision_benchmark_times_both_precisions_and_says_what_auto_picks():
+    """bench_precision: float32 and bfloat16 trials in fresh processes, the ratio, and a
+    verdict only where `auto` picks bfloat16."""
+    from leukemia_cnn.modeling.model import resolve_mixed_precision
+
+    command = [sys.executable, str(BENCHMARKS / "bench_precision.py"), "--images", "64",
+               "--epochs", "1", "--repeats", "1", "--configs", "paper"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "paper  off      :" in out and "paper  bfloat16 :" in out
+    assert "compute dtype float32" in out and "compute dtype bfloat16" in out
+    assert "paper (table1_e15_b64_cce), median of 1: epoch" in out and "(ratio " in out
+    auto = resolve_mixed_precision("auto")
+    assert f"train.mixed_precision=auto -> {auto}" in out
+    assert ("TARGET paper: bfloat16 / float32 training time" in out) == (auto == "bfloat16")
