@@ -198,16 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
         "study", help="the paper's study on a Kaggle-layout folder, in its own workspace "
                       "studies/NAME -> docs/results/NAME.md",
         description="Copy the project to studies/NAME (own data/, params.yaml, MLflow store), "
-                    "ingest --source there, run the Table 1 and conv-layer rows over seeds on "
-                    "the whole train split and write docs/results/NAME.md. The project's own "
-                    "data and state are not touched.")
+                    "ingest --source there, run the Table 1 and conv-layer rows and the fast "
+                    "recipe over seeds on the whole train split and write "
+                    "docs/results/NAME.md. The project's own data and state are not touched.")
     study.add_argument("--source", required=True,
                        help="Kaggle-layout folder (<Class>/*.jpg) or the Kaggle zip")
     study.add_argument("--name", default="real", help="workspace and report name "
                        "(default: %(default)s)")
     study.add_argument("--experiments", default=None, metavar="A,B,...",
-                       help="conf/experiment rows (default: the four Table 1 rows and conv2, "
-                            "conv3, conv4)")
+                       help="conf/experiment rows (default: the four Table 1 rows, conv2, "
+                            "conv3, conv4 and fast)")
     study.add_argument("--seeds", default="1,2,3,4,5", help="default: %(default)s")
     study.add_argument("--jobs", type=int, default=2,
                        help="parallel training jobs (default: %(default)s)")

@@ -20,7 +20,7 @@ def test_plan_runs_the_table1_and_conv_rows_over_five_seeds_on_the_whole_split(t
     commands = study.plan(tmp_path, tmp_path / "images", "real", jobs=2)
     sweep = next(c for c in commands if c[:2] == ["leukemia-cnn", "sweep"])
     assert ("experiment=table1_e15_b64_cce,table1_e15_b64_bce,table1_e15_b32_cce,"
-            "table1_e10_b32_cce,conv2,conv3,conv4") in sweep
+            "table1_e10_b32_cce,conv2,conv3,conv4,fast") in sweep
     assert "seed=1,2,3,4,5" in sweep and "train.train_fraction=1.0" in sweep
     assert "sweep.id=real" in sweep and "hydra.launcher.n_jobs=2" in sweep
     assert ["leukemia-cnn", "data", "get", "--source", str((tmp_path / "images").resolve())] \
@@ -87,12 +87,16 @@ def test_study_of_a_folder_writes_docs_results_and_leaves_the_project_untouched(
     # their loss stay two configurations.
     sh("leukemia-cnn", "study", "--source", str(images), "--name", "tiny",
        "--experiments", "table1_e15_b64_cce,table1_e15_b64_bce", "--seeds", "1,2", "--jobs", "1",
-       "train.epochs=1", cwd=repo)
+       "--no-sample-images", "train.epochs=1", cwd=repo)
     report = (repo / "docs" / "results" / "tiny.md").read_text()
     assert f"Images: `{images.resolve()}`" in report
     assert "| table1_e15_b64_cce |" in report and "| table1_e15_b64_bce |" in report, report
     assert "Data: source `folder`" in report  # lineage: images from `data get --source DIR`
     assert (repo / "docs" / "results" / "tiny.html").is_file()
+    # --no-sample-images: curves only, no image of the source in the project
+    published = sorted(p.name for p in (repo / "docs" / "results" / "tiny_files").iterdir())
+    assert any(n.startswith("fig3_") for n in published)
+    assert not any(n.startswith("fig2_") for n in published) and "Fig. 2" not in report
     # The workspace has its own store with the 4 runs; the project's state is as it was.
     assert (repo / "studies" / "tiny" / "mlflow.db").is_file()
     assert {name: _digest(repo / name) for name in watched} == before
