@@ -180,3 +180,23 @@ def test_fit_with_dihedral_augmentation_and_the_recipe_knobs_learns(make_cfg):
     model, history, _ = fit(cfg, x, y, x, y)
     assert len(history) == 3 and np.isfinite(history["loss"]).all()
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+
+
+def test_auto_precision_is_logged_as_what_it_resolved_to(make_cfg, monkeypatch):
+    """Runs of one recipe group by what they computed in: `auto` on a CPU with bfloat16 units
+    is logged (and identified) as bfloat16; elsewhere as off, the paper's float32."""
+    from leukemia_cnn.modeling import model, train
+    from leukemia_cnn.tracking.store import config_id
+
+    x, y = np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 2, 3])
+    ids = {}
+    for setting in ("auto", "bfloat16", "off"):
+        for has_units in (True, False):
+            monkeypatch.setattr(model, "cpu_has_bfloat16", lambda cpuinfo=None, v=has_units: v)
+            params = train.training_params(make_cfg(f"train.mixed_precision={setting}"), x, y, y)
+            ids[setting, has_units] = config_id(params)
+            expected = ({True: "bfloat16", False: "off"}[has_units] if setting == "auto"
+                        else setting)
+            assert params["train.mixed_precision"] == expected
+    assert ids["auto", True] == ids["bfloat16", True] != ids["off", True]
+    assert ids["auto", False] == ids["off", False]

@@ -22,7 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from leukemia_cnn.config import flatten, is_paper_faithful, knob
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.errors import ConfigError
-from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
+from leukemia_cnn.modeling.model import (
+    build_from_config,
+    displayed_accuracy_metric,
+    resolve_mixed_precision,
+    set_seeds,
+)
 from leukemia_cnn.tracking.store import (
     config_id,
     log_datasets,
@@ -262,8 +267,15 @@ def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
 
 def training_params(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray,
                     y_val: np.ndarray) -> dict[str, str]:
-    """The run's params: the flattened resolved config (minus paths) and the data sizes."""
+    """The run's params: the flattened resolved config (minus paths) and the data sizes.
+
+    ``train.mixed_precision: auto`` is logged as what it resolved to on this machine (``off``
+    or ``bfloat16``): the run's numbers depend on it, and runs that computed alike then share a
+    configuration id (the setting itself stays in the logged ``config.yaml``).
+    """
     params = {k: str(v)[:6000] for k, v in flatten(cfg).items() if not k.startswith("paths.")}
+    if params.get("train.mixed_precision") == "auto":
+        params["train.mixed_precision"] = resolve_mixed_precision("auto")
     params.update({"data.n_train": str(len(y_train)), "data.n_val": str(len(y_val)),
                    "data.input_shape": "x".join(map(str, x_train.shape[1:]))})
     return params
