@@ -134,6 +134,43 @@ def test_data_and_feature_code_never_import_tensorflow(path):
     assert not imported & {"tensorflow", "keras"}, module_name(path)
 
 
+# Only these packages talk to MLflow; the others log through tracking.runs.
+MLFLOW_PACKAGES = {"tracking", "registry"}
+# Known exceptions, each with its reason; a new one needs a reason here.
+MLFLOW_EXCEPTIONS = {
+    "leukemia_cnn.modeling.pyfunc":
+        "the logged model's class subclasses mlflow.pyfunc.PythonModel, and every logged "
+        "model pickles it by reference as leukemia_cnn.modeling.pyfunc.LeukemiaCNNModel: moved "
+        "to registry/, the models already in a store (the champion) no longer load, and "
+        "train (modeling) could not log it without importing registry",
+}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The top-level package of every import in ``path``, at any depth of its code."""
+    tree = ast.parse(path.read_text())
+    found = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    return found | {node.module.split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_only_tracking_and_registry_import_mlflow(path):
+    name = module_name(path)
+    if group(name) in MLFLOW_PACKAGES or name in MLFLOW_EXCEPTIONS:
+        return
+    assert "mlflow" not in top_level_imports(path), (
+        f"{name} imports mlflow; log through leukemia_cnn.tracking.runs (add the function "
+        "you need there) or give the exception and its reason in MLFLOW_EXCEPTIONS")
+
+
+@pytest.mark.parametrize("name", sorted(MLFLOW_EXCEPTIONS))
+def test_every_mlflow_exception_still_imports_mlflow(name):
+    assert "mlflow" in top_level_imports(module_file(name)), (
+        f"{name} no longer imports mlflow: remove it from MLFLOW_EXCEPTIONS")
+
+
 def test_no_test_file_imports_another_or_conftest():
     offenders = []
     for path in sorted((REPO_ROOT / "tests").rglob("test_*.py")):

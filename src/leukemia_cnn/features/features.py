@@ -323,36 +323,30 @@ def log_baseline(cfg: DictConfig, root: Path, metrics: dict, counts: dict, pca: 
     explained-variance plot and the model ``PCA -> StandardScaler -> LogisticRegression``
     that takes HOG vectors.
     """
-    import mlflow
-    import mlflow.sklearn
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import infer_signature
+    from leukemia_cnn.tracking.runs import (
+        log_artifact,
+        log_metrics,
+        log_params,
+        log_sklearn_model,
+        start_run,
+        store_errors,
+    )
+    from leukemia_cnn.tracking.store import run_tags, setup_mlflow
 
-    from leukemia_cnn.tracking.store import run_tags, setup_mlflow, tracking_uri
-
-    try:
+    with store_errors(cfg, root, "log the baseline"):
         setup_mlflow(cfg, root)
         tags = run_tags(cfg, root, model_family="baseline")
-        with mlflow.start_run(run_name=RUN_NAME, tags=tags) as run:
-            mlflow.log_params({**flatten(cfg.features, prefix="features."),
-                               **{f"data.n_{name}": n for name, n in counts.items()}})
-            mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-            mlflow.log_artifact(str(report_path))
+        with start_run(run_name=RUN_NAME, tags=tags) as run:
+            log_params({**flatten(cfg.features, prefix="features."),
+                        **{f"data.n_{name}": n for name, n in counts.items()}})
+            log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+            log_artifact(report_path)
             with tempfile.TemporaryDirectory() as tmp:
                 figure_path = Path(tmp) / "pca_explained_variance.png"
                 _variance_figure(pca, figure_path)
-                mlflow.log_artifact(str(figure_path))
-            full = Pipeline([("pca", pca), *model.steps])
-            sample = train_hog[:5]
-            mlflow.sklearn.log_model(
-                full, name="model",
-                signature=infer_signature(sample, full.predict(sample)),
-                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
+                log_artifact(figure_path)
+            log_sklearn_model(Pipeline([("pca", pca), *model.steps]), train_hog[:5], name="model")
             return run.info.run_id
-    except MlflowException as exc:
-        raise ConfigError(f"could not log the baseline to MLflow at {tracking_uri(cfg, root)}: "
-                          f"{exc}; check MLFLOW_TRACKING_URI or config key `mlflow.tracking_uri`"
-                          ) from exc
 
 
 def run(cfg: DictConfig, root: Path) -> dict:

@@ -26,6 +26,14 @@ from leukemia_cnn.modeling.calibration import (
     negative_log_likelihood,
     reliability_bins,
 )
+from leukemia_cnn.tracking.runs import (
+    log_artifact,
+    log_artifacts,
+    log_metrics,
+    set_tag,
+    set_tags,
+    start_run,
+)
 from leukemia_cnn.tracking.store import process_tags, setup_mlflow
 
 # First in metrics.json, so that `dvc exp show` and `dvc metrics show` open on them.
@@ -364,15 +372,13 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
 
 def log_evaluation(metrics: dict[str, float], collapsed: bool, reports_dir: Path) -> None:
     """Log the metrics, the ``collapsed`` tag and the evaluation files to the active run."""
-    import mlflow
-
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-    mlflow.set_tag("collapsed", str(collapsed).lower())
-    mlflow.log_artifacts(str(reports_dir / "figures"), artifact_path="evaluation")
-    mlflow.log_artifact(str(reports_dir / "classification_report.txt"), "evaluation")
-    mlflow.log_artifact(str(reports_dir / "metrics.json"), "evaluation")
+    log_metrics({k: float(v) for k, v in metrics.items()})
+    set_tag("collapsed", str(collapsed).lower())
+    log_artifacts(reports_dir / "figures", artifact_path="evaluation")
+    log_artifact(reports_dir / "classification_report.txt", "evaluation")
+    log_artifact(reports_dir / "metrics.json", "evaluation")
     if (reports_dir / "reliability").is_dir():
-        mlflow.log_artifacts(str(reports_dir / "reliability"), artifact_path="evaluation/reliability")
+        log_artifacts(reports_dir / "reliability", artifact_path="evaluation/reliability")
 
 
 def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
@@ -404,7 +410,6 @@ SUMMARY_KEYS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro"
 def run(cfg: DictConfig, root: Path) -> dict:
     """DVC stage ``evaluate``."""
     import keras
-    import mlflow
 
     model_dir = root / cfg.paths.model_dir
     reports_dir = root / cfg.paths.reports_dir
@@ -422,8 +427,8 @@ def run(cfg: DictConfig, root: Path) -> dict:
         raw_dir=root / cfg.paths.raw_dir)
 
     setup_mlflow(cfg, root)
-    with mlflow.start_run(run_id=record["run_id"]):
-        mlflow.set_tags(process_tags())  # this process now owns the reopened run
+    with start_run(run_id=record["run_id"]):
+        set_tags(process_tags())  # this process now owns the reopened run
         log_evaluation(metrics, collapsed, reports_dir)
     print_summary(metrics, collapsed, record["run_id"])
     return {k: metrics[k] for k in SUMMARY_KEYS}

@@ -28,6 +28,15 @@ from leukemia_cnn.modeling.model import (
     resolve_mixed_precision,
     set_seeds,
 )
+from leukemia_cnn.tracking.runs import (
+    end_run,
+    log_artifact,
+    log_metrics,
+    log_params,
+    set_tag,
+    set_tags,
+    start_run,
+)
 from leukemia_cnn.tracking.store import (
     config_id,
     log_datasets,
@@ -69,7 +78,6 @@ KERAS_RENAMED = {"accuracy": "keras_accuracy", "val_accuracy": "val_keras_accura
 
 def _epoch_logger():
     import keras
-    import mlflow
 
     class MLflowEpochLogger(keras.callbacks.Callback):
         """Log every epoch's metrics (loss, accuracy, val_*) and the epoch time to MLflow.
@@ -85,7 +93,7 @@ def _epoch_logger():
         def on_epoch_end(self, epoch, logs=None):
             metrics = {KERAS_RENAMED.get(k, k): float(v) for k, v in (logs or {}).items()}
             metrics["epoch_seconds"] = time.perf_counter() - self._start
-            mlflow.log_metrics(metrics, step=epoch + 1)
+            log_metrics(metrics, step=epoch + 1)
 
     return MLflowEpochLogger()
 
@@ -297,8 +305,6 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     model : keras.Model
         The fitted model.
     """
-    import mlflow
-
     from leukemia_cnn.modeling.pyfunc import log_model
 
     label = label or run_name(cfg)
@@ -306,11 +312,11 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
         model, history, seconds = fit(cfg, x_train, y_train, x_val, y_val,
                                       callbacks=[_epoch_logger()])
     except KeyboardInterrupt:
-        mlflow.set_tag("interrupted", "true")
-        mlflow.end_run(status="KILLED")
+        set_tag("interrupted", "true")
+        end_run(status="KILLED")
         raise
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
-    mlflow.set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
+    set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
     keras_path = model_dir / "cnn.keras"
     model.save(keras_path)
     history.to_csv(reports_dir / "train_history.csv", index=False)
@@ -336,13 +342,13 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     metrics.update(calibration_temperature=calibration["temperature"],
                    calibration_fitted_temperature=calibration["fitted_temperature"],
                    calibration_applied=int(calibration["applied"]))
-    mlflow.log_metrics(metrics)
+    log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        mlflow.log_artifact(str(tmp_dir / "config.yaml"))
-        mlflow.log_artifact(str(plot_curves(history, tmp_dir / "curves.png", label)))
-        mlflow.log_artifact(str(reports_dir / "train_history.csv"))
+        log_artifact(tmp_dir / "config.yaml")
+        log_artifact(plot_curves(history, tmp_dir / "curves.png", label))
+        log_artifact(reports_dir / "train_history.csv")
         info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
                          str(cfg.preprocess.color_mode), tmp_dir,
                          temperature=calibration["temperature"])
@@ -375,8 +381,6 @@ def study_tags(cfg: DictConfig) -> dict[str, str]:
 
 def run(cfg: DictConfig, root: Path) -> dict:
     """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
-    import mlflow
-
     pre_dir = root / cfg.paths.preprocessed_dir
     x_train, y_train, train_paths = train_subset(cfg, *load_split(pre_dir, "train"))
     x_val, y_val, _ = load_split(pre_dir, "val")
@@ -394,12 +398,12 @@ def run(cfg: DictConfig, root: Path) -> dict:
     print(f"train: {len(y_train)} train / {len(y_val)} val images, input {x_train.shape[1:]}, "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, loss {cfg.train.loss}")
 
-    with sigterm_as_interrupt(), mlflow.start_run(run_name=name) as active:
+    with sigterm_as_interrupt(), start_run(run_name=name) as active:
         run_id = active.info.run_id
-        mlflow.set_tags(run_tags(cfg, root, stage="train", model_family="cnn",
+        set_tags(run_tags(cfg, root, stage="train", model_family="cnn",
                                  paper_faithful=str(is_paper_faithful(cfg)).lower(),
                                  config_id=config_id(params), **study_tags(cfg)))
-        mlflow.log_params(params)
+        log_params(params)
         if rows is not None:
             log_datasets(lineage, rows, train_paths)
         summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, model_dir,

@@ -203,19 +203,16 @@ def fetch_runs(cfg: DictConfig, root: Path) -> pd.DataFrame:
     LeukemiaCNNError
         If the experiment or its sweep runs are missing from the store.
     """
-    import mlflow
-
+    from leukemia_cnn.tracking.runs import finished_runs, set_tracking_uri
     from leukemia_cnn.tracking.store import tracking_uri
 
     uri = tracking_uri(cfg, root)
-    mlflow.set_tracking_uri(uri)
+    set_tracking_uri(uri)
     name = cfg.mlflow.experiment_name
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
+    runs = finished_runs(name, max_results=50000)
+    if runs is None:
         raise LeukemiaCNNError(f"MLflow experiment '{name}' not found in {uri}; run a sweep "
                                "first: leukemia-cnn sweep -m 'experiment=glob(table1_*)' seed=1,2,3")
-    runs = mlflow.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              max_results=50000)
     wanted = [str(s) for s in cfg.report.get("sweep_ids", []) or []]
     if runs.empty or "tags.sweep_id" not in runs:
         runs = runs.iloc[0:0]
@@ -461,12 +458,9 @@ def best_run(runs: pd.DataFrame, table: pd.DataFrame, faithful_only: bool = Fals
 
 def history_frame(run_id: str) -> pd.DataFrame:
     """The run's per-epoch curves from MLflow's metric history (the paper's Fig. 3 data)."""
-    from mlflow import MlflowClient
+    from leukemia_cnn.tracking.runs import metric_history
 
-    client = MlflowClient()
-    columns = {}
-    for key in CURVE_METRICS:
-        columns[key] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+    columns = {key: metric_history(run_id, key) for key in CURVE_METRICS}
     frame = pd.DataFrame(columns).sort_index()
     frame.insert(0, "epoch", frame.index.astype(int))
     return frame.reset_index(drop=True)
@@ -474,12 +468,11 @@ def history_frame(run_id: str) -> pd.DataFrame:
 
 def _sample_figure(run_id: str, target: Path) -> Path | None:
     """The run's ``evaluation/sample_predictions.png`` copied to ``target``; None without it."""
-    import mlflow
+    from leukemia_cnn.tracking.runs import download_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="evaluation/sample_predictions.png", dst_path=tmp)
+            local = download_artifact(run_id, "evaluation/sample_predictions.png", tmp)
         except Exception:  # noqa: BLE001 - a run without the artifact still gets Fig. 3
             return None
         shutil.copyfile(local, target)

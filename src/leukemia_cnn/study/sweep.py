@@ -138,10 +138,10 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
         times and ``collapsed``.
     """
     import keras
-    import mlflow
 
     from leukemia_cnn.modeling import evaluate, train
     from leukemia_cnn.registry import register
+    from leukemia_cnn.tracking.runs import log_params, set_tags, start_run
     from leukemia_cnn.tracking.store import (
         config_id,
         log_datasets,
@@ -173,10 +173,10 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
                     hydra_job_dir=str(out_dir))
     print(f"sweep: job {label} ({len(y_train)} train / {len(y_val)} val images, "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.train.loss})")
-    with _interrupt_guard(), mlflow.start_run(run_name=label) as active:
+    with _interrupt_guard(), start_run(run_name=label) as active:
         run_id = active.info.run_id
-        mlflow.set_tags(tags)
-        mlflow.log_params(params)
+        set_tags(tags)
+        log_params(params)
         if rows is not None:
             log_datasets(lineage, rows, train_paths)
         summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val,
@@ -235,18 +235,10 @@ def _override_value(argv: list[str], key: str) -> str | None:
 
 def _close_sweep_runs(sweep_id: str) -> int:
     """Mark the RUNNING runs tagged ``sweep_id`` as KILLED; return how many."""
-    import mlflow
+    from leukemia_cnn.tracking.runs import end_running_runs
 
     try:
-        client = mlflow.MlflowClient()
-        closed = 0
-        for experiment in client.search_experiments():
-            for run in client.search_runs([experiment.experiment_id],
-                                          f"tags.sweep_id = '{sweep_id}' and "
-                                          "attributes.status = 'RUNNING'"):
-                client.set_terminated(run.info.run_id, status="KILLED")
-                closed += 1
-        return closed
+        return end_running_runs({"sweep_id": sweep_id}, status="KILLED")
     except Exception as exc:  # noqa: BLE001 - report, never mask the interruption
         print(f"leukemia-cnn sweep: could not close the sweep's runs: {exc}", file=sys.stderr)
         return 0

@@ -1,0 +1,183 @@
+"""Run logging for every stage: the one door from the pipeline to MLflow's fluent API.
+
+Only ``tracking/`` and ``registry/`` import mlflow (tests/test_architecture.py checks it), so
+features, modeling and study log through these functions. Each is a thin wrapper over the
+MLflow call of the same or a similar name and behaves exactly like it: it acts on the active
+run (or the one named), in the store :func:`leukemia_cnn.tracking.store.setup_mlflow` or
+:func:`set_tracking_uri` chose. mlflow is imported on first call, not at import, so commands
+that log nothing start without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from leukemia_cnn.errors import ConfigError
+
+
+def start_run(run_name: str | None = None, run_id: str | None = None,
+              tags: dict[str, str] | None = None):
+    """Start a new run (``run_name``) or reopen one (``run_id``); see ``mlflow.start_run``.
+
+    Returns
+    -------
+    mlflow.ActiveRun
+        A context manager: leaving it ends the run FINISHED, or FAILED on an exception
+        (KILLED on KeyboardInterrupt).
+    """
+    import mlflow
+
+    return mlflow.start_run(run_id=run_id, run_name=run_name, tags=tags)
+
+
+def end_run(status: str = "FINISHED") -> None:
+    """End the active run with ``status`` (FINISHED, FAILED, KILLED); see ``mlflow.end_run``."""
+    import mlflow
+
+    mlflow.end_run(status=status)
+
+
+def log_params(params: dict[str, object]) -> None:
+    """Log a batch of params to the active run; see ``mlflow.log_params``."""
+    import mlflow
+
+    mlflow.log_params(params)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log a batch of metrics (at ``step``, e.g. the epoch) to the active run; see
+    ``mlflow.log_metrics``."""
+    import mlflow
+
+    mlflow.log_metrics(metrics, step=step)
+
+
+def set_tag(key: str, value: object) -> None:
+    """Set one tag on the active run; see ``mlflow.set_tag``."""
+    import mlflow
+
+    mlflow.set_tag(key, value)
+
+
+def set_tags(tags: dict[str, object]) -> None:
+    """Set tags on the active run; see ``mlflow.set_tags``."""
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def log_artifact(local_path: str | Path, artifact_path: str | None = None) -> None:
+    """Copy one file into the active run's artifacts (under ``artifact_path``); see
+    ``mlflow.log_artifact``."""
+    import mlflow
+
+    mlflow.log_artifact(str(local_path), artifact_path)
+
+
+def log_artifacts(local_dir: str | Path, artifact_path: str | None = None) -> None:
+    """Copy a folder's files into the active run's artifacts (under ``artifact_path``); see
+    ``mlflow.log_artifacts``."""
+    import mlflow
+
+    mlflow.log_artifacts(str(local_dir), artifact_path=artifact_path)
+
+
+def log_sklearn_model(model, sample, name: str = "model"):
+    """Log a fitted scikit-learn model to the active run; return its ``ModelInfo``.
+
+    The signature is inferred from ``sample`` and ``model.predict(sample)``; the pip
+    requirements are MLflow's defaults for scikit-learn with skops (no slow inference).
+    See ``mlflow.sklearn.log_model``.
+    """
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    return mlflow.sklearn.log_model(
+        model, name=name, signature=infer_signature(sample, model.predict(sample)),
+        pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
+
+
+@contextlib.contextmanager
+def store_errors(cfg: DictConfig, root: Path, action: str):
+    """Turn an MLflow error inside the block into a :class:`ConfigError` naming the store.
+
+    The message reads ``could not <action> to MLflow at <uri>: <error>; check
+    MLFLOW_TRACKING_URI or config key `mlflow.tracking_uri```.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from leukemia_cnn.tracking.store import tracking_uri
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise ConfigError(f"could not {action} to MLflow at {tracking_uri(cfg, root)}: "
+                          f"{exc}; check MLFLOW_TRACKING_URI or config key `mlflow.tracking_uri`"
+                          ) from exc
+
+
+def set_tracking_uri(uri: str) -> None:
+    """Read and log runs in the store at ``uri`` from now on (this process); see
+    ``mlflow.set_tracking_uri``. Unlike ``setup_mlflow`` it creates no experiment."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+
+
+def finished_runs(experiment_name: str, max_results: int = 50000):
+    """The FINISHED runs of an experiment of the current store, or None when it has no
+    experiment of that name.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        ``mlflow.search_runs``'s frame: one row per run, columns ``run_id``, ``start_time``,
+        ``params.*``, ``metrics.*``, ``tags.*``.
+    """
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    return mlflow.search_runs([experiment.experiment_id],
+                              filter_string="attributes.status = 'FINISHED'",
+                              max_results=max_results)
+
+
+def metric_history(run_id: str, key: str) -> dict[int, float]:
+    """Every logged value of one metric of a run, by step; see
+    ``MlflowClient.get_metric_history``."""
+    from mlflow import MlflowClient
+
+    return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
+
+
+def download_artifact(run_id: str, artifact_path: str, dst_path: str | Path) -> str:
+    """Download one artifact of a run into ``dst_path``; return its local path. Raises
+    MLflow's error when the run has no such artifact; see ``mlflow.artifacts.download_artifacts``."""
+    import mlflow.artifacts
+
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                               dst_path=str(dst_path))
+
+
+def end_running_runs(tags: dict[str, str], status: str = "KILLED") -> int:
+    """End with ``status`` every RUNNING run, in every experiment of the current store, that
+    carries all of ``tags``; return how many.
+
+    For runs whose own process cannot end them (the workers of an interrupted sweep).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    condition = " and ".join([f"tags.{key} = '{value}'" for key, value in tags.items()]
+                             + ["attributes.status = 'RUNNING'"])
+    closed = 0
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id], condition):
+            client.set_terminated(run.info.run_id, status=status)
+            closed += 1
+    return closed
