@@ -212,6 +212,34 @@ def test_runs_from_before_a_knob_existed_group_with_runs_that_log_its_default(st
     assert before != after
 
 
+def test_one_configuration_from_two_files_is_one_row_named_by_the_paper(study, monkeypatch):
+    """conv3 is the paper's e15/b64/cce row under another file name: one row, named by the
+    paper's row with the other name beside it, and the conv-layer claims tested on it."""
+    cfg, root = study
+    monkeypatch.setitem(FAKE_PARAMS, "conv3", FAKE_PARAMS["table1_e15_b64_cce"])
+    monkeypatch.setitem(FAKE_PARAMS, "conv2", {**FAKE_PARAMS["table1_e15_b64_cce"],
+                                              "model.filters": "[64, 32]"})
+    for seed, val in enumerate([0.80, 0.78, 0.82], start=1):  # the same runs, conv3's name
+        fake_sweep_run(root, "S4", "conv3", "id-conv3", seed, val, val + 0.01)
+    for seed, val in enumerate([0.30, 0.31, 0.30], start=1):
+        fake_sweep_run(root, "S4", "conv2", "id-conv2", seed, val, val, collapsed=True)
+    cfg.report.sweep_ids = ["S1", "S4"]
+    result = report.build(cfg, root)
+    table = result["table"].set_index("label")
+    assert "conv3" not in table.index and table.loc["table1_e15_b64_cce", "aliases"] == ["conv3"]
+    assert table.loc["table1_e15_b64_cce", "n_seeds"] == 3
+    text = result["markdown"].read_text()
+    assert "| table1_e15_b64_cce (= conv3) |" in text and "| conv2 |" in text
+    claims = {c.split(" — ")[0].strip("- *"): c for c in result["claims"]}
+    beats_two = claims["3 conv layers (the paper's network) beat 2 (15 epochs, batch 64, "
+                       "categorical CE)"]
+    assert "The seeds support it" in beats_two
+    assert "not tested: no runs of conv4" in claims[
+        "3 conv layers (the paper's network) beat 4 (15 epochs, batch 64, categorical CE)"]
+    # the paper's own claims still find their row under its Table 1 name
+    assert "The seeds support it" in claims["batch 64 beats batch 32 (15 epochs, categorical CE)"]
+
+
 def test_project_claims_say_when_two_configurations_share_the_improved_file(study):
     cfg, root = study
     run = fake_sweep_run(root, "S3", "improved", "tag-other", 1, 0.5, 0.5, faithful=False)
