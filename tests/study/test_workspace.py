@@ -97,6 +97,7 @@ def test_study_of_a_folder_writes_docs_results_and_leaves_the_project_untouched(
     published = sorted(p.name for p in (repo / "docs" / "results" / "tiny_files").iterdir())
     assert any(n.startswith("fig3_") for n in published)
     assert not any(n.startswith("fig2_") for n in published) and "Fig. 2" not in report
+    assert ".leukemia-cnn-output" not in published  # the workspace's marker stays there
     # The workspace has its own store with the 4 runs; the project's state is as it was.
     assert (repo / "studies" / "tiny" / "mlflow.db").is_file()
     assert {name: _digest(repo / name) for name in watched} == before

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from leukemia_cnn.devtools import copy_project
 from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.fileio import OUTPUT_MARKER
 
 # The paper's Table 1 rows, then the number-of-conv-layers rows (conv3 is the paper's network
 # at its default training; the Table 1 rows train it with each epoch/batch/loss setting), then
@@ -112,7 +113,9 @@ def publish(root: Path, workspace: Path, name: str, source: Path) -> Path:
     if assets.exists():
         shutil.rmtree(assets)
     if (reports / f"{name}_files").is_dir():
-        shutil.copytree(reports / f"{name}_files", assets)
+        # (not the report's output marker: docs/results/ is the project's, not the report's)
+        shutil.copytree(reports / f"{name}_files", assets,
+                        ignore=shutil.ignore_patterns(OUTPUT_MARKER))
     return target / f"{name}.md"
 
 
