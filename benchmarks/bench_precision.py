@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in order:
             command = [sys.executable, __file__, "--trial", experiment, mode,
                        "--images", str(args.images), "--epochs", str(args.epochs)]
-            output = benchlib.sh(command, benchlib.REPO).stdout
-            result = json.loads(output.split("TRIAL ", 1)[1].splitlines()[0])
+            result = benchlib.trial(command, benchlib.REPO)
             results[mode].append(result)
             bench.say(f"  {name:<6} {mode:<9}: {result['epoch_seconds']:6.2f} s per epoch, "
                       f"predict {args.images / result['predict_seconds']:6.0f} images/s "

@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                        str(data_project)]
             for override in args.override:
                 command += ["--override", override]
-            output = benchlib.sh(command, benchlib.REPO).stdout
-            result = json.loads(output.split("TRIAL ", 1)[1].splitlines()[0])
+            result = benchlib.trial(command, benchlib.REPO)
             results[experiment].append(result)
             bench.say(f"  {experiment:<20}: {result['seconds']:7.1f} s, {result['epochs_run']} "
                       f"epochs on {result['n_train']:,} images, val accuracy "

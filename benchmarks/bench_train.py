@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--epochs", str(args.epochs)]
             if args.batch_size:
                 command += ["--batch-size", str(args.batch_size)]
-            output = benchlib.sh(command, ws.project).stdout
-            result = json.loads(output.split("TRIAL ", 1)[1].splitlines()[0])
+            result = benchlib.trial(command, ws.project)
             results[mode].append(result)
             bench.say(f"  {mode:<8}: {result['seconds']:7.2f} s (model.fit "
                       f"{result['fit_seconds']:.2f} s)")

@@ -149,6 +149,13 @@ def sh(command: list[str] | str, cwd: Path, env: dict | None = None,
     return result
 
 
+def trial(command: list[str], cwd: Path) -> dict:
+    """Run one benchmark trial in a fresh process and return the JSON it printed after
+    ``TRIAL `` (each script's ``--trial`` mode prints ``TRIAL {...}``)."""
+    output = sh(command, cwd).stdout
+    return json.loads(output.split("TRIAL ", 1)[1].splitlines()[0])
+
+
 def copy_project(dest: Path) -> Path:
     """Copy the project's files (tracked or not, minus ignored ones, data, outputs and the
     benchmarks themselves)."""

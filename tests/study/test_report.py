@@ -76,6 +76,17 @@ def study(make_cfg, mlflow_store, tmp_path):
     return cfg, tmp_path
 
 
+def _project_in_cwd(cfg, root, monkeypatch):
+    """Make ``root`` a project the CLI finds from the working directory, with ``cfg`` as its
+    params.yaml, and go there."""
+    from omegaconf import OmegaConf
+
+    (root / "conf").mkdir()
+    (root / "conf" / "config.yaml").write_text("seed: 42\n")  # marks the project root
+    OmegaConf.save(cfg, root / "params.yaml")
+    monkeypatch.chdir(root)
+
+
 def test_summarize_mean_std_and_t_interval():
     stats = report.summarize(np.array([0.8, 0.78, 0.82]))
     assert stats["n"] == 3 and stats["mean"] == pytest.approx(0.8)
@@ -162,15 +173,10 @@ def test_report_table_claims_and_figures_from_mlflow(study):
 
 def test_report_without_sample_images_has_no_image_of_the_data(study, monkeypatch, capsys):
     """`report --no-sample-images`: Fig. 3 curves only, no Fig. 2 (images of the data)."""
-    from omegaconf import OmegaConf
-
     from leukemia_cnn import cli
 
     cfg, root = study
-    (root / "conf").mkdir()
-    (root / "conf" / "config.yaml").write_text("seed: 42\n")  # marks the project root
-    OmegaConf.save(cfg, root / "params.yaml")
-    monkeypatch.chdir(root)
+    _project_in_cwd(cfg, root, monkeypatch)
     assert cli.main(["report", "--no-sample-images", "--name", "public"]) == 0
     files = sorted(p.name for p in (root / "reports" / "public_files").iterdir())
     assert not [f for f in files if f.startswith("fig2")], files
@@ -266,15 +272,10 @@ def test_report_without_sweep_runs_is_a_clear_error(make_cfg, mlflow_store, tmp_
 
 def test_report_and_promote_by_config_through_the_cli(study, monkeypatch, capsys):
     """`leukemia-cnn report --sweep-id S1` and `promote --by config` as a user types them."""
-    from omegaconf import OmegaConf
-
     from leukemia_cnn import cli
 
     cfg, root = study
-    (root / "conf").mkdir()
-    (root / "conf" / "config.yaml").write_text("seed: 42\n")  # marks the project root
-    OmegaConf.save(cfg, root / "params.yaml")
-    monkeypatch.chdir(root)
+    _project_in_cwd(cfg, root, monkeypatch)
     assert cli.main(["report", "--sweep-id", "S1"]) == 0
     out = capsys.readouterr().out
     assert "report: 10 runs, 4 configurations" in out and "batch 64 beats batch 32" in out
