@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from leukemia_cnn.config import check_section, paper_faithful
+from leukemia_cnn.config import check_section, knob, paper_faithful
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.fileio import check_output, is_marked, mark_output, swap_folder, write_text
 from leukemia_cnn.tracking.store import CONFIG_ID_PREFIXES, run_config_id
@@ -307,9 +307,9 @@ def configurations(runs: pd.DataFrame, confidence: float) -> pd.DataFrame:
     rows = []
     for config, group in runs.groupby("tags.config_id", sort=False):
         names = group["tags.experiment_name"].fillna("default")
-        # One configuration from several files: named by the paper's Table 1 row if it is one.
-        every = group["experiments"].iloc[0].split(",") if "experiments" in group \
-            else sorted(set(names))
+        # One configuration from several files (fetch_runs): named by the paper's Table 1 row
+        # if it is one.
+        every = group["experiments"].iloc[0].split(",")
         label = next((name for name in PAPER_TABLE1 if name in every), names.mode().iloc[0])
         collapsed = (group.get("tags.collapsed", pd.Series("false", index=group.index)) == "true")
         collapsed |= group.get("metrics.collapsed", pd.Series(0.0, index=group.index)).fillna(0) > 0
@@ -597,7 +597,7 @@ def _build(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence:
            html_path: Path, token: str) -> dict:
     claims = claim_statements(runs, table, CLAIMS, alpha)
     project_claims = claim_statements(runs, table, PROJECT_CLAIMS, alpha)
-    made = figures(runs, table, staging, bool(cfg.report.get("sample_images", True)))
+    made = figures(runs, table, staging, bool(knob(cfg, "report.sample_images")))
     for fig in made:  # where they will be once swapped in
         fig["curves"] = assets / fig["curves"].name
         if fig["samples"] is not None:
