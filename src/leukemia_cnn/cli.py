@@ -50,6 +50,7 @@ typical use:
   leukemia-cnn predict a.jpg b.jpg   classify images with models:/leukemia-cnn@champion
   leukemia-cnn explain a.jpg         a.jpg's Grad-CAM heatmap -> reports/explain/a_gradcam.png
   leukemia-cnn card                  the champion's model card (Markdown)
+  leukemia-cnn drift --source DIR    do the images in DIR look like the training images?
   mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 outputs: a command writes only its own outputs. An --output (or report --name) that is the
@@ -64,10 +65,12 @@ exit status:
   2    usage: an unknown command or option, a missing argument
   3    internal error: a bug; the message names the exception (report it;
        LEUKEMIA_CNN_TRACEBACK=1 shows the traceback)
+  4    drift: `drift` found the new images unlike the training images (its report says why)
   130  interrupted (Ctrl-C); outputs are written atomically, earlier ones stay intact
 """
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_DRIFT = 4
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -251,6 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("version", nargs="?", default=None,
                       help="version number (default: the version with the champion alias)")
 
+    # --- drift (registry/drift.py) ---
+    drift = sub.add_parser(
+        "drift", help="compare a folder of new images with the training images; exit 4 on drift",
+        description="Per-feature shift tests (KS, corrected for many tests) of size, colour, "
+                    "stain, focus and HOG + PCA features against the train split, and the share "
+                    "of images the model's guard flags; a Markdown and HTML report, logged to "
+                    "MLflow. Exit status 0: no drift, 4: drift.")
+    _add_params_arg(drift)
+    drift.add_argument("--source", required=True, metavar="DIR",
+                       help="folder of new images: <Class>/<image> (Kaggle layout) or flat")
+    drift.add_argument("--model-uri", default=None,
+                       help="model whose guard is asked (default: models:/<name>@champion)")
+    drift.add_argument("--no-guard", action="store_true",
+                       help="ask no model: the verdict rests on the shift tests alone")
+    drift.add_argument("--output", default=None, metavar="FILE.md",
+                       help="the Markdown report, HTML beside it (default: "
+                            "<reports_dir>/drift/<folder name>.md)")
+    # --- end drift ---
+
     summary = sub.add_parser("summary", help="print the last run's metrics and where to look next")
     _add_params_arg(summary)
     return parser
@@ -364,6 +386,12 @@ def _run(args: argparse.Namespace) -> int:
 
         card.run(cfg, root, args.version)
         return 0
+    if args.command == "drift":
+        from leukemia_cnn.registry import drift
+
+        found = drift.run(cfg, root, args.source, model_uri=args.model_uri,
+                          guard=not args.no_guard, output=args.output)
+        return EXIT_DRIFT if found.drift else EXIT_OK
     if args.command == "summary":
         from leukemia_cnn.registry import summary
 

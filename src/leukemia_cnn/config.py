@@ -386,6 +386,21 @@ class ReportConfig:
     sample_images: bool = setting(True, late=True)
 
 
+# --- drift: `leukemia-cnn drift` (registry/drift.py), new images against the training data ---
+@dataclass
+class DriftConfig:
+    alpha: float = setting(0.05, gt=0, lt=1, late=True,
+                           allowed="a number strictly between 0 and 1, e.g. 0.05")
+    correction: Literal["bh", "bonferroni"] = setting("bh", late=True, allowed=(
+        "bh (Benjamini-Hochberg: false discovery rate) or bonferroni (family-wise error)"))
+    max_flagged_share: float = setting(0.15, ge=0, le=1, late=True,
+                                       allowed="a fraction from 0 to 1")
+    reference_images: int | None = setting(None, ge=10, late=True, none="every train image",
+                                           allowed="null (every train image) or an integer "
+                                                   ">= 10")
+# --- end drift ---
+
+
 @dataclass
 class Config:
     """The whole composed config (``conf/config.yaml``): one field per group, then ``seed``."""
@@ -402,6 +417,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"late": True})
     report: ReportConfig = field(default_factory=ReportConfig, metadata={"late": True})
+    drift: DriftConfig = field(default_factory=DriftConfig, metadata={"late": True})
     seed: int = setting(42, ge=0)
 
     def __post_init__(self) -> None:
