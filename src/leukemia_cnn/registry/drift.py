@@ -298,6 +298,8 @@ def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
           f"{folder} against the train split")
     for reason in result.verdict.reasons:
         print(f"  - {reason}")
+    if not result.guard.available:
+        print(f"drift: {result.guard.note}", file=sys.stderr)
     for path, reason in list(result.skipped.items())[:20]:
         print(f"drift: skipped {path}: {reason}", file=sys.stderr)
     print(f"drift: report {markdown} (and .html); MLflow run {result.run_id}", file=sys.stderr)
