@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     drift = sub.add_parser(
         "drift", help="compare a folder of new images with the training images; exit 4 on drift",
         description="Per-feature shift tests (KS, corrected for many tests) of size, colour, "
-                    "stain, focus and HOG + PCA features against the train split, and the share "
+                    "stain, focus and HOG + PCA features against the training data, and the share "
                     "of images the model's guard flags; a Markdown and HTML report, logged to "
                     "MLflow. Exit status 0: no drift, 4: drift.")
     _add_params_arg(drift)

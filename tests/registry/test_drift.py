@@ -134,6 +134,16 @@ def test_scikit_image_samples_are_drift(project, tmp_path, monkeypatch):
         cli.EXIT_DRIFT
 
 
+def test_the_pca_components_are_compared_with_images_the_pca_was_not_fitted_on(project):
+    """Train scores of a PCA fitted on train spread wider than any other image's (on real-dev
+    the test split 'drifted' in 77 of 100 components against train, in none against val)."""
+    reference = drift.load_reference(project["cfg"], project["root"])
+    features = project["root"] / "data" / "features"
+    with np.load(features / "val.npz") as val, np.load(features / "train.npz") as train:
+        np.testing.assert_array_equal(reference.pca_features, val["x"])
+        assert reference.n_measured == len(train["path"])  # the input features: every train image
+
+
 def test_unreadable_and_special_files_are_skipped_with_their_reason(project, tmp_path):
     source = copy_test_split(project, tmp_path / "mixed")
     (source / "Pro" / "broken.jpg").write_bytes(b"not a jpeg")

@@ -61,10 +61,10 @@ def markdown(result, cfg: DictConfig) -> str:
     lines += ["", "## What was compared", "",
               f"- New images: {result.n_images} read from `{result.source}`"
               f"{f', {len(result.skipped)} skipped (listed below)' if result.skipped else ''}.",
-              f"- Training images: the train split; input features of {reference.n_measured} "
-              f"of its images in `{cfg.paths.raw_dir}`, HOG + PCA features of "
-              f"{len(reference.pca_features)} (`{cfg.paths.features_dir}/train.npz`, reduced "
-              "by the features stage's PCA).",
+              f"- Training images: input features of {reference.n_measured} train images in "
+              f"`{cfg.paths.raw_dir}`; HOG + PCA features of the {len(reference.pca_features)} "
+              f"val images (`{cfg.paths.features_dir}/val.npz`: reduced by the features "
+              "stage's PCA without being fitted on, like the new images).",
               f"- Preprocessing as in training: {cfg.preprocess.color_mode}, "
               f"{cfg.preprocess.image_size}x{cfg.preprocess.image_size}.",
               "- Settings: " + ", ".join(f"`{k}` = {'null' if v is None else v}"
