@@ -272,3 +272,13 @@ def test_a_model_without_a_guard_is_reported_and_the_tests_decide(project, tmp_p
     assert drift_cli(project, monkeypatch, "--source", str(stained)) == cli.EXIT_DRIFT
     assert "guard not available" in (project["root"] / "reports" / "drift" / "stained.md"
                                      ).read_text()
+
+
+def test_a_missing_model_says_to_pass_no_guard(project, tmp_path, monkeypatch, capsys):
+    source = copy_test_split(project, tmp_path / "batch")
+    assert drift_cli(project, monkeypatch, "--source", str(source),
+                     "--model-uri", "models:/no-such-model@champion") == 1
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("leukemia-cnn drift: error: could not load model "
+                          "models:/no-such-model@champion")
+    assert err.endswith("or pass --no-guard to run the shift tests without a model")

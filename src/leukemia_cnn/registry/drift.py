@@ -179,7 +179,13 @@ def guard_share(model_uri: str, paths: list[Path]) -> GuardResult:
     the answers its guard flags (``in_distribution`` false)."""
     from leukemia_cnn.registry.predict import ERROR_COLUMN, predict_files
 
-    answers = predict_files(model_uri, [str(path) for path in paths])
+    try:
+        answers = predict_files(model_uri, [str(path) for path in paths])
+    except DataError:
+        raise
+    except LeukemiaCNNError as exc:  # no such model
+        raise LeukemiaCNNError(f"{exc}; or pass --no-guard to run the shift tests without a "
+                               "model") from exc
     if GUARD_COLUMN not in answers.columns:
         return GuardResult(available=False, note=(
             f"guard not available in this model ({model_uri}): its answers have no "
@@ -295,13 +301,7 @@ def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
     if guard:
         setup_mlflow(cfg, root)
         uri = model_uri or default_model_uri(cfg)
-    try:
-        result = check(cfg, root, folder, uri)
-    except LeukemiaCNNError as exc:
-        if guard and "could not load model" in str(exc):
-            raise LeukemiaCNNError(f"{exc}; or pass --no-guard to run the shift tests "
-                                   "without a model") from exc
-        raise
+    result = check(cfg, root, folder, uri)
     text = driftreport.markdown(result, cfg)
     result.markdown, result.html = write_text(markdown, text), write_text(
         html, driftreport.to_html(text, title=f"Drift check: {folder.name}"))
