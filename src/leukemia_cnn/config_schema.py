@@ -345,12 +345,13 @@ class ReportConfig(Knobs):
     sample_images: bool = setting(True, late=True)
 
 
-def hog_feature_length(image_size: int, pixels_per_cell: int, cells_per_block: int,
-                       orientations: int) -> int:
-    """Length of skimage's HOG vector for a square image (``feature_vector=True``)."""
-    cells = image_size // pixels_per_cell
-    blocks = cells - cells_per_block + 1
-    return max(blocks, 0) ** 2 * cells_per_block**2 * orientations
+def hog_feature_length(image_size: int | tuple[int, int], pixels_per_cell: int,
+                       cells_per_block: int, orientations: int) -> int:
+    """Length of skimage's HOG vector (``feature_vector=True``) for an image of side
+    ``image_size`` or of shape (H, W); 0 when no block fits."""
+    sides = (image_size, image_size) if isinstance(image_size, int) else image_size
+    blocks = [max(side // pixels_per_cell - cells_per_block + 1, 0) for side in sides]
+    return blocks[0] * blocks[1] * cells_per_block**2 * orientations
 
 
 def check_spatial(size: int, kernels: list[int], padding: str, pool: int) -> None:

@@ -45,7 +45,7 @@ from typing import BinaryIO
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from leukemia_cnn.config import VARIANTS
+from leukemia_cnn.config import VARIANTS, knob
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
 from leukemia_cnn.data.synthetic import RAW_OUTPUT, check_raw_output
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
@@ -339,14 +339,8 @@ class Bounds:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Bounds:
-        values = {}
-        for key in ("max_total_bytes", "max_files", "max_image_pixels"):
-            value = OmegaConf.select(cfg, f"validation.{key}", default=None)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"config key `validation.{key}` = {value!r} is invalid; "
-                                  "allowed: an integer >= 1 (see conf/validation/default.yaml)")
-            values[key] = value
-        return cls(**values)
+        return cls(**{key: int(knob(cfg, f"validation.{key}"))
+                      for key in ("max_total_bytes", "max_files", "max_image_pixels")})
 
 
 def _check_plan_size(plan_: Plan, entries: Sequence[Entry], bounds: Bounds, label: str) -> None:
@@ -515,7 +509,7 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
 
     classes = [str(name) for name in cfg.data.classes]
     variant = variant or OmegaConf.select(cfg, "data.variant", default=None)
-    skip_unknown = bool(OmegaConf.select(cfg, "data.skip_unknown_classes", default=False))
+    skip_unknown = bool(knob(cfg, "data.skip_unknown_classes"))
     bounds = Bounds.from_config(cfg)
     source_path, out_dir = Path(source_path).resolve(), Path(out_dir).resolve()
     if source_path.is_relative_to(out_dir) or out_dir.is_relative_to(source_path):
