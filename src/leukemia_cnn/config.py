@@ -51,10 +51,8 @@ from leukemia_cnn.config_schema import (  # noqa: F401 - the schema's public nam
     Config,
     KaggleData,
     SyntheticData,
-    hog_feature_length,
-    invalid,
-    setting,
 )
+from leukemia_cnn.config_types import hog_feature_length, invalid, setting  # noqa: F401
 from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
     all_keys,
     bounds,

@@ -1,61 +1,31 @@
 """The config schema: one pydantic model per group of ``conf/``, one typed field per knob.
 
-This is the only place where a knob is typed, ranged and defaulted; ``conf/<group>/*.yaml``
-holds the same defaults with the comments a user reads (``tests/test_config.py`` fails when
-the two disagree). :mod:`leukemia_cnn.config` checks a composed config against
-:class:`Config` and turns pydantic's errors into one-line :class:`ConfigError` messages.
-
-Adding a knob: one field ``name: type = setting(default, ...)`` in its group's model (a rule
-over several keys goes in that model's ``model_validator``, raising :func:`invalid`), plus its
-line in ``conf/<group>/*.yaml``; then ``leukemia-cnn params`` rewrites ``params.yaml``.
+The only place where a knob is typed, ranged and defaulted (``conf/`` repeats the defaults
+with the comments a user reads; ``tests/test_config.py`` checks they agree). Adding a knob: one
+field ``name: type = setting(default, ...)`` in its group's model (a rule over several keys
+goes in the model's ``model_validator``, raising :func:`invalid`) and its line in ``conf/``.
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, Discriminator, Tag, model_validator
 
-from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.config_types import (
+    Count,
+    Knobs,
+    Square,
+    Text,
+    check_spatial,
+    group,
+    hog_feature_length,
+    invalid,
+    setting,
+)
 
-
-def setting(default: Any, *, allowed: str | None = None, none: str | None = None,
-            late: bool = False, **constraints: Any) -> Any:
-    """A knob: its default (what a params file without the key takes); ``allowed``: words for
-    what is allowed, instead of the ones made from the type and range; ``none``: what null
-    means; ``late``: the knob came after the first runs (a params file may lack it, and at its
-    default it does not enter a run's configuration id; other keys are required);
-    ``constraints``: pydantic's (``ge``/``gt``/``le``/``lt``, ``min_length``, ``pattern``)."""
-    extra = {"late": late, "allowed": allowed, "none": none}
-    if isinstance(default, (list, dict)):
-        return Field(default_factory=lambda: copy.deepcopy(default), json_schema_extra=extra,
-                     **constraints)
-    return Field(default, json_schema_extra=extra, **constraints)
-
-
-def group(model: type[BaseModel], late: bool = False) -> Any:
-    """A nested group of knobs (``late``: a params file may lack the whole group)."""
-    return Field(default_factory=model, json_schema_extra={"late": late})
-
-
-def invalid(key: str, value: Any, allowed: str) -> ConfigError:
-    """The error for a bad value: names the key, the value and what is allowed."""
-    return ConfigError(f"config key `{key}` = {value!r} is invalid; allowed: {allowed}")
-
-
-def _two_equal(value: list[int]) -> list[int]:
-    if len(value) != 2 or value[0] != value[1]:
-        raise ValueError("two equal integers")
-    return value
-
-
-# A non-empty string (not only blanks); a count; a square HOG cell or block.
-Text = Annotated[str, Field(pattern=r"\S")]
-Count = Annotated[int, Field(ge=1)]
-Square = Annotated[list[Count], AfterValidator(_two_equal)]
 # One range for both perceptual-hash distances (the split's grouping and the suite's check).
 HASH_BITS = {"ge": 0, "le": 63}
 FILE_STEM = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -64,13 +34,6 @@ OPEN_FRACTION = "a fraction strictly between 0 and 1"
 SOURCE = "synthetic, kaggle, or the path of a Kaggle zip or image folder"
 # How evaluate and the served model use the temperature fitted on val (modeling/calibration.py).
 CALIBRATION_MODES = ("auto", "on", "off")
-
-
-class Knobs(BaseModel):
-    """A group of knobs: typed without conversion (``"15"`` is not an int, nor ``true`` 1),
-    finite numbers, no key the model lacks."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 class PathsConfig(Knobs):
@@ -343,29 +306,6 @@ class ReportConfig(Knobs):
     confidence: float = setting(0.95, gt=0, lt=1, late=True,
                                 allowed="a number strictly between 0 and 1, e.g. 0.95")
     sample_images: bool = setting(True, late=True)
-
-
-def hog_feature_length(image_size: int | tuple[int, int], pixels_per_cell: int,
-                       cells_per_block: int, orientations: int) -> int:
-    """Length of skimage's HOG vector (``feature_vector=True``) for an image of side
-    ``image_size`` or of shape (H, W); 0 when no block fits."""
-    sides = (image_size, image_size) if isinstance(image_size, int) else image_size
-    blocks = [max(side // pixels_per_cell - cells_per_block + 1, 0) for side in sides]
-    return blocks[0] * blocks[1] * cells_per_block**2 * orientations
-
-
-def check_spatial(size: int, kernels: list[int], padding: str, pool: int) -> None:
-    """Each conv + pool block must leave at least a 1x1 feature map."""
-    side = size
-    for index, kernel in enumerate(kernels):
-        side = side - kernel + 1 if padding == "valid" else side
-        side //= pool
-        if side < 1:
-            raise ConfigError(
-                f"config keys `model.kernel_sizes`/`model.filters`: conv layer {index + 1} leaves "
-                f"no pixels for a {size}x{size} input (padding={padding}, pool={pool}); "
-                "use fewer conv layers, smaller kernels, padding=same or a larger "
-                "preprocess.image_size")
 
 
 class Config(Knobs):

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from leukemia_cnn.config_schema import Config, invalid
+from leukemia_cnn.config_schema import Config
+from leukemia_cnn.config_types import invalid
 from leukemia_cnn.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
