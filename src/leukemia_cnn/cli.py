@@ -329,9 +329,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "data" and args.data_command == "get":
         from leukemia_cnn.data import ingest
+        from leukemia_cnn.quality.validate_raw import check_staged
 
         ingest.run(cfg, root, source=args.source, variant=args.variant, output=args.output,
-                    validate=not args.no_validate, dvc_add=not args.no_dvc_add)
+                   validate=None if args.no_validate else check_staged,
+                   dvc_add=not args.no_dvc_add)
         return 0
     if args.command == "data":
         from leukemia_cnn.data import synthetic as synth

@@ -4,6 +4,7 @@ logged model (so that a served model sees exactly what training saw)."""
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,29 @@ from PIL import Image, UnidentifiedImageError
 from leukemia_cnn.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+# Files that operating systems and archivers drop next to images (compared lower-case).
+OS_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx"})
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file under ``raw_dir`` that is not an image row of the manifest, and why."""
+
+    path: str
+    reason: str
+
+
+def skip_reason(name: str) -> str | None:
+    """Why a file name is not an image row, or None when it is one."""
+    if name.lower() in OS_JUNK or name.startswith("._"):
+        return "operating-system metadata file"
+    if name.startswith("."):
+        return "hidden file"
+    suffix = Path(name).suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        return (f"extension {suffix or '(none)'!r} is not an image extension "
+                f"({', '.join(IMAGE_EXTENSIONS)})")
+    return None
 # Refuse decompression bombs: far above any smear image (the Kaggle set is 224x224).
 MAX_PIXELS = 50_000_000
 

@@ -19,11 +19,10 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
-from leukemia_cnn.config import check_section
+from leukemia_cnn.config import SPLITS, check_section
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
 
-SPLITS = ("train", "val", "test")
 # Rows of perceptual hashes compared at once when grouping near-duplicates (memory: chunk x n).
 NEAR_DUPLICATE_CHUNK = 1024
 MANIFEST_COLUMNS = ("path", "class", "sha256")

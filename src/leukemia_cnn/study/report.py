@@ -219,7 +219,7 @@ def fetch_runs(cfg: DictConfig, root: Path) -> pd.DataFrame:
     if runs is None:
         raise LeukemiaCNNError(f"MLflow experiment '{name}' not found in {uri}; run a sweep "
                                "first: leukemia-cnn sweep -m 'experiment=glob(table1_*)' seed=1,2,3")
-    wanted = [str(s) for s in cfg.report.get("sweep_ids", []) or []]
+    wanted = [str(s) for s in knob(cfg, "report.sweep_ids")]
     if runs.empty or "tags.sweep_id" not in runs:
         runs = runs.iloc[0:0]
     else:
