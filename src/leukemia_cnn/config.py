@@ -127,6 +127,8 @@ def _two_equal(value: list[int]) -> bool:
 
 # How evaluate and the served model use the temperature fitted on val (modeling/calibration.py).
 CALIBRATION_MODES = ("auto", "on", "off")
+# The parts of an out-of-distribution guard (modeling/guard.py METHODS; config cannot import it).
+GUARD_METHODS = ("mahalanobis", "knn", "energy", "input")
 
 @dataclass
 class PathsConfig:
@@ -340,6 +342,14 @@ class TrainConfig:
     distribute: Literal["mirrored"] | None = setting(None, late=True, allowed=(
         "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)"))
     calibration: Literal[CALIBRATION_MODES] = setting("auto", late=True)
+    # The out-of-distribution guard (modeling/guard.py), fit with the model.
+    guard_method: str = setting("mahalanobis+input", late=True, check=(
+        lambda value: bool(value) and all(part in GUARD_METHODS for part in value.split("+"))
+        and len(set(value.split("+"))) == len(value.split("+")),
+        "one of mahalanobis, knn, energy, input, or several joined by '+' "
+        "(e.g. mahalanobis+input)"))
+    guard_accept_rate: float = setting(0.95, gt=0, le=1, late=True, allowed=(
+        "the share of validation images the guard accepts, in (0, 1], e.g. 0.95"))
 
     def __post_init__(self) -> None:
         if self.lr_warmup_epochs >= self.epochs:
