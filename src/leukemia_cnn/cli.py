@@ -62,12 +62,15 @@ exit status:
        (one line saying what, where and how to fix it); `predict` also exits 1 when it
        skipped an unreadable image (its row is marked in column `error`)
   2    usage: an unknown command or option, a missing argument
+  4    `predict --reject-unfamiliar`: the guard flagged at least one image as unlike the
+       training images; those rows have no class (column `in_distribution` false)
   3    internal error: a bug; the message names the exception (report it;
        LEUKEMIA_CNN_TRACEBACK=1 shows the traceback)
   130  interrupted (Ctrl-C); outputs are written atomically, earlier ones stay intact
 """
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_REJECTED = 4  # predict --reject-unfamiliar flagged an image
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -228,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="MLflow model URI (default: models:/<registered name>@champion)")
     predict.add_argument("--format", choices=("csv", "json"), default="csv")
     predict.add_argument("--output", default=None, help="write here instead of stdout")
+    predict.add_argument("--reject-unfamiliar", action="store_true",
+                         help="no class for images the guard flags as unlike the training "
+                              f"images; exit {EXIT_REJECTED} when there is one")
 
     explain = sub.add_parser(
         "explain", help="Grad-CAM heatmaps: where in each image the model saw its class",
@@ -346,13 +352,15 @@ def _run(args: argparse.Namespace) -> int:
         from leukemia_cnn.registry import predict
 
         result = predict.run(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
-                              output=args.output)
+                              output=args.output, reject_unfamiliar=args.reject_unfamiliar)
         skipped = int(result[predict.ERROR_COLUMN].notna().sum())
         if skipped:
             print(f"leukemia-cnn predict: error: skipped {skipped} of {len(result)} images (see "
                   f"above; their rows are marked in column `{predict.ERROR_COLUMN}`)",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
+        if args.reject_unfamiliar and predict.flagged_rows(result).any():
+            return EXIT_REJECTED
         return 0
     if args.command == "explain":
         from leukemia_cnn.registry import explain
