@@ -104,7 +104,8 @@ def image_statistics(x: np.ndarray) -> np.ndarray:
     of the forward pass, and a blur or a stain shift still moves these statistics.
     """
     gray = np.asarray(x, dtype=np.float32)
-    gray = gray.mean(axis=-1) if gray.ndim == 4 else gray
+    if gray.ndim == 4:  # a view for one channel: a mean over it would copy every pixel
+        gray = gray[..., 0] if gray.shape[-1] == 1 else gray.mean(axis=-1)
     n, step = len(gray), max(1, gray.shape[1] // STATISTICS_SIDE)
     half = np.ascontiguousarray(gray[:, ::step, ::step])
     flat = half.reshape(n, -1)
