@@ -16,13 +16,17 @@ SKIMAGE_SAMPLES = ("astronaut", "brick", "camera", "cat", "cell", "checkerboard"
                    "hubble_deep_field", "immunohistochemistry", "microaneurysms", "moon",
                    "page", "retina", "rocket", "text")
 SHIFTS = ("stain", "blur", "rescale")
+# Milder versions of the same shifts (the guard's report measures both).
+MILD_SHIFTS = ("mild stain", "mild blur", "mild rescale")
 
 
-def stain_shift(image: Image.Image) -> Image.Image:
+def stain_shift(image: Image.Image, swap: bool = True) -> Image.Image:
     """Another stain: the red and blue channels swapped and the field darkened by a quarter,
-    so pale red cells turn blue-grey and purple nuclei turn dark."""
+    so pale red cells turn blue-grey and purple nuclei turn dark; without ``swap``, only a
+    weaker, bluer stain (red x0.9, green x0.85, blue unchanged)."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    shifted = rgb[..., [2, 1, 0]] * np.array([0.75, 0.6, 0.9], dtype=np.float32)
+    shifted = (rgb[..., [2, 1, 0]] * np.array([0.75, 0.6, 0.9], dtype=np.float32) if swap
+               else rgb * np.array([0.9, 0.85, 1.0], dtype=np.float32))
     return Image.fromarray(np.clip(shifted, 0, 255).astype(np.uint8))
 
 
@@ -42,8 +46,11 @@ def rescale(image: Image.Image, zoom: float = 2.5) -> Image.Image:
 
 
 def shifted(image: Image.Image, shift: str) -> Image.Image:
-    """``image`` under one of :data:`SHIFTS`."""
-    return {"stain": stain_shift, "blur": blur, "rescale": rescale}[shift](image)
+    """``image`` under one of :data:`SHIFTS` or :data:`MILD_SHIFTS`."""
+    return {"stain": stain_shift, "blur": blur, "rescale": rescale,
+            "mild stain": lambda im: stain_shift(im, swap=False),
+            "mild blur": lambda im: blur(im, radius_fraction=0.007),
+            "mild rescale": lambda im: rescale(im, zoom=1.4)}[shift](image)
 
 
 def skimage_samples(names=SKIMAGE_SAMPLES) -> dict[str, Image.Image]:
@@ -59,3 +66,14 @@ def skimage_samples(names=SKIMAGE_SAMPLES) -> dict[str, Image.Image]:
             array = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
         samples[name] = Image.fromarray(array).convert("RGB")
     return samples
+
+
+def matched_to(image: Image.Image, reference: Image.Image) -> Image.Image:
+    """``image`` with the colour histogram of ``reference`` (per channel), resized to it: a
+    photo with a smear's brightness and contrast, which image statistics alone barely see."""
+    from skimage.exposure import match_histograms
+
+    source = np.asarray(image.convert("RGB").resize(reference.size), dtype=np.float64)
+    target = np.asarray(reference.convert("RGB"), dtype=np.float64)
+    matched = match_histograms(source, target, channel_axis=-1)
+    return Image.fromarray(np.clip(np.round(matched), 0, 255).astype(np.uint8))
