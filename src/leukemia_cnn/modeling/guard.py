@@ -65,7 +65,7 @@ class Guard:
     accept_rate: float
     val_accept_rate: float = float("nan")
     train_accept_rate: float = float("nan")
-    # part name -> arrays (means, precision, references, last-layer weights)
+    # part name -> arrays (means and whitener, references, or last-layer weights)
     parts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # part name -> the part's val score at the accept rate (divides it in a combination)
     scales: dict[str, float] = field(default_factory=dict)
