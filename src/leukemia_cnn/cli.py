@@ -65,12 +65,15 @@ exit status:
   2    usage: an unknown command or option, a missing argument
   3    internal error: a bug; the message names the exception (report it;
        LEUKEMIA_CNN_TRACEBACK=1 shows the traceback)
-  4    drift: `drift` found the new images unlike the training images (its report says why)
+  4    unlike the training images: `predict --reject-unfamiliar` flagged at least one image
+       (those rows have no class; column `in_distribution` false), or `drift` found drift
+       (its report says why)
   130  interrupted (Ctrl-C); outputs are written atomically, earlier ones stay intact
 """
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_DRIFT = 4
+# Images unlike the training images: `predict --reject-unfamiliar` flagged one, or `drift` found drift.
+EXIT_UNFAMILIAR = 4
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -231,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="MLflow model URI (default: models:/<registered name>@champion)")
     predict.add_argument("--format", choices=("csv", "json"), default="csv")
     predict.add_argument("--output", default=None, help="write here instead of stdout")
+    predict.add_argument("--reject-unfamiliar", action="store_true",
+                         help="no class for images the guard flags as unlike the training "
+                              f"images; exit {EXIT_UNFAMILIAR} when there is one")
 
     explain = sub.add_parser(
         "explain", help="Grad-CAM heatmaps: where in each image the model saw its class",
@@ -370,13 +376,15 @@ def _run(args: argparse.Namespace) -> int:
         from leukemia_cnn.registry import predict
 
         result = predict.run(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
-                              output=args.output)
+                              output=args.output, reject_unfamiliar=args.reject_unfamiliar)
         skipped = int(result[predict.ERROR_COLUMN].notna().sum())
         if skipped:
             print(f"leukemia-cnn predict: error: skipped {skipped} of {len(result)} images (see "
                   f"above; their rows are marked in column `{predict.ERROR_COLUMN}`)",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
+        if args.reject_unfamiliar and predict.flagged_rows(result).any():
+            return EXIT_UNFAMILIAR
         return 0
     if args.command == "explain":
         from leukemia_cnn.registry import explain
@@ -393,7 +401,7 @@ def _run(args: argparse.Namespace) -> int:
 
         found = drift.run(cfg, root, args.source, model_uri=args.model_uri,
                           guard=not args.no_guard, output=args.output)
-        return EXIT_DRIFT if found.drift else EXIT_OK
+        return EXIT_UNFAMILIAR if found.drift else EXIT_OK
     if args.command == "summary":
         from leukemia_cnn.registry import summary
 

@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from leukemia_cnn.config_schema import (  # noqa: F401 - the schema's public names, re-exported
     CALIBRATION_MODES,
+    GUARD_METHODS,
     HASH_BITS,
     Config,
     KaggleData,

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, Discriminator, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, Discriminator, Tag, model_validator
 
 from leukemia_cnn.config_types import (
     Count,
@@ -34,6 +34,18 @@ OPEN_FRACTION = "a fraction strictly between 0 and 1"
 SOURCE = "synthetic, kaggle, or the path of a Kaggle zip or image folder"
 # How evaluate and the served model use the temperature fitted on val (modeling/calibration.py).
 CALIBRATION_MODES = ("auto", "on", "off")
+# The parts of an out-of-distribution guard (modeling/guard.py; config cannot import it).
+GUARD_METHODS = ("mahalanobis", "knn", "energy", "input")
+
+
+def _guard_parts(value: str) -> str:
+    parts = value.split("+")
+    if not all(part in GUARD_METHODS for part in parts) or len(set(parts)) != len(parts):
+        raise ValueError("known, distinct guard methods")
+    return value
+
+
+GuardMethod = Annotated[str, AfterValidator(_guard_parts)]
 
 
 class PathsConfig(Knobs):
@@ -257,6 +269,12 @@ class TrainConfig(Knobs):
     distribute: Literal["mirrored"] | None = setting(None, late=True, allowed=(
         "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)"))
     calibration: Literal[CALIBRATION_MODES] = setting("auto", late=True)
+    # The out-of-distribution guard (modeling/guard.py), fit with the model.
+    guard_method: GuardMethod = setting("mahalanobis+input", late=True, allowed=(
+        "one of mahalanobis, knn, energy, input, or several joined by '+' "
+        "(e.g. mahalanobis+input)"))
+    guard_accept_rate: float = setting(0.95, gt=0, le=1, late=True, allowed=(
+        "the share of validation images the guard accepts, in (0, 1], e.g. 0.95"))
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainConfig:

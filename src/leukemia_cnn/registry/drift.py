@@ -41,13 +41,13 @@ from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.features.features import hog_features
 from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
 from leukemia_cnn.fileio import check_output, write_text
+from leukemia_cnn.modeling.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
 from leukemia_cnn.quality.shift import ShiftTest, Verdict, shift_tests, verdict
 from leukemia_cnn.quality.validate_raw import find_image_files
 from leukemia_cnn.registry import driftreport
 
 # The columns the model's out-of-distribution guard adds to every answer.
-GUARD_COLUMN = "in_distribution"
-SCORE_COLUMN = "ood_score"
+GUARD_COLUMN, SCORE_COLUMN = IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
 
 
 @dataclass
@@ -186,10 +186,11 @@ def guard_share(model_uri: str, paths: list[Path]) -> GuardResult:
     except LeukemiaCNNError as exc:  # no such model
         raise LeukemiaCNNError(f"{exc}; or pass --no-guard to run the shift tests without a "
                                "model") from exc
-    if GUARD_COLUMN not in answers.columns:
+    # A model logged without a guard answers every row in distribution with no score.
+    if SCORE_COLUMN not in answers.columns or answers[SCORE_COLUMN].isna().all():
         return GuardResult(available=False, note=(
             f"guard not available in this model ({model_uri}): its answers have no "
-            f"`{GUARD_COLUMN}` column; the verdict rests on the shift tests alone"))
+            f"`{SCORE_COLUMN}`; the verdict rests on the shift tests alone"))
     answered = answers[answers[ERROR_COLUMN].isna()]
     flagged = int((~answered[GUARD_COLUMN].astype(bool)).sum())
     scores = (answered[SCORE_COLUMN].astype(float) if SCORE_COLUMN in answered.columns
