@@ -57,6 +57,6 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
 
     figure, axis = new_figure(figsize=(5, 4.4))
     display = ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(classes))
-    display.plot(ax=axis, cmap="Blues", values_format="d", colorbar=True)
+    display.plot(ax=axis, cmap="Blues", colorbar=True)  # counts as integers ("d")
     axis.set(xlabel="predicted", ylabel="actual", title=title)
     return save_figure(figure, path, dpi=110)
