@@ -277,6 +277,9 @@ def test_editing_the_data_makers_reruns_no_stage_but_a_stage_module_reruns_its_s
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/synthetic.py") == set()
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/ingest.py") == set()
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/split.py") == {"split"}
+    # validate_splits takes its thread count from data/imaging, not from validate_raw
+    assert stages_to_rerun(committed_pipeline,
+                           "src/leukemia_cnn/quality/validate_raw.py") == {"validate_raw"}
     users = {stage for stage in STAGE_CODE
              if "src/leukemia_cnn/data/imaging.py" in stage_code_files(stage)}
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/imaging.py") == users

@@ -4,6 +4,7 @@ logged model (so that a served model sees exactly what training saw)."""
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from PIL import Image, UnidentifiedImageError
 from leukemia_cnn.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+# Threads that decode and hash images (validate_raw, validate_splits): decoding and hashing
+# release the GIL, so threads use every core without pickling.
+N_THREADS = min(8, os.cpu_count() or 1)
 # Files that operating systems and archivers drop next to images (compared lower-case).
 OS_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx"})
 

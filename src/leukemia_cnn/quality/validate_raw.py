@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from leukemia_cnn.config import check_section
 from leukemia_cnn.data.imaging import (
+    N_THREADS,
     OS_JUNK,
     SkippedFile,
     open_image,
@@ -55,8 +56,6 @@ MANIFEST_COLUMNS = ("path", "class", "sha256", "phash", "size_bytes", "width", "
                     "format", "mode", "decodable", "error")
 REPORT_JSON = "validate_raw.json"
 REPORT_MD = "validate_raw.md"
-# Image decoding and hashing release the GIL, so threads use every core without pickling.
-N_THREADS = min(8, os.cpu_count() or 1)
 # Columns derived from the manifest for the content checks (not written to the manifest CSV).
 DUPLICATE_OF = "duplicate_of"
 LABEL_CONFLICT = "label_conflict"
