@@ -57,7 +57,9 @@ def request(*seeds: int) -> pd.DataFrame:
 def test_encoded_images_get_a_class_probabilities_and_the_answering_model(artifacts):
     answer = loaded(artifacts).predict(None, request(1, 2, 3))
     assert list(answer.columns) == ["predicted_class", *(f"p_{c}" for c in CLASSES),
-                                    "model_name", "model_version"]
+                                    "in_distribution", "ood_score", "model_name", "model_version"]
+    # logged without a guard: every image passes, with no score to say how familiar it is
+    assert answer["in_distribution"].all() and answer["ood_score"].isna().all()
     probabilities = answer[[f"p_{c}" for c in CLASSES]].to_numpy()
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     assert list(answer["predicted_class"]) == [CLASSES[i] for i in probabilities.argmax(axis=1)]
@@ -121,7 +123,7 @@ def test_the_signature_takes_image_bytes_and_an_optional_heatmap():
     schema = signature(CLASSES).to_dict()
     assert json.loads(schema["inputs"]) == [{"type": "binary", "name": "image", "required": True}]
     outputs = [column["name"] for column in json.loads(schema["outputs"])]
-    assert outputs == ["predicted_class", *(f"p_{c}" for c in CLASSES), "model_name",
-                       "model_version"]
+    assert outputs == ["predicted_class", *(f"p_{c}" for c in CLASSES), "in_distribution",
+                       "ood_score", "model_name", "model_version"]
     assert json.loads(schema["params"]) == [{"name": "heatmap", "type": "boolean",
                                              "default": False, "shape": None}]
