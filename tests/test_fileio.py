@@ -21,7 +21,16 @@ from helpers.datasets import tree_digest, write_file
 from helpers.guard import GUARD_IMAGE, GUARD_SOURCE, git
 from leukemia_cnn import cli
 from leukemia_cnn.errors import OutputError
-from leukemia_cnn.fileio import OUTPUT_MARKER, check_output, is_marked, mark_output, shown, swap_folder
+from leukemia_cnn.fileio import (
+    OUTPUT_MARKER,
+    OUTPUT_RECORD,
+    check_output,
+    is_marked,
+    mark_output,
+    record_output,
+    shown,
+    swap_folder,
+)
 
 IMAGE, SOURCE = GUARD_IMAGE, GUARD_SOURCE
 
@@ -52,6 +61,7 @@ COMMANDS = {
     "data get": (["data", "get", "--source", SOURCE, "--no-validate", "--no-dvc-add",
                   "--output", "{path}"], "folder"),
     "predict": (["predict", IMAGE, "--output", "{path}"], "file"),
+    "explain": (["explain", IMAGE, "--output", "{path}"], "folder"),
 }
 
 # Hostile paths: the project itself, what git or DVC tracks, inputs, the user's own files and
@@ -76,7 +86,8 @@ def check_invariant(command: str, path: str, root: Path, capfd) -> tuple[int, st
     for key in changed(before, after):
         here = (root / key).resolve()
         new_parent = key not in before and target.is_relative_to(here)
-        assert here == target or here.is_relative_to(target) or new_parent, (
+        record = here == target.parent / OUTPUT_RECORD  # which files the command wrote
+        assert here == target or here.is_relative_to(target) or new_parent or record, (
             f"`leukemia-cnn {' '.join(argv)}` changed {key} (exit {code}): {err}")
     assert "Traceback" not in err
     assert code in (0, 1), err
@@ -201,18 +212,26 @@ def test_check_output_reasons(tmp_path):
     assert "is an input" in reason(root / "in.jpg", kind="file", inputs=[root / "in.jpg"])
     assert "overlaps the input" in reason(root / "in", inputs=[root / "in" / "x.zip"])
     (root / "user").mkdir()
+    assert check_output(root / "user", kind="folder", root=root, flag="--output", instead="X.",
+                        owner="t")  # an empty folder: nothing to lose
+    write_file(root / "user" / "mine.txt", b"mine")
     assert f"no {OUTPUT_MARKER} file" in reason(root / "user")
     write_file(root / "user.csv", b"mine")
-    assert "not an earlier output" in reason(root / "user.csv", kind="file")
+    assert "did not write" in reason(root / "user.csv", kind="file")
     assert "is a folder" in reason(root / "user", kind="file")
     assert "is not a folder" in reason(root / "user.csv" / "x.csv", kind="file")
     # allowed: new paths, the configured default, a marked folder, an owned file
     options = dict(root=root, flag="--output", instead="X.", owner="t")
     assert check_output(root / "new" / "deeper", kind="folder", **options) == root / "new" / "deeper"
-    assert check_output(root / "dvc.yaml", kind="file", default=root / "dvc.yaml", **options)
+    assert check_output(root / "dvc.yaml", kind="file", declared=root / "dvc.yaml", **options)
     mark_output(root / "user", "t")
     assert check_output(root / "user", kind="folder", **options) == root / "user"
-    assert check_output(root / "user.csv", kind="file", owned=lambda p: True, **options)
+    record_output(root / "user.csv", "t")
+    assert check_output(root / "user.csv", kind="file", **options)
+    # ... until someone edits it, or it was another command's
+    assert "did not write" in reason(root / "user.csv", kind="file", owner="other")
+    write_file(root / "user.csv", b"mine, edited")
+    assert "did not write" in reason(root / "user.csv", kind="file")
     (root / "link").symlink_to(root / "user")
     assert check_output(root / "link", kind="folder", **options) == root / "user"
 
@@ -221,7 +240,12 @@ def test_swap_folder_replaces_the_tree_at_once(tmp_path):
     target, staging = tmp_path / "out", tmp_path / "out.tmp-1"
     write_file(target / "old.txt", b"old")
     write_file(staging / "new.txt", b"new")
-    swap_folder(staging, target, "1")
+    # a folder that is not provably the command's own is never removed
+    with pytest.raises(OutputError, match="not an earlier output"):
+        swap_folder(staging, target, "1", "t")
+    assert os.listdir(target) == ["old.txt"]
+    mark_output(target, "t")
+    swap_folder(staging, target, "1", "t")
     assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(target) == ["new.txt"]
 
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from leukemia_cnn.config import check_section, knob, paper_faithful
 from leukemia_cnn.errors import LeukemiaCNNError
-from leukemia_cnn.fileio import check_output, is_marked, mark_output, swap_folder, write_text
+from leukemia_cnn.fileio import check_output, mark_output, swap_folder, write_text
 from leukemia_cnn.tracking.store import CONFIG_ID_PREFIXES, run_config_id
 
 # Paper Table 1 (val accuracy, val prediction s, test accuracy, test prediction s) by the
@@ -562,15 +562,6 @@ def build(cfg: DictConfig, root: Path) -> dict:
             "claims": made["claims"], "n_runs": len(runs), "figures": made["figures"]}
 
 
-def _is_report_page(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(512).decode("utf-8", errors="replace")
-    except OSError:
-        return False
-    return head.startswith(REPORT_TITLE) or head.startswith(HTML_HEAD)
-
-
 def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path, Path, Path]:
     """The guard of the report's outputs ``NAME.md``, ``NAME.html`` and ``NAME_files/``:
     each new or an earlier report's (see :func:`leukemia_cnn.fileio.check_output`)."""
@@ -581,14 +572,10 @@ def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path
     def label(path: Path) -> str:
         return f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})"
 
-    markdown = check_output(markdown, kind="file", root=root, flag="--name", owner=REPORT_OUTPUT,
-                            owned=_is_report_page, instead=instead, label=label(markdown))
-    page = check_output(page, kind="file", root=root, flag="--name", owner=REPORT_OUTPUT,
-                        owned=_is_report_page, instead=instead, label=label(page))
-    assets = check_output(
-        assets, kind="folder", root=root, flag="--name", owner=REPORT_OUTPUT, instead=instead,
-        owned=lambda path: is_marked(path, REPORT_OUTPUT) or _is_report_page(markdown),
-        label=label(assets))
+    markdown, page, assets = (
+        check_output(path, kind=kind, root=root, flag="--name", owner=REPORT_OUTPUT,
+                     instead=instead, label=label(path))
+        for path, kind in ((markdown, "file"), (page, "file"), (assets, "folder")))
     return markdown, page, assets
 
 
@@ -659,9 +646,9 @@ def _build(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence:
             lines += [f"## Fig. 2: sample predictions (test split), {fig['scope']}", "",
                       f"![Fig. 2]({rel_samples})", ""]
     mark_output(staging, REPORT_OUTPUT)
-    swap_folder(staging, assets, token)
-    write_text(markdown_path, "\n".join(lines))
-    write_text(html_path, _html(lines, faithful, others, made, reports_dir))
+    swap_folder(staging, assets, token, REPORT_OUTPUT)
+    write_text(markdown_path, "\n".join(lines), owner=REPORT_OUTPUT)
+    write_text(html_path, _html(lines, faithful, others, made, reports_dir), owner=REPORT_OUTPUT)
     # A project claim whose configuration was not run is not part of this report.
     return {"claims": [c["text"] for c in claims + shown],
             "figures": [str(f["curves"]) for f in made]}
