@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from leukemia_cnn.errors import ConfigError
-from leukemia_cnn.fileio import git_tracked
+from leukemia_cnn.fileio import dvc_tracked, git_tracked
 
 # Top-level names of the project's code, config, history and stores: no output goes there.
 RESERVED = (".git", ".dvc", ".github", ".ci", ".venv", "src", "conf", "tests", "docs",
@@ -29,7 +29,7 @@ RESERVED = (".git", ".dvc", ".github", ".ci", ".venv", "src", "conf", "tests", "
 FILES = ("manifest", "splits")
 
 
-def path_reason(value: str, root: Path, git_files: Iterable[Path],
+def path_reason(value: str, root: Path, git_files: list[Path],
                 reserved: Iterable[str] = RESERVED) -> str | None:
     """Why ``value`` (relative to ``root``, or absolute) is no place to write, or None."""
     if not str(value).strip():
@@ -46,6 +46,9 @@ def path_reason(value: str, root: Path, git_files: Iterable[Path],
             return "is a file git tracks"
         if path.is_relative_to(real):
             return f"holds files git tracks (e.g. {path.relative_to(root).as_posix()})"
+    for path, where in dvc_tracked(root, git_files).items():
+        if real.is_relative_to(path) and real != path:
+            return f"is inside {path.relative_to(root).as_posix()}, an output DVC tracks ({where})"
     return None
 
 
@@ -81,11 +84,12 @@ def check_paths(cfg: DictConfig, root: Path) -> None:
 def check_sweep_dir(overrides: Iterable[str], root: Path) -> None:
     """Refuse a ``hydra.sweep.dir=`` override that breaks the rule (jobs write there)."""
     root = Path(root).resolve()
+    git_files = git_tracked(root)
     for item in overrides:
         key, _, value = item.partition("=")
         if key.lstrip("+~") in ("hydra.sweep.dir", "hydra.run.dir"):
             sweeps = [name for name in RESERVED if name not in ("multirun", "outputs")]
-            reason = path_reason(value, root, git_tracked(root), sweeps)
+            reason = path_reason(value, root, git_files, sweeps)
             if reason:
                 raise ConfigError(f"override `{item}` {reason}; leave it out (jobs go to "
                                   "multirun/<sweep id>) or name a new folder inside the project")
