@@ -55,9 +55,10 @@ typical use:
   leukemia-cnn card                  the champion's model card (Markdown)
   mlflow ui --backend-store-uri sqlite:///mlflow.db
 
-outputs: a command writes only its own outputs. An --output (or report --name) that is the
-project root, holds or is a file git or DVC tracks, is an input, or is an existing folder or
-file the command did not write is refused before anything is written.
+outputs: a command writes only its own outputs. An --output (relative: to the current
+folder), report --name or paths.* value that is outside or is the project root, holds or is
+a file git or DVC tracks, is an input, or is an existing folder or file the command did not
+record as its own (or that was edited since) is refused before anything is written.
 
 exit status:
   0    done
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "and write the result to params.yaml, the file DVC "
                                         "stages read.")
     params.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.epochs=5")
-    params.add_argument("--output", default="params.yaml", help="where to write (default: %(default)s)")
+    params.add_argument("--output", default="params.yaml", type=_non_empty,
+                        help="where to write (default: %(default)s)")
     params.add_argument("--check", action="store_true",
                         help="do not write; exit 1 if the file differs from the composed config")
 
@@ -144,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of the real class counts 504/985/963/804 "
                             "(default: data.synth.scale)")
     synth.add_argument("--seed", type=int, default=None, help="default: data.synth.seed")
-    synth.add_argument("--output", default=None, help="default: paths.raw_dir")
+    synth.add_argument("--output", default=None, type=_non_empty,
+                       help="relative: to the current folder (default: paths.raw_dir)")
     synth.add_argument("--if-empty", action="store_true",
                        help="do nothing when the output folder already holds images")
     synth.add_argument("--no-dvc-add", action="store_true",
@@ -163,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "and credentials) or `synthetic` (default: data.source)")
     get.add_argument("--variant", choices=("Original", "Segmented"), default=None,
                      help="image set of the Kaggle archive (default: data.variant)")
-    get.add_argument("--output", default=None, help="default: paths.raw_dir")
+    get.add_argument("--output", default=None, type=_non_empty,
+                     help="relative: to the current folder (default: paths.raw_dir)")
     get.add_argument("--no-validate", action="store_true",
                      help="swap the new tree in even if it fails the raw-data checks "
                           "(the validate_raw stage still stops the pipeline)")
@@ -253,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-uri", default=None, type=_non_empty,
                          help="MLflow model URI (default: models:/<registered name>@champion)")
     predict.add_argument("--format", choices=("csv", "json"), default="csv")
-    predict.add_argument("--output", default=None, help="write here instead of stdout")
+    predict.add_argument("--output", default=None, type=_non_empty,
+                         help="write here instead of stdout (relative: to the current folder)")
 
     explain = sub.add_parser(
         "explain", help="Grad-CAM heatmaps: where in each image the model saw its class",
@@ -265,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     explain.add_argument("--model", default=None, metavar="URI", type=_non_empty,
                          help="MLflow model URI (default: models:/<registered name>@champion)")
-    explain.add_argument("--output", default=None, metavar="DIR",
+    explain.add_argument("--output", default=None, type=_non_empty, metavar="DIR",
                          help="folder for the heatmaps (default: <reports_dir>/explain)")
 
     card = sub.add_parser(
