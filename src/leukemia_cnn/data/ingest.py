@@ -47,7 +47,12 @@ from PIL import Image
 
 from leukemia_cnn.config import VARIANTS
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
-from leukemia_cnn.data.synthetic import RAW_OUTPUT, check_raw_output, raw_output
+from leukemia_cnn.data.synthetic import (
+    RAW_OUTPUT,
+    check_dvc_target,
+    check_raw_output,
+    raw_output,
+)
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import declared_by, mark_output, record_output, shown, swap_folder
 from leukemia_cnn.quality.validate_raw import OS_JUNK, SkippedFile, skip_reason
@@ -607,10 +612,7 @@ def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | N
     out_dir = check_raw_output(raw_output(output, raw_dir), root,
                                inputs=[] if chosen == "kaggle" else [Path(chosen)], label=output)
     if dvc_add:  # refuse an output DVC cannot version before writing anything
-        from leukemia_cnn.data.versioning import dvc_command, dvc_target
-
-        dvc_target(root, out_dir)
-        dvc_command()
+        check_dvc_target(root, out_dir)
     # The raw folder DVC versions holds no marker: it is recorded beside it instead.
     mark, declared = out_dir != raw_dir.resolve(), declared_by(root, "data.dvc")
     started = time.perf_counter()

@@ -548,8 +548,7 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
     out_dir = check_raw_output(raw_output(output, raw_dir), root, label=output)
 
     if dvc_add:  # fail before the work, not after it
-        versioning.dvc_target(root, out_dir)
-        versioning.dvc_command()
+        check_dvc_target(root, out_dir)
 
     started = time.perf_counter()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -577,6 +576,13 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
         record_origin(tracked, None)  # the built-in set: forget a recorded `data get` source
         print(f"{shown(tracked, root)} versions {shown(out_dir, root)}; commit it with "
               f"`git add {shown(tracked, root)} {shown(out_dir.parent / '.gitignore', root)}`")
+
+
+def check_dvc_target(root: Path, out_dir: Path) -> None:
+    """Refuse, before anything is written, an output ``dvc add`` cannot version (outside the
+    repository, no DVC installed)."""
+    versioning.dvc_target(root, out_dir)
+    versioning.dvc_command()
 
 
 def raw_output(output: str | None, raw_dir: Path) -> Path:

@@ -49,8 +49,8 @@ def check_explain_output(output_dir: Path, root: Path, images: list[str],
     instead = "Pass --output with a new folder (or one an earlier explain wrote)"
     options = dict(root=root, flag="--output", owner=EXPLAIN_OUTPUT, inputs=images,
                    instead=instead)
+    targets = output_paths(images, output_dir)  # first: an input is never replaced
     folder = check_output(output_dir, kind="folder", label=label, **options)
-    targets = output_paths(images, folder)
     for target in targets:
         check_output(target, kind="file", label=str(target), **options)
     return folder, targets
