@@ -6,7 +6,8 @@ is a safe place to write depends on the project on disk (its root, what git trac
 checked here. A configured path must lie inside the project (after ``${oc.env:HOME}`` and
 ``..`` are resolved), must not be or lie inside the project's own machinery (``.git``,
 ``.dvc``, ``src``, ``conf``, ``tests``, the MLflow store, study workspaces, ...), must be
-neither a file git tracks nor a folder holding one, and must not overlap another command's
+neither a file git tracks nor a folder holding one (the pipeline's own outputs aside: metrics
+git tracks, the ``.gitignore`` DVC writes), and must not overlap another command's
 configured output. There is no exemption for a default: ``data/raw`` passes because it obeys
 the rule.
 """
@@ -41,12 +42,15 @@ def path_reason(value: str, root: Path, git_files: list[Path],
     top = real.relative_to(root).parts[0]
     if top in reserved:
         return f"is inside {top}, which is the project's own (code, config, history or stores)"
-    for path in git_files:
+    outs = dvc_tracked(root, git_files)
+    # git may track the pipeline's own outputs (metrics with cache: false, DVC's .gitignore)
+    own = [p for p in git_files if p.name == ".gitignore" or any(p.is_relative_to(o) for o in outs)]
+    for path in sorted(set(git_files) - set(own)):
         if path == real:
             return "is a file git tracks"
         if path.is_relative_to(real):
             return f"holds files git tracks (e.g. {path.relative_to(root).as_posix()})"
-    for path, where in dvc_tracked(root, git_files).items():
+    for path, where in outs.items():
         if real.is_relative_to(path) and real != path:
             return f"is inside {path.relative_to(root).as_posix()}, an output DVC tracks ({where})"
     return None
