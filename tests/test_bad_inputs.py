@@ -32,7 +32,9 @@ from helpers.datasets import (
 )
 from leukemia_cnn.config import compose
 from leukemia_cnn.data import ingest
+from leukemia_cnn.data.synthetic import RAW_OUTPUT
 from leukemia_cnn.errors import DataError
+from leukemia_cnn.fileio import mark_output
 from leukemia_cnn.quality import validate_raw
 
 
@@ -213,6 +215,7 @@ def test_data_get_outcome(cfg, tmp_path, name, capsys):
     case.build(source)
     source_before = tree_digest(tmp_path / "source")
     raw = class_tree(tmp_path / "project" / "data" / "raw", prefix="OLD", seed=9)
+    mark_output(raw, RAW_OUTPUT)  # an earlier `data get`: provably its own, so replaceable
     raw_before = tree_digest(raw)
 
     if case.get == "error":

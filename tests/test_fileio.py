@@ -18,10 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers.datasets import tree_digest, write_file
-from helpers.guard import GUARD_IMAGE, GUARD_SOURCE, git
-from leukemia_cnn import cli
+from helpers.guard import GUARD_IMAGE, GUARD_SOURCE, changed, git, one_line_error, run
 from leukemia_cnn.errors import OutputError
-from leukemia_cnn.fileio import OUTPUT_MARKER, check_output, is_marked, mark_output, shown, swap_folder
+from leukemia_cnn.fileio import (
+    OUTPUT_MARKER,
+    OUTPUT_RECORD,
+    check_output,
+    is_marked,
+    mark_output,
+    record_output,
+    shown,
+    swap_folder,
+)
 
 IMAGE, SOURCE = GUARD_IMAGE, GUARD_SOURCE
 
@@ -29,19 +37,6 @@ IMAGE, SOURCE = GUARD_IMAGE, GUARD_SOURCE
 @pytest.fixture
 def project(guard_project):
     return guard_project
-
-
-def run(argv: list[str], capfd) -> tuple[int, str]:
-    """``leukemia-cnn ARGV`` in this process; (exit status, stderr)."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as exited:  # argparse usage errors
-        code = exited.code
-    return code, capfd.readouterr().err
-
-
-def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
-    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
 
 
 # (command line with {path}, kind of output, where relative paths are taken from)
@@ -52,6 +47,7 @@ COMMANDS = {
     "data get": (["data", "get", "--source", SOURCE, "--no-validate", "--no-dvc-add",
                   "--output", "{path}"], "folder"),
     "predict": (["predict", IMAGE, "--output", "{path}"], "file"),
+    "explain": (["explain", IMAGE, "--output", "{path}"], "folder"),
 }
 
 # Hostile paths: the project itself, what git or DVC tracks, inputs, the user's own files and
@@ -76,7 +72,8 @@ def check_invariant(command: str, path: str, root: Path, capfd) -> tuple[int, st
     for key in changed(before, after):
         here = (root / key).resolve()
         new_parent = key not in before and target.is_relative_to(here)
-        assert here == target or here.is_relative_to(target) or new_parent, (
+        record = here == target.parent / OUTPUT_RECORD  # which files the command wrote
+        assert here == target or here.is_relative_to(target) or new_parent or record, (
             f"`leukemia-cnn {' '.join(argv)}` changed {key} (exit {code}): {err}")
     assert "Traceback" not in err
     assert code in (0, 1), err
@@ -201,18 +198,26 @@ def test_check_output_reasons(tmp_path):
     assert "is an input" in reason(root / "in.jpg", kind="file", inputs=[root / "in.jpg"])
     assert "overlaps the input" in reason(root / "in", inputs=[root / "in" / "x.zip"])
     (root / "user").mkdir()
+    assert check_output(root / "user", kind="folder", root=root, flag="--output", instead="X.",
+                        owner="t")  # an empty folder: nothing to lose
+    write_file(root / "user" / "mine.txt", b"mine")
     assert f"no {OUTPUT_MARKER} file" in reason(root / "user")
     write_file(root / "user.csv", b"mine")
-    assert "not an earlier output" in reason(root / "user.csv", kind="file")
+    assert "did not write" in reason(root / "user.csv", kind="file")
     assert "is a folder" in reason(root / "user", kind="file")
     assert "is not a folder" in reason(root / "user.csv" / "x.csv", kind="file")
     # allowed: new paths, the configured default, a marked folder, an owned file
     options = dict(root=root, flag="--output", instead="X.", owner="t")
     assert check_output(root / "new" / "deeper", kind="folder", **options) == root / "new" / "deeper"
-    assert check_output(root / "dvc.yaml", kind="file", default=root / "dvc.yaml", **options)
+    assert check_output(root / "dvc.yaml", kind="file", declared=root / "dvc.yaml", **options)
     mark_output(root / "user", "t")
     assert check_output(root / "user", kind="folder", **options) == root / "user"
-    assert check_output(root / "user.csv", kind="file", owned=lambda p: True, **options)
+    record_output(root / "user.csv", "t")
+    assert check_output(root / "user.csv", kind="file", **options)
+    # ... until someone edits it, or it was another command's
+    assert "did not write" in reason(root / "user.csv", kind="file", owner="other")
+    write_file(root / "user.csv", b"mine, edited")
+    assert "did not write" in reason(root / "user.csv", kind="file")
     (root / "link").symlink_to(root / "user")
     assert check_output(root / "link", kind="folder", **options) == root / "user"
 
@@ -221,7 +226,12 @@ def test_swap_folder_replaces_the_tree_at_once(tmp_path):
     target, staging = tmp_path / "out", tmp_path / "out.tmp-1"
     write_file(target / "old.txt", b"old")
     write_file(staging / "new.txt", b"new")
-    swap_folder(staging, target, "1")
+    # a folder that is not provably the command's own is never removed
+    with pytest.raises(OutputError, match="not an earlier output"):
+        swap_folder(staging, target, "1", "t")
+    assert os.listdir(target) == ["old.txt"]
+    mark_output(target, "t")
+    swap_folder(staging, target, "1", "t")
     assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(target) == ["new.txt"]
 
 
@@ -237,3 +247,117 @@ def test_shown_is_relative_inside_the_root_and_as_given_outside(tmp_path):
     # a link into the project is shown by what it points at
     (tmp_path / "link").symlink_to(root / "data")
     assert shown(tmp_path / "link", root) == "data"
+
+
+# ------------------------------------------------------------------------- ownership is recorded
+
+
+@pytest.mark.parametrize("content", ["path,predicted_class,reviewed_by\nslide1.jpg,Pro,dr_a\n",
+                                     "[]\n", '[{"path": "a.jpg", "predicted_class": "Pro"}]\n'])
+def test_predict_never_takes_a_user_file_for_its_output_by_its_content(project, content, capfd,
+                                                                       monkeypatch):
+    """A pathologist's review sheet that starts like a prediction table is still theirs."""
+    monkeypatch.chdir(project)
+    sheet = project / "review.csv"
+    sheet.write_text(content)
+    try:
+        code, err = check_invariant("predict", "review.csv", project, capfd)
+        assert code == 1 and "did not write" in err and sheet.read_text() == content
+    finally:
+        sheet.unlink()
+
+
+@pytest.mark.parametrize("command, output", [("predict", "out.csv"), ("params", "mine.yaml")])
+def test_a_temporary_name_never_is_a_user_file(project, command, output, capfd, monkeypatch):
+    """Writers once used `.NAME.tmp` and deleted it afterwards, whoever's it was."""
+    monkeypatch.chdir(project)
+    user_file = project / f".{output}.tmp"
+    user_file.write_text("the user's own\n")
+    argv = ["predict", IMAGE, "--output", output] if command == "predict" else [
+        "params", "--output", output]
+    try:
+        code, err = run(argv, capfd)
+        assert code == 0, err
+        assert user_file.read_text() == "the user's own\n"
+        assert not [p for p in project.iterdir() if p.name.endswith(".tmp") and p != user_file]
+    finally:
+        for path in (user_file, project / output, project / OUTPUT_RECORD):
+            path.unlink(missing_ok=True)
+
+
+def test_params_output_replaces_only_its_own_unedited_file(project, capfd, monkeypatch):
+    monkeypatch.chdir(project)
+    mine = project / "my_experiment.yaml"
+    try:
+        assert run(["params", "--output", mine.name, "train.epochs=3"], capfd)[0] == 0
+        assert run(["params", "--output", mine.name, "train.epochs=4"], capfd)[0] == 0
+        edited = mine.read_text().replace("epochs: 4", "epochs: 7  # tuned by hand")
+        mine.write_text(edited)
+        code, err = run(["params", "--output", mine.name], capfd)
+        assert code == 1 and "did not write" in err and "nothing was written" in err
+        assert mine.read_text() == edited
+    finally:
+        mine.unlink(missing_ok=True)
+        (project / OUTPUT_RECORD).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("where", ["in-user-folder", "in-explain-folder"])
+def test_explain_never_replaces_a_users_heatmap(project, where, capfd, monkeypatch):
+    """A user's X/cell_gradcam.png, whether X is their folder or an earlier explain output."""
+    monkeypatch.chdir(project)
+    folder = project / ("mine" if where == "in-user-folder" else "explained")
+    if where == "in-explain-folder":
+        assert run(["explain", IMAGE, "--output", folder.name], capfd)[0] == 0
+    write_file(folder / "cell_gradcam.png", b"my annotated heatmap")
+    try:
+        code, err = check_invariant("explain", folder.name, project, capfd)
+        assert code == 1 and "nothing was written" in err
+        assert (folder / "cell_gradcam.png").read_bytes() == b"my annotated heatmap"
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("output", [IMAGE, "notes.txt", "src/leukemia_cnn", "data/raw/Benign",
+                                    "."])
+def test_explain_refuses_a_bad_output_before_loading_the_model(project, output, capfd,
+                                                               monkeypatch):
+    from leukemia_cnn.registry import explain
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(explain, "load_explainer", loaded)
+    monkeypatch.chdir(project)
+    code, err = check_invariant("explain", output, project, capfd)
+    assert one_line_error(code, err, "explain") and "Errno" not in err
+    assert f"--output {output}:" in err
+
+
+def test_data_output_outside_the_repository_is_refused_before_writing(project, capfd,
+                                                                      monkeypatch, tmp_path):
+    monkeypatch.chdir(project)
+    outside = tmp_path / "elsewhere" / "raw"
+    for argv in (["data", "get", "--source", SOURCE, "--output", str(outside)],
+                 ["data", "synth", "--scale", "0.001", "--output", str(outside)]):
+        code, err = run(argv, capfd)
+        assert one_line_error(code, err, " ".join(argv[:2])) and "outside" in err
+        assert not (tmp_path / "elsewhere").exists()
+
+
+def test_every_output_is_relative_to_the_current_folder(project, capfd, monkeypatch):
+    """`data get --output` and `predict --output` read a relative path the same way."""
+    here = project / "notes"
+    monkeypatch.chdir(here)
+    try:
+        code, err = run(["data", "get", "--source", f"../{SOURCE}", "--no-validate",
+                         "--no-dvc-add", "--params", "../params.yaml", "--output", "got"], capfd)
+        assert code == 0, err
+        assert is_marked(here / "got", "data") and not (project / "got").exists()
+        code, err = run(["predict", f"../{IMAGE}", "--params", "../params.yaml", "--output",
+                         "got.csv"], capfd)
+        assert code == 0, err
+        assert (here / "got.csv").is_file() and not (project / "got.csv").exists()
+    finally:
+        shutil.rmtree(here / "got", ignore_errors=True)
+        for name in ("got.csv", OUTPUT_RECORD):
+            (here / name).unlink(missing_ok=True)

@@ -38,6 +38,9 @@ STAGES = {
                  "register the run's model in the MLflow registry and update the champion"),
 }
 
+# Commands that only read the MLflow store (see _project_root).
+STORE_READERS = ("predict", "explain", "card", "summary")
+
 EPILOG = """\
 typical use:
   leukemia-cnn data synth            write the built-in synthetic dataset to data/raw
@@ -53,9 +56,10 @@ typical use:
   leukemia-cnn drift --source DIR    do the images in DIR look like the training images?
   mlflow ui --backend-store-uri sqlite:///mlflow.db
 
-outputs: a command writes only its own outputs. An --output (or report --name) that is the
-project root, holds or is a file git or DVC tracks, is an input, or is an existing folder or
-file the command did not write is refused before anything is written.
+outputs: a command writes only its own outputs. An --output (relative: to the current
+folder), report --name or paths.* value that is outside or is the project root, holds or is
+a file git or DVC tracks, is an input, or is an existing folder or file the command did not
+record as its own (or that was edited since) is refused before anything is written.
 
 exit status:
   0    done
@@ -84,6 +88,25 @@ class ArgumentParser(argparse.ArgumentParser):
                               "the arguments\n")
 
 
+def _non_empty(value: str) -> str:
+    """argparse type: a value that is not empty (an empty one would silently mean the default)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty; leave the option out for the default")
+    return value
+
+
+def _seed_list(value: str) -> list[int]:
+    """argparse type of ``study --seeds``: comma-separated whole numbers, e.g. 1,2,3."""
+    try:
+        seeds = [int(seed) for seed in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of whole "
+                                         "numbers (e.g. 1,2,3)") from None
+    if any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"{value!r}: seeds are whole numbers >= 0")
+    return seeds
+
+
 def _add_params_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml",
                         help="composed config to run with (default: %(default)s)")
@@ -106,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "and write the result to params.yaml, the file DVC "
                                         "stages read.")
     params.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.epochs=5")
-    params.add_argument("--output", default="params.yaml", help="where to write (default: %(default)s)")
+    params.add_argument("--output", default="params.yaml", type=_non_empty,
+                        help="where to write (default: %(default)s)")
     params.add_argument("--check", action="store_true",
                         help="do not write; exit 1 if the file differs from the composed config")
 
@@ -128,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of the real class counts 504/985/963/804 "
                             "(default: data.synth.scale)")
     synth.add_argument("--seed", type=int, default=None, help="default: data.synth.seed")
-    synth.add_argument("--output", default=None, help="default: paths.raw_dir")
+    synth.add_argument("--output", default=None, type=_non_empty,
+                       help="relative: to the current folder (default: paths.raw_dir)")
     synth.add_argument("--if-empty", action="store_true",
                        help="do nothing when the output folder already holds images")
     synth.add_argument("--no-dvc-add", action="store_true",
@@ -141,13 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "any error), then `dvc add data/raw` so data.dvc versions exactly what was "
                     "ingested.")
     _add_params_arg(get)
-    get.add_argument("--source", default=None,
+    get.add_argument("--source", default=None, type=_non_empty,
                      help="the Kaggle zip as downloaded, a folder (Kaggle layout or "
                           "<Class>/<image>), `kaggle` (Kaggle API: needs the `kaggle` package "
                           "and credentials) or `synthetic` (default: data.source)")
     get.add_argument("--variant", choices=("Original", "Segmented"), default=None,
                      help="image set of the Kaggle archive (default: data.variant)")
-    get.add_argument("--output", default=None, help="default: paths.raw_dir")
+    get.add_argument("--output", default=None, type=_non_empty,
+                     help="relative: to the current folder (default: paths.raw_dir)")
     get.add_argument("--no-validate", action="store_true",
                      help="swap the new tree in even if it fails the raw-data checks "
                           "(the validate_raw stage still stops the pipeline)")
@@ -170,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run: the best single run by validation accuracy; config: the "
                               "configuration with the best mean validation accuracy over its "
                               "seeds, then its best run (default: %(default)s)")
-    promote.add_argument("--data", default="current", metavar="current|VERSION|all",
+    promote.add_argument("--data", default="current", type=_non_empty,
+                         metavar="current|VERSION|all",
                          help="which versions are compared: those scored on the workspace's "
                               "current validation set (default), on the data version (data.dvc "
                               "md5) or validation digest VERSION (a prefix is enough), or `all`: "
@@ -207,19 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "ingest --source there, run the Table 1 and conv-layer rows and the fast "
                     "recipe over seeds on the whole train split and write "
                     "docs/results/NAME.md. The project's own data and state are not touched.")
-    study.add_argument("--source", required=True,
+    study.add_argument("--source", required=True, type=_non_empty,
                        help="Kaggle-layout folder (<Class>/*.jpg) or the Kaggle zip")
     study.add_argument("--name", default="real", help="workspace and report name "
                        "(default: %(default)s)")
     study.add_argument("--experiments", default=None, metavar="A,B,...",
                        help="conf/experiment rows (default: the four Table 1 rows, conv2, "
                             "conv3, conv4 and fast)")
-    study.add_argument("--seeds", default="1,2,3,4,5", help="default: %(default)s")
+    study.add_argument("--seeds", default="1,2,3,4,5", type=_seed_list, help="default: 1,2,3,4,5")
     study.add_argument("--jobs", type=int, default=2,
                        help="parallel training jobs (default: %(default)s)")
     study.add_argument("--no-sample-images", action="store_true",
                        help="a report without Fig. 2 (images of the source with their "
                             "predictions), e.g. for images you may not publish")
+    study.add_argument("--overwrite-report", action="store_true",
+                       help="re-publish over docs/results/NAME.* although git tracks them or "
+                            "they were not written by an earlier study (a committed report)")
     study.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     study.add_argument("overrides", nargs="*",
                        help="extra Hydra overrides for every job, e.g. train.epochs=1")
@@ -230,10 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "Prints one row per image: path, predicted class, class probabilities.")
     _add_params_arg(predict)
     predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    predict.add_argument("--model-uri", default=None,
+    predict.add_argument("--model-uri", default=None, type=_non_empty,
                          help="MLflow model URI (default: models:/<registered name>@champion)")
     predict.add_argument("--format", choices=("csv", "json"), default="csv")
-    predict.add_argument("--output", default=None, help="write here instead of stdout")
+    predict.add_argument("--output", default=None, type=_non_empty,
+                         help="write here instead of stdout (relative: to the current folder)")
     predict.add_argument("--reject-unfamiliar", action="store_true",
                          help="no class for images the guard flags as unlike the training "
                               f"images; exit {EXIT_UNFAMILIAR} when there is one")
@@ -246,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "the CNN's flatten head, on its last conv layer), at the image's resolution.")
     _add_params_arg(explain)
     explain.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    explain.add_argument("--model", default=None, metavar="URI",
+    explain.add_argument("--model", default=None, metavar="URI", type=_non_empty,
                          help="MLflow model URI (default: models:/<registered name>@champion)")
-    explain.add_argument("--output", default=None, metavar="DIR",
+    explain.add_argument("--output", default=None, type=_non_empty, metavar="DIR",
                          help="folder for the heatmaps (default: <reports_dir>/explain)")
 
     card = sub.add_parser(
@@ -274,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model whose guard is asked (default: models:/<name>@champion)")
     drift.add_argument("--no-guard", action="store_true",
                        help="ask no model: the verdict rests on the shift tests alone")
-    drift.add_argument("--output", default=None, metavar="FILE.md",
+    drift.add_argument("--output", default=None, type=_non_empty, metavar="FILE.md",
                        help="the Markdown report, HTML beside it (default: "
                             "<reports_dir>/drift/<folder name>.md)")
     # --- end drift ---
@@ -285,15 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from leukemia_cnn.config import compose, find_repo_root, load_params, write_params
+    from leukemia_cnn.config import compose, load_params, write_params
     from leukemia_cnn.fileio import atomic_write, check_output
+    from leukemia_cnn.pathrules import check_paths
 
-    root = find_repo_root()
+    root = _project_root(args)
     if args.command == "params":
         cfg = compose(args.overrides, root=root)
         from leukemia_cnn.config import validate_config
 
         validate_config(cfg)  # refuse before writing: params.yaml stays as conf/ composes it
+        check_paths(cfg, root)
         if args.check:
             from omegaconf import OmegaConf
 
@@ -304,12 +337,14 @@ def _run(args: argparse.Namespace) -> int:
                 return 1
             print(f"{args.output} matches conf/")
             return 0
-        default = root / "params.yaml"
+        # params.yaml is declared by DVC's Hydra integration (.dvc/config); another file is
+        # replaced only when an earlier `params` wrote it and nobody edited it since.
         target = check_output(
             args.output, kind="file", root=root, flag="--output", owner="params",
-            default=default, owned=_is_params_file,
+            declared=root / "params.yaml",
             instead="Pass --output with a new file name, or leave it out to write params.yaml")
-        atomic_write(target, lambda tmp: write_params(cfg, tmp))
+        atomic_write(target, lambda tmp: write_params(cfg, tmp),
+                     owner=None if target == root / "params.yaml" else "params")
         print(f"wrote {args.output}")
         return 0
 
@@ -318,15 +353,15 @@ def _run(args: argparse.Namespace) -> int:
 
         experiments = (args.experiments.split(",") if args.experiments
                        else study.STUDY_EXPERIMENTS)
-        seeds = [int(seed) for seed in args.seeds.split(",")]
-        study.main(root, args.source, args.name, experiments, seeds, args.jobs,
+        study.main(root, args.source, args.name, experiments, args.seeds, args.jobs,
                    tuple(args.overrides), dry_run=args.dry_run,
-                   sample_images=not args.no_sample_images)
+                   sample_images=not args.no_sample_images, overwrite=args.overwrite_report)
         return 0
     if Path(args.params).is_dir():
         raise ConfigError(f"--params {args.params} is a folder; pass the composed config file "
                           "(params.yaml, written by `leukemia-cnn params`)")
     cfg = load_params(args.params)
+    check_paths(cfg, root)
     if args.command == "check-config":
         from leukemia_cnn.config import write_config_check
 
@@ -410,15 +445,21 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _is_params_file(path: Path) -> bool:
-    """Whether ``path`` holds a composed config (what `leukemia-cnn params` writes)."""
-    import yaml
+def _project_root(args: argparse.Namespace) -> Path:
+    """The project a command works on: the one around the current folder; for a command
+    that reads the MLflow store run outside any project, the one holding its ``--params``
+    (so that ``predict --params ../project/params.yaml`` reads that project's store rather
+    than create an empty one here)."""
+    from leukemia_cnn.config import find_repo_root
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and {"paths", "data", "train"} <= set(data)
+    here = find_repo_root()
+    params = Path(getattr(args, "params", None) or "params.yaml")
+    in_project = (here / "dvc.yaml").is_file() or (here / "conf" / "config.yaml").is_file()
+    if not in_project and args.command in STORE_READERS and params.is_file():
+        found = find_repo_root(params.resolve().parent)
+        if (found / "dvc.yaml").is_file() or (found / "conf" / "config.yaml").is_file():
+            return found
+    return here
 
 
 def main(argv: list[str] | None = None) -> int:

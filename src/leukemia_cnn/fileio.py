@@ -1,22 +1,28 @@
 """Safe outputs: atomic writes, and the guard every command's output path goes through.
 
-Atomic: each writer writes a temporary file beside the target (``.<name>.tmp``, same folder,
-so the rename stays on one file system) and renames it over the target only when it is
-complete; a folder is written beside its target and swapped in (:func:`swap_folder`). A crash
-or Ctrl-C never leaves a half-written output.
+Atomic: each writer writes a temporary file beside the target (``.<name>.<random>.tmp``,
+created exclusively in the same folder, so the rename stays on one file system and no file of
+the user's is ever taken for it) and renames it over the target only when it is complete; a
+folder is written beside its target and swapped in (:func:`swap_folder`). A crash or Ctrl-C
+never leaves a half-written output.
 
 Guarded (:func:`check_output`): a command writes only its own outputs. Before anything is
 written, a target is refused when it is the project root (or holds it), holds files git or DVC
 tracks, is a file git tracks, lies inside a DVC-tracked folder, is one of the command's inputs,
-or exists without being this command's own earlier output: folders carry a marker file
-(:data:`OUTPUT_MARKER`), files are recognised by their content. The command's configured
-default output (``paths.raw_dir``, ``params.yaml``) is its declared output and always allowed.
+or exists without being this command's own earlier output. Ownership is recorded, never
+guessed from content: a folder carries a marker file (:data:`OUTPUT_MARKER`), a file is listed
+with its sha256 in the record of its folder (:data:`OUTPUT_RECORD`, :func:`record_output`), so
+a file edited by hand since is no longer the command's. The only other owner is a manifest
+of the project that declares the path as the command's output (``data.dvc`` for the raw
+image folder, DVC's Hydra integration for ``params.yaml``), passed as ``declared``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
@@ -29,31 +35,37 @@ import yaml
 
 from leukemia_cnn.errors import OutputError
 
-# Written inside every output folder a command writes (except its configured default, whose
-# content DVC versions): `leukemia-cnn <kind>`. A folder without it is not overwritten.
+# Written inside every output folder a command writes: `leukemia-cnn <kind>`. A folder
+# without it (or a manifest declaring it) is not overwritten. DVC ignores it (.dvcignore).
 OUTPUT_MARKER = ".leukemia-cnn-output"
+# Beside the output files a command writes: {file name: {"by": kind, "sha256": ...}}.
+OUTPUT_RECORD = ".leukemia-cnn-outputs.json"
 
 
-def atomic_write(target: Path, write: Callable[[Path], Any]) -> Path:
+def atomic_write(target: Path, write: Callable[[Path], Any], owner: str | None = None) -> Path:
     """Call ``write(tmp_path)``, then rename ``tmp_path`` to ``target``; return ``target``.
 
     The parent folder is created. On any error the temporary file is removed and ``target``
-    keeps its previous content (or stays absent).
+    keeps its previous content (or stays absent). With ``owner``, the file is recorded as the
+    output of ``leukemia-cnn <owner>`` (:func:`record_output`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    tmp.open("x").close()  # exclusive: this name is ours, whatever lies in the folder
     try:
         write(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    if owner is not None:
+        record_output(target, owner)
     return target
 
 
-def write_text(target: Path, text: str) -> Path:
-    """Write ``text`` to ``target`` atomically."""
-    return atomic_write(target, lambda tmp: tmp.write_text(text))
+def write_text(target: Path, text: str, owner: str | None = None) -> Path:
+    """Write ``text`` to ``target`` atomically (recorded as ``owner``'s output when given)."""
+    return atomic_write(target, lambda tmp: tmp.write_text(text), owner)
 
 
 def write_json(target: Path, data: Any) -> Path:
@@ -100,14 +112,23 @@ def is_marked(folder: Path, kind: str) -> bool:
         return False
 
 
-def swap_folder(staging: Path, target: Path, token: str) -> Path:
+def swap_folder(staging: Path, target: Path, token: str, owner: str,
+                declared: Path | None = None) -> Path:
     """Replace ``target`` by the complete ``staging`` tree: rename aside, rename in, delete.
 
-    On a failed rename the previous ``target`` is put back; return ``target``.
+    ``target`` is replaced only when it is provably ``leukemia-cnn <owner>``'s: it holds the
+    marker, or it is ``declared`` (the folder a manifest such as ``data.dvc`` declares);
+    anything else raises OutputError and stays. On a failed rename the previous ``target`` is
+    put back; return ``target``.
     """
     staging, target = Path(staging), Path(target)
+    present = target.exists() or target.is_symlink()
+    empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
+    if present and not (empty or is_own(target, "folder", owner, declared)):
+        raise OutputError(f"{target} is not an earlier output of `leukemia-cnn {owner}` (it has "
+                          f"no {OUTPUT_MARKER} file); it was left as it was")
     previous = target.with_name(f"{target.name}.old-{token}")
-    if target.exists() or target.is_symlink():
+    if present:
         target.rename(previous)
     try:
         staging.rename(target)
@@ -120,6 +141,62 @@ def swap_folder(staging: Path, target: Path, token: str) -> Path:
     elif previous.exists():
         shutil.rmtree(previous)
     return target
+
+
+# ------------------------------------------------------------------------- output files
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of ``path``'s bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_record(record: Path) -> dict:
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_output(path: Path, owner: str) -> Path:
+    """Record ``path`` (a file as it is now, or a folder) as written by ``leukemia-cnn
+    <owner>``, in the :data:`OUTPUT_RECORD` of its parent folder; return the record."""
+    path = Path(path)
+    record = path.parent / OUTPUT_RECORD
+    entries = _read_record(record)
+    entries[path.name] = ({"by": owner, "folder": True} if path.is_dir()
+                          else {"by": owner, "sha256": file_sha256(path)})
+    text = json.dumps(entries, indent=2, sort_keys=True) + "\n"
+    return atomic_write(record, lambda tmp: tmp.write_text(text))
+
+
+def is_recorded(path: Path, owner: str) -> bool:
+    """Whether ``path`` is recorded as ``leukemia-cnn <owner>``'s: a folder, or a file whose
+    content is unchanged since (an edited file is the user's now)."""
+    path = Path(path)
+    entry = _read_record(path.parent / OUTPUT_RECORD).get(path.name)
+    if not (isinstance(entry, dict) and entry.get("by") == owner):
+        return False
+    if entry.get("folder"):
+        return path.is_dir() and not path.is_symlink()
+    try:
+        return path.is_file() and entry.get("sha256") == file_sha256(path)
+    except OSError:
+        return False
+
+
+def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> bool:
+    """Whether ``path`` is ``leukemia-cnn <owner>``'s output: ``declared`` by a manifest, a
+    marked folder (:func:`is_marked`), or recorded beside it (:func:`is_recorded`)."""
+    path = Path(path)
+    if declared is not None and path.resolve() == Path(declared).resolve():
+        return True
+    return (kind == "folder" and is_marked(path, owner)) or is_recorded(path, owner)
 
 
 # ------------------------------------------------------------------------- the guard
@@ -177,9 +254,85 @@ def shown(path: str | Path, root: str | Path) -> str:
         return str(path)
 
 
+def declared_by(root: Path, manifest: str) -> Path | None:
+    """The output the project's ``manifest`` (e.g. ``data.dvc``) declares, if any."""
+    outs = [path for path, where in dvc_tracked(root).items() if where == manifest]
+    return outs[0] if len(outs) == 1 else None
+
+
+def resolve_target(target: str | Path) -> Path:
+    """``target`` as given by a user (relative: to the current folder), links resolved."""
+    given = Path(target).expanduser()
+    return (given if given.is_absolute() else Path.cwd() / given).resolve()
+
+
+def _project_reason(real: Path, root: Path) -> str | None:
+    if root.is_relative_to(real):
+        return "is the project root" if real == root else f"holds the project {root}"
+    if real.name in (OUTPUT_MARKER, OUTPUT_RECORD):
+        return "is the output record of leukemia-cnn, not an output"
+    return None
+
+
+def _input_reason(real: Path, kind: str, inputs: Iterable[str | Path]) -> str | None:
+    for item in inputs:
+        source = Path(item).expanduser().resolve()
+        if real == source:
+            return f"is an input of this command ({item})"
+        if kind == "folder" and (source.is_relative_to(real) or real.is_relative_to(source)):
+            return f"overlaps the input {item}"
+    return None
+
+
+def _git_reason(real: Path, root: Path, git_files: list[Path], declared: bool) -> str | None:
+    for path in () if declared else git_files:
+        if path == real:
+            return "is a file git tracks"
+        if path.is_relative_to(real):
+            return f"holds files git tracks (e.g. {shown(path, root)})"
+    return None
+
+
+def _dvc_reason(real: Path, root: Path, outs: dict[Path, str],
+                own: Callable[[], bool]) -> str | None:
+    for path, where in outs.items():
+        if path.is_relative_to(real) and path != real:
+            return f"holds {shown(path, root)}, an output DVC tracks ({where})"
+        if real.is_relative_to(path) and path != real:
+            return f"is inside {shown(path, root)}, an output DVC tracks ({where})"
+    if real in outs and not own():
+        return f"is an output DVC tracks ({outs[real]}), not this command's"
+    return None
+
+
+def _existing_reason(real: Path, kind: str, owner: str, own: Callable[[], bool]) -> str | None:
+    if not real.exists():
+        return None
+    if kind == "folder" and not real.is_dir():
+        return "exists and is not a folder"
+    if kind == "file" and real.is_dir():
+        return "is a folder; pass a file path"
+    if kind == "file" and not real.is_file():
+        return "is not a regular file (a device or pipe)"
+    if own() or (kind == "folder" and not any(real.iterdir())):  # empty: nothing to lose
+        return None
+    if kind == "folder":
+        return (f"is an existing folder `leukemia-cnn {owner}` did not write (it has no "
+                f"{OUTPUT_MARKER} file)")
+    return (f"is an existing file `leukemia-cnn {owner}` did not write (or that was edited "
+            f"since: it is not in {OUTPUT_RECORD} as written)")
+
+
+def _parent_reason(real: Path) -> str | None:
+    ancestor = real.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    return None if ancestor.is_dir() else f"{ancestor} is not a folder"
+
+
 def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instead: str,
-                 owner: str, inputs: Iterable[str | Path] = (), default: Path | None = None,
-                 owned: Callable[[Path], bool] | None = None, label: str | None = None) -> Path:
+                 owner: str, inputs: Iterable[str | Path] = (), declared: Path | None = None,
+                 label: str | None = None) -> Path:
     """Refuse ``target`` unless writing it can only replace this command's own output.
 
     Nothing is written here; call it before any work starts.
@@ -197,15 +350,13 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     instead : str
         What to do instead, appended to the message.
     owner : str
-        The marker a folder of this command holds (:func:`mark_output`).
+        Whose output may be replaced: a folder marked by ``leukemia-cnn <owner>``
+        (:func:`mark_output`) or a file recorded as its (:func:`record_output`), unchanged.
     inputs : iterable of paths
         The command's inputs: an output never aliases one.
-    default : Path, optional
-        The command's configured default output: allowed although it may be tracked
-        (``params.yaml`` by git, ``data/raw`` by DVC) and carries no marker.
-    owned : callable, optional
-        Recognises an existing target as this command's earlier output (default: a folder
-        holding the ``owner`` marker; no file is recognised).
+    declared : Path, optional
+        The output a manifest of the project declares as this command's (read from the
+        manifest, never from the config): it may be tracked and carry no marker.
     label : str, optional
         How to show the target after ``flag`` (default: as given).
 
@@ -219,54 +370,19 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     OutputError
         Naming the path, the reason and ``instead``.
     """
-    root = Path(root).resolve()
-    given = Path(target).expanduser()
-    real = (given if given.is_absolute() else Path.cwd() / given).resolve()
-
-    def refuse(reason: str) -> None:
-        raise OutputError(f"{flag} {label or target}: {reason}; nothing was written. {instead}")
-
-    if root.is_relative_to(real):
-        refuse("is the project root" if real == root else f"holds the project {root}")
-    for item in inputs:
-        source = Path(item).expanduser().resolve()
-        if real == source:
-            refuse(f"is an input of this command ({item})")
-        if kind == "folder" and (source.is_relative_to(real) or real.is_relative_to(source)):
-            refuse(f"overlaps the input {item}")
-    is_default = default is not None and real == Path(default).resolve()
+    root, real = Path(root).resolve(), resolve_target(target)
+    is_declared = declared is not None and real == Path(declared).resolve()
     git_files = git_tracked(root)
-    for path in git_files:
-        if path == real and not is_default:
-            refuse("is a file git tracks")
-        if path.is_relative_to(real) and path != real:
-            refuse(f"holds files git tracks (e.g. {shown(path, root)})")
-    dvc_outs = dvc_tracked(root, git_files)
-    for path, declared in dvc_outs.items():
-        if path.is_relative_to(real) and path != real:
-            refuse(f"holds {shown(path, root)}, an output DVC tracks ({declared})")
-        if real.is_relative_to(path) and path != real:
-            refuse(f"is inside {shown(path, root)}, an output DVC tracks ({declared})")
 
-    if owned is None:
-        def owned(path: Path) -> bool:
-            return kind == "folder" and is_marked(path, owner)
-    exists = real.exists()
-    if real in dvc_outs and not is_default and not (exists and owned(real)):
-        refuse(f"is an output DVC tracks ({dvc_outs[real]}), not this command's")
-    if exists and not is_default:
-        if kind == "folder" and not real.is_dir():
-            refuse("exists and is not a folder")
-        if kind == "file" and real.is_dir():
-            refuse("is a folder; pass a file path")
-        if not owned(real):
-            what = (f"an existing folder `leukemia-cnn {owner}` did not write (it has no "
-                    f"{OUTPUT_MARKER} file)" if kind == "folder"
-                    else f"an existing file that is not an earlier output of `leukemia-cnn {owner}`")
-            refuse(f"is {what}")
-    ancestor = real.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        refuse(f"{ancestor} is not a folder")
+    def own() -> bool:
+        return is_declared or is_own(real, kind, owner)
+
+    checks = (lambda: _project_reason(real, root), lambda: _input_reason(real, kind, inputs),
+              lambda: _git_reason(real, root, git_files, is_declared),
+              lambda: _dvc_reason(real, root, dvc_tracked(root, git_files), own),
+              lambda: _existing_reason(real, kind, owner, own), lambda: _parent_reason(real))
+    for check in checks:
+        reason = check()
+        if reason:
+            raise OutputError(f"{flag} {label or target}: {reason}; nothing was written. {instead}")
     return real

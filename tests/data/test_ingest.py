@@ -28,6 +28,7 @@ from leukemia_cnn import cli
 from leukemia_cnn.config import compose, write_params
 from leukemia_cnn.data import ingest
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
+from leukemia_cnn.fileio import OUTPUT_RECORD, mark_output
 from leukemia_cnn.quality.validate_raw import check_staged
 
 
@@ -52,6 +53,7 @@ def assert_untouched(out: Path, before: dict[str, str]) -> None:
 def previous(tmp_path):
     """An earlier data/raw that a refused or interrupted ingestion must leave alone."""
     raw = class_tree(tmp_path / "data" / "raw", prefix="OLD", seed=7)
+    mark_output(raw, "data")  # an earlier `data get` output: the only tree it may replace
     return raw, tree_digest(raw)
 
 
@@ -318,7 +320,8 @@ def test_kaggle_api_download_is_ingested(cfg, tmp_path, monkeypatch):
     assert downloads == [("mehradaria/leukemia", False)]
     assert result.source == "Kaggle mehradaria/leukemia" and result.root == "Original/"
     assert result.counts_per_class == dict.fromkeys(CLASSES, PER_CLASS)
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]  # download removed
+    # the download is removed; the record says data/raw is `data get`'s own
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [OUTPUT_RECORD, "raw"]
 
 
 def run_dvc(*args: str, cwd: Path) -> None:

@@ -14,7 +14,8 @@ from PIL import Image
 
 from leukemia_cnn.data import synthetic as synth
 from leukemia_cnn.data.imaging import load_model_input
-from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
+from leukemia_cnn.errors import ConfigError, LeukemiaCNNError, OutputError
+from leukemia_cnn.fileio import OUTPUT_RECORD
 
 CLASSES = ["Benign", "Early", "Pre", "Pro"]
 TINY_SCALE = 0.004  # 504/985/963/804 -> 2/4/4/3 images
@@ -45,7 +46,8 @@ def test_writes_kaggle_layout_names_and_scaled_counts(make_cfg, tmp_path, capsys
         names = sorted(p.name for p in (raw / name).iterdir())
         assert names == [f"{prefixes[name]}-{i:03d}.jpg" for i in range(1, expected + 1)]
     # no staging or backup folders are left next to data/raw
-    assert sorted(p.name for p in raw.parent.iterdir()) == ["raw"]
+    # beside it only the record that data/raw is `data synth`'s own (no staging folder)
+    assert sorted(p.name for p in raw.parent.iterdir()) == [OUTPUT_RECORD, "raw"]
     summary = capsys.readouterr().out
     assert "Benign 2, Early 4, Pre 4, Pro 3" in summary and "data/raw" in summary
 
@@ -116,10 +118,14 @@ def test_if_empty_fills_a_folder_without_images(make_cfg, tmp_path):
     cfg = make_cfg()
     raw = tmp_path / cfg.paths.raw_dir
     raw.mkdir(parents=True)
-    (raw / "README.txt").write_text("not an image")
-    run_main(cfg, tmp_path, if_empty=True)
+    run_main(cfg, tmp_path, if_empty=True)  # an empty folder: nothing to lose
     assert len(list(raw.rglob("*.jpg"))) == 13
-    assert not (raw / "README.txt").exists()  # the set replaces the folder
+    # a folder of the user's own files is never replaced, even without images
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "README.txt").write_text("not an image")
+    with pytest.raises(OutputError, match="did not write"):
+        run_main(cfg, tmp_path, if_empty=True, output=str(tmp_path / "mine"))
+    assert (tmp_path / "mine" / "README.txt").read_text() == "not an image"
 
 
 def test_a_failure_mid_generation_leaves_the_previous_data_intact(make_cfg, tmp_path,
@@ -143,7 +149,7 @@ def test_a_failure_mid_generation_leaves_the_previous_data_intact(make_cfg, tmp_
         run_main(cfg, tmp_path, seed=2)
 
     assert tree(raw) == before
-    assert sorted(p.name for p in raw.parent.iterdir()) == ["raw"]  # staging folder removed
+    assert sorted(p.name for p in raw.parent.iterdir()) == [OUTPUT_RECORD, "raw"]  # no staging
 
 
 def test_class_differences_are_morphological_not_brightness(tmp_path):

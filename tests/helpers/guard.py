@@ -35,6 +35,35 @@ def register_tiny_model(root: Path) -> None:
                                                      version)
 
 
+def run(argv: list[str], capfd) -> tuple[int, str]:
+    """``leukemia-cnn ARGV`` in this process; (exit status, stderr)."""
+    from leukemia_cnn import cli
+
+    try:
+        code = cli.main(argv)
+    except SystemExit as exited:  # argparse usage errors
+        code = exited.code
+    return code, capfd.readouterr().err
+
+
+def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    """The keys of two :func:`helpers.datasets.tree_digest` results that differ."""
+    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+
+
+def one_line_error(code: int, err: str, command: str, status: int = 1) -> bool:
+    """Whether a run failed with ``status`` and its error is one line ``leukemia-cnn COMMAND:
+    error: ...``, the last one (a usage error, status 2, adds a hint line), no traceback.
+    Progress and notes printed before it are fine."""
+    lines = err.strip().splitlines()
+    if status == 2:
+        lines = lines[-2:-1]  # the hint follows the error
+    errors = [line for line in err.splitlines() if "error:" in line]
+    prefix = "leukemia-cnn " + ("" if status == 2 else f"{command}: ")
+    return (code == status and "Traceback" not in err and bool(lines) and len(errors) == 1
+            and lines[-1] == errors[0] and errors[0].startswith(prefix))
+
+
 def git(*args: str, cwd: Path) -> None:
     """``git ARGS`` in ``cwd``, quietly; fails the test on an error."""
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)

@@ -184,8 +184,8 @@ def test_output_never_replaces_a_file_it_did_not_write(project, tmp_path, monkey
     for _ in range(2):  # the second run replaces its own earlier report
         assert drift_cli(project, monkeypatch, "--source", str(source), "--no-guard",
                          "--output", str(mine)) == 0
-    assert driftreport.is_drift_report(mine) and driftreport.is_drift_report(
-        mine.with_suffix(".html"))
+    assert mine.read_text().startswith(driftreport.TITLE)
+    assert driftreport.GENERATOR in mine.with_suffix(".html").read_text()
 
 
 def test_each_check_is_an_mlflow_run_with_its_report(project, tmp_path, monkeypatch):

@@ -48,9 +48,14 @@ from PIL import Image
 from leukemia_cnn.config import VARIANTS, knob
 from leukemia_cnn.data.imaging import OS_JUNK, SkippedFile, skip_reason
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
-from leukemia_cnn.data.synthetic import RAW_OUTPUT, check_raw_output
+from leukemia_cnn.data.synthetic import (
+    RAW_OUTPUT,
+    check_dvc_target,
+    check_raw_output,
+    raw_output,
+)
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
-from leukemia_cnn.fileio import mark_output, shown, swap_folder
+from leukemia_cnn.fileio import declared_by, mark_output, record_output, shown, swap_folder
 
 KEYWORD_SOURCES = ("synthetic", "kaggle")
 # Checks a staged tree before it is swapped in (cfg, staging, staged path -> source name,
@@ -464,7 +469,8 @@ def download_from_kaggle(dataset: str, dest: Path) -> Path:
 
 def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | None = None,
            label: str | None = None, validate: StagedCheck | None = None,
-           progress: bool = True, mark: bool = False) -> IngestResult:
+           progress: bool = True, mark: bool = False,
+           declared: Path | None = None) -> IngestResult:
     """Copy the images of ``source_path`` (zip or folder) into ``out_dir/<Class>/``.
 
     The tree is written beside ``out_dir`` and swapped in only once complete and (with
@@ -491,6 +497,9 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
     mark : bool
         Mark the new tree as a ``leukemia-cnn data`` output (any folder but ``paths.raw_dir``),
         so that a later run may replace it (see :func:`leukemia_cnn.fileio.check_output`).
+    declared : Path, optional
+        The folder ``data.dvc`` declares. An existing ``out_dir`` is replaced only when it is
+        that folder or an earlier ``leukemia-cnn data`` output (:func:`fileio.is_own`).
     """
 
     classes = [str(name) for name in cfg.data.classes]
@@ -519,7 +528,7 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
                      if validate else [])
             if mark:
                 mark_output(staging, RAW_OUTPUT)
-            swap_folder(staging, out_dir, token)
+            swap_folder(staging, out_dir, token, RAW_OUTPUT, declared)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -581,11 +590,12 @@ def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | N
         return None
 
     raw_dir = root / str(cfg.paths.raw_dir)
-    out_dir = Path(output) if output else raw_dir
-    out_dir = out_dir if out_dir.is_absolute() else root / out_dir
-    out_dir = check_raw_output(out_dir, root, raw_dir,
+    out_dir = check_raw_output(raw_output(output, raw_dir), root,
                                inputs=[] if chosen == "kaggle" else [Path(chosen)], label=output)
-    mark = out_dir != raw_dir.resolve()
+    if dvc_add:  # refuse an output DVC cannot version before writing anything
+        check_dvc_target(root, out_dir)
+    # The raw folder DVC versions holds no marker: it is recorded beside it instead.
+    mark, declared = out_dir != raw_dir.resolve(), declared_by(root, "data.dvc")
     started = time.perf_counter()
     if chosen == "kaggle":
         dataset = OmegaConf.select(cfg, "data.kaggle_dataset", default=None)
@@ -598,14 +608,16 @@ def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | N
         try:
             archive = download_from_kaggle(str(dataset), download)
             result = ingest(cfg, archive, out_dir, variant, label=f"Kaggle {dataset}",
-                            validate=validate, progress=progress, mark=mark)
+                            validate=validate, progress=progress, mark=mark, declared=declared)
         finally:
             shutil.rmtree(download, ignore_errors=True)
         origin = {"source": "kaggle", "uri": kaggle_uri(str(dataset)), "name": "kaggle"}
     else:
         result = ingest(cfg, Path(chosen), out_dir, variant, validate=validate, progress=progress,
-                        mark=mark)
+                        mark=mark, declared=declared)
         origin = origin_of_path(Path(chosen))
+    if not mark:
+        record_output(out_dir, RAW_OUTPUT)
     _report(result, root, time.perf_counter() - started)
     configured = OmegaConf.select(cfg, "data.source", default=None)
     if configured == "synthetic":

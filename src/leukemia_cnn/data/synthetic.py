@@ -36,7 +36,14 @@ from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
 from leukemia_cnn.data.lineage import record_origin
 from leukemia_cnn.errors import ConfigError
-from leukemia_cnn.fileio import check_output, mark_output, shown, swap_folder
+from leukemia_cnn.fileio import (
+    check_output,
+    declared_by,
+    mark_output,
+    record_output,
+    shown,
+    swap_folder,
+)
 
 # The marker of a raw image tree `data synth` or `data get` wrote (outside paths.raw_dir).
 RAW_OUTPUT = "data"
@@ -527,17 +534,15 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
     scale, seed = synth_cfg["scale"], synth_cfg["seed"]
     image_size, jpeg_quality = synth_cfg["image_size"], synth_cfg["jpeg_quality"]
     raw_dir = root / str(cfg.paths.raw_dir)
-    out_dir = Path(output) if output else raw_dir
-    out_dir = out_dir if out_dir.is_absolute() else root / out_dir
     sizes = class_sizes(synth_cfg["class_counts"], classes, scale)
-    out_dir = check_raw_output(out_dir, root, raw_dir, label=output)
-    if if_empty and _holds_images(out_dir):
-        print(f"{shown(out_dir, root)} already holds images; left untouched (--if-empty)")
+    if if_empty and _holds_images(raw_output(output, raw_dir)):  # nothing will be written
+        print(f"{shown(raw_output(output, raw_dir), root)} already holds images; left untouched "
+              "(--if-empty)")
         return
+    out_dir = check_raw_output(raw_output(output, raw_dir), root, label=output)
 
     if dvc_add:  # fail before the work, not after it
-        versioning.dvc_target(root, out_dir)
-        versioning.dvc_command()
+        check_dvc_target(root, out_dir)
 
     started = time.perf_counter()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -545,9 +550,12 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
     staging = out_dir.with_name(f"{out_dir.name}.tmp-{token}")
     try:
         generate(staging, classes, sizes, seed, image_size, jpeg_quality, progress=True)
-        if out_dir != raw_dir.resolve():
+        marked = out_dir != raw_dir.resolve()
+        if marked:
             mark_output(staging, RAW_OUTPUT)
-        swap_folder(staging, out_dir, token)
+        swap_folder(staging, out_dir, token, RAW_OUTPUT, declared_by(root, "data.dvc"))
+        if not marked:  # the raw folder DVC versions holds no marker: recorded beside it
+            record_output(out_dir, RAW_OUTPUT)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -564,13 +572,29 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
               f"`git add {shown(tracked, root)} {shown(out_dir.parent / '.gitignore', root)}`")
 
 
-def check_raw_output(out_dir: Path, root: Path, raw_dir: Path, inputs: Sequence[Path] = (),
+def check_dvc_target(root: Path, out_dir: Path) -> None:
+    """Refuse, before anything is written, an output ``dvc add`` cannot version (outside the
+    repository, no DVC installed)."""
+    versioning.dvc_target(root, out_dir)
+    versioning.dvc_command()
+
+
+def raw_output(output: str | None, raw_dir: Path) -> Path:
+    """Where ``data synth|get`` write: ``--output`` (relative: to the current folder, as for
+    every command's --output) or the configured ``paths.raw_dir``."""
+    if not output:
+        return Path(raw_dir)
+    given = Path(output).expanduser()
+    return given if given.is_absolute() else Path.cwd() / given
+
+
+def check_raw_output(out_dir: Path, root: Path, inputs: Sequence[Path] = (),
                      label: str | None = None) -> Path:
-    """The guard of ``data synth`` and ``data get``'s ``--output`` (see
-    :func:`leukemia_cnn.fileio.check_output`): the configured ``paths.raw_dir``, a new folder
+    """The guard of ``data synth`` and ``data get``'s output (see
+    :func:`leukemia_cnn.fileio.check_output`): a new folder, the one ``data.dvc`` declares,
     or one an earlier ``leukemia-cnn data`` run wrote; returns the folder to write."""
-    return check_output(out_dir, kind="folder", root=root, flag="--output", owner=RAW_OUTPUT,
-                        default=raw_dir, inputs=inputs, label=label,
-                        instead=f"Pass --output with a new folder or one an earlier "
-                                f"`leukemia-cnn data` run wrote, or leave it out to write "
-                                f"{shown(raw_dir, root)}")
+    return check_output(out_dir, kind="folder", root=root, flag="--output" if label else
+                        "paths.raw_dir", owner=RAW_OUTPUT, declared=declared_by(root, "data.dvc"),
+                        inputs=inputs, label=label or shown(out_dir, root),
+                        instead="Pass --output with a new folder or one an earlier "
+                                "`leukemia-cnn data` run wrote")

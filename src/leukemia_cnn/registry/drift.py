@@ -48,6 +48,7 @@ from leukemia_cnn.registry import driftreport
 
 # The columns the model's out-of-distribution guard adds to every answer.
 GUARD_COLUMN, SCORE_COLUMN = IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
+DRIFT_OUTPUT = "drift"  # the owner its reports are recorded under (fileio.record_output)
 
 
 @dataclass
@@ -211,8 +212,8 @@ def output_paths(cfg: DictConfig, root: Path, source: Path, output: str | None
     html = markdown.with_suffix(".html") if markdown.suffix == ".md" else Path(f"{markdown}.html")
     instead = ("Pass --output with a new file name (e.g. drift.md) or leave it out to write "
                f"{cfg.paths.reports_dir}/drift/{name}.md")
-    checked = [check_output(path, kind="file", root=root, flag="--output", owner="drift",
-                            inputs=[source], owned=driftreport.is_drift_report, instead=instead,
+    checked = [check_output(path, kind="file", root=root, flag="--output", owner=DRIFT_OUTPUT,
+                            inputs=[source], instead=instead,
                             label=str(path))
                for path in (markdown, html)]
     return checked[0], checked[1]
@@ -304,8 +305,8 @@ def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
         uri = model_uri or default_model_uri(cfg)
     result = check(cfg, root, folder, uri)
     text = driftreport.markdown(result, cfg)
-    result.markdown, result.html = write_text(markdown, text), write_text(
-        html, driftreport.to_html(text, title=f"Drift check: {folder.name}"))
+    result.markdown, result.html = write_text(markdown, text, owner=DRIFT_OUTPUT), write_text(
+        html, driftreport.to_html(text, title=f"Drift check: {folder.name}"), owner=DRIFT_OUTPUT)
     result.run_id = log_drift_run(cfg, root, result)
     print(f"drift: {'DRIFT' if result.drift else 'no drift'} in {result.n_images} images of "
           f"{folder} against the training data")

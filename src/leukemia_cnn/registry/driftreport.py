@@ -5,7 +5,6 @@ bytes (the only existing files ``--output`` may replace)."""
 from __future__ import annotations
 
 import html as html_lib
-from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -16,16 +15,6 @@ TITLE = "# Drift check"
 GENERATOR = '<meta name="generator" content="leukemia-cnn drift">'
 EXIT_STATUS = {True: 4, False: 0}  # drift -> 4, no drift -> 0 (see `leukemia-cnn --help`)
 MAX_ROWS = 20  # of the HOG + PCA table and of the skipped files
-
-
-def is_drift_report(path: Path) -> bool:
-    """Whether ``path`` holds an earlier report of ``leukemia-cnn drift`` (Markdown or HTML)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(400).decode("utf-8", errors="replace")
-    except OSError:
-        return False
-    return head.startswith(TITLE) or GENERATOR in head
 
 
 def cell(text: object) -> str:

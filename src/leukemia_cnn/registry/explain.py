@@ -8,14 +8,17 @@ trust. Outputs go only into the output folder and never replace an input."""
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from leukemia_cnn.data.imaging import open_image, to_model_input
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.fileio import check_output
 
 OUTPUT_SUFFIX = "_gradcam.png"
+EXPLAIN_OUTPUT = "explain"  # the marker of its output folder, the record of its heatmaps
 
 
 def output_paths(images: list[str], output_dir: Path) -> list[Path]:
@@ -41,16 +44,34 @@ def output_paths(images: list[str], output_dir: Path) -> list[Path]:
     return paths
 
 
-def load_explainer(model_uri: str):
-    """The pyfunc wrapper (:class:`leukemia_cnn.modeling.pyfunc.LeukemiaCNNModel`) of ``model_uri``."""
+def check_explain_output(output_dir: Path, root: Path, images: list[str],
+                         label: str | None) -> tuple[Path, list[Path]]:
+    """The guard of ``--output`` (see :func:`leukemia_cnn.fileio.check_output`): a new folder
+    or one explain wrote (never the project, a tracked or DVC folder such as ``data/raw/Pro``,
+    where a heatmap would become a training image), and in it only new heatmaps or ones
+    explain wrote; returns the folder and the heatmap paths."""
+    instead = "Pass --output with a new folder (or one an earlier explain wrote)"
+    options = dict(root=root, flag="--output", owner=EXPLAIN_OUTPUT, inputs=images,
+                   instead=instead)
+    targets = output_paths(images, output_dir)  # first: an input is never replaced
+    folder = check_output(output_dir, kind="folder", label=label, **options)
+    for target in targets:
+        check_output(target, kind="file", label=str(target), **options)
+    return folder, targets
+
+
+def load_explainer(model_uri: str, copy: str | Path | None = None):
+    """The pyfunc wrapper (:class:`leukemia_cnn.modeling.pyfunc.LeukemiaCNNModel`) of
+    ``model_uri``, loaded from a private copy in ``copy`` when given (MLflow would otherwise
+    write a ``registered_model_meta`` file into the store's artifacts)."""
     import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
+
+    from leukemia_cnn.registry.predict import model_load_error
 
     try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except MlflowException as exc:
-        raise LeukemiaCNNError(f"could not load model {model_uri}: {exc.message}. Run `dvc repro` "
-                               "(or `leukemia-cnn promote`) so that it exists") from exc
+        return mlflow.pyfunc.load_model(model_uri, dst_path=copy).unwrap_python_model()
+    except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, file system: one line for all
+        raise model_load_error(model_uri, exc) from exc
 
 
 def trust(wrapper, images: list) -> list[tuple[bool, float]]:
@@ -67,27 +88,31 @@ def trust(wrapper, images: list) -> list[tuple[bool, float]]:
 def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
          output: str | None = None) -> list[dict]:
     """``leukemia-cnn explain``: write a Grad-CAM overlay per image; print one line each."""
-    from leukemia_cnn.fileio import atomic_write
-    from leukemia_cnn.registry.predict import default_model_uri
+    from leukemia_cnn.fileio import atomic_write, mark_output
+    from leukemia_cnn.registry.predict import check_model_uri, check_store, default_model_uri
     from leukemia_cnn.tracking.store import setup_mlflow
 
     output_dir = Path(output) if output else root / cfg.paths.reports_dir / "explain"
-    targets = output_paths(images, output_dir)
+    output_dir, targets = check_explain_output(output_dir, root, images, output)
+    uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri, "--model")
     decoded = []
     for path in images:
         if not Path(path).is_file():
             raise DataError(f"{path}: no such file")
         decoded.append(open_image(Path(path)))
+    check_store(cfg, root)
     setup_mlflow(cfg, root)
-    uri = model_uri or default_model_uri(cfg)
-    wrapper = load_explainer(uri)
-    results = wrapper.explain(decoded)
-    verdicts = trust(wrapper, decoded)
+    with tempfile.TemporaryDirectory(prefix="leukemia-cnn-model-") as copy:
+        wrapper = load_explainer(uri, copy)
+        results = wrapper.explain(decoded)
+        verdicts = trust(wrapper, decoded)
     output_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(output_dir, EXPLAIN_OUTPUT)
     rows = []
     for path, target, result, (accepted, score) in zip(images, targets, results, verdicts,
                                                        strict=True):
-        atomic_write(target, lambda tmp, r=result: r["overlay"].save(tmp, format="PNG"))
+        atomic_write(target, lambda tmp, r=result: r["overlay"].save(tmp, format="PNG"),
+                     owner=EXPLAIN_OUTPUT)
         name = wrapper.classes[result["class_index"]]
         probability = float(result["probabilities"][result["class_index"]])
         warning = "" if accepted else "; UNLIKE THE TRAINING IMAGES, do not trust"

@@ -13,10 +13,10 @@ stderr; with ``reject_unfamiliar`` a flagged image gets no class or probabilitie
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -25,10 +25,11 @@ from leukemia_cnn.data.imaging import open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import check_output, write_text
 from leukemia_cnn.modeling.pyfunc import IMAGE_COLUMN, IN_DISTRIBUTION_COLUMN
-from leukemia_cnn.tracking.store import setup_mlflow
+from leukemia_cnn.tracking.store import setup_mlflow, sqlite_path, tracking_uri
 
 # The column naming why an image was skipped (empty for a classified image).
 ERROR_COLUMN = "error"
+PREDICT_OUTPUT = "predict"  # whose record marks a prediction table (fileio.record_output)
 
 
 def default_model_uri(cfg: DictConfig) -> str:
@@ -47,6 +48,16 @@ def unreadable(path: str) -> str | None:
     except DataError as exc:
         return str(exc)
     return None
+
+
+def model_load_error(model_uri: str, exc: Exception) -> LeukemiaCNNError:
+    """One line for a model that could not be loaded, whatever failed (MLflow, HTTP, disk)."""
+    from mlflow.exceptions import MlflowException
+
+    why = exc.message if isinstance(exc, MlflowException) else f"{type(exc).__name__}: {exc}"
+    why = " ".join(str(why).split())[:300]
+    return LeukemiaCNNError(f"could not load model {model_uri}: {why}. Check the URI, or run "
+                            "`dvc repro` (or `leukemia-cnn promote`) so that the model exists")
 
 
 def read_images(paths: list[str]) -> pd.DataFrame:
@@ -68,7 +79,6 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
     not loaded.
     """
     import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
 
     reasons = {path: unreadable(path) for path in dict.fromkeys(paths)}
     readable = [path for path in paths if reasons[path] is None]
@@ -81,9 +91,8 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="leukemia-cnn-model-") as copy:
         try:
             model = mlflow.pyfunc.load_model(model_uri, dst_path=copy)
-        except MlflowException as exc:
-            raise LeukemiaCNNError(f"could not load model {model_uri}: {exc.message}. Run `dvc "
-                                   "repro` (or `leukemia-cnn promote`) so that it exists") from exc
+        except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, file system: one line for all
+            raise model_load_error(model_uri, exc) from exc
         classified = model.predict(images)
     classified.insert(0, "path", readable)
     rows = pd.DataFrame({"path": paths})
@@ -92,25 +101,13 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
     return result
 
 
-def is_prediction_table(path: Path) -> bool:
-    """Whether ``path`` holds an earlier output of ``predict`` (CSV or JSON): the only
-    existing file ``--output`` may replace."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096).decode("utf-8", errors="replace")
-    except OSError:
-        return False
-    if head.startswith("path,predicted_class"):
-        return True
-    return bool(re.match(r'\[\s*\]\s*$', head)
-                or (re.match(r'\[\s*\{\s*"path"\s*:', head) and '"predicted_class"' in head))
-
-
 def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
-    """The guard of ``--output``: a new file or an earlier prediction table, never an input
-    image, a tracked file or a folder (see :func:`leukemia_cnn.fileio.check_output`)."""
-    return check_output(output, kind="file", root=root, flag="--output", owner="predict",
-                        inputs=images, owned=is_prediction_table,
+    """The guard of ``--output`` (relative: to the current folder): a new file or one an
+    earlier ``predict`` wrote and nobody edited since (its record, not its content, says so);
+    never an input image, a tracked file or a folder (see
+    :func:`leukemia_cnn.fileio.check_output`)."""
+    return check_output(output, kind="file", root=root, flag="--output", owner=PREDICT_OUTPUT,
+                        inputs=images,
                         instead="Pass --output with a new file name (e.g. predictions.csv) or "
                                 "leave it out to print the rows")
 
@@ -137,6 +134,32 @@ def report_flagged(result: pd.DataFrame, reject_unfamiliar: bool) -> pd.DataFram
     return result
 
 
+def check_model_uri(model_uri: str, flag: str = "--model-uri") -> str:
+    """Refuse a model URI that cannot name a model before anything is loaded or copied: an
+    empty one, or a local path (``file:`` or plain) that is not a folder holding an ``MLmodel``
+    file (``file:///etc`` would be copied whole before MLflow fails)."""
+    if not model_uri.strip():
+        raise LeukemiaCNNError(f"{flag} is empty; leave it out to use the champion")
+    parsed = urlparse(model_uri)
+    if parsed.scheme in ("models", "runs") or (parsed.scheme and parsed.scheme != "file"):
+        return model_uri
+    folder = Path(unquote(parsed.path) if parsed.scheme == "file" else model_uri).expanduser()
+    if not (folder / "MLmodel").is_file():
+        raise LeukemiaCNNError(f"{flag} {model_uri}: {folder} is not an MLflow model folder (no "
+                               "MLmodel file); give models:/NAME@ALIAS, runs:/RUN_ID/model or "
+                               "a folder holding an MLmodel file")
+    return model_uri
+
+
+def check_store(cfg: DictConfig, root: Path) -> None:
+    """Refuse to read from an embedded MLflow store that does not exist (MLflow would create
+    an empty ``mlflow.db`` in whatever folder the command runs from)."""
+    path = sqlite_path(tracking_uri(cfg, root))
+    if path is not None and not path.is_file():
+        raise LeukemiaCNNError(f"no MLflow store at {path}: run this in the project, pass "
+                               "--params <project>/params.yaml, or set MLFLOW_TRACKING_URI")
+
+
 def run(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = None,
          fmt: str = "csv", output: str | None = None,
          reject_unfamiliar: bool = False) -> pd.DataFrame:
@@ -145,8 +168,9 @@ def run(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = 
     from leukemia_cnn.registry.register import model_provenance
 
     target = check_prediction_output(output, root, images) if output else None
+    model_uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri)
+    check_store(cfg, root)
     setup_mlflow(cfg, root)
-    model_uri = model_uri or default_model_uri(cfg)
     for line in model_provenance(cfg, root, model_uri):
         print(f"predict: {line}", file=sys.stderr)
     result = predict_files(model_uri, images)
@@ -156,7 +180,7 @@ def run(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = 
     text = (result.to_json(orient="records", indent=2) + "\n" if fmt == "json"
             else result.to_csv(index=False, float_format="%.4f"))
     if target is not None:
-        write_text(target, text)
+        write_text(target, text, owner=PREDICT_OUTPUT)
         print(f"predict: wrote {len(result)} rows to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

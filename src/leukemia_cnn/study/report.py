@@ -25,14 +25,12 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from leukemia_cnn.config import check_section, knob
-from leukemia_cnn.fileio import check_output, is_marked, mark_output, swap_folder, write_text
+from leukemia_cnn.fileio import check_output, mark_output, swap_folder, write_text
 from leukemia_cnn.study.claims import claim_statements
 from leukemia_cnn.study.configurations import configurations
 from leukemia_cnn.study.figures import figures
 from leukemia_cnn.study.paper import CLAIMS, PROJECT_CLAIMS
 from leukemia_cnn.study.report_page import (
-    HTML_HEAD,
-    REPORT_TITLE,
     report_html,
     report_markdown,
 )
@@ -81,15 +79,6 @@ def build(cfg: DictConfig, root: Path) -> dict:
             "claims": made["claims"], "n_runs": len(runs), "figures": made["figures"]}
 
 
-def _is_report_page(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(512).decode("utf-8", errors="replace")
-    except OSError:
-        return False
-    return head.startswith(REPORT_TITLE) or head.startswith(HTML_HEAD)
-
-
 def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path, Path, Path]:
     """The guard of the report's outputs ``NAME.md``, ``NAME.html`` and ``NAME_files/``:
     each new or an earlier report's (see :func:`leukemia_cnn.fileio.check_output`)."""
@@ -100,14 +89,10 @@ def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path
     def label(path: Path) -> str:
         return f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})"
 
-    markdown = check_output(markdown, kind="file", root=root, flag="--name", owner=REPORT_OUTPUT,
-                            owned=_is_report_page, instead=instead, label=label(markdown))
-    page = check_output(page, kind="file", root=root, flag="--name", owner=REPORT_OUTPUT,
-                        owned=_is_report_page, instead=instead, label=label(page))
-    assets = check_output(
-        assets, kind="folder", root=root, flag="--name", owner=REPORT_OUTPUT, instead=instead,
-        owned=lambda path: is_marked(path, REPORT_OUTPUT) or _is_report_page(markdown),
-        label=label(assets))
+    markdown, page, assets = (
+        check_output(path, kind=kind, root=root, flag="--name", owner=REPORT_OUTPUT,
+                     instead=instead, label=label(path))
+        for path, kind in ((markdown, "file"), (page, "file"), (assets, "folder")))
     return markdown, page, assets
 
 
@@ -127,9 +112,9 @@ def _write(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence:
     markdown = report_markdown(cfg.mlflow.experiment_name, runs, table, confidence, claims,
                                shown, made, files.markdown.parent)
     mark_output(staging, REPORT_OUTPUT)
-    swap_folder(staging, files.assets, token)
-    write_text(files.markdown, markdown)
-    write_text(files.html, report_html(markdown))
+    swap_folder(staging, files.assets, token, REPORT_OUTPUT)
+    write_text(files.markdown, markdown, owner=REPORT_OUTPUT)
+    write_text(files.html, report_html(markdown), owner=REPORT_OUTPUT)
     # A project claim whose configuration was not run is not part of this report.
     return {"claims": [c["text"] for c in claims + shown],
             "figures": [str(f["curves"]) for f in made]}

@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from leukemia_cnn.config import compose, find_repo_root, is_paper_faithful, knob, validate_config
 from leukemia_cnn.data.preprocess import SPLITS, load_images, load_split, n_workers, read_split_table
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.pathrules import check_sweep_dir
 
 PRIMARY_CONFIG = "launch"
 SWEEP_FOLDER = "multirun"
@@ -352,6 +353,7 @@ def run_app(argv: list[str]) -> int:
     # Hydra's informational flags run no job: no store to create.
     informational = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve"}
     try:
+        check_sweep_dir(argv, root)  # jobs write there: the rule of every configured path
         if informational & set(argv):
             raise _NoJobs
         from leukemia_cnn.tracking.store import setup_mlflow

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,14 @@ from pathlib import Path
 
 from leukemia_cnn.devtools import copy_project
 from leukemia_cnn.errors import LeukemiaCNNError
-from leukemia_cnn.fileio import OUTPUT_MARKER
+from leukemia_cnn.fileio import (
+    OUTPUT_MARKER,
+    check_output,
+    record_output,
+    shown,
+    swap_folder,
+    write_text,
+)
 
 # The paper's Table 1 rows, then the number-of-conv-layers rows (conv3 is the paper's network
 # at its default training; the Table 1 rows train it with each epoch/batch/loss setting), then
@@ -42,6 +50,7 @@ STUDY_EXPERIMENTS = ("table1_e15_b64_cce", "table1_e15_b64_bce", "table1_e15_b32
 STUDY_SEEDS = (1, 2, 3, 4, 5)
 WORKSPACES = "studies"
 RESULTS = Path("docs") / "results"
+STUDY_OUTPUT = "study"  # whose record marks a published report (fileio.record_output)
 
 
 def workspace_path(root: Path, name: str) -> Path:
@@ -98,36 +107,68 @@ def run_commands(commands: list[list[str]], workspace: Path) -> None:
                 "fix the cause shown above, then remove the workspace and start again")
 
 
-def publish(root: Path, workspace: Path, name: str, source: Path) -> Path:
+def check_publish(root: Path, name: str, overwrite: bool = False) -> tuple[Path, Path, Path]:
+    """The guard of the published report ``docs/results/NAME.md``, ``.html``, ``NAME_files/``:
+    each new or an earlier study's, unchanged since; a committed or hand-written report only
+    with ``overwrite`` (``--overwrite-report``). Returns the three paths."""
+    results = Path(root) / RESULTS
+    instead = ("Pass --name with another name, or --overwrite-report to re-publish over it "
+               "(git keeps the committed version)")
+    return tuple(
+        check_output(path, kind=kind, root=root, flag="--name", owner=STUDY_OUTPUT,
+                     declared=path if overwrite else None, instead=instead,
+                     label=f"{name} ({shown(path, root)})")
+        for path, kind in ((results / f"{name}.md", "file"), (results / f"{name}.html", "file"),
+                           (results / f"{name}_files", "folder")))
+
+
+def publish(root: Path, workspace: Path, name: str, source: Path, overwrite: bool = False) -> Path:
     """Copy the workspace's report (``reports/<name>.md``, ``.html``, ``<name>_files/``) to the
-    project's ``docs/results/``, the Markdown with a line naming the images; return its path."""
+    project's ``docs/results/`` through the guard (:func:`check_publish`), the Markdown with a
+    line naming the images; return its path."""
     reports = workspace / "reports"
-    target = Path(root) / RESULTS
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(reports / f"{name}.html", target / f"{name}.html")
+    markdown, page, assets = check_publish(root, name, overwrite)
+    if (reports / f"{name}_files").is_dir():
+        token = secrets.token_hex(4)
+        staging = assets.with_name(f"{assets.name}.tmp-{token}")
+        # (not the report's output marker: docs/results/ is the project's, not the report's)
+        shutil.copytree(reports / f"{name}_files", staging,
+                        ignore=shutil.ignore_patterns(OUTPUT_MARKER))
+        try:
+            swap_folder(staging, assets, token, STUDY_OUTPUT, assets if overwrite else None)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        record_output(assets, STUDY_OUTPUT)
+    write_text(page, (reports / f"{name}.html").read_text(), owner=STUDY_OUTPUT)
     title, _, rest = (reports / f"{name}.md").read_text().partition("\n")
     origin = (f"Images: `{Path(source).resolve()}` (the study `leukemia-cnn study --name {name}`, "
               f"workspace `{WORKSPACES}/{name}/`, whose MLflow store holds every run).")
-    (target / f"{name}.md").write_text(f"{title}\n\n{origin}\n{rest}")
-    assets = target / f"{name}_files"
-    if assets.exists():
-        shutil.rmtree(assets)
-    if (reports / f"{name}_files").is_dir():
-        # (not the report's output marker: docs/results/ is the project's, not the report's)
-        shutil.copytree(reports / f"{name}_files", assets,
-                        ignore=shutil.ignore_patterns(OUTPUT_MARKER))
-    return target / f"{name}.md"
+    write_text(markdown, f"{title}\n\n{origin}\n{rest}", owner=STUDY_OUTPUT)
+    return markdown
+
+
+def check_source(root: Path, source: str, workspace: Path) -> Path:
+    """``--source`` as a path: it exists and does not hold the project (nor the workspace)."""
+    source_path = Path(source).expanduser()
+    if not source.strip() or not source_path.exists():
+        raise LeukemiaCNNError(f"study --source {source!r}: no such file or folder; give a "
+                               "Kaggle-layout folder (<Class>/*.jpg) or the Kaggle zip")
+    if Path(root).resolve().is_relative_to(source_path.resolve()):
+        raise LeukemiaCNNError(f"study --source {source}: holds the project (and the workspace "
+                               f"{workspace}); give the image folder itself")
+    return source_path
 
 
 def main(root: Path, source: str, name: str, experiments=STUDY_EXPERIMENTS, seeds=STUDY_SEEDS,
          jobs: int = 2, overrides: tuple[str, ...] = (), dry_run: bool = False,
-         sample_images: bool = True) -> Path | None:
-    """Make the workspace, run the study in it and publish its report; see the module doc."""
-    source_path = Path(source).expanduser()
-    if not source_path.exists():
-        raise LeukemiaCNNError(f"study --source {source}: no such file or folder; give a "
-                               "Kaggle-layout folder (<Class>/*.jpg) or the Kaggle zip")
+         sample_images: bool = True, overwrite: bool = False) -> Path | None:
+    """Make the workspace, run the study in it and publish its report; see the module doc.
+
+    Every refusal (source, name, the published report) comes before the workspace exists; a
+    failed set-up step (params, data get) removes the workspace again."""
     workspace = workspace_path(root, name)
+    source_path = check_source(root, source, workspace)
+    check_publish(root, name, overwrite)
     commands = plan(root, source_path, name, experiments, seeds, jobs, overrides, sample_images)
     print(f"study: workspace {workspace} (own data/, params.yaml and MLflow store "
           f"{workspace / 'mlflow.db'}); report -> {Path(root) / RESULTS / (name + '.md')}")
@@ -136,7 +177,15 @@ def main(root: Path, source: str, name: str, experiments=STUDY_EXPERIMENTS, seed
             print("  " + " ".join(command))
         return None
     make_workspace(Path(root), workspace)
-    run_commands(commands, workspace)
-    published = publish(Path(root), workspace, name, source_path)
+    try:
+        run_commands(commands[:2], workspace)
+    except (LeukemiaCNNError, KeyboardInterrupt) as exc:
+        shutil.rmtree(workspace, ignore_errors=True)  # nothing but a copy of the project yet
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise LeukemiaCNNError(f"{str(exc).split('; fix')[0]}; fix the cause shown above and "
+                               "start again (the workspace was removed)") from None
+    run_commands(commands[2:], workspace)
+    published = publish(Path(root), workspace, name, source_path, overwrite)
     print(f"study: report {published}")
     return published

@@ -1,0 +1,211 @@
+"""One rule for every writer (docs/data-quality.md, "Your files are safe"): the configured
+paths obey the rule of --output (no exemption for a default), values that would silently
+mean something else are usage errors, a model URI is checked before anything is copied,
+commands that read the MLflow store never create one, and `study` publishes only over its
+own report. Each case runs on the scratch guard project or a project the test makes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers.datasets import tree_digest, write_file
+from helpers.guard import GUARD_IMAGE, GUARD_SOURCE, changed, git, one_line_error, run
+from leukemia_cnn.errors import ConfigError, OutputError
+from leukemia_cnn.fileio import OUTPUT_RECORD
+from leukemia_cnn.pathrules import check_sweep_dir
+from leukemia_cnn.study import workspace as study
+
+# paths.<key> -> the command that writes it, run with a params file holding the bad value
+WRITERS = {
+    "raw_dir": ["data", "get", "--source", GUARD_SOURCE, "--no-validate", "--no-dvc-add"],
+    "manifest": ["validate-raw"],
+    "splits": ["split"],
+    "model_dir": ["check-config"],
+    "reports_dir": ["check-config"],
+}
+# values a configured path must never take: the project's history, stores, code, config,
+# tracked files, the project itself, $HOME, another command's output
+BAD_VALUES = [".git", ".git/x", "mlruns", "mlflow.db", "src", "src/leukemia_cnn", "conf",
+              "README.md", "params.yaml", "dvc.yaml", ".", "..", "/", "${oc.env:HOME}",
+              "~/x", "data/raw/Benign", "data/splits.csv", "studies/x", ""]
+
+
+def write_bad_params(project: Path, key: str, value: str) -> Path:
+    """A hand-edited composed config (the reproduction: `params` used to accept any value)."""
+    config = yaml.safe_load((project / "params.yaml").read_text())
+    config["paths"][key] = value
+    target = project / "edited.yaml"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(key=st.sampled_from(list(WRITERS)), value=st.sampled_from(BAD_VALUES))
+def test_a_configured_path_obeys_the_rule_of_every_output(guard_project, key, value, capfd):
+    """`params paths.raw_dir=.git` then `data get` used to delete .git with exit 0."""
+    project = guard_project
+    os.chdir(project)
+    if key in ("splits", "manifest") and value in ("data/splits.csv",):
+        value = "data/raw/x.csv"  # the other key's own default would only clash with itself
+    before = tree_digest(project)
+    code, err = run(["params", "--output", "new.yaml", f"paths.{key}={value}"], capfd)
+    assert one_line_error(code, err, "params") and f"paths.{key}" in err, err
+    params = write_bad_params(project, key, value)
+    written = tree_digest(project)
+    code, err = run([*WRITERS[key], "--params", params.name], capfd)
+    assert one_line_error(code, err, " ".join(WRITERS[key][:2]).replace(" --source", ""))
+    assert f"`paths.{key}`" in err  # (an overlap names both keys)
+    assert changed(before, tree_digest(project)) == {"edited.yaml"}
+    assert tree_digest(project) == written
+    params.unlink()
+
+
+def test_the_configured_defaults_pass_the_rule(guard_project, capfd, monkeypatch):
+    monkeypatch.chdir(guard_project)
+    code, err = run(["params", "--check"], capfd)
+    assert code == 0, err
+
+
+def test_a_sweep_folder_outside_the_project_is_refused(guard_project, capfd, monkeypatch):
+    """`sweep ... hydra.sweep.dir=/` used to be dropped silently."""
+    monkeypatch.chdir(guard_project)
+    for value in ("/", "/tmp", "..", "src", ".git/sweeps"):
+        with pytest.raises(ConfigError, match="hydra.sweep.dir"):
+            check_sweep_dir([f"hydra.sweep.dir={value}"], guard_project)
+    check_sweep_dir(["hydra.sweep.dir=multirun/mine", "seed=1,2"], guard_project)
+    code, err = run(["sweep", "-m", "hydra.sweep.dir=/", "train.epochs=1"], capfd)
+    assert code == 1 and "hydra.sweep.dir=/" in err and "outside the project" in err
+
+
+# ------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["predict", GUARD_IMAGE, "--model-uri", ""], "--model-uri"),
+    (["explain", GUARD_IMAGE, "--model", ""], "--model"),
+    (["promote", "--data", ""], "--data"),
+    (["study", "--source", "x", "--seeds", "abc"], "--seeds"),
+    (["study", "--source", "x", "--seeds", "1,,2"], "--seeds"),
+    (["study", "--source", ""], "--source"),
+    (["data", "get", "--source", ""], "--source"),
+    (["data", "get", "--source", GUARD_SOURCE, "--output", ""], "--output"),
+    (["predict", GUARD_IMAGE, "--output", " "], "--output"),
+])
+def test_a_value_that_would_silently_mean_something_else_is_a_usage_error(
+        guard_project, argv, option, capfd, monkeypatch):
+    """`--model-uri ''` used to use the champion, `promote --data ''` matched every set,
+    `study --seeds abc` crashed (exit 3), `--source ''` blamed an --output never given."""
+    monkeypatch.chdir(guard_project)
+    before = tree_digest(guard_project)
+    code, err = run(argv, capfd)
+    assert one_line_error(code, err, argv[0], status=2) and f"argument {option}" in err
+    assert option == "--output" or "--output" not in err
+    assert tree_digest(guard_project) == before
+
+
+# ------------------------------------------------------------------------- models and stores
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("file:///etc", "is not an MLflow model folder"),
+    ("/etc", "is not an MLflow model folder"),
+    ("http://127.0.0.1:9/x", "could not load model http://127.0.0.1:9/x"),
+])
+def test_a_model_uri_that_names_no_model_is_one_line(guard_project, uri, says, capfd,
+                                                     monkeypatch):
+    """`file:///etc` used to be copied whole before failing; the HTTP URI crashed (exit 3)."""
+    monkeypatch.chdir(guard_project)
+    for argv in (["predict", GUARD_IMAGE, "--model-uri", uri],
+                 ["explain", GUARD_IMAGE, "--model", uri, "--output", "heat"]):
+        before = tree_digest(guard_project)
+        code, err = run(argv, capfd)
+        assert one_line_error(code, err, argv[0]) and says in err, err
+        assert tree_digest(guard_project) == before
+
+
+def test_reading_commands_never_create_a_store(guard_project, tmp_path, capfd, monkeypatch):
+    """`predict` from a folder without a store used to create an empty mlflow.db there."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the embedded store
+    monkeypatch.chdir(tmp_path)
+    image = str(guard_project / GUARD_IMAGE)
+    code, err = run(["predict", image, "--params", str(guard_project / "params.yaml")], capfd)
+    assert code == 0, err  # the project's store answers
+    shutil.copy(guard_project / "params.yaml", tmp_path / "params.yaml")
+    code, err = run(["predict", image], capfd)
+    assert one_line_error(code, err, "predict") and "no MLflow store" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+# ------------------------------------------------------------------------- study
+
+
+@pytest.fixture
+def results_project(tmp_path):
+    """A git project with a committed report `real` (figures too) and a hand-written `mine`."""
+    root = tmp_path / "project"
+    write_file(root / "dvc.yaml", b"stages: {}\n")
+    write_file(root / "docs" / "results" / "real.md", b"# the committed study\n")
+    write_file(root / "docs" / "results" / "real.html", b"<html>committed</html>\n")
+    write_file(root / "docs" / "results" / "real_files" / "fig.png", b"png")
+    git("init", "-q", cwd=root)
+    git("add", "-A", cwd=root)
+    write_file(root / "docs" / "results" / "mine.md", b"# my own notes\n")
+    return root
+
+
+def fake_workspace(tmp_path: Path, name: str) -> Path:
+    """What a finished study leaves in its workspace: reports/NAME.md, .html, NAME_files/."""
+    reports = tmp_path / "ws" / "reports"
+    write_file(reports / f"{name}.md", b"# Table 1 reproduced\nnew numbers\n")
+    write_file(reports / f"{name}.html", b"<html>new</html>\n")
+    write_file(reports / f"{name}_files" / "curves.png", b"new png")
+    return tmp_path / "ws"
+
+
+@pytest.mark.parametrize("name", ["real", "mine"])
+def test_study_publishes_over_a_committed_or_foreign_report_only_when_told(
+        results_project, tmp_path, name):
+    """The default name `real` used to rewrite the tracked docs/results/real.md and delete
+    real_files/*.png; `--name mine` overwrote a hand-written mine.md."""
+    workspace = fake_workspace(tmp_path, name)
+    before = tree_digest(results_project / "docs")
+    with pytest.raises(OutputError, match="--overwrite-report"):
+        study.check_publish(results_project, name)
+    with pytest.raises(OutputError, match="nothing was written"):
+        study.publish(results_project, workspace, name, tmp_path)
+    assert tree_digest(results_project / "docs") == before
+    published = study.publish(results_project, workspace, name, tmp_path, overwrite=True)
+    assert "new numbers" in published.read_text()
+    assert (published.parent / f"{name}_files" / "curves.png").read_bytes() == b"new png"
+
+
+def test_study_republishes_its_own_report(results_project, tmp_path):
+    workspace = fake_workspace(tmp_path, "fresh")
+    study.publish(results_project, workspace, "fresh", tmp_path)
+    study.publish(results_project, workspace, "fresh", tmp_path)  # its own, unchanged
+    results = results_project / "docs" / "results"
+    assert (results / OUTPUT_RECORD).is_file()
+    (results / "fresh.md").write_text("edited by hand\n")
+    with pytest.raises(OutputError, match="did not write"):
+        study.publish(results_project, workspace, "fresh", tmp_path)
+
+
+def test_a_refused_study_leaves_no_workspace(results_project, tmp_path, capfd, monkeypatch):
+    """`study --source .` (or a refused report) used to leave a 3.5 MB studies/NAME/."""
+    monkeypatch.chdir(results_project)
+    before = tree_digest(results_project)
+    with pytest.raises(Exception, match="holds the project"):
+        study.main(results_project, ".", "x")
+    (tmp_path / "images").mkdir()
+    with pytest.raises(OutputError, match="--overwrite-report"):
+        study.main(results_project, str(tmp_path / "images"), "real")
+    assert not (results_project / "studies").exists()
+    assert tree_digest(results_project) == before
