@@ -36,7 +36,8 @@ def test_mlflow_run_has_params_tags_curves_timing_and_model(trained):
     # The overrides tag names what differs from conf/'s defaults.
     assert "train.epochs=8" in tags["hydra_overrides"]
     assert tags["keras_accuracy_metric"] == "CategoricalAccuracy"
-    loss_history = client.get_metric_history(run.info.run_id, "val_loss")
+    # train and val curves share a prefix: one chart section per quantity in the run page
+    loss_history = client.get_metric_history(run.info.run_id, "loss/val")
     assert [m.step for m in loss_history] == list(range(1, trained.cfg.train.epochs + 1))
     assert run.data.metrics["train_seconds"] > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -185,7 +186,8 @@ def test_fit_with_dihedral_augmentation_and_the_recipe_knobs_learns(make_cfg):
 def test_auto_precision_is_logged_as_what_it_resolved_to(make_cfg, monkeypatch):
     """Runs of one recipe group by what they computed in: `auto` on a CPU with bfloat16 units
     is logged (and identified) as bfloat16; elsewhere as off, the paper's float32."""
-    from leukemia_cnn.modeling import model, train
+    from leukemia_cnn.data.lineage import workspace_lineage
+    from leukemia_cnn.modeling import model, trainrun
     from leukemia_cnn.tracking.store import config_id
 
     x, y = np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 2, 3])
@@ -193,7 +195,8 @@ def test_auto_precision_is_logged_as_what_it_resolved_to(make_cfg, monkeypatch):
     for setting in ("auto", "bfloat16", "off"):
         for has_units in (True, False):
             monkeypatch.setattr(model, "cpu_has_bfloat16", lambda cpuinfo=None, v=has_units: v)
-            params = train.training_params(make_cfg(f"train.mixed_precision={setting}"), x, y, y)
+            cfg = make_cfg(f"train.mixed_precision={setting}")
+            params = trainrun.training_params(cfg, workspace_lineage(cfg), x, y, y)
             ids[setting, has_units] = config_id(params)
             expected = ({True: "bfloat16", False: "off"}[has_units] if setting == "auto"
                         else setting)

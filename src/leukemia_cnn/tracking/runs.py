@@ -149,10 +149,17 @@ def finished_runs(experiment_name: str, max_results: int = 50000):
 
 def metric_history(run_id: str, key: str) -> dict[int, float]:
     """Every logged value of one metric of a run, by step; see
-    ``MlflowClient.get_metric_history``."""
+    ``MlflowClient.get_metric_history``. A per-epoch curve is asked for by its Keras name
+    (``val_loss``): it is read under its MLflow name (``loss/val``, fields.EPOCH_METRICS), or
+    under the Keras name in runs logged before the rename."""
     from mlflow import MlflowClient
 
-    return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
+    from leukemia_cnn.tracking.fields import EPOCH_METRICS
+
+    client = MlflowClient()
+    history = client.get_metric_history(run_id, EPOCH_METRICS[key]) if key in EPOCH_METRICS \
+        else []
+    return {m.step: m.value for m in history or client.get_metric_history(run_id, key)}
 
 
 def download_artifact(run_id: str, artifact_path: str, dst_path: str | Path) -> str:
