@@ -115,7 +115,8 @@ def start_training_run(cfg: DictConfig, root: Path, x_train, y_train, y_val, tra
     params = training_params(cfg, lineage, x_train, y_train, y_val)
     configuration = config_id(params)
     tags = run_tags(cfg, root, overrides=overrides,
-                    what=f"Keras CNN trained by `{stage}`", stage=stage, model_family="cnn",
+                    what=f"Keras CNN trained by `{stage}`", groups=TRAINING_GROUPS,
+                    stage=stage, model_family="cnn",
                     paper_faithful=str(is_paper_faithful(cfg)).lower(),
                     config_id=configuration, **{**study_tags(cfg), **extra_tags})
     with start_run(run_name=name, tags=tags) as active:
@@ -126,12 +127,11 @@ def start_training_run(cfg: DictConfig, root: Path, x_train, y_train, y_val, tra
 
 
 def summary_fields(summary: dict, calibration: dict) -> tuple[dict, dict]:
-    """``(metrics, tags)`` of a training summary: the numbers runs are compared on (time,
-    temperatures) as metrics; counts that describe the run (parameters, epochs run, kept
-    epoch, whether calibration applies) as tags, which the UI does not chart."""
-    metrics = {"train_seconds": summary["train_seconds"],
-               "calibration_temperature": calibration["temperature"],
-               "calibration_fitted_temperature": calibration["fitted_temperature"]}
+    """``(metrics, tags)`` of a training summary: the time runs are compared on as a metric;
+    counts that describe the run (parameters, epochs run, kept epoch, whether calibration
+    applies) as tags, which the UI does not chart. (The temperatures are the evaluate stage's
+    metrics: logged here too, the logged model would list them twice.)"""
+    metrics = {"train_seconds": summary["train_seconds"]}
     tags = {"n_params": str(summary["n_params"]),
             "calibration_applied": str(bool(calibration["applied"])).lower()}
     for key in ("epochs_run", "kept_epoch"):
