@@ -209,7 +209,9 @@ def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path
     """Real `leukemia-cnn train` processes at once on one fresh embedded store (what
     `dvc queue start -j 2` or parallel sweep jobs do); tests/tracking/test_store.py does the same
     with light logging workers."""
-    from leukemia_cnn.config import flatten, write_params
+    from leukemia_cnn.config import write_params
+    from leukemia_cnn.data.lineage import workspace_lineage
+    from leukemia_cnn.tracking.fields import TRAINING_GROUPS, stage_params
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     projects = []
@@ -231,10 +233,12 @@ def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path
     for run in runs:
         assert run.info.status == "FINISHED"
         cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=3", f"seed={run.data.tags['seed']}")
-        expected = {k: str(v) for k, v in flatten(cfg).items() if not k.startswith("paths.")}
-        expected.update({"data.n_train": "96", "data.n_val": "32", "data.input_shape": "32x32x1"})
+        root = tmp_path / f"project{run.data.tags['seed']}"
+        expected = stage_params(cfg, workspace_lineage(cfg, root), TRAINING_GROUPS)
+        expected.update({"data.n_train": "96", "data.n_val": "32"})
         assert run.data.params == expected  # every param, with its value
-        for key in ("loss", "val_loss", "argmax_accuracy", "val_argmax_accuracy"):
+        assert run.data.tags["input_shape"] == "32x32x1"
+        for key in ("loss/train", "loss/val", "accuracy/train", "accuracy/val"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3]
     # Each process's own record names its own run.
     recorded = {json.loads((root / "models" / "run.json").read_text())["run_id"]

@@ -85,6 +85,9 @@ def training_params(cfg: DictConfig, lineage, x_train: np.ndarray, y_train: np.n
     """The run's params: the knobs of the groups training reads (data as it actually was,
     split, preprocess, model, train, evaluate, seed) and the data sizes.
 
+    The compare view's scatter plot opens on the alphabetically first param: that is
+    ``data.n_train`` (the class list and the input shape, constant within a study, are tags).
+
     ``train.mixed_precision: auto`` is logged as what it resolved to on this machine (``off``
     or ``bfloat16``): the run's numbers depend on it, and runs that computed alike then share a
     configuration id (the setting itself stays in the logged ``config.yaml``).
@@ -92,8 +95,7 @@ def training_params(cfg: DictConfig, lineage, x_train: np.ndarray, y_train: np.n
     params = stage_params(cfg, lineage, TRAINING_GROUPS)
     if params.get("train.mixed_precision") == "auto":
         params["train.mixed_precision"] = resolve_mixed_precision("auto")
-    params.update({"data.n_train": str(len(y_train)), "data.n_val": str(len(y_val)),
-                   "data.input_shape": "x".join(map(str, x_train.shape[1:]))})
+    params.update({"data.n_train": str(len(y_train)), "data.n_val": str(len(y_val))})
     return params
 
 
@@ -118,7 +120,8 @@ def start_training_run(cfg: DictConfig, root: Path, x_train, y_train, y_val, tra
                     what=f"Keras CNN trained by `{stage}`", groups=TRAINING_GROUPS,
                     stage=stage, model_family="cnn",
                     paper_faithful=str(is_paper_faithful(cfg)).lower(),
-                    config_id=configuration, **{**study_tags(cfg), **extra_tags})
+                    config_id=configuration, input_shape="x".join(map(str, x_train.shape[1:])),
+                    **{**study_tags(cfg), **extra_tags})
     with start_run(run_name=name, tags=tags) as active:
         log_params(params)
         if rows is not None:

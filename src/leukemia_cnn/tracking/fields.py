@@ -72,14 +72,14 @@ def recipe(cfg: DictConfig) -> str:
     """The study row a run belongs to: ``sweep.experiment`` (set by every conf/experiment
     file), else ``paper`` (the default config is the paper's)."""
     name = cfg.get("sweep", {}).get("experiment") if cfg.get("sweep") else None
-    return safe_name(str(name), 16) if name else "paper"
+    return safe_name(str(name)) if name else "paper"
 
 
 def run_base_name(prefix: str, cfg: DictConfig, lineage: DataLineage | None) -> str:
     """``<prefix>-s<seed>-<data>``: ``fast-s42-dev``, ``baseline-s42-synthetic``."""
     data = safe_name(lineage.name, 16) if lineage is not None and lineage.name != UNKNOWN \
         else "data"
-    return f"{safe_name(prefix, 16)}-s{cfg.seed}-{data}"
+    return f"{safe_name(prefix)}-s{cfg.seed}-{data}"
 
 
 def run_description(what: str, cfg: DictConfig, lineage: DataLineage, commit: str) -> str:
