@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,6 +49,31 @@ def test_mlflow_run_has_params_tags_curves_timing_and_model(trained):
     model = mlflow.models.get_model_info(trained.train["model_uri"])
     assert model.signature is not None
     assert model.signature.inputs.input_names() == ["image"]
+
+
+def test_logged_model_is_named_with_example_datasets_and_no_temporary_path(trained):
+    import mlflow
+    import yaml
+
+    client = mlflow.MlflowClient()
+    logged = client.get_logged_model(trained.train["model_uri"].removeprefix("models:/"))
+    assert logged.name == "leukemia-cnn"
+    local = Path(mlflow.artifacts.download_artifacts(trained.train["model_uri"]))
+    mlmodel = (local / "MLmodel").read_text()
+    # no artifact path into the training's temporary folder (tempfile's /tmp/tmpXXXX)
+    assert not re.search(r"uri: .*/tmp[a-z0-9_]{8}/", mlmodel), mlmodel
+    assert "preprocessing.json" not in mlmodel
+    flavor = yaml.safe_load(mlmodel)["flavors"]["python_function"]
+    assert flavor["config"]["classes"] == list(trained.cfg.data.classes)
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    assert list(example.columns) == ["image"] and example["image"][0][:4] == b"\x89PNG"
+    # scored on the val and test datasets (the model page's "Datasets used"), each metric once
+    by_key = {}
+    for metric in logged.metrics:
+        by_key.setdefault(metric.key, []).append(metric.dataset_name)
+    assert by_key["val_accuracy"] == ["synthetic-val"]
+    assert by_key["test_accuracy"] == ["synthetic-test"]
+    assert all(len(names) == 1 for names in by_key.values()), by_key
 
 
 def test_same_seed_gives_identical_training(make_cfg):
