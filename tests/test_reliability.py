@@ -133,7 +133,7 @@ def test_register_refuses_a_run_that_did_not_finish(tmp_path, mlflow_store, make
     killed = client.create_run(experiment, tags={"stage": "train"})
     client.set_terminated(killed.info.run_id, status="KILLED")
     with pytest.raises(LeukemiaCNNError, match="KILLED, not FINISHED"):
-        register.register(cfg, tmp_path, killed.info.run_id, f"runs:/{killed.info.run_id}/model")
+        register.register(cfg, tmp_path, killed.info.run_id, f"runs:/{killed.info.run_id}/leukemia-cnn")
     assert client.search_model_versions(f"name='{MODEL_NAME}'") == []
 
 
