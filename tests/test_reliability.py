@@ -236,7 +236,12 @@ def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path
         root = tmp_path / f"project{run.data.tags['seed']}"
         expected = stage_params(cfg, workspace_lineage(cfg, root), TRAINING_GROUPS)
         expected.update({"data.n_train": "96", "data.n_val": "32"})
-        assert run.data.params == expected  # every param, with its value
+        # the logged model's config, which MLflow logs as params too
+        expected.update({"preprocessing/classes": str(list(cfg.data.classes)),
+                         "preprocessing/image_size": "32", "preprocessing/color_mode": "grayscale"})
+        params = dict(run.data.params)
+        assert float(params.pop("preprocessing/temperature")) > 0  # fitted on val
+        assert params == expected  # every param, with its value
         assert run.data.tags["input_shape"] == "32x32x1"
         for key in ("loss/train", "loss/val", "accuracy/train", "accuracy/val"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3]

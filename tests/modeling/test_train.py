@@ -64,7 +64,7 @@ def test_logged_model_is_named_with_example_datasets_and_no_temporary_path(train
     assert not re.search(r"uri: .*/tmp[a-z0-9_]{8}/", mlmodel), mlmodel
     assert "preprocessing.json" not in mlmodel
     flavor = yaml.safe_load(mlmodel)["flavors"]["python_function"]
-    assert flavor["config"]["classes"] == list(trained.cfg.data.classes)
+    assert flavor["config"]["preprocessing"]["classes"] == list(trained.cfg.data.classes)
     example = mlflow.models.Model.load(local).load_input_example(local)
     assert list(example.columns) == ["image"] and example["image"][0][:4] == b"\x89PNG"
     # scored on the val and test datasets (the model page's "Datasets used"), each metric once

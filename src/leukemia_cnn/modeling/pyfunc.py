@@ -203,8 +203,8 @@ def preprocessing_meta(context) -> dict:
     """The model's preprocessing (classes, image size, colour mode, temperature): its
     ``model_config`` (shown in MLmodel), or the ``preprocessing.json`` artifact of models
     logged before."""
-    if context.model_config and "classes" in context.model_config:
-        return dict(context.model_config)
+    if context.model_config and "preprocessing" in context.model_config:
+        return dict(context.model_config["preprocessing"])
     return json.loads(Path(context.artifacts["preprocessing"]).read_text())
 
 
@@ -236,8 +236,11 @@ def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode:
         name=name,
         python_model=LeukemiaCNNModel(),
         artifacts={"keras_model": str(keras_path)},
-        model_config={"classes": list(classes), "image_size": int(image_size),
-                      "color_mode": str(color_mode), "temperature": float(temperature)},
+        # MLflow also logs a model_config as run params: nested, they read
+        # `preprocessing/classes`, ... and sort after the stage's own params
+        model_config={"preprocessing": {"classes": list(classes), "image_size": int(image_size),
+                                        "color_mode": str(color_mode),
+                                        "temperature": float(temperature)}},
         signature=signature(classes),
         input_example=None if example is None else input_example(example),
         code_paths=[str(package_dir)],
