@@ -133,7 +133,7 @@ def test_register_refuses_a_run_that_did_not_finish(tmp_path, mlflow_store, make
     killed = client.create_run(experiment, tags={"stage": "train"})
     client.set_terminated(killed.info.run_id, status="KILLED")
     with pytest.raises(LeukemiaCNNError, match="KILLED, not FINISHED"):
-        register.register(cfg, tmp_path, killed.info.run_id, f"runs:/{killed.info.run_id}/model")
+        register.register(cfg, tmp_path, killed.info.run_id, f"runs:/{killed.info.run_id}/leukemia-cnn")
     assert client.search_model_versions(f"name='{MODEL_NAME}'") == []
 
 
@@ -209,7 +209,9 @@ def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path
     """Real `leukemia-cnn train` processes at once on one fresh embedded store (what
     `dvc queue start -j 2` or parallel sweep jobs do); tests/tracking/test_store.py does the same
     with light logging workers."""
-    from leukemia_cnn.config import flatten, write_params
+    from leukemia_cnn.config import write_params
+    from leukemia_cnn.data.lineage import workspace_lineage
+    from leukemia_cnn.tracking.fields import TRAINING_GROUPS, stage_params
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     projects = []
@@ -231,10 +233,17 @@ def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path
     for run in runs:
         assert run.info.status == "FINISHED"
         cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=3", f"seed={run.data.tags['seed']}")
-        expected = {k: str(v) for k, v in flatten(cfg).items() if not k.startswith("paths.")}
-        expected.update({"data.n_train": "96", "data.n_val": "32", "data.input_shape": "32x32x1"})
-        assert run.data.params == expected  # every param, with its value
-        for key in ("loss", "val_loss", "argmax_accuracy", "val_argmax_accuracy"):
+        root = tmp_path / f"project{run.data.tags['seed']}"
+        expected = stage_params(cfg, workspace_lineage(cfg, root), TRAINING_GROUPS)
+        expected.update({"data.n_train": "96", "data.n_val": "32"})
+        # the logged model's config, which MLflow logs as params too
+        expected.update({"preprocessing/classes": str(list(cfg.data.classes)),
+                         "preprocessing/image_size": "32", "preprocessing/color_mode": "grayscale"})
+        params = dict(run.data.params)
+        assert float(params.pop("preprocessing/temperature")) > 0  # fitted on val
+        assert params == expected  # every param, with its value
+        assert run.data.tags["input_shape"] == "32x32x1"
+        for key in ("loss/train", "loss/val", "accuracy/train", "accuracy/val"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3]
     # Each process's own record names its own run.
     recorded = {json.loads((root / "models" / "run.json").read_text())["run_id"]

@@ -66,14 +66,12 @@ def test_training_run_logs_its_datasets_and_names_its_data(tmp_path, mlflow_stor
 
     first = train.run(cfg, tmp_path)
     second = train.run(cfg, tmp_path)
-    # Names tell the data apart from the built-in set, and a repeat gets a short suffix.
-    assert first["run_name"] == "cnn-e1-b16-cce-c3-s42-real-dev"
-    assert second["run_name"].startswith("cnn-e1-b16-cce-c3-s42-real-dev-")
-    assert len(second["run_name"]) == len(first["run_name"]) + 5
+    # Names say recipe, seed and data; a repeat is numbered.
+    assert (first["run_name"], second["run_name"]) == ("paper-s42-real-dev", "paper-s42-real-dev-2")
 
     experiment = mlflow.get_experiment_by_name("leukemia-cnn")
     assert experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
-    digest = lineage.version.removesuffix(".dir")
+    digest = rows_digest(rows[rows["split"] == "val"])[:12]
     runs = mlflow.search_runs(experiment_names=["leukemia-cnn"], output_format="list",
                               filter_string=f"datasets.digest = '{digest}'")
     assert {run.info.run_id for run in runs} == {first["run_id"], second["run_id"]}
@@ -86,13 +84,27 @@ def test_training_run_logs_its_datasets_and_names_its_data(tmp_path, mlflow_stor
     for context, split in (("training", "train"), ("validation", "val"), ("testing", "test")):
         dataset = inputs[context].dataset
         tags = {t.key: t.value for t in inputs[context].tags}
-        assert dataset.name == f"real-dev-{split}" and dataset.digest == digest
+        split_digest = rows_digest(rows[rows["split"] == split])
+        # each split its own digest, so the Dataset column tells them apart
+        assert dataset.name == f"real-dev-{split}" and dataset.digest == split_digest[:12]
         assert "file:///datasets/real-dev" in dataset.source
-        assert tags["rows_digest"] == rows_digest(rows[rows["split"] == split])
+        assert tags["rows_digest"] == split_digest
+        assert tags["data_version"] == lineage.version
         assert tags["n_images"] == str((rows["split"] == split).sum())
     assert run.data.tags["val_digest"] == lineage.val_digest
     assert {k: run.data.tags[k] for k in ("data_source", "data_name", "data_uri")} == {
         "data_source": "folder", "data_name": "real-dev", "data_uri": "file:///datasets/real-dev"}
+    # The data params say what the data was, not the default config's source; groups the
+    # training does not read stay in config.yaml only.
+    params = run.data.params
+    assert (params["data.source"], params["data.name"]) == ("folder", "real-dev")
+    assert not [k for k in params if k.startswith(("data.kaggle", "data.synth", "data.classes",
+                                                   "validation.", "features.", "report.",
+                                                   "sweep.", "mlflow.", "paths."))]
+    assert "validation:" in mlflow.artifacts.load_text(f"runs:/{first['run_id']}/config.yaml")
+    # MLflow's own fields: the Version column's commit, the description
+    assert run.data.tags["mlflow.note.content"].startswith("Keras CNN trained by `train`")
+    assert "on folder data 'real-dev'" in run.data.tags["mlflow.note.content"]
 
 
 def test_an_older_experiment_is_marked_for_training_and_a_set_kind_kept(make_cfg, tmp_path,
@@ -106,16 +118,17 @@ def test_an_older_experiment_is_marked_for_training_and_a_set_kind_kept(make_cfg
     assert client.get_experiment(other).tags[EXPERIMENT_KIND_TAG] == "genai_development"
 
 
-def test_run_names_of_the_built_in_set_stay_short(make_cfg, tmp_path, mlflow_store):
+def test_repeated_run_names_are_numbered(make_cfg, tmp_path, mlflow_store):
     cfg = make_cfg()
     experiment_id = setup_mlflow(cfg, tmp_path)
     built_in = workspace_lineage(cfg, tmp_path)
     assert built_in.source == "synthetic"
-    assert unique_run_name("cnn-s1", built_in, experiment_id) == "cnn-s1"
-    with mlflow.start_run(run_name="cnn-s1"):
-        pass
-    again = unique_run_name("cnn-s1", built_in, experiment_id)
-    assert again.startswith("cnn-s1-") and len(again) == len("cnn-s1-") + 4
+    names = []
+    for _ in range(3):
+        names.append(unique_run_name("cnn-s1", experiment_id))
+        with mlflow.start_run(run_name=names[-1]):
+            pass
+    assert names == ["cnn-s1", "cnn-s1-2", "cnn-s1-3"]  # numbered, not random suffixes
 
 
 def dvc(*args, cwd):

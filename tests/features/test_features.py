@@ -101,7 +101,13 @@ def test_run_writes_features_baseline_and_mlflow_run(tmp_path, cfg, tracking):
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment_name)
     [run] = [r for r in client.search_runs([experiment.experiment_id])
              if r.info.run_id == result["mlflow_run_id"]]
-    assert run.info.run_name == "baseline-logreg-hog-pca"
+    # its own name (data and seed), tags, description and datasets; not the CNN's overrides
+    assert run.info.run_name == f"baseline-s{cfg.seed}-synthetic"
+    assert run.data.tags["mlflow.note.content"].startswith("Baseline (HOG + PCA")
+    assert "train." not in run.data.tags.get("hydra_overrides", "")
+    assert not [k for k in run.data.params if k.startswith(("train.", "model.", "mlflow."))]
+    assert {i.dataset.name.rsplit("-", 1)[1] for i in run.inputs.dataset_inputs} \
+        == {"train", "val", "test"}
     assert run.data.tags["model_family"] == "baseline"
     assert run.data.metrics["val_accuracy"] == pytest.approx(report["val_accuracy"])
     assert run.data.params["features.pca.n_components"] == "12"
@@ -109,7 +115,7 @@ def test_run_writes_features_baseline_and_mlflow_run(tmp_path, cfg, tracking):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"baseline.json", "pca_explained_variance.png"} <= artifacts
     # The logged model goes from HOG vectors to labels.
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/hog-pca-logreg")
     hog_val = hog_of(data["val"][0], cfg)
     assert (model.predict(hog_val) == data["val"][1]).mean() == pytest.approx(
         report["val_accuracy"])

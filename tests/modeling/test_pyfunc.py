@@ -42,11 +42,10 @@ def loaded(folder, temperature=None) -> LeukemiaCNNModel:
     meta = {"classes": CLASSES, "image_size": SIZE, "color_mode": "grayscale"}
     if temperature is not None:
         meta["temperature"] = temperature
-    meta_path = folder / f"preprocessing-{temperature}.json"
-    meta_path.write_text(json.dumps(meta))
     model = LeukemiaCNNModel()
-    model.load_context(SimpleNamespace(artifacts={"keras_model": str(folder / "model.keras"),
-                                                  "preprocessing": str(meta_path)}))
+    # as log_model logs it: the preprocessing is the model's model_config
+    model.load_context(SimpleNamespace(artifacts={"keras_model": str(folder / "model.keras")},
+                                       model_config={"preprocessing": meta}))
     return model
 
 

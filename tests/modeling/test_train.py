@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +38,8 @@ def test_mlflow_run_has_params_tags_curves_timing_and_model(trained):
     # The overrides tag names what differs from conf/'s defaults.
     assert "train.epochs=8" in tags["hydra_overrides"]
     assert tags["keras_accuracy_metric"] == "CategoricalAccuracy"
-    loss_history = client.get_metric_history(run.info.run_id, "val_loss")
+    # train and val curves share a prefix: one chart section per quantity in the run page
+    loss_history = client.get_metric_history(run.info.run_id, "loss/val")
     assert [m.step for m in loss_history] == list(range(1, trained.cfg.train.epochs + 1))
     assert run.data.metrics["train_seconds"] > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -46,6 +49,31 @@ def test_mlflow_run_has_params_tags_curves_timing_and_model(trained):
     model = mlflow.models.get_model_info(trained.train["model_uri"])
     assert model.signature is not None
     assert model.signature.inputs.input_names() == ["image"]
+
+
+def test_logged_model_is_named_with_example_datasets_and_no_temporary_path(trained):
+    import mlflow
+    import yaml
+
+    client = mlflow.MlflowClient()
+    logged = client.get_logged_model(trained.train["model_uri"].removeprefix("models:/"))
+    assert logged.name == "leukemia-cnn"
+    local = Path(mlflow.artifacts.download_artifacts(trained.train["model_uri"]))
+    mlmodel = (local / "MLmodel").read_text()
+    # no artifact path into the training's temporary folder (tempfile's /tmp/tmpXXXX)
+    assert not re.search(r"uri: .*/tmp[a-z0-9_]{8}/", mlmodel), mlmodel
+    assert "preprocessing.json" not in mlmodel
+    flavor = yaml.safe_load(mlmodel)["flavors"]["python_function"]
+    assert flavor["config"]["preprocessing"]["classes"] == list(trained.cfg.data.classes)
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    assert list(example.columns) == ["image"] and example["image"][0][:4] == b"\x89PNG"
+    # scored on the val and test datasets (the model page's "Datasets used"), each metric once
+    by_key = {}
+    for metric in logged.metrics:
+        by_key.setdefault(metric.key, []).append(metric.dataset_name)
+    assert by_key["val_accuracy"] == ["synthetic-val"]
+    assert by_key["test_accuracy"] == ["synthetic-test"]
+    assert all(len(names) == 1 for names in by_key.values()), by_key
 
 
 def test_same_seed_gives_identical_training(make_cfg):
@@ -185,7 +213,8 @@ def test_fit_with_dihedral_augmentation_and_the_recipe_knobs_learns(make_cfg):
 def test_auto_precision_is_logged_as_what_it_resolved_to(make_cfg, monkeypatch):
     """Runs of one recipe group by what they computed in: `auto` on a CPU with bfloat16 units
     is logged (and identified) as bfloat16; elsewhere as off, the paper's float32."""
-    from leukemia_cnn.modeling import model, train
+    from leukemia_cnn.data.lineage import workspace_lineage
+    from leukemia_cnn.modeling import model, trainrun
     from leukemia_cnn.tracking.store import config_id
 
     x, y = np.zeros((4, 8, 8, 1), np.float32), np.array([0, 1, 2, 3])
@@ -193,7 +222,8 @@ def test_auto_precision_is_logged_as_what_it_resolved_to(make_cfg, monkeypatch):
     for setting in ("auto", "bfloat16", "off"):
         for has_units in (True, False):
             monkeypatch.setattr(model, "cpu_has_bfloat16", lambda cpuinfo=None, v=has_units: v)
-            params = train.training_params(make_cfg(f"train.mixed_precision={setting}"), x, y, y)
+            cfg = make_cfg(f"train.mixed_precision={setting}")
+            params = trainrun.training_params(cfg, workspace_lineage(cfg), x, y, y)
             ids[setting, has_units] = config_id(params)
             expected = ({True: "bfloat16", False: "off"}[has_units] if setting == "auto"
                         else setting)

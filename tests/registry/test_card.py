@@ -2,6 +2,8 @@ import re
 
 import mlflow
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from leukemia_cnn import cli
 from leukemia_cnn.registry import register
@@ -72,13 +74,35 @@ def test_card_cli_prints_the_champions_card(registered, capsys):
     assert "has no version 999" in capsys.readouterr().err
 
 
-def test_a_long_card_is_shortened_for_the_description():
-    card = ("# Model card: m version 1\n\n## Configuration\n" + "- `k`: v\n" * 600
-            + "## Known limits\n- limit\n")
-    text = description_text("registered from run r", card)
+@given(st.lists(st.text(alphabet="abcdefgh ", min_size=1, max_size=300), min_size=1,
+                max_size=40))
+def test_a_long_card_leaves_out_whole_sections_and_links_the_full_one(limit_lines):
+    sections = [("", ["Aliases: `champion`."]), ("Intended use", ["use"]),
+                ("Performance", ["| val | 32 | 0.900 |"]), ("Calibration", limit_lines),
+                ("Training", ["- time"]), ("Configuration", ["- `train.epochs`: 8"]),
+                ("Known limits", ["- research only"])]
+    text = description_text("Version 1: a CNN.", "m", "1", "r1", sections)
     assert len(text) <= DESCRIPTION_LIMIT
-    assert text.startswith("registered from run r\n\n# Model card")
-    assert "## Known limits" in text and CARD_ARTIFACT in text
+    assert text.startswith("Version 1: a CNN.\n\n# Model card: m version 1")
+    # what stays is whole: the performance and configuration sections are always there
+    assert "| val | 32 | 0.900 |" in text and "- `train.epochs`: 8" in text
+    if sum(map(len, limit_lines)) > DESCRIPTION_LIMIT:
+        assert "## Calibration" not in text
+        assert f"Full card: `runs:/r1/{CARD_ARTIFACT}`" in text
+    else:
+        assert all(line in text for line in limit_lines) and "Full card" not in text
+
+
+def test_the_tiny_models_description_is_the_whole_card_with_its_configuration(registered):
+    trained, version = registered
+    client = mlflow.MlflowClient()
+    description = client.get_model_version("leukemia-cnn", version).description
+    card = model_card(client, "leukemia-cnn", version)
+    body = description[description.index("# Model card"):]
+    # the same card but for the time it was written
+    assert body.split("\n", 3)[3] == card.split("\n", 3)[3]
+    assert "- `train.epochs`: 8" in description and "see the run's" not in description
+    assert "Aliases: `champion`" in description
 
 
 def test_card_describes_the_out_of_distribution_guard(registered):

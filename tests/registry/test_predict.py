@@ -205,7 +205,7 @@ def test_each_prediction_carries_the_model_version_that_answered(champion, tmp_p
     by_alias = mlflow.pyfunc.load_model("models:/leukemia-cnn@champion").predict(images)
     assert list(by_alias["model_version"]) == [str(version.version)] * 2
     assert set(by_alias["model_name"]) == {"leukemia-cnn"}
-    by_run = mlflow.pyfunc.load_model(f"runs:/{version.run_id}/model", dst_path=str(
+    by_run = mlflow.pyfunc.load_model(f"runs:/{version.run_id}/leukemia-cnn", dst_path=str(
         tmp_path / "by-run")).predict(images)
     assert set(by_run["model_version"]) == {"unregistered"}
 

@@ -99,6 +99,44 @@ def test_register_and_promote_in_a_real_registry(make_cfg, mlflow_store, tmp_pat
     assert register.promote(cfg, tmp_path) == "4"
 
 
+def test_moving_the_alias_rewrites_both_cards(make_cfg, mlflow_store, tmp_path):
+    cfg = make_cfg()
+    data = use_data(cfg, tmp_path, "set-a")
+    register.setup_mlflow(cfg, tmp_path)
+    register_runs(cfg, tmp_path, fake_training_run(0.80, 0.7, lineage=data))
+    assert register.promote(cfg, tmp_path) == "1"
+    client = mlflow.MlflowClient()
+    first = client.get_model_version("leukemia-cnn", "1").description
+    assert "Aliases: `champion`" in first and "## Promotion\nPromoted:" in first
+    register_runs(cfg, tmp_path, fake_training_run(0.90, 0.7, lineage=data))
+    assert register.promote(cfg, tmp_path) == "2"
+    old, new = (client.get_model_version("leukemia-cnn", v).description for v in ("1", "2"))
+    assert "Aliases: none" in old and "Formerly promoted" in old
+    assert "Aliases: `champion`" in new and "Promoted: " in new
+    # the card artifact of each run is rewritten too
+    for version, alias in (("1", "none"), ("2", "`champion`")):
+        run_id = client.get_model_version("leukemia-cnn", version).run_id
+        assert f"Aliases: {alias}" in mlflow.artifacts.load_text(f"runs:/{run_id}/model_card.md")
+
+
+def test_the_registered_model_and_its_versions_describe_themselves(make_cfg, mlflow_store,
+                                                                    tmp_path):
+    cfg = make_cfg()
+    data = use_data(cfg, tmp_path, "set-a")
+    register.setup_mlflow(cfg, tmp_path)
+    register_runs(cfg, tmp_path, fake_training_run(0.8, 0.7, lineage=data, git_commit="abc123"))
+    client = mlflow.MlflowClient()
+    model = client.get_registered_model("leukemia-cnn")
+    assert "acute lymphoblastic leukemia" in model.description
+    assert model.tags["task"] == "image-classification"
+    assert model.tags["classes"] == "Benign, Early, Pre, Pro"
+    assert client.get_model_version("leukemia-cnn", "1").tags["git_commit"] == "abc123"
+    # a description written by hand is kept
+    client.update_registered_model("leukemia-cnn", description="ours")
+    register_runs(cfg, tmp_path, fake_training_run(0.8, 0.7, lineage=data))
+    assert client.get_registered_model("leukemia-cnn").description == "ours"
+
+
 def test_register_stage_writes_record_and_sets_champion(trained):
     result = register.run(trained.cfg, trained.root)
     assert result["version"] == result["champion_version"]

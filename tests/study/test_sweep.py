@@ -47,6 +47,9 @@ def test_multirun_with_parallel_workers_report_and_promotion(project, capfd):
     assert set(runs["tags.sweep_id"]) == {"tiny"}
     assert sorted(runs["tags.experiment_name"]) == sorted(CONFIGS * 2)
     assert runs["tags.config_id"].nunique() == 2
+    # names say recipe, seed and data; the same recipe and seed again would be numbered
+    assert sorted(runs["tags.mlflow.runName"]) == sorted(
+        f"{c}-s{s}-synthetic" for c in CONFIGS for s in (1, 2))
     assert set(runs["tags.keras_accuracy_metric"]) == {"CategoricalAccuracy"}
     assert set(runs["tags.collapsed"]) <= {"true", "false"}
     for column in ("val_accuracy", "test_accuracy", "val_prediction_seconds",
@@ -54,7 +57,7 @@ def test_multirun_with_parallel_workers_report_and_promotion(project, capfd):
         assert runs[f"metrics.{column}"].notna().all()
     assert set(runs["params.train.batch_size"]) == {"64", "32"}
     client = mlflow.MlflowClient()
-    history = client.get_metric_history(runs["run_id"][0], "val_argmax_accuracy")
+    history = client.get_metric_history(runs["run_id"][0], "accuracy/val")
     assert [m.step for m in history] == [1]
 
     # Each job wrote its files in its own Hydra folder, not in models/ or reports/.

@@ -13,7 +13,6 @@ run beside the CNN runs.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,12 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from leukemia_cnn.config import SPLITS, flatten, hog_feature_length
+from leukemia_cnn.config import SPLITS, hog_feature_length
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.features.hogworker import hog_block
 from leukemia_cnn.fileio import atomic_write, save_npz, write_json
 
-RUN_NAME = "baseline-logreg-hog-pca"
 # Fewer images than this per worker run in this process (see hog_features).
 MIN_IMAGES_PER_WORKER = 100
 # ITU-R 601 luma, the weights of PIL's convert("L").
@@ -285,60 +283,6 @@ def _scores(model: Pipeline, x: np.ndarray, y: np.ndarray) -> tuple[float, float
             float(f1_score(y, predicted, average="macro", zero_division=0)))
 
 
-def _variance_figure(pca: PCA, path: Path) -> None:
-    # The object API needs no global backend (no pyplot state, works headless).
-    from matplotlib.figure import Figure
-
-    ratio = pca.explained_variance_ratio_
-    components = np.arange(1, len(ratio) + 1)
-    figure = Figure(figsize=(6, 4), dpi=100)
-    axes = figure.subplots()
-    axes.bar(components, ratio, color="#9ecae1", label="per component")
-    axes.plot(components, np.cumsum(ratio), color="#08519c", label="cumulative")
-    axes.set_xlabel("principal component")
-    axes.set_ylabel("explained variance ratio")
-    axes.set_ylim(0, 1)
-    axes.set_title(f"PCA on train HOG: {ratio.sum():.1%} in {len(ratio)} components")
-    axes.legend(loc="center right")
-    figure.tight_layout()
-    figure.savefig(path)
-
-
-def log_baseline(cfg: DictConfig, root: Path, metrics: dict, counts: dict, pca: PCA,
-                 model: Pipeline, report_path: Path, train_hog: np.ndarray) -> str:
-    """Log the baseline as its own MLflow run; return the run id.
-
-    Params are the flattened ``features`` config (``features.*``) and the split sizes;
-    metrics are those of ``baseline.json``; artifacts are ``baseline.json``, an
-    explained-variance plot and the model ``PCA -> StandardScaler -> LogisticRegression``
-    that takes HOG vectors.
-    """
-    from leukemia_cnn.tracking.runs import (
-        log_artifact,
-        log_metrics,
-        log_params,
-        log_sklearn_model,
-        start_run,
-        store_errors,
-    )
-    from leukemia_cnn.tracking.store import run_tags, setup_mlflow
-
-    with store_errors(cfg, root, "log the baseline"):
-        setup_mlflow(cfg, root)
-        tags = run_tags(cfg, root, model_family="baseline")
-        with start_run(run_name=RUN_NAME, tags=tags) as run:
-            log_params({**flatten(cfg.features, prefix="features."),
-                        **{f"data.n_{name}": n for name, n in counts.items()}})
-            log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-            log_artifact(report_path)
-            with tempfile.TemporaryDirectory() as tmp:
-                figure_path = Path(tmp) / "pca_explained_variance.png"
-                _variance_figure(pca, figure_path)
-                log_artifact(figure_path)
-            log_sklearn_model(Pipeline([("pca", pca), *model.steps]), train_hog[:5], name="model")
-            return run.info.run_id
-
-
 def run(cfg: DictConfig, root: Path) -> dict:
     """Run the stage: preprocessed splits -> HOG -> PCA features, baseline metrics and run.
 
@@ -397,6 +341,8 @@ def run(cfg: DictConfig, root: Path) -> dict:
     # JSON has no NaN: an empty split's score is written as null.
     report_path.write_text(json.dumps(
         {k: (v if np.isfinite(v) else None) for k, v in metrics.items()}, indent=2) + "\n")
+
+    from leukemia_cnn.features.baseline_run import log_baseline
 
     run_id = log_baseline(cfg, root, metrics, counts, pca, model, report_path, hogs["train"])
     return {**metrics, "mlflow_run_id": run_id, "output": str(out_dir)}

@@ -33,7 +33,7 @@ from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics, p
 from leukemia_cnn.tracking.runs import (
     log_artifact,
     log_artifacts,
-    log_metrics,
+    log_split_metrics,
     set_tag,
     set_tags,
     start_run,
@@ -381,7 +381,7 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
 
 def log_evaluation(metrics: dict[str, float], collapsed: bool, reports_dir: Path) -> None:
     """Log the metrics, the ``collapsed`` tag and the evaluation files to the active run."""
-    log_metrics({k: float(v) for k, v in metrics.items()})
+    log_split_metrics({k: float(v) for k, v in metrics.items()})  # linked to val/test datasets
     set_tag("collapsed", str(collapsed).lower())
     log_artifacts(reports_dir / "figures", artifact_path="evaluation")
     log_artifact(reports_dir / "classification_report.txt", "evaluation")

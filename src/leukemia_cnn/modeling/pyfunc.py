@@ -103,7 +103,7 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         import keras
 
         self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
-        meta = json.loads(Path(context.artifacts["preprocessing"]).read_text())
+        meta = preprocessing_meta(context)
         self.classes = list(meta["classes"])
         self.image_size = int(meta["image_size"])
         self.color_mode = str(meta["color_mode"])
@@ -225,24 +225,54 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in names]
 
 
+def preprocessing_meta(context) -> dict:
+    """The model's preprocessing (classes, image size, colour mode, temperature): its
+    ``model_config`` (shown in MLmodel), or the ``preprocessing.json`` artifact of models
+    logged before."""
+    if context.model_config and "preprocessing" in context.model_config:
+        return dict(context.model_config["preprocessing"])
+    return json.loads(Path(context.artifacts["preprocessing"]).read_text())
+
+
+def input_example(image: np.ndarray) -> pd.DataFrame:
+    """One row of what the model takes: ``image`` holding a PNG of ``image`` (H, W[, C]) in
+    [0, 1], e.g. a validation image (shown as the model's input example)."""
+    import io
+
+    pixels = np.round(np.clip(np.asarray(image, np.float32), 0, 1) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1
+                    else pixels).save(buffer, format="PNG")
+    return pd.DataFrame({IMAGE_COLUMN: [buffer.getvalue()]})
+
+
 def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode: str,
-              workdir: Path, temperature: float = 1.0, guard_path: Path | None = None):
+              workdir: Path | None = None, temperature: float = 1.0, *,
+              name: str = "leukemia-cnn", example=None, params: dict | None = None,
+              guard_path: Path | None = None):
     """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``.
 
-    ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves;
-    ``guard_path`` (a ``guard.npz``) is the out-of-distribution guard it applies.
+    ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves.
+    ``workdir`` is a scratch folder for artifact files (the base model needs none: kept so
+    callers that pass one keep working). The preprocessing goes in as the ``model_config``
+    (MLmodel shows it; no temporary path); ``example`` (an image array in [0, 1]) becomes the
+    input example, ``params`` the logged model's params; ``guard_path`` (a ``guard.npz``)
+    is the out-of-distribution guard it applies.
     """
-    meta_path = workdir / "preprocessing.json"
-    meta_path.write_text(json.dumps({"classes": list(classes), "image_size": image_size,
-                                     "color_mode": color_mode,
-                                     "temperature": float(temperature)}, indent=2))
     package_dir = Path(__file__).resolve().parents[1]  # the whole leukemia_cnn package
     return mlflow.pyfunc.log_model(
-        name="model",
+        name=name,
         python_model=LeukemiaCNNModel(),
-        artifacts={"keras_model": str(keras_path), "preprocessing": str(meta_path),
+        artifacts={"keras_model": str(keras_path),
                    **({"guard": str(guard_path)} if guard_path is not None else {})},
+        # MLflow also logs a model_config as run params: nested, they read
+        # `preprocessing/classes`, ... and sort after the stage's own params
+        model_config={"preprocessing": {"classes": list(classes), "image_size": int(image_size),
+                                        "color_mode": str(color_mode),
+                                        "temperature": float(temperature)}},
         signature=signature(classes),
+        input_example=None if example is None else input_example(example),
         code_paths=[str(package_dir)],
         pip_requirements=pip_requirements(),
+        params=params,
     )

@@ -52,7 +52,7 @@ def guard_metrics(guard: Guard, model, details: dict[str, dict], reports_dir: Pa
 
     ``details`` maps a split to ``{"x", "y_true", "y_pred", "probabilities"}`` (evaluate's).
     """
-    metrics: dict[str, float] = {"guard_threshold": float(guard.threshold)}
+    metrics: dict[str, float] = {}  # (the threshold is the train run's metric already)
     for split, d in details.items():
         result = score_images(guard, model, d["x"])
         accepted = result.in_distribution

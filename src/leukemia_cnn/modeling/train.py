@@ -19,34 +19,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from leukemia_cnn.config import flatten, is_paper_faithful, knob
+from leukemia_cnn.config import flatten, knob
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling.guard import fit_for_training
 from leukemia_cnn.modeling.guard import summary as guard_summary
-from leukemia_cnn.modeling.model import (
-    build_from_config,
-    displayed_accuracy_metric,
-    resolve_mixed_precision,
-    set_seeds,
-)
-from leukemia_cnn.tracking.runs import (
-    end_run,
-    log_artifact,
-    log_metrics,
-    log_params,
-    set_tag,
-    set_tags,
-    start_run,
-)
-from leukemia_cnn.tracking.store import (
-    config_id,
-    log_datasets,
-    run_lineage,
-    run_tags,
-    setup_mlflow,
-    unique_run_name,
-)
+from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
+from leukemia_cnn.modeling.trainrun import epoch_logger, start_training_run, summary_fields
+from leukemia_cnn.tracking.runs import end_run, log_artifact, log_metrics, set_tag, set_tags
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -73,31 +53,6 @@ def sigterm_as_interrupt():
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
-
-
-KERAS_RENAMED = {"accuracy": "keras_accuracy", "val_accuracy": "val_keras_accuracy"}
-
-
-def _epoch_logger():
-    import keras
-
-    class MLflowEpochLogger(keras.callbacks.Callback):
-        """Log every epoch's metrics (loss, accuracy, val_*) and the epoch time to MLflow.
-
-        Keras's ``accuracy``/``val_accuracy`` go in as ``keras_accuracy``/``val_keras_accuracy``:
-        ``val_accuracy`` is the evaluate stage's argmax accuracy of the kept model, and MLflow
-        shows a metric's highest step, so an epoch value under that name would mask it.
-        """
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            metrics = {KERAS_RENAMED.get(k, k): float(v) for k, v in (logs or {}).items()}
-            metrics["epoch_seconds"] = time.perf_counter() - self._start
-            log_metrics(metrics, step=epoch + 1)
-
-    return MLflowEpochLogger()
 
 
 def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | None:
@@ -248,12 +203,6 @@ def plot_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
-def run_name(cfg: DictConfig) -> str:
-    return (f"cnn-e{cfg.train.epochs}-b{cfg.train.batch_size}-"
-            f"{'cce' if cfg.train.loss == 'categorical_crossentropy' else 'bce'}-"
-            f"c{len(cfg.model.filters)}-s{cfg.seed}")
-
-
 def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
     """The stratified ``train.train_fraction`` of the train split (all of it at 1.0).
 
@@ -275,22 +224,6 @@ def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
     return x[keep], y[keep], None if paths is None else paths[keep]
 
 
-def training_params(cfg: DictConfig, x_train: np.ndarray, y_train: np.ndarray,
-                    y_val: np.ndarray) -> dict[str, str]:
-    """The run's params: the flattened resolved config (minus paths) and the data sizes.
-
-    ``train.mixed_precision: auto`` is logged as what it resolved to on this machine (``off``
-    or ``bfloat16``): the run's numbers depend on it, and runs that computed alike then share a
-    configuration id (the setting itself stays in the logged ``config.yaml``).
-    """
-    params = {k: str(v)[:6000] for k, v in flatten(cfg).items() if not k.startswith("paths.")}
-    if params.get("train.mixed_precision") == "auto":
-        params["train.mixed_precision"] = resolve_mixed_precision("auto")
-    params.update({"data.n_train": str(len(y_train)), "data.n_val": str(len(y_val)),
-                   "data.input_shape": "x".join(map(str, x_train.shape[1:]))})
-    return params
-
-
 def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path,
                 reports_dir: Path, label: str | None = None):
     """Fit inside the active MLflow run and log curves, timing, config and the model.
@@ -309,10 +242,9 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     """
     from leukemia_cnn.modeling.pyfunc import log_model
 
-    label = label or run_name(cfg)
     try:
         model, history, seconds = fit(cfg, x_train, y_train, x_val, y_val,
-                                      callbacks=[_epoch_logger()])
+                                      callbacks=[epoch_logger()])
     except KeyboardInterrupt:
         set_tag("interrupted", "true")
         end_run(status="KILLED")
@@ -334,33 +266,38 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
         "final_val_accuracy_keras": float(last["val_argmax_accuracy"]),
         "n_params": int(model.count_params()),
     }
-    metrics = {"train_seconds": seconds, "n_params": model.count_params()}
     if epochs_run != int(cfg.train.epochs) or knob(cfg, "train.early_stopping_patience"):
         summary.update(epochs_run=epochs_run, kept_epoch=kept_epoch(cfg, history))
-        metrics.update(epochs_run=epochs_run, kept_epoch=summary["kept_epoch"])
     calibration = fit_calibration(cfg, model, x_val, y_val)
     summary.update(temperature=calibration["temperature"],
                    fitted_temperature=calibration["fitted_temperature"])
-    metrics.update(calibration_temperature=calibration["temperature"],
-                   calibration_fitted_temperature=calibration["fitted_temperature"],
-                   calibration_applied=int(calibration["applied"]))
+    metrics, tags = summary_fields(summary, calibration)
     # The out-of-distribution guard: fit on train, thresholded on val, served with the model.
     guard, guard_path = fit_for_training(cfg, model, x_train, y_train, x_val, model_dir)
     guard_record = guard_summary(guard)
     summary.update(guard_record)
-    set_tag("guard_method", guard.method)
+    tags["guard_method"] = guard.method
     metrics.update({k: v for k, v in guard_record.items() if k != "guard_method"})
     log_metrics(metrics)
+    set_tags(tags)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log_artifact(tmp_dir / "config.yaml")
-        log_artifact(plot_curves(history, tmp_dir / "curves.png", label))
+        log_artifact(plot_curves(history, tmp_dir / "curves.png", label or "training curves"))
         log_artifact(reports_dir / "train_history.csv")
         info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
                          str(cfg.preprocess.color_mode), tmp_dir,
-                         temperature=calibration["temperature"], guard_path=guard_path)
+                         temperature=calibration["temperature"],
+                         name=str(cfg.mlflow.registered_model_name), example=x_val[0],
+                         params=model_params(cfg), guard_path=guard_path)
     return summary, info, model
+
+
+def model_params(cfg: DictConfig) -> dict[str, str]:
+    """The logged model's own params: the knobs that define it (preprocess, model, train)."""
+    return {k: str(v)[:6000] for k, v in flatten(cfg).items()
+            if k.startswith(("preprocess.", "model.", "train."))}
 
 
 def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray) -> dict:
@@ -378,15 +315,6 @@ def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray
     return result
 
 
-def study_tags(cfg: DictConfig) -> dict[str, str]:
-    """``sweep_id`` and ``experiment_name`` when ``sweep.id`` is set (a DVC-queued study run)."""
-    sweep_id = OmegaConf.select(cfg, "sweep.id", default=None)
-    if sweep_id is None or str(sweep_id) == "":
-        return {}
-    experiment = OmegaConf.select(cfg, "sweep.experiment", default=None)
-    return {"sweep_id": str(sweep_id), "experiment_name": str(experiment or "default")}
-
-
 def run(cfg: DictConfig, root: Path) -> dict:
     """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
     pre_dir = root / cfg.paths.preprocessed_dir
@@ -399,25 +327,16 @@ def run(cfg: DictConfig, root: Path) -> dict:
     # An interrupted run must not leave the previous run's record for `register` to pick up.
     (model_dir / "run.json").unlink(missing_ok=True)
 
-    experiment_id = setup_mlflow(cfg, root)
-    lineage, rows = run_lineage(cfg, root)
-    name = unique_run_name(run_name(cfg), lineage, experiment_id)
-    params = training_params(cfg, x_train, y_train, y_val)
     print(f"train: {len(y_train)} train / {len(y_val)} val images, input {x_train.shape[1:]}, "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, loss {cfg.train.loss}")
 
-    with sigterm_as_interrupt(), start_run(run_name=name) as active:
-        run_id = active.info.run_id
-        set_tags(run_tags(cfg, root, stage="train", model_family="cnn",
-                                 paper_faithful=str(is_paper_faithful(cfg)).lower(),
-                                 config_id=config_id(params), **study_tags(cfg)))
-        log_params(params)
-        if rows is not None:
-            log_datasets(lineage, rows, train_paths)
+    with sigterm_as_interrupt(), start_training_run(cfg, root, x_train, y_train, y_val,
+                                                    train_paths) as training:
         summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, model_dir,
-                                       reports_dir, label=name)
-    record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
-              "run_name": name, "temperature": summary["temperature"],
+                                       reports_dir, label=training.name)
+    run_id = training.run_id
+    record = {"run_id": run_id, "experiment_id": training.experiment_id,
+              "model_uri": info.model_uri, "run_name": training.name, "temperature": summary["temperature"],
               "fitted_temperature": summary["fitted_temperature"]}
     (model_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     (reports_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from leukemia_cnn.errors import LeukemiaCNNError
 
 CARD_ARTIFACT = "model_card.md"
-# MLflow stores a version's description in a VARCHAR(5000) column (PostgreSQL enforces it);
-# room is left for the registration sentence before the card and promotion's note after it.
-DESCRIPTION_LIMIT = 4300
+# MLflow stores a version's description in a VARCHAR(5000) column (its sqlalchemy model,
+# mlflow/store/model_registry/dbmodels/models.py; PostgreSQL and MySQL enforce it, sqlite not).
+DESCRIPTION_LIMIT = 5000
 MISSING = "not recorded"
 
 # The configuration keys the card lists (the full resolved config is the run's config.yaml).
@@ -39,9 +41,10 @@ def _number(metrics: dict, key: str, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _classes(params: dict, metrics: dict) -> list[str]:
-    """The class names: the logged ``data.classes`` param, else the per-class metric names."""
-    logged = params.get("data.classes")
+def _classes(params: dict, metrics: dict, tags: dict) -> list[str]:
+    """The class names: the run's ``classes`` tag (or the ``data.classes`` param of older
+    runs), else the per-class metric names."""
+    logged = tags.get("classes") or params.get("data.classes")
     if logged:
         names = [n.strip().strip("'\"") for n in logged.strip("[]").split(",") if n.strip()]
         if names:
@@ -103,9 +106,8 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
     method = tags.get("guard_method", params.get("train.guard_method", MISSING))
     rate = params.get("train.guard_accept_rate", "0.95")
     return [
-        f"Method `{method}`, fit on the train split; threshold {metrics['guard_threshold']:.4g} "
-        f"set on validation to accept {rate} of it (`train.guard_accept_rate`). Every answer "
-        "carries `in_distribution` (`ood_score <= threshold`) and `ood_score`.",
+        f"Method `{method}`, fit on train; threshold {metrics['guard_threshold']:.4g} accepts "
+        f"{rate} of val. Answers carry `in_distribution` (`ood_score <= threshold`).",
         "",
         "| split | accepted | false-flag rate | accuracy, accepted | accuracy, all |",
         "|---|---|---|---|---|",
@@ -114,9 +116,8 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
           f"{_number(metrics, f'{split}_accuracy_accepted')} | "
           f"{_number(metrics, f'{split}_accuracy')} |" for split in ("val", "test")],
         "",
-        "Tested against (tests/modeling/test_guard.py, on built-in synthetic smears): "
-        "scikit-image's sample photos, and smears re-stained, blurred and re-magnified; on "
-        "real images: docs/results/guard.md. A shift the guard was not tested on may pass it.",
+        "Tested against scikit-image's sample photos and re-stained, blurred, re-magnified "
+        "smears (docs/results/guard.md); an untested shift may pass it.",
     ]
 
 
@@ -163,6 +164,158 @@ def _limits(params: dict, metrics: dict, tags: dict, classes: list[str]) -> list
     return [f"- {item}" for item in limits]
 
 
+@dataclass(frozen=True)
+class CardFacts:
+    """What a card is written from: the version and its training run."""
+
+    name: str
+    version: object  # mlflow.entities.model_registry.ModelVersion
+    run: object  # mlflow.entities.Run
+    classes: list[str]
+
+    @property
+    def params(self) -> dict:
+        return self.run.data.params
+
+    @property
+    def metrics(self) -> dict:
+        return self.run.data.metrics
+
+    @property
+    def tags(self) -> dict:
+        return self.run.data.tags
+
+    def count(self, key: str):
+        """A count the run logged as a tag (newer runs) or a metric (older ones), or None."""
+        value = self.tags.get(key, self.metrics.get(key))
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return None
+
+
+def _header(facts: CardFacts) -> list[str]:
+    version, run = facts.version, facts.run
+    aliases = ", ".join(f"`{a}`" for a in (version.aliases or [])) or "none"
+    return [f"Aliases: {aliases} (when this card was written, "
+            f"{_time(dt.datetime.now(dt.UTC).timestamp() * 1000)}). Registered "
+            f"{_time(version.creation_timestamp)} from MLflow run `{run.info.run_name}` "
+            f"(`{run.info.run_id}`), model `{version.source}`."]
+
+
+def _intended_use(facts: CardFacts) -> list[str]:
+    return [f"Research on classifying acute lymphoblastic leukemia peripheral-blood-smear "
+            f"images into {len(facts.classes)} classes ({', '.join(facts.classes) or MISSING}), "
+            "reproducing the CNN study of the leukemia-cnn project. Input: an image file "
+            "(JPEG, PNG); output: the class and its probabilities (optionally a Grad-CAM "
+            "heatmap)."]
+
+
+def _data(facts: CardFacts) -> list[str]:
+    params, metrics, tags = facts.params, facts.metrics, facts.tags
+
+    def size(key):
+        return int(metrics[key]) if key in metrics else MISSING
+
+    named = tags.get("data_name", "")
+    return [
+        f"- Source: {tags.get('data_source', MISSING)}"
+        f"{f' ({named})' if named and named != tags.get('data_source') else ''}; data version "
+        f"(data.dvc md5): `{tags.get('data_version', MISSING)}`.",
+        f"- Split sizes: train {params.get('data.n_train', MISSING)} images (fraction "
+        f"{params.get('train.train_fraction', '1.0')} of the train split), val "
+        f"{size('val_n_images')}, test {size('test_n_images')}; stratified split "
+        f"{params.get('split.train', '?')}/{params.get('split.val', '?')}/"
+        f"{params.get('split.test', '?')}, seed {params.get('split.seed', '?')}."]
+
+
+def _performance_section(facts: CardFacts) -> list[str]:
+    return ["Accuracy is argmax accuracy. The champion is chosen by validation accuracy, never "
+            "by test accuracy.", "", *_performance(facts.metrics, facts.classes)]
+
+
+def _training(facts: CardFacts) -> list[str]:
+    params, metrics, tags, run = facts.params, facts.metrics, facts.tags, facts.run
+    seconds = metrics.get("train_seconds")
+    epochs = facts.count("epochs_run") or params.get("train.epochs", MISSING)
+    n_params = facts.count("n_params")
+    return [
+        f"- Training time: {f'{seconds:.0f} s' if seconds is not None else MISSING} for "
+        f"{epochs} epochs ({n_params if n_params is not None else '?'} parameters); started "
+        f"{_time(run.info.start_time)}.",
+        f"- Seed {tags.get('seed', params.get('seed', MISSING))}; git commit "
+        f"`{tags.get('git_commit', MISSING)}`; overrides `{tags.get('hydra_overrides', MISSING)}`;"
+        f" configuration id `{tags.get('config_id', MISSING)}`; paper-faithful: "
+        f"{tags.get('paper_faithful', MISSING)}."]
+
+
+def _configuration(facts: CardFacts) -> list[str]:
+    return [*[f"- `{key}`: {facts.params[key]}" for key in CONFIG_KEYS if key in facts.params],
+            f"- Full resolved configuration: `runs:/{facts.run.info.run_id}/config.yaml`."]
+
+
+def _promotion(facts: CardFacts) -> list[str]:
+    reason = (facts.version.tags or {}).get("promoted_by")
+    if not reason:
+        return []
+    if facts.version.aliases:
+        return [f"Promoted: {reason}"]
+    return [f"Formerly promoted ({reason}); the alias has moved to another version since."]
+
+
+# The card's sections in order: (title, builder). A builder returns the section's lines (none:
+# the section is left out). Add a section by adding a builder here.
+SECTIONS: list[tuple[str, Callable[[CardFacts], list[str]]]] = [
+    ("", _header),
+    ("Intended use", _intended_use),
+    ("Data", _data),
+    ("Performance", _performance_section),
+    ("Calibration", lambda facts: _calibration(facts.metrics, facts.params)),
+    ("Out-of-distribution guard", lambda facts: _guard(facts.metrics, facts.params, facts.tags)),
+    ("Training", _training),
+    ("Configuration", _configuration),
+    ("Known limits", lambda facts: _limits(facts.params, facts.metrics, facts.tags,
+                                           facts.classes)),
+    ("Promotion", _promotion),
+]
+# What a description too long for the registry's column leaves out first (the full card is the
+# run's model_card.md artifact).
+DESCRIPTION_DROP_ORDER = ("Calibration", "Training", "Intended use", "Known limits")
+
+
+def card_facts(client, name: str, version: str | int) -> CardFacts:
+    """The version ``version`` of ``name`` and its run; a project error when either is missing."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model_version = client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise LeukemiaCNNError(f"registered model '{name}' has no version {version}: "
+                               f"{exc.message}. List versions with `leukemia-cnn promote "
+                               "--dry-run`") from exc
+    try:
+        run = client.get_run(model_version.run_id)
+    except MlflowException as exc:
+        raise LeukemiaCNNError(f"'{name}' version {version}: its run {model_version.run_id} is "
+                               f"not in this store ({exc.message})") from exc
+    classes = _classes(run.data.params, run.data.metrics, run.data.tags)
+    return CardFacts(name=name, version=model_version, run=run, classes=classes)
+
+
+def card_sections(facts: CardFacts) -> list[tuple[str, list[str]]]:
+    """``(title, lines)`` of every section with something to say, in card order."""
+    built = [(title, builder(facts)) for title, builder in SECTIONS]
+    return [(title, lines) for title, lines in built if lines]
+
+
+def render(name: str, version: str, sections: list[tuple[str, list[str]]]) -> str:
+    """The Markdown of a card made of ``sections``."""
+    parts = [f"# Model card: {name} version {version}"]
+    for title, lines in sections:
+        parts += ["", *([f"## {title}"] if title else []), *lines]
+    return "\n".join(parts) + "\n"
+
+
 def model_card(client, name: str, version: str | int) -> str:
     """Markdown card of version ``version`` of registered model ``name``.
 
@@ -180,102 +333,49 @@ def model_card(client, name: str, version: str | int) -> str:
     str
         The card; values the run did not record read "not recorded" or "-".
     """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model_version = client.get_model_version(name, str(version))
-    except MlflowException as exc:
-        raise LeukemiaCNNError(f"registered model '{name}' has no version {version}: "
-                               f"{exc.message}. List versions with `leukemia-cnn promote "
-                               "--dry-run`") from exc
-    try:
-        run = client.get_run(model_version.run_id)
-    except MlflowException as exc:
-        raise LeukemiaCNNError(f"'{name}' version {version}: its run {model_version.run_id} is "
-                               f"not in this store ({exc.message})") from exc
-    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-    classes = _classes(params, metrics)
-    aliases = ", ".join(f"`{a}`" for a in (model_version.aliases or [])) or "none"
-    train_seconds = metrics.get("train_seconds")
-    epochs_run = int(metrics.get("epochs_run", 0)) or params.get("train.epochs", MISSING)
-    fraction = params.get("train.train_fraction", "1.0")
-    lines = [
-        f"# Model card: {name} version {model_version.version}",
-        "",
-        f"Aliases: {aliases}. Registered {_time(model_version.creation_timestamp)} from MLflow "
-        f"run `{run.info.run_name}` (`{run.info.run_id}`), model `{model_version.source}`.",
-        "",
-        "## Intended use",
-        f"Research on classifying acute lymphoblastic leukemia peripheral-blood-smear images "
-        f"into {len(classes)} classes ({', '.join(classes) or MISSING}), reproducing the CNN "
-        "study of the leukemia-cnn project. Input: an image file (JPEG, PNG); output: the "
-        "class and its probabilities (optionally a Grad-CAM heatmap).",
-        "",
-        "## Data",
-        f"- Source: {tags.get('data_source', MISSING)}; data version (data.dvc md5): "
-        f"`{tags.get('data_version', MISSING)}`.",
-        f"- Split sizes: train {params.get('data.n_train', MISSING)} images (fraction {fraction} "
-        f"of the train split), val {int(metrics['val_n_images']) if 'val_n_images' in metrics else MISSING}, "
-        f"test {int(metrics['test_n_images']) if 'test_n_images' in metrics else MISSING}; "
-        f"stratified split {params.get('split.train', '?')}/{params.get('split.val', '?')}/"
-        f"{params.get('split.test', '?')}, seed {params.get('split.seed', '?')}.",
-        "",
-        "## Performance",
-        "Accuracy is argmax accuracy. The champion is chosen by validation accuracy, never "
-        "by test accuracy.",
-        "",
-        *_performance(metrics, classes),
-        "",
-        "## Calibration",
-        *_calibration(metrics, params),
-        "",
-        "## Out-of-distribution guard",
-        *_guard(metrics, params, tags),
-        "",
-        "## Training",
-        f"- Training time: {f'{train_seconds:.0f} s' if train_seconds is not None else MISSING} "
-        f"for {epochs_run} epochs ({int(metrics['n_params']) if 'n_params' in metrics else '?'} "
-        f"parameters); started {_time(run.info.start_time)}.",
-        f"- Seed {tags.get('seed', params.get('seed', MISSING))}; git commit "
-        f"`{tags.get('git_commit', MISSING)}`; overrides `{tags.get('hydra_overrides', MISSING)}`; "
-        f"configuration id `{tags.get('config_id', MISSING)}`; paper-faithful: "
-        f"{tags.get('paper_faithful', MISSING)}.",
-        "",
-        "## Configuration",
-        *[f"- `{key}`: {params[key]}" for key in CONFIG_KEYS if key in params],
-        f"- Full resolved configuration: `runs:/{run.info.run_id}/config.yaml`.",
-        "",
-        "## Known limits",
-        *_limits(params, metrics, tags, classes),
-    ]
-    promoted = model_version.tags.get("promoted_by") if model_version.tags else None
-    if promoted:
-        lines += ["", "## Promotion", promoted]
-    return "\n".join(lines) + "\n"
+    facts = card_facts(client, name, version)
+    return render(name, str(facts.version.version), card_sections(facts))
 
 
-def description_text(head: str, card: str, limit: int = DESCRIPTION_LIMIT) -> str:
-    """``head`` (the registration sentence) and ``card`` for a version's description; a card
-    too long for the registry's column loses its Configuration section, then is cut."""
-    head = head.strip()
-    text = f"{head}\n\n{card}" if head else card
-    if len(text) <= limit:
-        return text
-    start, end = card.find("## Configuration"), card.find("## Known limits")
-    if 0 <= start < end:
-        card = card[:start] + f"(configuration: see the run's `{CARD_ARTIFACT}`)\n\n" + card[end:]
-    text = f"{head}\n\n{card}" if head else card
-    return text if len(text) <= limit else text[:limit - 40] + f"\n... (see `{CARD_ARTIFACT}`)\n"
+def description_text(head: str, name: str, version: str, run_id: str,
+                     sections: list[tuple[str, list[str]]], limit: int = DESCRIPTION_LIMIT) -> str:
+    """``head`` and the card for a version's description, at most ``limit`` characters.
+
+    A card too long for the registry's column leaves out whole sections (in
+    ``DESCRIPTION_DROP_ORDER``) and says which, with a link to the full card artifact: never
+    a cut mid-word.
+    """
+    head = f"{head.strip()}\n\n" if head.strip() else ""
+    dropped: list[str] = []
+    for title in ("", *DESCRIPTION_DROP_ORDER):
+        if title:
+            dropped.append(title)
+            sections = [(t, lines) for t, lines in sections if t != title]
+        note = (["", f"Left out here for MLflow's {limit}-character description limit: "
+                 f"{', '.join(dropped)}. Full card: `runs:/{run_id}/{CARD_ARTIFACT}` (the run's "
+                 f"artifact) or `leukemia-cnn card {version}`."] if dropped else [])
+        text = head + render(name, version, sections) + "\n".join(note) + ("\n" if note else "")
+        if len(text) <= limit:
+            return text
+    raise LeukemiaCNNError(f"the model card of '{name}' version {version} does not fit MLflow's "
+                           f"{limit}-character description even without "
+                           f"{', '.join(dropped)}; shorten config key `data.classes` names")
 
 
 def publish_card(client, name: str, version: str | int) -> str:
-    """Log the card as the run's ``model_card.md`` and put it in the version's description
-    after the description registration wrote. Returns the card."""
-    card = model_card(client, name, version)
-    model_version = client.get_model_version(name, str(version))
-    client.log_text(model_version.run_id, card, CARD_ARTIFACT)
-    head = (model_version.description or "").split(f"\n\n# Model card: {name}")[0]
-    client.update_model_version(name, str(version), description=description_text(head, card))
+    """Log the card as the run's ``model_card.md`` and put it in the version's description,
+    after the description's first paragraph (registration's summary). Returns the card.
+
+    Call it whenever what the card says changes: registration, and every alias move (both
+    the version that gets the alias and the one that loses it)."""
+    facts = card_facts(client, name, version)
+    number = str(facts.version.version)
+    sections = card_sections(facts)
+    card = render(name, number, sections)
+    client.log_text(facts.run.info.run_id, card, CARD_ARTIFACT)
+    head = (facts.version.description or "").split(f"# Model card: {name}")[0]
+    client.update_model_version(name, number, description=description_text(
+        head, name, number, facts.run.info.run_id, sections))
     return card
 
 

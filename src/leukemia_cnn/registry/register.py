@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from leukemia_cnn.data.lineage import UNKNOWN, DataLineage, short, workspace_lineage
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.registry.card import publish_card
+from leukemia_cnn.registry.metadata import describe_registered_model
 from leukemia_cnn.tracking.store import run_config_id, setup_mlflow
 
 PROMOTE_MODES = ("run", "config")
@@ -422,9 +423,9 @@ def promote(cfg: DictConfig, root: Path, dry_run: bool = False, quiet: bool = Fa
     client.set_registered_model_alias(name, alias, champion.version)
     client.set_model_version_tag(name, champion.version, "promoted_by", reason)
     client.set_model_version_tag(name, champion.version, "promotion_mode", by)
-    description = client.get_model_version(name, champion.version).description or ""
-    client.update_model_version(name, champion.version, description=(
-        f"{description.split(' | promoted: ')[0]} | promoted: '{alias}' ({by}): {reason}"))
+    # The cards say where the alias is: rewrite both the new champion's and the old one's.
+    for moved in {champion.version, alias_version} - {None}:
+        publish_card(client, name, moved)
     print(f"promote: alias '{alias}' -> version {champion.version} "
           f"(val_accuracy {champion.val_accuracy:.4f}; was {alias_version}); {reason}")
     return champion.version
@@ -473,10 +474,10 @@ def register(cfg: DictConfig, root: Path, run_id: str, model_uri: str) -> str:
     for key, value in version_tags(candidate).items():
         client.set_model_version_tag(name, version, key, value)
     summary = version_summary(candidate)
-    client.update_model_version(name, version, description=(
-        f"{summary} Run {run.info.run_name} ({run_id}), overrides "
-        f"{run.data.tags.get('hydra_overrides', '?')}, commit "
-        f"{run.data.tags.get('git_commit', '?')}."))
+    client.update_model_version(name, version, description=summary)
+    describe_registered_model(client, cfg, run)  # the model's description, tags; commit tag
+    client.set_model_version_tag(name, version, "git_commit",
+                                 run.data.tags.get("git_commit", "unknown"))
     publish_card(client, name, version)  # model_card.md artifact + the version's description
     print(f"register: '{name}' version {version} from run {run_id}: {summary}")
     return version

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from leukemia_cnn.config import compose, find_repo_root, is_paper_faithful, knob, validate_config
+from leukemia_cnn.config import compose, find_repo_root, knob, validate_config
 from leukemia_cnn.data.preprocess import SPLITS, load_images, load_split, n_workers, read_split_table
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.pathrules import check_sweep_dir
@@ -141,18 +141,9 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
     import keras
 
     from leukemia_cnn.modeling import evaluate, train
+    from leukemia_cnn.modeling.trainrun import start_training_run
     from leukemia_cnn.registry import register
-    from leukemia_cnn.tracking.runs import log_params, set_tags, start_run
-    from leukemia_cnn.tracking.store import (
-        config_id,
-        log_datasets,
-        run_lineage,
-        run_tags,
-        setup_mlflow,
-        store_lock,
-        tracking_uri,
-        unique_run_name,
-    )
+    from leukemia_cnn.tracking.store import store_lock, tracking_uri
 
     validate_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,24 +153,15 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
     x_train, y_train, train_paths = splits["train"] = train.train_subset(cfg, *splits["train"])
     x_val, y_val, _ = splits["val"]
 
-    experiment_id = setup_mlflow(cfg, root)
-    lineage, rows = run_lineage(cfg, root)
-    params = train.training_params(cfg, x_train, y_train, y_val)
-    configuration = config_id(params)
-    label = unique_run_name(f"{experiment_name}-s{cfg.seed}", lineage, experiment_id)
-    tags = run_tags(cfg, root, overrides=" ".join(overrides or []) or "(defaults)",
-                    stage="sweep", model_family="cnn", sweep_id=sweep_id,
-                    experiment_name=experiment_name, config_id=configuration,
-                    paper_faithful=str(is_paper_faithful(cfg)).lower(),
-                    hydra_job_dir=str(out_dir))
-    print(f"sweep: job {label} ({len(y_train)} train / {len(y_val)} val images, "
-          f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.train.loss})")
-    with _interrupt_guard(), start_run(run_name=label) as active:
-        run_id = active.info.run_id
-        set_tags(tags)
-        log_params(params)
-        if rows is not None:
-            log_datasets(lineage, rows, train_paths)
+    print(f"sweep: job {experiment_name} seed {cfg.seed} ({len(y_train)} train / {len(y_val)} "
+          f"val images, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
+          f"{cfg.train.loss})")
+    with _interrupt_guard(), start_training_run(
+            cfg, root, x_train, y_train, y_val, train_paths, stage="sweep",
+            recipe_name=None if experiment_name == "default" else experiment_name,
+            overrides=" ".join(overrides or []) or "(defaults)", sweep_id=sweep_id,
+            experiment_name=experiment_name, hydra_job_dir=str(out_dir)) as training:
+        run_id, label, configuration = training.run_id, training.name, training.config_id
         summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val,
                                                  out_dir, out_dir, label=label)
         metrics, collapsed = evaluate.evaluate_model(

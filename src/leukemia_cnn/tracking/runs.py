@@ -55,6 +55,41 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics(metrics, step=step)
 
 
+# The run input context whose dataset a metric of each split is measured on.
+SPLIT_OF_PREFIX = {"val_": "validation", "test_": "testing"}
+
+
+def log_split_metrics(metrics: dict[str, float]) -> None:
+    """Log step-less metrics to the active run, each ``val_*``/``test_*`` one linked to the
+    run's validation/testing dataset and to the run's logged model(s).
+
+    The logged model's page then lists the datasets it was scored on ("Datasets used") and
+    every metric once. Same as :func:`log_metrics` for a run without datasets or model.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    from mlflow.utils.time import get_current_time_millis
+
+    client = MlflowClient()
+    run = client.get_run(mlflow.active_run().info.run_id)
+    by_context = {}
+    for given in run.inputs.dataset_inputs if run.inputs else []:
+        context = {t.key: t.value for t in given.tags}.get("mlflow.data.context")
+        by_context[context] = (given.dataset.name, given.dataset.digest)
+    model_ids = [o.model_id for o in (run.outputs.model_outputs if run.outputs else [])]
+    now = get_current_time_millis()
+    entries = []
+    for key, value in metrics.items():
+        context = next((c for prefix, c in SPLIT_OF_PREFIX.items() if key.startswith(prefix)),
+                       None)
+        name, digest = by_context.get(context, (None, None))
+        entries += [Metric(key, float(value), now, 0, model_id=model_id, dataset_name=name,
+                           dataset_digest=digest) for model_id in model_ids or [None]]
+    for start in range(0, len(entries), 1000):  # MLflow's batch limit
+        client.log_batch(run.info.run_id, metrics=entries[start:start + 1000])
+
+
 def set_tag(key: str, value: object) -> None:
     """Set one tag on the active run; see ``mlflow.set_tag``."""
     import mlflow
@@ -149,10 +184,17 @@ def finished_runs(experiment_name: str, max_results: int = 50000):
 
 def metric_history(run_id: str, key: str) -> dict[int, float]:
     """Every logged value of one metric of a run, by step; see
-    ``MlflowClient.get_metric_history``."""
+    ``MlflowClient.get_metric_history``. A per-epoch curve is asked for by its Keras name
+    (``val_loss``): it is read under its MLflow name (``loss/val``, fields.EPOCH_METRICS), or
+    under the Keras name in runs logged before the rename."""
     from mlflow import MlflowClient
 
-    return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
+    from leukemia_cnn.tracking.fields import EPOCH_METRICS
+
+    client = MlflowClient()
+    history = client.get_metric_history(run_id, EPOCH_METRICS[key]) if key in EPOCH_METRICS \
+        else []
+    return {m.step: m.value for m in history or client.get_metric_history(run_id, key)}
 
 
 def download_artifact(run_id: str, artifact_path: str, dst_path: str | Path) -> str:

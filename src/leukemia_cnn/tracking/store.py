@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared_root
-from leukemia_cnn.data.lineage import BUILT_IN_SOURCE, DataLineage, safe_name, workspace_lineage
+from leukemia_cnn.data.lineage import DataLineage, safe_name, workspace_lineage
 from leukemia_cnn.data.lineage import data_version as data_version  # re-exported
 
 
@@ -39,19 +39,29 @@ def artifact_location(root: Path | None = None) -> str:
     return shared_root(root).joinpath("mlruns").as_uri()
 
 
-# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens) unless the
-# experiment says it holds model training runs.
+# The experiment holds model training runs. (MLflow 3.17's UI ignores this tag when it picks
+# the landing page: its "workflow type" switch, kept in the browser's localStorage or the
+# `?workflowType=machine_learning` URL parameter, decides; see README "Compare runs".)
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
-def mark_training_experiment(experiment) -> None:
-    """Tag an experiment created before the kind tag as a training experiment (a kind set by
-    hand is left alone)."""
+def experiment_tags(cfg: DictConfig) -> dict[str, str]:
+    """The experiment's kind and description (``mlflow.note.content``)."""
+    from leukemia_cnn.tracking.fields import DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION
+
+    return {EXPERIMENT_KIND_TAG: TRAINING_KIND, DESCRIPTION_TAG: EXPERIMENT_DESCRIPTION.format(
+        classes=", ".join(map(str, cfg.data.classes)), model=cfg.mlflow.registered_model_name,
+        alias=cfg.mlflow.champion_alias)}
+
+
+def mark_training_experiment(experiment, cfg: DictConfig) -> None:
+    """Give an experiment created before them its kind and description tags (a kind or a
+    description set by hand is left alone)."""
     from mlflow import MlflowClient
 
-    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
-        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
-                                          TRAINING_KIND)
+    for key, value in experiment_tags(cfg).items():
+        if key not in (experiment.tags or {}):
+            MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
 
 
 def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
@@ -68,7 +78,7 @@ def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
     with store_lock(uri):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
-            mark_training_experiment(experiment)
+            mark_training_experiment(experiment, cfg)
             mlflow.set_experiment(name)
             close_orphaned_runs(experiment.experiment_id)
             return experiment.experiment_id
@@ -76,7 +86,7 @@ def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
         location = artifact_location(root) if uri.startswith("sqlite:") else None
         try:
             experiment_id = mlflow.create_experiment(name, artifact_location=location,
-                                                     tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+                                                     tags=experiment_tags(cfg))
         except mlflow.exceptions.MlflowException:
             # Another process created it between our lookup and create.
             experiment_id = mlflow.get_experiment_by_name(name).experiment_id
@@ -193,8 +203,10 @@ def store_lock(uri: str):
 # training knobs. The seed, output paths, store, sweep/report settings and the derived data
 # sizes are not part of it, so seeds of one configuration share its id. A late knob at its
 # default (config.LATE_KNOBS) is left out too: a run logged before it trained the same way.
-CONFIG_ID_PREFIXES = ("data.", "split.", "preprocess.", "model.", "train.", "evaluate.")
-CONFIG_ID_IGNORED = ("train.verbose", "data.n_train", "data.n_val", "data.input_shape")
+# The data itself is not part of it either: runs on different data are told apart by their
+# validation set (`val_digest`), and a run's data.* params describe its source.
+CONFIG_ID_PREFIXES = ("split.", "preprocess.", "model.", "train.", "evaluate.")
+CONFIG_ID_IGNORED = ("train.verbose",)
 
 
 def config_id(params: dict[str, object]) -> str:
@@ -239,20 +251,29 @@ def git_commit(root: Path | None = None) -> str:
 
 
 def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = None,
+             what: str | None = None, groups: tuple[str, ...] | None = None,
              **extra: str) -> dict[str, str]:
     """Tags every run of the project carries (commit, seed, overrides and the data lineage:
-    ``data_version``, ``data_source``, ``data_name``, ``data_uri``, ``val_digest``).
+    ``data_version``, ``data_source``, ``data_name``, ``data_uri``, ``val_digest``), MLflow's
+    ``mlflow.source.git.commit`` and, given ``what`` the run is, its description.
 
     ``overrides`` is the ``hydra_overrides`` tag; by default it is recovered by comparing
-    ``cfg`` with conf/'s composed defaults (a Hydra app passes its own overrides instead).
+    ``cfg`` with conf/'s composed defaults (a Hydra app passes its own overrides instead);
+    ``groups`` keeps only the recovered overrides of those config groups (the baseline's run
+    does not carry the CNN's ``train.*`` overrides).
     """
     from leukemia_cnn.config import overrides_from_defaults
+    from leukemia_cnn.tracking.fields import run_description, standard_tags
 
     root = root or find_repo_root()
     conf_root = root if (root / "conf" / "config.yaml").is_file() else find_repo_root()
     if overrides is None:
         try:
-            overrides = " ".join(overrides_from_defaults(cfg, conf_root)) or "(defaults)"
+            recovered = overrides_from_defaults(cfg, conf_root)
+            if groups is not None:
+                recovered = [o for o in recovered
+                             if o.lstrip("+~").split("=")[0].split(".")[0] in groups]
+            overrides = " ".join(recovered) or "(defaults)"
         except Exception:  # noqa: BLE001 - a tag must never break a run
             overrides = "unknown"
     try:
@@ -260,12 +281,16 @@ def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = 
     except Exception as exc:  # noqa: BLE001 - a tag must never break a run
         lineage = {"data_version": data_version(root), "data_source": "unknown",
                    "lineage_error": str(exc)[:500]}
+    commit = git_commit(root)
+    description = run_description(what, cfg, DataLineage.from_tags(lineage), commit) \
+        if what else ""
     tags = {
-        "git_commit": git_commit(root),
+        "git_commit": commit,
         **lineage,
         "seed": str(cfg.seed),
-        "hydra_overrides": overrides[:5000],
+        **({"hydra_overrides": overrides[:5000]} if overrides else {}),
         **process_tags(),
+        **{k: v for k, v in standard_tags(commit, description, cfg.data.classes).items() if v},
     }
     # `mlflow run . -e main` exports its project run id: nest the pipeline's runs under it.
     parent = os.environ.get("MLFLOW_PARENT_RUN_ID")
@@ -275,27 +300,24 @@ def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = 
     return tags
 
 
-def unique_run_name(base: str, lineage: DataLineage | None, experiment_id: str) -> str:
-    """``base``, with the data's name when it is not the built-in set, and a short random
-    suffix when a run of that name is already in the experiment.
-
-    ``cnn-e15-b64-cce-c3-s42`` (built-in data, first time), ``cnn-e15-b64-cce-c3-s42-real-dev``
-    (a folder ``real-dev``), ``cnn-e15-b64-cce-c3-s42-real-dev-3f2a`` (trained again).
-    """
-    import secrets
-
+def unique_run_name(base: str, experiment_id: str) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first name no run of the experiment has
+    (``fast-s42-dev``, then ``fast-s42-dev-2`` when trained again)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    name = base
-    if lineage is not None and lineage.source not in (BUILT_IN_SOURCE, "unknown"):
-        name = f"{base}-{safe_name(lineage.name)}"
     try:
-        taken = mlflow.MlflowClient().search_runs(
-            [experiment_id], filter_string=f"attributes.run_name = '{name}'", max_results=1)
+        runs = mlflow.MlflowClient().search_runs(
+            [experiment_id], filter_string=f"attributes.run_name LIKE '{base}%'",
+            max_results=50000)
     except MlflowException:
-        taken = []
-    return f"{name}-{secrets.token_hex(2)}" if taken else name
+        runs = []
+    taken = {run.info.run_name for run in runs}
+    name, number = base, 1
+    while name in taken:
+        number += 1
+        name = f"{base}-{number}"
+    return name
 
 
 def run_lineage(cfg: DictConfig, root: Path):
@@ -313,15 +335,17 @@ def run_lineage(cfg: DictConfig, root: Path):
 
 # The MLflow input contexts of the three splits (the runs table's Dataset column shows them).
 SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+DATASET_DIGEST_LENGTH = 12  # what the UI shows; the full sha256 is the input's rows_digest
 
 
 def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
     """Log the train, validation and test rows to the active run as MLflow datasets.
 
     Each dataset is the split's rows of the split table (path, class, label, sha256), named
-    ``<data name>-<split>``, with the data version as its digest and the data's URI as its
-    source; the input tag ``rows_digest`` is the sha256 of exactly those rows (for the
-    validation set, the run's ``val_digest``).
+    ``<data name>-<split>``, with the data's URI as its source and the start of the split's
+    own rows digest as its digest (so the UI's Dataset column tells the splits apart); the
+    input tag ``rows_digest`` is the full sha256 of those rows (for the validation set, the
+    run's ``val_digest``) and ``data_version`` the data.dvc md5.
 
     Parameters
     ----------
@@ -349,7 +373,8 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
             dataset = mlflow.data.from_pandas(
                 part, source=lineage.uri or None, targets="label",
                 name=f"{safe_name(lineage.name)}-{split}",
-                digest=lineage.version.removesuffix(".dir")[:36])
+                digest=rows_digest(part)[:DATASET_DIGEST_LENGTH])
             # (the schema is inferred when the dataset is logged: its warning comes here)
             mlflow.log_input(dataset, context=context,
-                             tags={"rows_digest": rows_digest(part), "n_images": str(len(part))})
+                             tags={"rows_digest": rows_digest(part), "n_images": str(len(part)),
+                                   "data_version": lineage.version})
