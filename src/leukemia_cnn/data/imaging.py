@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from leukemia_cnn.errors import DataError
 
@@ -17,7 +17,12 @@ MAX_PIXELS = 50_000_000
 
 
 def open_image(source: str | Path | bytes) -> Image.Image:
-    """Decode an image from a path or raw bytes, fully, or raise DataError naming the source."""
+    """Decode an image from a path or raw bytes, fully, or raise DataError naming the source.
+
+    The one decoding place of training, prediction, serving and Grad-CAM: the image comes back
+    turned upright by its EXIF orientation tag and with 16-bit, 32-bit or float samples scaled
+    to 8 bits (:func:`upright_8bit`), so every consumer sees the same pixels.
+    """
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
         handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
@@ -26,7 +31,7 @@ def open_image(source: str | Path | bytes) -> Image.Image:
                 raise DataError(f"{name}: {image.width}x{image.height} pixels exceeds the "
                                 f"{MAX_PIXELS:,}-pixel limit (decompression bomb guard)")
             image.load()
-            return image.copy()
+            return upright_8bit(image)
     except DataError:
         raise
     except FileNotFoundError as exc:
@@ -34,6 +39,27 @@ def open_image(source: str | Path | bytes) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
         raise DataError(f"{name}: not a decodable image ({exc})") from exc
+
+
+def upright_8bit(image: Image.Image) -> Image.Image:
+    """``image`` rotated/flipped by its EXIF orientation, high-bit-depth samples scaled to 8 bits.
+
+    ``convert("RGB")`` clips 16-bit samples at 255 (a 16-bit PNG turns white), so integer
+    images are scaled by their bit depth (65535 -> 255; a 32-bit "I" image holding 16-bit
+    values, as TIFF/PNG decoders give it, likewise) and float images by [0, 1] when they fit.
+    """
+    upright = ImageOps.exif_transpose(image)  # a copy, even without a tag
+    if upright.mode not in ("I", "F") and not upright.mode.startswith("I;16"):
+        return upright
+    array = np.asarray(upright, dtype=np.float64)
+    if upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 1.0:
+        scale = 1.0
+    elif upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 255.0:
+        scale = 255.0
+    else:
+        scale = 65535.0 if not array.size or array.max() <= 65535 else float(2**32 - 1)
+    array = np.clip(array, 0, scale) / scale * 255.0
+    return Image.fromarray(np.round(array).astype(np.uint8), "L")
 
 
 def perceptual_hash(image: Image.Image) -> int:
@@ -55,12 +81,9 @@ def to_model_input(image: Image.Image, image_size: int = 100,
     Returns float32 of shape (image_size, image_size, channels).
     """
     pil_mode = "L" if color_mode == "grayscale" else "RGB"
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit/32-bit integer images: rescale to 8 bits before conversion.
-        array = np.asarray(image, dtype=np.float64)
-        peak = array.max() or 1.0
-        image = Image.fromarray((array / peak * 255).astype(np.uint8))
-    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = upright_8bit(image)  # an image that did not come through open_image()
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels become white (slide background), not black.
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
