@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from leukemia_cnn.data.filekinds import describe_missing, special_kind
 from leukemia_cnn.data.imaging import open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 
@@ -60,8 +61,8 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
     targets = output_paths(images, output_dir)
     decoded = []
     for path in images:
-        if not Path(path).is_file():
-            raise DataError(f"{path}: no such file")
+        if not Path(path).is_file() or special_kind(Path(path)):
+            raise DataError(describe_missing(path))  # a FIFO, a folder, a broken link, ...
         decoded.append(open_image(Path(path)))
     setup_mlflow(cfg, root)
     uri = model_uri or default_model_uri(cfg)
