@@ -51,3 +51,60 @@ def staging_folder(target: Path) -> Iterator[tuple[Path, str]]:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def interrupted_note(root: Path | None = None) -> str:
+    """What an interrupted command left, in one clause: true for a plain command (its outputs
+    are written atomically) and for a DVC stage whose outputs all persist (train); otherwise
+    DVC deleted the stage's outputs before running it, and says how to get them back."""
+    import os
+
+    import yaml
+
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return "earlier outputs are intact"
+    dvc_yaml = Path(root or os.environ.get("DVC_ROOT", ".")) / "dvc.yaml"
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text())["stages"][stage]
+        outs = [out for key in ("outs", "metrics", "plots") for out in spec.get(key, [])]
+        persist = all(isinstance(out, dict) and next(iter(out.values()), {}).get("persist")
+                      for out in outs)
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        persist = False
+    if persist:
+        return f"stage {stage} keeps its earlier outputs (persist), intact"
+    return (f"DVC removed stage {stage}'s earlier outputs before running it: `dvc checkout "
+            f"{stage}` restores its cached ones, `git checkout -- <file>` the reports git tracks")
+
+
+@contextlib.contextmanager
+def restore_refused_params(root: Path, params: str | Path) -> Iterator[None]:
+    """Under ``dvc exp run``, put ``params`` back as the baseline commit has it when the block
+    refuses it (LeukemiaCNNError), and say so.
+
+    ``dvc exp run -S key=value`` writes the value into params.yaml before the check_config
+    stage refuses it, and leaves it there; the next ``dvc repro`` would fail the same way.
+    """
+    import os
+    import subprocess
+
+    from leukemia_cnn.errors import LeukemiaCNNError
+
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    try:
+        yield
+    except LeukemiaCNNError as exc:
+        target = Path(root) / params
+        if not baseline or not target.is_file():
+            raise
+        relative = target.resolve().relative_to(Path(root).resolve()).as_posix()
+        shown = subprocess.run(["git", "show", f"{baseline}:{relative}"], cwd=root,
+                               capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise
+        from leukemia_cnn.fileio import write_text
+
+        write_text(target, shown.stdout)
+        raise type(exc)(f"{exc}. {relative} is restored to the experiment's baseline commit "
+                        f"{baseline[:7]} (dvc exp run had written the refused value)") from exc
