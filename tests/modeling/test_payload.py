@@ -43,13 +43,13 @@ def payloads(rows: list[str]) -> dict[str, dict]:
     }
 
 
-@pytest.fixture(scope="module")
-def served(trained_project):
+@pytest.fixture
+def served(trained):
     """The trained model as the scoring server loads it, and its request handler."""
     import mlflow.pyfunc
     from mlflow.pyfunc import scoring_server
 
-    model = mlflow.pyfunc.load_model(trained_project.train["model_uri"])
+    model = mlflow.pyfunc.load_model(trained.train["model_uri"])
     schema = model.metadata.get_input_schema()
 
     def post(body: dict):

@@ -85,6 +85,9 @@ def with_row_errors(frame, reasons: list[str | None], error_column: str = "error
     has no class and no probabilities, and its reason in ``error_column`` (None elsewhere)."""
     import pandas as pd
 
+    if not any(reasons):  # every row answered: the frame as predict_arrays gives it
+        frame[error_column] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        return frame
     good = [index for index, reason in enumerate(reasons) if reason is None]
     full = frame.set_axis(good).reindex(range(len(reasons)))
     for name in ("model_name", "model_version"):
