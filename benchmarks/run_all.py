@@ -24,7 +24,7 @@ import benchlib
 
 HERE = Path(__file__).resolve().parent
 # Run order: memory builds the shared workspace.
-BENCHMARKS = ("memory", "features", "inference", "train", "serving", "dvc", "precision")
+BENCHMARKS = ("memory", "features", "inference", "train", "serving", "dvc", "precision", "guard")
 SHARED_WORKSPACE = ("memory", "features", "inference", "train", "serving")
 
 

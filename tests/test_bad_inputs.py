@@ -217,12 +217,12 @@ def test_data_get_outcome(cfg, tmp_path, name, capsys):
 
     if case.get == "error":
         with pytest.raises(DataError) as info:
-            ingest.ingest(cfg, source, raw, progress=False)
+            ingest.ingest(cfg, source, raw, validate=validate_raw.check_staged, progress=False)
         told = str(info.value)
         assert tree_digest(raw) == raw_before
         assert sorted(p.name for p in raw.parent.iterdir()) == ["raw"]
     else:
-        result = ingest.ingest(cfg, source, raw, progress=False)
+        result = ingest.ingest(cfg, source, raw, validate=validate_raw.check_staged, progress=False)
         ingest._report(result, tmp_path / "project", 0.0)
         told = capsys.readouterr().out + "\n".join(str(p.relative_to(raw)) for p in raw.rglob("*"))
         assert not list(raw.rglob("OLD-*"))
@@ -257,7 +257,7 @@ def test_bad_archives_are_refused_before_data_raw_changes(cfg, tmp_path, name):
     raw_before = tree_digest(raw)
 
     with pytest.raises(DataError) as info:
-        ingest.ingest(cfg, archive, raw, progress=False)
+        ingest.ingest(cfg, archive, raw, validate=validate_raw.check_staged, progress=False)
 
     assert says in str(info.value)
     assert tree_digest(raw) == raw_before and tree_digest(archive) == archive_before

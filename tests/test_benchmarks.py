@@ -79,3 +79,21 @@ def test_precision_benchmark_times_both_precisions_and_says_what_auto_picks():
     auto = resolve_mixed_precision("auto")
     assert f"train.mixed_precision=auto -> {auto}" in out
     assert ("TARGET paper: bfloat16 / float32 training time" in out) == (auto == "bfloat16")
+
+
+def test_guard_benchmark_times_predict_with_and_without_the_guard(tmp_path):
+    """bench_guard: predict from JPEG bytes and from arrays, with and without the guard, the
+    ratio and its verdict."""
+    import json
+
+    summary = tmp_path / "guard.json"
+    command = [sys.executable, str(BENCHMARKS / "bench_guard.py"), "--images", "24",
+               "--train-images", "32", "--epochs", "1", "--repeats", "1", "--json", str(summary)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "bytes : without guard" in out and "arrays: without guard" in out
+    assert "TARGET predict from JPEG bytes, 24 images: with guard / without:" in out
+    figures = json.loads(summary.read_text())["figures"]
+    assert figures["bytes_ratio"] == pytest.approx(
+        figures["bytes_seconds_with"] / figures["bytes_seconds_without"])

@@ -2,11 +2,9 @@
 are refused with the nearest valid key, every range is checked, old params files still load,
 and under DVC a refused knob stops the pipeline before any output is removed."""
 
-import dataclasses
 import hashlib
 import json
 import math
-import types
 import typing
 from pathlib import Path
 
@@ -70,10 +68,10 @@ def _group_files():
 def test_each_conf_file_and_the_schema_have_the_same_keys_and_defaults(group, path):
     """A user reads the defaults in conf/; a params file without a knob gets the schema's:
     both must be the same values, and neither may have a key the other lacks."""
-    schema = typing.get_type_hints(config.Config)[group]
-    if typing.get_origin(schema) in (typing.Union, types.UnionType):
+    schema = config.Config.model_fields[group].annotation
+    if group == "data":
         schema = {"synthetic": config.SyntheticData, "kaggle": config.KaggleData}[path.stem]
-    expected = dataclasses.asdict(schema())
+    expected = schema().model_dump()
     written = yaml.safe_load(path.read_text())
 
     def compare(conf, schema_values, prefix):
@@ -84,7 +82,7 @@ def test_each_conf_file_and_the_schema_have_the_same_keys_and_defaults(group, pa
                 # conf/ points a knob at another (split.near_duplicate_max_distance follows the
                 # suite's threshold); the schema's default is what a file without it did.
                 assert value[2:-1] in config.all_keys(), name
-                assert schema_field(name)[0].metadata["late"], name
+                assert config.is_late(name), name
             elif isinstance(value, dict) and isinstance(schema_values[key], dict) and key != "class_counts":
                 compare(value, schema_values[key], f"{name}.")
             else:
@@ -96,7 +94,7 @@ def test_each_conf_file_and_the_schema_have_the_same_keys_and_defaults(group, pa
 
 def test_the_top_level_and_the_groups_are_the_schemas():
     composed = DEFAULTS
-    assert list(composed) == [f.name for f in dataclasses.fields(config.Config)]
+    assert list(composed) == list(config.Config.model_fields)
     assert composed["seed"] == default_of("seed")
     assert OmegaConf.to_container(validate_config(compose(root=REPO_ROOT))) == composed
 
@@ -121,11 +119,10 @@ def test_the_knobs_build_model_reads_default_to_the_schema():
 
 
 def test_the_hash_distance_has_one_range_for_the_split_and_the_suite():
-    split, _ = schema_field("split.near_duplicate_max_distance")
-    suite, _ = schema_field("validation.near_duplicate_max_distance")
+    split = config.bounds("split.near_duplicate_max_distance")
+    suite = config.bounds("validation.near_duplicate_max_distance")
     bounds = ("ge", "gt", "le", "lt")
-    assert [split.metadata[b] for b in bounds] == [suite.metadata[b] for b in bounds] == [
-        0, None, 63, None]
+    assert [split[b] for b in bounds] == [suite[b] for b in bounds] == [0, None, 63, None]
     for key in ("split.near_duplicate_max_distance", "validation.near_duplicate_max_distance"):
         validate_config(compose([f"{key}=63"], root=REPO_ROOT))
         with pytest.raises(ConfigError, match=f"`{key}` = 64 is invalid; allowed: .*63"):
@@ -321,8 +318,8 @@ def test_kaggle_data_option_composes_and_validates():
 def _ranged_numeric_keys():
     keys = []
     for key in config.all_keys():
-        spec, tp = schema_field(key)
-        meta = spec.metadata
+        _, tp = schema_field(key)
+        meta = config.bounds(key)
         if any(meta.get(b) is not None for b in ("ge", "gt", "le", "lt")):
             base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
             if typing.get_origin(tp) is None or base[0] in (int, float):

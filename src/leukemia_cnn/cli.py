@@ -50,6 +50,7 @@ typical use:
   leukemia-cnn predict a.jpg b.jpg   classify images with models:/leukemia-cnn@champion
   leukemia-cnn explain a.jpg         a.jpg's Grad-CAM heatmap -> reports/explain/a_gradcam.png
   leukemia-cnn card                  the champion's model card (Markdown)
+  leukemia-cnn drift --source DIR    do the images in DIR look like the training images?
   mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 outputs: a command writes only its own outputs. An --output (or report --name) that is the
@@ -64,10 +65,15 @@ exit status:
   2    usage: an unknown command or option, a missing argument
   3    internal error: a bug; the message names the exception (report it;
        LEUKEMIA_CNN_TRACEBACK=1 shows the traceback)
+  4    unlike the training images: `predict --reject-unfamiliar` flagged at least one image
+       (those rows have no class; column `in_distribution` false), or `drift` found drift
+       (its report says why)
   130  interrupted (Ctrl-C); outputs are written atomically, earlier ones stay intact
 """
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# Images unlike the training images: `predict --reject-unfamiliar` flagged one, or `drift` found drift.
+EXIT_UNFAMILIAR = 4
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -228,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="MLflow model URI (default: models:/<registered name>@champion)")
     predict.add_argument("--format", choices=("csv", "json"), default="csv")
     predict.add_argument("--output", default=None, help="write here instead of stdout")
+    predict.add_argument("--reject-unfamiliar", action="store_true",
+                         help="no class for images the guard flags as unlike the training "
+                              f"images; exit {EXIT_UNFAMILIAR} when there is one")
 
     explain = sub.add_parser(
         "explain", help="Grad-CAM heatmaps: where in each image the model saw its class",
@@ -250,6 +259,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_arg(card)
     card.add_argument("version", nargs="?", default=None,
                       help="version number (default: the version with the champion alias)")
+
+    # --- drift (registry/drift.py) ---
+    drift = sub.add_parser(
+        "drift", help="compare a folder of new images with the training images; exit 4 on drift",
+        description="Per-feature shift tests (KS, corrected for many tests) of size, colour, "
+                    "stain, focus and HOG + PCA features against the training data, and the share "
+                    "of images the model's guard flags; a Markdown and HTML report, logged to "
+                    "MLflow. Exit status 0: no drift, 4: drift.")
+    _add_params_arg(drift)
+    drift.add_argument("--source", required=True, metavar="DIR",
+                       help="folder of new images: <Class>/<image> (Kaggle layout) or flat")
+    drift.add_argument("--model-uri", default=None,
+                       help="model whose guard is asked (default: models:/<name>@champion)")
+    drift.add_argument("--no-guard", action="store_true",
+                       help="ask no model: the verdict rests on the shift tests alone")
+    drift.add_argument("--output", default=None, metavar="FILE.md",
+                       help="the Markdown report, HTML beside it (default: "
+                            "<reports_dir>/drift/<folder name>.md)")
+    # --- end drift ---
 
     summary = sub.add_parser("summary", help="print the last run's metrics and where to look next")
     _add_params_arg(summary)
@@ -309,9 +337,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_params(args.params)
     if args.command == "data" and args.data_command == "get":
         from leukemia_cnn.data import ingest
+        from leukemia_cnn.quality.validate_raw import check_staged
 
         ingest.run(cfg, root, source=args.source, variant=args.variant, output=args.output,
-                    validate=not args.no_validate, dvc_add=not args.no_dvc_add)
+                   validate=None if args.no_validate else check_staged,
+                   dvc_add=not args.no_dvc_add)
         return 0
     if args.command == "data":
         from leukemia_cnn.data import synthetic as synth
@@ -348,13 +378,15 @@ def _run(args: argparse.Namespace) -> int:
         from leukemia_cnn.registry import predict
 
         result = predict.run(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
-                              output=args.output)
+                              output=args.output, reject_unfamiliar=args.reject_unfamiliar)
         skipped = int(result[predict.ERROR_COLUMN].notna().sum())
         if skipped:
             print(f"leukemia-cnn predict: error: skipped {skipped} of {len(result)} images (see "
                   f"above; their rows are marked in column `{predict.ERROR_COLUMN}`)",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
+        if args.reject_unfamiliar and predict.flagged_rows(result).any():
+            return EXIT_UNFAMILIAR
         return 0
     if args.command == "explain":
         from leukemia_cnn.registry import explain
@@ -366,6 +398,12 @@ def _run(args: argparse.Namespace) -> int:
 
         card.run(cfg, root, args.version)
         return 0
+    if args.command == "drift":
+        from leukemia_cnn.registry import drift
+
+        found = drift.run(cfg, root, args.source, model_uri=args.model_uri,
+                          guard=not args.no_guard, output=args.output)
+        return EXIT_UNFAMILIAR if found.drift else EXIT_OK
     if args.command == "summary":
         from leukemia_cnn.registry import summary
 

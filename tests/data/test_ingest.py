@@ -28,6 +28,7 @@ from leukemia_cnn import cli
 from leukemia_cnn.config import compose, write_params
 from leukemia_cnn.data import ingest
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
+from leukemia_cnn.quality.validate_raw import check_staged
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,8 @@ def cfg():
 
 
 def get(cfg, source: Path, out: Path, **kwargs):
+    """`leukemia-cnn data get`'s ingestion, with the raw-data suite as the CLI passes it."""
+    kwargs.setdefault("validate", check_staged)
     return ingest.ingest(cfg, source, out, progress=False, **kwargs)
 
 
@@ -219,7 +222,7 @@ def test_a_source_failing_the_raw_checks_is_not_swapped_in(cfg, tmp_path, previo
     assert "run the stage again" not in message
     assert_untouched(raw, before)
 
-    get(cfg, source, raw, validate=False)
+    get(cfg, source, raw, validate=None)
     assert (raw / "Early" / "broken.jpg").is_file()
 
 

@@ -82,10 +82,14 @@ def test_sigterm_during_data_get_leaves_no_half_written_tree(tmp_path):
     source = class_tree(tmp_path / "inbox", per_class=150)  # the suite runs for seconds
     out = class_tree(tmp_path / "data" / "raw", prefix="OLD", seed=7)
     before = tree_digest(out)
-    script = ("import sys; from pathlib import Path; from leukemia_cnn.config import compose; "
+    # The raw-data suite as `data get` runs it on the staged tree (it takes seconds: long
+    # enough to be signalled while the staging folder exists).
+    script = ("from pathlib import Path; from leukemia_cnn.config import compose; "
               "from leukemia_cnn.data import ingest; "
+              "from leukemia_cnn.quality.validate_raw import check_staged; "
               f"ingest.ingest(compose(['data=kaggle'], root=Path({str(REPO_ROOT)!r})), "
-              f"Path({str(source)!r}), Path({str(out)!r}), progress=False)")
+              f"Path({str(source)!r}), Path({str(out)!r}), validate=check_staged, "
+              "progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     while not list(out.parent.glob("raw.tmp-*")):

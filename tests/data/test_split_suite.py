@@ -13,6 +13,7 @@ from helpers import REPO_ROOT
 from helpers.datasets import class_tree
 from leukemia_cnn.config import compose
 from leukemia_cnn.data import split
+from leukemia_cnn.data.splitbounds import suite_failures
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.quality import validate_raw, validate_splits
 
@@ -57,7 +58,7 @@ def test_split_passes_the_suite_bounds_or_names_the_knobs(manifest, seed):
         assert ("validation.split_size_tolerance" in message or "could not stratify" in message
                 or "too few unique images" in message), message
         return
-    assert split.suite_failures(table, CLASSES, ratios, 0.02, 0.05) == []
+    assert suite_failures(table, CLASSES, ratios, 0.02, 0.05) == []
     assert table.groupby("sha256")["split"].nunique().max() == 1  # copies stay together
     again = split.split_table(manifest, CLASSES, **ratios, seed=seed, tolerances=(0.02, 0.05))
     pd.testing.assert_frame_equal(table, again)

@@ -196,5 +196,3 @@ def test_randomized_pca_is_seeded_and_close_to_the_exact_one(cfg):
     assert np.array_equal(first.transform(hog), again.transform(hog))
     assert first.explained_variance_ratio_.sum() == pytest.approx(
         exact.explained_variance_ratio_.sum(), rel=1e-3)
-    with pytest.raises(ConfigError, match="features.pca.svd_solver"):
-        features.fit_pca(hog, 12, svd_solver="arpack")

@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leukemia_cnn.modeling.evaluate import is_collapsed, split_metrics
 
@@ -134,3 +136,48 @@ def test_evaluate_stage_with_tta_logs_the_served_models_accuracy_too(trained):
     for split in ("val", "test"):
         assert 0 <= metrics[f"{split}_accuracy_no_tta"] <= 1
         assert 0 <= metrics[f"{split}_accuracy"] <= 1
+
+
+def test_selective_prediction_under_the_guard_is_reported(trained):
+    """Accuracy on the images the guard accepts beside the overall accuracy, the false-flag
+    rate, and the risk-coverage curve `dvc plots` draws."""
+    import mlflow
+    import pandas as pd
+
+    from leukemia_cnn.modeling.evaluate import HEADLINE_METRICS
+    from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE
+
+    metrics = json.loads((trained.root / "reports" / "metrics.json").read_text())
+    for split in ("val", "test"):
+        coverage = metrics[f"{split}_guard_coverage"]
+        assert metrics[f"{split}_false_flag_rate"] == pytest.approx(1 - coverage)
+        assert 0.0 <= metrics[f"{split}_accuracy_accepted"] <= 1.0
+    assert 0.95 <= metrics["val_guard_coverage"] <= 1.0  # the threshold was set on val
+    # first in metrics.json, where `dvc metrics show` opens
+    assert "test_false_flag_rate" in list(metrics)[:len(HEADLINE_METRICS)]
+    curve = pd.read_csv(trained.root / "reports" / RISK_COVERAGE_FILE)
+    assert list(curve.columns) == ["coverage", "accuracy_ood_score", "accuracy_confidence",
+                                   "risk_ood_score"]
+    assert curve["coverage"].is_monotonic_increasing and curve["coverage"].iloc[-1] == 1.0
+    # answering everything is the overall accuracy, whatever the order
+    assert curve["accuracy_ood_score"].iloc[-1] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert curve["accuracy_confidence"].iloc[-1] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    logged = mlflow.MlflowClient().get_run(trained.train["run_id"]).data.metrics
+    assert logged["test_false_flag_rate"] == pytest.approx(metrics["test_false_flag_rate"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(correct=st.lists(st.booleans(), min_size=1, max_size=300),
+       seed=st.integers(0, 2**16))
+def test_risk_coverage_ranks_by_the_score(correct, seed):
+    from leukemia_cnn.modeling.selective import CURVE_POINTS, risk_coverage
+
+    correct = np.array(correct)
+    # a score that knows the answer puts every right image first
+    perfect = risk_coverage(correct, np.where(correct, 0.0, 1.0),
+                            np.random.default_rng(seed).random(len(correct)))
+    assert len(perfect) <= CURVE_POINTS
+    n_right = int(correct.sum())
+    assert (perfect.loc[perfect["coverage"] * len(correct) <= n_right + 1e-9,
+                        "accuracy_ood_score"] == 1.0).all()
+    assert perfect["accuracy_ood_score"].iloc[-1] == pytest.approx(correct.mean(), abs=1e-6)

@@ -79,3 +79,16 @@ def test_a_long_card_is_shortened_for_the_description():
     assert len(text) <= DESCRIPTION_LIMIT
     assert text.startswith("registered from run r\n\n# Model card")
     assert "## Known limits" in text and CARD_ARTIFACT in text
+
+
+def test_card_describes_the_out_of_distribution_guard(registered):
+    trained, version = registered
+    client = mlflow.MlflowClient()
+    card = model_card(client, "leukemia-cnn", version)
+    metrics = client.get_run(trained.train["run_id"]).data.metrics
+    section = card.split("## Out-of-distribution guard", 1)[1].split("\n## ", 1)[0]
+    assert "Method `mahalanobis+input`" in section
+    assert f"threshold {metrics['guard_threshold']:.4g}" in section
+    test_row = next(line for line in section.splitlines() if line.startswith("| test |"))
+    assert f"| {metrics['test_false_flag_rate']:.3f} |" in test_row
+    assert "scikit-image's sample photos" in section and "re-stained" in section

@@ -150,3 +150,18 @@ def test_served_model_returns_a_heatmap_only_on_request(champion, tmp_path):
     for encoded in with_map["heatmap"]:
         with Image.open(io.BytesIO(base64.b64decode(encoded))) as heat:
             assert heat.size == (80, 60) and heat.format == "PNG"
+
+
+def test_explain_says_whether_the_image_looks_like_the_training_data(champion, tmp_path,
+                                                                     capsys):
+    from leukemia_cnn.registry import explain
+    from leukemia_cnn.study.shifts import skimage_samples
+
+    camera = tmp_path / "camera.jpg"
+    skimage_samples(("camera",))["camera"].save(camera, quality=92)
+    rows = explain.run(champion.cfg, champion.root, [str(camera)],
+                       output=str(tmp_path / "heat"))
+    assert rows[0]["in_distribution"] is False and rows[0]["ood_score"] > 0
+    printed = capsys.readouterr()
+    assert "in_distribution false" in printed.out and "do not trust" in printed.out
+    assert "1 image(s) flagged" in printed.err

@@ -209,3 +209,49 @@ def test_each_prediction_carries_the_model_version_that_answered(champion, tmp_p
     by_run = mlflow.pyfunc.load_model(f"runs:/{version.run_id}/model", dst_path=str(
         tmp_path / "by-run")).predict(images)
     assert set(by_run["model_version"]) == {"unregistered"}
+
+
+def camera_jpeg(folder) -> str:
+    """scikit-image's camera man: a photo, nothing like a smear."""
+    from leukemia_cnn.study.shifts import skimage_samples
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "camera.jpg"
+    skimage_samples(("camera",))["camera"].save(path, quality=92)
+    return str(path)
+
+
+def test_every_row_says_whether_to_trust_it_and_stderr_counts_the_flagged(
+        champion, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(champion.root)
+    from leukemia_cnn.config import write_params
+
+    write_params(champion.cfg, champion.root / "params.yaml")
+    paths = [*write_jpegs(tmp_path / "imgs", [0, 3]), camera_jpeg(tmp_path / "imgs")]
+    out = tmp_path / "rows.csv"
+    assert cli.main(["predict", *paths, "--output", str(out)]) == 0
+    rows = pd.read_csv(out)
+    assert rows["in_distribution"].dtype == bool and rows["ood_score"].dtype == float
+    assert not rows["in_distribution"].iloc[2]  # the photo is flagged, still classified
+    assert rows["predicted_class"].notna().all()
+    flagged = int((~rows["in_distribution"]).sum())
+    err = capsys.readouterr().err
+    assert f"predict: {flagged} of 3 images flagged as unlike the training images" in err
+
+
+def test_reject_unfamiliar_leaves_flagged_images_without_a_class(champion, tmp_path,
+                                                                 monkeypatch, capsys):
+    monkeypatch.chdir(champion.root)
+    from leukemia_cnn.config import write_params
+
+    write_params(champion.cfg, champion.root / "params.yaml")
+    paths = [*write_jpegs(tmp_path / "imgs", [1]), camera_jpeg(tmp_path / "imgs")]
+    code = cli.main(["predict", *paths, "--format", "json", "--reject-unfamiliar"])
+    assert code == cli.EXIT_UNFAMILIAR == 4
+    records = json.loads(capsys.readouterr().out)
+    camera = records[1]
+    assert camera["in_distribution"] is False and camera["ood_score"] > 0
+    assert camera["predicted_class"] is None
+    assert all(camera[f"p_{name}"] is None for name in champion.cfg.data.classes)
+    for record in records:  # an accepted image keeps its class
+        assert (record["predicted_class"] is not None) == record["in_distribution"]

@@ -8,7 +8,7 @@ import pytest
 
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.fileio import OUTPUT_MARKER, is_marked
-from leukemia_cnn.study import report
+from leukemia_cnn.study import report, statistics
 from leukemia_cnn.tracking.store import setup_mlflow
 
 matplotlib.use("Agg")
@@ -88,40 +88,42 @@ def _project_in_cwd(cfg, root, monkeypatch):
 
 
 def test_summarize_mean_std_and_t_interval():
-    stats = report.summarize(np.array([0.8, 0.78, 0.82]))
+    stats = statistics.summarize(np.array([0.8, 0.78, 0.82]))
     assert stats["n"] == 3 and stats["mean"] == pytest.approx(0.8)
     assert stats["std"] == pytest.approx(0.02)
     # t(0.975, 2) = 4.303: half-width 4.303 * 0.02 / sqrt(3)
     assert stats["high"] - stats["mean"] == pytest.approx(4.3027 * 0.02 / math.sqrt(3), rel=1e-3)
-    single = report.summarize(np.array([0.7]))
+    same = statistics.summarize(np.array([0.5, 0.5, 0.5]))  # no spread: the interval is a point
+    assert same["std"] == 0 and same["low"] == same["high"] == pytest.approx(0.5)
+    single = statistics.summarize(np.array([0.7]))
     assert single["n"] == 1 and math.isnan(single["std"]) and math.isnan(single["low"])
 
 
 def test_paired_test_verdicts():
     seeds = [1, 2, 3]
     better = pd.Series([0.80, 0.78, 0.82], index=seeds)
-    assert report.paired_test(better, better - 0.1)["verdict"] == "supported"
-    assert report.paired_test(better - 0.1, better)["verdict"] == "contradicted"
+    assert statistics.paired_test(better, better - 0.1)["verdict"] == "supported"
+    assert statistics.paired_test(better - 0.1, better)["verdict"] == "contradicted"
     noisy = pd.Series([0.82, 0.75, 0.80], index=seeds)
-    assert report.paired_test(better, noisy)["verdict"] == "not supported"
-    assert report.paired_test(better, better)["verdict"] == "no difference"
-    one = report.paired_test(better.loc[[1]], noisy.loc[[1]])
+    assert statistics.paired_test(better, noisy)["verdict"] == "not supported"
+    assert statistics.paired_test(better, better)["verdict"] == "no difference"
+    one = statistics.paired_test(better.loc[[1]], noisy.loc[[1]])
     assert one["verdict"] == "not enough seeds" and one["n"] == 1
 
 
 def test_spread_test_verdicts_and_the_ratio_it_needs():
     tight = pd.Series([0.800, 0.801, 0.802], index=[1, 2, 3])
     wide = pd.Series([0.70, 0.80, 0.90], index=[4, 5, 6])  # the seeds need not pair up
-    result = report.spread_test(tight, wide)
+    result = statistics.spread_test(tight, wide)
     assert result["verdict"] == "supported" and result["p"] < 0.001
     assert result["std_lower"] == pytest.approx(0.001) and result["std_higher"] == pytest.approx(0.1)
     # F(0.05; 2, 2) = 1/19: three seeds each call a spread lower only below 0.229 times the other.
     assert result["needed"] == pytest.approx(math.sqrt(1 / 19))
-    assert report.spread_test(wide, tight)["verdict"] == "contradicted"
+    assert statistics.spread_test(wide, tight)["verdict"] == "contradicted"
     similar = pd.Series([0.78, 0.80, 0.83], index=[1, 2, 3])
-    assert report.spread_test(similar, wide)["verdict"] == "not supported"
-    assert report.spread_test(wide, wide)["verdict"] == "no difference"
-    assert report.spread_test(tight.loc[[1]], wide)["verdict"] == "not enough seeds"
+    assert statistics.spread_test(similar, wide)["verdict"] == "not supported"
+    assert statistics.spread_test(wide, wide)["verdict"] == "no difference"
+    assert statistics.spread_test(tight.loc[[1]], wide)["verdict"] == "not enough seeds"
 
 
 def test_report_table_claims_and_figures_from_mlflow(study):
@@ -169,6 +171,9 @@ def test_report_table_claims_and_figures_from_mlflow(study):
         assert f"table1_files/{name}" in text
     html = result["html"].read_text()
     assert "<table" in html and "table1_e15_b64_cce" in html and "fig3_curves_improved" in html
+    # Every claim is an item of a list (not a stray <li>), figures are images.
+    assert html.count("<ul>") == 2 and html.count("<li>") == len(result["claims"])
+    assert "<img src=\"table1_files/fig3_curves_improved" in html
 
 
 def test_report_without_sample_images_has_no_image_of_the_data(study, monkeypatch, capsys):
@@ -304,7 +309,7 @@ def test_report_and_promote_by_config_through_the_cli(study, monkeypatch, capsys
 
 
 def test_data_statement_names_the_data_and_flags_synthetic_or_mixed_versions():
-    from leukemia_cnn.study.report import data_statement
+    from leukemia_cnn.study.sweep_runs import data_statement
 
     real = pd.DataFrame({"tags.data_source": ["kaggle"] * 2, "tags.data_version": ["abc"] * 2,
                          "params.data.n_train": ["1144"] * 2, "params.data.n_val": ["244"] * 2})

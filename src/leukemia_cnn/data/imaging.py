@@ -4,6 +4,8 @@ logged model (so that a served model sees exactly what training saw)."""
 from __future__ import annotations
 
 import io
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,32 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from leukemia_cnn.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+# Threads that decode and hash images (validate_raw, validate_splits): decoding and hashing
+# release the GIL, so threads use every core without pickling.
+N_THREADS = min(8, os.cpu_count() or 1)
+# Files that operating systems and archivers drop next to images (compared lower-case).
+OS_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx"})
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file under ``raw_dir`` that is not an image row of the manifest, and why."""
+
+    path: str
+    reason: str
+
+
+def skip_reason(name: str) -> str | None:
+    """Why a file name is not an image row, or None when it is one."""
+    if name.lower() in OS_JUNK or name.startswith("._"):
+        return "operating-system metadata file"
+    if name.startswith("."):
+        return "hidden file"
+    suffix = Path(name).suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        return (f"extension {suffix or '(none)'!r} is not an image extension "
+                f"({', '.join(IMAGE_EXTENSIONS)})")
+    return None
 # Refuse decompression bombs: far above any smear image (the Kaggle set is 224x224).
 MAX_PIXELS = 50_000_000
 
@@ -45,8 +73,9 @@ def upright_8bit(image: Image.Image) -> Image.Image:
     """``image`` rotated/flipped by its EXIF orientation, high-bit-depth samples scaled to 8 bits.
 
     ``convert("RGB")`` clips 16-bit samples at 255 (a 16-bit PNG turns white), so integer
-    images are scaled by their bit depth (65535 -> 255; a 32-bit "I" image holding 16-bit
-    values, as TIFF/PNG decoders give it, likewise) and float images by [0, 1] when they fit.
+    images are scaled by the smallest of 8, 10, 12, 14, 16 or 32 bits that holds their peak
+    (65535 -> 255; a 12-bit camera's 4095 -> 255), the same factor for every image of one
+    bit depth, and float images by [0, 1] (or [0, 255]) when they fit.
     """
     upright = ImageOps.exif_transpose(image)  # a copy, even without a tag
     if upright.mode not in ("I", "F") and not upright.mode.startswith("I;16"):
@@ -56,8 +85,10 @@ def upright_8bit(image: Image.Image) -> Image.Image:
         scale = 1.0
     elif upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 255.0:
         scale = 255.0
-    else:
-        scale = 65535.0 if not array.size or array.max() <= 65535 else float(2**32 - 1)
+    else:  # the smallest common bit depth that holds the peak: 12-bit data in 16 bits too
+        peak = float(array.max()) if array.size else 0.0
+        scale = next(float(2**bits - 1) for bits in (8, 10, 12, 14, 16, 32)
+                     if peak <= 2**bits - 1 or bits == 32)
     array = np.clip(array, 0, scale) / scale * 255.0
     return Image.fromarray(np.round(array).astype(np.uint8), "L")
 

@@ -18,9 +18,9 @@ bytes written, the number of files and each image's pixel count are bounded
 (``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``).
 
 The tree is written next to ``paths.raw_dir``, checked with the raw-data suite of
-:mod:`leukemia_cnn.quality.validate_raw`, and only then swapped in, so an interrupted or refused
-ingestion leaves the previous ``data/raw`` as it was. Finally ``dvc add`` versions it in
-``data.dvc``.
+:mod:`leukemia_cnn.quality.validate_raw` (the CLI passes it in), and only then swapped in, so
+an interrupted or refused ingestion leaves the previous ``data/raw`` as it was. Finally
+``dvc add`` versions it in ``data.dvc``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import warnings
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,16 +45,19 @@ from typing import BinaryIO
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from leukemia_cnn.config import VARIANTS
+from leukemia_cnn.config import VARIANTS, knob
 from leukemia_cnn.data.filekinds import printable, skip_problem
+from leukemia_cnn.data.imaging import OS_JUNK, SkippedFile, skip_reason
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
 from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.data.synthetic import RAW_OUTPUT, check_raw_output
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import mark_output, shown, swap_folder
-from leukemia_cnn.quality.validate_raw import OS_JUNK, SkippedFile, skip_reason
 
 KEYWORD_SOURCES = ("synthetic", "kaggle")
+# Checks a staged tree before it is swapped in (cfg, staging, staged path -> source name,
+# label, out_dir, progress) -> warning lines; the CLI passes quality's raw-data suite.
+StagedCheck = Callable[[DictConfig, Path, Mapping[str, str], str, Path, bool], list[str]]
 # Skipped files listed one by one on the terminal (all of them are in the returned result).
 MAX_LISTED = 20
 CHUNK = 1 << 20
@@ -349,14 +352,8 @@ class Bounds:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Bounds:
-        values = {}
-        for key in ("max_total_bytes", "max_files", "max_image_pixels"):
-            value = OmegaConf.select(cfg, f"validation.{key}", default=None)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"config key `validation.{key}` = {value!r} is invalid; "
-                                  "allowed: an integer >= 1 (see conf/validation/default.yaml)")
-            values[key] = value
-        return cls(**values)
+        return cls(**{key: int(knob(cfg, f"validation.{key}"))
+                      for key in ("max_total_bytes", "max_files", "max_image_pixels")})
 
 
 def _check_plan_size(plan_: Plan, entries: Sequence[Entry], bounds: Bounds, label: str) -> None:
@@ -422,26 +419,6 @@ def copy_tree(source: ZipSource | FolderSource, plan_: Plan, staging: Path, boun
         _check_pixels(path, f"{source.label}: {name}", bounds.max_image_pixels)
 
 
-def _validate_staged(cfg: DictConfig, staging: Path, plan_: Plan, label: str,
-                     out_dir: Path, progress: bool) -> list[str]:
-    """Run the raw-data suite on the staged tree; DataError naming source files on failure."""
-    from leukemia_cnn.quality import validate_raw
-
-    classes = [str(name) for name in cfg.data.classes]
-    manifest = validate_raw.build_manifest(staging, classes, progress=progress)
-    result = validate_raw.validate(manifest, classes, cfg.validation)
-    if not result.success:
-        advice = (f"{out_dir} was left unchanged. Fix or remove these files in the source (or "
-                  "adjust conf/validation/) and run `leukemia-cnn data get` again, or pass "
-                  "--no-validate to ingest anyway (the validate_raw stage will still stop the "
-                  "pipeline).")
-        # name the files as they are in the source
-        raise DataError(validate_raw.failure_message(result, manifest, label, names=plan_.copies,
-                                                     advice=advice))
-    return [f"{outcome.description}: {_files(len(outcome.offending))}"
-            for outcome in result.warnings]
-
-
 def _files(count: int) -> str:
     return f"{count} file{'' if count == 1 else 's'}"
 
@@ -496,8 +473,8 @@ def download_from_kaggle(dataset: str, dest: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | None = None,
-           label: str | None = None, validate: bool = True, progress: bool = True,
-           mark: bool = False) -> IngestResult:
+           label: str | None = None, validate: StagedCheck | None = None,
+           progress: bool = True, mark: bool = False) -> IngestResult:
     """Copy the images of ``source_path`` (zip or folder) into ``out_dir/<Class>/``.
 
     The tree is written beside ``out_dir`` and swapped in only once complete and (with
@@ -516,8 +493,11 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
         Overrides ``data.variant``.
     label : str, optional
         How to name the source in messages (default: its path).
-    validate : bool
-        Run the raw-data suite on the new tree before swapping it in.
+    validate : callable, optional
+        Checks the new tree before it is swapped in: ``validate(cfg, staging, names, label,
+        out_dir, progress)`` returns warning lines or raises DataError. The CLI passes the
+        raw-data suite (:func:`leukemia_cnn.quality.validate_raw.check_staged`); None skips it
+        (the validate_raw stage still stops the pipeline).
     mark : bool
         Mark the new tree as a ``leukemia-cnn data`` output (any folder but ``paths.raw_dir``),
         so that a later run may replace it (see :func:`leukemia_cnn.fileio.check_output`).
@@ -525,7 +505,7 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
 
     classes = [str(name) for name in cfg.data.classes]
     variant = variant or OmegaConf.select(cfg, "data.variant", default=None)
-    skip_unknown = bool(OmegaConf.select(cfg, "data.skip_unknown_classes", default=False))
+    skip_unknown = bool(knob(cfg, "data.skip_unknown_classes"))
     bounds = Bounds.from_config(cfg)
     source_path, out_dir = Path(source_path).resolve(), Path(out_dir).resolve()
     if source_path.is_relative_to(out_dir) or out_dir.is_relative_to(source_path):
@@ -544,7 +524,7 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
         with staging_folder(out_dir) as (staging, token):
             staging.mkdir()
             copy_tree(source, plan_, staging, bounds, progress)
-            found = (_validate_staged(cfg, staging, plan_, label, out_dir, progress)
+            found = (validate(cfg, staging, plan_.copies, label, out_dir, progress)
                      if validate else [])
             if mark:
                 mark_output(staging, RAW_OUTPUT)
@@ -582,7 +562,7 @@ def resolve_source(source: str, base: Path) -> str | Path:
 
 
 def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | None = None,
-         output: str | None = None, validate: bool = True, dvc_add: bool = True,
+         output: str | None = None, validate: StagedCheck | None = None, dvc_add: bool = True,
          progress: bool = True) -> IngestResult | None:
     """``leukemia-cnn data get``: ingest ``source`` (default ``data.source``) and ``dvc add`` it.
 

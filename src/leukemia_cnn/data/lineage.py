@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from leukemia_cnn.config import find_repo_root
+from leukemia_cnn.config import find_repo_root, knob
 
 BUILT_IN_SOURCE = "synthetic"
 SOURCES = ("synthetic", "kaggle", "folder", "archive")
@@ -168,12 +168,12 @@ def data_origin(cfg: DictConfig, root: Path) -> tuple[str, str, str]:
     if recorded:
         source = str(recorded["source"])
         return source, str(recorded.get("name") or source), str(recorded.get("uri") or "")
-    configured = str(OmegaConf.select(cfg, "data.source", default=BUILT_IN_SOURCE))
-    raw_uri = (root / str(OmegaConf.select(cfg, "paths.raw_dir", default="data/raw"))).resolve()
+    configured = str(knob(cfg, "data.source"))
+    raw_uri = (root / str(knob(cfg, "paths.raw_dir"))).resolve()
     if configured == BUILT_IN_SOURCE:
         return BUILT_IN_SOURCE, BUILT_IN_SOURCE, raw_uri.as_uri()
     if configured == "kaggle":
-        dataset = str(OmegaConf.select(cfg, "data.kaggle_dataset", default="mehradaria/leukemia"))
+        dataset = str(knob(cfg, "data.kaggle_dataset"))
         return "kaggle", "kaggle", kaggle_uri(dataset)
     path = Path(configured).expanduser()
     origin = origin_of_path(path if path.is_absolute() else root / path)

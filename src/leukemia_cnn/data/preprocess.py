@@ -17,11 +17,11 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from leukemia_cnn.config import SPLITS
 from leukemia_cnn.data.imaging import load_model_input
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import save_npz, write_json
 
-SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ("path", "class", "label", "split")
 
 

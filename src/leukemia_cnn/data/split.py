@@ -19,11 +19,11 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
-from leukemia_cnn.config import check_section
+from leukemia_cnn.config import SPLITS, check_section
+from leukemia_cnn.data.splitbounds import suite_failures
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
 
-SPLITS = ("train", "val", "test")
 # Rows of perceptual hashes compared at once when grouping near-duplicates (memory: chunk x n).
 NEAR_DUPLICATE_CHUNK = 1024
 # Seeds tried (split.seed, +1, ...) for a table that the validate_splits suite accepts: groups
@@ -47,40 +47,6 @@ def min_images_per_class(train: float, val: float, test: float) -> int:
         ``ceil(1 / smallest fraction)``, and at least 3 (one image per split).
     """
     return max(3, math.ceil(1.0 / min(train, val, test) - 1e-9))
-
-
-def expected_counts(counts: Mapping[str, int], n: int, ratios: Mapping[str, float],
-                    tolerance: float) -> dict[str, tuple[int, int]]:
-    """Allowed ``(min, max)`` count per key: ``ratio * n`` +/- (``tolerance * n`` + 1 image).
-
-    The bounds of the validate_splits suite (split sizes and class shares), shared with it.
-    """
-    slack = tolerance * n + 1
-    return {key: (max(0, math.ceil(ratios[key] * n - slack - 1e-9)),
-                  math.floor(ratios[key] * n + slack + 1e-9)) for key in counts}
-
-
-def suite_failures(table: pd.DataFrame, classes: Sequence[str], ratios: Mapping[str, float],
-                   size_tolerance: float, share_tolerance: float) -> list[str]:
-    """The split-size and class-share checks of validate_splits that ``table`` fails."""
-    n, found = len(table), []
-    counts = table["split"].value_counts().to_dict()
-    for split, (low, high) in expected_counts(dict.fromkeys(SPLITS), n, ratios,
-                                              size_tolerance).items():
-        if not low <= counts.get(split, 0) <= high:
-            found.append(f"split {split} holds {counts.get(split, 0)} images, allowed "
-                         f"{low} to {high}")
-    overall = {cls: int((table["class"] == cls).sum()) / n for cls in classes}
-    for split in SPLITS:
-        in_split = table[table["split"] == split]
-        if len(in_split) == 0:
-            continue
-        for cls, (low, high) in expected_counts(overall, len(in_split), overall,
-                                                share_tolerance).items():
-            if not low <= int((in_split["class"] == cls).sum()) <= high:
-                found.append(f"class {cls} has {int((in_split['class'] == cls).sum())} of "
-                             f"split {split}'s {len(in_split)} images, allowed {low} to {high}")
-    return found
 
 
 def _unique_contents(manifest: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:

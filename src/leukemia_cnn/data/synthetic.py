@@ -503,13 +503,6 @@ def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, i
     return [Path(job[3]) for job in jobs]
 
 
-def _setting(cfg: DictConfig, key: str):
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None:
-        raise ConfigError(f"config key `{key}` is missing; add it to conf/ (see conf/data/)")
-    return value
-
-
 def _holds_images(folder: Path) -> bool:
     return folder.is_dir() and any(
         p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*") if p.is_file())
@@ -523,15 +516,16 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
     an interrupted run leaves the previous data in place.
     """
     root = Path(root)
-    _setting(cfg, "data.synth")
     # --scale and --seed override data.synth.scale/seed; the config schema checks the result.
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    data["synth"].update({k: v for k, v in (("scale", scale), ("seed", seed)) if v is not None})
+    # Under data=kaggle the schema says `data.synth` belongs to data=synthetic.
+    data.setdefault("synth", {}).update(
+        {k: v for k, v in (("scale", scale), ("seed", seed)) if v is not None})
     data = check_section("data", data)
     classes, synth_cfg = data["classes"], data["synth"]
     scale, seed = synth_cfg["scale"], synth_cfg["seed"]
     image_size, jpeg_quality = synth_cfg["image_size"], synth_cfg["jpeg_quality"]
-    raw_dir = root / str(_setting(cfg, "paths.raw_dir"))
+    raw_dir = root / str(cfg.paths.raw_dir)
     out_dir = Path(output) if output else raw_dir
     out_dir = out_dir if out_dir.is_absolute() else root / out_dir
     sizes = class_sizes(synth_cfg["class_counts"], classes, scale)

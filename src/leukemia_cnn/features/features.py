@@ -27,13 +27,12 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from leukemia_cnn.config import flatten
+from leukemia_cnn.config import SPLITS, flatten, hog_feature_length
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.features.hogworker import hog_block
 from leukemia_cnn.fileio import atomic_write, save_npz, write_json
 
-SPLITS = ("train", "val", "test")
 RUN_NAME = "baseline-logreg-hog-pca"
 # Fewer images than this per worker run in this process (see hog_features).
 MIN_IMAGES_PER_WORKER = 100
@@ -70,14 +69,12 @@ def hog_params(image_shape: tuple[int, int], orientations: int,
     params = dict(orientations=int(orientations), pixels_per_cell=tuple(pixels_per_cell),
                   cells_per_block=tuple(cells_per_block), block_norm=str(block_norm),
                   feature_vector=True)
-    blocks = [side // cell - block + 1 for side, cell, block in
-              zip(image_shape, params["pixels_per_cell"], params["cells_per_block"],
-                  strict=True)]
-    if min(blocks) < 1:
+    dim = hog_feature_length(tuple(image_shape), params["pixels_per_cell"][0],
+                             params["cells_per_block"][0], int(orientations))
+    if dim == 0:
         raise ConfigError(f"config key `features.hog` = {params} gives no HOG block for "
                           f"{image_shape[0]}x{image_shape[1]} images; use smaller "
                           "pixels_per_cell/cells_per_block or a larger preprocess.image_size")
-    dim = blocks[0] * blocks[1] * int(np.prod(params["cells_per_block"])) * int(orientations)
     return params, dim
 
 
@@ -209,9 +206,6 @@ def features_of_splits(images: dict[str, np.ndarray], fcfg, n_jobs: int = 1) -> 
                  "total": finished - started})
 
 
-PCA_SOLVERS = ("randomized", "full")
-
-
 def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
             svd_solver: str = "randomized", random_state: int = 0) -> PCA:
     """Fit PCA on the train HOG descriptors only (float64).
@@ -246,9 +240,6 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
         raise ConfigError(f"config key `features.pca.n_components` = {n_components} is too "
                           f"large for {n_train} train images with {dim} HOG features; allowed: "
                           f"at most {min(n_train, dim)}; lower it or add images")
-    if svd_solver not in PCA_SOLVERS:
-        raise ConfigError(f"config key `features.pca.svd_solver` = {svd_solver!r} is not "
-                          f"allowed; allowed: {', '.join(PCA_SOLVERS)}")
     return PCA(n_components=n_components, whiten=bool(whiten), svd_solver=svd_solver,
                random_state=int(random_state)).fit(train_hog.astype(np.float64))
 
@@ -256,8 +247,7 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
 def fit_pca_from_config(train_hog: np.ndarray, pca_cfg) -> PCA:
     """:func:`fit_pca` with the values of ``features.pca``."""
     return fit_pca(train_hog, int(pca_cfg.n_components), bool(pca_cfg.whiten),
-                   str(pca_cfg.get("svd_solver", "randomized")),
-                   int(pca_cfg.get("random_state", 0)))
+                   str(pca_cfg.svd_solver), int(pca_cfg.random_state))
 
 
 def fit_baseline(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0,

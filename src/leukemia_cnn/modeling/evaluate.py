@@ -2,7 +2,9 @@
 matrices, sample predictions (the paper's Fig. 2) and the paper's "prediction time" (wall
 time to predict the whole val set and the whole test set); calibration (expected calibration
 error, NLL and a reliability diagram per split, before and after the temperature the train
-stage fit on val) and a Grad-CAM grid of correct and wrong test predictions per class.
+stage fit on val), a Grad-CAM grid of correct and wrong test predictions per class, and
+selective prediction under the out-of-distribution guard (false-flag rate, accuracy on the
+accepted images, the risk-coverage curve: :mod:`leukemia_cnn.modeling.selective`).
 Written as DVC metrics/plots and logged to the training run in MLflow."""
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from leukemia_cnn.modeling.calibration import (
     negative_log_likelihood,
     reliability_bins,
 )
+from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard
+from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics, print_guard_summary
 from leukemia_cnn.tracking.runs import (
     log_artifact,
     log_artifacts,
@@ -38,8 +42,8 @@ from leukemia_cnn.tracking.store import process_tags, setup_mlflow
 
 # First in metrics.json, so that `dvc exp show` and `dvc metrics show` open on them.
 HEADLINE_METRICS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro", "collapsed",
-                    "val_ece_calibrated", "test_ece_calibrated", "val_prediction_seconds",
-                    "test_prediction_seconds")
+                    "val_ece_calibrated", "test_ece_calibrated", "test_accuracy_accepted",
+                    "test_false_flag_rate", "val_prediction_seconds", "test_prediction_seconds")
 
 
 def dihedral_views(x: np.ndarray) -> list[np.ndarray]:
@@ -273,7 +277,7 @@ def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarr
 
 def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: Path,
                    temperature: float = 1.0, fitted_temperature: float | None = None,
-                   raw_dir: Path | None = None) -> tuple[dict[str, float], bool]:
+                   raw_dir: Path | None = None, guard=None) -> tuple[dict[str, float], bool]:
     """Predict val and test, write the evaluation files, return ``(metrics, collapsed)``.
 
     Parameters
@@ -297,6 +301,9 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
     raw_dir : pathlib.Path, optional
         ``paths.raw_dir``: the Grad-CAM grid draws on the original colour images found there
         (else on the preprocessed grayscale ones).
+    guard : leukemia_cnn.modeling.guard.Guard, optional
+        The model's out-of-distribution guard: adds per split the false-flag rate, the
+        coverage and the accuracy on the accepted images, and ``risk_coverage_test.csv``.
 
     Returns
     -------
@@ -365,6 +372,8 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
                       classes, int(knob(cfg, "evaluate.gradcam_per_class")), raw_dir,
                       figures_dir / "gradcam_test.png")
     (reports_dir / "classification_report.txt").write_text(report_text)
+    if guard is not None:
+        metrics.update(guard_metrics(guard, model, details, reports_dir))
     headline = {key: metrics[key] for key in HEADLINE_METRICS if key in metrics}
     (reports_dir / "metrics.json").write_text(json.dumps(headline | metrics, indent=2) + "\n")
     return metrics, collapsed
@@ -377,6 +386,8 @@ def log_evaluation(metrics: dict[str, float], collapsed: bool, reports_dir: Path
     log_artifacts(reports_dir / "figures", artifact_path="evaluation")
     log_artifact(reports_dir / "classification_report.txt", "evaluation")
     log_artifact(reports_dir / "metrics.json", "evaluation")
+    if (reports_dir / RISK_COVERAGE_FILE).is_file():
+        log_artifact(reports_dir / RISK_COVERAGE_FILE, "evaluation")
     if (reports_dir / "reliability").is_dir():
         log_artifacts(reports_dir / "reliability", artifact_path="evaluation/reliability")
 
@@ -399,6 +410,7 @@ def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
               f"-> {metrics['test_ece_calibrated']:.3f}; NLL val "
               f"{metrics['val_nll_uncalibrated']:.3f} -> {metrics['val_nll_calibrated']:.3f}, "
               f"test {metrics['test_nll_uncalibrated']:.3f} -> {metrics['test_nll_calibrated']:.3f}")
+    print_guard_summary(metrics, prefix)
 
 
 SUMMARY_KEYS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro",
@@ -421,10 +433,12 @@ def run(cfg: DictConfig, root: Path) -> dict:
     splits = {split: load_split(root / cfg.paths.preprocessed_dir, split)
               for split in ("val", "test")}
     temperature = float(record.get("temperature", 1.0))  # absent: trained before calibration
+    guard_file = model_dir / GUARD_FILE  # absent: trained before the guard
+    guard = load_guard(guard_file) if guard_file.is_file() else None
     metrics, collapsed = evaluate_model(
         model, cfg, splits, reports_dir, temperature=temperature,
         fitted_temperature=float(record.get("fitted_temperature", temperature)),
-        raw_dir=root / cfg.paths.raw_dir)
+        raw_dir=root / cfg.paths.raw_dir, guard=guard)
 
     setup_mlflow(cfg, root)
     with start_run(run_id=record["run_id"]):

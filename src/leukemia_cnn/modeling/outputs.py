@@ -4,7 +4,8 @@ DVC keeps them in place while the stage runs (``persist: true`` in dvc.yaml), tr
 new model and history in a staging folder (``models/cnn.keras.tmp-<hex>``, git- and
 DVC-ignored) and :func:`publish` moves them in only after the MLflow run has finished. Ctrl-C,
 SIGTERM, SIGKILL or an error before that leaves the last good ``models/cnn.keras``,
-``models/run.json``, ``reports/train.json`` and ``reports/train_history.csv`` as they were,
+``models/guard.npz``, ``models/run.json``, ``reports/train.json`` and
+``reports/train_history.csv`` as they were,
 consistent with each other and with ``dvc.lock``.
 
 A ``dvc repro``/``dvc exp run`` that receives SIGTERM dies without stopping the command it
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from leukemia_cnn.fileio import write_json
+from leukemia_cnn.modeling.guard import GUARD_FILE
 
 # How often the watchdog looks for the DVC process (seconds).
 POLL_SECONDS = 0.5
@@ -34,6 +36,8 @@ def publish(staging: Path, model_dir: Path, reports_dir: Path, record: dict,
     """Move the staged model and history in, then write ``run.json`` and ``train.json``
     (each replacement is one atomic rename)."""
     os.replace(staging / MODEL_FILE, model_dir / MODEL_FILE)
+    if (staging / GUARD_FILE).exists():  # the out-of-distribution guard beside the model
+        os.replace(staging / GUARD_FILE, model_dir / GUARD_FILE)
     os.replace(staging / HISTORY_FILE, reports_dir / HISTORY_FILE)
     write_json(model_dir / "run.json", record)
     write_json(reports_dir / "train.json", summary)

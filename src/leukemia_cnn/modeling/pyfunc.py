@@ -2,7 +2,11 @@
 
 It accepts a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...;
 base64 in a JSON request to ``mlflow models serve``). It answers one row per image:
-``predicted_class``, one ``p_<Class>`` probability column per class, and ``model_name`` /
+``predicted_class``, one ``p_<Class>`` probability column per class, ``in_distribution``
+(bool: the out-of-distribution guard fitted with the model accepts the image, i.e.
+``ood_score <= threshold``) and ``ood_score`` (float, higher = less like the training images;
+:mod:`leukemia_cnn.modeling.guard`; a model logged without a guard answers true and NaN),
+and ``model_name`` /
 ``model_version``: the registry version that answered (``unregistered`` when the model was
 loaded by run or path rather than through ``models:/NAME@ALIAS`` or ``models:/NAME/N``), so a
 client of a served alias can tell which model answered. The probabilities are
@@ -34,6 +38,7 @@ from PIL import Image
 
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling.calibration import apply_temperature
+from leukemia_cnn.modeling.guard import embedding_model, load_guard, score_images
 from leukemia_cnn.modeling.payload import (
     decode_rows,
     decoded_images,
@@ -45,6 +50,9 @@ IMAGE_COLUMN = "image"
 HEATMAP_PARAM = "heatmap"
 HEATMAP_COLUMN = "heatmap"
 ERROR_COLUMN = "error"  # why a row of a request was not classified (None when it was)
+# The guard's answer beside the class (the drift command and clients rely on these names).
+IN_DISTRIBUTION_COLUMN = "in_distribution"
+OOD_SCORE_COLUMN = "ood_score"
 
 
 def signature(classes: list[str]):
@@ -55,6 +63,7 @@ def signature(classes: list[str]):
 
     outputs = [ColSpec("string", "predicted_class")]
     outputs += [ColSpec("double", f"p_{name}") for name in classes]
+    outputs += [ColSpec("boolean", IN_DISTRIBUTION_COLUMN), ColSpec("double", OOD_SCORE_COLUMN)]
     outputs += [ColSpec("string", "model_name"), ColSpec("string", "model_version")]
     return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
                           outputs=Schema(outputs),
@@ -126,6 +135,12 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.temperature = float(meta.get("temperature", 1.0))
         self.model_name, self.model_version = registry_identity(
             Path(context.artifacts["keras_model"]))
+        self.load_guard(context.artifacts.get("guard"))
+
+    def load_guard(self, path: str | None) -> None:
+        """The guard logged with the model, or none (a model logged before the guard)."""
+        self.guard = load_guard(Path(path)) if path else None
+        self.two_headed = embedding_model(self.model) if self.guard is not None else None
 
     def preprocess(self, images) -> np.ndarray:
         """Decode and preprocess encoded images (bytes or their base64 text) exactly as the
@@ -147,14 +162,24 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         x = np.asarray(arrays, dtype=np.float32)
         if x.ndim == 3:
             x = x[..., np.newaxis]
+        scores = np.full(len(x), np.nan)
+        accepted = np.ones(len(x), dtype=bool)
         if len(x) == 0:
-            return self.with_identity(probabilities_frame(
-                np.zeros((0, len(self.classes)), np.float32), self.classes))
-        probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
-            x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
-        if self.temperature != 1.0:
+            probabilities = np.zeros((0, len(self.classes)), np.float32)
+        elif getattr(self, "guard", None) is not None:
+            # one forward pass gives the embedding the guard scores and the probabilities
+            result = score_images(self.guard, self.two_headed, x, batch_size)
+            probabilities, scores, accepted = (result.probabilities, result.ood_score,
+                                               result.in_distribution)
+        else:
+            probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
+                x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
+        if self.temperature != 1.0 and len(x):
             probabilities = apply_temperature(probabilities, self.temperature)
-        return self.with_identity(probabilities_frame(probabilities, self.classes))
+        frame = probabilities_frame(probabilities, self.classes)
+        frame[IN_DISTRIBUTION_COLUMN] = np.asarray(accepted, dtype=bool)
+        frame[OOD_SCORE_COLUMN] = np.asarray(scores, dtype=np.float64)
+        return self.with_identity(frame)
 
     def with_identity(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Each row names the model that answered (``model_name``, ``model_version``)."""
@@ -217,15 +242,17 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     names = ["mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pillow", "omegaconf",
-             "matplotlib"]  # matplotlib: the heatmap's colour map
+             # matplotlib: the heatmap's colour map; scipy, scikit-learn: the guard
+             "matplotlib", "scipy", "scikit-learn"]
     return [f"{name}=={version(name)}" for name in names]
 
 
 def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode: str,
-              workdir: Path, temperature: float = 1.0):
+              workdir: Path, temperature: float = 1.0, guard_path: Path | None = None):
     """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``.
 
-    ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves.
+    ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves;
+    ``guard_path`` (a ``guard.npz``) is the out-of-distribution guard it applies.
     """
     meta_path = workdir / "preprocessing.json"
     meta_path.write_text(json.dumps({"classes": list(classes), "image_size": image_size,
@@ -235,7 +262,8 @@ def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode:
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=LeukemiaCNNModel(),
-        artifacts={"keras_model": str(keras_path), "preprocessing": str(meta_path)},
+        artifacts={"keras_model": str(keras_path), "preprocessing": str(meta_path),
+                   **({"guard": str(guard_path)} if guard_path is not None else {})},
         signature=signature(classes),
         code_paths=[str(package_dir)],
         pip_requirements=pip_requirements(),

@@ -22,6 +22,8 @@ from leukemia_cnn.config import flatten, is_paper_faithful, knob
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.modeling.guard import fit_for_training
+from leukemia_cnn.modeling.guard import summary as guard_summary
 from leukemia_cnn.modeling.model import (
     build_from_config,
     displayed_accuracy_metric,
@@ -344,6 +346,12 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     metrics.update(calibration_temperature=calibration["temperature"],
                    calibration_fitted_temperature=calibration["fitted_temperature"],
                    calibration_applied=int(calibration["applied"]))
+    # The out-of-distribution guard: fit on train, thresholded on val, served with the model.
+    guard, guard_path = fit_for_training(cfg, model, x_train, y_train, x_val, model_dir)
+    guard_record = guard_summary(guard)
+    summary.update(guard_record)
+    set_tag("guard_method", guard.method)
+    metrics.update({k: v for k, v in guard_record.items() if k != "guard_method"})
     log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
@@ -353,7 +361,7 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
         log_artifact(reports_dir / "train_history.csv")
         info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
                          str(cfg.preprocess.color_mode), tmp_dir,
-                         temperature=calibration["temperature"])
+                         temperature=calibration["temperature"], guard_path=guard_path)
     return summary, info, model
 
 

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from leukemia_cnn.config import SPLITS
 from leukemia_cnn.data.preprocess import read_split_table
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_json, write_text
 from leukemia_cnn.quality import suites
 from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult
 
-SPLITS = ("train", "val", "test")
 REPORT_JSON = "validate_features.json"
 REPORT_MD = "validate_features.md"
 PCA_FILE = "pca.joblib"

@@ -20,7 +20,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,14 @@ from tqdm import tqdm
 
 from leukemia_cnn.config import check_section
 from leukemia_cnn.data.filekinds import printable, skip_problem
-from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS, open_image, perceptual_hash
+from leukemia_cnn.data.imaging import (
+    N_THREADS,
+    OS_JUNK,
+    SkippedFile,
+    open_image,
+    perceptual_hash,
+    skip_reason,
+)
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import OUTPUT_MARKER, atomic_write, shown
 from leukemia_cnn.quality.suites import (
@@ -50,39 +57,14 @@ MANIFEST_COLUMNS = ("path", "class", "sha256", "phash", "size_bytes", "width", "
                     "format", "mode", "decodable", "error")
 REPORT_JSON = "validate_raw.json"
 REPORT_MD = "validate_raw.md"
-# Files that operating systems and archivers drop next to images (compared lower-case).
-OS_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "__macosx"})
-# Image decoding and hashing release the GIL, so threads use every core without pickling.
-N_THREADS = min(8, os.cpu_count() or 1)
 # Columns derived from the manifest for the content checks (not written to the manifest CSV).
 DUPLICATE_OF = "duplicate_of"
 LABEL_CONFLICT = "label_conflict"
 
 
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file under ``raw_dir`` that is not an image row of the manifest, and why."""
-
-    path: str
-    reason: str
-
-
 # --------------------------------------------------------------------------------------------
 # Manifest
 # --------------------------------------------------------------------------------------------
-
-def skip_reason(name: str) -> str | None:
-    """Why a file name is not an image row, or None when it is one."""
-    if name.lower() in OS_JUNK or name.startswith("._"):
-        return "operating-system metadata file"
-    if name.startswith("."):
-        return "hidden file"
-    suffix = Path(name).suffix.lower()
-    if suffix not in IMAGE_EXTENSIONS:
-        return (f"extension {suffix or '(none)'!r} is not an image extension "
-                f"({', '.join(IMAGE_EXTENSIONS)})")
-    return None
-
 
 def _class_of(folder: str, classes: list[str]) -> str:
     """The configured class a top-level folder holds; unknown folders keep their own name
@@ -585,3 +567,21 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
             "counts_per_class": counts_per_class(manifest, classes),
             "warnings": [f"{outcome.description}: {_found(outcome)}" for outcome in result.warnings],
             "manifest": shown(manifest_path, root)}
+
+
+def check_staged(cfg: DictConfig, staging: Path, names: Mapping[str, str], label: str,
+                 out_dir: Path, progress: bool = True) -> list[str]:
+    """The raw-data suite on a tree ``leukemia-cnn data get`` staged beside ``out_dir``, before
+    it is swapped in: a DataError naming the files as ``names`` (staged path -> source name)
+    calls them, or the suite's warnings as lines."""
+    classes = [str(name) for name in cfg.data.classes]
+    manifest = build_manifest(staging, classes, progress=progress)
+    result = validate(manifest, classes, cfg.validation)
+    if not result.success:
+        advice = (f"{out_dir} was left unchanged. Fix or remove these files in the source (or "
+                  "adjust conf/validation/) and run `leukemia-cnn data get` again, or pass "
+                  "--no-validate to ingest anyway (the validate_raw stage will still stop the "
+                  "pipeline).")
+        raise DataError(failure_message(result, manifest, label, names=names, advice=advice))
+    return [f"{outcome.description}: {len(outcome.offending)} "
+            f"file{'' if len(outcome.offending) == 1 else 's'}" for outcome in result.warnings]

@@ -30,16 +30,15 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from leukemia_cnn.data.imaging import open_image, perceptual_hash
+from leukemia_cnn.config import SPLITS
+from leukemia_cnn.data.imaging import N_THREADS, open_image, perceptual_hash
 from leukemia_cnn.data.preprocess import read_split_table
-from leukemia_cnn.data.split import expected_counts
+from leukemia_cnn.data.splitbounds import expected_counts
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_json, write_text
 from leukemia_cnn.quality import suites
 from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult, md_escape
-from leukemia_cnn.quality.validate_raw import N_THREADS
 
-SPLITS = ("train", "val", "test")
 REPORT_JSON = "validate_splits.json"
 REPORT_MD = "validate_splits.md"
 # Columns derived for the leak checks (empty string = no finding).

@@ -1,15 +1,19 @@
 """``leukemia-cnn explain IMG...``: per image, ``<stem>_gradcam.png``, the original image with
 the heatmap of the evidence for the class a registered model (default: the champion)
-predicts; the maps come from :mod:`leukemia_cnn.modeling.gradcam`. Outputs go only into the
-output folder and never replace an input."""
+predicts; the maps come from :mod:`leukemia_cnn.modeling.gradcam`. Each line (and row) also
+says whether the model's out-of-distribution guard accepts the image (``in_distribution``,
+``ood_score``): a heatmap of an image unlike the training data explains an answer not to
+trust. Outputs go only into the output folder and never replace an input."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from leukemia_cnn.data.filekinds import describe_missing, special_kind
-from leukemia_cnn.data.imaging import open_image
+from leukemia_cnn.data.imaging import open_image, to_model_input
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 
 OUTPUT_SUFFIX = "_gradcam.png"
@@ -50,6 +54,17 @@ def load_explainer(model_uri: str):
                                "(or `leukemia-cnn promote`) so that it exists") from exc
 
 
+def trust(wrapper, images: list) -> list[tuple[bool, float]]:
+    """``(in_distribution, ood_score)`` of each decoded image under the model's guard."""
+    from leukemia_cnn.modeling.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
+
+    arrays = np.stack([to_model_input(image, wrapper.image_size, wrapper.color_mode)
+                       for image in images])
+    frame = wrapper.predict_arrays(arrays)
+    return [(bool(accepted), float(score)) for accepted, score
+            in zip(frame[IN_DISTRIBUTION_COLUMN], frame[OOD_SCORE_COLUMN], strict=True)]
+
+
 def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
          output: str | None = None) -> list[dict]:
     """``leukemia-cnn explain``: write a Grad-CAM overlay per image; print one line each."""
@@ -68,14 +83,21 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
     uri = model_uri or default_model_uri(cfg)
     wrapper = load_explainer(uri)
     results = wrapper.explain(decoded)
+    verdicts = trust(wrapper, decoded)
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path, target, result in zip(images, targets, results, strict=True):
+    for path, target, result, (accepted, score) in zip(images, targets, results, verdicts,
+                                                       strict=True):
         atomic_write(target, lambda tmp, r=result: r["overlay"].save(tmp, format="PNG"))
         name = wrapper.classes[result["class_index"]]
         probability = float(result["probabilities"][result["class_index"]])
-        print(f"{path}: {name} (p {probability:.3f}) -> {target}")
+        warning = "" if accepted else "; UNLIKE THE TRAINING IMAGES, do not trust"
+        print(f"{path}: {name} (p {probability:.3f}; in_distribution {str(accepted).lower()}, "
+              f"ood_score {score:.4g}{warning}) -> {target}")
         rows.append({"path": path, "predicted_class": name, "probability": probability,
+                     "in_distribution": accepted, "ood_score": score,
                      "heatmap_file": str(target)})
-    print(f"explain: {len(rows)} heatmaps from {uri} in {output_dir}", file=sys.stderr)
+    flagged = sum(not row["in_distribution"] for row in rows)
+    print(f"explain: {len(rows)} heatmaps from {uri} in {output_dir}; {flagged} image(s) "
+          "flagged as unlike the training images", file=sys.stderr)
     return rows

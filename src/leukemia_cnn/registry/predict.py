@@ -4,6 +4,11 @@ champion), printing or writing one row per image as CSV or JSON.
 A batch survives bad files: every readable image is classified, each unreadable one is named
 on stderr with its reason and gets a row whose ``error`` column says why (empty class and
 probabilities); the command then exits 1 so that scripts notice.
+
+Every row also says whether to trust its class: ``in_distribution`` (the model's
+out-of-distribution guard accepts the image) and ``ood_score`` (higher = less like the training
+images; accepted when at most the guard's threshold). The count of flagged images goes to
+stderr; with ``reject_unfamiliar`` a flagged image gets no class or probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from omegaconf import DictConfig
 from leukemia_cnn.data.imaging import open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import check_output, write_text
-from leukemia_cnn.modeling.pyfunc import IMAGE_COLUMN
+from leukemia_cnn.modeling.pyfunc import IMAGE_COLUMN, IN_DISTRIBUTION_COLUMN
 from leukemia_cnn.tracking.store import setup_mlflow
 
 # The column naming why an image was skipped (empty for a classified image).
@@ -110,9 +115,33 @@ def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
                                 "leave it out to print the rows")
 
 
+def flagged_rows(result: pd.DataFrame) -> pd.Series:
+    """True for each classified image the guard flagged (``in_distribution`` false)."""
+    return result[IN_DISTRIBUTION_COLUMN].eq(False)  # a skipped image's NaN is not flagged
+
+
+def report_flagged(result: pd.DataFrame, reject_unfamiliar: bool) -> pd.DataFrame:
+    """Print how many images the guard flagged; with ``reject_unfamiliar`` blank their class
+    and probabilities (their ``ood_score`` and ``in_distribution`` stay)."""
+    flagged = flagged_rows(result)
+    classified = int(result[ERROR_COLUMN].isna().sum())
+    print(f"predict: {int(flagged.sum())} of {classified} images flagged as unlike the training "
+          f"images ({IN_DISTRIBUTION_COLUMN} false)"
+          + ("; their class is left empty (--reject-unfamiliar)" if reject_unfamiliar
+             and flagged.any() else ""), file=sys.stderr)
+    if reject_unfamiliar and flagged.any():
+        result = result.copy()
+        answer = ["predicted_class", *(c for c in result.columns if c.startswith("p_"))]
+        result[answer] = result[answer].astype(object)
+        result.loc[flagged, answer] = None
+    return result
+
+
 def run(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = None,
-         fmt: str = "csv", output: str | None = None) -> pd.DataFrame:
-    """``leukemia-cnn predict``; returns the rows (column ``error`` marks skipped images)."""
+         fmt: str = "csv", output: str | None = None,
+         reject_unfamiliar: bool = False) -> pd.DataFrame:
+    """``leukemia-cnn predict``; returns the rows (column ``error`` marks skipped images,
+    ``in_distribution`` false the images the guard flagged)."""
     from leukemia_cnn.registry.register import model_provenance
 
     target = check_prediction_output(output, root, images) if output else None
@@ -123,6 +152,7 @@ def run(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = 
     result = predict_files(model_uri, images)
     for reason in result[ERROR_COLUMN].dropna():
         print(f"predict: skipped {reason}", file=sys.stderr)
+    result = report_flagged(result, reject_unfamiliar)
     text = (result.to_json(orient="records", indent=2) + "\n" if fmt == "json"
             else result.to_csv(index=False, float_format="%.4f"))
     if target is not None:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from leukemia_cnn.config import compose, find_repo_root, is_paper_faithful, validate_config
+from leukemia_cnn.config import compose, find_repo_root, is_paper_faithful, knob, validate_config
 from leukemia_cnn.data.preprocess import SPLITS, load_images, load_split, n_workers, read_split_table
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.study.jobstatus import (
@@ -193,7 +193,7 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
         evaluate.log_evaluation(metrics, collapsed, out_dir)
     evaluate.print_summary(metrics, collapsed, run_id, prefix=f"sweep: {label}")
     version = None
-    if cfg.sweep.get("register", True):
+    if knob(cfg, "sweep.register"):
         # Parallel jobs number versions in one registry: one registration at a time.
         with store_lock(tracking_uri(cfg, root)):
             version = register.register(cfg, root, run_id, info.model_uri)

@@ -1,0 +1,325 @@
+"""The out-of-distribution guard: does an image look like the training data?
+
+The train stage fits it on the train split and picks its threshold on the validation split so
+that it accepts ``train.guard_accept_rate`` of the validation images (default 0.95). It is
+saved as ``<model_dir>/guard.npz`` beside ``cnn.keras`` and logged inside the pyfunc model, so
+``predict``, ``explain`` and ``mlflow models serve`` apply it.
+
+Methods (``train.guard_method``; each gives a score, higher = more unusual):
+
+``mahalanobis``
+    Squared Mahalanobis distance of the penultimate-layer embedding (the dense layer before
+    the softmax) to the nearest class mean, with one shared covariance (Ledoit-Wolf shrinkage).
+``knn``
+    Distance of the L2-normalised embedding to its ``KNN_K``-th nearest training embedding.
+``energy``
+    Minus the log-sum-exp of the logits (the energy score of Liu et al. 2020).
+``input``
+    Squared Mahalanobis distance of image statistics the model's input keeps: brightness
+    (mean, spread, 5/50/95th percentiles), focus (log variance of the Laplacian) and edge
+    energy (log mean squared gradient), against the training images.
+``mahalanobis+input`` (and any ``a+b``)
+    Each part divided by its own score at the accept rate on val; the image's score is the
+    largest part, so either gate can flag it.
+
+Public API (stable; the ``drift`` command builds on it)
+-------------------------------------------------------
+``GUARD_FILE``
+    ``"guard.npz"``, the file name beside the model.
+``load_guard(path) -> Guard``
+    Read a saved guard (``Guard.method``, ``Guard.threshold``, ``Guard.accept_rate``,
+    ``Guard.val_accept_rate``).
+``score_images(guard, model, x, batch_size=256) -> GuardResult``
+    For a Keras classifier ``model`` and preprocessed images ``x`` (n, H, W, C) in [0, 1]:
+    ``GuardResult.ood_score`` (float, higher = more unusual), ``GuardResult.in_distribution``
+    (bool, ``ood_score <= guard.threshold``) and ``GuardResult.probabilities`` (the model's
+    softmax, uncalibrated), all in the order of ``x``.
+``image_statistics(x) -> ndarray``
+    The input-level statistics (n, 7) named by ``STATISTIC_NAMES``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from leukemia_cnn.config import GUARD_METHODS, knob
+from leukemia_cnn.errors import DataError
+
+GUARD_FILE = "guard.npz"
+METHODS = GUARD_METHODS
+KNN_K = 5  # the k-th neighbour: one or two near-copies in train do not make an image familiar
+STATISTICS_SIDE = 50  # image statistics are computed at about this many pixels a side
+STATISTIC_NAMES = ("mean", "std", "p05", "p50", "p95", "log_laplacian_var", "log_gradient_energy")
+
+
+@dataclass
+class Guard:
+    """A fitted guard: its method, threshold and the statistics each part scores against."""
+
+    method: str
+    threshold: float
+    accept_rate: float
+    val_accept_rate: float = float("nan")
+    train_accept_rate: float = float("nan")
+    # part name -> arrays (means and whitener, references, or last-layer weights)
+    parts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # part name -> the part's val score at the accept rate (divides it in a combination)
+    scales: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def components(self) -> list[str]:
+        return self.method.split("+")
+
+
+@dataclass
+class GuardResult:
+    """What :func:`score_images` returns, one entry per image."""
+
+    ood_score: np.ndarray
+    in_distribution: np.ndarray
+    probabilities: np.ndarray
+
+
+def check_method(method: str) -> list[str]:
+    """The parts of ``method`` (``a`` or ``a+b``); a DataError names an unknown one."""
+    parts = str(method).split("+")
+    unknown = [p for p in parts if p not in METHODS]
+    if unknown or len(set(parts)) != len(parts):
+        raise DataError(f"guard method {method!r} is invalid; allowed: one of {METHODS} or "
+                        "several joined by '+' (e.g. mahalanobis+input)")
+    return parts
+
+
+# ------------------------------------------------------------------ features of an image batch
+
+def image_statistics(x: np.ndarray) -> np.ndarray:
+    """Brightness, focus and edge statistics per image of ``x`` (n, H, W, C) in [0, 1].
+
+    Computed at about :data:`STATISTICS_SIDE` pixels a side (every second pixel of a 100x100
+    input; percentiles on half as many again): the guard's input gate then costs a few percent
+    of the forward pass, and a blur or a stain shift still moves these statistics.
+    """
+    gray = np.asarray(x, dtype=np.float32)
+    if gray.ndim == 4:  # a view for one channel: a mean over it would copy every pixel
+        gray = gray[..., 0] if gray.shape[-1] == 1 else gray.mean(axis=-1)
+    n, step = len(gray), max(1, gray.shape[1] // STATISTICS_SIDE)
+    half = np.ascontiguousarray(gray[:, ::step, ::step])
+    flat = half.reshape(n, -1)
+    percentiles = np.percentile(gray[:, ::2 * step, ::2 * step].reshape(n, -1), [5, 50, 95],
+                                axis=1).T
+    laplacian = (half[:, 1:-1, :-2] + half[:, 1:-1, 2:] + half[:, :-2, 1:-1]
+                 + half[:, 2:, 1:-1] - 4.0 * half[:, 1:-1, 1:-1])
+    edges = (np.square(np.diff(half, axis=1)).mean(axis=(1, 2))
+             + np.square(np.diff(half, axis=2)).mean(axis=(1, 2)))
+    focus = np.log(laplacian.reshape(n, -1).var(axis=1) + 1e-8)
+    return np.column_stack([flat.mean(axis=1), flat.std(axis=1), percentiles.reshape(n, 3),
+                            focus, np.log(edges + 1e-8)]).astype(np.float64)
+
+
+def embedding_model(model):
+    """A Keras model with two outputs: the penultimate dense layer's activations and the
+    classifier's softmax (one forward pass for both).
+
+    The layers are chained afresh on a new input: a loaded Sequential model's layers can
+    carry two call nodes, and a model built from ``layer.output`` of both would run the
+    convolutions twice (measured: twice the time of the classifier alone).
+    """
+    import keras
+
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if len(dense) < 2:
+        raise DataError(f"model {model.name!r} has no dense layer before its output; the guard "
+                        "needs the penultimate-layer embedding")
+    inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]))
+    hidden, embedding = inputs, None
+    for layer in model.layers:
+        hidden = layer(hidden)
+        if layer is dense[-2]:
+            embedding = hidden
+    return keras.Model(inputs=inputs, outputs=[embedding, hidden])
+
+
+def forward(two_headed, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """``(embeddings, probabilities)`` of ``x`` through :func:`embedding_model`'s model."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    chunks = [two_headed.predict_on_batch(x[start:start + batch_size])
+              for start in range(0, len(x), batch_size)]
+    if not chunks:
+        width = int(two_headed.outputs[0].shape[-1])
+        n_classes = int(two_headed.outputs[1].shape[-1])
+        return np.zeros((0, width)), np.zeros((0, n_classes), np.float32)
+    embeddings = np.concatenate([np.asarray(c[0], dtype=np.float64) for c in chunks])
+    probabilities = np.concatenate([np.asarray(c[1], dtype=np.float32) for c in chunks])
+    return embeddings, probabilities
+
+
+# ------------------------------------------------------------------ fitting and scoring parts
+
+def _whitener(samples: np.ndarray) -> np.ndarray:
+    """``L`` with ``L @ L.T`` the Ledoit-Wolf precision of ``samples`` (centred): the squared
+    Mahalanobis distance of ``v`` to ``m`` is then ``|(v - m) @ L|^2``, one matrix product."""
+    from sklearn.covariance import LedoitWolf
+
+    precision = LedoitWolf(assume_centered=True).fit(samples).precision_
+    return np.linalg.cholesky((precision + precision.T) / 2.0)
+
+
+def _squared_distances(values: np.ndarray, means: np.ndarray, whitener: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of each row of ``values`` to each row of ``means``."""
+    z, centres = values @ whitener, means @ whitener
+    return np.maximum((z**2).sum(axis=1)[:, None] - 2.0 * z @ centres.T
+                      + (centres**2).sum(axis=1)[None, :], 0.0)
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    return values / (np.linalg.norm(values, axis=1, keepdims=True) + 1e-12)
+
+
+def fit_part(name: str, embeddings, y, statistics, last_layer) -> dict[str, np.ndarray]:
+    """The statistics part ``name`` scores against, from the training split."""
+    if name == "mahalanobis":
+        labels = np.unique(y)
+        means = np.stack([embeddings[y == label].mean(axis=0) for label in labels])
+        centred = embeddings - means[np.searchsorted(labels, y)]
+        return {"means": means, "whitener": _whitener(centred)}
+    if name == "knn":
+        return {"references": _unit(embeddings).astype(np.float32)}
+    if name == "energy":
+        kernel, bias = last_layer
+        return {"kernel": np.asarray(kernel, np.float64), "bias": np.asarray(bias, np.float64)}
+    mean = statistics.mean(axis=0)
+    return {"means": mean[None, :], "whitener": _whitener(statistics - mean)}
+
+
+def score_part(name: str, part: dict[str, np.ndarray], embeddings, statistics) -> np.ndarray:
+    """Part ``name``'s raw score per image (higher = more unusual)."""
+    if name == "mahalanobis":
+        return _squared_distances(embeddings, part["means"], part["whitener"]).min(axis=1)
+    if name == "knn":
+        references = part["references"]
+        k = min(KNN_K, len(references))
+        similarity = _unit(embeddings).astype(np.float32) @ references.T
+        kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1]
+        return np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0)).astype(np.float64)
+    if name == "energy":
+        from scipy.special import logsumexp
+
+        return -logsumexp(embeddings @ part["kernel"] + part["bias"], axis=1)
+    return _squared_distances(statistics, part["means"], part["whitener"])[:, 0]
+
+
+def _needs_statistics(guard: Guard) -> bool:
+    return "input" in guard.components
+
+
+def combined_scores(guard: Guard, embeddings, statistics) -> np.ndarray:
+    """The guard's ``ood_score``: the one part's score, or the largest scaled part."""
+    scores = [score_part(name, guard.parts[name], embeddings, statistics)
+              for name in guard.components]
+    if len(scores) == 1:
+        return scores[0]
+    return np.max([s / guard.scales[name] for s, name in zip(scores, guard.components,
+                                                               strict=True)], axis=0)
+
+
+def quantile_threshold(scores: np.ndarray, accept_rate: float) -> float:
+    """The smallest score that accepts at least ``accept_rate`` of ``scores``."""
+    return float(np.quantile(scores, accept_rate, method="higher"))
+
+
+def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
+              accept_rate: float = 0.95, batch_size: int = 256) -> Guard:
+    """Fit the guard's parts on the train split; set its threshold on the val split.
+
+    ``model`` is the trained Keras classifier; ``x_*`` are preprocessed images in [0, 1].
+    """
+    names = check_method(method)
+    two_headed = embedding_model(model)
+    last = model.layers[-1].get_weights()
+    splits = {}
+    for split, x in (("train", x_train), ("val", x_val)):
+        embeddings = forward(two_headed, x, batch_size)[0]
+        splits[split] = (embeddings, image_statistics(x) if "input" in names else None)
+    guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate))
+    for name in names:
+        guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
+                                     splits["train"][1], last)
+        guard.scales[name] = max(quantile_threshold(
+            score_part(name, guard.parts[name], *splits["val"]), accept_rate), 1e-12)
+    val_scores = combined_scores(guard, *splits["val"])
+    guard.threshold = quantile_threshold(val_scores, accept_rate)
+    guard.val_accept_rate = float(np.mean(val_scores <= guard.threshold))
+    guard.train_accept_rate = float(np.mean(
+        combined_scores(guard, *splits["train"]) <= guard.threshold))
+    return guard
+
+
+def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> GuardResult:
+    """Score preprocessed images ``x`` with ``guard`` and the Keras classifier ``model`` (or
+    the two-headed model :func:`embedding_model` made from it, to skip rebuilding it)."""
+    two_headed = model if len(model.outputs) == 2 else embedding_model(model)
+    embeddings, probabilities = forward(two_headed, x, batch_size)
+    statistics = image_statistics(x) if _needs_statistics(guard) else None
+    scores = combined_scores(guard, embeddings, statistics)
+    return GuardResult(ood_score=scores.astype(np.float64),
+                       in_distribution=scores <= guard.threshold, probabilities=probabilities)
+
+
+def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path) -> tuple[Guard, Path]:
+    """The train stage's hook: fit with ``train.guard_method`` and ``train.guard_accept_rate``,
+    save as ``model_dir/guard.npz``, print one line; return the guard and its file."""
+    guard = fit_guard(model, x_train, y_train, x_val, str(knob(cfg, "train.guard_method")),
+                      float(knob(cfg, "train.guard_accept_rate")))
+    path = save_guard(guard, Path(model_dir) / GUARD_FILE)
+    print(f"train: guard {guard.method} threshold {guard.threshold:.4g}: accepts "
+          f"{guard.val_accept_rate:.1%} of val, {guard.train_accept_rate:.1%} of train")
+    return guard, path
+
+
+# ------------------------------------------------------------------ saving
+
+def summary(guard: Guard) -> dict:
+    """The guard's method, threshold and measured rates (logged to the training run)."""
+    return {"guard_method": guard.method, "guard_threshold": guard.threshold,
+            "guard_accept_rate": guard.accept_rate,
+            "guard_val_accept_rate": guard.val_accept_rate,
+            "guard_train_accept_rate": guard.train_accept_rate}
+
+
+def save_guard(guard: Guard, path: Path) -> Path:
+    """Write ``guard`` as one ``.npz`` (arrays, and its settings as JSON; no pickle)."""
+    from leukemia_cnn.fileio import save_npz
+
+    meta = {"method": guard.method, "threshold": guard.threshold,
+            "accept_rate": guard.accept_rate, "val_accept_rate": guard.val_accept_rate,
+            "train_accept_rate": guard.train_accept_rate, "scales": guard.scales}
+    arrays = {f"{name}/{key}": value for name, part in guard.parts.items()
+              for key, value in part.items()}
+    save_npz(Path(path), meta=np.array(json.dumps(meta)), **arrays)
+    return Path(path)
+
+
+def load_guard(path: Path) -> Guard:
+    """Read a guard :func:`save_guard` wrote; a DataError names a missing or broken file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            parts: dict[str, dict[str, np.ndarray]] = {}
+            for key in data.files:
+                if key != "meta":
+                    name, _, array = key.partition("/")
+                    parts.setdefault(name, {})[array] = data[key]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable guard file ({exc}); re-run the train stage "
+                        "(`dvc repro train`)") from exc
+    return Guard(method=meta["method"], threshold=float(meta["threshold"]),
+                 accept_rate=float(meta["accept_rate"]),
+                 val_accept_rate=float(meta["val_accept_rate"]),
+                 train_accept_rate=float(meta["train_accept_rate"]),
+                 parts=parts, scales={k: float(v) for k, v in meta["scales"].items()})

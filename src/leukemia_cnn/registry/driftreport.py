@@ -1,0 +1,111 @@
+"""The report of ``leukemia-cnn drift``: Markdown, and the same as a standalone HTML page
+(rendered by markdown-it-py), both recognisable as this command's output by their first
+bytes (the only existing files ``--output`` may replace)."""
+
+from __future__ import annotations
+
+import html as html_lib
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from leukemia_cnn.features.imagestats import PCA_PREFIX
+from leukemia_cnn.quality.shift import CORRECTIONS, ShiftTest
+
+TITLE = "# Drift check"
+GENERATOR = '<meta name="generator" content="leukemia-cnn drift">'
+EXIT_STATUS = {True: 4, False: 0}  # drift -> 4, no drift -> 0 (see `leukemia-cnn --help`)
+MAX_ROWS = 20  # of the HOG + PCA table and of the skipped files
+
+
+def is_drift_report(path: Path) -> bool:
+    """Whether ``path`` holds an earlier report of ``leukemia-cnn drift`` (Markdown or HTML)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(400).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return head.startswith(TITLE) or GENERATOR in head
+
+
+def cell(text: object) -> str:
+    """A table cell: pipes escaped, one line."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def test_rows(tests: list[ShiftTest]) -> list[str]:
+    rows = ["| feature | train median | new median | KS statistic | p | adjusted p | shifted |",
+            "|---|---:|---:|---:|---:|---:|---|"]
+    for t in tests:
+        rows.append(f"| {t.feature} | {number(t.reference_median)} | {number(t.new_median)} | "
+                    f"{t.statistic:.3f} | {t.p_value:.2g} | {t.p_adjusted:.2g} | "
+                    f"{'**yes**' if t.shifted else 'no'} |")
+    return rows
+
+
+def markdown(result, cfg: DictConfig) -> str:
+    """The report of a :class:`leukemia_cnn.registry.drift.DriftResult`."""
+    drift = result.drift
+    reference = result.reference
+    correction = CORRECTIONS[str(cfg.drift.correction)]
+    inputs = [t for t in result.tests if not t.feature.startswith(PCA_PREFIX)]
+    components = [t for t in result.tests if t.feature.startswith(PCA_PREFIX)]
+    lines = [f"{TITLE}: {cell(result.source.name)}", "",
+             f"**Verdict: {'drift' if drift else 'no drift'}** (exit status "
+             f"{EXIT_STATUS[drift]})", ""]
+    lines += [f"- {reason}" for reason in result.verdict.reasons]
+    lines += ["", "## What was compared", "",
+              f"- New images: {result.n_images} read from `{result.source}`"
+              f"{f', {len(result.skipped)} skipped (listed below)' if result.skipped else ''}.",
+              f"- Training images: input features of {reference.n_measured} train images in "
+              f"`{cfg.paths.raw_dir}`; HOG + PCA features of the {len(reference.pca_features)} "
+              f"val images (`{cfg.paths.features_dir}/val.npz`: reduced by the features "
+              "stage's PCA without being fitted on, like the new images).",
+              f"- Preprocessing as in training: {cfg.preprocess.color_mode}, "
+              f"{cfg.preprocess.image_size}x{cfg.preprocess.image_size}.",
+              "- Settings: " + ", ".join(f"`{k}` = {'null' if v is None else v}"
+                                         for k, v in result.settings.items())
+              + "."]
+    lines += [f"- Note: {note}." for note in reference.notes]
+    lines += ["", "## The model's guard", "", f"- {result.guard.note}."]
+    if result.guard.median_score is not None:
+        lines.append(f"- Median `ood_score` (higher = more unusual): "
+                     f"{result.guard.median_score:.3g}.")
+    lines += ["", "## Shift tests", "",
+              f"One two-sample Kolmogorov-Smirnov test per feature (scipy.stats.ks_2samp), "
+              f"{len(result.tests)} tests in all. The p-values are adjusted for the number of "
+              f"tests by {correction}; a feature is shifted when its adjusted p < "
+              f"{cfg.drift.alpha:g}. The KS statistic is the largest gap between the two "
+              "cumulative distributions (0: identical, 1: disjoint).", "",
+              "### Input features", "",
+              "Size as stored; colour, stain (H&E colour deconvolution), intensity and focus "
+              "(variance of the Laplacian) at the model's input size.", ""]
+    lines += test_rows(inputs)
+    shifted = [t for t in components if t.shifted]
+    lines += ["", "### HOG + PCA components", "",
+              f"{len(shifted)} of {len(components)} components shifted. The "
+              f"{min(MAX_ROWS, len(components))} with the smallest adjusted p:", ""]
+    lines += test_rows(sorted(components, key=lambda t: t.p_adjusted)[:MAX_ROWS])
+    if result.skipped:
+        lines += ["", f"## Skipped files ({len(result.skipped)})", ""]
+        lines += [f"- `{path}`: {reason}" for path, reason in
+                  list(result.skipped.items())[:MAX_ROWS]]
+        if len(result.skipped) > MAX_ROWS:
+            lines.append(f"- ... and {len(result.skipped) - MAX_ROWS} more")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(text: str, title: str) -> str:
+    """The Markdown report as a standalone HTML page (markdown-it-py, tables on, raw HTML off)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>{GENERATOR}"
+            f"<title>{html_lib.escape(title)}</title><style>body{{font-family:sans-serif;"
+            "max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
+            "td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body>\n"
+            f"{body}</body></html>\n")

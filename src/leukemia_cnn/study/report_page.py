@@ -1,0 +1,109 @@
+"""The report's text: the Markdown page, and the same page as standalone HTML.
+
+The HTML is rendered from the Markdown by markdown-it-py (CommonMark plus tables, raw HTML
+off so that a label from a run cannot inject markup), so both pages say the same thing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from leukemia_cnn.study.configurations import table_frame
+from leukemia_cnn.study.sweep_runs import data_statement
+
+# The first line of every report page: how an earlier report is recognised (and replaced).
+REPORT_TITLE = "# Table 1 reproduced: the paper's configurations over seeds"
+HTML_HEAD = "<!doctype html><html><head><meta charset='utf-8'><title>Table 1</title>"
+HTML_STYLE = ("<style>body{font-family:sans-serif;max-width:1400px;margin:auto}"
+              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+              "padding:4px 6px}img{max-width:900px}</style></head><body>")
+COLLAPSED_AND_DISPLAYED = [
+    "## Collapsed runs and the displayed accuracy",
+    "",
+    "A run is *collapsed* when it predicts one class or its val accuracy does not beat the "
+    "majority-class share; collapsed runs count in the statistics above and are never "
+    "promoted. Column `collapsed runs` gives their number per configuration.",
+    "",
+    "`Keras accuracy shown` is the metric Keras 3 resolved the string `accuracy` to "
+    "during training (tag `keras_accuracy_metric`): categorical accuracy whatever the "
+    "loss. The paper's Keras 2 displayed *binary* accuracy under binary cross-entropy, "
+    "which is inflated for 4 classes (predicting all-zero already scores 0.75).",
+    "",
+]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a pipe table (no index)."""
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def report_markdown(experiment: str, runs: pd.DataFrame, table: pd.DataFrame,
+                    confidence: float, claims: list[dict], project_claims: list[dict],
+                    made: list[dict], reports_dir: Path) -> str:
+    """The report page: tables, claims (``claims``, then the ``project_claims`` to show),
+    collapsed runs, and the figures ``made`` (paths under ``reports_dir``)."""
+    lines = _table_lines(experiment, runs, table, confidence)
+    lines += ["## The paper's claims, tested across seeds (paired t-test)", ""]
+    lines += [f"- {c['text']}" for c in claims]
+    if project_claims:
+        lines += ["", "Not a claim of the paper:", ""]
+        lines += [f"- {c['text']}" for c in project_claims]
+    lines += ["", *COLLAPSED_AND_DISPLAYED]
+    for fig in made:
+        lines += _figure_lines(fig, reports_dir)
+    return "\n".join(lines)
+
+
+def _table_lines(experiment: str, runs: pd.DataFrame, table: pd.DataFrame,
+                 confidence: float) -> list[str]:
+    faithful = table_frame(table[table["faithful"]], confidence)
+    others = table_frame(table[~table["faithful"]], confidence)
+    sweeps = sorted({s for row in table["sweeps"] for s in row})
+    lines = [
+        REPORT_TITLE,
+        "",
+        f"{len(runs)} finished runs of {len(table)} configuration(s) from MLflow experiment "
+        f"`{experiment}` (sweeps: {', '.join(sweeps)}). Each cell: mean ± std "
+        f"[{confidence:.0%} t-interval] over seeds; `paper` columns: the paper's Table 1 (one "
+        "run each). Accuracy is argmax accuracy on the evaluation side, whatever the loss. "
+        "Prediction time: wall time to predict the whole split (the paper's measure); it "
+        "depends on the machine.",
+        "",
+        data_statement(runs),
+        "",
+        "## Paper-faithful configurations (grayscale, the paper's network and training)",
+        "",
+        markdown_table(faithful) if len(faithful) else "_No paper-faithful runs._",
+        "",
+    ]
+    if len(others):
+        lines += ["## Other configurations (robust training, RGB, ...)", "",
+                  markdown_table(others), ""]
+    return lines
+
+
+def _figure_lines(fig: dict, reports_dir: Path) -> list[str]:
+    config, run = fig["config"], fig["run"]
+    rel_curves = fig["curves"].relative_to(reports_dir).as_posix()
+    lines = [f"## Fig. 3: loss and accuracy, {fig['scope']} `{config['label']}`", "",
+             f"Run `{run['run_id']}` (seed {run['seed']}, val accuracy "
+             f"{run['metrics.val_accuracy']:.3f}), curves from MLflow's metric history.", "",
+             f"![Fig. 3]({rel_curves})", ""]
+    if fig["samples"] is not None:
+        rel_samples = fig["samples"].relative_to(reports_dir).as_posix()
+        lines += [f"## Fig. 2: sample predictions (test split), {fig['scope']}", "",
+                  f"![Fig. 2]({rel_samples})", ""]
+    return lines
+
+
+def report_html(markdown: str) -> str:
+    """The Markdown page as a standalone HTML page (tables as HTML, figures linked)."""
+    from markdown_it import MarkdownIt
+
+    renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
+    return "\n".join([HTML_HEAD, HTML_STYLE, renderer.render(markdown), "</body></html>"])

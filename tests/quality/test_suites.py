@@ -1,0 +1,88 @@
+"""The Great Expectations plumbing all three validation stages share, on a table the test
+makes: what a failed check names, and how the reports and error messages list it."""
+
+import pandas as pd
+import pytest
+
+from leukemia_cnn.quality import suites
+from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult
+
+
+def build_suite():
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    suite = gx.ExpectationSuite(name="tiny")
+    suites.add(suite, gxe.ExpectColumnValuesToBeBetween, "sizes are 1 to 100 bytes",
+               column="size_bytes", min_value=1, max_value=100)
+    suites.add(suite, gxe.ExpectColumnValuesToNotBeNull, "every file has a class", column="class")
+    suites.add(suite, gxe.ExpectTableRowCountToEqual, "the train split has 4 files",
+               kind="split_size", subject="train", value=4)
+    return suite
+
+
+@pytest.fixture(scope="module")
+def result():
+    frame = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "size_bytes": [10, 500, 0],
+                          "class": ["Benign", "Early", "Pre"]})
+    return suites.run_suite(frame, build_suite, "tiny")
+
+
+def test_a_per_row_check_names_the_offending_files_and_their_values(result):
+    sizes, classes, _ = result.expectations
+    assert not result.success and [o.success for o in result.expectations] == [False, True, False]
+    assert sizes.description == "sizes are 1 to 100 bytes" and sizes.column == "size_bytes"
+    assert sizes.name == "expect_column_values_to_be_between" and sizes.kind == "file"
+    assert sizes.offending == ["b.jpg", "c.jpg"] and sizes.offending_values == [500, 0]
+    assert sizes.observed == 2
+    assert classes.offending == [] and classes.observed == 0
+
+
+def test_a_table_check_names_its_subject_and_what_it_observed(result):
+    count = result.expectations[2]
+    assert count.kind == "split_size" and count.offending == ["train"] and count.observed == 3
+    assert result.statistics["evaluated_expectations"] == 3
+    assert result.statistics["unsuccessful_expectations"] == 2
+
+
+def test_warnings_are_reported_but_do_not_fail(result):
+    warning = ExpectationOutcome("expect_x", "exact duplicates", "sha256", False,
+                                 offending=["d.jpg"], kind="duplicate", severity="warning")
+    merged = suites.merge(result, ValidationResult(True, [warning], {}))
+    assert len(merged.expectations) == 4 and not merged.success
+    assert merged.statistics == {"evaluated_expectations": 4, "unsuccessful_expectations": 3}
+    assert [o.description for o in merged.failed] == ["sizes are 1 to 100 bytes",
+                                                      "the train split has 4 files"]
+    assert [o.description for o in merged.warnings] == ["exact duplicates"]
+
+
+def test_markdown_lists_every_check_and_the_offenders_of_each_failure(result):
+    lines = suites.markdown_checks(result, found=lambda o: str(o.observed),
+                                   offender_lines=lambda o: o.offending)
+    table = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert [line.split(" | ")[1] for line in table] == ["**FAIL**", "pass", "**FAIL**"]
+    assert "## Offending files" in lines and "- `b.jpg`" in lines and "- `train`" in lines
+    assert "### sizes are 1 to 100 bytes (`expect_column_values_to_be_between`)" in lines
+    assert suites.md_escape("a|b\nc") == "a\\|b c"
+
+
+def test_failure_lines_cap_the_listed_offenders():
+    many = ExpectationOutcome("expect_y", "decodable", "decodable", False,
+                              offending=[f"{i}.jpg" for i in range(suites.MAX_LISTED + 5)])
+    broken = ExpectationOutcome("expect_z", "a check", None, False, error="boom")
+    lines = suites.failure_lines(ValidationResult(False, [many, broken], {}),
+                                 offender_lines=lambda o: o.offending)
+    assert lines[0] == "  - decodable (expect_y):"
+    assert lines[1:suites.MAX_LISTED + 1] == [f"      {i}.jpg" for i in range(suites.MAX_LISTED)]
+    assert "      ... and 5 more" in lines
+    assert lines[-2:] == ["  - a check (expect_z):", "      the check itself failed: boom"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, None), (float("nan"), None), (pd.NA, None), ("text", "text"), ([1, 2], [1, 2]),
+])
+def test_plain_gives_json_friendly_values(value, expected):
+    import numpy as np
+
+    assert suites.plain(value) == expected
+    assert type(suites.plain(np.int64(3))) is int and type(suites.plain(np.float32(0.5))) is float
