@@ -31,6 +31,7 @@ def test_raw_bytes_and_their_base64_text_give_the_same_image(seed, fmt):
     assert image_bytes(data) == data
     assert image_bytes(text) == data and image_bytes(text.decode()) == data
     assert image_bytes(np.bytes_(text)) == data
+    assert image_bytes(b"plain text") == b"plain text"  # looks like base64, does not decode
 
 
 def payloads(rows: list[str]) -> dict[str, dict]:

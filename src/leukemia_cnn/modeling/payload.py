@@ -36,9 +36,9 @@ def image_bytes(item) -> bytes:
                         f"{type(item).__name__}")
     if item and BASE64_TEXT.fullmatch(item):
         try:
-            return base64.b64decode(item, validate=False)
-        except (binascii.Error, ValueError) as exc:
-            raise DataError(f"base64 text that does not decode ({exc})") from exc
+            return base64.b64decode(b"".join(item.split()), validate=True)
+        except (binascii.Error, ValueError):
+            pass  # text that only looks like base64 ("plain text"): the bytes as given
     return item
 
 
