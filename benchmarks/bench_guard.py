@@ -22,7 +22,6 @@ Target: with / without <= 1.10 on the bytes path (``predict``'s time on 1,000 im
 from __future__ import annotations
 
 import io
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -70,14 +69,13 @@ def served_models(workdir: Path, n_train: int, epochs: int):
                       float(knob(cfg, "train.guard_accept_rate")))
     model.save(workdir / "cnn.keras")
     save_guard(guard, workdir / GUARD_FILE)
-    (workdir / "preprocessing.json").write_text(json.dumps(
-        {"classes": list(cfg.data.classes), "image_size": size, "color_mode": mode}))
+    preprocessing = {"classes": list(cfg.data.classes), "image_size": size, "color_mode": mode}
     wrappers = {}
     for name, extra in (("without", {}), ("with", {"guard": str(workdir / GUARD_FILE)})):
         wrapper = LeukemiaCNNModel()
-        wrapper.load_context(SimpleNamespace(artifacts={
-            "keras_model": str(workdir / "cnn.keras"),
-            "preprocessing": str(workdir / "preprocessing.json"), **extra}))
+        wrapper.load_context(SimpleNamespace(
+            artifacts={"keras_model": str(workdir / "cnn.keras"), **extra},
+            model_config={"preprocessing": preprocessing}))  # as log_model logs it
         wrappers[name] = wrapper
     return wrappers, guard
 

@@ -94,6 +94,8 @@ def test_stopped_training_is_closed_and_registers_nothing(champion_project, sign
     root, uri = champion_project
     client = client_for(uri)
     before = {v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")}
+    kept_run = json.loads((root / "models" / "run.json").read_text())["run_id"]
+    kept_model = (root / "models" / "cnn.keras").read_bytes()
     # SIGINT at its default in the child, as in a terminal: a test run started in the
     # background of a non-interactive shell (`... &`) inherits SIGINT ignored, and an ignored
     # signal stays ignored across exec, so Python would never raise KeyboardInterrupt.
@@ -111,14 +113,17 @@ def test_stopped_training_is_closed_and_registers_nothing(champion_project, sign
     assert stopped.info.status in ("KILLED", "FAILED"), output
     assert stopped.info.end_time is not None
     assert not any(r.info.status == "RUNNING" for r in training_runs(client))
-    # Nothing registered, champion unchanged, and no record left for the register stage.
+    # Nothing registered, champion unchanged, and the last good model and its record stay
+    # (modeling/outputs.py): registering again finds that run already registered.
     assert {v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")} == before
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
-    assert not (root / "models" / "run.json").exists()
+    assert json.loads((root / "models" / "run.json").read_text())["run_id"] == kept_run
+    assert (root / "models" / "cnn.keras").read_bytes() == kept_model
+    assert not list((root / "models").glob("cnn.keras.tmp-*"))
     registering = subprocess.run([str(BIN / "leukemia-cnn"), "register"], cwd=root,
                                  env=env_with(uri), capture_output=True, text=True)
-    assert registering.returncode == 1
-    assert "run the train stage first" in registering.stderr
+    assert registering.returncode == 0, registering.stderr
+    assert "already registered" in registering.stdout
     assert {v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")} == before
 
 

@@ -360,14 +360,18 @@ def _run(args: argparse.Namespace) -> int:
     if Path(args.params).is_dir():
         raise ConfigError(f"--params {args.params} is a folder; pass the composed config file "
                           "(params.yaml, written by `leukemia-cnn params`)")
-    cfg = load_params(args.params)
-    check_paths(cfg, root)
     if args.command == "check-config":
         from leukemia_cnn.config import write_config_check
+        from leukemia_cnn.data.staging import restore_refused_params
 
-        written = write_config_check(cfg, root, args.params)
+        with restore_refused_params(root, args.params):  # a refused `dvc exp run -S`
+            cfg = load_params(args.params)
+            check_paths(cfg, root)
+            written = write_config_check(cfg, root, args.params)
         print(f"{args.params}: every knob is valid; wrote {written.relative_to(root)}")
         return 0
+    cfg = load_params(args.params)
+    check_paths(cfg, root)
     if args.command == "data" and args.data_command == "get":
         from leukemia_cnn.data import ingest
         from leukemia_cnn.quality.validate_raw import check_staged
@@ -488,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"leukemia-cnn {command}: interrupted; earlier outputs are intact", file=sys.stderr)
+        from leukemia_cnn.data.staging import interrupted_note
+
+        print(f"leukemia-cnn {command}: interrupted; {interrupted_note()}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # the file system said no: a path, a permission, a full disk
         print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)

@@ -110,10 +110,12 @@ def test_training_run_logs_its_datasets_and_names_its_data(tmp_path, mlflow_stor
 def test_an_older_experiment_is_marked_for_training_and_a_set_kind_kept(make_cfg, tmp_path,
                                                                         mlflow_store):
     client = mlflow.MlflowClient()
-    client.create_experiment("leukemia-cnn")
+    artifacts = (tmp_path / "mlruns").as_uri()  # the project's own (a copied store's is refused)
+    client.create_experiment("leukemia-cnn", artifact_location=artifacts)
     setup_mlflow(make_cfg(), tmp_path)
     assert mlflow.get_experiment_by_name("leukemia-cnn").tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
-    other = client.create_experiment("chat", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    other = client.create_experiment("chat", artifact_location=artifacts,
+                                     tags={EXPERIMENT_KIND_TAG: "genai_development"})
     setup_mlflow(make_cfg("mlflow.experiment_name=chat"), tmp_path)
     assert client.get_experiment(other).tags[EXPERIMENT_KIND_TAG] == "genai_development"
 

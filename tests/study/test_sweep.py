@@ -195,3 +195,13 @@ def test_the_sweep_child_hides_tensorflow_info_lines_unless_verbose(monkeypatch)
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     monkeypatch.setenv("LEUKEMIA_CNN_VERBOSE", "1")  # --verbose: TensorFlow's lines reach the user
     assert "TF_CPP_MIN_LOG_LEVEL" not in sweep.child_environment()
+
+
+def test_every_job_failed_in_a_sweep_dir_elsewhere_exits_non_zero(project, capfd):
+    elsewhere = project / "sweeps" / "elsewhere"  # not multirun/ (a folder outside is refused)
+    status = sweep.main(["-m", f"hydra.sweep.dir={elsewhere}", "sweep.register=false",
+                         *TINY_SWEEP, "preprocess.image_size=48", "seed=1,2"])
+    captured = capfd.readouterr()
+    assert status == 1
+    assert "2 of 2 job(s) failed" in captured.err
+    assert captured.out.count("FAILED: ") == 2 and str(elsewhere) in captured.out

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from leukemia_cnn.errors import DataError
 
@@ -45,7 +45,12 @@ MAX_PIXELS = 50_000_000
 
 
 def open_image(source: str | Path | bytes) -> Image.Image:
-    """Decode an image from a path or raw bytes, fully, or raise DataError naming the source."""
+    """Decode an image from a path or raw bytes, fully, or raise DataError naming the source.
+
+    The one decoding place of training, prediction, serving and Grad-CAM: the image comes back
+    turned upright by its EXIF orientation tag and with 16-bit, 32-bit or float samples scaled
+    to 8 bits (:func:`upright_8bit`), so every consumer sees the same pixels.
+    """
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
         handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
@@ -54,7 +59,7 @@ def open_image(source: str | Path | bytes) -> Image.Image:
                 raise DataError(f"{name}: {image.width}x{image.height} pixels exceeds the "
                                 f"{MAX_PIXELS:,}-pixel limit (decompression bomb guard)")
             image.load()
-            return image.copy()
+            return upright_8bit(image)
     except DataError:
         raise
     except FileNotFoundError as exc:
@@ -62,6 +67,30 @@ def open_image(source: str | Path | bytes) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
         raise DataError(f"{name}: not a decodable image ({exc})") from exc
+
+
+def upright_8bit(image: Image.Image) -> Image.Image:
+    """``image`` rotated/flipped by its EXIF orientation, high-bit-depth samples scaled to 8 bits.
+
+    ``convert("RGB")`` clips 16-bit samples at 255 (a 16-bit PNG turns white), so integer
+    images are scaled by the smallest of 8, 10, 12, 14, 16 or 32 bits that holds their peak
+    (65535 -> 255; a 12-bit camera's 4095 -> 255), the same factor for every image of one
+    bit depth, and float images by [0, 1] (or [0, 255]) when they fit.
+    """
+    upright = ImageOps.exif_transpose(image)  # a copy, even without a tag
+    if upright.mode not in ("I", "F") and not upright.mode.startswith("I;16"):
+        return upright
+    array = np.asarray(upright, dtype=np.float64)
+    if upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 1.0:
+        scale = 1.0
+    elif upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 255.0:
+        scale = 255.0
+    else:  # the smallest common bit depth that holds the peak: 12-bit data in 16 bits too
+        peak = float(array.max()) if array.size else 0.0
+        scale = next(float(2**bits - 1) for bits in (8, 10, 12, 14, 16, 32)
+                     if peak <= 2**bits - 1 or bits == 32)
+    array = np.clip(array, 0, scale) / scale * 255.0
+    return Image.fromarray(np.round(array).astype(np.uint8), "L")
 
 
 def perceptual_hash(image: Image.Image) -> int:
@@ -83,12 +112,9 @@ def to_model_input(image: Image.Image, image_size: int = 100,
     Returns float32 of shape (image_size, image_size, channels).
     """
     pil_mode = "L" if color_mode == "grayscale" else "RGB"
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit/32-bit integer images: rescale to 8 bits before conversion.
-        array = np.asarray(image, dtype=np.float64)
-        peak = array.max() or 1.0
-        image = Image.fromarray((array / peak * 255).astype(np.uint8))
-    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = upright_8bit(image)  # an image that did not come through open_image()
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels become white (slide background), not black.
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -46,8 +46,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from leukemia_cnn.config import VARIANTS, knob
+from leukemia_cnn.data.filekinds import printable, skip_problem
 from leukemia_cnn.data.imaging import OS_JUNK, SkippedFile, skip_reason
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
+from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.data.synthetic import (
     RAW_OUTPUT,
     check_dvc_target,
@@ -113,6 +115,7 @@ class ZipSource:
     def __init__(self, path: Path):
         self.path = path
         self.label = path.name
+        self.skipped: list[SkippedFile] = []  # a zip holds no special files; names are text
         try:
             self._archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
@@ -156,6 +159,8 @@ class FolderSource:
     def __init__(self, path: Path):
         self.path = path.resolve()
         self.label = str(path)
+        # FIFOs, devices, sockets and names that are not UTF-8 (filekinds.py), with why
+        self.skipped: list[SkippedFile] = []
 
     def entries(self) -> list[Entry]:
         entries = []
@@ -175,8 +180,13 @@ class FolderSource:
                         raise DataError(f"{path} is a symbolic link to {target}, outside the "
                                         f"source folder {self.label}; refusing to follow it. "
                                         "Copy the file in instead of linking it")
-                    if not target.is_file():
+                    if not target.exists():
                         raise DataError(f"{path} is a broken symbolic link (to {target})")
+                relative = path.relative_to(self.path).as_posix()
+                reason = skip_problem(path, relative)
+                if reason is not None:
+                    self.skipped.append(SkippedFile(printable(relative), reason))
+                    continue
                 entries.append(Entry(path.relative_to(self.path).as_posix(), path.stat().st_size))
         return entries
 
@@ -517,11 +527,10 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
         label = label or source.label
         entries = source.entries()
         plan_ = plan(entries, classes, variant, skip_unknown, label)
+        plan_.skipped = sorted(plan_.skipped + source.skipped, key=lambda item: item.path)
         _check_plan_size(plan_, entries, bounds, label)
-        token = secrets.token_hex(4)
-        staging = out_dir.with_name(f"{out_dir.name}.tmp-{token}")
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with staging_folder(out_dir) as (staging, token):
             staging.mkdir()
             copy_tree(source, plan_, staging, bounds, progress)
             found = (validate(cfg, staging, plan_.copies, label, out_dir, progress)
@@ -529,9 +538,6 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
             if mark:
                 mark_output(staging, RAW_OUTPUT)
             swap_folder(staging, out_dir, token, RAW_OUTPUT, declared)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
 
     counts = Counter(target.split("/", 1)[0] for target in plan_.copies)
     return IngestResult(source=label, root=plan_.root, out_dir=out_dir,

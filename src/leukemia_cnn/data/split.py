@@ -11,7 +11,7 @@ re-encoded, resized or brightened copy: perceptual hashes at most
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,15 @@ from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
 from leukemia_cnn.config import SPLITS, check_section
+from leukemia_cnn.data.splitbounds import suite_failures
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
 
 # Rows of perceptual hashes compared at once when grouping near-duplicates (memory: chunk x n).
 NEAR_DUPLICATE_CHUNK = 1024
+# Seeds tried (split.seed, +1, ...) for a table that the validate_splits suite accepts: groups
+# of copies stay in one split, so on a small set one draw can miss the size or share bounds.
+MAX_DRAWS = 200
 MANIFEST_COLUMNS = ("path", "class", "sha256")
 OUTPUT_COLUMNS = ["path", "class", "label", "sha256", "split"]
 
@@ -119,8 +123,8 @@ def near_duplicate_groups(contents: pd.DataFrame, max_distance: int | None) -> n
 
 
 def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, val: float,
-                test: float, seed: int, near_duplicate_max_distance: int | None = None
-                ) -> pd.DataFrame:
+                test: float, seed: int, near_duplicate_max_distance: int | None = None,
+                tolerances: tuple[float, float] | None = None) -> pd.DataFrame:
     """Assign every image of ``manifest`` to train, val or test, stratified by class.
 
     The split is drawn over groups of contents: each unique content (sha256), joined with
@@ -144,6 +148,10 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
         near_duplicate_max_distance``); None groups byte-identical files only. A group
         whose files carry different classes is stratified by its most common class (the
         first in ``classes`` on a tie) and counted in ``table.attrs``.
+    tolerances : (float, float), optional
+        ``validation.split_size_tolerance`` and ``class_share_tolerance``: draw with ``seed``,
+        ``seed + 1``, ... (at most ``MAX_DRAWS``) until the table passes the validate_splits
+        size and share checks; ``table.attrs["draw"]`` says which. None: one draw.
 
     Returns
     -------
@@ -183,28 +191,15 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
                         "distinct images (duplicates and near-duplicates count once); add "
                         "images to data/raw or drop the class from `data.classes`")
 
-    # Two stratified cuts: train vs rest, then rest into val and test.
-    try:
-        train_groups, rest = train_test_split(
-            groups, train_size=train, stratify=groups["class"], random_state=seed)
-        val_groups, test_groups = train_test_split(
-            rest, test_size=test / (val + test), stratify=rest["class"], random_state=seed)
-    except ValueError as exc:  # sklearn's own stratification limits, e.g. many tiny classes
-        raise DataError(f"could not stratify {len(groups)} unique images over "
-                        f"{len(classes)} classes into {train:g}/{val:g}/{test:g}: {exc}; "
-                        "add images to the smallest classes") from exc
-
-    group_split = pd.concat([
-        frame[["group"]].assign(split=name)
-        for name, frame in zip(SPLITS, (train_groups, val_groups, test_groups), strict=True)
-    ])
-    assignment = contents[["sha256", "group"]].merge(group_split, on="group")[["sha256", "split"]]
-    table = manifest[["path", "class", "sha256"]].merge(assignment, on="sha256", how="left")
-    table["label"] = table["class"].map({c: i for i, c in enumerate(classes)}).astype("int64")
-    table["split"] = pd.Categorical(table["split"], categories=list(SPLITS), ordered=True)
-    table = table.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
-    table["split"] = table["split"].astype(str)
-    table = table[OUTPUT_COLUMNS]
+    ratios = {"train": train, "val": val, "test": test}
+    for draw in range(MAX_DRAWS if tolerances else 1):
+        table = _draw(manifest, contents, groups, classes, ratios, (seed + draw) % 2**32)
+        problems = suite_failures(table, classes, ratios, *tolerances) if tolerances else []
+        if not problems:
+            break
+    else:
+        raise DataError(no_acceptable_split(table, groups, ratios, tolerances, problems))
+    table.attrs["draw"] = draw
     joined = groups[groups["size"] > 1]
     table.attrs["near_duplicate_groups"] = {
         "max_distance": near_duplicate_max_distance,
@@ -217,6 +212,46 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
             for g in joined.loc[joined["n_classes"] > 1, "group"].head(5)],
     }
     return table
+
+
+def _draw(manifest: pd.DataFrame, contents: pd.DataFrame, groups: pd.DataFrame,
+          classes: list[str], ratios: Mapping[str, float], random_state: int) -> pd.DataFrame:
+    """One stratified draw of the groups (train vs rest, then val vs test), one row per file."""
+    train, val, test = (ratios[name] for name in SPLITS)
+    try:
+        train_groups, rest = train_test_split(
+            groups, train_size=train, stratify=groups["class"], random_state=random_state)
+        val_groups, test_groups = train_test_split(
+            rest, test_size=test / (val + test), stratify=rest["class"],
+            random_state=random_state)
+    except ValueError as exc:  # sklearn's own stratification limits, e.g. many tiny classes
+        raise DataError(f"could not stratify {len(groups)} unique images over "
+                        f"{len(classes)} classes into {train:g}/{val:g}/{test:g}: {exc}; "
+                        "add images to the smallest classes") from exc
+    group_split = pd.concat([
+        frame[["group"]].assign(split=name)
+        for name, frame in zip(SPLITS, (train_groups, val_groups, test_groups), strict=True)
+    ])
+    assignment = contents[["sha256", "group"]].merge(group_split, on="group")[["sha256", "split"]]
+    table = manifest[["path", "class", "sha256"]].merge(assignment, on="sha256", how="left")
+    table["label"] = table["class"].map({c: i for i, c in enumerate(classes)}).astype("int64")
+    table["split"] = pd.Categorical(table["split"], categories=list(SPLITS), ordered=True)
+    table = table.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
+    table["split"] = table["split"].astype(str)
+    return table[OUTPUT_COLUMNS]
+
+
+def no_acceptable_split(table: pd.DataFrame, groups: pd.DataFrame, ratios: Mapping[str, float],
+                        tolerances: tuple[float, float], problems: list[str]) -> str:
+    """Why no draw passed, and the knobs that can change that."""
+    ratio = "/".join(f"{ratios[name]:g}" for name in SPLITS)
+    return (f"no stratified {ratio} split of {len(table)} images ({table['sha256'].nunique()} "
+            f"distinct contents in {len(groups)} groups of identical or near-duplicate files, "
+            f"each kept in one split) passes the validate_splits checks in {MAX_DRAWS} draws "
+            f"(split.seed and the next ones), e.g. {problems[0]}. Groups of copies are too "
+            f"large for a set this small: add distinct images, remove copies from data/raw, or "
+            f"widen validation.split_size_tolerance ({tolerances[0]:g}) or "
+            f"validation.class_share_tolerance ({tolerances[1]:g})")
 
 
 def split_summary(table: pd.DataFrame, classes: Sequence[str]) -> dict:
@@ -286,13 +321,19 @@ def run(cfg: DictConfig, root: Path) -> dict:
     table = split_table(manifest, classes, train=cfg.split.train, val=cfg.split.val,
                         test=cfg.split.test, seed=cfg.split.seed,
                         near_duplicate_max_distance=cfg.split.get(
-                            "near_duplicate_max_distance"))
+                            "near_duplicate_max_distance"),
+                        tolerances=(float(cfg.validation.split_size_tolerance),
+                                    float(cfg.validation.class_share_tolerance)))
 
     splits_path = write_csv(root / cfg.paths.splits, table)
 
     summary = split_summary(table, classes)
     grouped = table.attrs["near_duplicate_groups"]
     summary["near_duplicate_groups"] = grouped
+    summary["draw"] = table.attrs["draw"]
+    if table.attrs["draw"]:
+        print(f"split: seed {cfg.split.seed} gave a table outside the validate_splits bounds; "
+              f"used seed {cfg.split.seed + table.attrs['draw']} (draw {table.attrs['draw']})")
     if grouped["n_groups"]:
         print(f"split: {grouped['n_contents_in_groups']} images in {grouped['n_groups']} "
               f"near-duplicate group(s) (perceptual hashes <= {grouped['max_distance']} bits "

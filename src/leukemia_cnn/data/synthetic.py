@@ -19,8 +19,6 @@ the output is byte-identical for a seed whatever the number of workers.
 from __future__ import annotations
 
 import math
-import secrets
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from leukemia_cnn.config import check_section
 from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
 from leukemia_cnn.data.lineage import record_origin
+from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.fileio import (
     check_output,
@@ -546,9 +545,7 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
 
     started = time.perf_counter()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(4)
-    staging = out_dir.with_name(f"{out_dir.name}.tmp-{token}")
-    try:
+    with staging_folder(out_dir) as (staging, token):  # removed on SIGTERM too
         generate(staging, classes, sizes, seed, image_size, jpeg_quality, progress=True)
         marked = out_dir != raw_dir.resolve()
         if marked:
@@ -556,9 +553,6 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
         swap_folder(staging, out_dir, token, RAW_OUTPUT, declared_by(root, "data.dvc"))
         if not marked:  # the raw folder DVC versions holds no marker: recorded beside it
             record_output(out_dir, RAW_OUTPUT)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     seconds = time.perf_counter() - started
     per_class = ", ".join(f"{name} {count}" for name, count in sizes.items())
     print(f"wrote {sum(sizes.values()):,} synthetic images (seed {seed}, scale {scale}) to "

@@ -33,16 +33,23 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from leukemia_cnn.data.imaging import load_model_input, open_image
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling.calibration import apply_temperature
 from leukemia_cnn.modeling.guard import embedding_model, load_guard, score_images
+from leukemia_cnn.modeling.payload import (
+    decode_rows,
+    decoded_images,
+    refuse_if_none_decoded,
+    with_row_errors,
+)
 
 IMAGE_COLUMN = "image"
 HEATMAP_PARAM = "heatmap"
 HEATMAP_COLUMN = "heatmap"
+ERROR_COLUMN = "error"  # why a row of a request was not classified (None when it was)
 # The guard's answer beside the class (the drift command and clients rely on these names).
 IN_DISTRIBUTION_COLUMN = "in_distribution"
 OOD_SCORE_COLUMN = "ood_score"
@@ -96,6 +103,23 @@ def registry_identity(artifact: Path) -> tuple[str, str]:
     return "", UNREGISTERED
 
 
+class RequestRefused(MlflowException):
+    """A refused request whose message stays its own one line.
+
+    The scoring server rewrites the message of an MlflowException raised by ``predict`` to
+    ``Failed to predict data '<the whole parsed request>'``: megabytes of base64 for an
+    ``instances``/``inputs`` request. This message keeps its first value.
+    """
+
+    @property
+    def message(self) -> str:
+        return self.__dict__["own_message"]
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.__dict__.setdefault("own_message", value)
+
+
 class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper; artifacts: ``keras_model`` (.keras file), ``preprocessing`` (JSON)."""
 
@@ -119,18 +143,13 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.two_headed = embedding_model(self.model) if self.guard is not None else None
 
     def preprocess(self, images) -> np.ndarray:
-        """Decode and preprocess encoded images (bytes) exactly as the preprocess stage does."""
-        arrays = []
-        for index, item in enumerate(images):
-            if isinstance(item, str):
-                raise DataError(f"row {index}: expected encoded image bytes in column "
-                                f"'{IMAGE_COLUMN}', got a string; send base64 in JSON")
-            try:
-                arrays.append(load_model_input(bytes(item), self.image_size, self.color_mode))
-            except DataError as exc:
-                raise DataError(f"row {index}: {exc}") from exc
-        return np.stack(arrays) if arrays else np.zeros((0, self.image_size, self.image_size, 1),
-                                                        dtype=np.float32)
+        """Decode and preprocess encoded images (bytes or their base64 text) exactly as the
+        preprocess stage does; DataError naming the first row that does not decode."""
+        _, x, reasons = decode_rows(images, self.image_size, self.color_mode)
+        first = next((reason for reason in reasons if reason), None)
+        if first:
+            raise DataError(first)
+        return x
 
     def predict_arrays(self, arrays: np.ndarray, batch_size: int = 256) -> pd.DataFrame:
         """Classify already preprocessed images (n, H, W, C) in [0, 1].
@@ -183,14 +202,13 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
                 for result in self.explain(images)]
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         try:
             return self._predict(model_input, bool((params or {}).get(HEATMAP_PARAM, False)))
         except DataError as exc:
             # The scoring server answers MlflowException(INVALID_PARAMETER_VALUE) with a 400.
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+            raise RequestRefused(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
 
     def _predict(self, model_input, heatmap: bool = False):
         if isinstance(model_input, np.ndarray):
@@ -206,11 +224,15 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
             if IMAGE_COLUMN not in model_input.columns:
                 raise DataError(f"input needs a column '{IMAGE_COLUMN}' of encoded image bytes; "
                                 f"got columns {list(model_input.columns)}")
-            images = model_input[IMAGE_COLUMN].tolist()
-            frame = self.predict_arrays(self.preprocess(images))
+            # One row that does not decode is marked (column `error`), not the request failed
+            encoded, x, reasons = decode_rows(model_input[IMAGE_COLUMN].tolist(),
+                                              self.image_size, self.color_mode)
+            refuse_if_none_decoded(reasons)
+            frame = self.predict_arrays(x)
             if heatmap:
-                frame[HEATMAP_COLUMN] = self.heatmaps([open_image(bytes(item)) for item in images])
-            return frame
+                frame[HEATMAP_COLUMN] = self.heatmaps(
+                    [image for image in decoded_images(encoded) if image is not None])
+            return with_row_errors(frame, reasons, ERROR_COLUMN)
         raise DataError(f"unsupported input type {type(model_input).__name__}; send a DataFrame "
                         f"with column '{IMAGE_COLUMN}' or a float array (n, H, W, C)")
 

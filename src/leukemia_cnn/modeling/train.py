@@ -9,7 +9,6 @@ register stages add to the same run (its id is in ``models/run.json``).
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import tempfile
 import time
@@ -21,10 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from leukemia_cnn.config import flatten, knob
 from leukemia_cnn.data.preprocess import load_split
+from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling.guard import fit_for_training
 from leukemia_cnn.modeling.guard import summary as guard_summary
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
+from leukemia_cnn.modeling.outputs import MODEL_FILE, exit_with_dvc, publish
 from leukemia_cnn.modeling.trainrun import epoch_logger, start_training_run, summary_fields
 from leukemia_cnn.tracking.runs import end_run, log_artifact, log_metrics, set_tag, set_tags
 
@@ -33,8 +34,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Raised in the training process on SIGTERM so the MLflow run is closed as KILLED.
 
     SIGINT (Ctrl-C) already raises KeyboardInterrupt: during ``fit`` the run ends KILLED, at
-    any other point ``mlflow.start_run``'s context ends it FAILED; either way no ``run.json``
-    is written, so the register stage has nothing to register. SIGKILL cannot be caught: the
+    any other point ``mlflow.start_run``'s context ends it FAILED; either way the new model
+    and reports are not moved in (:mod:`leukemia_cnn.modeling.outputs`): the last good ones
+    and their ``run.json`` stay. SIGKILL cannot be caught: the
     next command closes the orphaned run (``tracking.close_orphaned_runs``).
     """
 
@@ -324,21 +326,23 @@ def run(cfg: DictConfig, root: Path) -> dict:
     reports_dir = root / cfg.paths.reports_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    # An interrupted run must not leave the previous run's record for `register` to pick up.
-    (model_dir / "run.json").unlink(missing_ok=True)
 
     print(f"train: {len(y_train)} train / {len(y_val)} val images, input {x_train.shape[1:]}, "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, loss {cfg.train.loss}")
 
-    with sigterm_as_interrupt(), start_training_run(cfg, root, x_train, y_train, y_val,
-                                                    train_paths) as training:
-        summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, model_dir,
-                                       reports_dir, label=training.name)
-    run_id = training.run_id
-    record = {"run_id": run_id, "experiment_id": training.experiment_id,
-              "model_uri": info.model_uri, "run_name": training.name, "temperature": summary["temperature"],
-              "fitted_temperature": summary["fitted_temperature"]}
-    (model_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    (reports_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # The outputs are staged and moved in together at the end (modeling/outputs.py): an
+    # interrupted or failed run leaves the last good model and reports.
+    with (sigterm_as_interrupt(), exit_with_dvc(),
+          staging_folder(model_dir / MODEL_FILE) as (staging, _)):
+        staging.mkdir()
+        with start_training_run(cfg, root, x_train, y_train, y_val, train_paths) as training:
+            summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, staging,
+                                           staging, label=training.name)
+        run_id = training.run_id
+        record = {"run_id": run_id, "experiment_id": training.experiment_id,
+                  "model_uri": info.model_uri, "run_name": training.name,
+                  "temperature": summary["temperature"],
+                  "fitted_temperature": summary["fitted_temperature"]}
+        publish(staging, model_dir, reports_dir, record, summary)
     print(f"train: {summary['train_seconds']:.1f} s; MLflow run {run_id}; model {info.model_uri}")
     return {**summary, **record}

@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from leukemia_cnn.config import check_section
+from leukemia_cnn.data.filekinds import printable, skip_problem
 from leukemia_cnn.data.imaging import (
     N_THREADS,
     OS_JUNK,
@@ -100,9 +101,9 @@ def find_image_files(raw_dir: Path, classes: list[str]) -> tuple[list[tuple[str,
             if name == OUTPUT_MARKER and not here.parts:
                 continue  # the tree's own marker (a `leukemia-cnn data --output` folder)
             relative = (here / name).as_posix()
-            reason = skip_reason(name)
+            reason = skip_reason(name) or skip_problem(Path(folder) / name, relative)
             if reason is not None:
-                skipped.append(SkippedFile(relative, reason))
+                skipped.append(SkippedFile(printable(relative), reason))
                 continue
             cls = _class_of(here.parts[0], classes) if here.parts else ""
             images.append((relative, cls))
@@ -112,7 +113,7 @@ def find_image_files(raw_dir: Path, classes: list[str]) -> tuple[list[tuple[str,
         if (entry.is_dir() and not entry.is_symlink() and name not in with_images
                 and _class_of(name, classes) not in classes
                 and not (name.startswith(".") or name.lower() in OS_JUNK)):
-            skipped.append(SkippedFile(f"{name}/", "folder is not a configured class "
+            skipped.append(SkippedFile(f"{printable(name)}/", "folder is not a configured class "
                                        "(data.classes) and holds no images"))
     return sorted(images), sorted(skipped, key=lambda item: item.path)
 

@@ -19,7 +19,6 @@ naming each failed expectation and its offending files, so ``dvc repro`` stops b
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -34,6 +33,7 @@ from tqdm import tqdm
 from leukemia_cnn.config import SPLITS
 from leukemia_cnn.data.imaging import N_THREADS, open_image, perceptual_hash
 from leukemia_cnn.data.preprocess import read_split_table
+from leukemia_cnn.data.splitbounds import expected_counts
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_json, write_text
 from leukemia_cnn.quality import suites
@@ -114,14 +114,6 @@ def check_table(table: pd.DataFrame, sha256: list[str], hashes: np.ndarray,
         near[index] = (f"{frame.at[partner, 'path']} ({frame.at[partner, 'split']}, "
                        f"{distance} bits apart)")
     return frame.assign(**{SAME_CONTENT: same, NEAR_DUPLICATE: near}), smallest
-
-
-def expected_counts(counts: Mapping[str, int], n: int, ratios: Mapping[str, float],
-                    tolerance: float) -> dict[str, tuple[int, int]]:
-    """Allowed ``(min, max)`` count per key: ``ratio * n`` +/- (``tolerance * n`` + 1 image)."""
-    slack = tolerance * n + 1
-    return {key: (max(0, math.ceil(ratios[key] * n - slack - 1e-9)),
-                  math.floor(ratios[key] * n + slack + 1e-9)) for key in counts}
 
 
 def build_suite(frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, float],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukemia_cnn.data.filekinds import describe_missing, special_kind
 from leukemia_cnn.data.imaging import open_image, to_model_input
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import check_output
@@ -97,8 +98,8 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
     uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri, "--model")
     decoded = []
     for path in images:
-        if not Path(path).is_file():
-            raise DataError(f"{path}: no such file")
+        if not Path(path).is_file() or special_kind(Path(path)):
+            raise DataError(describe_missing(path))  # a FIFO, a folder, a broken link, ...
         decoded.append(open_image(Path(path)))
     check_store(cfg, root)
     setup_mlflow(cfg, root)

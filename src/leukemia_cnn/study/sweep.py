@@ -35,10 +35,15 @@ from leukemia_cnn.config import compose, find_repo_root, knob, validate_config
 from leukemia_cnn.data.preprocess import SPLITS, load_images, load_split, n_workers, read_split_table
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.pathrules import check_sweep_dir
+from leukemia_cnn.study.jobstatus import (
+    STATUS_FILE,
+    collect_statuses,
+    format_statuses,
+    job_folders,
+    override_value,
+)
 
 PRIMARY_CONFIG = "launch"
-SWEEP_FOLDER = "multirun"
-STATUS_FILE = "status.json"
 
 
 class _NoJobs(Exception):
@@ -209,13 +214,6 @@ def job(cfg: DictConfig) -> dict:
     return status
 
 
-def _override_value(argv: list[str], key: str) -> str | None:
-    for arg in argv:
-        if arg.lstrip("+~").startswith(f"{key}="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def _close_sweep_runs(sweep_id: str) -> int:
     """Mark the RUNNING runs tagged ``sweep_id`` as KILLED; return how many."""
     from leukemia_cnn.tracking.runs import end_running_runs
@@ -225,33 +223,6 @@ def _close_sweep_runs(sweep_id: str) -> int:
     except Exception as exc:  # noqa: BLE001 - report, never mask the interruption
         print(f"leukemia-cnn sweep: could not close the sweep's runs: {exc}", file=sys.stderr)
         return 0
-
-
-def collect_statuses(sweep_dir: Path) -> list[dict]:
-    """The ``status.json`` of every job under ``sweep_dir`` (in job order)."""
-    found = []
-    for path in sorted(sweep_dir.rglob(STATUS_FILE), key=lambda p: p.parent.name):
-        try:
-            found.append({**json.loads(path.read_text()), "job_dir": str(path.parent)})
-        except (OSError, ValueError):
-            found.append({"status": "failed", "error": f"unreadable {path}",
-                          "job_dir": str(path.parent)})
-    return found
-
-
-def format_statuses(statuses: list[dict]) -> str:
-    """One line per job: experiment, seed, accuracies, collapsed, run id (or the error)."""
-    lines = [f"{'experiment':<24} {'seed':>4}  {'val_acc':>7}  {'test_acc':>8}  "
-             f"{'collapsed':>9}  run_id / error"]
-    for s in statuses:
-        if s.get("status") != "ok":
-            lines.append(f"{s.get('experiment_name', '?'):<24} {'':>4}  {'-':>7}  {'-':>8}  "
-                         f"{'-':>9}  FAILED: {s.get('error', '?')}")
-            continue
-        lines.append(f"{s['experiment_name']:<24} {s['seed']:>4}  {s['val_accuracy']:>7.4f}  "
-                     f"{s['test_accuracy']:>8.4f}  {str(bool(s['collapsed'])).lower():>9}  "
-                     f"{s['run_id']}")
-    return "\n".join(lines)
 
 
 def child_environment() -> dict[str, str]:
@@ -320,7 +291,7 @@ def run_app(argv: list[str]) -> int:
         print(f"leukemia-cnn sweep: error: no {root / 'conf' / PRIMARY_CONFIG}.yaml; run from "
               "the project root", file=sys.stderr)
         return 1
-    sweep_id = _override_value(argv, "sweep.id")
+    sweep_id = override_value(argv, "sweep.id")
     if sweep_id is None:
         sweep_id = new_sweep_id()
         # Beside the other overrides (Hydra's parser rejects one after `--cfg job -p key`).
@@ -366,10 +337,15 @@ def run_app(argv: list[str]) -> int:
         print(f"leukemia-cnn sweep: interrupted; workers stopped, {closed} running run(s) of "
               f"sweep {sweep_id} marked KILLED", file=sys.stderr)
         return 130
-    statuses = collect_statuses(root / SWEEP_FOLDER / sweep_id)
+    if informational & set(argv):
+        return 0  # --cfg/--help: no job ran
+    sweep_dir = job_folders(argv, root, sweep_id)
+    statuses = collect_statuses(sweep_dir)
     if not statuses:
-        return 0  # e.g. --cfg/--help: no job ran
-    print(f"\nsweep {sweep_id}: {len(statuses)} job(s) in {root / SWEEP_FOLDER / sweep_id}")
+        print(f"leukemia-cnn sweep: error: no job of sweep {sweep_id} left its {STATUS_FILE} "
+              f"in {sweep_dir}; see the messages above", file=sys.stderr)
+        return 1
+    print(f"\nsweep {sweep_id}: {len(statuses)} job(s) in {sweep_dir}")
     print(format_statuses(statuses))
     failed = [s for s in statuses if s.get("status") != "ok"]
     if failed:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared_root
 from leukemia_cnn.data.lineage import DataLineage, safe_name, workspace_lineage
 from leukemia_cnn.data.lineage import data_version as data_version  # re-exported
+from leukemia_cnn.errors import ConfigError
 
 
 def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str:
@@ -37,6 +38,31 @@ def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str
 def artifact_location(root: Path | None = None) -> str:
     """Artifact root for new experiments in the embedded store: ``<repo>/mlruns``."""
     return shared_root(root).joinpath("mlruns").as_uri()
+
+
+def check_artifact_location(experiment, uri: str, root: Path | None = None) -> None:
+    """Refuse an embedded store whose experiment keeps its artifacts outside this project.
+
+    The store records absolute artifact paths, so a copied project (``cp -r``, a backup
+    restored elsewhere) would log its models into the original's ``mlruns/``. Only this
+    project's embedded store is checked, not a server or another store.
+    """
+    from urllib.parse import unquote, urlparse
+
+    project = shared_root(root)
+    if uri != f"sqlite:///{(project / 'mlflow.db').as_posix()}":
+        return  # a server or another store: its artifact root is its own business
+    location = urlparse(str(experiment.artifact_location or ""))
+    if location.scheme not in ("", "file"):
+        return
+    artifacts = Path(unquote(location.path)).resolve()
+    if artifacts.is_relative_to(project):
+        return
+    raise ConfigError(
+        f"the MLflow store {project / 'mlflow.db'} keeps experiment "
+        f"{experiment.name!r}'s artifacts in {artifacts}, outside this project ({project}): "
+        "it was copied from another project. Move mlflow.db and mlruns/ aside to start this "
+        "copy's own store, or set MLFLOW_TRACKING_URI to that project's store to share it")
 
 
 # The experiment holds model training runs. (MLflow 3.17's UI ignores this tag when it picks
@@ -78,6 +104,7 @@ def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
     with store_lock(uri):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
+            check_artifact_location(experiment, uri, root)
             mark_training_experiment(experiment, cfg)
             mlflow.set_experiment(name)
             close_orphaned_runs(experiment.experiment_id)

@@ -1,0 +1,70 @@
+"""What kind of file a path is, and whether its name can be written down, before anything opens it.
+
+Opening a FIFO (named pipe) blocks until another process writes to it, and reading a device
+can block or never end, so the walkers of ``data get`` (:mod:`leukemia_cnn.data.ingest`) and
+``validate-raw`` (:mod:`leukemia_cnn.quality.validate_raw`) skip such files with a reason, as
+they skip hidden files. A file name that is not valid UTF-8 (Python holds its bytes as
+surrogates) cannot be written to the manifest, the reports or ``data.dvc``: it is reported
+(shown with ``\\x..`` escapes) and skipped, never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+# stat's test -> what a user calls that kind of file
+SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def printable(name: str | Path) -> str:
+    """``name`` with bytes that are not UTF-8 shown as ``\\xNN`` (safe to print and write)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def name_problem(name: str | Path) -> str | None:
+    """Why ``name`` cannot be recorded (not UTF-8), or None when it can."""
+    try:
+        str(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return ("file name is not valid UTF-8; skipped (the manifest, reports and data.dvc "
+                "cannot record it): rename the file")
+    return None
+
+
+def special_kind(path: Path) -> str | None:
+    """``"a FIFO (named pipe)"``, ``"a socket"``, ... when ``path`` (links followed) is neither a
+    regular file nor a folder; None otherwise, and for paths that do not exist."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None)
+
+
+def special_reason(path: Path) -> str | None:
+    """The skip reason of a special file (see :func:`special_kind`), or None."""
+    kind = special_kind(path)
+    if kind is None:
+        return None
+    return f"{kind}, not a regular file; skipped (opening it could block)"
+
+
+def skip_problem(path: Path, relative: str | Path) -> str | None:
+    """Why the walkers skip ``path`` (shown as ``relative``) before opening it, or None."""
+    return name_problem(relative) or special_reason(path)
+
+
+def describe_missing(path: str | Path) -> str:
+    """What ``path`` is when it is not a regular file, in a user's words (for one-line errors)."""
+    file = Path(path)
+    kind = special_kind(file)
+    if kind is not None:
+        return f"{printable(path)}: {kind}, not an image file"
+    if file.is_dir():
+        return f"{printable(path)}: a folder, not an image file"
+    if file.is_symlink():
+        return f"{printable(path)}: a broken symbolic link (to {printable(os.readlink(file))})"
+    return f"{printable(path)}: no such file"

@@ -1,0 +1,110 @@
+"""A folder written beside its target and removed on any way out, SIGTERM included.
+
+``data get`` and ``data synth`` write the new tree in ``<target>.tmp-<token>`` and swap it in
+only once complete (:func:`leukemia_cnn.fileio.swap_folder`). Python runs ``finally`` blocks on
+exceptions and Ctrl-C, but SIGTERM (``kill``, a CI timeout, a closing terminal's SIGHUP) ends
+the process at once; while the folder exists those signals raise KeyboardInterrupt instead, so
+the half-written tree is removed and the command exits "interrupted" (status 130).
+``<name>.tmp-<8 hex digits>`` and ``.old-`` ones are also git- and DVC-ignored, for SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+CAUGHT = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt inside the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _interrupt) for signum in CAUGHT}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def staging_folder(target: Path) -> Iterator[tuple[Path, str]]:
+    """``(target.tmp-<token>, token)``, not yet created; removed on leaving, however that
+    happens (after a successful swap it no longer exists)."""
+    token = secrets.token_hex(4)
+    staging = Path(target).with_name(f"{Path(target).name}.tmp-{token}")
+    with signals_interrupt():
+        try:
+            yield staging, token
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def interrupted_note(root: Path | None = None) -> str:
+    """What an interrupted command left, in one clause: true for a plain command (its outputs
+    are written atomically) and for a DVC stage whose outputs all persist (train); otherwise
+    DVC deleted the stage's outputs before running it, and says how to get them back."""
+    import os
+
+    import yaml
+
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return "earlier outputs are intact"
+    dvc_yaml = Path(root or os.environ.get("DVC_ROOT", ".")) / "dvc.yaml"
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text())["stages"][stage]
+        outs = [out for key in ("outs", "metrics", "plots") for out in spec.get(key, [])]
+        persist = all(isinstance(out, dict) and next(iter(out.values()), {}).get("persist")
+                      for out in outs)
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        persist = False
+    if persist:
+        return f"stage {stage} keeps its earlier outputs (persist), intact"
+    return (f"DVC removed stage {stage}'s earlier outputs before running it: `dvc checkout "
+            f"{stage}` restores its cached ones, `git checkout -- <file>` the reports git tracks")
+
+
+@contextlib.contextmanager
+def restore_refused_params(root: Path, params: str | Path) -> Iterator[None]:
+    """Under ``dvc exp run``, put ``params`` back as the baseline commit has it when the block
+    refuses it (LeukemiaCNNError), and say so.
+
+    ``dvc exp run -S key=value`` writes the value into params.yaml before the check_config
+    stage refuses it, and leaves it there; the next ``dvc repro`` would fail the same way.
+    """
+    import os
+    import subprocess
+
+    from leukemia_cnn.errors import LeukemiaCNNError
+
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    try:
+        yield
+    except LeukemiaCNNError as exc:
+        target = Path(root) / params
+        if not baseline or not target.is_file():
+            raise
+        relative = target.resolve().relative_to(Path(root).resolve()).as_posix()
+        shown = subprocess.run(["git", "show", f"{baseline}:{relative}"], cwd=root,
+                               capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise
+        from leukemia_cnn.fileio import write_text
+
+        write_text(target, shown.stdout)
+        raise type(exc)(f"{exc}. {relative} is restored to the experiment's baseline commit "
+                        f"{baseline[:7]} (dvc exp run had written the refused value)") from exc

@@ -1,0 +1,55 @@
+"""The sweep's job statuses: where a launch's job folders are, their ``status.json`` files
+and the one-line-per-job summary :mod:`leukemia_cnn.study.sweep` prints after the launch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SWEEP_FOLDER = "multirun"
+STATUS_FILE = "status.json"
+
+
+def override_value(argv: list[str], key: str) -> str | None:
+    """The value of ``key=...`` among Hydra arguments (``+key=``/``~key=`` too), or None."""
+    for arg in argv:
+        if arg.lstrip("+~").startswith(f"{key}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def job_folders(argv: list[str], root: Path, sweep_id: str) -> Path:
+    """Where this launch's job folders are: ``hydra.sweep.dir`` (multirun) or ``hydra.run.dir``
+    when overridden on the command line, else ``multirun/<sweep id>``; relative to ``root``."""
+    key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
+    given = override_value(argv, key)
+    if not given:
+        return root / SWEEP_FOLDER / sweep_id
+    return root / given.replace("${sweep.id}", sweep_id)
+
+
+def collect_statuses(sweep_dir: Path) -> list[dict]:
+    """The ``status.json`` of every job under ``sweep_dir`` (in job order)."""
+    found = []
+    for path in sorted(sweep_dir.rglob(STATUS_FILE), key=lambda p: p.parent.name):
+        try:
+            found.append({**json.loads(path.read_text()), "job_dir": str(path.parent)})
+        except (OSError, ValueError):
+            found.append({"status": "failed", "error": f"unreadable {path}",
+                          "job_dir": str(path.parent)})
+    return found
+
+
+def format_statuses(statuses: list[dict]) -> str:
+    """One line per job: experiment, seed, accuracies, collapsed, run id (or the error)."""
+    lines = [f"{'experiment':<24} {'seed':>4}  {'val_acc':>7}  {'test_acc':>8}  "
+             f"{'collapsed':>9}  run_id / error"]
+    for s in statuses:
+        if s.get("status") != "ok":
+            lines.append(f"{s.get('experiment_name', '?'):<24} {'':>4}  {'-':>7}  {'-':>8}  "
+                         f"{'-':>9}  FAILED: {s.get('error', '?')}")
+            continue
+        lines.append(f"{s['experiment_name']:<24} {s['seed']:>4}  {s['val_accuracy']:>7.4f}  "
+                     f"{s['test_accuracy']:>8.4f}  {str(bool(s['collapsed'])).lower():>9}  "
+                     f"{s['run_id']}")
+    return "\n".join(lines)
