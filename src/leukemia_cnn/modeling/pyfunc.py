@@ -39,6 +39,7 @@ from leukemia_cnn.data.imaging import load_model_input, open_image
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling.calibration import apply_temperature
 from leukemia_cnn.modeling.guard import embedding_model, load_guard, score_images
+from leukemia_cnn.modeling.precision import resolve_inference_precision, with_precision
 
 IMAGE_COLUMN = "image"
 HEATMAP_PARAM = "heatmap"
@@ -46,6 +47,8 @@ HEATMAP_COLUMN = "heatmap"
 # The guard's answer beside the class (the drift command and clients rely on these names).
 IN_DISTRIBUTION_COLUMN = "in_distribution"
 OOD_SCORE_COLUMN = "ood_score"
+# The knob ``train.inference_precision`` as recorded in the model's preprocessing.json.
+PRECISION_KEY = "inference_precision"
 
 
 def signature(classes: list[str]):
@@ -112,6 +115,21 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.model_name, self.model_version = registry_identity(
             Path(context.artifacts["keras_model"]))
         self.load_guard(context.artifacts.get("guard"))
+        self.load_precision(meta)
+
+    def load_precision(self, meta: dict) -> None:
+        """Compute in the precision the model was logged with (``inference_precision``,
+        resolved on this machine; a model logged without it: ``auto``)."""
+        self.saved_model = self.model
+        self.set_precision(resolve_inference_precision(meta.get(PRECISION_KEY, "auto")))
+
+    def set_precision(self, precision: str) -> None:
+        """Run the CNN (and the guard's forward pass) in ``float32`` or ``bfloat16``; the
+        attribute ``precision`` says which."""
+        self.model = with_precision(self.saved_model, precision)
+        self.precision = precision
+        if getattr(self, "guard", None) is not None:
+            self.two_headed = embedding_model(self.model)
 
     def load_guard(self, path: str | None) -> None:
         """The guard logged with the model, or none (a model logged before the guard)."""
@@ -226,16 +244,19 @@ def pip_requirements() -> list[str]:
 
 
 def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode: str,
-              workdir: Path, temperature: float = 1.0, guard_path: Path | None = None):
+              workdir: Path, temperature: float = 1.0, guard_path: Path | None = None,
+              inference_precision: str = "auto"):
     """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``.
 
     ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves;
-    ``guard_path`` (a ``guard.npz``) is the out-of-distribution guard it applies.
+    ``guard_path`` (a ``guard.npz``) is the out-of-distribution guard it applies;
+    ``inference_precision`` (``train.inference_precision``) the precision it computes in.
     """
     meta_path = workdir / "preprocessing.json"
     meta_path.write_text(json.dumps({"classes": list(classes), "image_size": image_size,
                                      "color_mode": color_mode,
-                                     "temperature": float(temperature)}, indent=2))
+                                     "temperature": float(temperature),
+                                     PRECISION_KEY: inference_precision}, indent=2))
     package_dir = Path(__file__).resolve().parents[1]  # the whole leukemia_cnn package
     return mlflow.pyfunc.log_model(
         name="model",

@@ -359,7 +359,8 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
         log_artifact(reports_dir / "train_history.csv")
         info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
                          str(cfg.preprocess.color_mode), tmp_dir,
-                         temperature=calibration["temperature"], guard_path=guard_path)
+                         temperature=calibration["temperature"], guard_path=guard_path,
+                         inference_precision=str(knob(cfg, "train.inference_precision")))
     return summary, info, model
 
 

@@ -81,6 +81,7 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
     setup_mlflow(cfg, root)
     uri = model_uri or default_model_uri(cfg)
     wrapper = load_explainer(uri)
+    print(f"explain: computing in {getattr(wrapper, 'precision', 'float32')}", file=sys.stderr)
     results = wrapper.explain(decoded)
     verdicts = trust(wrapper, decoded)
     output_dir.mkdir(parents=True, exist_ok=True)
