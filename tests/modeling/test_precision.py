@@ -104,15 +104,16 @@ def test_the_bfloat16_copy_answers_within_the_tolerance(trained):
     np.testing.assert_allclose(back.predict_on_batch(trained.x), full, atol=1e-6)
 
 
-def load(folder, setting: str | None) -> LeukemiaCNNModel:
+def load(folder, setting: str | None, guard=None) -> LeukemiaCNNModel:
     meta = {"classes": CLASSES, "image_size": SIZE, "color_mode": "grayscale"}
     if setting is not None:
         meta[PRECISION_KEY] = setting
     meta_path = folder / f"preprocessing-{setting}.json"
     meta_path.write_text(json.dumps(meta))
     model = LeukemiaCNNModel()
-    model.load_context(SimpleNamespace(artifacts={"keras_model": str(folder / "model.keras"),
-                                                  "preprocessing": str(meta_path)}))
+    artifacts = {"keras_model": str(folder / "model.keras"), "preprocessing": str(meta_path)}
+    model.load_context(SimpleNamespace(artifacts={**artifacts, **({"guard": str(guard)}
+                                                                 if guard else {})}))
     return model
 
 
@@ -158,3 +159,30 @@ def test_log_model_records_the_knob_and_the_loaded_model_obeys_it(trained, mlflo
     assert served.precision == "float32"
     np.testing.assert_allclose(served.predict_arrays(trained.x)[[f"p_{c}" for c in CLASSES]],
                                trained.model.predict_on_batch(trained.x), atol=1e-6)
+
+
+def test_the_guard_accepts_in_bfloat16_what_it_accepts_in_float32(trained, monkeypatch):
+    from leukemia_cnn.modeling import guard as guard_module
+
+    labels = np.arange(80) % 4
+    fitted = guard_module.fit_guard(trained.model, blob_images(labels, SIZE, seed=1), labels,
+                                    blob_images(labels, SIZE, seed=3))
+    path = guard_module.save_guard(fitted, trained.folder / "guard.npz")
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda cpuinfo=None: True)
+    served = load(trained.folder, "auto", guard=path)
+    assert served.precision == "bfloat16"
+    # familiar images, and darker, brighter and inverted ones around and past the threshold
+    x = np.concatenate([trained.x, np.clip(trained.x * 0.8, 0, 1),
+                        np.clip(trained.x + 0.1, 0, 1), 1 - trained.x[:20]])
+    half = served.predict_arrays(x)
+    served.set_precision("float32")
+    full = served.predict_arrays(x)
+    assert 0 < full["in_distribution"].mean() < 1  # both verdicts occur
+    assert list(half["in_distribution"]) == list(full["in_distribution"])
+    near = (np.abs(full["ood_score"] - fitted.threshold)
+            <= precision.GUARD_RECHECK_BAND / 2 * abs(fitted.threshold))
+    assert near.any()
+    # scores near the threshold are float32's own; the others move by a few percent at most
+    np.testing.assert_allclose(half["ood_score"][near], full["ood_score"][near], rtol=1e-6)
+    np.testing.assert_allclose(half["ood_score"], full["ood_score"],
+                               rtol=precision.GUARD_RECHECK_BAND)

@@ -5,6 +5,12 @@ logged model; the pyfunc model resolves it when it is loaded, on the machine tha
 ``auto`` is ``bfloat16`` only where :func:`leukemia_cnn.modeling.model.cpu_has_bfloat16` finds
 AVX512-BF16 or AMX units (elsewhere TensorFlow emulates bfloat16 and is slower than float32).
 
+The out-of-distribution guard was fitted and thresholded on float32 embeddings. In bfloat16 an
+image's ``ood_score`` moves by up to 2.9% (measured, benchmarks/RESULTS.md), so an image whose
+bfloat16 score lies within :data:`GUARD_RECHECK_BAND` of the threshold is scored again in
+float32 (:func:`recheck_near_threshold`): its acceptance is then float32's, at the cost of a
+second forward pass for those few images only.
+
 The model is rebuilt from its config with the Keras dtype policy ``mixed_bfloat16`` (weights
 stay float32, each layer computes in bfloat16) and the trained weights; its softmax layer keeps
 float32, so probabilities are not rounded to bfloat16's three significant digits.
@@ -12,7 +18,10 @@ float32, so probabilities are not rounded to bfloat16's three significant digits
 
 from __future__ import annotations
 
+import numpy as np
+
 from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.modeling.guard import score_images
 from leukemia_cnn.modeling.model import cpu_has_bfloat16
 
 INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
@@ -20,6 +29,9 @@ INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
 # on the test split of the built-in synthetic set with a 3-epoch model (benchmarks/RESULTS.md):
 # max 0.0101, class agreement 1.000; 0.05 leaves room for other trained weights.
 PROBABILITY_TOLERANCE = 0.05
+# Relative distance to the guard's threshold within which a bfloat16 ood_score is recomputed
+# in float32: over 3x the largest relative change bfloat16 made to a score (0.029).
+GUARD_RECHECK_BAND = 0.10
 # Keras dtype policy per resolved precision.
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
@@ -62,3 +74,17 @@ def with_precision(model, precision: str):
     copy = keras.models.clone_model(model, clone_function=rebuild)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def recheck_near_threshold(guard, float32_model, x: np.ndarray, scores: np.ndarray,
+                           accepted: np.ndarray, batch_size: int = 256):
+    """``(scores, accepted)`` with the images whose bfloat16 ``scores`` lie within
+    :data:`GUARD_RECHECK_BAND` of ``guard.threshold`` scored again by ``float32_model`` (the
+    classifier or its two-headed model in float32): the guard accepts them as in float32."""
+    near = np.abs(scores - guard.threshold) <= GUARD_RECHECK_BAND * abs(guard.threshold)
+    if not near.any():
+        return scores, accepted
+    exact = score_images(guard, float32_model, x[near], batch_size)
+    scores, accepted = scores.copy(), accepted.copy()
+    scores[near], accepted[near] = exact.ood_score, exact.in_distribution
+    return scores, accepted

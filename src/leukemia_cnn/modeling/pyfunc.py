@@ -39,7 +39,11 @@ from leukemia_cnn.data.imaging import load_model_input, open_image
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling.calibration import apply_temperature
 from leukemia_cnn.modeling.guard import embedding_model, load_guard, score_images
-from leukemia_cnn.modeling.precision import resolve_inference_precision, with_precision
+from leukemia_cnn.modeling.precision import (
+    recheck_near_threshold,
+    resolve_inference_precision,
+    with_precision,
+)
 
 IMAGE_COLUMN = "image"
 HEATMAP_PARAM = "heatmap"
@@ -128,8 +132,12 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         attribute ``precision`` says which."""
         self.model = with_precision(self.saved_model, precision)
         self.precision = precision
+        self.float32_two_headed = None
         if getattr(self, "guard", None) is not None:
             self.two_headed = embedding_model(self.model)
+            if precision != "float32":  # the guard's scores near its threshold, as fitted
+                self.float32_two_headed = embedding_model(
+                    with_precision(self.saved_model, "float32"))
 
     def load_guard(self, path: str | None) -> None:
         """The guard logged with the model, or none (a model logged before the guard)."""
@@ -170,6 +178,9 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
             result = score_images(self.guard, self.two_headed, x, batch_size)
             probabilities, scores, accepted = (result.probabilities, result.ood_score,
                                                result.in_distribution)
+            if getattr(self, "float32_two_headed", None) is not None:
+                scores, accepted = recheck_near_threshold(self.guard, self.float32_two_headed,
+                                                          x, scores, accepted, batch_size)
         else:
             probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
                 x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
