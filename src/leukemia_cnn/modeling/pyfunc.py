@@ -22,6 +22,10 @@ arrays (n, H, W, C) in [0, 1] go through
 ``mlflow.pyfunc.load_model(uri).unwrap_python_model().predict_arrays(x)``: the logged
 signature (one binary ``image`` column) makes ``PyFuncModel.predict`` refuse arrays before
 this class sees them.
+
+The CNN computes in ``train.inference_precision`` (recorded in ``preprocessing.json``;
+``auto``: bfloat16 on a CPU with bfloat16 units; the wrapper's ``precision`` attribute says
+which): :mod:`leukemia_cnn.modeling.precision`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling.calibration import apply_temperature
 from leukemia_cnn.modeling.guard import embedding_model, load_guard, score_images
 from leukemia_cnn.modeling.precision import (
+    model_precision,
     recheck_near_threshold,
     resolve_inference_precision,
     with_precision,
@@ -135,9 +140,10 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.float32_two_headed = None
         if getattr(self, "guard", None) is not None:
             self.two_headed = embedding_model(self.model)
-            if precision != "float32":  # the guard's scores near its threshold, as fitted
-                self.float32_two_headed = embedding_model(
-                    with_precision(self.saved_model, "float32"))
+            # re-score near the threshold in the precision the guard was fitted in (a model
+            # trained in mixed bfloat16 fitted its guard in bfloat16: nothing to re-check)
+            if precision != model_precision(self.saved_model):
+                self.float32_two_headed = embedding_model(self.saved_model)
 
     def load_guard(self, path: str | None) -> None:
         """The guard logged with the model, or none (a model logged before the guard)."""
