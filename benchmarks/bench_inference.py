@@ -7,9 +7,10 @@ On the preprocessed arrays of every split (the preprocess stage's output):
   Its signature is one binary ``image`` column, so ``PyFuncModel.predict`` refuses an array
   (MLflow's schema enforcement; shown below). The array path of the loaded model is
   ``unwrap_python_model().predict_arrays(x)`` (batch 256), which is what is timed;
-- Keras flavour via MLflow: the same ``cnn.keras`` logged once with ``mlflow.keras.log_model``
-  (tensor signature) and loaded with ``mlflow.pyfunc.load_model`` (``predict(x)``, schema
-  enforced; Keras's default batch 32) and with ``mlflow.keras.load_model``.
+- the registered pyfunc in each inference precision (``train.inference_precision``):
+  ``set_precision("float32")`` and ``set_precision("bfloat16")`` on copies of the loaded
+  wrapper, beside bare float32 ``predict``; plus, on the test split, how far the bfloat16
+  probabilities are from float32's (max absolute difference, class and guard agreement).
 
 From bytes and files (every JPEG of the dataset):
 
@@ -19,14 +20,14 @@ From bytes and files (every JPEG of the dataset):
   ``predict_arrays``; one decoding thread (baseline) vs one per core.
 
 Each path gets an untimed warm-up call (graph tracing); timed runs alternate between paths.
-Targets (2 cores): registered pyfunc / bare throughput >= 0.9 and >= 1,000 images/s on
-arrays; >= 400 images/s from JPEG files end to end.
+Targets (2 cores): registered pyfunc (in the precision ``auto`` picks here) / bare throughput
+>= 0.9 and >= 1,000 images/s on arrays; bfloat16 probabilities within
+``precision.PROBABILITY_TOLERANCE`` of float32; >= 400 images/s from JPEG files end to end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import copy
 import json
 import time
 
@@ -41,10 +42,32 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def quiet(fn, *args):
-    """Call ``fn`` without its Keras progress bar (the Keras flavour's pyfunc shows one)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fn(*args)
+def precision_agreement(bench, in_precision: dict, x) -> float:
+    """Print how the bfloat16 answers on ``x`` differ from float32's (with and without the
+    float32 re-check of scores near the guard's threshold); return max |dp|."""
+    import numpy as np
+
+    from leukemia_cnn.modeling.precision import GUARD_RECHECK_BAND
+
+    full, half = (in_precision[name].predict_arrays(x) for name in ("float32", "bfloat16"))
+    unchecked = copy.copy(in_precision["bfloat16"])
+    unchecked.float32_two_headed = None
+    raw = unchecked.predict_arrays(x)
+    columns = [c for c in full.columns if c.startswith("p_")]
+    worst = float(np.abs(full[columns].to_numpy() - half[columns].to_numpy()).max())
+    threshold = unchecked.guard.threshold
+    moved = np.abs(full["ood_score"] - raw["ood_score"]).max() / threshold
+    rechecked = np.mean(np.abs(raw["ood_score"] - threshold) <= GUARD_RECHECK_BAND * threshold)
+    bench.say(f"bfloat16 vs float32 on the test split ({len(x):,} images): max |dp| "
+              f"{worst:.4f}, class agreement "
+              f"{(full['predicted_class'] == half['predicted_class']).mean():.3f}, guard "
+              "acceptance agreement "
+              f"{(full['in_distribution'] == half['in_distribution']).mean():.3f} "
+              "(without the float32 re-check near the threshold: "
+              f"{(full['in_distribution'] == raw['in_distribution']).mean():.3f}; max "
+              f"|d ood_score| / threshold {moved:.4f}); re-checked in float32: "
+              f"{rechecked:.1%} of the images")
+    return worst
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         import keras
         import mlflow
         import pandas as pd
-        from mlflow.models import infer_signature
 
         from leukemia_cnn.data.preprocess import load_images, n_workers
 
@@ -92,31 +114,33 @@ def main(argv: list[str] | None = None) -> int:
                       f"(signature: {pyfunc.metadata.get_input_schema()}): "
                       f"{str(exc).splitlines()[0][:90]}...")
 
-        mlflow.set_experiment("benchmark-inference")
-        with mlflow.start_run(run_name="keras-flavour-copy-of-registered-model"):
-            sample = x[:4]
-            info = mlflow.keras.log_model(bare, name="keras_model",
-                                          signature=infer_signature(sample, bare.predict(
-                                              sample, verbose=0)))
-        keras_pyfunc = mlflow.pyfunc.load_model(info.model_uri)
-        keras_flavour = mlflow.keras.load_model(info.model_uri)
+        from leukemia_cnn.modeling.precision import PROBABILITY_TOLERANCE, with_precision
 
+        bare_half = with_precision(bare, "bfloat16")
+
+        served = f"registered pyfunc, {inner.precision}"  # what auto picks on this CPU
+        bench.say(f"train.inference_precision auto computes in {inner.precision} on this CPU")
+        in_precision = {}
+        for precision in ("float32", "bfloat16"):
+            in_precision[precision] = copy.copy(inner)
+            in_precision[precision].set_precision(precision)
         array_paths = {
             "bare keras model.predict": lambda: bare.predict(x, batch_size=BATCH, verbose=0),
             # What predict_arrays runs inside: the same forward pass without predict's set-up.
             "bare keras predict_on_batch (chunks)": lambda: [
                 bare.predict_on_batch(x[i:i + BATCH]) for i in range(0, n, BATCH)],
-            "registered pyfunc (predict_arrays)": lambda: inner.predict_arrays(x, BATCH),
-            "keras flavour, pyfunc.predict": lambda: quiet(keras_pyfunc.predict, x),
-            "keras flavour, mlflow.keras.load_model": lambda: keras_flavour.predict(
+            "bare keras model.predict, bfloat16 copy": lambda: bare_half.predict(
                 x, batch_size=BATCH, verbose=0),
+            "registered pyfunc, float32": lambda: in_precision["float32"].predict_arrays(x, BATCH),
+            "registered pyfunc, bfloat16": lambda: in_precision["bfloat16"].predict_arrays(
+                x, BATCH),
         }
         # Warm-up (untimed): trace each predict function once.
         bare.predict(x[:BATCH], batch_size=BATCH, verbose=0)
         bare.predict_on_batch(x[:BATCH])
-        inner.predict_arrays(x[:BATCH], BATCH)
-        quiet(keras_pyfunc.predict, x[:BATCH])
-        keras_flavour.predict(x[:BATCH], batch_size=BATCH, verbose=0)
+        bare_half.predict(x[:BATCH], batch_size=BATCH, verbose=0)
+        for wrapper in in_precision.values():
+            wrapper.predict_arrays(x[:BATCH], BATCH)
         pyfunc.predict(encoded.iloc[:8])
 
         rates: dict[str, list[float]] = {name: [] for name in array_paths}
@@ -158,21 +182,29 @@ def main(argv: list[str] | None = None) -> int:
                       f"{e2e_rate[threads]:.0f} images/s (decode+resize {decode:.2f} s = "
                       f"{len(files) / decode:.0f} images/s, predict {predict:.2f} s)")
         on_batch = rate["bare keras predict_on_batch (chunks)"]
+        registered_rate = rate[served]
         bench.say(f"registered pyfunc / bare predict_on_batch (the same calls without MLflow): "
-                  f"{rate['registered pyfunc (predict_arrays)'] / on_batch:.3f}")
+                  f"{registered_rate / on_batch:.3f}")
         bench.say(f"baselines in this run: bare Keras predict on the same arrays; one decoding "
                   f"thread for files (speed-up with {workers}: "
                   f"{e2e_rate[workers] / e2e_rate[1]:.2f}x)")
-        registered_rate = rate["registered pyfunc (predict_arrays)"]
+        registered_rate = rate[served]
         bare_rate = rate["bare keras model.predict"]
         for key, value in (("bare", bare_rate), ("registered_pyfunc", registered_rate),
-                           ("keras_flavour_pyfunc", rate["keras flavour, pyfunc.predict"]),
+                           ("pyfunc_float32", rate["registered pyfunc, float32"]),
+                           ("pyfunc_bfloat16", rate["registered pyfunc, bfloat16"]),
                            ("pyfunc_bytes", bytes_rate), ("end_to_end", e2e_rate[workers])):
             bench.figure(f"{key}_images_per_second", value)
         bench.check("registered pyfunc / bare keras throughput (arrays)",
                     registered_rate / bare_rate, ">=", 0.9, fmt="{:.3f}")
-        bench.check("keras-flavour pyfunc.predict / bare keras throughput (arrays)",
-                    rate["keras flavour, pyfunc.predict"] / bare_rate, ">=", 0.9, fmt="{:.3f}")
+        half_ratio = (rate["registered pyfunc, bfloat16"]
+                      / rate["bare keras model.predict, bfloat16 copy"])
+        bench.say("registered pyfunc bfloat16 / bare bfloat16 copy (the pyfunc also runs the "
+                  f"guard and its float32 re-check): {half_ratio:.3f}")
+        x_test, _ = ws.preprocessed(("test",))
+        bench.check("bfloat16 vs float32 max |probability difference| (test split)",
+                    precision_agreement(bench, in_precision, x_test), "<=", PROBABILITY_TOLERANCE,
+                    fmt="{:.4f}")
         bench.check("registered pyfunc throughput on preprocessed arrays", registered_rate,
                     ">=", 1000, "images/s", fmt="{:.0f}")
         bench.check(f"JPEG files end to end, {workers} threads", e2e_rate[workers], ">=", 400,

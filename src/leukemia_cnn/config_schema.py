@@ -266,6 +266,10 @@ class TrainConfig(Knobs):
     augment_dihedral: bool = setting(False, late=True)
     mixed_precision: Literal["off", "bfloat16", "auto"] = setting("off", late=True, allowed=(
         "off, bfloat16, or auto (bfloat16 only on a CPU with AVX512-BF16 or AMX units)"))
+    # The served model's compute precision (modeling/precision.py), resolved where it is loaded.
+    inference_precision: Literal["auto", "float32", "bfloat16"] = setting(
+        "auto", late=True, allowed=("auto (bfloat16 only on a CPU with AVX512-BF16 or AMX "
+                                    "units), float32 or bfloat16"))
     distribute: Literal["mirrored"] | None = setting(None, late=True, allowed=(
         "null (one device) or mirrored (tf.distribute.MirroredStrategy over all GPUs)"))
     calibration: Literal[CALIBRATION_MODES] = setting("auto", late=True)

@@ -27,8 +27,7 @@ def register_tiny_model(root: Path) -> None:
     model = build_model((32, 32, 1), 4, filters=[4], kernel_sizes=[3], dense_units=8)
     with tempfile.TemporaryDirectory() as work, mlflow.start_run():
         keras.saving.save_model(model, Path(work) / "model.keras")
-        info = log_model(Path(work) / "model.keras", list(cfg.data.classes), 32, "grayscale",
-                         Path(work))
+        info = log_model(Path(work) / "model.keras", list(cfg.data.classes), 32, "grayscale")
     name = str(cfg.mlflow.registered_model_name)
     version = mlflow.register_model(info.model_uri, name).version
     mlflow.MlflowClient().set_registered_model_alias(name, str(cfg.mlflow.champion_alias),

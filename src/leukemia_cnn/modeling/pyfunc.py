@@ -22,6 +22,10 @@ arrays (n, H, W, C) in [0, 1] go through
 ``mlflow.pyfunc.load_model(uri).unwrap_python_model().predict_arrays(x)``: the logged
 signature (one binary ``image`` column) makes ``PyFuncModel.predict`` refuse arrays before
 this class sees them.
+
+The CNN computes in ``train.inference_precision`` (recorded in ``preprocessing.json``;
+``auto``: bfloat16 on a CPU with bfloat16 units; the wrapper's ``precision`` attribute says
+which): :mod:`leukemia_cnn.modeling.precision`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ from leukemia_cnn.modeling.payload import (
     refuse_if_none_decoded,
     with_row_errors,
 )
+from leukemia_cnn.modeling.precision import (
+    model_precision,
+    recheck_near_threshold,
+    resolve_inference_precision,
+    with_precision,
+)
 
 IMAGE_COLUMN = "image"
 HEATMAP_PARAM = "heatmap"
@@ -53,6 +63,8 @@ ERROR_COLUMN = "error"  # why a row of a request was not classified (None when i
 # The guard's answer beside the class (the drift command and clients rely on these names).
 IN_DISTRIBUTION_COLUMN = "in_distribution"
 OOD_SCORE_COLUMN = "ood_score"
+# The knob ``train.inference_precision`` as recorded in the model's preprocessing.json.
+PRECISION_KEY = "inference_precision"
 
 
 def signature(classes: list[str]):
@@ -136,6 +148,26 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.model_name, self.model_version = registry_identity(
             Path(context.artifacts["keras_model"]))
         self.load_guard(context.artifacts.get("guard"))
+        self.load_precision(meta)
+
+    def load_precision(self, meta: dict) -> None:
+        """Compute in the precision the model was logged with (``inference_precision``,
+        resolved on this machine; a model logged without it: ``auto``)."""
+        self.saved_model = self.model
+        self.set_precision(resolve_inference_precision(meta.get(PRECISION_KEY, "auto")))
+
+    def set_precision(self, precision: str) -> None:
+        """Run the CNN (and the guard's forward pass) in ``float32`` or ``bfloat16``; the
+        attribute ``precision`` says which."""
+        self.model = with_precision(self.saved_model, precision)
+        self.precision = precision
+        self.float32_two_headed = None
+        if getattr(self, "guard", None) is not None:
+            self.two_headed = embedding_model(self.model)
+            # re-score near the threshold in the precision the guard was fitted in (a model
+            # trained in mixed bfloat16 fitted its guard in bfloat16: nothing to re-check)
+            if precision != model_precision(self.saved_model):
+                self.float32_two_headed = embedding_model(self.saved_model)
 
     def load_guard(self, path: str | None) -> None:
         """The guard logged with the model, or none (a model logged before the guard)."""
@@ -171,6 +203,9 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
             result = score_images(self.guard, self.two_headed, x, batch_size)
             probabilities, scores, accepted = (result.probabilities, result.ood_score,
                                                result.in_distribution)
+            if getattr(self, "float32_two_headed", None) is not None:
+                scores, accepted = recheck_near_threshold(self.guard, self.float32_two_headed,
+                                                          x, scores, accepted, batch_size)
         else:
             probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
                 x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
@@ -269,17 +304,16 @@ def input_example(image: np.ndarray) -> pd.DataFrame:
 
 
 def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode: str,
-              workdir: Path | None = None, temperature: float = 1.0, *,
-              name: str = "leukemia-cnn", example=None, params: dict | None = None,
-              guard_path: Path | None = None):
+              temperature: float = 1.0, *, name: str = "leukemia-cnn", example=None,
+              params: dict | None = None, guard_path: Path | None = None,
+              inference_precision: str = "auto"):
     """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``.
 
     ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves.
-    ``workdir`` is a scratch folder for artifact files (the base model needs none: kept so
-    callers that pass one keep working). The preprocessing goes in as the ``model_config``
-    (MLmodel shows it; no temporary path); ``example`` (an image array in [0, 1]) becomes the
-    input example, ``params`` the logged model's params; ``guard_path`` (a ``guard.npz``)
-    is the out-of-distribution guard it applies.
+    The preprocessing goes in as the ``model_config`` (MLmodel shows it; no temporary path);
+    ``example`` (an image array in [0, 1]) becomes the input example, ``params`` the logged
+    model's params; ``guard_path`` (a ``guard.npz``) is the out-of-distribution guard it
+    applies; ``inference_precision`` (``train.inference_precision``) the precision it computes in.
     """
     package_dir = Path(__file__).resolve().parents[1]  # the whole leukemia_cnn package
     return mlflow.pyfunc.log_model(
@@ -291,7 +325,8 @@ def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode:
         # `preprocessing/classes`, ... and sort after the stage's own params
         model_config={"preprocessing": {"classes": list(classes), "image_size": int(image_size),
                                         "color_mode": str(color_mode),
-                                        "temperature": float(temperature)}},
+                                        "temperature": float(temperature),
+                                        PRECISION_KEY: str(inference_precision)}},
         signature=signature(classes),
         input_example=None if example is None else input_example(example),
         code_paths=[str(package_dir)],

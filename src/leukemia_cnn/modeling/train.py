@@ -289,10 +289,11 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
         log_artifact(plot_curves(history, tmp_dir / "curves.png", label or "training curves"))
         log_artifact(reports_dir / "train_history.csv")
         info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
-                         str(cfg.preprocess.color_mode), tmp_dir,
+                         str(cfg.preprocess.color_mode),
                          temperature=calibration["temperature"],
                          name=str(cfg.mlflow.registered_model_name), example=x_val[0],
-                         params=model_params(cfg), guard_path=guard_path)
+                         params=model_params(cfg), guard_path=guard_path,
+                         inference_precision=str(knob(cfg, "train.inference_precision")))
     return summary, info, model
 
 

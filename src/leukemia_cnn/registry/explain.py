@@ -105,6 +105,7 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
     setup_mlflow(cfg, root)
     with tempfile.TemporaryDirectory(prefix="leukemia-cnn-model-") as copy:
         wrapper = load_explainer(uri, copy)
+        print(f"explain: computing in {getattr(wrapper, 'precision', 'float32')}", file=sys.stderr)
         results = wrapper.explain(decoded)
         verdicts = trust(wrapper, decoded)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,12 @@ def read_images(paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame({IMAGE_COLUMN: rows})
 
 
+def served_precision(model) -> str:
+    """``float32`` or ``bfloat16``: what a loaded pyfunc model computes in
+    (``train.inference_precision`` resolved on this machine; float32 for other models)."""
+    return str(getattr(model.unwrap_python_model(), "precision", "float32"))
+
+
 def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
     """Load ``model_uri`` with MLflow and classify ``paths``; one row per file, in order.
 
@@ -93,6 +99,7 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
             model = mlflow.pyfunc.load_model(model_uri, dst_path=copy)
         except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, file system: one line for all
             raise model_load_error(model_uri, exc) from exc
+        print(f"predict: computing in {served_precision(model)}", file=sys.stderr)
         classified = model.predict(images)
     classified.insert(0, "path", readable)
     rows = pd.DataFrame({"path": paths})

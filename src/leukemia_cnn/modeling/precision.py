@@ -1,0 +1,106 @@
+"""Inference precision: run a saved float32 CNN in bfloat16 where the CPU has bfloat16 units.
+
+``train.inference_precision`` (``auto``, ``float32`` or ``bfloat16``) is recorded with the
+logged model; the pyfunc model resolves it when it is loaded, on the machine that serves it:
+``auto`` is ``bfloat16`` only where :func:`leukemia_cnn.modeling.model.cpu_has_bfloat16` finds
+AVX512-BF16 or AMX units (elsewhere TensorFlow emulates bfloat16 and is slower than float32).
+
+The out-of-distribution guard was fitted and thresholded on float32 embeddings. In bfloat16 an
+image's ``ood_score`` still moves (measured on the built-in synthetic set: by up to 3% of the
+threshold on the test split, 6.5% on photos far above it; benchmarks/RESULTS.md), so an image
+whose bfloat16 score lies within :data:`GUARD_RECHECK_BAND` of the threshold is scored again in
+float32 (:func:`recheck_near_threshold`): its acceptance is then float32's, at the cost of a
+second forward pass for those images only.
+
+The model is rebuilt from its config and trained weights with the Keras dtype policy
+``mixed_bfloat16`` (weights stay float32, the layer computes in bfloat16) for its conv blocks;
+the dense head, which costs little, keeps float32, so neither the probabilities nor the guard's
+embedding are rounded to bfloat16's three significant digits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.modeling.guard import score_images
+from leukemia_cnn.modeling.model import cpu_has_bfloat16
+
+INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
+# Largest |p_bfloat16 - p_float32| accepted for any class probability of any image. Measured on
+# the built-in synthetic set's test split (benchmarks/RESULTS.md): 0.017 with a tiny model
+# (32x32, 30 epochs; class agreement 0.983, one near tie), 0.0003 with the paper's network.
+PROBABILITY_TOLERANCE = 0.05
+# Distance to the guard's threshold, as a fraction of it, within which a bfloat16 ood_score is
+# recomputed in float32: over twice the largest change bfloat16 made to a score (0.065).
+GUARD_RECHECK_BAND = 0.15
+# Keras dtype policy per resolved precision.
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def resolve_inference_precision(setting: str, cpuinfo: str | None = None) -> str:
+    """``float32`` or ``bfloat16``: what ``train.inference_precision`` means on this machine."""
+    if setting not in INFERENCE_PRECISIONS:
+        raise ConfigError(f"train.inference_precision is {setting!r}; use one of "
+                          f"{', '.join(INFERENCE_PRECISIONS)}")
+    if setting == "auto":
+        return "bfloat16" if cpu_has_bfloat16(cpuinfo) else "float32"
+    return setting
+
+
+def model_precision(model) -> str:
+    """``bfloat16`` when the model's first layer computes in bfloat16, else ``float32``."""
+    first = model.layers[0]
+    return "bfloat16" if str(first.dtype_policy.compute_dtype) == "bfloat16" else "float32"
+
+
+def head_layers(model) -> list:
+    """The layers from the flattening (or global pooling) on: the dense head, which
+    :func:`with_precision` keeps in float32."""
+    import keras
+
+    heads = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D, keras.layers.Dense)
+    start = next((i for i, layer in enumerate(model.layers) if isinstance(layer, heads)),
+                 len(model.layers) - 1)
+    return model.layers[start:]
+
+
+def with_precision(model, precision: str):
+    """``model`` computing in ``precision`` (``float32`` or ``bfloat16``), same weights.
+
+    Returns ``model`` itself when it already computes so; otherwise a copy rebuilt layer by
+    layer with that dtype policy for the conv blocks, where the time goes; the dense head
+    (:func:`head_layers`) stays float32: the guard's embedding is the penultimate dense layer's
+    output, and rounding it to bfloat16 moved ood_scores by up to 11% of the threshold
+    (3% with the head in float32; benchmarks/RESULTS.md).
+    """
+    import keras
+
+    if precision not in POLICIES:
+        raise ConfigError(f"inference precision {precision!r}; use float32 or bfloat16")
+    if model_precision(model) == precision:
+        return model
+    head = head_layers(model)
+
+    def rebuild(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32" if layer in head else POLICIES[precision]
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=rebuild)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def recheck_near_threshold(guard, float32_model, x: np.ndarray, scores: np.ndarray,
+                           accepted: np.ndarray, batch_size: int = 256):
+    """``(scores, accepted)`` with the images whose bfloat16 ``scores`` lie within
+    :data:`GUARD_RECHECK_BAND` of ``guard.threshold`` scored again by ``float32_model`` (the
+    classifier or its two-headed model in float32): the guard accepts them as in float32."""
+    near = np.abs(scores - guard.threshold) <= GUARD_RECHECK_BAND * abs(guard.threshold)
+    if not near.any():
+        return scores, accepted
+    exact = score_images(guard, float32_model, x[near], batch_size)
+    scores, accepted = scores.copy(), accepted.copy()
+    scores[near], accepted[near] = exact.ood_score, exact.in_distribution
+    return scores, accepted
