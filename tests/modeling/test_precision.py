@@ -152,6 +152,9 @@ def test_log_model_records_the_knob_and_the_loaded_model_obeys_it(trained, mlflo
 
     from leukemia_cnn.modeling.pyfunc import log_model
 
+    # its own experiment in the fresh store (MLflow remembers the last test's experiment id)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "precision", artifact_location=(tmp_path / "mlruns").as_uri()))
     with mlflow.start_run():
         info = log_model(trained.folder / "model.keras", CLASSES, SIZE, "grayscale",
                          inference_precision="float32")

@@ -11,7 +11,7 @@ and ``model_name`` /
 loaded by run or path rather than through ``models:/NAME@ALIAS`` or ``models:/NAME/N``), so a
 client of a served alias can tell which model answered. The probabilities are
 temperature-scaled when the train stage found that calibration helps (``train.calibration``;
-the temperature is in the model's ``preprocessing.json``): ``softmax(log p / T)``, same argmax.
+the temperature is in the model's preprocessing config): ``softmax(log p / T)``, same argmax.
 
 With the param ``heatmap`` true (``model.predict(df, params={"heatmap": True})``, or
 ``"params": {"heatmap": true}`` beside ``dataframe_split`` in a request to the server) each
@@ -23,7 +23,7 @@ arrays (n, H, W, C) in [0, 1] go through
 signature (one binary ``image`` column) makes ``PyFuncModel.predict`` refuse arrays before
 this class sees them.
 
-The CNN computes in ``train.inference_precision`` (recorded in ``preprocessing.json``;
+The CNN computes in ``train.inference_precision`` (recorded in its preprocessing config;
 ``auto``: bfloat16 on a CPU with bfloat16 units; the wrapper's ``precision`` attribute says
 which): :mod:`leukemia_cnn.modeling.precision`.
 """
@@ -63,7 +63,7 @@ ERROR_COLUMN = "error"  # why a row of a request was not classified (None when i
 # The guard's answer beside the class (the drift command and clients rely on these names).
 IN_DISTRIBUTION_COLUMN = "in_distribution"
 OOD_SCORE_COLUMN = "ood_score"
-# The knob ``train.inference_precision`` as recorded in the model's preprocessing.json.
+# The knob ``train.inference_precision`` as recorded in the model's preprocessing config (MLmodel).
 PRECISION_KEY = "inference_precision"
 
 
