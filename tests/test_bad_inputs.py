@@ -32,7 +32,7 @@ from helpers.datasets import (
 )
 from leukemia_cnn.config import compose
 from leukemia_cnn.data import ingest
-from leukemia_cnn.data.synthetic import RAW_OUTPUT
+from leukemia_cnn.data.rawtree import RAW_OUTPUT
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import mark_output
 from leukemia_cnn.quality import validate_raw

@@ -26,7 +26,7 @@ from helpers.datasets import (
 )
 from leukemia_cnn import cli
 from leukemia_cnn.config import compose, write_params
-from leukemia_cnn.data import ingest
+from leukemia_cnn.data import ingest, kaggle_api, sources
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import OUTPUT_RECORD, mark_output
 from leukemia_cnn.quality.validate_raw import check_staged
@@ -198,9 +198,9 @@ def test_bounds_refuse_the_source_and_leave_data_raw(tmp_path, previous, overrid
 def test_lying_archive_sizes_are_caught_while_copying(cfg, tmp_path, previous, monkeypatch):
     raw, before = previous
     archive = kaggle_zip(tmp_path / "dl" / "leukemia.zip")
-    real_entries = ingest.ZipSource.entries
-    monkeypatch.setattr(ingest.ZipSource, "entries",  # headers claiming 1 byte per file
-                        lambda self: [ingest.Entry(e.name, 1) for e in real_entries(self)])
+    real_entries = sources.ZipSource.entries
+    monkeypatch.setattr(sources.ZipSource, "entries",  # headers claiming 1 byte per file
+                        lambda self: [sources.Entry(e.name, 1) for e in real_entries(self)])
     bounded = compose(["data=kaggle", "validation.max_total_bytes=20000"], root=REPO_ROOT)
 
     with pytest.raises(DataError, match="decompresses to more than"):
@@ -279,14 +279,14 @@ def test_kaggle_api_without_package_or_credentials_says_how_to_get_the_zip(cfg, 
                  "XDG_CONFIG_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(ingest.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(kaggle_api.importlib.util, "find_spec", lambda name: None)
 
     with pytest.raises(LeukemiaCNNError, match="`kaggle` package") as info:
         ingest.run(cfg, tmp_path, source="kaggle", dvc_add=False)
     assert "https://www.kaggle.com/datasets/mehradaria/leukemia" in str(info.value)
     assert "--source" in str(info.value)
 
-    monkeypatch.setattr(ingest.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(kaggle_api.importlib.util, "find_spec", lambda name: object())
     with pytest.raises(LeukemiaCNNError, match="no Kaggle API credentials") as info:
         ingest.run(cfg, tmp_path, source="kaggle", dvc_add=False)
     assert "--source" in str(info.value)

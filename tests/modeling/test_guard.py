@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from helpers import REPO_ROOT, TINY_OVERRIDES
 from leukemia_cnn.data.imaging import to_model_input
-from leukemia_cnn.data.synthetic import generate_image, image_rng
+from leukemia_cnn.data.smear import generate_image, image_rng
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling import guard as guard_module
 from leukemia_cnn.study import shifts

@@ -13,7 +13,7 @@ from PIL import Image
 from helpers import REPO_ROOT
 from leukemia_cnn.config import compose
 from leukemia_cnn.errors import ConfigError, DataError
-from leukemia_cnn.quality import validate_raw
+from leukemia_cnn.quality import raw_manifest, validate_raw
 
 CLASSES = ["Benign", "Early", "Pre", "Pro"]
 PER_CLASS = 5  # the default validation.min_images_per_class
@@ -58,7 +58,7 @@ def test_good_set_passes_and_writes_manifest_and_reports(cfg, tmp_path):
     assert summary["n_images"] == 4 * PER_CLASS
     assert summary["counts_per_class"] == dict.fromkeys(CLASSES, PER_CLASS)
     manifest = pd.read_csv(tmp_path / cfg.paths.manifest, keep_default_na=False)
-    assert list(manifest.columns) == list(validate_raw.MANIFEST_COLUMNS)
+    assert list(manifest.columns) == list(raw_manifest.MANIFEST_COLUMNS)
     assert manifest["path"].tolist() == sorted(manifest["path"])
     first = manifest.iloc[0]
     assert first["path"] == "Benign/WBC-Benign-000.jpg"
@@ -195,9 +195,9 @@ def test_build_manifest_rows_are_sorted_and_describe_each_file(tmp_path):
     save_image(raw / "benign" / "sub" / "gray.png", mode="L", fmt="PNG")
     (raw / "Pre" / "bad.jpeg").write_text("oops")
 
-    manifest = validate_raw.build_manifest(raw, CLASSES, progress=False)
+    manifest = raw_manifest.build_manifest(raw, CLASSES, progress=False)
 
-    assert list(manifest.columns) == list(validate_raw.MANIFEST_COLUMNS)
+    assert list(manifest.columns) == list(raw_manifest.MANIFEST_COLUMNS)
     assert manifest["path"].tolist() == sorted(manifest["path"])
     rows = manifest.set_index("path")
     # folders match the configured class case-insensitively, searched recursively
@@ -207,12 +207,12 @@ def test_build_manifest_rows_are_sorted_and_describe_each_file(tmp_path):
     assert "not a decodable image" in rows.loc["Pre/bad.jpeg", "error"]
     assert str(raw) not in rows.loc["Pre/bad.jpeg", "error"]
     assert manifest.attrs["skipped"] == []
-    again = validate_raw.build_manifest(raw, CLASSES, progress=False)
+    again = raw_manifest.build_manifest(raw, CLASSES, progress=False)
     pd.testing.assert_frame_equal(manifest, again)
 
 
 def test_invalid_rules_raise_config_error_naming_the_key(cfg, tmp_path):
-    manifest = validate_raw.build_manifest(make_raw(tmp_path, per_class=1), CLASSES, progress=False)
+    manifest = raw_manifest.build_manifest(make_raw(tmp_path, per_class=1), CLASSES, progress=False)
     rules = {**dict(cfg.validation), "min_width": 500, "max_width": 100}
     with pytest.raises(ConfigError, match="validation.min_width"):
         validate_raw.validate(manifest, CLASSES, rules)
@@ -256,12 +256,12 @@ def test_empty_files_are_not_counted_as_duplicates_or_conflicts(cfg, tmp_path):
     raw = make_raw(tmp_path)
     for cls in ("Benign", "Pre"):
         (raw / cls / "empty.jpg").write_bytes(b"")
-    manifest = validate_raw.build_manifest(raw, CLASSES, progress=False)
+    manifest = raw_manifest.build_manifest(raw, CLASSES, progress=False)
 
-    checked = validate_raw.with_content_columns(manifest)
+    checked = raw_manifest.with_content_columns(manifest)
 
-    assert (checked[validate_raw.DUPLICATE_OF] == "").all()
-    assert (checked[validate_raw.LABEL_CONFLICT] == "").all()
+    assert (checked[raw_manifest.DUPLICATE_OF] == "").all()
+    assert (checked[raw_manifest.LABEL_CONFLICT] == "").all()
 
 
 def test_class_share_outside_bounds_fails_naming_the_class(cfg, tmp_path):
@@ -312,7 +312,7 @@ def test_links_leaving_the_raw_folder_or_to_folders_fail_naming_them(cfg, tmp_pa
 
 
 def test_share_rules_are_checked(cfg, tmp_path):
-    manifest = validate_raw.build_manifest(make_raw(tmp_path, per_class=1), CLASSES, progress=False)
+    manifest = raw_manifest.build_manifest(make_raw(tmp_path, per_class=1), CLASSES, progress=False)
     for rules, key in (({"min_class_share": 0.5, "max_class_share": 0.4}, "validation.min_class_share"),
                        ({"max_class_share": 1.5}, "validation.max_class_share")):
         with pytest.raises(ConfigError, match=key):

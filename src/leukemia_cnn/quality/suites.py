@@ -87,9 +87,11 @@ def _outcome(gx_result, index_column: str) -> ExpectationOutcome:
     config = gx_result.expectation_config
     column = config.kwargs.get("column") or config.kwargs.get("column_A")
     result = gx_result.result or {}
+    severity = getattr(config, "severity", None)
     outcome = ExpectationOutcome(name=config.type, description=config.meta.get("description", ""),
                                  column=column, success=bool(gx_result.success),
-                                 kind=config.meta.get("kind", "file"))
+                                 kind=config.meta.get("kind", "file"),
+                                 severity=str(getattr(severity, "value", severity or "critical")))
     exception = gx_result.exception_info or {}
     if exception.get("raised_exception"):
         outcome.error = str(exception.get("exception_message") or "the check raised an exception")
@@ -112,7 +114,8 @@ def run_suite(frame: pd.DataFrame, build_suite: Callable[[], Any], name: str,
     """Validate ``frame`` with the suite ``build_suite()`` returns (GX, COMPLETE results).
 
     The suite is built once the ephemeral GX context exists (GX requires one). Offending rows
-    are named by their ``index_column`` value. Every failed check fails.
+    are named by their ``index_column`` value. Every failed check of severity ``critical``
+    (GX's default) fails.
     """
     # GX logs its own bookkeeping at INFO (hundreds of lines when a caller logs INFO).
     gx_logger = logging.getLogger("great_expectations")
@@ -132,8 +135,8 @@ def run_suite(frame: pd.DataFrame, build_suite: Callable[[], Any], name: str,
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]})
     outcomes = [_outcome(item, index_column) for item in gx_result.results]
     statistics = {key: plain(value) for key, value in dict(gx_result.statistics).items()}
-    return ValidationResult(success=all(o.success for o in outcomes), expectations=outcomes,
-                            statistics=statistics)
+    return ValidationResult(success=all(o.success or o.severity != "critical" for o in outcomes),
+                            expectations=outcomes, statistics=statistics)
 
 
 def merge(*results: ValidationResult) -> ValidationResult:

@@ -42,8 +42,8 @@ from leukemia_cnn.features.features import hog_features
 from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
 from leukemia_cnn.fileio import check_output, write_text
 from leukemia_cnn.modeling.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
+from leukemia_cnn.quality.raw_manifest import find_image_files
 from leukemia_cnn.quality.shift import ShiftTest, Verdict, shift_tests, verdict
-from leukemia_cnn.quality.validate_raw import find_image_files
 from leukemia_cnn.registry import driftreport
 
 # The columns the model's out-of-distribution guard adds to every answer.
