@@ -8,7 +8,8 @@ import yaml
 
 from leukemia_cnn.data.lineage import workspace_lineage
 from leukemia_cnn.registry import register, summary
-from leukemia_cnn.registry.register import Candidate, choose_champion
+from leukemia_cnn.registry.candidates import Candidate
+from leukemia_cnn.registry.champion import choose_champion, config_scores
 
 CLASSES = ["Benign", "Early", "Pre", "Pro"]
 
@@ -171,7 +172,7 @@ def test_choose_champion_by_configuration_mean_never_collapsed():
     ]
     assert choose_champion(found).version == "1"
     assert choose_champion(found, by="config").version == "3"
-    scores = register.config_scores(found)
+    scores = config_scores(found)
     assert [s.label for s in scores] == ["steady", "lucky", "collapsing"]
     assert scores[0].mean_val_accuracy == pytest.approx(0.845) and scores[0].n_runs == 2
     with pytest.raises(register.LeukemiaCNNError, match="allowed: run, config"):
