@@ -146,7 +146,8 @@ def test_orphaned_run_of_a_dead_process_is_closed_by_the_next_command(tmp_path, 
                                                                       make_cfg):
     import mlflow
 
-    from leukemia_cnn.tracking.store import PID_START_TAG, PID_TAG, process_tags, setup_mlflow
+    from leukemia_cnn.tracking.orphans import PID_START_TAG, PID_TAG, process_tags
+    from leukemia_cnn.tracking.store import setup_mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

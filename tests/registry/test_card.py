@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from leukemia_cnn import cli
 from leukemia_cnn.registry import register
-from leukemia_cnn.registry.card import CARD_ARTIFACT, DESCRIPTION_LIMIT, description_text, model_card
+from leukemia_cnn.registry.card import CARD_ARTIFACT, model_card
+from leukemia_cnn.registry.card_publish import DESCRIPTION_LIMIT, description_text
 
 
 @pytest.fixture

@@ -5,10 +5,13 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
-from leukemia_cnn.data.lineage import workspace_lineage
+from leukemia_cnn.data.lineage import DataLineage, workspace_lineage
 from leukemia_cnn.registry import register, summary
-from leukemia_cnn.registry.register import Candidate, choose_champion
+from leukemia_cnn.registry.candidates import Candidate
+from leukemia_cnn.registry.champion import choose_champion, config_scores, promotion_reason
 
 CLASSES = ["Benign", "Early", "Pre", "Pro"]
 
@@ -68,6 +71,19 @@ def test_choose_champion_by_validation_never_test():
              Candidate("3", "c", 0.95, 0.95, True), Candidate("4", "d", None, 0.9, False)]
     assert choose_champion(found).version == "2"
     assert choose_champion([Candidate("1", "a", 0.3, 0.3, True)]) is None
+
+
+@given(st.lists(st.sampled_from([0.5, 0.75, 0.9]), min_size=1, max_size=8))
+def test_ties_go_to_the_newest_version_for_the_alias_and_the_other_data_note(accuracies):
+    here = [Candidate(str(i + 1), f"r{i}", acc, None, False) for i, acc in enumerate(accuracies)]
+    best = max(accuracies)
+    newest_best = str(max(i + 1 for i, acc in enumerate(accuracies) if acc == best))
+    assert choose_champion(here).version == newest_best
+    # The same versions scored on other data: the reason names the same best version there.
+    there = [Candidate(c.version, c.run_id, c.val_accuracy, None, False,
+                       lineage=DataLineage("other", "v2", "t", "x", "val-b")) for c in here]
+    reason = promotion_reason(here, choose_champion(here), "run", there)
+    assert f"best there: version {newest_best}, val_accuracy {best:.4f}" in reason
 
 
 def test_register_and_promote_in_a_real_registry(make_cfg, mlflow_store, tmp_path, capsys):
@@ -171,7 +187,7 @@ def test_choose_champion_by_configuration_mean_never_collapsed():
     ]
     assert choose_champion(found).version == "1"
     assert choose_champion(found, by="config").version == "3"
-    scores = register.config_scores(found)
+    scores = config_scores(found)
     assert [s.label for s in scores] == ["steady", "lucky", "collapsing"]
     assert scores[0].mean_val_accuracy == pytest.approx(0.845) and scores[0].n_runs == 2
     with pytest.raises(register.LeukemiaCNNError, match="allowed: run, config"):

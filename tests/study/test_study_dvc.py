@@ -64,11 +64,12 @@ def test_dvc_queue_runs_a_tiny_sweep_into_the_report_and_promotion(pipeline):
     # The champion: the best run of the configuration with the best mean val accuracy among
     # every registered version (the queued four and the e2e pipeline's own), never collapsed.
     from leukemia_cnn.registry import register
+    from leukemia_cnn.registry.champion import config_scores
 
     mlflow.set_registry_uri(uri)
     found = register.candidates("leukemia-cnn")
     assert len(found) >= 5
-    best = next(score for score in register.config_scores(found) if score.n_eligible)
+    best = next(score for score in config_scores(found) if score.n_eligible)
     champion = mlflow.MlflowClient().get_model_version_by_alias("leukemia-cnn", "champion")
     chosen = next(c for c in found if c.version == str(champion.version))
     assert chosen.config_key == best.config_key and not chosen.collapsed

@@ -10,6 +10,7 @@ import pytest
 from helpers import REPO_ROOT, write_preprocessed
 from leukemia_cnn.config import compose
 from leukemia_cnn.registry import register
+from leukemia_cnn.registry.champion import config_scores
 from leukemia_cnn.study import report, sweep
 
 # A tiny network on 32x32 images trained for one epoch (800 train images: 13-25 steps, enough
@@ -88,7 +89,7 @@ def test_multirun_with_parallel_workers_report_and_promotion(project, capfd):
 
     # Promotion of the best configuration by mean val accuracy, then its best run.
     found = register.candidates("leukemia-cnn")
-    best = register.config_scores(found)[0]
+    best = config_scores(found)[0]
     assert best.n_eligible > 0, "every tiny run collapsed: nothing to promote"
     champion = register.promote(cfg, project, by="config")
     chosen = next(c for c in found if c.version == champion)

@@ -30,6 +30,7 @@ from leukemia_cnn.modeling.calibration import (
 )
 from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard
 from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics, print_guard_summary
+from leukemia_cnn.tracking.orphans import process_tags
 from leukemia_cnn.tracking.runs import (
     log_artifact,
     log_artifacts,
@@ -38,7 +39,7 @@ from leukemia_cnn.tracking.runs import (
     set_tags,
     start_run,
 )
-from leukemia_cnn.tracking.store import process_tags, setup_mlflow
+from leukemia_cnn.tracking.store import setup_mlflow
 
 # First in metrics.json, so that `dvc exp show` and `dvc metrics show` open on them.
 HEADLINE_METRICS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro", "collapsed",

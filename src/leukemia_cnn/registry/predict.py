@@ -172,7 +172,7 @@ def run(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = 
          reject_unfamiliar: bool = False) -> pd.DataFrame:
     """``leukemia-cnn predict``; returns the rows (column ``error`` marks skipped images,
     ``in_distribution`` false the images the guard flagged)."""
-    from leukemia_cnn.registry.register import model_provenance
+    from leukemia_cnn.registry.provenance import model_provenance
 
     target = check_prediction_output(output, root, images) if output else None
     model_uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri)
