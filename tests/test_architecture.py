@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from helpers import REPO_ROOT
-from leukemia_cnn.cli import STAGES
+from leukemia_cnn.cli.parser import STAGES
 
 PACKAGE = REPO_ROOT / "src" / "leukemia_cnn"
 # Lower ranks never import higher ones; packages of one rank do not import each other.

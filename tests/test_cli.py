@@ -3,13 +3,15 @@ import subprocess
 import sys
 
 from helpers import REPO_ROOT
-from leukemia_cnn import cli
+from leukemia_cnn.cli.main import main as cli_main
+from leukemia_cnn.cli.parser import STAGES, build_parser
+from leukemia_cnn.cli.status import EXIT_INTERNAL
 
 
 def test_help_lists_every_stage_and_command(capsys):
-    parser = cli.build_parser()
+    parser = build_parser()
     text = parser.format_help()
-    for name in (*cli.STAGES, "data", "promote", "predict", "params", "summary"):
+    for name in (*STAGES, "data", "promote", "predict", "params", "summary"):
         assert name in text
 
 
@@ -25,17 +27,17 @@ def test_user_error_exits_1_with_one_line_and_no_traceback(tmp_path):
 def test_params_check_detects_drift(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO_ROOT)
     out = tmp_path / "params.yaml"
-    assert cli.main(["params", "--output", str(out), "train.epochs=3"]) == 0
-    assert cli.main(["params", "--check", "--output", str(out), "train.epochs=3"]) == 0
-    assert cli.main(["params", "--check", "--output", str(out)]) == 1
+    assert cli_main(["params", "--output", str(out), "train.epochs=3"]) == 0
+    assert cli_main(["params", "--check", "--output", str(out), "train.epochs=3"]) == 0
+    assert cli_main(["params", "--check", "--output", str(out)]) == 1
     assert "differs" in capsys.readouterr().err
 
 
 def test_sweep_and_report_are_wired(capfd):
-    text = cli.build_parser().format_help()
+    text = build_parser().format_help()
     assert "sweep" in text and "report" in text and "--by config" in text
     # `leukemia-cnn sweep` hands its whole command line to Hydra.
-    assert cli.main(["sweep", "--help"]) == 0
+    assert cli_main(["sweep", "--help"]) == 0
     out = capfd.readouterr().out
     assert "sweep is powered by Hydra" in out
     assert "table1_e15_b64_cce" in out  # the experiment group, listed by Hydra
@@ -45,7 +47,7 @@ def test_promote_rejects_an_unknown_mode(capsys):
     import pytest
 
     with pytest.raises(SystemExit) as exited:
-        cli.main(["promote", "--by", "test_accuracy"])
+        cli_main(["promote", "--by", "test_accuracy"])
     assert exited.value.code == 2
     assert "invalid choice: 'test_accuracy'" in capsys.readouterr().err
 
@@ -79,7 +81,7 @@ def test_error_paths_print_one_line_and_no_traceback(guard_project):
         assert "Traceback" not in err, argv
         assert says in lines[0] and lines[0].startswith("leukemia-cnn"), (argv, err[-2000:])
         assert len(lines) <= 2, (argv, lines)
-    assert "exit status:" in cli.build_parser().format_help()
+    assert "exit status:" in build_parser().format_help()
 
 
 def test_a_bug_is_one_line_with_exit_3(monkeypatch, capsys, tmp_path):
@@ -91,7 +93,7 @@ def test_a_bug_is_one_line_with_exit_3(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setattr(summary, "run", broken)
     monkeypatch.chdir(REPO_ROOT)
-    assert cli.main(["summary"]) == cli.EXIT_INTERNAL
+    assert cli_main(["summary"]) == EXIT_INTERNAL
     err = capsys.readouterr().err
     assert err.startswith("leukemia-cnn summary: internal error: TypeError: unsupported operand")
     assert "LEUKEMIA_CNN_TRACEBACK=1" in err and "Traceback" not in err

@@ -209,7 +209,7 @@ def test_a_key_of_the_other_data_option_says_which_option_has_it():
 
 
 def test_params_command_refuses_a_plus_key_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    from leukemia_cnn.cli import main
+    from leukemia_cnn.cli.main import main
 
     monkeypatch.chdir(REPO_ROOT)
     target = tmp_path / "params.yaml"
@@ -454,7 +454,7 @@ def test_dvc_experiment_workspaces_keep_outputs_but_share_the_store(tmp_path, mo
 
 def test_bad_params_file_is_rejected_before_any_stage_work(tmp_path, monkeypatch, capsys):
     """A stage started with a bad params.yaml stops at loading, before touching data."""
-    from leukemia_cnn.cli import main
+    from leukemia_cnn.cli.main import main
 
     bad = OmegaConf.to_container(compose(root=REPO_ROOT))
     bad["train"]["batch_size"] = 0
@@ -468,7 +468,7 @@ def test_bad_params_file_is_rejected_before_any_stage_work(tmp_path, monkeypatch
 
 
 def test_check_config_writes_a_marker_that_does_not_depend_on_the_knobs(tmp_path, monkeypatch):
-    from leukemia_cnn.cli import main
+    from leukemia_cnn.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     marker = tmp_path / "reports" / config.CONFIG_CHECK_FILE

@@ -14,7 +14,7 @@ from leukemia_cnn import devtools
 def test_copy_project_leaves_out_data_outputs_and_what_it_is_told(tmp_path):
     dest = devtools.copy_project(REPO_ROOT, tmp_path / "copy", skip=("benchmarks/",))
 
-    assert (dest / "dvc.yaml").is_file() and (dest / "src" / "leukemia_cnn" / "cli.py").is_file()
+    assert (dest / "dvc.yaml").is_file() and (dest / "src" / "leukemia_cnn" / "cli" / "__init__.py").is_file()
     assert not (dest / "benchmarks").exists()
     assert not (dest / "dvc.lock").exists() and not (dest / "data.dvc").exists()
     assert not (dest / "data").exists() and not (dest / "models").exists()

@@ -24,7 +24,7 @@ from helpers.datasets import (
     tree_digest,
     write_image,
 )
-from leukemia_cnn import cli
+from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.config import compose, write_params
 from leukemia_cnn.data import ingest, kaggle_api, sources
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
@@ -338,7 +338,7 @@ def test_cli_data_get_writes_data_raw_and_data_dvc(cfg, tmp_path, monkeypatch, c
     first = kaggle_zip(tmp_path / "leukemia.zip")
     monkeypatch.chdir(project)
 
-    assert cli.main(["data", "get", "--source", str(first)]) == 0
+    assert cli_main(["data", "get", "--source", str(first)]) == 0
 
     out = capsys.readouterr().out
     assert "ingested 24 images from leukemia.zip (Original/)" in out
@@ -348,12 +348,12 @@ def test_cli_data_get_writes_data_raw_and_data_dvc(cfg, tmp_path, monkeypatch, c
     assert not (project / "data" / "raw.dvc").exists()
 
     second = class_tree(tmp_path / "mine", per_class=5, seed=3)
-    assert cli.main(["data", "get", "--source", str(second)]) == 0
+    assert cli_main(["data", "get", "--source", str(second)]) == 0
     retracked = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]
     assert retracked["nfiles"] == len(CLASSES) * 5 and retracked["md5"] != tracked["md5"]
 
     before = tree_digest(project / "data")
-    assert cli.main(["data", "get", "--source", str(tmp_path / "missing.zip")]) == 1
+    assert cli_main(["data", "get", "--source", str(tmp_path / "missing.zip")]) == 1
     assert "source" in capsys.readouterr().err and tree_digest(project / "data") == before
 
 

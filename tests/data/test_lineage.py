@@ -16,7 +16,7 @@ import yaml
 
 from helpers import REPO_ROOT, TINY_OVERRIDES, write_preprocessed
 from helpers.datasets import class_tree
-from leukemia_cnn import cli
+from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.config import compose, write_params
 from leukemia_cnn.data.lineage import rows_digest, workspace_lineage
 from leukemia_cnn.modeling import train
@@ -148,7 +148,7 @@ def test_data_get_records_where_the_data_came_from_and_synth_forgets_it(tmp_path
     source = class_tree(tmp_path / "real-dev", per_class=5, seed=3)
     monkeypatch.chdir(project)
 
-    assert cli.main(["data", "get", "--source", str(source)]) == 0
+    assert cli_main(["data", "get", "--source", str(source)]) == 0
     stage = yaml.safe_load((project / "data.dvc").read_text())
     assert stage["meta"]["data_origin"] == {"source": "folder", "uri": source.resolve().as_uri(),
                                             "name": "real-dev"}
@@ -157,7 +157,7 @@ def test_data_get_records_where_the_data_came_from_and_synth_forgets_it(tmp_path
     assert lineage.version == stage["outs"][0]["md5"]
 
     write_params(compose(["data.synth.scale=0.01"], root=REPO_ROOT), project / "params.yaml")
-    assert cli.main(["data", "synth"]) == 0
+    assert cli_main(["data", "synth"]) == 0
     stage = yaml.safe_load((project / "data.dvc").read_text())
     assert "meta" not in stage
     # Without a record, the config's data.source says what the data is.

@@ -36,10 +36,10 @@ def register_tiny_model(root: Path) -> None:
 
 def run(argv: list[str], capfd) -> tuple[int, str]:
     """``leukemia-cnn ARGV`` in this process; (exit status, stderr)."""
-    from leukemia_cnn import cli
+    from leukemia_cnn.cli.main import main as cli_main
 
     try:
-        code = cli.main(argv)
+        code = cli_main(argv)
     except SystemExit as exited:  # argparse usage errors
         code = exited.code
     return code, capfd.readouterr().err

@@ -13,7 +13,7 @@ from PIL import Image, ImageEnhance
 
 from helpers import REPO_ROOT
 from helpers.datasets import class_tree, tree_digest
-from leukemia_cnn import cli
+from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.config import compose
 from leukemia_cnn.data import split
 from leukemia_cnn.errors import ConfigError, DataError
@@ -182,7 +182,7 @@ def test_bad_thresholds_are_rejected_before_any_work(tmp_path, monkeypatch, over
         validate_config(bad)
     write_params(bad, tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["validate-splits", "--params", str(tmp_path / "params.yaml")]) == 1
+    assert cli_main(["validate-splits", "--params", str(tmp_path / "params.yaml")]) == 1
     assert not (tmp_path / "reports").exists()
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leukemia_cnn import cli
+from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.registry import register
 from leukemia_cnn.registry.card import CARD_ARTIFACT, model_card
 from leukemia_cnn.registry.card_publish import DESCRIPTION_LIMIT, description_text
@@ -69,9 +69,9 @@ def test_registration_logs_the_card_and_describes_the_version(registered):
 
 def test_card_cli_prints_the_champions_card(registered, capsys):
     trained, version = registered
-    assert cli.main(["card"]) == 0
+    assert cli_main(["card"]) == 0
     assert capsys.readouterr().out.startswith(f"# Model card: leukemia-cnn version {version}")
-    assert cli.main(["card", "999"]) == 1
+    assert cli_main(["card", "999"]) == 1
     assert "has no version 999" in capsys.readouterr().err
 
 

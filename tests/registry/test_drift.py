@@ -20,7 +20,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from helpers import REPO_ROOT
-from leukemia_cnn import cli
+from leukemia_cnn.cli.main import main as cli_main
+from leukemia_cnn.cli.status import EXIT_UNFAMILIAR
 from leukemia_cnn.registry import drift, driftreport
 
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "rocket", "horse",
@@ -91,7 +92,7 @@ SHIFTS = {
 def drift_cli(project, monkeypatch, *args: str) -> int:
     monkeypatch.chdir(project["root"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project['root'] / 'mlflow.db'}")
-    return cli.main(["drift", "--params", str(project["root"] / "params.yaml"), *args])
+    return cli_main(["drift", "--params", str(project["root"] / "params.yaml"), *args])
 
 
 def shifted(result) -> set[str]:
@@ -115,7 +116,7 @@ def test_shifted_copies_are_drift_and_name_the_feature(project, tmp_path, monkey
     change, feature = SHIFTS[name]
     source = copy_test_split(project, tmp_path / name, change)
     assert drift_cli(project, monkeypatch, "--source", str(source), "--no-guard") == \
-        cli.EXIT_UNFAMILIAR
+        EXIT_UNFAMILIAR
     result = drift.check(project["cfg"], project["root"], source, model_uri=None)
     assert result.drift and feature in shifted(result)
 
@@ -131,7 +132,7 @@ def test_scikit_image_samples_are_drift(project, tmp_path, monkeypatch):
     assert result.n_images == len(SAMPLES) and result.drift
     assert {"width", "height", "intensity_mean"} <= shifted(result)
     assert drift_cli(project, monkeypatch, "--source", str(folder), "--no-guard") == \
-        cli.EXIT_UNFAMILIAR
+        EXIT_UNFAMILIAR
 
 
 def test_the_pca_components_are_compared_with_images_the_pca_was_not_fitted_on(project):
@@ -194,7 +195,7 @@ def test_each_check_is_an_mlflow_run_with_its_report(project, tmp_path, monkeypa
 
     source = copy_test_split(project, tmp_path / "blurred", SHIFTS["blur"][0])
     assert drift_cli(project, monkeypatch, "--source", str(source), "--no-guard") == \
-        cli.EXIT_UNFAMILIAR
+        EXIT_UNFAMILIAR
     client = MlflowClient(f"sqlite:///{project['root'] / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(project["cfg"].mlflow.experiment_name)
     (run,) = client.search_runs([experiment.experiment_id],
@@ -249,7 +250,7 @@ def test_the_share_the_guard_flags_decides_when_the_features_do_not(
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     uri = log_guard_model(threshold)
     status = drift_cli(project, monkeypatch, "--source", str(source), "--model-uri", uri)
-    assert status == (cli.EXIT_UNFAMILIAR if drifted else 0)
+    assert status == (EXIT_UNFAMILIAR if drifted else 0)
     result = drift.check(project["cfg"], project["root"], source, model_uri=uri)
     assert result.guard.available and not shifted(result)
     assert result.guard.flagged_share == pytest.approx(expected)
@@ -270,7 +271,7 @@ def test_a_model_without_a_guard_is_reported_and_the_tests_decide(project, tmp_p
     text = (project["root"] / "reports" / "drift" / "clean.md").read_text()
     assert "guard not available in this model (models:/leukemia-cnn@champion)" in text
     stained = copy_test_split(project, tmp_path / "stained", stain_shift)
-    assert drift_cli(project, monkeypatch, "--source", str(stained)) == cli.EXIT_UNFAMILIAR
+    assert drift_cli(project, monkeypatch, "--source", str(stained)) == EXIT_UNFAMILIAR
     assert "guard not available" in (project["root"] / "reports" / "drift" / "stained.md"
                                      ).read_text()
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukemia_cnn import cli
+from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.modeling.gradcam import explain_images, gradcam, upsample
 from leukemia_cnn.registry import register
@@ -119,7 +119,7 @@ def smear_jpegs(folder, n=2):
 def test_explain_cli_writes_a_heatmap_per_image(champion, tmp_path, capsys):
     images = smear_jpegs(tmp_path / "imgs")
     out = tmp_path / "heat"
-    assert cli.main(["explain", *images, "--output", str(out)]) == 0
+    assert cli_main(["explain", *images, "--output", str(out)]) == 0
     for image in images:
         written = out / (image.rsplit("/", 1)[1].replace(".jpg", "_gradcam.png"))
         with Image.open(written) as heat:
@@ -131,7 +131,7 @@ def test_explain_cli_writes_a_heatmap_per_image(champion, tmp_path, capsys):
     victim = tmp_path / "imgs" / "smear-0_gradcam.png"
     Image.new("RGB", (10, 10)).save(victim)
     before = victim.read_bytes()
-    assert cli.main(["explain", images[0], str(victim), "--output", str(tmp_path / "imgs")]) == 1
+    assert cli_main(["explain", images[0], str(victim), "--output", str(tmp_path / "imgs")]) == 1
     assert "would overwrite it" in capsys.readouterr().err
     assert victim.read_bytes() == before
 

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from helpers import blob_images
-from leukemia_cnn import cli
+from leukemia_cnn.cli.main import main as cli_main
+from leukemia_cnn.cli.status import EXIT_UNFAMILIAR
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.registry import register
 from leukemia_cnn.registry.predict import predict_files, read_images
@@ -84,7 +85,7 @@ def test_predict_cli_writes_json(champion, tmp_path, monkeypatch):
     write_params(champion.cfg, champion.root / "params.yaml")
     paths = write_jpegs(tmp_path / "imgs", [1, 2])
     out = tmp_path / "pred.json"
-    assert cli.main(["predict", *paths, "--format", "json", "--output", str(out)]) == 0
+    assert cli_main(["predict", *paths, "--format", "json", "--output", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [row["path"] for row in rows] == paths
     assert all(row["predicted_class"] in champion.cfg.data.classes for row in rows)
@@ -106,7 +107,7 @@ def test_cli_reports_bad_image_without_traceback(champion, tmp_path, monkeypatch
     write_params(champion.cfg, champion.root / "params.yaml")
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(io.BytesIO(b"\xff\xd8\xff\xe0 truncated").getvalue())
-    assert cli.main(["predict", str(bad)]) == 1
+    assert cli_main(["predict", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "Traceback" not in err
 
@@ -121,7 +122,7 @@ def test_one_bad_file_does_not_sink_the_batch(guard_project, monkeypatch, capfd,
     bad, missing = tmp_path / "bad.png", tmp_path / "missing.jpg"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "rows.csv"
-    code = cli.main(["predict", GUARD_IMAGE, str(bad), str(missing), "--output", str(out)])
+    code = cli_main(["predict", GUARD_IMAGE, str(bad), str(missing), "--output", str(out)])
     err = capfd.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert f"predict: skipped {bad}: not a decodable image" in err
@@ -133,7 +134,7 @@ def test_one_bad_file_does_not_sink_the_batch(guard_project, monkeypatch, capfd,
     assert pd.isna(rows.loc[0, "error"]) and rows["predicted_class"][1:].isna().all()
     assert rows.loc[1, "error"].startswith(f"{bad}: not a decodable image")
 
-    assert cli.main(["predict", GUARD_IMAGE, str(bad), "--format", "json"]) == 1
+    assert cli_main(["predict", GUARD_IMAGE, str(bad), "--format", "json"]) == 1
     records = json.loads(capfd.readouterr().out)
     assert records[0]["error"] is None and records[0]["predicted_class"]
     assert records[1]["predicted_class"] is None and "not a decodable image" in records[1]["error"]
@@ -144,7 +145,7 @@ def test_predict_never_overwrites_its_input(guard_project, monkeypatch, capfd):
 
     monkeypatch.chdir(guard_project)
     before = (guard_project / GUARD_IMAGE).read_bytes()
-    assert cli.main(["predict", GUARD_IMAGE, "--output", GUARD_IMAGE]) == 1
+    assert cli_main(["predict", GUARD_IMAGE, "--output", GUARD_IMAGE]) == 1
     err = capfd.readouterr().err
     assert f"--output {GUARD_IMAGE}: is an input of this command" in err
     assert (guard_project / GUARD_IMAGE).read_bytes() == before
@@ -158,14 +159,14 @@ def test_predict_output_to_a_folder_or_a_missing_one(guard_project, monkeypatch,
     monkeypatch.chdir(guard_project)
     if where == "folder":
         (guard_project / "out-folder").mkdir()
-        code = cli.main(["predict", GUARD_IMAGE, "--output", "out-folder"])
+        code = cli_main(["predict", GUARD_IMAGE, "--output", "out-folder"])
         err = capfd.readouterr().err
         assert code == 1 and "--output out-folder: is a folder; pass a file path" in err
         assert "Traceback" not in err and "predict: wrote" not in err
         assert list((guard_project / "out-folder").iterdir()) == []
         (guard_project / "out-folder").rmdir()
     else:
-        code = cli.main(["predict", GUARD_IMAGE, "--output", "new-folder/deeper/rows.csv"])
+        code = cli_main(["predict", GUARD_IMAGE, "--output", "new-folder/deeper/rows.csv"])
         assert code == 0, capfd.readouterr().err
         assert (guard_project / "new-folder/deeper/rows.csv").read_text().startswith("path,")
         shutil.rmtree(guard_project / "new-folder")
@@ -179,7 +180,7 @@ def test_predict_names_the_model_and_warns_on_other_data(champion, tmp_path, mon
     write_params(champion.cfg, champion.root / "params.yaml")
     version = mlflow.MlflowClient().get_model_version_by_alias("leukemia-cnn", "champion")
     paths = write_jpegs(tmp_path / "imgs", [1])
-    assert cli.main(["predict", *paths]) == 0
+    assert cli_main(["predict", *paths]) == 0
     err = capsys.readouterr().err
     val = mlflow.get_run(version.run_id).data.metrics["val_accuracy"]
     assert (f"predict: model leukemia-cnn version {version.version} "
@@ -190,7 +191,7 @@ def test_predict_names_the_model_and_warns_on_other_data(champion, tmp_path, mon
     dvc_file = champion.root / "data.dvc"
     dvc_file.write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data/raw\n")
     try:
-        assert cli.main(["predict", *paths]) == 0
+        assert cli_main(["predict", *paths]) == 0
     finally:
         dvc_file.unlink()
     err = capsys.readouterr().err
@@ -229,7 +230,7 @@ def test_every_row_says_whether_to_trust_it_and_stderr_counts_the_flagged(
     write_params(champion.cfg, champion.root / "params.yaml")
     paths = [*write_jpegs(tmp_path / "imgs", [0, 3]), camera_jpeg(tmp_path / "imgs")]
     out = tmp_path / "rows.csv"
-    assert cli.main(["predict", *paths, "--output", str(out)]) == 0
+    assert cli_main(["predict", *paths, "--output", str(out)]) == 0
     rows = pd.read_csv(out)
     assert rows["in_distribution"].dtype == bool and rows["ood_score"].dtype == float
     assert not rows["in_distribution"].iloc[2]  # the photo is flagged, still classified
@@ -246,8 +247,8 @@ def test_reject_unfamiliar_leaves_flagged_images_without_a_class(champion, tmp_p
 
     write_params(champion.cfg, champion.root / "params.yaml")
     paths = [*write_jpegs(tmp_path / "imgs", [1]), camera_jpeg(tmp_path / "imgs")]
-    code = cli.main(["predict", *paths, "--format", "json", "--reject-unfamiliar"])
-    assert code == cli.EXIT_UNFAMILIAR == 4
+    code = cli_main(["predict", *paths, "--format", "json", "--reject-unfamiliar"])
+    assert code == EXIT_UNFAMILIAR == 4
     records = json.loads(capsys.readouterr().out)
     camera = records[1]
     assert camera["in_distribution"] is False and camera["ood_score"] > 0

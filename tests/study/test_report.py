@@ -178,11 +178,11 @@ def test_report_table_claims_and_figures_from_mlflow(study):
 
 def test_report_without_sample_images_has_no_image_of_the_data(study, monkeypatch, capsys):
     """`report --no-sample-images`: Fig. 3 curves only, no Fig. 2 (images of the data)."""
-    from leukemia_cnn import cli
+    from leukemia_cnn.cli.main import main as cli_main
 
     cfg, root = study
     _project_in_cwd(cfg, root, monkeypatch)
-    assert cli.main(["report", "--no-sample-images", "--name", "public"]) == 0
+    assert cli_main(["report", "--no-sample-images", "--name", "public"]) == 0
     files = sorted(p.name for p in (root / "reports" / "public_files").iterdir())
     assert not [f for f in files if f.startswith("fig2")], files
     assert any(f.startswith("fig3_curves_improved") for f in files)
@@ -277,22 +277,22 @@ def test_report_without_sweep_runs_is_a_clear_error(make_cfg, mlflow_store, tmp_
 
 def test_report_and_promote_by_config_through_the_cli(study, monkeypatch, capsys):
     """`leukemia-cnn report --sweep-id S1` and `promote --by config` as a user types them."""
-    from leukemia_cnn import cli
+    from leukemia_cnn.cli.main import main as cli_main
 
     cfg, root = study
     _project_in_cwd(cfg, root, monkeypatch)
-    assert cli.main(["report", "--sweep-id", "S1"]) == 0
+    assert cli_main(["report", "--sweep-id", "S1"]) == 0
     out = capsys.readouterr().out
     assert "report: 10 runs, 4 configurations" in out and "batch 64 beats batch 32" in out
     text = (root / cfg.paths.reports_dir / "table1.md").read_text()
     assert "table1_e15_b64_cce" in text and "improved" not in text
     # No registered versions in this store: a one-line error, not a traceback.
-    assert cli.main(["promote", "--by", "config"]) == 1
+    assert cli_main(["promote", "--by", "config"]) == 1
     assert "has no versions" in capsys.readouterr().err
-    assert cli.main(["report", "--sweep-id", "nope"]) == 1
+    assert cli_main(["report", "--sweep-id", "nope"]) == 1
     assert "no finished, evaluated runs of sweeps ['nope']" in capsys.readouterr().err
     # --name: a second study's report beside the first, not over it.
-    assert cli.main(["report", "--sweep-id", "S1", "--name", "spread"]) == 0
+    assert cli_main(["report", "--sweep-id", "S1", "--name", "spread"]) == 0
     capsys.readouterr()
     spread = (root / cfg.paths.reports_dir / "spread.md").read_text()
     assert spread == text.replace("table1_files/", "spread_files/") and "spread_files/" in spread
@@ -302,7 +302,7 @@ def test_report_and_promote_by_config_through_the_cli(study, monkeypatch, capsys
     (root / "keep").mkdir()
     (root / "keep_files").mkdir()
     (root / "keep_files" / "x.txt").write_text("kept")
-    assert cli.main(["report", "--sweep-id", "S1", "--name", "../keep"]) == 1
+    assert cli_main(["report", "--sweep-id", "S1", "--name", "../keep"]) == 1
     err = capsys.readouterr().err
     assert "`report.name` = '../keep' is invalid" in err and "--name spread" in err
     assert (root / "keep_files" / "x.txt").read_text() == "kept"

@@ -56,12 +56,12 @@ def test_a_bad_name_source_or_existing_workspace_is_refused(tmp_path):
 def test_the_command_prints_its_plan_and_creates_nothing(tmp_path, monkeypatch, capsys):
     """`leukemia-cnn study --dry-run` through the CLI (the study has no --params of its own)."""
     from helpers import REPO_ROOT
-    from leukemia_cnn import cli
+    from leukemia_cnn.cli.main import main as cli_main
 
     images = tmp_path / "images"
     (images / "Benign").mkdir(parents=True)
     monkeypatch.chdir(REPO_ROOT)
-    assert cli.main(["study", "--source", str(images), "--name", "dryrun", "--dry-run"]) == 0
+    assert cli_main(["study", "--source", str(images), "--name", "dryrun", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "leukemia-cnn sweep" in out and "sweep.id=dryrun" in out
     assert not (REPO_ROOT / "studies" / "dryrun").exists()

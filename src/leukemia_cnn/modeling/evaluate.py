@@ -20,7 +20,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 
 from leukemia_cnn.config import knob
 from leukemia_cnn.data.preprocess import load_split
-from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv
 from leukemia_cnn.modeling.calibration import (
     apply_temperature,
@@ -28,7 +28,9 @@ from leukemia_cnn.modeling.calibration import (
     negative_log_likelihood,
     reliability_bins,
 )
+from leukemia_cnn.modeling.evaluate_figures import plot_gradcam_grid, plot_reliability, plot_samples
 from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard
+from leukemia_cnn.modeling.plots import plot_confusion
 from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics, print_guard_summary
 from leukemia_cnn.tracking.orphans import process_tags
 from leukemia_cnn.tracking.runs import (
@@ -90,54 +92,6 @@ def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
     return metrics
 
 
-def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(5, 4.4))
-    image = axis.imshow(matrix, cmap="Blues")
-    axis.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
-             yticklabels=classes, xlabel="predicted", ylabel="actual", title=title)
-    for (row, col), value in np.ndenumerate(matrix):
-        axis.text(col, row, str(value), ha="center", va="center",
-                  color="white" if value > matrix.max() / 2 else "black")
-    fig.colorbar(image, ax=axis, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_samples(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
-                 path: Path, n: int = 16, seed: int = 0) -> Path:
-    """The paper's Fig. 2: a grid of test images with true and predicted class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(x), size=min(n, len(x)), replace=False)
-    cols = 4
-    rows = int(np.ceil(len(picks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.6), squeeze=False)
-    for axis in axes.ravel():
-        axis.axis("off")
-    for axis, index in zip(axes.ravel(), picks, strict=False):
-        image = x[index]
-        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-        ok = y_true[index] == y_pred[index]
-        axis.set_title(f"true {classes[y_true[index]]}\npred {classes[y_pred[index]]}",
-                       fontsize=9, color="green" if ok else "red")
-    fig.suptitle("Sample predictions (test split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 CALIBRATION_VARIANTS = ("uncalibrated", "calibrated")
 
 
@@ -159,121 +113,80 @@ def calibration_metrics(probabilities: np.ndarray, y_true: np.ndarray, fitted_te
     return metrics, tables
 
 
-def plot_reliability(tables: dict, metrics: dict[str, float], split: str, temperature: float,
-                     path: Path) -> Path:
-    """Reliability diagram: accuracy against confidence per bin, before and after temperature
-    scaling, beside the diagonal of perfect calibration; bar widths are the bins, the lower
-    panel the share of images per bin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 5.6), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1]})
-    top.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
-    styles = {"uncalibrated": ("tab:red", "T = 1"), "calibrated": ("tab:blue", f"T = {temperature:.2f}")}
-    for offset, (name, table) in enumerate(tables.items()):
-        colour, label = styles[name]
-        filled = table[table["count"] > 0]
-        width = float(table["upper"].iloc[0] - table["lower"].iloc[0])
-        top.bar(filled["lower"] + width * (0.25 + 0.5 * offset), filled["accuracy"],
-                width=width * 0.45, color=colour, alpha=0.6,
-                label=f"{label}: ECE {metrics[f'{split}_ece_{name}']:.3f}, "
-                      f"NLL {metrics[f'{split}_nll_{name}']:.3f}")
-        bottom.bar(filled["lower"] + width * (0.25 + 0.5 * offset),
-                   filled["count"] / table["count"].sum(), width=width * 0.45, color=colour,
-                   alpha=0.6)
-    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy in bin",
-            title=f"Reliability diagram ({split})")
-    top.legend(fontsize=8, loc="upper left")
-    bottom.set(xlabel="confidence (top-class probability)", ylabel="share of images")
-    for axis in (top, bottom):
-        axis.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def score_split(model, split: str, data: tuple, classes: list[str], reports_dir: Path, *,
+                tta: bool, fitted_temperature: float, n_bins: int) -> tuple[dict[str, float], dict]:
+    """Predict one split ``(x, y, paths)``; write its reliability tables and diagram and its
+    ``confusion_<split>.csv``. Returns its metrics and ``{x, y_true, y_pred, paths,
+    probabilities}``."""
+    x, y_true, paths = data
+    figures_dir = reports_dir / "figures"
+    model.predict(x[:1], verbose=0)  # warm-up: graph tracing is not prediction time
+    probabilities, seconds = timed_predict(model, x, tta=tta)
+    y_pred = probabilities.argmax(axis=1)
+    metrics = split_metrics(y_true, y_pred, classes, split)
+    if tta:  # what the registered model (one prediction per image) scores
+        plain = timed_predict(model, x)[0].argmax(axis=1)
+        metrics[f"{split}_accuracy_no_tta"] = float(np.mean(plain == y_true))
+    metrics[f"{split}_prediction_seconds"] = seconds
+    metrics[f"{split}_n_images"] = len(y_true)
+    counts = np.bincount(y_true, minlength=len(classes))
+    metrics.update({f"{split}_support_{name}": int(counts[i]) for i, name in enumerate(classes)})
+    calibration, tables = calibration_metrics(probabilities, y_true, fitted_temperature,
+                                              n_bins, split)
+    metrics.update(calibration)
+    for name, table in tables.items():
+        write_csv(reports_dir / "reliability" / f"{split}_{name}.csv",
+                  table[table["count"] > 0].round(6))
+    plot_reliability(tables, metrics, split, fitted_temperature,
+                     figures_dir / f"reliability_{split}.png")
+    pd.DataFrame({"path": paths, "actual": np.asarray(classes)[y_true],
+                  "predicted": np.asarray(classes)[y_pred]}).to_csv(
+        reports_dir / f"confusion_{split}.csv", index=False)
+    details = {"x": x, "y_true": y_true, "y_pred": y_pred, "paths": paths,
+               "probabilities": probabilities}
+    return metrics, details
 
 
-def gradcam_picks(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray,
-                  n_classes: int, per_class: int) -> list[tuple[int, list[int], list[int]]]:
-    """Per true class: the ``per_class`` most confident correct and wrong predictions."""
-    picks = []
-    for label in range(n_classes):
-        rows = []
-        for correct in (True, False):
-            index = np.flatnonzero((y_true == label) & ((y_pred == label) == correct))
-            rows.append(index[np.argsort(-confidence[index], kind="stable")][:per_class].tolist())
-        picks.append((label, *rows))
-    return picks
+def score_splits(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: Path,
+                 fitted_temperature: float, metrics: dict[str, float]) -> dict[str, dict]:
+    """:func:`score_split` for val, then test: adds their metrics to ``metrics`` and returns
+    their details by split."""
+    classes = list(cfg.data.classes)
+    n_bins = int(knob(cfg, "evaluate.ece_bins"))
+    (reports_dir / "figures").mkdir(parents=True, exist_ok=True)
+    details: dict[str, dict] = {}
+    tta = bool(knob(cfg, "evaluate.tta"))
+    for split in ("val", "test"):
+        scores, details[split] = score_split(model, split, splits[split], classes, reports_dir,
+                                             tta=tta, fitted_temperature=fitted_temperature,
+                                             n_bins=n_bins)
+        metrics.update(scores)
+    return details
 
 
-def original_image(raw_dir: Path | None, relative: str, fallback: np.ndarray):
-    """The raw colour image behind a preprocessed one, or the preprocessed grayscale array
-    when the raw tree is not at hand (e.g. a sweep job's copy)."""
-    from PIL import Image
-
-    from leukemia_cnn.data.imaging import open_image
-
-    if raw_dir is not None and (raw_dir / relative).is_file():
-        try:
-            return open_image(raw_dir / relative)
-        except LeukemiaCNNError:
-            pass
-    array = fallback[..., 0] if fallback.shape[-1] == 1 else fallback
-    return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8))
-
-
-def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
-                      probabilities: np.ndarray, paths, classes: list[str], per_class: int,
-                      raw_dir: Path | None, path: Path) -> Path | None:
-    """One row per true class: ``per_class`` correct, then ``per_class`` wrong test
-    predictions (most confident first), each the original image with its Grad-CAM map for
-    the predicted class. None when ``per_class`` is 0."""
-    if per_class < 1:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from leukemia_cnn.modeling.gradcam import gradcam, overlay
-
-    confidence = probabilities.max(axis=1)
-    picks = gradcam_picks(y_true, y_pred, confidence, len(classes), per_class)
-    chosen = sorted({i for _, right, wrong in picks for i in right + wrong})
-    maps = dict(zip(chosen, gradcam(model, x[chosen])[0], strict=True)) if chosen else {}
-    cols = 2 * per_class
-    fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 2.3, len(classes) * 2.5),
-                             squeeze=False)
-    for row, (label, right, wrong) in enumerate(picks):
-        for col in range(cols):
-            axis = axes[row, col]
-            axis.set_xticks([])
-            axis.set_yticks([])
-            group = right if col < per_class else wrong
-            slot = col % per_class
-            if col == 0:
-                axis.set_ylabel(f"true {classes[label]}", fontsize=9)
-            if slot >= len(group):
-                axis.text(0.5, 0.5, "none", ha="center", va="center", color="gray",
-                          transform=axis.transAxes)
-                for spine in axis.spines.values():
-                    spine.set_visible(False)
-                continue
-            index = group[slot]
-            image = original_image(raw_dir, str(paths[index]), x[index])
-            axis.imshow(overlay(image, maps[index]))
-            ok = y_pred[index] == y_true[index]
-            axis.set_title(f"pred {classes[y_pred[index]]} {confidence[index]:.2f}", fontsize=8,
-                           color="green" if ok else "red")
-    fig.suptitle(f"Grad-CAM on test images: {per_class} correct (left), {per_class} wrong "
-                 "(right) per class, most confident first", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def write_reports(model, cfg: DictConfig, details: dict[str, dict], reports_dir: Path,
+                  temperature: float, raw_dir: Path | None) -> None:
+    """Confusion matrices and ``classification_report.txt`` of val and test; sample
+    predictions and the Grad-CAM grid of test."""
+    classes = list(cfg.data.classes)
+    figures_dir = reports_dir / "figures"
+    report_text = ""
+    for split in ("val", "test"):
+        d = details[split]
+        matrix = confusion_matrix(d["y_true"], d["y_pred"], labels=list(range(len(classes))))
+        plot_confusion(matrix, classes, figures_dir / f"confusion_{split}.png",
+                       f"Confusion matrix ({split})")
+        report_text += f"== {split} ==\n" + classification_report(
+            d["y_true"], d["y_pred"], labels=list(range(len(classes))), target_names=classes,
+            digits=3, zero_division=0) + "\n"
+    test = details["test"]
+    plot_samples(test["x"], test["y_true"], test["y_pred"], classes,
+                 figures_dir / "sample_predictions.png", seed=int(cfg.seed))
+    plot_gradcam_grid(model, test["x"], test["y_true"], test["y_pred"],
+                      apply_temperature(test["probabilities"], temperature), test["paths"],
+                      classes, int(knob(cfg, "evaluate.gradcam_per_class")), raw_dir,
+                      figures_dir / "gradcam_test.png")
+    (reports_dir / "classification_report.txt").write_text(report_text)
 
 
 def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: Path,
@@ -315,64 +228,16 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
     collapsed : bool
         See :func:`is_collapsed` (judged on the val split).
     """
-    classes = list(cfg.data.classes)
     fitted_temperature = temperature if fitted_temperature is None else fitted_temperature
-    n_bins = int(knob(cfg, "evaluate.ece_bins"))
-    figures_dir = reports_dir / "figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, float] = {"calibration_temperature": float(temperature),
-                                 "calibration_fitted_temperature": float(fitted_temperature)}
-    details: dict[str, dict] = {}
-    tta = bool(knob(cfg, "evaluate.tta"))
-    for split in ("val", "test"):
-        x, y_true, paths = splits[split]
-        model.predict(x[:1], verbose=0)  # warm-up: graph tracing is not prediction time
-        probabilities, seconds = timed_predict(model, x, tta=tta)
-        y_pred = probabilities.argmax(axis=1)
-        metrics.update(split_metrics(y_true, y_pred, classes, split))
-        if tta:  # what the registered model (one prediction per image) scores
-            plain = timed_predict(model, x)[0].argmax(axis=1)
-            metrics[f"{split}_accuracy_no_tta"] = float(np.mean(plain == y_true))
-        metrics[f"{split}_prediction_seconds"] = seconds
-        metrics[f"{split}_n_images"] = len(y_true)
-        counts = np.bincount(y_true, minlength=len(classes))
-        metrics.update({f"{split}_support_{name}": int(counts[i]) for i, name in enumerate(classes)})
-        calibration, tables = calibration_metrics(probabilities, y_true, fitted_temperature,
-                                                  n_bins, split)
-        metrics.update(calibration)
-        for name, table in tables.items():
-            write_csv(reports_dir / "reliability" / f"{split}_{name}.csv",
-                      table[table["count"] > 0].round(6))
-        plot_reliability(tables, metrics, split, fitted_temperature,
-                         figures_dir / f"reliability_{split}.png")
-        pd.DataFrame({"path": paths, "actual": np.asarray(classes)[y_true],
-                      "predicted": np.asarray(classes)[y_pred]}).to_csv(
-            reports_dir / f"confusion_{split}.csv", index=False)
-        details[split] = {"x": x, "y_true": y_true, "y_pred": y_pred, "paths": paths,
-                          "probabilities": probabilities}
-
+    metrics = {"calibration_temperature": float(temperature),
+               "calibration_fitted_temperature": float(fitted_temperature)}
+    details = score_splits(model, cfg, splits, reports_dir, fitted_temperature, metrics)
     collapsed = is_collapsed(details["val"]["y_true"], details["val"]["y_pred"])
     majority = float(np.bincount(details["val"]["y_true"]).max() / len(details["val"]["y_true"]))
     metrics["val_majority_share"] = majority
     metrics["collapsed"] = int(collapsed)
 
-    report_text = ""
-    for split in ("val", "test"):
-        d = details[split]
-        matrix = confusion_matrix(d["y_true"], d["y_pred"], labels=list(range(len(classes))))
-        plot_confusion(matrix, classes, figures_dir / f"confusion_{split}.png",
-                       f"Confusion matrix ({split})")
-        report_text += f"== {split} ==\n" + classification_report(
-            d["y_true"], d["y_pred"], labels=list(range(len(classes))), target_names=classes,
-            digits=3, zero_division=0) + "\n"
-    test = details["test"]
-    plot_samples(test["x"], test["y_true"], test["y_pred"], classes,
-                 figures_dir / "sample_predictions.png", seed=int(cfg.seed))
-    plot_gradcam_grid(model, test["x"], test["y_true"], test["y_pred"],
-                      apply_temperature(test["probabilities"], temperature), test["paths"],
-                      classes, int(knob(cfg, "evaluate.gradcam_per_class")), raw_dir,
-                      figures_dir / "gradcam_test.png")
-    (reports_dir / "classification_report.txt").write_text(report_text)
+    write_reports(model, cfg, details, reports_dir, temperature, raw_dir)
     if guard is not None:
         metrics.update(guard_metrics(guard, model, details, reports_dir))
     headline = {key: metrics[key] for key in HEADLINE_METRICS if key in metrics}

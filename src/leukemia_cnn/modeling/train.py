@@ -26,6 +26,7 @@ from leukemia_cnn.modeling.guard import fit_for_training
 from leukemia_cnn.modeling.guard import summary as guard_summary
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
 from leukemia_cnn.modeling.outputs import MODEL_FILE, exit_with_dvc, publish
+from leukemia_cnn.modeling.plots import plot_curves
 from leukemia_cnn.modeling.trainrun import epoch_logger, start_training_run, summary_fields
 from leukemia_cnn.tracking.runs import end_run, log_artifact, log_metrics, set_tag, set_tags
 
@@ -179,30 +180,6 @@ def kept_epoch(cfg: DictConfig, history: pd.DataFrame) -> int:
         best = values.argmin() if monitor == "val_loss" else values.argmax()
         return int(history["epoch"].iloc[int(best)])
     return int(history["epoch"].iloc[-1])
-
-
-def plot_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
-    """The paper's Fig. 3: loss and accuracy per epoch, train and validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for column, style in (("loss", "-"), ("val_loss", "--")):
-        ax_loss.plot(history["epoch"], history[column], style, marker="o", label=column)
-    for column, style in (("argmax_accuracy", "-"), ("val_argmax_accuracy", "--")):
-        ax_acc.plot(history["epoch"], history[column], style, marker="o", label=column)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (argmax)", title="Accuracy", ylim=(0, 1))
-    for axis in (ax_loss, ax_acc):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):

@@ -46,10 +46,6 @@ from leukemia_cnn.study.jobstatus import (
 PRIMARY_CONFIG = "launch"
 
 
-class _NoJobs(Exception):
-    """Hydra will only print (``--help``, ``--cfg``): skip the store set-up."""
-
-
 def new_sweep_id() -> str:
     """``YYYYmmdd-HHMMSS-xxxx``: sortable by launch time, unique across machines."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -277,6 +273,37 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def with_sweep_id(argv: list[str]) -> str:
+    """The launch's ``sweep.id``: the one given, or a new one inserted into ``argv``."""
+    sweep_id = override_value(argv, "sweep.id")
+    if sweep_id is None:
+        sweep_id = new_sweep_id()
+        # Beside the other overrides (Hydra's parser rejects one after `--cfg job -p key`).
+        first = next((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")),
+                     len(argv))
+        argv.insert(first, f"sweep.id={sweep_id}")
+    elif "," in sweep_id or not sweep_id.strip():
+        raise LeukemiaCNNError(f"config key `sweep.id` = {sweep_id!r} is invalid; allowed: one "
+                               "non-empty id per launch")
+    return sweep_id
+
+
+def prepare_store(argv: list[str], root: Path) -> None:
+    """Check the sweep folder, then create the MLflow store and experiment once, before
+    parallel workers log to it (not for Hydra's informational flags, which run no job)."""
+    check_sweep_dir(argv, root)  # jobs write there: the rule of every configured path
+    if INFORMATIONAL & set(argv):
+        return
+    from leukemia_cnn.tracking.store import setup_mlflow
+
+    store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
+    setup_mlflow(compose(store_overrides, root=root), root)
+
+
+# Hydra's informational flags: they run no job.
+INFORMATIONAL = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve"}
+
+
 def run_app(argv: list[str]) -> int:
     """The Hydra app in this process (what :func:`main` runs in its child process).
 
@@ -291,29 +318,9 @@ def run_app(argv: list[str]) -> int:
         print(f"leukemia-cnn sweep: error: no {root / 'conf' / PRIMARY_CONFIG}.yaml; run from "
               "the project root", file=sys.stderr)
         return 1
-    sweep_id = override_value(argv, "sweep.id")
-    if sweep_id is None:
-        sweep_id = new_sweep_id()
-        # Beside the other overrides (Hydra's parser rejects one after `--cfg job -p key`).
-        first = next((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")),
-                     len(argv))
-        argv.insert(first, f"sweep.id={sweep_id}")
-    elif "," in sweep_id or not sweep_id.strip():
-        print(f"leukemia-cnn sweep: error: config key `sweep.id` = {sweep_id!r} is invalid; "
-              "allowed: one non-empty id per launch", file=sys.stderr)
-        return 1
-    store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
-    # Hydra's informational flags run no job: no store to create.
-    informational = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve"}
     try:
-        check_sweep_dir(argv, root)  # jobs write there: the rule of every configured path
-        if informational & set(argv):
-            raise _NoJobs
-        from leukemia_cnn.tracking.store import setup_mlflow
-
-        setup_mlflow(compose(store_overrides, root=root), root)
-    except _NoJobs:
-        pass
+        sweep_id = with_sweep_id(argv)
+        prepare_store(argv, root)
     except LeukemiaCNNError as exc:
         print(f"leukemia-cnn sweep: error: {exc}", file=sys.stderr)
         return 1
@@ -337,7 +344,7 @@ def run_app(argv: list[str]) -> int:
         print(f"leukemia-cnn sweep: interrupted; workers stopped, {closed} running run(s) of "
               f"sweep {sweep_id} marked KILLED", file=sys.stderr)
         return 130
-    if informational & set(argv):
+    if INFORMATIONAL & set(argv):
         return 0  # --cfg/--help: no job ran
     sweep_dir = job_folders(argv, root, sweep_id)
     statuses = collect_statuses(sweep_dir)

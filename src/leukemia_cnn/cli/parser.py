@@ -1,22 +1,16 @@
-"""The ``leukemia-cnn`` command: a thin layer over the stage modules.
+"""The command line of ``leukemia-cnn``: its subcommands, options, help and usage errors.
 
-Every command is backed by one module whose ``run(cfg, root, ...)`` does its work: each
-pipeline stage by the module of the same name (``dvc.yaml`` calls these subcommands), the
-others (``data synth|get``, ``predict``, ``explain``, ``card``, ``report``, ``summary``) by
-theirs. ``sweep`` alone hands its command line to Hydra.
+Each subcommand names its handler in ``cli.commands`` with ``set_defaults(func=...)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import os
-import sys
-from pathlib import Path
+from functools import partial
 
 from leukemia_cnn import __version__
-from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
+from leukemia_cnn.cli import commands
+from leukemia_cnn.cli.status import EXIT_UNFAMILIAR, EXIT_USAGE
 
 # subcommand -> (module, one-line help)
 STAGES = {
@@ -37,9 +31,6 @@ STAGES = {
     "register": ("leukemia_cnn.registry.register",
                  "register the run's model in the MLflow registry and update the champion"),
 }
-
-# Commands that only read the MLflow store (see _project_root).
-STORE_READERS = ("predict", "explain", "card", "summary")
 
 EPILOG = """\
 typical use:
@@ -74,11 +65,6 @@ exit status:
        (its report says why)
   130  interrupted (Ctrl-C); outputs are written atomically, earlier ones stay intact
 """
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-# Images unlike the training images: `predict --reject-unfamiliar` flagged one, or `drift` found drift.
-EXIT_UNFAMILIAR = 4
-
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a two-line usage error (what was wrong, where to look), exit 2."""
@@ -123,7 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the libraries' start-up logs and warnings too "
                              "(TensorFlow, absl, MLflow); same as LEUKEMIA_CNN_VERBOSE=1")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_config_commands(sub)
+    _add_data_commands(sub)
+    _add_stage_commands(sub)
+    _add_study_commands(sub)
+    _add_model_commands(sub)
+    _add_drift_command(sub)
+    summary = sub.add_parser("summary", help="print the last run's metrics and where to look next")
+    _add_params_arg(summary)
+    summary.set_defaults(func=commands.run_summary)
+    return parser
 
+
+def _add_config_commands(sub) -> None:
+    """``params`` and ``check-config``."""
     params = sub.add_parser("params", help="compose conf/ (Hydra) and write params.yaml",
                             description="Compose conf/config.yaml with optional Hydra overrides "
                                         "and write the result to params.yaml, the file DVC "
@@ -140,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "ranges) and write reports/config_check.json, on which every other stage "
                     "depends, so DVC stops at a refused knob before removing any output.")
     _add_params_arg(check)
+    params.set_defaults(func=commands.run_params)
+    check.set_defaults(func=commands.run_check_config)
 
+
+def _add_data_commands(sub) -> None:
+    """``data synth`` and ``data get``."""
     data = sub.add_parser("data", help="create or ingest the raw image tree")
     data_sub = data.add_subparsers(dest="data_command", metavar="SOURCE", required=True)
     synth = data_sub.add_parser(
@@ -179,10 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "(the validate_raw stage still stops the pipeline)")
     get.add_argument("--no-dvc-add", action="store_true",
                      help="skip `dvc add` (e.g. outside a DVC repository)")
+    synth.set_defaults(func=commands.run_data_synth)
+    get.set_defaults(func=commands.run_data_get)
 
-    for name, (_, help_text) in STAGES.items():
+
+def _add_stage_commands(sub) -> None:
+    """The pipeline stages (dvc.yaml), ``promote`` and ``sweep``."""
+    for name, (module, help_text) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=f"Pipeline stage: {help_text}.")
         _add_params_arg(stage)
+        stage.set_defaults(func=partial(commands.run_stage, module))
 
     promote = sub.add_parser(
         "promote", help="point the `champion` alias at the best version by validation accuracy",
@@ -207,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sweep", add_help=False,
                    help="Hydra multirun of train+evaluate jobs (the Table 1 study); "
                         "`leukemia-cnn sweep --help` shows Hydra's options")
+    promote.set_defaults(func=commands.run_promote)
 
+
+def _add_study_commands(sub) -> None:
+    """``report`` and ``study``."""
     report = sub.add_parser(
         "report", help="write reports/table1.md and .html: the sweeps over seeds beside the paper",
         description="Read the finished sweep runs from MLflow and write the Table 1 report: per "
@@ -253,7 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     study.add_argument("overrides", nargs="*",
                        help="extra Hydra overrides for every job, e.g. train.epochs=1")
+    report.set_defaults(func=commands.run_report)
+    study.set_defaults(func=commands.run_study)
 
+
+def _add_model_commands(sub) -> None:
+    """``predict``, ``explain`` and ``card``."""
     predict = sub.add_parser(
         "predict", help="classify image files with a registered model",
         description="Classify image files with an MLflow model (default: the champion). "
@@ -290,7 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_arg(card)
     card.add_argument("version", nargs="?", default=None,
                       help="version number (default: the version with the champion alias)")
+    predict.set_defaults(func=commands.run_predict)
+    explain.set_defaults(func=commands.run_explain)
+    card.set_defaults(func=commands.run_card)
 
+
+def _add_drift_command(sub) -> None:
+    """``drift`` (registry/drift.py)."""
     # --- drift (registry/drift.py) ---
     drift = sub.add_parser(
         "drift", help="compare a folder of new images with the training images; exit 4 on drift",
@@ -309,204 +334,4 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the Markdown report, HTML beside it (default: "
                             "<reports_dir>/drift/<folder name>.md)")
     # --- end drift ---
-
-    summary = sub.add_parser("summary", help="print the last run's metrics and where to look next")
-    _add_params_arg(summary)
-    return parser
-
-
-def _run(args: argparse.Namespace) -> int:
-    from leukemia_cnn.config import compose, load_params, write_params
-    from leukemia_cnn.fileio import atomic_write, check_output
-    from leukemia_cnn.pathrules import check_paths
-
-    root = _project_root(args)
-    if args.command == "params":
-        cfg = compose(args.overrides, root=root)
-        from leukemia_cnn.config import validate_config
-
-        validate_config(cfg)  # refuse before writing: params.yaml stays as conf/ composes it
-        check_paths(cfg, root)
-        if args.check:
-            from omegaconf import OmegaConf
-
-            current = OmegaConf.load(args.output) if Path(args.output).is_file() else None
-            if current is None or OmegaConf.to_container(current) != OmegaConf.to_container(cfg):
-                print(f"{args.output} differs from conf/ composed with {args.overrides or 'defaults'}; "
-                      "run `leukemia-cnn params` to rewrite it", file=sys.stderr)
-                return 1
-            print(f"{args.output} matches conf/")
-            return 0
-        # params.yaml is declared by DVC's Hydra integration (.dvc/config); another file is
-        # replaced only when an earlier `params` wrote it and nobody edited it since.
-        target = check_output(
-            args.output, kind="file", root=root, flag="--output", owner="params",
-            declared=root / "params.yaml",
-            instead="Pass --output with a new file name, or leave it out to write params.yaml")
-        atomic_write(target, lambda tmp: write_params(cfg, tmp),
-                     owner=None if target == root / "params.yaml" else "params")
-        print(f"wrote {args.output}")
-        return 0
-
-    if args.command == "study":  # works in its own workspace: no --params of this project
-        from leukemia_cnn.study import workspace as study
-
-        experiments = (args.experiments.split(",") if args.experiments
-                       else study.STUDY_EXPERIMENTS)
-        study.main(root, args.source, args.name, experiments, args.seeds, args.jobs,
-                   tuple(args.overrides), dry_run=args.dry_run,
-                   sample_images=not args.no_sample_images, overwrite=args.overwrite_report)
-        return 0
-    if Path(args.params).is_dir():
-        raise ConfigError(f"--params {args.params} is a folder; pass the composed config file "
-                          "(params.yaml, written by `leukemia-cnn params`)")
-    if args.command == "check-config":
-        from leukemia_cnn.config import write_config_check
-        from leukemia_cnn.data.staging import restore_refused_params
-
-        with restore_refused_params(root, args.params):  # a refused `dvc exp run -S`
-            cfg = load_params(args.params)
-            check_paths(cfg, root)
-            written = write_config_check(cfg, root, args.params)
-        print(f"{args.params}: every knob is valid; wrote {written.relative_to(root)}")
-        return 0
-    cfg = load_params(args.params)
-    check_paths(cfg, root)
-    if args.command == "data" and args.data_command == "get":
-        from leukemia_cnn.data import ingest
-        from leukemia_cnn.quality.validate_raw import check_staged
-
-        ingest.run(cfg, root, source=args.source, variant=args.variant, output=args.output,
-                   validate=None if args.no_validate else check_staged,
-                   dvc_add=not args.no_dvc_add)
-        return 0
-    if args.command == "data":
-        from leukemia_cnn.data import synthetic as synth
-
-        synth.run(cfg, root, scale=args.scale, seed=args.seed, output=args.output,
-                   if_empty=args.if_empty, dvc_add=not args.no_dvc_add)
-        return 0
-    if args.command in STAGES:
-        module = importlib.import_module(STAGES[args.command][0])
-        result = module.run(cfg, root)
-        if result:
-            print(json.dumps(result, indent=2, default=str))
-        return 0
-    if args.command == "promote":
-        from leukemia_cnn.registry import register
-
-        chosen = register.promote(cfg, root, dry_run=args.dry_run, by=args.by, data=args.data)
-        if chosen is None and args.data != register.ALL_DATA:
-            raise LeukemiaCNNError("nothing to promote: no version is eligible (see the list "
-                                   "above); train a configuration that does not collapse")
-        return 0
-    if args.command == "report":
-        from leukemia_cnn.study import report
-
-        if args.sweep_id:
-            cfg.report.sweep_ids = list(args.sweep_id)
-        if args.name is not None:
-            cfg.report.name = args.name
-        if args.no_sample_images:
-            cfg.report.sample_images = False
-        report.run(cfg, root)
-        return 0
-    if args.command == "predict":
-        from leukemia_cnn.registry import predict
-
-        result = predict.run(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
-                              output=args.output, reject_unfamiliar=args.reject_unfamiliar)
-        skipped = int(result[predict.ERROR_COLUMN].notna().sum())
-        if skipped:
-            print(f"leukemia-cnn predict: error: skipped {skipped} of {len(result)} images (see "
-                  f"above; their rows are marked in column `{predict.ERROR_COLUMN}`)",
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
-        if args.reject_unfamiliar and predict.flagged_rows(result).any():
-            return EXIT_UNFAMILIAR
-        return 0
-    if args.command == "explain":
-        from leukemia_cnn.registry import explain
-
-        explain.run(cfg, root, args.images, model_uri=args.model, output=args.output)
-        return 0
-    if args.command == "card":
-        from leukemia_cnn.registry import card
-
-        card.run(cfg, root, args.version)
-        return 0
-    if args.command == "drift":
-        from leukemia_cnn.registry import drift
-
-        found = drift.run(cfg, root, args.source, model_uri=args.model_uri,
-                          guard=not args.no_guard, output=args.output)
-        return EXIT_UNFAMILIAR if found.drift else EXIT_OK
-    if args.command == "summary":
-        from leukemia_cnn.registry import summary
-
-        summary.run(cfg, root)
-        return 0
-    raise AssertionError(f"unhandled command {args.command}")
-
-
-def _project_root(args: argparse.Namespace) -> Path:
-    """The project a command works on: the one around the current folder; for a command
-    that reads the MLflow store run outside any project, the one holding its ``--params``
-    (so that ``predict --params ../project/params.yaml`` reads that project's store rather
-    than create an empty one here)."""
-    from leukemia_cnn.config import find_repo_root
-
-    here = find_repo_root()
-    params = Path(getattr(args, "params", None) or "params.yaml")
-    in_project = (here / "dvc.yaml").is_file() or (here / "conf" / "config.yaml").is_file()
-    if not in_project and args.command in STORE_READERS and params.is_file():
-        found = find_repo_root(params.resolve().parent)
-        if (found / "dvc.yaml").is_file() or (found / "conf" / "config.yaml").is_file():
-            return found
-    return here
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``leukemia-cnn``: a failure prints one line (no traceback) and exits
-    with the status documented in ``leukemia-cnn --help``."""
-    from leukemia_cnn.console import quiet_libraries
-
-    # Filtering file descriptor 2 is for the real command only: a caller in the same process
-    # (a test, a notebook) owns its stderr.
-    as_command = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in argv[:1]
-    if verbose:
-        argv = argv[1:]
-    quiet_libraries(verbose=verbose, native=as_command)
-    if argv[:1] == ["sweep"]:
-        # Hydra owns the sweep's command line (overrides, -m, hydra/launcher=..., --help).
-        from leukemia_cnn.study import sweep
-
-        return sweep.main(argv[1:])
-    args = build_parser().parse_args(argv)
-    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
-    try:
-        return _run(args)
-    except LeukemiaCNNError as exc:
-        print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        from leukemia_cnn.data.staging import interrupted_note
-
-        print(f"leukemia-cnn {command}: interrupted; {interrupted_note()}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as exc:  # the file system said no: a path, a permission, a full disk
-        print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
-        if os.environ.get("LEUKEMIA_CNN_TRACEBACK"):
-            raise
-        print(f"leukemia-cnn {command}: internal error: {type(exc).__name__}: {exc}\n"
-              "hint: this is a bug; rerun with LEUKEMIA_CNN_TRACEBACK=1 and report the traceback",
-              file=sys.stderr)
-        return EXIT_INTERNAL
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    drift.set_defaults(func=commands.run_drift)

@@ -1,0 +1,85 @@
+"""The ``leukemia-cnn`` command: a thin layer over the stage modules.
+
+Every command is backed by one module whose ``run(cfg, root, ...)`` does its work: each
+pipeline stage by the module of the same name (``dvc.yaml`` calls these subcommands), the
+others (``data synth|get``, ``predict``, ``explain``, ``card``, ``report``, ``summary``) by
+theirs. ``sweep`` alone hands its command line to Hydra. ``cli.parser`` holds the command
+line, ``cli.commands`` one handler per command, ``cli.status`` the exit statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from leukemia_cnn.cli.parser import build_parser
+from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
+from leukemia_cnn.errors import LeukemiaCNNError
+
+# Commands that only read the MLflow store (see _project_root).
+STORE_READERS = ("predict", "explain", "card", "summary")
+
+
+def _run(args: argparse.Namespace) -> int:
+    return args.func(args, _project_root(args))
+
+
+def _project_root(args: argparse.Namespace) -> Path:
+    """The project a command works on: the one around the current folder; for a command
+    that reads the MLflow store run outside any project, the one holding its ``--params``
+    (so that ``predict --params ../project/params.yaml`` reads that project's store rather
+    than create an empty one here)."""
+    from leukemia_cnn.config import find_repo_root
+
+    here = find_repo_root()
+    params = Path(getattr(args, "params", None) or "params.yaml")
+    in_project = (here / "dvc.yaml").is_file() or (here / "conf" / "config.yaml").is_file()
+    if not in_project and args.command in STORE_READERS and params.is_file():
+        found = find_repo_root(params.resolve().parent)
+        if (found / "dvc.yaml").is_file() or (found / "conf" / "config.yaml").is_file():
+            return found
+    return here
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``leukemia-cnn``: a failure prints one line (no traceback) and exits
+    with the status documented in ``leukemia-cnn --help``."""
+    from leukemia_cnn.console import quiet_libraries
+
+    # Filtering file descriptor 2 is for the real command only: a caller in the same process
+    # (a test, a notebook) owns its stderr.
+    as_command = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv[:1]
+    if verbose:
+        argv = argv[1:]
+    quiet_libraries(verbose=verbose, native=as_command)
+    if argv[:1] == ["sweep"]:
+        # Hydra owns the sweep's command line (overrides, -m, hydra/launcher=..., --help).
+        from leukemia_cnn.study import sweep
+
+        return sweep.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+    try:
+        return _run(args)
+    except LeukemiaCNNError as exc:
+        print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        from leukemia_cnn.data.staging import interrupted_note
+
+        print(f"leukemia-cnn {command}: interrupted; {interrupted_note()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # the file system said no: a path, a permission, a full disk
+        print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if os.environ.get("LEUKEMIA_CNN_TRACEBACK"):
+            raise
+        print(f"leukemia-cnn {command}: internal error: {type(exc).__name__}: {exc}\n"
+              "hint: this is a bug; rerun with LEUKEMIA_CNN_TRACEBACK=1 and report the traceback",
+              file=sys.stderr)
+        return EXIT_INTERNAL
