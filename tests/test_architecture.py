@@ -228,30 +228,10 @@ def test_every_command_module_has_one_entry_point_signature(name):
 
 @pytest.fixture(scope="module")
 def committed_pipeline(tmp_path_factory):
-    """A git + DVC copy of the project whose dvc.lock records every stage as run (stand-in
-    outputs committed with `dvc commit`: what is tested is which stages a code edit re-runs)."""
-    from helpers import copy_project, sh
+    """A git + DVC copy of the project whose dvc.lock records every stage as run."""
+    from helpers import ran_pipeline
 
-    repo = copy_project(tmp_path_factory.mktemp("deps") / "repo")
-    for args in (("git", "init", "-q"), ("git", "config", "user.email", "ci@example.com"),
-                 ("git", "config", "user.name", "ci"), ("leukemia-cnn", "params")):
-        sh(*args, cwd=repo)
-    (repo / "data" / "raw" / "Benign").mkdir(parents=True)
-    (repo / "data" / "raw" / "Benign" / "a.jpg").write_bytes(b"stand-in image")
-    for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values():
-        for kind in ("outs", "metrics", "plots"):
-            for out in stage.get(kind, []):
-                path = repo / (out if isinstance(out, str) else next(iter(out)))
-                if path.suffix:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text("an earlier output\n")
-                else:
-                    path.mkdir(parents=True, exist_ok=True)
-                    (path / "earlier.txt").write_text("an earlier output\n")
-    sh("dvc", "commit", "-f", "-q", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "pipeline ran", cwd=repo)
-    return repo
+    return ran_pipeline(tmp_path_factory.mktemp("deps") / "repo")
 
 
 def stages_to_rerun(repo: Path, edited: str) -> set[str]:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from helpers import REPO_ROOT, copy_project, sh
+from helpers import REPO_ROOT, ran_pipeline, sh
 from leukemia_cnn import config
 from leukemia_cnn.config import (
     LATE_KNOBS,
@@ -486,15 +486,6 @@ def test_check_config_writes_a_marker_that_does_not_depend_on_the_knobs(tmp_path
 # Under DVC: a refused knob stops the pipeline before any output is removed
 # --------------------------------------------------------------------------------------------
 
-def _stage_outputs(repo: Path) -> list[str]:
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    outputs = []
-    for stage in stages.values():
-        for kind in ("outs", "metrics", "plots"):
-            outputs += [o if isinstance(o, str) else next(iter(o)) for o in stage.get(kind, [])]
-    return outputs
-
-
 def _snapshot(repo: Path) -> dict[str, str]:
     """sha256 of every file of the project outside .git/.dvc (outputs, params, data, lock)."""
     return {p.relative_to(repo).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -506,23 +497,7 @@ def _snapshot(repo: Path) -> dict[str, str]:
 def ran_project(tmp_path_factory):
     """A project whose pipeline has run: every stage output exists and dvc.lock records it
     (`dvc commit` of stand-in outputs: the stages themselves are not what is tested here)."""
-    repo = copy_project(tmp_path_factory.mktemp("cfgdvc") / "repo")
-    for args in (("git", "init", "-q"), ("git", "config", "user.email", "ci@example.com"),
-                 ("git", "config", "user.name", "ci"), ("leukemia-cnn", "params")):
-        sh(*args, cwd=repo)
-    (repo / "data" / "raw" / "Benign").mkdir(parents=True)
-    (repo / "data" / "raw" / "Benign" / "a.jpg").write_bytes(b"stand-in image")
-    for output in _stage_outputs(repo):
-        path = repo / output
-        if output in ("data/preprocessed", "data/features", "reports/figures"):
-            path.mkdir(parents=True, exist_ok=True)
-            (path / "earlier.txt").write_text(f"an earlier output of {output}\n")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"an earlier output of {output}\n")
-    sh("dvc", "commit", "-f", "-q", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "pipeline ran", cwd=repo)
+    repo = ran_pipeline(tmp_path_factory.mktemp("cfgdvc") / "repo")
     assert "up to date" in sh("dvc", "status", cwd=repo).stdout
     return repo
 

@@ -88,6 +88,37 @@ def copy_project(dest: Path) -> Path:
     return devtools.copy_project(REPO_ROOT, dest)
 
 
+def stage_outputs(repo: Path) -> list[str]:
+    """Every output path dvc.yaml declares (outs, metrics, plots), in stage order."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return [out if isinstance(out, str) else next(iter(out)) for stage in stages.values()
+            for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
+
+
+def ran_pipeline(dest: Path) -> Path:
+    """A git + DVC copy of the project whose dvc.lock records every stage as run: stand-in
+    outputs committed with `dvc commit` (what such tests check is which stages a change
+    re-runs, or what a refused run leaves, not the stages themselves)."""
+    repo = copy_project(dest)
+    for args in (("git", "init", "-q"), ("git", "config", "user.email", "ci@example.com"),
+                 ("git", "config", "user.name", "ci"), ("leukemia-cnn", "params")):
+        sh(*args, cwd=repo)
+    (repo / "data" / "raw" / "Benign").mkdir(parents=True)
+    (repo / "data" / "raw" / "Benign" / "a.jpg").write_bytes(b"stand-in image")
+    for output in stage_outputs(repo):
+        path = repo / output
+        if path.suffix:  # a file; a folder gets one file inside
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"an earlier output of {output}\n")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "earlier.txt").write_text(f"an earlier output of {output}\n")
+    sh("dvc", "commit", "-f", "-q", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "pipeline ran", cwd=repo)
+    return repo
+
+
 def tiny_project(dest: Path, train: dict | None = None) -> Path:
     """The tiny project (TINY_CONF, ``train`` keys on top) as a git repository with its
     synthetic data, ready for ``dvc repro``."""
