@@ -12,7 +12,6 @@ run beside the CNN runs.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,11 +335,9 @@ def run(cfg: DictConfig, root: Path) -> dict:
         "hog_dim": hog_dim, "pca_explained_variance": explained,
         "feature_seconds": round(feature_seconds, 3),
     }
-    report_path = root / cfg.paths.reports_dir / "baseline.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
     # JSON has no NaN: an empty split's score is written as null.
-    report_path.write_text(json.dumps(
-        {k: (v if np.isfinite(v) else None) for k, v in metrics.items()}, indent=2) + "\n")
+    report_path = write_json(root / cfg.paths.reports_dir / "baseline.json",
+                             {k: (v if np.isfinite(v) else None) for k, v in metrics.items()})
 
     from leukemia_cnn.features.baseline_run import log_baseline
 

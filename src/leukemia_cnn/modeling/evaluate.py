@@ -21,7 +21,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from leukemia_cnn.config import knob
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.fileio import write_csv
+from leukemia_cnn.fileio import write_csv, write_json, write_text
 from leukemia_cnn.modeling.calibration import (
     apply_temperature,
     expected_calibration_error,
@@ -139,9 +139,9 @@ def score_split(model, split: str, data: tuple, classes: list[str], reports_dir:
                   table[table["count"] > 0].round(6))
     plot_reliability(tables, metrics, split, fitted_temperature,
                      figures_dir / f"reliability_{split}.png")
-    pd.DataFrame({"path": paths, "actual": np.asarray(classes)[y_true],
-                  "predicted": np.asarray(classes)[y_pred]}).to_csv(
-        reports_dir / f"confusion_{split}.csv", index=False)
+    write_csv(reports_dir / f"confusion_{split}.csv",
+              pd.DataFrame({"path": paths, "actual": np.asarray(classes)[y_true],
+                            "predicted": np.asarray(classes)[y_pred]}))
     details = {"x": x, "y_true": y_true, "y_pred": y_pred, "paths": paths,
                "probabilities": probabilities}
     return metrics, details
@@ -186,7 +186,7 @@ def write_reports(model, cfg: DictConfig, details: dict[str, dict], reports_dir:
                       apply_temperature(test["probabilities"], temperature), test["paths"],
                       classes, int(knob(cfg, "evaluate.gradcam_per_class")), raw_dir,
                       figures_dir / "gradcam_test.png")
-    (reports_dir / "classification_report.txt").write_text(report_text)
+    write_text(reports_dir / "classification_report.txt", report_text)
 
 
 def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: Path,
@@ -241,7 +241,7 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
     if guard is not None:
         metrics.update(guard_metrics(guard, model, details, reports_dir))
     headline = {key: metrics[key] for key in HEADLINE_METRICS if key in metrics}
-    (reports_dir / "metrics.json").write_text(json.dumps(headline | metrics, indent=2) + "\n")
+    write_json(reports_dir / "metrics.json", headline | metrics)
     return metrics, collapsed
 
 

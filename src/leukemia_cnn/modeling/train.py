@@ -22,6 +22,7 @@ from leukemia_cnn.config import flatten, knob
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.fileio import write_csv
 from leukemia_cnn.modeling.guard import fit_for_training
 from leukemia_cnn.modeling.guard import summary as guard_summary
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
@@ -55,11 +56,16 @@ def sigterm_as_interrupt():
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.eye(n_classes, dtype=np.float32)[labels]
+    import keras
+
+    return keras.utils.to_categorical(labels, n_classes).astype(np.float32)
 
 
 def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | None:
-    """``train.class_weight: balanced`` -> ``{label: n / (n_classes * n_label)}``; else None."""
+    """``train.class_weight: balanced`` -> ``{label: n / (n_classes * n_label)}``; else None.
+
+    Not sklearn's compute_class_weight: that divides by the classes present and refuses an
+    absent one, where this divides by the configured classes and leaves an absent one out."""
     if knob(cfg, "train.class_weight") != "balanced":
         return None
     n_classes = len(cfg.data.classes)
@@ -232,7 +238,7 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
     keras_path = model_dir / "cnn.keras"
     model.save(keras_path)
-    history.to_csv(reports_dir / "train_history.csv", index=False)
+    write_csv(reports_dir / "train_history.csv", history)
     last = history.iloc[-1]
     epochs_run = len(history)
     summary = {

@@ -3,7 +3,6 @@ message, each naming the offending files of every failed check."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -13,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from leukemia_cnn.data.imaging import SkippedFile
+from leukemia_cnn.fileio import write_json, write_text
 from leukemia_cnn.quality.raw_manifest import DUPLICATE_OF, with_content_columns
 from leukemia_cnn.quality.suites import (
     ExpectationOutcome,
@@ -146,11 +146,8 @@ def markdown_report(result: ValidationResult, manifest: pd.DataFrame,
 def write_report(result: ValidationResult, manifest: pd.DataFrame, skipped: list[SkippedFile],
                  json_path: Path, md_path: Path, classes: list[str] | None = None) -> None:
     """Write the JSON report (DVC metric) and the Markdown report."""
-    for path in (json_path, md_path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    data = report_dict(result, manifest, skipped, classes)
-    Path(json_path).write_text(json.dumps(data, indent=2, default=str) + "\n")
-    Path(md_path).write_text(markdown_report(result, manifest, skipped, classes))
+    write_json(Path(json_path), report_dict(result, manifest, skipped, classes))
+    write_text(Path(md_path), markdown_report(result, manifest, skipped, classes))
 
 
 STAGE_ADVICE = "Fix or remove these files (or adjust conf/validation/) and run the stage again."

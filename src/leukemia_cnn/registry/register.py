@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from leukemia_cnn.data.lineage import DataLineage, short, workspace_lineage
 from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.fileio import write_json
 from leukemia_cnn.registry.candidates import (
     Candidate,
     candidate_from_run,
@@ -223,8 +224,6 @@ def run(cfg: DictConfig, root: Path) -> dict:
               "alias": alias, "champion_version": champion, "previous_champion": previous,
               "champion_explanation": explanation,
               "version_summary": version_summary(this) if this else None}
-    out = root / cfg.paths.reports_dir / "registered.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(root / cfg.paths.reports_dir / "registered.json", result)
     print(f"register: {explanation}")
     return result
