@@ -74,6 +74,33 @@ def test_the_configured_defaults_pass_the_rule(guard_project, capfd, monkeypatch
     assert code == 0, err
 
 
+def test_reports_a_user_committed_do_not_refuse_the_reports_folder(guard_project, capfd,
+                                                                   monkeypatch):
+    """`git add -A` after `dvc repro` tracks reports no stage declares (classification_report
+    .txt, registered.json): the reports folder, written file by file, stays valid, while a
+    folder a command replaces whole (paths.model_dir) still may not hold tracked files."""
+    monkeypatch.chdir(guard_project)
+    check_file = guard_project / "reports" / "config_check.json"
+    had_check = check_file.exists()
+    write_file(guard_project / "reports" / "classification_report.txt", b"earlier report\n")
+    write_file(guard_project / "notes" / "mine.txt", b"a user's note\n")
+    git("add", "reports/classification_report.txt", "notes/mine.txt", cwd=guard_project)
+    git("commit", "-qm", "reports and notes", cwd=guard_project)
+    try:
+        code, err = run(["check-config"], capfd)
+        assert code == 0, err
+        code, err = run(["params", "--output", "new.yaml", "paths.model_dir=notes"], capfd)
+        assert one_line_error(code, err, "params") and "holds files git tracks" in err
+    finally:
+        git("rm", "-q", "--cached", "reports/classification_report.txt", "notes/mine.txt",
+            cwd=guard_project)
+        git("commit", "-qm", "untrack", cwd=guard_project)
+        shutil.rmtree(guard_project / "notes")
+        (guard_project / "reports" / "classification_report.txt").unlink()
+        if not had_check:
+            check_file.unlink(missing_ok=True)
+
+
 def test_a_sweep_folder_outside_the_project_is_refused(guard_project, capfd, monkeypatch):
     """`sweep ... hydra.sweep.dir=/` used to be dropped silently."""
     monkeypatch.chdir(guard_project)

@@ -28,11 +28,15 @@ RESERVED = (".git", ".dvc", ".github", ".ci", ".venv", "src", "conf", "tests", "
             "outputs", "dvc.yaml", "dvc.lock", "params.yaml", "data.dvc")
 # paths.<key> -> what it names: a file or a folder.
 FILES = ("manifest", "splits")
+# Folders that commands write file by file (each file guarded), never replace whole: files git
+# tracks inside them (reports a user committed after `dvc repro`) are no reason to refuse them.
+FILE_BY_FILE = ("reports_dir",)
 
 
 def path_reason(value: str, root: Path, git_files: list[Path],
-                reserved: Iterable[str] = RESERVED) -> str | None:
-    """Why ``value`` (relative to ``root``, or absolute) is no place to write, or None."""
+                reserved: Iterable[str] = RESERVED, file_by_file: bool = False) -> str | None:
+    """Why ``value`` (relative to ``root``, or absolute) is no place to write, or None
+    (``file_by_file``: a folder never replaced whole may hold files git tracks)."""
     if not str(value).strip():
         return "is empty"
     given = Path(str(value)).expanduser()
@@ -48,7 +52,7 @@ def path_reason(value: str, root: Path, git_files: list[Path],
     for path in sorted(set(git_files) - set(own)):
         if path == real:
             return "is a file git tracks"
-        if path.is_relative_to(real):
+        if path.is_relative_to(real) and not file_by_file:
             return f"holds files git tracks (e.g. {path.relative_to(root).as_posix()})"
     for path, where in outs.items():
         if real.is_relative_to(path) and real != path:
@@ -72,7 +76,7 @@ def check_paths(cfg: DictConfig, root: Path) -> None:
     git_files = git_tracked(root)
     seen: dict[str, Path] = {}
     for key, value in paths.items():
-        reason = path_reason(str(value), root, git_files)
+        reason = path_reason(str(value), root, git_files, file_by_file=key in FILE_BY_FILE)
         real = (root / Path(str(value)).expanduser()).resolve()
         reason = reason or _kind_reason(key, real)
         for other, where in seen.items():
