@@ -127,10 +127,8 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
                 tolerances: tuple[float, float] | None = None) -> pd.DataFrame:
     """Assign every image of ``manifest`` to train, val or test, stratified by class.
 
-    The split is drawn over groups of contents: each unique content (sha256), joined with
-    its near-duplicates when ``near_duplicate_max_distance`` is given and the manifest has
-    ``phash``. Byte-identical and near-duplicate files therefore always land in the same
-    split; the groups are then expanded back to one row per file.
+    The split is drawn over groups of contents (each sha256, joined with its near-duplicates
+    by ``phash``), so byte-identical and near-duplicate files always share a split.
 
     Parameters
     ----------
@@ -139,15 +137,12 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
         optional boolean ``decodable`` column must be all true.
     classes : sequence of str
         Class names; ``label`` is the index of a row's class in this sequence.
-    train, val, test : float
-        Fractions of the unique images per split; they must sum to 1.
-    seed : int
-        Random state for scikit-learn's stratified shuffles.
+    train, val, test, seed : float, float, float, int
+        Fractions of the unique images per split (summing to 1); scikit-learn's seed.
     near_duplicate_max_distance : int, optional
-        Perceptual hashes at most this many bits apart are one group (``split.
-        near_duplicate_max_distance``); None groups byte-identical files only. A group
-        whose files carry different classes is stratified by its most common class (the
-        first in ``classes`` on a tie) and counted in ``table.attrs``.
+        Perceptual hashes at most this many bits apart are one group; None groups
+        byte-identical files only. A mixed-class group is stratified by its most common
+        class and counted in ``table.attrs``.
     tolerances : (float, float), optional
         ``validation.split_size_tolerance`` and ``class_share_tolerance``: draw with ``seed``,
         ``seed + 1``, ... (at most ``MAX_DRAWS``) until the table passes the validate_splits
@@ -162,10 +157,10 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
     Raises
     ------
     ConfigError
-        If the fractions are not in (0, 1) or do not sum to 1.
+        Fractions outside (0, 1) or not summing to 1.
     DataError
-        If a column is missing, an image is undecodable, a class is unknown, one content
-        appears under two classes, or a class has too few unique images to stratify.
+        A missing column, an undecodable image, an unknown class, one content under two
+        classes, or too few unique images in a class to stratify.
     """
     classes = list(classes)
     # The `split` knobs' types and ranges (fractions summing to 1, seed >= 0) are the schema's.
@@ -173,23 +168,8 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
                             "near_duplicate_max_distance": near_duplicate_max_distance})
     contents = _unique_contents(manifest, classes)
     contents["group"] = near_duplicate_groups(contents, near_duplicate_max_distance)
-    rank = {c: i for i, c in enumerate(classes)}
-    groups = (contents.assign(rank=contents["class"].map(rank))
-              .groupby("group", sort=True)
-              .agg(rank=("rank", lambda r: r.value_counts().sort_index(kind="stable").idxmax()),
-                   n_classes=("class", "nunique"), size=("class", "size")))
-    groups["class"] = [classes[int(r)] for r in groups["rank"]]
-    groups = groups.reset_index()[["group", "class", "n_classes", "size"]]
-
-    needed = min_images_per_class(train, val, test)
-    per_class = groups["class"].value_counts()
-    too_few = {c: int(per_class.get(c, 0)) for c in classes if per_class.get(c, 0) < needed}
-    if too_few:
-        detail = ", ".join(f"{c}: {n}" for c, n in too_few.items())
-        raise DataError(f"too few unique images to stratify a {train:g}/{val:g}/{test:g} split "
-                        f"({detail}); each class in `data.classes` needs at least {needed} "
-                        "distinct images (duplicates and near-duplicates count once); add "
-                        "images to data/raw or drop the class from `data.classes`")
+    groups = _stratified_groups(contents, classes)
+    _require_enough_per_class(groups, classes, train, val, test)
 
     ratios = {"train": train, "val": val, "test": test}
     for draw in range(MAX_DRAWS if tolerances else 1):
@@ -200,9 +180,44 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
     else:
         raise DataError(no_acceptable_split(table, groups, ratios, tolerances, problems))
     table.attrs["draw"] = draw
+    table.attrs["near_duplicate_groups"] = _group_record(manifest, contents, groups,
+                                                         near_duplicate_max_distance)
+    return table
+
+
+def _stratified_groups(contents: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """One row per content group: ``group, class`` (the most common class, the first in
+    ``classes`` on a tie), ``n_classes`` and ``size``."""
+    rank = {c: i for i, c in enumerate(classes)}
+    groups = (contents.assign(rank=contents["class"].map(rank))
+              .groupby("group", sort=True)
+              .agg(rank=("rank", lambda r: r.value_counts().sort_index(kind="stable").idxmax()),
+                   n_classes=("class", "nunique"), size=("class", "size")))
+    groups["class"] = [classes[int(r)] for r in groups["rank"]]
+    return groups.reset_index()[["group", "class", "n_classes", "size"]]
+
+
+def _require_enough_per_class(groups: pd.DataFrame, classes: list[str], train: float,
+                              val: float, test: float) -> None:
+    """Raise DataError when a class has too few distinct groups to stratify the split."""
+    needed = min_images_per_class(train, val, test)
+    per_class = groups["class"].value_counts()
+    too_few = {c: int(per_class.get(c, 0)) for c in classes if per_class.get(c, 0) < needed}
+    if too_few:
+        detail = ", ".join(f"{c}: {n}" for c, n in too_few.items())
+        raise DataError(f"too few unique images to stratify a {train:g}/{val:g}/{test:g} split "
+                        f"({detail}); each class in `data.classes` needs at least {needed} "
+                        "distinct images (duplicates and near-duplicates count once); add "
+                        "images to data/raw or drop the class from `data.classes`")
+
+
+def _group_record(manifest: pd.DataFrame, contents: pd.DataFrame, groups: pd.DataFrame,
+                  max_distance: int | None) -> dict:
+    """``table.attrs["near_duplicate_groups"]``: how many contents were joined, and up to five
+    groups whose files carry different classes."""
     joined = groups[groups["size"] > 1]
-    table.attrs["near_duplicate_groups"] = {
-        "max_distance": near_duplicate_max_distance,
+    return {
+        "max_distance": max_distance,
         "n_groups": int(len(joined)),
         "n_contents_in_groups": int(joined["size"].sum()),
         "n_mixed_class_groups": int((joined["n_classes"] > 1).sum()),
@@ -211,7 +226,6 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
                 contents.loc[contents["group"] == g, "sha256"]), "path"].tolist())
             for g in joined.loc[joined["n_classes"] > 1, "group"].head(5)],
     }
-    return table
 
 
 def _draw(manifest: pd.DataFrame, contents: pd.DataFrame, groups: pd.DataFrame,

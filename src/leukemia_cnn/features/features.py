@@ -165,24 +165,13 @@ def features_of_splits(images: dict[str, np.ndarray], fcfg, n_jobs: int = 1) -> 
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
-    if "train" not in images:
-        raise DataError("no train split among the preprocessed arrays; rerun "
-                        "`dvc repro preprocess`")
-    shapes = {x.shape[1:] for x in images.values() if len(x)}
-    if len(shapes) > 1:
-        raise DataError(f"preprocessed splits differ in image shape: {sorted(shapes)}; "
-                        "rerun `dvc repro preprocess`")
+    gray = _gray_splits(images)
     hog_cfg = fcfg.hog
-    gray = {name: to_gray(x) for name, x in images.items()}
     params, dim = hog_params(gray["train"].shape[1:], hog_cfg.orientations,
                              hog_cfg.pixels_per_cell, hog_cfg.cells_per_block,
                              hog_cfg.block_norm)
     others = [name for name in images if name != "train" and len(images[name])]
-    rest = np.concatenate([gray[name] for name in others]) if others else gray["train"][:0]
-    # Starting a worker process costs about as much as a few hundred descriptors.
-    jobs = max(1, min(int(n_jobs), len(gray["train"]) // MIN_IMAGES_PER_WORKER))
-    train_blocks = np.array_split(gray["train"], jobs) if len(gray["train"]) else []
-    rest_blocks = np.array_split(rest, max(1, min(jobs, len(rest)))) if len(rest) else []
+    train_blocks, rest_blocks, jobs = _blocks(gray, others, n_jobs)
     results = describe_blocks(train_blocks + rest_blocks, params, jobs)
     empty = np.empty((0, dim), dtype=gray["train"].dtype)
     hogs = {"train": np.concatenate([next(results) for _ in train_blocks] or [empty])}
@@ -201,6 +190,29 @@ def features_of_splits(images: dict[str, np.ndarray], fcfg, n_jobs: int = 1) -> 
         hogs={name: hogs[name] for name in images}, pca=pca, reduced=reduced,
         seconds={"hog_train": hog_train - started, "pca_fit": pca_done - hog_train,
                  "total": finished - started})
+
+
+def _gray_splits(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The splits in grayscale, after checking that there is a train split and one shape."""
+    if "train" not in images:
+        raise DataError("no train split among the preprocessed arrays; rerun "
+                        "`dvc repro preprocess`")
+    shapes = {x.shape[1:] for x in images.values() if len(x)}
+    if len(shapes) > 1:
+        raise DataError(f"preprocessed splits differ in image shape: {sorted(shapes)}; "
+                        "rerun `dvc repro preprocess`")
+    return {name: to_gray(x) for name, x in images.items()}
+
+
+def _blocks(gray: dict[str, np.ndarray], others: list[str], n_jobs: int):
+    """The train images and the other splits' (in ``others`` order) cut into blocks for the
+    workers: (train blocks, other blocks, number of workers)."""
+    rest = np.concatenate([gray[name] for name in others]) if others else gray["train"][:0]
+    # Starting a worker process costs about as much as a few hundred descriptors.
+    jobs = max(1, min(int(n_jobs), len(gray["train"]) // MIN_IMAGES_PER_WORKER))
+    train_blocks = np.array_split(gray["train"], jobs) if len(gray["train"]) else []
+    rest_blocks = np.array_split(rest, max(1, min(jobs, len(rest)))) if len(rest) else []
+    return train_blocks, rest_blocks, jobs
 
 
 def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
@@ -282,6 +294,21 @@ def _scores(model: Pipeline, x: np.ndarray, y: np.ndarray) -> tuple[float, float
             float(f1_score(y, predicted, average="macro", zero_division=0)))
 
 
+def write_features(out_dir: Path, reduced: dict, labels: dict, paths: dict, pca: PCA,
+                   fcfg) -> dict:
+    """Write ``<split>.npz``, ``pca.joblib`` and ``meta.json`` (returned) in ``out_dir``."""
+    for name in SPLITS:
+        save_npz(out_dir / f"{name}.npz", x=reduced[name], y=labels[name].astype(np.int64),
+                 path=paths[name])
+    atomic_write(out_dir / "pca.joblib", lambda tmp: joblib.dump(pca, tmp))
+    meta = {"hog_length": int(pca.n_features_in_), "n_components": int(pca.n_components_),
+            "whiten": bool(fcfg.pca.whiten), "svd_solver": pca.svd_solver,
+            "explained_variance_ratio_sum": float(pca.explained_variance_ratio_.sum()),
+            "counts": {name: len(labels[name]) for name in SPLITS}}
+    write_json(out_dir / "meta.json", meta)
+    return meta
+
+
 def run(cfg: DictConfig, root: Path) -> dict:
     """Run the stage: preprocessed splits -> HOG -> PCA features, baseline metrics and run.
 
@@ -312,19 +339,7 @@ def run(cfg: DictConfig, root: Path) -> dict:
     hogs, pca, reduced = computed.hogs, computed.pca, computed.reduced
     feature_seconds = time.perf_counter() - started
 
-    for name in SPLITS:
-        save_npz(out_dir / f"{name}.npz", x=reduced[name], y=labels[name].astype(np.int64),
-                  path=paths[name])
-    atomic_write(out_dir / "pca.joblib", lambda tmp: joblib.dump(pca, tmp))
-    hog_dim = int(hogs["train"].shape[1])
-    explained = float(pca.explained_variance_ratio_.sum())
-    counts = {name: len(labels[name]) for name in SPLITS}
-    meta = {"hog_length": hog_dim, "n_components": int(pca.n_components_),
-            "whiten": bool(fcfg.pca.whiten), "svd_solver": pca.svd_solver,
-            "explained_variance_ratio_sum": explained,
-            "counts": counts}
-    write_json(out_dir / "meta.json", meta)
-
+    meta = write_features(out_dir, reduced, labels, paths, pca, fcfg)
     model = fit_baseline(reduced["train"], labels["train"], fcfg.baseline.C,
                          fcfg.baseline.max_iter)
     val_accuracy, val_f1 = _scores(model, reduced["val"], labels["val"])
@@ -332,7 +347,7 @@ def run(cfg: DictConfig, root: Path) -> dict:
     metrics = {
         "val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
         "val_f1_macro": val_f1, "test_f1_macro": test_f1,
-        "hog_dim": hog_dim, "pca_explained_variance": explained,
+        "hog_dim": meta["hog_length"], "pca_explained_variance": meta["explained_variance_ratio_sum"],
         "feature_seconds": round(feature_seconds, 3),
     }
     # JSON has no NaN: an empty split's score is written as null.
@@ -341,5 +356,5 @@ def run(cfg: DictConfig, root: Path) -> dict:
 
     from leukemia_cnn.features.baseline_run import log_baseline
 
-    run_id = log_baseline(cfg, root, metrics, counts, pca, model, report_path, hogs["train"])
+    run_id = log_baseline(cfg, root, metrics, meta["counts"], pca, model, report_path, hogs["train"])
     return {**metrics, "mlflow_run_id": run_id, "output": str(out_dir)}

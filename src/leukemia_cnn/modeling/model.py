@@ -43,38 +43,18 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
         (height, width, channels) of the preprocessed images, e.g. (100, 100, 1).
     n_classes : int
         Number of output classes (softmax units).
-    filters, kernel_sizes : list of int
-        One entry per conv layer; the paper uses [64, 32, 128] / [5, 5, 3].
-    padding : {"valid", "same"}
-        Conv padding (the paper: valid).
-    pool_size, dense_units, dropout
-        Max-pool size, width of the hidden dense layer and its dropout rate.
-    batch_norm : bool, default False
-        Conv -> BatchNormalization -> ReLU instead of Conv with ReLU.
-    batch_norm_momentum : float, default 0.99
-        Momentum of the batch-norm moving mean and variance.
-    augment : bool, default False
-        Random flips and rotations as the first layers; Keras applies them only while
-        training, so inference (and the logged model) sees the image unchanged.
+    filters, kernel_sizes, padding, pool_size, dense_units, dropout, batch_norm, \
+    batch_norm_momentum, kernel_initializer, head, augment, augment_rotation
+        The ``model`` and ``train`` knobs of the same names, documented in
+        ``conf/model/paper_cnn.yaml`` and ``conf/train/default.yaml`` (the paper: filters
+        [64, 32, 128], kernels [5, 5, 3], valid padding, Flatten head, no batch norm).
+        ``augment`` layers act only while training: the logged model sees images unchanged.
     standardize_data : numpy.ndarray or "per_image", optional
-        Training images; when given, a ``Normalization`` layer adapted to their per-channel
-        mean and variance standardises the input. ``"per_image"``: each image is standardised
-        by its own mean and variance (``LayerNormalization`` over height, width and channels).
-    augment_rotation : float, default 0.25
-        With ``augment``: rotate by a random angle of up to this fraction of a full turn
-        either way (0.25 = 90 degrees); 0 = flips only.
-    kernel_initializer : str, default "glorot_uniform"
-        Initial weights of the conv layers and the hidden dense layer (Keras's default, which
-        the paper kept, or e.g. ``he_normal``, scaled for ReLU); the softmax layer keeps
-        Glorot.
-    head : {"flatten", "global_average"}, default "flatten"
-        How the last conv block's feature maps reach the dense layer: flattened (the paper;
-        12,800 inputs at 100x100 with valid padding) or averaged over the image per filter
-        (``GlobalAveragePooling2D``: one input per filter of the last conv layer).
+        Training images to adapt a ``Normalization`` layer to (per-channel mean and
+        variance); ``"per_image"`` standardises each image by its own statistics.
     mixed_precision : {"off", "bfloat16", "auto"}, default "off"
-        Compute the hidden layers in bfloat16 (weights stay float32, the softmax output is
-        float32); ``auto`` does so only where :func:`cpu_has_bfloat16` (see
-        :func:`resolve_mixed_precision`).
+        Hidden layers in bfloat16 (weights and the softmax output stay float32); ``auto``
+        only where :func:`cpu_has_bfloat16` (see :func:`resolve_mixed_precision`).
 
     Returns
     -------

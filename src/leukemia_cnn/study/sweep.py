@@ -139,47 +139,71 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
         run id, model URI, registered version (or None), config id, accuracies, prediction
         times and ``collapsed``.
     """
+    from leukemia_cnn.modeling import evaluate
+    from leukemia_cnn.modeling.trainrun import start_training_run
+
+    splits = _job_splits(cfg, root, out_dir, experiment_name)
+    x_train, y_train, train_paths = splits["train"]
+    with _interrupt_guard(), start_training_run(
+            cfg, root, x_train, y_train, splits["val"][1], train_paths, stage="sweep",
+            recipe_name=None if experiment_name == "default" else experiment_name,
+            overrides=" ".join(overrides or []) or "(defaults)", sweep_id=sweep_id,
+            experiment_name=experiment_name, hydra_job_dir=str(out_dir)) as training:
+        summary, info, metrics, collapsed = _train_and_evaluate(cfg, root, out_dir, splits,
+                                                                training.name)
+    evaluate.print_summary(metrics, collapsed, training.run_id, prefix=f"sweep: {training.name}")
+    version = _register(cfg, root, training.run_id, info.model_uri)
+    return {"run_id": training.run_id, "model_uri": info.model_uri, "version": version,
+            "config_id": training.config_id, "experiment_name": experiment_name,
+            "seed": int(cfg.seed), "train_seconds": summary["train_seconds"],
+            **{k: metrics[k] for k in evaluate.SUMMARY_KEYS}}
+
+
+def _job_splits(cfg: DictConfig, root: Path, out_dir: Path, experiment_name: str) -> dict:
+    """Check the job's config, make its folder, reset Keras and load its three splits (the
+    train split cut to ``train.train_fraction``)."""
     import keras
 
-    from leukemia_cnn.modeling import evaluate, train
-    from leukemia_cnn.modeling.trainrun import start_training_run
-    from leukemia_cnn.registry import register
-    from leukemia_cnn.tracking.store import store_lock, tracking_uri
+    from leukemia_cnn.modeling import train
 
     validate_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session()  # a reused worker process keeps no earlier model
     _limit_threads(cfg.sweep.get("tf_threads"))
     splits = load_splits(cfg, root)
-    x_train, y_train, train_paths = splits["train"] = train.train_subset(cfg, *splits["train"])
-    x_val, y_val, _ = splits["val"]
-
-    print(f"sweep: job {experiment_name} seed {cfg.seed} ({len(y_train)} train / {len(y_val)} "
+    splits["train"] = train.train_subset(cfg, *splits["train"])
+    n_train, n_val = len(splits["train"][1]), len(splits["val"][1])
+    print(f"sweep: job {experiment_name} seed {cfg.seed} ({n_train} train / {n_val} "
           f"val images, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
           f"{cfg.train.loss})")
-    with _interrupt_guard(), start_training_run(
-            cfg, root, x_train, y_train, y_val, train_paths, stage="sweep",
-            recipe_name=None if experiment_name == "default" else experiment_name,
-            overrides=" ".join(overrides or []) or "(defaults)", sweep_id=sweep_id,
-            experiment_name=experiment_name, hydra_job_dir=str(out_dir)) as training:
-        run_id, label, configuration = training.run_id, training.name, training.config_id
-        summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val,
-                                                 out_dir, out_dir, label=label)
-        metrics, collapsed = evaluate.evaluate_model(
-            model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir,
-            temperature=summary["temperature"], fitted_temperature=summary["fitted_temperature"],
-            raw_dir=root / cfg.paths.raw_dir)
-        evaluate.log_evaluation(metrics, collapsed, out_dir)
-    evaluate.print_summary(metrics, collapsed, run_id, prefix=f"sweep: {label}")
-    version = None
-    if knob(cfg, "sweep.register"):
-        # Parallel jobs number versions in one registry: one registration at a time.
-        with store_lock(tracking_uri(cfg, root)):
-            version = register.register(cfg, root, run_id, info.model_uri)
-    return {"run_id": run_id, "model_uri": info.model_uri, "version": version,
-            "config_id": configuration, "experiment_name": experiment_name,
-            "seed": int(cfg.seed), "train_seconds": summary["train_seconds"],
-            **{k: metrics[k] for k in evaluate.SUMMARY_KEYS}}
+    return splits
+
+
+def _train_and_evaluate(cfg: DictConfig, root: Path, out_dir: Path, splits: dict, label: str):
+    """Inside the job's run: fit and log the model, then evaluate it on val and test."""
+    from leukemia_cnn.modeling import evaluate, train
+
+    (x_train, y_train, _), (x_val, y_val, _) = splits["train"], splits["val"]
+    summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val,
+                                             out_dir, out_dir, label=label)
+    metrics, collapsed = evaluate.evaluate_model(
+        model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir,
+        temperature=summary["temperature"], fitted_temperature=summary["fitted_temperature"],
+        raw_dir=root / cfg.paths.raw_dir)
+    evaluate.log_evaluation(metrics, collapsed, out_dir)
+    return summary, info, metrics, collapsed
+
+
+def _register(cfg: DictConfig, root: Path, run_id: str, model_uri: str) -> str | None:
+    """Register the job's model when ``sweep.register`` (one registration at a time: parallel
+    jobs number versions in one registry); the version, or None."""
+    from leukemia_cnn.registry import register
+    from leukemia_cnn.tracking.store import store_lock, tracking_uri
+
+    if not knob(cfg, "sweep.register"):
+        return None
+    with store_lock(tracking_uri(cfg, root)):
+        return register.register(cfg, root, run_id, model_uri)
 
 
 def job(cfg: DictConfig) -> dict:
