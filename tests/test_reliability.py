@@ -51,7 +51,7 @@ def wait_for_training(process: subprocess.Popen, uri: str, timeout: float = 300)
                                  f"{process.stdout.read()[-3000:]}")
         try:
             running = [r for r in training_runs(client)
-                       if r.info.status == "RUNNING" and "loss" in r.data.metrics]
+                       if r.info.status == "RUNNING" and "loss/train" in r.data.metrics]
         except Exception:  # noqa: BLE001 - the store may be mid-creation
             running = []
         if running:
@@ -244,7 +244,8 @@ def test_concurrent_training_processes_on_one_sqlite_store_lose_nothing(tmp_path
         expected.update({"data.n_train": "96", "data.n_val": "32"})
         # the logged model's config, which MLflow logs as params too
         expected.update({"preprocessing/classes": str(list(cfg.data.classes)),
-                         "preprocessing/image_size": "32", "preprocessing/color_mode": "grayscale"})
+                         "preprocessing/image_size": "32", "preprocessing/color_mode": "grayscale",
+                         "preprocessing/inference_precision": cfg.train.inference_precision})
         params = dict(run.data.params)
         assert float(params.pop("preprocessing/temperature")) > 0  # fitted on val
         assert params == expected  # every param, with its value

@@ -110,9 +110,9 @@ def test_pipeline_logs_registers_and_promotes_through_postgres_server(team_serve
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
-    assert {"val_accuracy", "test_accuracy", "train_seconds", "loss"} <= set(run.data.metrics)
+    assert {"val_accuracy", "test_accuracy", "train_seconds", "loss/train"} <= set(run.data.metrics)
     assert run.data.params["train.epochs"] == str(TINY_CONF["train"]["epochs"])
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == TINY_CONF["train"]["epochs"]
+    assert len(client.get_metric_history(run.info.run_id, "loss/train")) == TINY_CONF["train"]["epochs"]
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert champion.run_id == run.info.run_id
     # The same data lineage as the embedded store: tags, datasets, the version's group.
@@ -133,9 +133,10 @@ def test_pipeline_logs_registers_and_promotes_through_postgres_server(team_serve
                        (MODEL_NAME,))
         assert cursor.fetchall() == [("champion", int(champion.version))]
         cursor.execute("select name, digest from datasets order by name")
-        digest = run.data.tags["data_version"].removesuffix(".dir")
-        assert cursor.fetchall() == [(f"synthetic-{split}", digest)
-                                     for split in ("test", "train", "val")]
+        # one dataset row per split, each with the digest the run's inputs carry
+        logged = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+        assert cursor.fetchall() == sorted(logged.items())
+        assert len(set(logged.values())) == 3
 
     promoted = sh("leukemia-cnn", "promote", cwd=repo, env_extra=env)
     assert f"already on version {champion.version}" in promoted.stdout
