@@ -36,6 +36,21 @@ def test_a_training_knob_is_upstream_of_train_evaluate_and_register(monkeypatch)
         name for name in benchlib_stages() if name != "validate_raw"]
 
 
+def test_first_run_benchmark_splits_make_run_into_data_stages_and_summary(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_firstrun
+
+    lines = [(0.5, ".venv/bin/leukemia-cnn data synth --if-empty"),
+             (20.0, "Running stage 'check_config':"), (22.0, "check_config: ok"),
+             (23.0, "Running stage 'train':"), (143.0, "train: 120.0 s"),
+             (150.0, ".venv/bin/leukemia-cnn summary"), (151.0, "champion: version 1")]
+    parts = bench_firstrun.phases(lines, 155.0)
+    assert [name for name, _ in parts] == ["data synth (make data)", "stage check_config",
+                                           "stage train", "summary"]
+    assert [round(s, 1) for _, s in parts] == [20.0, 3.0, 127.0, 5.0]
+    assert sum(s for _, s in parts) == pytest.approx(155.0)
+
+
 def benchlib_stages() -> list[str]:
     import benchlib
 
