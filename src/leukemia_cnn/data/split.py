@@ -162,8 +162,7 @@ def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, va
         A missing column, an undecodable image, an unknown class, one content under two
         classes, or too few unique images in a class to stratify.
     """
-    classes = list(classes)
-    # The `split` knobs' types and ranges (fractions summing to 1, seed >= 0) are the schema's.
+    classes = list(classes)  # the knobs' types and ranges are the schema's:
     check_section("split", {"train": train, "val": val, "test": test, "seed": seed,
                             "near_duplicate_max_distance": near_duplicate_max_distance})
     contents = _unique_contents(manifest, classes)
