@@ -227,13 +227,7 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     """
     from leukemia_cnn.modeling.pyfunc import log_model
 
-    try:
-        model, history, seconds = fit(cfg, x_train, y_train, x_val, y_val,
-                                      callbacks=[epoch_logger()])
-    except KeyboardInterrupt:
-        set_tag("interrupted", "true")
-        end_run(status="KILLED")
-        raise
+    model, history, seconds = fit_with_epoch_logger(cfg, x_train, y_train, x_val, y_val)
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
     keras_path = model_dir / "cnn.keras"
@@ -278,6 +272,21 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
                          params=model_params(cfg), guard_path=guard_path,
                          inference_precision=str(knob(cfg, "train.inference_precision")))
     return summary, info, model
+
+
+def fit_with_epoch_logger(cfg: DictConfig, x_train, y_train, x_val, y_val):
+    """:func:`fit` with the per-epoch MLflow logger; an interrupted fit ends the active run
+    KILLED (tag ``interrupted``) after the epochs it logged are written."""
+    logger = epoch_logger()
+    try:
+        return fit(cfg, x_train, y_train, x_val, y_val, callbacks=[logger])
+    except KeyboardInterrupt:
+        logger.close(raise_errors=False)
+        set_tag("interrupted", "true")
+        end_run(status="KILLED")
+        raise
+    finally:
+        logger.close(raise_errors=False)  # after any other error: the run ends FAILED
 
 
 def model_params(cfg: DictConfig) -> dict[str, str]:
