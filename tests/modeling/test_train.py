@@ -286,3 +286,32 @@ def test_an_interrupted_fit_ends_its_run_killed_with_the_logged_epochs_written(
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2]
     assert mlflow.active_run() is None
     assert not any(t.name == "metric-writer" for t in threading.enumerate())
+
+
+def test_one_val_pass_gives_the_calibration_and_guard_that_separate_passes_give(
+        make_cfg, mlflow_store, tmp_path):
+    from leukemia_cnn.modeling import guard as guard_module
+    from leukemia_cnn.modeling import train
+    from leukemia_cnn.tracking.runs import start_run
+    from leukemia_cnn.tracking.store import setup_mlflow
+
+    cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=2", "train.calibration=on",
+                   "train.guard_method=mahalanobis+input+energy+knn")
+    y = np.repeat(np.arange(4), 8)
+    x, x_val = blob_images(y, 32), blob_images(y, 32, seed=1)
+    model, _, _ = fit(cfg, x, y, x_val, y)
+    separate = train.fit_calibration(cfg, model, x_val, y)  # its own model.predict
+    guard = guard_module.fit_guard(model, x, y, x_val, cfg.train.guard_method, 0.95)
+    setup_mlflow(cfg, tmp_path)
+    with start_run(run_name="shared"):
+        summary = {"train_seconds": 1.0, "n_params": model.count_params()}
+        shared, guard_path = train.calibrate_and_guard(cfg, model, x, y, x_val, y, tmp_path,
+                                                       summary)
+    assert shared == separate
+    assert summary["fitted_temperature"] == separate["fitted_temperature"]
+    loaded = guard_module.load_guard(guard_path)
+    assert (loaded.threshold, loaded.val_accept_rate, loaded.train_accept_rate) == (
+        guard.threshold, guard.val_accept_rate, guard.train_accept_rate)
+    for name, part in guard.parts.items():
+        for key, value in part.items():
+            np.testing.assert_array_equal(loaded.parts[name][key], value, err_msg=name)
