@@ -12,7 +12,6 @@ import contextlib
 import signal
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,6 @@ from leukemia_cnn.tracking.runs import (
     log_metrics,
     set_tag,
     set_tags,
-    warm_model_logging,
 )
 
 
@@ -236,23 +234,18 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     model, history, seconds = fit_with_epoch_logger(cfg, x_train, y_train, x_val, y_val)
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1) as background:
+    keras_path = model_dir / "cnn.keras"
+    model.save(keras_path)
+    write_csv(reports_dir / "train_history.csv", history)
+    summary = training_summary(cfg, model, history, seconds)
+    calibration, guard_path = calibrate_and_guard(cfg, model, x_train, y_train, x_val, y_val,
+                                                  model_dir, summary)
+    with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
-        # What the model does not need runs beside the forward passes of calibration and guard
-        # (TensorFlow computes without the GIL).
-        curves = background.submit(plot_curves, history, tmp_dir / "curves.png",
-                                   label or "training curves")
-        warmed = background.submit(warm_model_logging)
-        keras_path = model_dir / "cnn.keras"
-        model.save(keras_path)
-        write_csv(reports_dir / "train_history.csv", history)
-        summary = training_summary(cfg, model, history, seconds)
-        calibration, guard_path = calibrate_and_guard(cfg, model, x_train, y_train, x_val,
-                                                      y_val, model_dir, summary)
-        warmed.result()
         (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        for path in (tmp_dir / "config.yaml", curves.result(), reports_dir / "train_history.csv"):
-            log_artifact(path)
+        log_artifact(tmp_dir / "config.yaml")
+        log_artifact(plot_curves(history, tmp_dir / "curves.png", label or "training curves"))
+        log_artifact(reports_dir / "train_history.csv")
         info = log_pyfunc_model(cfg, keras_path, guard_path, calibration["temperature"], x_val[0])
     return summary, info, model
 

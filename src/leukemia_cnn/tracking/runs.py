@@ -184,19 +184,6 @@ def log_artifacts(local_dir: str | Path, artifact_path: str | None = None) -> No
     mlflow.log_artifacts(str(local_dir), artifact_path=artifact_path)
 
 
-def warm_model_logging() -> None:
-    """Do now the part of logging a model that does not need the model: MLflow's map of the
-    installed packages' modules, which ``log_model`` builds once per process to check the
-    model's pinned requirements against this environment (0.45 s in the train stage on
-    2 cores, measured with pyinstrument). Meant for a background thread while the model is
-    finished; a no-op where MLflow has no such map."""
-    try:
-        from mlflow.utils.requirements_utils import _init_modules_to_packages_map
-    except ImportError:
-        return
-    _init_modules_to_packages_map()
-
-
 def log_sklearn_model(model, sample, name: str = "model"):
     """Log a fitted scikit-learn model to the active run; return its ``ModelInfo``.
 
