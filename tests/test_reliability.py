@@ -51,7 +51,7 @@ def wait_for_training(process: subprocess.Popen, uri: str, timeout: float = 300)
                                  f"{process.stdout.read()[-3000:]}")
         try:
             running = [r for r in training_runs(client)
-                       if r.info.status == "RUNNING" and "loss" in r.data.metrics]
+                       if r.info.status == "RUNNING" and "loss/train" in r.data.metrics]
         except Exception:  # noqa: BLE001 - the store may be mid-creation
             running = []
         if running:
