@@ -29,13 +29,7 @@ from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_me
 from leukemia_cnn.modeling.outputs import MODEL_FILE, exit_with_dvc, publish
 from leukemia_cnn.modeling.plots import plot_curves
 from leukemia_cnn.modeling.trainrun import epoch_logger, start_training_run, summary_fields
-from leukemia_cnn.tracking.runs import (
-    end_run,
-    log_artifact,
-    log_metrics,
-    set_tag,
-    set_tags,
-)
+from leukemia_cnn.tracking.runs import end_run, log_artifact, log_metrics, set_tag, set_tags
 
 
 class TrainingInterrupted(KeyboardInterrupt):
