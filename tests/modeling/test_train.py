@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from helpers import TINY_OVERRIDES, blob_images
 from leukemia_cnn.modeling.train import fit
@@ -39,8 +40,19 @@ def test_mlflow_run_has_params_tags_curves_timing_and_model(trained):
     assert "train.epochs=8" in tags["hydra_overrides"]
     assert tags["keras_accuracy_metric"] == "CategoricalAccuracy"
     # train and val curves share a prefix: one chart section per quantity in the run page
-    loss_history = client.get_metric_history(run.info.run_id, "loss/val")
-    assert [m.step for m in loss_history] == list(range(1, trained.cfg.train.epochs + 1))
+    # every epoch's curves, written by the logger's background thread, each at step = epoch
+    epochs = list(range(1, trained.cfg.train.epochs + 1))
+    history = pd.read_csv(trained.root / "reports" / "train_history.csv")
+    for keras_name, key in (("loss", "loss/train"), ("val_loss", "loss/val"),
+                            ("argmax_accuracy", "accuracy/train"),
+                            ("val_argmax_accuracy", "accuracy/val"), (None, "epoch_seconds")):
+        logged = client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in logged) == epochs, key
+        if keras_name is not None:
+            by_step = {m.step: m.value for m in logged}
+            assert [by_step[e] for e in epochs] == pytest.approx(list(history[keras_name]))
+    assert not {"accuracy", "val_accuracy"} & {
+        m.key for m in client.get_metric_history(run.info.run_id, "accuracy")}
     assert run.data.metrics["train_seconds"] > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "curves.png", "train_history.csv"} <= artifacts
@@ -230,3 +242,76 @@ def test_auto_precision_is_logged_as_what_it_resolved_to(make_cfg, monkeypatch):
             assert params["train.mixed_precision"] == expected
     assert ids["auto", True] == ids["bfloat16", True] != ids["off", True]
     assert ids["auto", False] == ids["off", False]
+
+
+def test_an_interrupted_fit_ends_its_run_killed_with_the_logged_epochs_written(
+        make_cfg, mlflow_store, tmp_path, monkeypatch):
+    import threading
+
+    import keras
+    import mlflow
+
+    from leukemia_cnn.modeling import train
+    from leukemia_cnn.tracking.runs import start_run
+    from leukemia_cnn.tracking.store import setup_mlflow
+
+    class CtrlCAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # after the epoch logger (it comes first) queued epoch 2
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "training_callbacks", lambda cfg: [CtrlCAfterSecondEpoch()])
+    written_when_killed = []
+    end_run = train.end_run
+
+    def recording_end_run(status):
+        run_id = mlflow.active_run().info.run_id
+        written_when_killed.extend(m.step for m in
+                                   mlflow.MlflowClient().get_metric_history(run_id, "loss/val"))
+        end_run(status=status)
+
+    monkeypatch.setattr(train, "end_run", recording_end_run)
+    cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=5")
+    y = np.repeat(np.arange(4), 4)
+    x = blob_images(y, 32)
+    setup_mlflow(cfg, tmp_path)
+    with pytest.raises(KeyboardInterrupt), start_run(run_name="interrupted") as active:
+        train.fit_and_log(cfg, x, y, x, y, tmp_path, tmp_path)
+    client = mlflow.MlflowClient()
+    run = client.get_run(active.info.run_id)
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert run.data.tags["interrupted"] == "true"
+    assert sorted(written_when_killed) == [1, 2]  # written before the run was marked KILLED
+    for key in ("loss/train", "loss/val", "accuracy/val", "epoch_seconds"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2]
+    assert mlflow.active_run() is None
+    assert not any(t.name == "metric-writer" for t in threading.enumerate())
+
+
+def test_one_val_pass_gives_the_calibration_and_guard_that_separate_passes_give(
+        make_cfg, mlflow_store, tmp_path):
+    from leukemia_cnn.modeling import guard as guard_module
+    from leukemia_cnn.modeling import train
+    from leukemia_cnn.tracking.runs import start_run
+    from leukemia_cnn.tracking.store import setup_mlflow
+
+    cfg = make_cfg(*TINY_OVERRIDES, "train.epochs=2", "train.calibration=on",
+                   "train.guard_method=mahalanobis+input+energy+knn")
+    y = np.repeat(np.arange(4), 8)
+    x, x_val = blob_images(y, 32), blob_images(y, 32, seed=1)
+    model, _, _ = fit(cfg, x, y, x_val, y)
+    separate = train.fit_calibration(cfg, model, x_val, y)  # its own model.predict
+    guard = guard_module.fit_guard(model, x, y, x_val, cfg.train.guard_method, 0.95)
+    setup_mlflow(cfg, tmp_path)
+    with start_run(run_name="shared"):
+        summary = {"train_seconds": 1.0, "n_params": model.count_params()}
+        shared, guard_path = train.calibrate_and_guard(cfg, model, x, y, x_val, y, tmp_path,
+                                                       summary)
+    assert shared == separate
+    assert summary["fitted_temperature"] == separate["fitted_temperature"]
+    loaded = guard_module.load_guard(guard_path)
+    assert (loaded.threshold, loaded.val_accept_rate, loaded.train_accept_rate) == (
+        guard.threshold, guard.val_accept_rate, guard.train_accept_rate)
+    for name, part in guard.parts.items():
+        for key, value in part.items():
+            np.testing.assert_array_equal(loaded.parts[name][key], value, err_msg=name)

@@ -101,3 +101,48 @@ def test_store_errors_name_the_store_and_the_config_key(mlflow_store, make_cfg, 
                                           r"config key `mlflow.tracking_uri`"):
         with store_errors(cfg, tmp_path, "log the baseline"):
             mlflow.get_run("0" * 32)  # no such run: MLflow raises MlflowException
+
+
+def test_metric_writer_writes_every_batch_in_order_off_the_calling_thread(
+        mlflow_store, make_cfg, tmp_path):
+    import threading
+
+    from leukemia_cnn.tracking.runs import MetricWriter, active_run_id
+
+    setup_mlflow(make_cfg(), tmp_path)
+    writers = []
+    with start_run(run_name="writer") as active:
+        writer = MetricWriter(active_run_id())
+        original = writer._client.log_batch
+
+        def log_batch(*args, **kwargs):
+            writers.append(threading.current_thread())
+            return original(*args, **kwargs)
+
+        writer._client.log_batch = log_batch
+        for step in (1, 2, 3):
+            writer.put({"loss/train": 1.0 / step, "epoch_seconds": 0.5}, step=step)
+        assert writer.close() is None
+        assert writer.close() is None  # idempotent
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(active.info.run_id, "loss/train")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+    timestamps = [m.timestamp for m in history]
+    assert timestamps == sorted(timestamps)  # stamped when put, in order
+    assert [m.step for m in client.get_metric_history(active.info.run_id, "epoch_seconds")] \
+        == [1, 2, 3]
+    assert len(writers) == 3 and threading.current_thread() not in writers
+    assert not any(t.name == "metric-writer" for t in threading.enumerate())
+
+
+def test_metric_writer_raises_a_failed_write_when_closed(mlflow_store):
+    from mlflow.exceptions import MlflowException
+
+    from leukemia_cnn.tracking.runs import MetricWriter
+
+    writer = MetricWriter("0" * 32)  # no such run
+    writer.put({"loss/train": 1.0}, step=1)
+    writer.put({"loss/train": 0.5}, step=2)  # skipped after the first error
+    with pytest.raises(MlflowException):
+        writer.close()
+    assert isinstance(writer.close(raise_errors=False), MlflowException)

@@ -234,17 +234,21 @@ def quantile_threshold(scores: np.ndarray, accept_rate: float) -> float:
 
 
 def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
-              accept_rate: float = 0.95, batch_size: int = 256) -> Guard:
+              accept_rate: float = 0.95, batch_size: int = 256, val_embeddings=None) -> Guard:
     """Fit the guard's parts on the train split; set its threshold on the val split.
 
-    ``model`` is the trained Keras classifier; ``x_*`` are preprocessed images in [0, 1].
+    ``model`` is the trained Keras classifier (or the two-headed model :func:`embedding_model`
+    made from it); ``x_*`` are preprocessed images in [0, 1]; ``val_embeddings``, when given,
+    are ``x_val``'s embeddings through that model (the train stage computes them once for the
+    calibration's probabilities too).
     """
     names = check_method(method)
-    two_headed = embedding_model(model)
+    two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     last = model.layers[-1].get_weights()
     splits = {}
     for split, x in (("train", x_train), ("val", x_val)):
-        embeddings = forward(two_headed, x, batch_size)[0]
+        embeddings = (val_embeddings if split == "val" and val_embeddings is not None
+                      else forward(two_headed, x, batch_size)[0])
         splits[split] = (embeddings, image_statistics(x) if "input" in names else None)
     guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate))
     for name in names:
@@ -271,11 +275,12 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
                        in_distribution=scores <= guard.threshold, probabilities=probabilities)
 
 
-def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path) -> tuple[Guard, Path]:
+def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,
+                     val_embeddings=None) -> tuple[Guard, Path]:
     """The train stage's hook: fit with ``train.guard_method`` and ``train.guard_accept_rate``,
     save as ``model_dir/guard.npz``, print one line; return the guard and its file."""
     guard = fit_guard(model, x_train, y_train, x_val, str(knob(cfg, "train.guard_method")),
-                      float(knob(cfg, "train.guard_accept_rate")))
+                      float(knob(cfg, "train.guard_accept_rate")), val_embeddings=val_embeddings)
     path = save_guard(guard, Path(model_dir) / GUARD_FILE)
     print(f"train: guard {guard.method} threshold {guard.threshold:.4g}: accepts "
           f"{guard.val_accept_rate:.1%} of val, {guard.train_accept_rate:.1%} of train")

@@ -23,7 +23,7 @@ from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.fileio import write_csv
-from leukemia_cnn.modeling.guard import fit_for_training
+from leukemia_cnn.modeling.guard import embedding_model, fit_for_training, forward
 from leukemia_cnn.modeling.guard import summary as guard_summary
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
 from leukemia_cnn.modeling.outputs import MODEL_FILE, exit_with_dvc, publish
@@ -225,20 +225,42 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     model : keras.Model
         The fitted model.
     """
-    from leukemia_cnn.modeling.pyfunc import log_model
-
-    try:
-        model, history, seconds = fit(cfg, x_train, y_train, x_val, y_val,
-                                      callbacks=[epoch_logger()])
-    except KeyboardInterrupt:
-        set_tag("interrupted", "true")
-        end_run(status="KILLED")
-        raise
+    model, history, seconds = fit_with_epoch_logger(cfg, x_train, y_train, x_val, y_val)
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
     keras_path = model_dir / "cnn.keras"
     model.save(keras_path)
     write_csv(reports_dir / "train_history.csv", history)
+    summary = training_summary(cfg, model, history, seconds)
+    calibration, guard_path = calibrate_and_guard(cfg, model, x_train, y_train, x_val, y_val,
+                                                  model_dir, summary)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        log_artifact(tmp_dir / "config.yaml")
+        log_artifact(plot_curves(history, tmp_dir / "curves.png", label or "training curves"))
+        log_artifact(reports_dir / "train_history.csv")
+        info = log_pyfunc_model(cfg, keras_path, guard_path, calibration["temperature"], x_val[0])
+    return summary, info, model
+
+
+def fit_with_epoch_logger(cfg: DictConfig, x_train, y_train, x_val, y_val):
+    """:func:`fit` with the per-epoch MLflow logger; an interrupted fit ends the active run
+    KILLED (tag ``interrupted``) after the epochs it logged are written."""
+    logger = epoch_logger()
+    try:
+        return fit(cfg, x_train, y_train, x_val, y_val, callbacks=[logger])
+    except KeyboardInterrupt:
+        logger.close(raise_errors=False)
+        set_tag("interrupted", "true")
+        end_run(status="KILLED")
+        raise
+    finally:
+        logger.close(raise_errors=False)  # after any other error: the run ends FAILED
+
+
+def training_summary(cfg: DictConfig, model, history: pd.DataFrame, seconds: float) -> dict:
+    """Training time, final losses/accuracies, epochs (run, kept), parameter count."""
     last = history.iloc[-1]
     epochs_run = len(history)
     summary = {
@@ -253,31 +275,46 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     }
     if epochs_run != int(cfg.train.epochs) or knob(cfg, "train.early_stopping_patience"):
         summary.update(epochs_run=epochs_run, kept_epoch=kept_epoch(cfg, history))
-    calibration = fit_calibration(cfg, model, x_val, y_val)
+    return summary
+
+
+def calibrate_and_guard(cfg: DictConfig, model, x_train, y_train, x_val, y_val,
+                        model_dir: Path, summary: dict) -> tuple[dict, Path]:
+    """Fit the temperature on val and the out-of-distribution guard (fit on train, thresholded
+    on val, served with the model); add both to ``summary`` and log them; return the
+    calibration and the guard's file.
+
+    One forward pass over val gives the calibration's probabilities and the guard's val
+    embeddings (the same probabilities as ``model.predict``, bit for bit).
+    """
+    two_headed = embedding_model(model)
+    val_embeddings, val_probabilities = forward(two_headed, x_val)
+    calibration = fit_calibration(cfg, model, x_val, y_val, probabilities=val_probabilities)
     summary.update(temperature=calibration["temperature"],
                    fitted_temperature=calibration["fitted_temperature"])
     metrics, tags = summary_fields(summary, calibration)
-    # The out-of-distribution guard: fit on train, thresholded on val, served with the model.
-    guard, guard_path = fit_for_training(cfg, model, x_train, y_train, x_val, model_dir)
+    guard, guard_path = fit_for_training(cfg, two_headed, x_train, y_train, x_val, model_dir,
+                                         val_embeddings=val_embeddings)
     guard_record = guard_summary(guard)
     summary.update(guard_record)
     tags["guard_method"] = guard.method
     metrics.update({k: v for k, v in guard_record.items() if k != "guard_method"})
     log_metrics(metrics)
     set_tags(tags)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_dir = Path(tmp)
-        (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        log_artifact(tmp_dir / "config.yaml")
-        log_artifact(plot_curves(history, tmp_dir / "curves.png", label or "training curves"))
-        log_artifact(reports_dir / "train_history.csv")
-        info = log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
-                         str(cfg.preprocess.color_mode),
-                         temperature=calibration["temperature"],
-                         name=str(cfg.mlflow.registered_model_name), example=x_val[0],
-                         params=model_params(cfg), guard_path=guard_path,
-                         inference_precision=str(knob(cfg, "train.inference_precision")))
-    return summary, info, model
+    return calibration, guard_path
+
+
+def log_pyfunc_model(cfg: DictConfig, keras_path: Path, guard_path: Path, temperature: float,
+                     example: np.ndarray):
+    """Log the pyfunc model (:func:`leukemia_cnn.modeling.pyfunc.log_model`); return its
+    ``ModelInfo``."""
+    from leukemia_cnn.modeling.pyfunc import log_model
+
+    return log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
+                     str(cfg.preprocess.color_mode), temperature=temperature,
+                     name=str(cfg.mlflow.registered_model_name), example=example,
+                     params=model_params(cfg), guard_path=guard_path,
+                     inference_precision=str(knob(cfg, "train.inference_precision")))
 
 
 def model_params(cfg: DictConfig) -> dict[str, str]:
@@ -286,13 +323,16 @@ def model_params(cfg: DictConfig) -> dict[str, str]:
             if k.startswith(("preprocess.", "model.", "train."))}
 
 
-def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray) -> dict:
+def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray,
+                    probabilities: np.ndarray | None = None) -> dict:
     """Temperature scaling fit on the validation split (``train.calibration``: auto, on, off);
-    see :func:`leukemia_cnn.modeling.calibration.calibrate`. The logged model serves its temperature."""
+    see :func:`leukemia_cnn.modeling.calibration.calibrate`. The logged model serves its
+    temperature. ``probabilities``: the model's on ``x_val``, when already computed."""
     from leukemia_cnn.modeling.calibration import calibrate
 
     mode = str(knob(cfg, "train.calibration"))
-    probabilities = model.predict(x_val, batch_size=256, verbose=0)
+    if probabilities is None:
+        probabilities = model.predict(x_val, batch_size=256, verbose=0)
     result = calibrate(probabilities, y_val, mode=mode)
     print(f"train: calibration {mode}: temperature fitted on val {result['fitted_temperature']:.3f}"
           f" (val NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}, ECE "

@@ -24,7 +24,7 @@ from leukemia_cnn.tracking.fields import (
     run_base_name,
     stage_params,
 )
-from leukemia_cnn.tracking.runs import log_metrics, log_params, start_run
+from leukemia_cnn.tracking.runs import MetricWriter, active_run_id, log_params, start_run
 from leukemia_cnn.tracking.store import (
     config_id,
     log_datasets,
@@ -55,10 +55,21 @@ def epoch_logger():
     Train and val of one quantity share a prefix (``loss/train``, ``loss/val``,
     ``accuracy/train``, ``accuracy/val``), so the run page shows them side by side in one
     section. ``val_accuracy`` stays free for the evaluate stage's accuracy of the kept model.
+
+    The writes happen off the training thread (:class:`leukemia_cnn.tracking.runs.MetricWriter`,
+    each epoch's batch timestamped at its end and written at once). ``on_train_end`` waits for
+    them and raises a failed write; an interrupted fit never gets there: its caller calls the
+    callback's ``close(raise_errors=False)`` before ending the run, so what the epochs logged is
+    in the run when it is marked KILLED.
     """
     import keras
 
     class MLflowEpochLogger(keras.callbacks.Callback):
+        writer: MetricWriter | None = None
+
+        def on_train_begin(self, logs=None):
+            self.writer = MetricWriter(active_run_id())
+
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
 
@@ -66,7 +77,14 @@ def epoch_logger():
             metrics = {EPOCH_METRICS.get(k, k): float(v) for k, v in (logs or {}).items()
                        if k not in DUPLICATE_EPOCH_KEYS}
             metrics["epoch_seconds"] = time.perf_counter() - self._start
-            log_metrics(metrics, step=epoch + 1)
+            self.writer.put(metrics, step=epoch + 1)
+
+        def on_train_end(self, logs=None):
+            self.close()
+
+        def close(self, raise_errors: bool = True):
+            """Wait for the queued epochs to be written (no-op before the fit began)."""
+            return self.writer.close(raise_errors) if self.writer is not None else None
 
     return MLflowEpochLogger()
 
