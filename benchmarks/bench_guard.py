@@ -11,11 +11,12 @@ loaded through its own ``load_context`` as MLflow does) classifies ``--images`` 
 - from arrays: ``predict_arrays`` on the preprocessed images (forward pass and guard only):
   the strictest view of the guard's share.
 
-Each path runs with the guard and without it (the same model loaded without ``guard.npz``),
-after an untimed warm-up; timed runs alternate without/with/with/without so the drift of a
-shared machine falls on both. Wall time is the target; the process's CPU time (all its
-threads) is printed beside it, as it moves less with other users' load. Baseline: the same
-model without the guard, in the same run.
+Each path runs in the precision the model serves in (``auto``: bfloat16 where the CPU has the
+units) and, where that is not float32, again in float32, with the guard and without it (the
+same model loaded without ``guard.npz``), after an untimed warm-up; timed runs alternate
+without/with/with/without so the drift of a shared machine falls on both. Wall time is the
+target; the process's CPU time (all its threads) is printed beside it, as it moves less with
+other users' load. Baseline: the same model without the guard, in the same run.
 Target: with / without <= 1.10 on the bytes path (``predict``'s time on 1,000 images).
 """
 
@@ -87,6 +88,32 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+def time_paths(bench, wrappers, paths, args, precision: str) -> dict[str, float]:
+    """Time each path with and without the guard in ``precision``; print; ratio per path."""
+    ratios = {}
+    for path, call in paths.items():
+        for wrapper in wrappers.values():
+            call(wrapper)  # warm-up: graph tracing, oneDNN kernels
+        times: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
+        for index in range(2 * args.repeats):
+            name = ("without", "with", "with", "without")[index % 4]
+            times[name].append(timed(lambda n=name, c=call: c(wrappers[n])))
+        seconds = {name: benchlib.median(t[0] for t in values) for name, values in times.items()}
+        cpu = {name: benchlib.median(t[1] for t in values) for name, values in times.items()}
+        ratios[path] = seconds["with"] / seconds["without"]
+        bench.say(f"  {precision:<8} {path:<6}: without guard {seconds['without']:.2f} s "
+                  f"({args.images / seconds['without']:.0f} images/s), with guard "
+                  f"{seconds['with']:.2f} s ({args.images / seconds['with']:.0f} images/s); "
+                  f"ratio {ratios[path]:.3f}; CPU time {cpu['without']:.2f} s vs "
+                  f"{cpu['with']:.2f} s, ratio {cpu['with'] / cpu['without']:.3f}")
+        key = f"{path}_{precision}"
+        bench.figure(f"{key}_cpu_ratio", cpu["with"] / cpu["without"])
+        bench.figure(f"{key}_seconds_without", seconds["without"])
+        bench.figure(f"{key}_seconds_with", seconds["with"])
+        bench.figure(f"{key}_ratio", ratios[path])
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = benchlib.parser(__doc__, workspace=False)
     cli.add_argument("--images", type=int, default=1000, help="images predicted per timed run")
@@ -110,31 +137,20 @@ def main(argv: list[str] | None = None) -> int:
         bench.say(f"{args.images:,} synthetic 224x224 JPEG smears; median of {args.repeats} runs")
         paths = {"bytes": lambda w: w.predict(None, frame),
                  "arrays": lambda w: w.predict_arrays(arrays)}
-        ratios = {}
-        for path, call in paths.items():
+        served = wrappers["with"].precision
+        ratios = time_paths(bench, wrappers, paths, args, served)
+        if served != "float32":  # what the guard costs where the forward pass is slower
             for wrapper in wrappers.values():
-                call(wrapper)  # warm-up: graph tracing, oneDNN kernels
-            times: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
-            for index in range(2 * args.repeats):
-                name = ("without", "with", "with", "without")[index % 4]
-                times[name].append(timed(lambda n=name, c=call: c(wrappers[n])))
-            seconds = {name: benchlib.median(t[0] for t in values) for name, values in times.items()}
-            cpu = {name: benchlib.median(t[1] for t in values) for name, values in times.items()}
-            ratios[path] = seconds["with"] / seconds["without"]
-            bench.say(f"  {path:<6}: without guard {seconds['without']:.2f} s "
-                      f"({args.images / seconds['without']:.0f} images/s), with guard "
-                      f"{seconds['with']:.2f} s ({args.images / seconds['with']:.0f} images/s); "
-                      f"ratio {ratios[path]:.3f}; CPU time {cpu['without']:.2f} s vs "
-                      f"{cpu['with']:.2f} s, ratio {cpu['with'] / cpu['without']:.3f}")
-            bench.figure(f"{path}_cpu_ratio", cpu["with"] / cpu["without"])
-            bench.figure(f"{path}_seconds_without", seconds["without"])
-            bench.figure(f"{path}_seconds_with", seconds["with"])
-            bench.figure(f"{path}_ratio", ratios[path])
+                wrapper.set_precision("float32")
+            time_paths(bench, wrappers, paths, args, "float32")
+            for wrapper in wrappers.values():
+                wrapper.set_precision(served)
         flagged = 1.0 - float(wrappers["with"].predict_arrays(arrays)["in_distribution"].mean())
         bench.say(f"the guard flagged {flagged:.1%} of the {args.images:,} smears "
                   "(fresh images of the training distribution)")
     bench.say("baseline: the same model without its guard, in this run; ratio = with / without")
-    bench.check(f"predict from JPEG bytes, {args.images:,} images: with guard / without",
+    bench.check(f"predict from JPEG bytes, {args.images:,} images, served precision "
+                f"{served}: with guard / without",
                 ratios["bytes"], "<=", 1.10, fmt="{:.3f}")
     bench.finish(args.json)
     return 0

@@ -47,7 +47,8 @@ def precision_agreement(bench, in_precision: dict, x) -> float:
     float32 re-check of scores near the guard's threshold); return max |dp|."""
     import numpy as np
 
-    from leukemia_cnn.modeling.precision import GUARD_RECHECK_BAND
+    from leukemia_cnn.modeling.guard import score_images
+    from leukemia_cnn.modeling.precision import recheck_mask
 
     full, half = (in_precision[name].predict_arrays(x) for name in ("float32", "bfloat16"))
     unchecked = copy.copy(in_precision["bfloat16"])
@@ -57,7 +58,8 @@ def precision_agreement(bench, in_precision: dict, x) -> float:
     worst = float(np.abs(full[columns].to_numpy() - half[columns].to_numpy()).max())
     threshold = unchecked.guard.threshold
     moved = np.abs(full["ood_score"] - raw["ood_score"]).max() / threshold
-    rechecked = np.mean(np.abs(raw["ood_score"] - threshold) <= GUARD_RECHECK_BAND * threshold)
+    rechecked = np.mean(recheck_mask(unchecked.guard,
+                                     score_images(unchecked.guard, unchecked.two_headed, x)))
     bench.say(f"bfloat16 vs float32 on the test split ({len(x):,} images): max |dp| "
               f"{worst:.4f}, class agreement "
               f"{(full['predicted_class'] == half['predicted_class']).mean():.3f}, guard "

@@ -106,9 +106,16 @@ def test_guard_benchmark_times_predict_with_and_without_the_guard(tmp_path):
                "--train-images", "32", "--epochs", "1", "--repeats", "1", "--json", str(summary)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    from leukemia_cnn.modeling.precision import resolve_inference_precision
+
+    served = resolve_inference_precision("auto")  # what the benchmark's model serves in
     out = result.stdout
-    assert "bytes : without guard" in out and "arrays: without guard" in out
-    assert "TARGET predict from JPEG bytes, 24 images: with guard / without:" in out
+    assert f"{served:<8} bytes : without guard" in out
+    assert f"{served:<8} arrays: without guard" in out
+    # float32 is timed too where the model serves bfloat16, as the guard's cost beside it
+    assert ("float32  bytes : without guard" in out) == (served == "bfloat16")
+    assert (f"TARGET predict from JPEG bytes, 24 images, served precision {served}: with guard "
+            "/ without:") in out
     figures = json.loads(summary.read_text())["figures"]
-    assert figures["bytes_ratio"] == pytest.approx(
-        figures["bytes_seconds_with"] / figures["bytes_seconds_without"])
+    assert figures[f"bytes_{served}_ratio"] == pytest.approx(
+        figures[f"bytes_{served}_seconds_with"] / figures[f"bytes_{served}_seconds_without"])

@@ -192,3 +192,35 @@ def test_the_guard_accepts_in_bfloat16_what_it_accepts_in_float32(trained, monke
     np.testing.assert_allclose(half["ood_score"][near], full["ood_score"][near], rtol=1e-6)
     np.testing.assert_allclose(half["ood_score"], full["ood_score"],
                                rtol=precision.GUARD_RECHECK_BAND)
+
+
+@given(network=st.lists(st.floats(0.0, 3.0), min_size=1, max_size=30),
+       inputs=st.lists(st.floats(0.0, 3.0), min_size=30, max_size=30))
+def test_only_verdicts_the_precision_can_change_are_rechecked(network, inputs):
+    from leukemia_cnn.modeling.guard import Guard, GuardResult
+
+    guard = Guard(method="mahalanobis+input", threshold=1.0, accept_rate=0.95)
+    net, inp = np.array(network), np.array(inputs[:len(network)])
+    score = np.maximum(net, inp)
+    result = GuardResult(ood_score=score, in_distribution=score <= 1.0,
+                         probabilities=np.zeros((len(net), 4)), network_score=net,
+                         input_score=inp)
+    mask = precision.recheck_mask(guard, result)
+    band = precision.GUARD_RECHECK_BAND
+    # an image is re-scored iff its network part is within the band and the input part, which
+    # no precision moves, does not already flag it
+    assert list(mask) == list((np.abs(net - 1.0) <= band) & (inp <= 1.0))
+    # so any network score outside the band, moved by less than the band, keeps the verdict
+    for moved in (net - band * 0.99, net + band * 0.99):
+        verdict = np.maximum(moved, inp) <= 1.0
+        assert list(verdict[~mask]) == list(result.in_distribution[~mask])
+
+
+def test_a_guard_without_a_network_part_is_never_rechecked():
+    from leukemia_cnn.modeling.guard import Guard, GuardResult
+
+    guard = Guard(method="input", threshold=1.0, accept_rate=0.95)
+    score = np.array([0.5, 1.0, 1.01, 3.0])
+    result = GuardResult(ood_score=score, in_distribution=score <= 1.0,
+                         probabilities=np.zeros((4, 4)), input_score=score)
+    assert not precision.recheck_mask(guard, result).any()

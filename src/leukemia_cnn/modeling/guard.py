@@ -82,6 +82,10 @@ class GuardResult:
     ood_score: np.ndarray
     in_distribution: np.ndarray
     probabilities: np.ndarray
+    # the score of the parts that read the network's embedding (None: the guard has none) and
+    # of the input part (None: it has none), each as it enters ``ood_score``'s maximum
+    network_score: np.ndarray | None = None
+    input_score: np.ndarray | None = None
 
 
 def check_method(method: str) -> list[str]:
@@ -218,14 +222,19 @@ def _needs_statistics(guard: Guard) -> bool:
     return "input" in guard.components
 
 
+def part_scores(guard: Guard, embeddings, statistics) -> dict[str, np.ndarray]:
+    """Each part's score as it enters ``ood_score``: raw for a one-part guard, else divided
+    by the part's scale."""
+    scores = {name: score_part(name, guard.parts[name], embeddings, statistics)
+              for name in guard.components}
+    if len(scores) == 1:
+        return scores
+    return {name: score / guard.scales[name] for name, score in scores.items()}
+
+
 def combined_scores(guard: Guard, embeddings, statistics) -> np.ndarray:
     """The guard's ``ood_score``: the one part's score, or the largest scaled part."""
-    scores = [score_part(name, guard.parts[name], embeddings, statistics)
-              for name in guard.components]
-    if len(scores) == 1:
-        return scores[0]
-    return np.max([s / guard.scales[name] for s, name in zip(scores, guard.components,
-                                                               strict=True)], axis=0)
+    return np.max(list(part_scores(guard, embeddings, statistics).values()), axis=0)
 
 
 def quantile_threshold(scores: np.ndarray, accept_rate: float) -> float:
@@ -270,9 +279,13 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
     two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     embeddings, probabilities = forward(two_headed, x, batch_size)
     statistics = image_statistics(x) if _needs_statistics(guard) else None
-    scores = combined_scores(guard, embeddings, statistics)
+    parts = part_scores(guard, embeddings, statistics)
+    scores = np.max(list(parts.values()), axis=0)
+    network = [score for name, score in parts.items() if name != "input"]
     return GuardResult(ood_score=scores.astype(np.float64),
-                       in_distribution=scores <= guard.threshold, probabilities=probabilities)
+                       in_distribution=scores <= guard.threshold, probabilities=probabilities,
+                       network_score=np.max(network, axis=0) if network else None,
+                       input_score=parts.get("input"))
 
 
 def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,

@@ -8,9 +8,10 @@ AVX512-BF16 or AMX units (elsewhere TensorFlow emulates bfloat16 and is slower t
 The out-of-distribution guard was fitted and thresholded on float32 embeddings. In bfloat16 an
 image's ``ood_score`` still moves (measured on the built-in synthetic set: by up to 3% of the
 threshold on the test split, 6.5% on photos far above it; benchmarks/RESULTS.md), so an image
-whose bfloat16 score lies within :data:`GUARD_RECHECK_BAND` of the threshold is scored again in
-float32 (:func:`recheck_near_threshold`): its acceptance is then float32's, at the cost of a
-second forward pass for those images only.
+whose bfloat16 embedding score lies within :data:`GUARD_RECHECK_BAND` of the threshold (and
+which the input statistics do not flag anyway) is scored again in float32
+(:func:`recheck_near_threshold`): its acceptance is then float32's, at the cost of a second
+forward pass for those images only.
 
 The model is rebuilt from its config and trained weights with the Keras dtype policy
 ``mixed_bfloat16`` (weights stay float32, the layer computes in bfloat16) for its conv blocks;
@@ -92,15 +93,32 @@ def with_precision(model, precision: str):
     return copy
 
 
-def recheck_near_threshold(guard, float32_model, x: np.ndarray, scores: np.ndarray,
-                           accepted: np.ndarray, batch_size: int = 256):
-    """``(scores, accepted)`` with the images whose bfloat16 ``scores`` lie within
-    :data:`GUARD_RECHECK_BAND` of ``guard.threshold`` scored again by ``float32_model`` (the
-    classifier or its two-headed model in float32): the guard accepts them as in float32."""
-    near = np.abs(scores - guard.threshold) <= GUARD_RECHECK_BAND * abs(guard.threshold)
+def recheck_mask(guard, result) -> np.ndarray:
+    """Which images of ``result`` :func:`recheck_near_threshold` scores again in float32."""
+    if result.network_score is None:
+        return np.zeros(len(result.ood_score), dtype=bool)
+    near = (np.abs(result.network_score - guard.threshold)
+            <= GUARD_RECHECK_BAND * abs(guard.threshold))
+    if result.input_score is not None:
+        near &= result.input_score <= guard.threshold
+    return near
+
+
+def recheck_near_threshold(guard, float32_model, x: np.ndarray, result, batch_size: int = 256):
+    """``(scores, accepted)`` of :func:`~leukemia_cnn.modeling.guard.score_images`'s bfloat16
+    ``result``, with the images whose verdict bfloat16 could have changed scored again by
+    ``float32_model`` (the classifier or its two-headed model in float32): the guard accepts
+    them as in float32.
+
+    Only the parts that read the network's embedding move with the precision; the input part
+    is computed from the pixels alone. So an image is re-scored only when its network part
+    lies within :data:`GUARD_RECHECK_BAND` of the threshold and its input part does not flag
+    it anyway (the score is the larger of the two).
+    """
+    near = recheck_mask(guard, result)
     if not near.any():
-        return scores, accepted
+        return result.ood_score, result.in_distribution
     exact = score_images(guard, float32_model, x[near], batch_size)
-    scores, accepted = scores.copy(), accepted.copy()
+    scores, accepted = result.ood_score.copy(), result.in_distribution.copy()
     scores[near], accepted[near] = exact.ood_score, exact.in_distribution
     return scores, accepted

@@ -205,7 +205,7 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
                                                result.in_distribution)
             if getattr(self, "float32_two_headed", None) is not None:
                 scores, accepted = recheck_near_threshold(self.guard, self.float32_two_headed,
-                                                          x, scores, accepted, batch_size)
+                                                          x, result, batch_size)
         else:
             probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
                 x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
