@@ -2,7 +2,8 @@
 
 The paper's network (``conf/`` defaults: grayscale 100x100) is fitted for ``--epochs`` epochs
 on built-in synthetic smear fields and its guard (``train.guard_method``, default
-``mahalanobis+input``) on the same train images, thresholded on a val set; nothing is read from
+``mahalanobis+input``) on the same train images, thresholded on a val set in float32 and in bfloat16 as the
+train stage does; nothing is read from
 the project's data. Then the served model (:class:`leukemia_cnn.modeling.pyfunc.LeukemiaCNNModel`,
 loaded through its own ``load_context`` as MLflow does) classifies ``--images`` JPEG smears:
 
@@ -51,9 +52,9 @@ def served_models(workdir: Path, n_train: int, epochs: int):
     """The served wrapper with and without the guard, and the config it was built from."""
     import numpy as np
 
-    from leukemia_cnn.config import compose, knob
+    from leukemia_cnn.config import compose
     from leukemia_cnn.data.imaging import load_model_input
-    from leukemia_cnn.modeling.guard import GUARD_FILE, fit_guard, save_guard
+    from leukemia_cnn.modeling.guard import GUARD_FILE, fit_for_training
     from leukemia_cnn.modeling.pyfunc import LeukemiaCNNModel
     from leukemia_cnn.modeling.train import fit
 
@@ -65,11 +66,9 @@ def served_models(workdir: Path, n_train: int, epochs: int):
         arrays[split] = (np.stack([load_model_input(b, size, mode) for b in images]),
                          np.array(labels))
     model, _, _ = fit(cfg, *arrays["train"], *arrays["val"])
-    guard = fit_guard(model, *arrays["train"], arrays["val"][0],
-                      str(knob(cfg, "train.guard_method")),
-                      float(knob(cfg, "train.guard_accept_rate")))
+    # as the train stage: thresholded on val in float32 and in bfloat16
+    guard, _ = fit_for_training(cfg, model, *arrays["train"], arrays["val"][0], workdir)
     model.save(workdir / "cnn.keras")
-    save_guard(guard, workdir / GUARD_FILE)
     preprocessing = {"classes": list(cfg.data.classes), "image_size": size, "color_mode": mode}
     wrappers = {}
     for name, extra in (("without", {}), ("with", {"guard": str(workdir / GUARD_FILE)})):
@@ -131,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         images, _ = synthetic_jpegs(args.images, seed=3)
         frame = pd.DataFrame({"image": images})
         arrays = wrappers["with"].preprocess(images)
+        half = guard.in_precision("bfloat16")
         bench.say(f"paper network (100x100 grayscale), {args.epochs} epochs on "
                   f"{args.train_images} synthetic smears; guard {guard.method}, threshold "
-                  f"{guard.threshold:.4g}, accepts {guard.val_accept_rate:.1%} of val")
+                  f"{guard.threshold:.4g} (float32), {half.threshold:.4g} (bfloat16), accepts "
+                  f"{guard.val_accept_rate:.1%}, {half.val_accept_rate:.1%} of val")
         bench.say(f"{args.images:,} synthetic 224x224 JPEG smears; median of {args.repeats} runs")
         paths = {"bytes": lambda w: w.predict(None, frame),
                  "arrays": lambda w: w.predict_arrays(arrays)}

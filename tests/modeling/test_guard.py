@@ -86,6 +86,13 @@ def test_train_stage_fits_saves_and_logs_the_guard(synthetic_run):
     assert run.data.metrics["guard_threshold"] == pytest.approx(guard.threshold)
     assert run.data.metrics["guard_val_accept_rate"] == pytest.approx(guard.val_accept_rate)
     assert run.data.params["train.guard_accept_rate"] == "0.95"
+    # thresholded again on val computed in bfloat16, the other precision it may serve in
+    assert guard.precision == "float32"
+    in_bfloat16 = guard.in_precision("bfloat16")
+    assert 0.95 <= in_bfloat16.val_accept_rate <= 1.0
+    assert run.data.metrics["guard_threshold_bfloat16"] == pytest.approx(in_bfloat16.threshold)
+    assert run.data.metrics["guard_val_accept_rate_bfloat16"] == pytest.approx(
+        in_bfloat16.val_accept_rate)
     summary = json.loads((synthetic_run.root / "reports" / "train.json").read_text())
     assert summary["guard_method"] == "mahalanobis+input"
 
@@ -119,7 +126,10 @@ def test_served_model_answers_with_in_distribution_and_ood_score(synthetic_run):
     answer = synthetic_run.served.predict(frame)
     assert {"predicted_class", "in_distribution", "ood_score"} <= set(answer.columns)
     assert answer["in_distribution"].dtype == bool
-    threshold = synthetic_run.guard.threshold
+    # the threshold of the precision it serves in
+    served = synthetic_run.served.unwrap_python_model()
+    threshold = synthetic_run.guard.in_precision(served.precision).threshold
+    assert served.guard.threshold == threshold
     assert (answer["in_distribution"] == (answer["ood_score"] <= threshold)).all()
     assert not answer["in_distribution"].iloc[3:].any()  # the camera man and the cat
     assert answer["ood_score"].iloc[3:].min() > answer["ood_score"].iloc[:3].max()
@@ -135,6 +145,8 @@ def test_saved_guard_scores_like_the_fitted_one(synthetic_run, tmp_path):
     after = guard_module.score_images(copy, synthetic_run.model, x)
     np.testing.assert_allclose(before.ood_score, after.ood_score)
     assert copy.threshold == synthetic_run.guard.threshold
+    assert copy.precision == "float32"
+    assert copy.calibrations == synthetic_run.guard.calibrations
 
 
 @pytest.mark.parametrize("method", ["mahalanobis", "knn", "energy", "input"])

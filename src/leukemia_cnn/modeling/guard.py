@@ -22,13 +22,25 @@ Methods (``train.guard_method``; each gives a score, higher = more unusual):
     Each part divided by its own score at the accept rate on val; the image's score is the
     largest part, so either gate can flag it.
 
+Precision: the parts are fitted on the embeddings of the saved network (float32, or bfloat16 for
+a model trained in mixed precision: ``Guard.precision``). The network may serve in the other
+precision (``train.inference_precision``), which moves every embedding a little (by up to a few
+percent of the threshold on the built-in set). So the train stage also computes the val
+embeddings in that precision and sets the scales and threshold on them
+(:func:`calibrate_precision`): in either precision the guard accepts ``accept_rate`` of val.
+Verdicts then differ between the precisions only for images near the threshold, as any two
+thresholds fitted on the same val split would (measured in benchmarks/RESULTS.md).
+
 Public API (stable; the ``drift`` command builds on it)
 -------------------------------------------------------
 ``GUARD_FILE``
     ``"guard.npz"``, the file name beside the model.
 ``load_guard(path) -> Guard``
     Read a saved guard (``Guard.method``, ``Guard.threshold``, ``Guard.accept_rate``,
-    ``Guard.val_accept_rate``).
+    ``Guard.val_accept_rate``, ``Guard.precision``).
+``Guard.in_precision(precision) -> Guard | None``
+    The guard thresholded for a network computing in ``precision`` (``float32`` or
+    ``bfloat16``; None when it was not calibrated for it).
 ``score_images(guard, model, x, batch_size=256) -> GuardResult``
     For a Keras classifier ``model`` and preprocessed images ``x`` (n, H, W, C) in [0, 1]:
     ``GuardResult.ood_score`` (float, higher = more unusual), ``GuardResult.in_distribution``
@@ -41,7 +53,7 @@ Public API (stable; the ``drift`` command builds on it)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +81,28 @@ class Guard:
     parts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # part name -> the part's val score at the accept rate (divides it in a combination)
     scales: dict[str, float] = field(default_factory=dict)
+    # the precision of the network whose embeddings set ``threshold`` and ``scales``
+    precision: str = "float32"
+    # another precision -> {"threshold", "scales", "val_accept_rate"} set on val embeddings
+    # computed in it (:func:`calibrate_precision`)
+    calibrations: dict[str, dict] = field(default_factory=dict)
 
     @property
     def components(self) -> list[str]:
         return self.method.split("+")
+
+    def in_precision(self, precision: str) -> Guard | None:
+        """This guard with the threshold and scales set for a network computing in
+        ``precision``; None when it was not calibrated for it (a guard saved before)."""
+        if precision == self.precision:
+            return self
+        calibration = self.calibrations.get(precision)
+        if calibration is None:
+            return None
+        return replace(self, precision=precision, threshold=float(calibration["threshold"]),
+                       scales={k: float(v) for k, v in calibration["scales"].items()},
+                       val_accept_rate=float(calibration["val_accept_rate"]),
+                       train_accept_rate=float("nan"), calibrations={})
 
 
 @dataclass
@@ -242,6 +272,17 @@ def quantile_threshold(scores: np.ndarray, accept_rate: float) -> float:
     return float(np.quantile(scores, accept_rate, method="higher"))
 
 
+def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, float], float]:
+    """``(threshold, scales, share accepted)`` that make ``guard`` accept its ``accept_rate``
+    of the val images whose ``embeddings`` and ``statistics`` are given."""
+    scales = {name: max(quantile_threshold(score_part(name, guard.parts[name], embeddings,
+                                                      statistics), guard.accept_rate), 1e-12)
+              for name in guard.components}
+    val_scores = combined_scores(replace(guard, scales=scales), embeddings, statistics)
+    threshold = quantile_threshold(val_scores, guard.accept_rate)
+    return threshold, scales, float(np.mean(val_scores <= threshold))
+
+
 def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
               accept_rate: float = 0.95, batch_size: int = 256, val_embeddings=None) -> Guard:
     """Fit the guard's parts on the train split; set its threshold on the val split.
@@ -251,6 +292,8 @@ def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
     are ``x_val``'s embeddings through that model (the train stage computes them once for the
     calibration's probabilities too).
     """
+    from leukemia_cnn.modeling.precision import model_precision
+
     names = check_method(method)
     two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     last = model.layers[-1].get_weights()
@@ -259,17 +302,32 @@ def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
         embeddings = (val_embeddings if split == "val" and val_embeddings is not None
                       else forward(two_headed, x, batch_size)[0])
         splits[split] = (embeddings, image_statistics(x) if "input" in names else None)
-    guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate))
+    guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate),
+                  precision=model_precision(two_headed))
     for name in names:
         guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
                                      splits["train"][1], last)
-        guard.scales[name] = max(quantile_threshold(
-            score_part(name, guard.parts[name], *splits["val"]), accept_rate), 1e-12)
-    val_scores = combined_scores(guard, *splits["val"])
-    guard.threshold = quantile_threshold(val_scores, accept_rate)
-    guard.val_accept_rate = float(np.mean(val_scores <= guard.threshold))
+    guard.threshold, guard.scales, guard.val_accept_rate = thresholds(guard, *splits["val"])
     guard.train_accept_rate = float(np.mean(
         combined_scores(guard, *splits["train"]) <= guard.threshold))
+    return guard
+
+
+def calibrate_precision(guard: Guard, model, x_val, precision: str,
+                        batch_size: int = 256) -> Guard:
+    """Add to ``guard`` the threshold and scales for the classifier ``model`` computing in
+    ``precision`` (:func:`~leukemia_cnn.modeling.precision.with_precision`): set on
+    ``x_val``'s embeddings in that precision, so that the guard accepts its accept rate of val
+    there too. Returns ``guard``."""
+    from leukemia_cnn.modeling.precision import with_precision
+
+    if precision != guard.precision:
+        two_headed = embedding_model(with_precision(model, precision))
+        statistics = image_statistics(x_val) if _needs_statistics(guard) else None
+        threshold, scales, accepted = thresholds(
+            guard, forward(two_headed, x_val, batch_size)[0], statistics)
+        guard.calibrations[precision] = {"threshold": threshold, "scales": scales,
+                                         "val_accept_rate": accepted}
     return guard
 
 
@@ -289,25 +347,37 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
 
 
 def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,
-                     val_embeddings=None) -> tuple[Guard, Path]:
-    """The train stage's hook: fit with ``train.guard_method`` and ``train.guard_accept_rate``,
-    save as ``model_dir/guard.npz``, print one line; return the guard and its file."""
-    guard = fit_guard(model, x_train, y_train, x_val, str(knob(cfg, "train.guard_method")),
+                     val_embeddings=None, two_headed=None) -> tuple[Guard, Path]:
+    """The train stage's hook: fit with ``train.guard_method`` and ``train.guard_accept_rate``
+    on the classifier ``model`` (``two_headed``: its :func:`embedding_model`, when made
+    already), calibrate it for the other inference precision too, save as
+    ``model_dir/guard.npz``, print one line; return the guard and its file."""
+    guard = fit_guard(two_headed or model, x_train, y_train, x_val,
+                      str(knob(cfg, "train.guard_method")),
                       float(knob(cfg, "train.guard_accept_rate")), val_embeddings=val_embeddings)
+    other = "bfloat16" if guard.precision == "float32" else "float32"
+    calibrate_precision(guard, model, x_val, other)
     path = save_guard(guard, Path(model_dir) / GUARD_FILE)
     print(f"train: guard {guard.method} threshold {guard.threshold:.4g}: accepts "
-          f"{guard.val_accept_rate:.1%} of val, {guard.train_accept_rate:.1%} of train")
+          f"{guard.val_accept_rate:.1%} of val, {guard.train_accept_rate:.1%} of train "
+          f"({guard.precision}; in {other}: threshold "
+          f"{guard.calibrations[other]['threshold']:.4g})")
     return guard, path
 
 
 # ------------------------------------------------------------------ saving
 
 def summary(guard: Guard) -> dict:
-    """The guard's method, threshold and measured rates (logged to the training run)."""
-    return {"guard_method": guard.method, "guard_threshold": guard.threshold,
-            "guard_accept_rate": guard.accept_rate,
-            "guard_val_accept_rate": guard.val_accept_rate,
-            "guard_train_accept_rate": guard.train_accept_rate}
+    """The guard's method, threshold and measured rates (logged to the training run), and
+    its threshold and val rate in the other precision (``guard_threshold_bfloat16``, ...)."""
+    record = {"guard_method": guard.method, "guard_threshold": guard.threshold,
+              "guard_accept_rate": guard.accept_rate,
+              "guard_val_accept_rate": guard.val_accept_rate,
+              "guard_train_accept_rate": guard.train_accept_rate}
+    for precision, calibration in guard.calibrations.items():
+        record[f"guard_threshold_{precision}"] = float(calibration["threshold"])
+        record[f"guard_val_accept_rate_{precision}"] = float(calibration["val_accept_rate"])
+    return record
 
 
 def save_guard(guard: Guard, path: Path) -> Path:
@@ -316,15 +386,18 @@ def save_guard(guard: Guard, path: Path) -> Path:
 
     meta = {"method": guard.method, "threshold": guard.threshold,
             "accept_rate": guard.accept_rate, "val_accept_rate": guard.val_accept_rate,
-            "train_accept_rate": guard.train_accept_rate, "scales": guard.scales}
+            "train_accept_rate": guard.train_accept_rate, "scales": guard.scales,
+            "precision": guard.precision, "calibrations": guard.calibrations}
     arrays = {f"{name}/{key}": value for name, part in guard.parts.items()
               for key, value in part.items()}
     save_npz(Path(path), meta=np.array(json.dumps(meta)), **arrays)
     return Path(path)
 
 
-def load_guard(path: Path) -> Guard:
-    """Read a guard :func:`save_guard` wrote; a DataError names a missing or broken file."""
+def load_guard(path: Path, precision: str = "float32") -> Guard:
+    """Read a guard :func:`save_guard` wrote; a DataError names a missing or broken file.
+    ``precision``: the guard's own for a file saved before it was recorded (that of the
+    network it was saved beside)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
@@ -340,4 +413,6 @@ def load_guard(path: Path) -> Guard:
                  accept_rate=float(meta["accept_rate"]),
                  val_accept_rate=float(meta["val_accept_rate"]),
                  train_accept_rate=float(meta["train_accept_rate"]),
-                 parts=parts, scales={k: float(v) for k, v in meta["scales"].items()})
+                 parts=parts, scales={k: float(v) for k, v in meta["scales"].items()},
+                 precision=str(meta.get("precision", precision)),
+                 calibrations=dict(meta.get("calibrations", {})))

@@ -5,13 +5,10 @@ logged model; the pyfunc model resolves it when it is loaded, on the machine tha
 ``auto`` is ``bfloat16`` only where :func:`leukemia_cnn.modeling.model.cpu_has_bfloat16` finds
 AVX512-BF16 or AMX units (elsewhere TensorFlow emulates bfloat16 and is slower than float32).
 
-The out-of-distribution guard was fitted and thresholded on float32 embeddings. In bfloat16 an
-image's ``ood_score`` still moves (measured on the built-in synthetic set: by up to 3% of the
-threshold on the test split, 6.5% on photos far above it; benchmarks/RESULTS.md), so an image
-whose bfloat16 embedding score lies within :data:`GUARD_RECHECK_BAND` of the threshold (and
-which the input statistics do not flag anyway) is scored again in float32
-(:func:`recheck_near_threshold`): its acceptance is then float32's, at the cost of a second
-forward pass for those images only.
+The out-of-distribution guard's threshold is set on val embeddings computed in each precision
+the model may serve in (:func:`leukemia_cnn.modeling.guard.calibrate_precision`): bfloat16
+moves an image's ``ood_score`` by a few percent (benchmarks/RESULTS.md), so a float32 threshold
+would accept another share of val in bfloat16.
 
 The model is rebuilt from its config and trained weights with the Keras dtype policy
 ``mixed_bfloat16`` (weights stay float32, the layer computes in bfloat16) for its conv blocks;
@@ -21,10 +18,7 @@ embedding are rounded to bfloat16's three significant digits.
 
 from __future__ import annotations
 
-import numpy as np
-
 from leukemia_cnn.errors import ConfigError
-from leukemia_cnn.modeling.guard import score_images
 from leukemia_cnn.modeling.model import cpu_has_bfloat16
 
 INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
@@ -32,9 +26,6 @@ INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
 # the built-in synthetic set's test split (benchmarks/RESULTS.md): 0.017 with a tiny model
 # (32x32, 30 epochs; class agreement 0.983, one near tie), 0.0003 with the paper's network.
 PROBABILITY_TOLERANCE = 0.05
-# Distance to the guard's threshold, as a fraction of it, within which a bfloat16 ood_score is
-# recomputed in float32: over twice the largest change bfloat16 made to a score (0.065).
-GUARD_RECHECK_BAND = 0.15
 # Keras dtype policy per resolved precision.
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
@@ -51,7 +42,9 @@ def resolve_inference_precision(setting: str, cpuinfo: str | None = None) -> str
 
 def model_precision(model) -> str:
     """``bfloat16`` when the model's first layer computes in bfloat16, else ``float32``."""
-    first = model.layers[0]
+    import keras
+
+    first = next(layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer))
     return "bfloat16" if str(first.dtype_policy.compute_dtype) == "bfloat16" else "float32"
 
 
@@ -91,34 +84,3 @@ def with_precision(model, precision: str):
     copy = keras.models.clone_model(model, clone_function=rebuild)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def recheck_mask(guard, result) -> np.ndarray:
-    """Which images of ``result`` :func:`recheck_near_threshold` scores again in float32."""
-    if result.network_score is None:
-        return np.zeros(len(result.ood_score), dtype=bool)
-    near = (np.abs(result.network_score - guard.threshold)
-            <= GUARD_RECHECK_BAND * abs(guard.threshold))
-    if result.input_score is not None:
-        near &= result.input_score <= guard.threshold
-    return near
-
-
-def recheck_near_threshold(guard, float32_model, x: np.ndarray, result, batch_size: int = 256):
-    """``(scores, accepted)`` of :func:`~leukemia_cnn.modeling.guard.score_images`'s bfloat16
-    ``result``, with the images whose verdict bfloat16 could have changed scored again by
-    ``float32_model`` (the classifier or its two-headed model in float32): the guard accepts
-    them as in float32.
-
-    Only the parts that read the network's embedding move with the precision; the input part
-    is computed from the pixels alone. So an image is re-scored only when its network part
-    lies within :data:`GUARD_RECHECK_BAND` of the threshold and its input part does not flag
-    it anyway (the score is the larger of the two).
-    """
-    near = recheck_mask(guard, result)
-    if not near.any():
-        return result.ood_score, result.in_distribution
-    exact = score_images(guard, float32_model, x[near], batch_size)
-    scores, accepted = result.ood_score.copy(), result.in_distribution.copy()
-    scores[near], accepted[near] = exact.ood_score, exact.in_distribution
-    return scores, accepted

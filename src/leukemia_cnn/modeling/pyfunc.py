@@ -25,13 +25,15 @@ this class sees them.
 
 The CNN computes in ``train.inference_precision`` (recorded in its preprocessing config;
 ``auto``: bfloat16 on a CPU with bfloat16 units; the wrapper's ``precision`` attribute says
-which): :mod:`leukemia_cnn.modeling.precision`.
+which): :mod:`leukemia_cnn.modeling.precision`. Its guard uses the threshold set for that
+precision (:meth:`leukemia_cnn.modeling.guard.Guard.in_precision`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import sys
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -51,7 +53,6 @@ from leukemia_cnn.modeling.payload import (
 )
 from leukemia_cnn.modeling.precision import (
     model_precision,
-    recheck_near_threshold,
     resolve_inference_precision,
     with_precision,
 )
@@ -157,22 +158,27 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.set_precision(resolve_inference_precision(meta.get(PRECISION_KEY, "auto")))
 
     def set_precision(self, precision: str) -> None:
-        """Run the CNN (and the guard's forward pass) in ``float32`` or ``bfloat16``; the
-        attribute ``precision`` says which."""
+        """Run the CNN (and the guard's forward pass) in ``float32`` or ``bfloat16``, with the
+        guard's threshold for that precision; the attribute ``precision`` says which.
+
+        A guard saved without a threshold for ``precision`` (before the train stage set one
+        per precision) keeps the network in the guard's own precision, and says so on stderr.
+        """
+        fitted = getattr(self, "fitted_guard", None)
+        if fitted is not None and fitted.in_precision(precision) is None:
+            print(f"leukemia-cnn: this model's guard has a threshold for {fitted.precision} "
+                  f"only; computing in {fitted.precision}, not {precision} (a model trained "
+                  f"now has both)", file=sys.stderr)
+            precision = fitted.precision
         self.model = with_precision(self.saved_model, precision)
         self.precision = precision
-        self.float32_two_headed = None
-        if getattr(self, "guard", None) is not None:
-            self.two_headed = embedding_model(self.model)
-            # re-score near the threshold in the precision the guard was fitted in (a model
-            # trained in mixed bfloat16 fitted its guard in bfloat16: nothing to re-check)
-            if precision != model_precision(self.saved_model):
-                self.float32_two_headed = embedding_model(self.saved_model)
+        self.guard = fitted.in_precision(precision) if fitted is not None else None
+        self.two_headed = embedding_model(self.model) if fitted is not None else None
 
     def load_guard(self, path: str | None) -> None:
         """The guard logged with the model, or none (a model logged before the guard)."""
-        self.guard = load_guard(Path(path)) if path else None
-        self.two_headed = embedding_model(self.model) if self.guard is not None else None
+        self.fitted_guard = (load_guard(Path(path), model_precision(self.model)) if path
+                             else None)
 
     def preprocess(self, images) -> np.ndarray:
         """Decode and preprocess encoded images (bytes or their base64 text) exactly as the
@@ -203,9 +209,6 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
             result = score_images(self.guard, self.two_headed, x, batch_size)
             probabilities, scores, accepted = (result.probabilities, result.ood_score,
                                                result.in_distribution)
-            if getattr(self, "float32_two_headed", None) is not None:
-                scores, accepted = recheck_near_threshold(self.guard, self.float32_two_headed,
-                                                          x, result, batch_size)
         else:
             probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
                 x[start:start + batch_size])) for start in range(0, len(x), batch_size)])

@@ -293,8 +293,8 @@ def calibrate_and_guard(cfg: DictConfig, model, x_train, y_train, x_val, y_val,
     summary.update(temperature=calibration["temperature"],
                    fitted_temperature=calibration["fitted_temperature"])
     metrics, tags = summary_fields(summary, calibration)
-    guard, guard_path = fit_for_training(cfg, two_headed, x_train, y_train, x_val, model_dir,
-                                         val_embeddings=val_embeddings)
+    guard, guard_path = fit_for_training(cfg, model, x_train, y_train, x_val, model_dir,
+                                         val_embeddings=val_embeddings, two_headed=two_headed)
     guard_record = guard_summary(guard)
     summary.update(guard_record)
     tags["guard_method"] = guard.method

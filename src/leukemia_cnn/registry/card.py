@@ -105,6 +105,10 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
     return [
         f"Method `{method}`, fit on train; threshold {metrics['guard_threshold']:.4g} accepts "
         f"{rate} of val. Answers carry `in_distribution` (`ood_score <= threshold`).",
+        *[f"Served in {precision}, it uses threshold {metrics[f'guard_threshold_{precision}']:.4g}"
+          f", set on val computed in {precision} (accepts "
+          f"{_number(metrics, f'guard_val_accept_rate_{precision}')} of val)."
+          for precision in ("float32", "bfloat16") if f"guard_threshold_{precision}" in metrics],
         "",
         "| split | accepted | false-flag rate | accuracy, accepted | accuracy, all |",
         "|---|---|---|---|---|",
