@@ -170,6 +170,19 @@ def test_threshold_accepts_at_least_the_accept_rate(scores, rate):
     assert threshold in values
 
 
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 40), workers=st.integers(1, 4), seed=st.integers(0, 2**16),
+       channels=st.sampled_from([1, 3]))
+def test_image_statistics_are_the_same_on_any_number_of_threads(n, workers, seed, channels):
+    x = np.random.default_rng(seed).random((n, 24, 24, channels), dtype=np.float32)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(guard_module, "STATISTICS_CHUNK", 4)  # split even these small batches
+        threaded = guard_module.image_statistics(x, workers=workers)
+    alone = guard_module.image_statistics(x, workers=1)
+    assert threaded.shape == (n, len(guard_module.STATISTIC_NAMES))
+    np.testing.assert_array_equal(threaded, alone)
+
+
 @pytest.mark.parametrize("bad", ["mahalanobis+nope", "", "knn+knn"])
 def test_a_bad_guard_method_is_refused_with_the_key(make_cfg, bad):
     with pytest.raises(ConfigError, match="train.guard_method"):
