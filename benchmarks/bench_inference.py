@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         half_ratio = (rate["registered pyfunc, bfloat16"]
                       / rate["bare keras model.predict, bfloat16 copy"])
         bench.say("registered pyfunc bfloat16 / bare bfloat16 copy (the pyfunc also runs the "
-                  f"guard and its float32 re-check): {half_ratio:.3f}")
+                  f"guard): {half_ratio:.3f}")
         x_test, _ = ws.preprocessed(("test",))
         bench.check("bfloat16 vs float32 max |probability difference| (test split)",
                     precision_agreement(bench, in_precision, x_test), "<=", PROBABILITY_TOLERANCE,

@@ -51,20 +51,74 @@ def probe_sets(project: Path, cfg, test_paths) -> dict[str, np.ndarray]:
 
 
 def method_row(model, method: str, splits: dict, probes: dict, accept_rate: float) -> dict:
-    from leukemia_cnn.modeling.guard import fit_guard, score_images
+    from leukemia_cnn.modeling.guard import fit_guard
 
-    (x_train, y_train), (x_val, _), (x_test, y_test) = (splits[s] for s in ("train", "val", "test"))
+    (x_train, y_train), (x_val, _) = splits["train"], splits["val"]
     guard = fit_guard(model, x_train, y_train, x_val, method, accept_rate)
+    return scored_row(method, guard, model, splits, probes)
+
+
+def scored_row(label: str, guard, model, splits: dict, probes: dict) -> dict:
+    """The report's row of ``guard`` with the network ``model``: rates on test and probes."""
+    from leukemia_cnn.modeling.guard import score_images
+
+    x_test, y_test = splits["test"]
     test = score_images(guard, model, x_test)
     correct = test.probabilities.argmax(axis=1) == y_test
-    row = {"method": method, "threshold": guard.threshold, "val accepted": guard.val_accept_rate,
+    row = {"method": label, "threshold": guard.threshold, "val accepted": guard.val_accept_rate,
            "test false-flag": 1.0 - test.in_distribution.mean(),
            "acc, accepted": correct[test.in_distribution].mean(), "acc, all": correct.mean()}
     started = time.perf_counter()
+    results = {"test": test}
     for name, x in probes.items():
-        row[name] = 1.0 - score_images(guard, model, x).in_distribution.mean()
+        results[name] = score_images(guard, model, x)
+        row[name] = 1.0 - results[name].in_distribution.mean()
     row["seconds"] = time.perf_counter() - started
-    return row | {"_test": test, "_correct": correct}
+    return row | {"_test": test, "_correct": correct, "_results": results}
+
+
+def precision_rows(model, method: str, splits: dict, probes: dict,
+                   accept_rate: float) -> list[dict]:
+    """``method``'s rows with the network in float32 and in bfloat16, each with the threshold
+    the train stage sets on val in that precision."""
+    from leukemia_cnn.modeling.guard import calibrate_precision, fit_guard
+    from leukemia_cnn.modeling.precision import with_precision
+
+    (x_train, y_train), (x_val, _) = splits["train"], splits["val"]
+    fitted = fit_guard(model, x_train, y_train, x_val, method, accept_rate)
+    calibrate_precision(fitted, model, x_val, "bfloat16")
+    return [scored_row(precision, fitted.in_precision(precision),
+                       with_precision(model, precision), splits, probes)
+            for precision in ("float32", "bfloat16")]
+
+
+def precision_section(rows: list[dict], header: list[str], default: str) -> list[str]:
+    """The default guard in float32 and in bfloat16, and where their verdicts differ."""
+    full, half = rows
+    differ, near, total = 0, [], 0
+    for name, result in full["_results"].items():
+        other = half["_results"][name]
+        changed = result.in_distribution != other.in_distribution
+        differ += int(changed.sum())
+        total += len(changed)
+        near += list(np.abs(result.ood_score[changed] / full["threshold"] - 1.0))
+    where = (f"; their float32 `ood_score` lies within {max(near):.1%} of the float32 "
+             "threshold" if near else "")
+    return [
+        f"## Served in bfloat16 (`{default}`)", "",
+        "On a CPU with bfloat16 units the model serves in bfloat16 "
+        "(`train.inference_precision=auto`), which moves every embedding a little; the train "
+        "stage thresholds the guard on val computed in each precision, so that it accepts "
+        "its share of val in either. The same guard, network in each precision:", "",
+        "| precision | " + " | ".join(header[1:]) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join([row["method"], f"{row['threshold']:.4g}"]
+                            + [f"{row[name]:.3f}" for name in header[2:]]) + " |"
+          for row in rows],
+        "",
+        f"Verdicts differ between the two on {differ} of the {total:,} images scored (test "
+        f"split and every probe above: {differ / total:.2%}){where}.", "",
+    ]
 
 
 def coverage_table(row: dict) -> list[str]:
@@ -138,7 +192,8 @@ def commit(folder: Path) -> str:
     return result.stdout.strip() or "unknown"
 
 
-def report(project: Path, rows: list[dict], default: str, cfg, splits, probes, command) -> str:
+def report(project: Path, rows: list[dict], default: str, cfg, splits, probes, command,
+           precisions: list[dict]) -> str:
     dvc = yaml.safe_load((project / "data.dvc").read_text())
     origin = dvc.get("meta", {}).get("data_origin", {})
     probe_names = list(probes)
@@ -187,7 +242,8 @@ def report(project: Path, rows: list[dict], default: str, cfg, splits, probes, c
     lines += ["", f"## Accuracy against coverage (`{default}`, test split)", "",
               "The test images ordered from the most familiar (lowest `ood_score`) or from the "
               "most confident, and the accuracy of the share kept:", "",
-              *coverage_table(chosen), "", *reading(rows, default, len(splits["test"][1]))]
+              *coverage_table(chosen), "", *precision_section(precisions, header, default),
+              *reading(rows, default, len(splits["test"][1]))]
     return "\n".join(lines)
 
 
@@ -216,9 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guard_report: {method}: " + ", ".join(
             f"{k} {v:.3f}" for k, v in rows[-1].items() if not k.startswith("_")
             and k != "method"), file=sys.stderr)
+    default = str(knob(cfg, "train.guard_method"))
+    precisions = precision_rows(model, default, splits, probes,
+                                float(knob(cfg, "train.guard_accept_rate")))
     command = "python benchmarks/guard_report.py --project . --output docs/results/guard.md"
-    text = report(project, rows, str(knob(cfg, "train.guard_method")), cfg, splits, probes,
-                  command)
+    text = report(project, rows, default, cfg, splits, probes, command, precisions)
     write_text(Path(args.output), text)
     print(f"guard_report: wrote {args.output}", file=sys.stderr)
     return 0
