@@ -74,19 +74,20 @@ def scored_row(label: str, guard, model, splits: dict, probes: dict) -> dict:
         results[name] = score_images(guard, model, x)
         row[name] = 1.0 - results[name].in_distribution.mean()
     row["seconds"] = time.perf_counter() - started
-    return row | {"_test": test, "_correct": correct, "_results": results}
+    return row | {"_test": test, "_correct": correct, "_results": results, "_guard": guard}
 
 
 def precision_rows(model, method: str, splits: dict, probes: dict,
                    accept_rate: float) -> list[dict]:
     """``method``'s rows with the network in float32 and in bfloat16, each with the threshold
-    the train stage sets on val in that precision."""
+    the train stage sets on val in that precision (the model's own, and the other one)."""
     from leukemia_cnn.modeling.guard import calibrate_precision, fit_guard
     from leukemia_cnn.modeling.precision import with_precision
 
     (x_train, y_train), (x_val, _) = splits["train"], splits["val"]
     fitted = fit_guard(model, x_train, y_train, x_val, method, accept_rate)
-    calibrate_precision(fitted, model, x_val, "bfloat16")
+    other = "bfloat16" if fitted.precision == "float32" else "float32"
+    calibrate_precision(fitted, model, x_val, other)
     return [scored_row(precision, fitted.in_precision(precision),
                        with_precision(model, precision), splits, probes)
             for precision in ("float32", "bfloat16")]
@@ -95,15 +96,18 @@ def precision_rows(model, method: str, splits: dict, probes: dict,
 def precision_section(rows: list[dict], header: list[str], default: str) -> list[str]:
     """The default guard in float32 and in bfloat16, and where their verdicts differ."""
     full, half = rows
-    differ, near, total = 0, [], 0
+    differ, near, total, moved = 0, [], 0, []
     for name, result in full["_results"].items():
         other = half["_results"][name]
         changed = result.in_distribution != other.in_distribution
         differ += int(changed.sum())
         total += len(changed)
         near += list(np.abs(result.ood_score[changed] / full["threshold"] - 1.0))
+        moved += list(np.abs(other.ood_score - result.ood_score) / full["threshold"])
     where = (f"; their float32 `ood_score` lies within {max(near):.1%} of the float32 "
              "threshold" if near else "")
+    scales = "; ".join(f"{row['method']}: " + ", ".join(
+        f"`{part}` {scale:.4g}" for part, scale in row["_guard"].scales.items()) for row in rows)
     return [
         f"## Served in bfloat16 (`{default}`)", "",
         "On a CPU with bfloat16 units the model serves in bfloat16 "
@@ -117,7 +121,10 @@ def precision_section(rows: list[dict], header: list[str], default: str) -> list
           for row in rows],
         "",
         f"Verdicts differ between the two on {differ} of the {total:,} images scored (test "
-        f"split and every probe above: {differ / total:.2%}){where}.", "",
+        f"split and every probe above: {differ / total:.2%}){where}. The precision moves an "
+        f"image's `ood_score` by {np.median(moved):.2%} of the threshold at the median and "
+        f"{max(moved):.1%} at most. Each part's val score at the accept rate (its scale): "
+        f"{scales}; the threshold is the val quantile of the largest scaled part.", "",
     ]
 
 
