@@ -19,6 +19,7 @@ from leukemia_cnn.data.imaging import to_model_input
 from leukemia_cnn.data.smear import generate_image, image_rng
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling import guard as guard_module
+from leukemia_cnn.modeling import guardinputs
 from leukemia_cnn.study import shifts
 
 PER_CLASS = {"train": 40, "val": 15, "test": 15}
@@ -176,10 +177,10 @@ def test_threshold_accepts_at_least_the_accept_rate(scores, rate):
 def test_image_statistics_are_the_same_on_any_number_of_threads(n, workers, seed, channels):
     x = np.random.default_rng(seed).random((n, 24, 24, channels), dtype=np.float32)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(guard_module, "STATISTICS_CHUNK", 4)  # split even these small batches
-        threaded = guard_module.image_statistics(x, workers=workers)
-    alone = guard_module.image_statistics(x, workers=1)
-    assert threaded.shape == (n, len(guard_module.STATISTIC_NAMES))
+        patch.setattr(guardinputs, "STATISTICS_CHUNK", 4)  # split even these small batches
+        threaded = guardinputs.image_statistics(x, workers=workers)
+    alone = guardinputs.image_statistics(x, workers=1)
+    assert threaded.shape == (n, len(guardinputs.STATISTIC_NAMES))
     np.testing.assert_array_equal(threaded, alone)
 
 

@@ -44,7 +44,8 @@ from PIL import Image
 
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling.calibration import apply_temperature
-from leukemia_cnn.modeling.guard import embedding_model, load_guard, score_images
+from leukemia_cnn.modeling.guard import load_guard, score_images
+from leukemia_cnn.modeling.guardinputs import embedding_model
 from leukemia_cnn.modeling.payload import (
     decode_rows,
     decoded_images,

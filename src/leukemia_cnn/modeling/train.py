@@ -23,8 +23,9 @@ from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.fileio import write_csv
-from leukemia_cnn.modeling.guard import embedding_model, fit_for_training, forward
+from leukemia_cnn.modeling.guard import fit_for_training
 from leukemia_cnn.modeling.guard import summary as guard_summary
+from leukemia_cnn.modeling.guardinputs import embedding_model, forward
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
 from leukemia_cnn.modeling.outputs import MODEL_FILE, exit_with_dvc, publish
 from leukemia_cnn.modeling.plots import plot_curves
