@@ -113,7 +113,10 @@ def test_card_describes_the_out_of_distribution_guard(registered):
     metrics = client.get_run(trained.train["run_id"]).data.metrics
     section = card.split("## Out-of-distribution guard", 1)[1].split("\n## ", 1)[0]
     assert "Method `mahalanobis+input`" in section
-    assert f"threshold {metrics['guard_threshold']:.4g}" in section
+    assert f"threshold {metrics['guard_threshold']:.4g} (network in float32; " in section
+    # the threshold a bfloat16 server uses, set on val computed in bfloat16
+    assert (f"; {metrics['guard_threshold_bfloat16']:.4g} in bfloat16, set on val in bfloat16)"
+            in section)
     test_row = next(line for line in section.splitlines() if line.startswith("| test |"))
     assert f"| {metrics['test_false_flag_rate']:.3f} |" in test_row
     assert "scikit-image's sample photos" in section and "re-stained" in section

@@ -103,12 +103,8 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
     method = tags.get("guard_method", params.get("train.guard_method", MISSING))
     rate = params.get("train.guard_accept_rate", "0.95")
     return [
-        f"Method `{method}`, fit on train; threshold {metrics['guard_threshold']:.4g} accepts "
-        f"{rate} of val. Answers carry `in_distribution` (`ood_score <= threshold`).",
-        *[f"Served in {precision}, it uses threshold {metrics[f'guard_threshold_{precision}']:.4g}"
-          f", set on val computed in {precision} (accepts "
-          f"{_number(metrics, f'guard_val_accept_rate_{precision}')} of val)."
-          for precision in ("float32", "bfloat16") if f"guard_threshold_{precision}" in metrics],
+        f"Method `{method}`, fit on train; {_guard_thresholds(metrics)} accepts {rate} of val. "
+        "Answers carry `in_distribution` (`ood_score <= threshold`).",
         "",
         "| split | accepted | false-flag rate | accuracy, accepted | accuracy, all |",
         "|---|---|---|---|---|",
@@ -120,6 +116,18 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
         "Tested against scikit-image's sample photos and re-stained, blurred, re-magnified "
         "smears (docs/results/guard.md); an untested shift may pass it.",
     ]
+
+
+def _guard_thresholds(metrics: dict) -> str:
+    """The guard's threshold, and the other precision's when the run set one (a model served
+    in that precision uses it)."""
+    threshold = f"threshold {metrics['guard_threshold']:.4g}"
+    other = next((p for p in ("bfloat16", "float32") if f"guard_threshold_{p}" in metrics), None)
+    if other is None:
+        return threshold
+    own = "float32" if other == "bfloat16" else "bfloat16"
+    return (f"{threshold} (network in {own}; {metrics[f'guard_threshold_{other}']:.4g} in "
+            f"{other}, set on val in {other})")
 
 
 def _limits(params: dict, metrics: dict, tags: dict, classes: list[str]) -> list[str]:
