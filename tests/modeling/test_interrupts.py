@@ -51,8 +51,12 @@ def trained_stages(repo: Path) -> dict:
 def start(repo: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    # A terminal's Ctrl-C reaches a command whose SIGINT is at its default. A test run started
+    # in the background of a non-interactive shell inherits SIGINT ignored, and an ignored
+    # signal stays ignored across exec: dvc and train would never see the Ctrl-C.
     return subprocess.Popen(list(args), cwd=repo, env=env, start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_training(repo: Path, process: subprocess.Popen) -> list[psutil.Process]:
