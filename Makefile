@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run data repro study study-spread test test-slow lint summary ui clean-outputs bench bench-recipe bench-precision
+.PHONY: help install run data repro study study-spread test test-slow lint deps summary ui clean-outputs bench bench-recipe bench-precision
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ test-slow: install  ## the slow tests (real servers, full training)
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests
+
+deps: install  ## rewrite the src/ deps of every dvc.yaml stage from the imports of its code
+	$(BIN)/python -m leukemia_cnn.cli.stagedeps --write
 
 bench: install  ## benchmarks vs bare Keras / one process (tens of minutes) -> benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

@@ -4,7 +4,7 @@ The paper's network (``conf/`` defaults: grayscale 100x100) is fitted for ``--ep
 on built-in synthetic smear fields and its guard (``train.guard_method``, default
 ``mahalanobis+input``) on the same train images, thresholded on a val set in float32 and in bfloat16 as the
 train stage does; nothing is read from
-the project's data. Then the served model (:class:`leukemia_cnn.modeling.pyfunc.LeukemiaCNNModel`,
+the project's data. Then the served model (:class:`leukemia_cnn.serving.pyfunc.LeukemiaCNNModel`,
 loaded through its own ``load_context`` as MLflow does) classifies ``--images`` JPEG smears:
 
 - from bytes: ``predict`` on a DataFrame of the JPEG bytes (decode, grayscale, resize, forward
@@ -55,7 +55,7 @@ def served_models(workdir: Path, n_train: int, epochs: int):
     from leukemia_cnn.config import compose
     from leukemia_cnn.data.imaging import load_model_input
     from leukemia_cnn.modeling.guard import GUARD_FILE, fit_for_training
-    from leukemia_cnn.modeling.pyfunc import LeukemiaCNNModel
+    from leukemia_cnn.serving.pyfunc import LeukemiaCNNModel
     from leukemia_cnn.modeling.train import fit
 
     cfg = compose([f"train.epochs={epochs}", "train.verbose=0"], root=benchlib.REPO)

@@ -7,7 +7,7 @@ the train stage does, and measures on held-out images:
 
 - the false-flag rate on the test split (every test image is in distribution);
 - the detection rate (share flagged) on the test images re-stained, blurred and re-magnified
-  (:mod:`leukemia_cnn.study.shifts`) and on scikit-image's sample images;
+  (:mod:`leukemia_cnn.data.shifts`) and on scikit-image's sample images;
 - the accuracy on the accepted test images beside the accuracy on all of them;
 
 and, for the configured method, accuracy against coverage ordering the test images by
@@ -35,7 +35,7 @@ COVERAGES = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
 def probe_sets(project: Path, cfg, test_paths) -> dict[str, np.ndarray]:
     """Preprocessed images of each probe: the shifted raw test images and the samples."""
     from leukemia_cnn.data.imaging import open_image, to_model_input
-    from leukemia_cnn.study import shifts
+    from leukemia_cnn.data import shifts
 
     size, mode = int(cfg.preprocess.image_size), str(cfg.preprocess.color_mode)
     raw = [open_image(project / cfg.paths.raw_dir / str(p)) for p in test_paths]
@@ -234,7 +234,7 @@ def report(project: Path, rows: list[dict], default: str, cfg, splits, probes, c
         "the width, a 1.4x enlargement; "
         f"and {probes['scikit-image samples'].shape[0]} scikit-image sample images, as they "
         "are and given the colour histogram of a test smear (a photo with a smear's "
-        "brightness and contrast; `leukemia_cnn.study.shifts`). The test false-flag rate is "
+        "brightness and contrast; `leukemia_cnn.data.shifts`). The test false-flag rate is "
         "the share of real test smears flagged. Accuracy (argmax, uncalibrated) on the "
         "accepted test images and on all.",
         "",

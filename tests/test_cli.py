@@ -86,7 +86,7 @@ def test_error_paths_print_one_line_and_no_traceback(guard_project):
 
 def test_a_bug_is_one_line_with_exit_3(monkeypatch, capsys, tmp_path):
     """The last line of defence: an unexpected exception (a bug) is not a traceback either."""
-    from leukemia_cnn.registry import summary
+    from leukemia_cnn.cli import summary
 
     def broken(cfg, root):
         raise TypeError("unsupported operand")

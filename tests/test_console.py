@@ -67,7 +67,7 @@ def test_the_command_filters_its_own_stderr(verbose):
 def test_importing_tensorflow_under_the_command_is_quiet():
     env = {k: v for k, v in os.environ.items() if k != "LEUKEMIA_CNN_VERBOSE"}
     script = ("from leukemia_cnn.console import quiet_libraries\nquiet_libraries()\n"
-              "import tensorflow as tf\nimport leukemia_cnn.modeling.pyfunc\n"
+              "import tensorflow as tf\nimport leukemia_cnn.serving.pyfunc\n"
               "print(tf.constant(2.0).numpy() * 2)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env,
                           timeout=120, check=True)

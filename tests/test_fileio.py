@@ -321,7 +321,7 @@ def test_explain_never_replaces_a_users_heatmap(project, where, capfd, monkeypat
                                     "."])
 def test_explain_refuses_a_bad_output_before_loading_the_model(project, output, capfd,
                                                                monkeypatch):
-    from leukemia_cnn.registry import explain
+    from leukemia_cnn.serving import explain
 
     def loaded(*args, **kwargs):
         raise AssertionError("the model was loaded before the output was checked")

@@ -72,7 +72,7 @@ def test_explain_says_a_fifo_is_a_fifo(tmp_path):
     assert describe_missing(fifo) == f"{fifo}: a FIFO (named pipe), not an image file"
     assert describe_missing(tmp_path) == f"{tmp_path}: a folder, not an image file"
     assert describe_missing(tmp_path / "gone.jpg").endswith("gone.jpg: no such file")
-    from leukemia_cnn.registry import explain
+    from leukemia_cnn.serving import explain
 
     with pytest.raises(DataError, match="FIFO"):
         explain.run(compose(root=REPO_ROOT), tmp_path, [str(fifo)], output=str(tmp_path / "o"))

@@ -19,7 +19,7 @@ def register_tiny_model(root: Path) -> None:
 
     from leukemia_cnn.config import load_params
     from leukemia_cnn.modeling.model import build_model
-    from leukemia_cnn.modeling.pyfunc import log_model
+    from leukemia_cnn.serving.pyfunc import log_model
     from leukemia_cnn.tracking.store import setup_mlflow
 
     cfg = load_params(root / "params.yaml")

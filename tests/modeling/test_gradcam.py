@@ -1,5 +1,5 @@
 """Grad-CAM plumbing on small untrained models (the planted-feature test of what the maps
-show is in tests/registry/test_explain.py)."""
+show is in tests/serving/test_explain.py)."""
 
 import io
 

@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import REPO_ROOT, TINY_OVERRIDES
+from leukemia_cnn.data import shifts
 from leukemia_cnn.data.imaging import to_model_input
 from leukemia_cnn.data.smear import generate_image, image_rng
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling import guard as guard_module
 from leukemia_cnn.modeling import guardinputs
-from leukemia_cnn.study import shifts
 
 PER_CLASS = {"train": 40, "val": 15, "test": 15}
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from helpers import blob_images
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling import precision
-from leukemia_cnn.modeling.pyfunc import PRECISION_KEY, LeukemiaCNNModel
+from leukemia_cnn.serving.pyfunc import PRECISION_KEY, LeukemiaCNNModel
 
 CLASSES = ["Benign", "Early", "Pre", "Pro"]
 SIZE = 32
@@ -150,7 +150,7 @@ def test_log_model_records_the_knob_and_the_loaded_model_obeys_it(trained, mlflo
                                                                    tmp_path):
     import mlflow
 
-    from leukemia_cnn.modeling.pyfunc import log_model
+    from leukemia_cnn.serving.pyfunc import log_model
 
     # its own experiment in the fresh store (MLflow remembers the last test's experiment id)
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(

@@ -8,8 +8,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from leukemia_cnn.cli import summary
 from leukemia_cnn.data.lineage import DataLineage, workspace_lineage
-from leukemia_cnn.registry import register, summary
+from leukemia_cnn.registry import register
 from leukemia_cnn.registry.candidates import Candidate
 from leukemia_cnn.registry.champion import choose_champion, config_scores, promotion_reason
 

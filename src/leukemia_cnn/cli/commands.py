@@ -151,7 +151,7 @@ def run_report(args: argparse.Namespace, root: Path) -> int:
 
 def run_predict(args: argparse.Namespace, root: Path) -> int:
     cfg = _config(args, root)
-    from leukemia_cnn.registry import predict
+    from leukemia_cnn.serving import predict
 
     result = predict.run(cfg, root, args.images, model_uri=args.model_uri, fmt=args.format,
                          output=args.output, reject_unfamiliar=args.reject_unfamiliar)
@@ -168,7 +168,7 @@ def run_predict(args: argparse.Namespace, root: Path) -> int:
 
 def run_explain(args: argparse.Namespace, root: Path) -> int:
     cfg = _config(args, root)
-    from leukemia_cnn.registry import explain
+    from leukemia_cnn.serving import explain
 
     explain.run(cfg, root, args.images, model_uri=args.model, output=args.output)
     return 0
@@ -184,7 +184,7 @@ def run_card(args: argparse.Namespace, root: Path) -> int:
 
 def run_drift(args: argparse.Namespace, root: Path) -> int:
     cfg = _config(args, root)
-    from leukemia_cnn.registry import drift
+    from leukemia_cnn.monitoring import drift
 
     found = drift.run(cfg, root, args.source, model_uri=args.model_uri,
                       guard=not args.no_guard, output=args.output)
@@ -193,7 +193,7 @@ def run_drift(args: argparse.Namespace, root: Path) -> int:
 
 def run_summary(args: argparse.Namespace, root: Path) -> int:
     cfg = _config(args, root)
-    from leukemia_cnn.registry import summary
+    from leukemia_cnn.cli import summary
 
     summary.run(cfg, root)
     return 0

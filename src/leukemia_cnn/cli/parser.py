@@ -315,8 +315,8 @@ def _add_model_commands(sub) -> None:
 
 
 def _add_drift_command(sub) -> None:
-    """``drift`` (registry/drift.py)."""
-    # --- drift (registry/drift.py) ---
+    """``drift`` (monitoring/drift.py)."""
+    # --- drift (monitoring/drift.py) ---
     drift = sub.add_parser(
         "drift", help="compare a folder of new images with the training images; exit 4 on drift",
         description="Per-feature shift tests (KS, corrected for many tests) of size, colour, "

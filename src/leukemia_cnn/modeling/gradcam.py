@@ -19,10 +19,10 @@ The score is the class's log-odds against the others (its logit minus the log-su
 other logits), not the bare logit: a softmax only sees logit differences, so a bare logit may
 carry none of the evidence (with two classes it carries half of it at most).
 
-``leukemia-cnn explain IMG...`` (:mod:`leukemia_cnn.registry.explain`) writes one
+``leukemia-cnn explain IMG...`` (:mod:`leukemia_cnn.serving.explain`) writes one
 ``<image stem>_gradcam.png`` per image with the champion model (or ``--model``); the evaluate
 stage draws a grid of correct and wrong test predictions per class; the served model returns a
-map on request (``params={"heatmap": True}``, see :mod:`leukemia_cnn.modeling.pyfunc`).
+map on request (``params={"heatmap": True}``, see :mod:`leukemia_cnn.serving.pyfunc`).
 """
 
 from __future__ import annotations

@@ -307,9 +307,9 @@ def calibrate_and_guard(cfg: DictConfig, model, x_train, y_train, x_val, y_val,
 
 def log_pyfunc_model(cfg: DictConfig, keras_path: Path, guard_path: Path, temperature: float,
                      example: np.ndarray):
-    """Log the pyfunc model (:func:`leukemia_cnn.modeling.pyfunc.log_model`); return its
+    """Log the pyfunc model (:func:`leukemia_cnn.serving.pyfunc.log_model`); return its
     ``ModelInfo``."""
-    from leukemia_cnn.modeling.pyfunc import log_model
+    from leukemia_cnn.serving.pyfunc import log_model
 
     return log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
                      str(cfg.preprocess.color_mode), temperature=temperature,

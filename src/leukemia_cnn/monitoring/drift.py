@@ -4,7 +4,7 @@ A batch check for a scheduled job or CI. It reads a folder of new images (the Ka
 ``<Class>/<image>`` or a flat folder; hidden, non-image and unreadable files are skipped with
 their reason) through the project's one decode path, and compares them with the training data:
 
-1. **Shift tests** (:mod:`leukemia_cnn.quality.shift`): a two-sample KS test per feature,
+1. **Shift tests** (:mod:`leukemia_cnn.monitoring.kstests`): a two-sample KS test per feature,
    adjusted for the number of tests (``drift.correction``), at level ``drift.alpha``. The
    features are the interpretable input statistics of
    :mod:`leukemia_cnn.features.imagestats` (size, colour, stain, intensity, focus), measured
@@ -19,7 +19,7 @@ their reason) through the project's one decode path, and compares them with the 
    and the verdict rests on the shift tests alone.
 
 Drift when a feature shifted or the guard flagged too many images. The report (Markdown and
-HTML, :mod:`leukemia_cnn.registry.driftreport`) is written to ``<reports_dir>/drift/<folder
+HTML, :mod:`leukemia_cnn.monitoring.drift_report`) is written to ``<reports_dir>/drift/<folder
 name>.md`` (or ``--output``) and logged to MLflow as the artifacts of a ``drift-<name>`` run.
 The command exits 4 on drift, 0 without.
 """
@@ -41,10 +41,10 @@ from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.features.features import hog_features
 from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
 from leukemia_cnn.fileio import check_output, write_text
-from leukemia_cnn.modeling.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
+from leukemia_cnn.monitoring import drift_report
+from leukemia_cnn.monitoring.kstests import ShiftTest, Verdict, shift_tests, verdict
 from leukemia_cnn.quality.raw_manifest import find_image_files
-from leukemia_cnn.quality.shift import ShiftTest, Verdict, shift_tests, verdict
-from leukemia_cnn.registry import driftreport
+from leukemia_cnn.serving.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
 
 # The columns the model's out-of-distribution guard adds to every answer.
 GUARD_COLUMN, SCORE_COLUMN = IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
@@ -52,7 +52,7 @@ DRIFT_OUTPUT = "drift"  # the owner its reports are recorded under (fileio.recor
 
 
 @dataclass
-class GuardResult:
+class BatchGuardShare:
     """What the model's guard said about the new images (``available`` False: no guard)."""
 
     available: bool
@@ -87,7 +87,7 @@ class DriftResult:
     skipped: dict[str, str]
     reference: Reference
     tests: list[ShiftTest]
-    guard: GuardResult
+    guard: BatchGuardShare
     verdict: Verdict
     model_uri: str | None
     settings: dict
@@ -175,10 +175,10 @@ def new_pca_features(cfg: DictConfig, model_inputs: np.ndarray, pca) -> np.ndarr
     return pca.transform(descriptors.astype(np.float64)).astype(np.float32)
 
 
-def guard_share(model_uri: str, paths: list[Path]) -> GuardResult:
+def guard_share(model_uri: str, paths: list[Path]) -> BatchGuardShare:
     """Ask ``model_uri`` (through its pyfunc, as ``predict`` does) about every image and count
     the answers its guard flags (``in_distribution`` false)."""
-    from leukemia_cnn.registry.predict import ERROR_COLUMN, predict_files
+    from leukemia_cnn.serving.predict import ERROR_COLUMN, predict_files
 
     try:
         answers = predict_files(model_uri, [str(path) for path in paths])
@@ -189,7 +189,7 @@ def guard_share(model_uri: str, paths: list[Path]) -> GuardResult:
                                "model") from exc
     # A model logged without a guard answers every row in distribution with no score.
     if SCORE_COLUMN not in answers.columns or answers[SCORE_COLUMN].isna().all():
-        return GuardResult(available=False, note=(
+        return BatchGuardShare(available=False, note=(
             f"guard not available in this model ({model_uri}): its answers have no "
             f"`{SCORE_COLUMN}`; the verdict rests on the shift tests alone"))
     answered = answers[answers[ERROR_COLUMN].isna()]
@@ -198,7 +198,7 @@ def guard_share(model_uri: str, paths: list[Path]) -> GuardResult:
               else None)
     version = (f" version {answered['model_version'].iloc[0]}"
                if "model_version" in answered.columns and len(answered) else "")
-    return GuardResult(available=True, n_answered=len(answered), n_flagged=flagged,
+    return BatchGuardShare(available=True, n_answered=len(answered), n_flagged=flagged,
                        median_score=float(scores.median()) if scores is not None else None,
                        note=f"the guard of {model_uri}{version} flagged {flagged} of "
                             f"{len(answered)} images")
@@ -269,7 +269,7 @@ def check(cfg: DictConfig, root: Path, source: Path, model_uri: str | None) -> D
                         {**described.stats, **pca_columns(new_pca)},
                         float(cfg.drift.alpha), str(cfg.drift.correction))
     guard = (guard_share(model_uri, described.paths) if model_uri else
-             GuardResult(available=False, note="the model was not asked (--no-guard); the "
+             BatchGuardShare(available=False, note="the model was not asked (--no-guard); the "
                                                "verdict rests on the shift tests alone"))
     decided = verdict(tests, guard.flagged_share, float(cfg.drift.max_flagged_share),
                       float(cfg.drift.alpha), str(cfg.drift.correction))
@@ -294,7 +294,7 @@ def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
         The Markdown report (default ``<reports_dir>/drift/<folder name>.md``); the HTML
         report goes beside it.
     """
-    from leukemia_cnn.registry.predict import default_model_uri
+    from leukemia_cnn.serving.predict import default_model_uri
     from leukemia_cnn.tracking.store import setup_mlflow
 
     root, folder = Path(root), Path(source).expanduser()
@@ -304,9 +304,9 @@ def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
         setup_mlflow(cfg, root)
         uri = model_uri or default_model_uri(cfg)
     result = check(cfg, root, folder, uri)
-    text = driftreport.markdown(result, cfg)
+    text = drift_report.markdown(result, cfg)
     result.markdown, result.html = write_text(markdown, text, owner=DRIFT_OUTPUT), write_text(
-        html, driftreport.to_html(text, title=f"Drift check: {folder.name}"), owner=DRIFT_OUTPUT)
+        html, drift_report.to_html(text, title=f"Drift check: {folder.name}"), owner=DRIFT_OUTPUT)
     result.run_id = log_drift_run(cfg, root, result)
     print(f"drift: {'DRIFT' if result.drift else 'no drift'} in {result.n_images} images of "
           f"{folder} against the training data")

@@ -12,7 +12,7 @@ from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.cli.status import EXIT_UNFAMILIAR
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.registry import register
-from leukemia_cnn.registry.predict import predict_files, read_images
+from leukemia_cnn.serving.predict import predict_files, read_images
 
 
 def write_jpegs(folder, labels, size=224):
@@ -54,7 +54,7 @@ def test_served_preprocessing_matches_the_preprocess_stage(champion, tmp_path):
     from_bytes = model.predict(read_images(paths))
     arrays = np.stack([load_model_input(p, 32, "grayscale") for p in paths])
     from_arrays = model.unwrap_python_model().predict_arrays(arrays)
-    assert from_bytes["error"].isna().all()  # every row decoded (modeling/payload.py)
+    assert from_bytes["error"].isna().all()  # every row decoded (serving/payload.py)
     pd.testing.assert_frame_equal(from_bytes.drop(columns="error"), from_arrays)
 
 
@@ -214,7 +214,7 @@ def test_each_prediction_carries_the_model_version_that_answered(champion, tmp_p
 
 def camera_jpeg(folder) -> str:
     """scikit-image's camera man: a photo, nothing like a smear."""
-    from leukemia_cnn.study.shifts import skimage_samples
+    from leukemia_cnn.data.shifts import skimage_samples
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "camera.jpg"

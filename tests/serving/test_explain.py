@@ -10,7 +10,7 @@ from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.modeling.gradcam import explain_images, gradcam, upsample
 from leukemia_cnn.registry import register
-from leukemia_cnn.registry.explain import output_paths
+from leukemia_cnn.serving.explain import output_paths
 
 SIZE = 48
 QUARTER = SIZE // 4
@@ -139,7 +139,7 @@ def test_explain_cli_writes_a_heatmap_per_image(champion, tmp_path, capsys):
 def test_served_model_returns_a_heatmap_only_on_request(champion, tmp_path):
     import mlflow
 
-    from leukemia_cnn.registry.predict import read_images
+    from leukemia_cnn.serving.predict import read_images
 
     images = read_images(smear_jpegs(tmp_path / "imgs"))
     model = mlflow.pyfunc.load_model("models:/leukemia-cnn@champion")
@@ -154,8 +154,8 @@ def test_served_model_returns_a_heatmap_only_on_request(champion, tmp_path):
 
 def test_explain_says_whether_the_image_looks_like_the_training_data(champion, tmp_path,
                                                                      capsys):
-    from leukemia_cnn.registry import explain
-    from leukemia_cnn.study.shifts import skimage_samples
+    from leukemia_cnn.data.shifts import skimage_samples
+    from leukemia_cnn.serving import explain
 
     camera = tmp_path / "camera.jpg"
     skimage_samples(("camera",))["camera"].save(camera, quality=92)

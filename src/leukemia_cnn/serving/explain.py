@@ -62,12 +62,12 @@ def check_explain_output(output_dir: Path, root: Path, images: list[str],
 
 
 def load_explainer(model_uri: str, copy: str | Path | None = None):
-    """The pyfunc wrapper (:class:`leukemia_cnn.modeling.pyfunc.LeukemiaCNNModel`) of
+    """The pyfunc wrapper (:class:`leukemia_cnn.serving.pyfunc.LeukemiaCNNModel`) of
     ``model_uri``, loaded from a private copy in ``copy`` when given (MLflow would otherwise
     write a ``registered_model_meta`` file into the store's artifacts)."""
     import mlflow.pyfunc
 
-    from leukemia_cnn.registry.predict import model_load_error
+    from leukemia_cnn.serving.predict import model_load_error
 
     try:
         return mlflow.pyfunc.load_model(model_uri, dst_path=copy).unwrap_python_model()
@@ -77,7 +77,7 @@ def load_explainer(model_uri: str, copy: str | Path | None = None):
 
 def trust(wrapper, images: list) -> list[tuple[bool, float]]:
     """``(in_distribution, ood_score)`` of each decoded image under the model's guard."""
-    from leukemia_cnn.modeling.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
+    from leukemia_cnn.serving.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
 
     arrays = np.stack([to_model_input(image, wrapper.image_size, wrapper.color_mode)
                        for image in images])
@@ -90,7 +90,7 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
          output: str | None = None) -> list[dict]:
     """``leukemia-cnn explain``: write a Grad-CAM overlay per image; print one line each."""
     from leukemia_cnn.fileio import atomic_write, mark_output
-    from leukemia_cnn.registry.predict import check_model_uri, check_store, default_model_uri
+    from leukemia_cnn.serving.predict import check_model_uri, check_store, default_model_uri
     from leukemia_cnn.tracking.store import setup_mlflow
 
     output_dir = Path(output) if output else root / cfg.paths.reports_dir / "explain"

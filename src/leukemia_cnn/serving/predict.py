@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from leukemia_cnn.data.imaging import open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import check_output, write_text
-from leukemia_cnn.modeling.pyfunc import IMAGE_COLUMN, IN_DISTRIBUTION_COLUMN
+from leukemia_cnn.serving.pyfunc import IMAGE_COLUMN, IN_DISTRIBUTION_COLUMN
 from leukemia_cnn.tracking.store import setup_mlflow, sqlite_path, tracking_uri
 
 # The column naming why an image was skipped (empty for a classified image).

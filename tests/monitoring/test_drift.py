@@ -22,7 +22,7 @@ from PIL import Image, ImageFilter
 from helpers import REPO_ROOT
 from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.cli.status import EXIT_UNFAMILIAR
-from leukemia_cnn.registry import drift, driftreport
+from leukemia_cnn.monitoring import drift, drift_report
 
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "rocket", "horse",
            "clock", "immunohistochemistry", "cell", "brick")
@@ -155,7 +155,7 @@ def test_unreadable_and_special_files_are_skipped_with_their_reason(project, tmp
     assert "not a decodable image" in result.skipped["Pro/broken.jpg"]
     assert "a FIFO (named pipe), not a regular file" in result.skipped["Pre/pipe.jpg"]
     assert "not an image extension" in result.skipped["notes.txt"]
-    text = driftreport.markdown(result, project["cfg"])
+    text = drift_report.markdown(result, project["cfg"])
     assert "## Skipped files (3)" in text
     assert "`Pre/pipe.jpg`: a FIFO (named pipe), not a regular file" in text
 
@@ -186,8 +186,8 @@ def test_output_never_replaces_a_file_it_did_not_write(project, tmp_path, monkey
     for _ in range(2):  # the second run replaces its own earlier report
         assert drift_cli(project, monkeypatch, "--source", str(source), "--no-guard",
                          "--output", str(mine)) == 0
-    assert mine.read_text().startswith(driftreport.TITLE)
-    assert driftreport.GENERATOR in mine.with_suffix(".html").read_text()
+    assert mine.read_text().startswith(drift_report.TITLE)
+    assert drift_report.GENERATOR in mine.with_suffix(".html").read_text()
 
 
 def test_each_check_is_an_mlflow_run_with_its_report(project, tmp_path, monkeypatch):

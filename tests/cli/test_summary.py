@@ -2,7 +2,7 @@
 
 import json
 
-from leukemia_cnn.registry import summary
+from leukemia_cnn.cli import summary
 
 
 def write_reports(root, **reports):

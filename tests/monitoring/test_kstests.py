@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leukemia_cnn.quality.shift import adjust_p_values, shift_tests, verdict
+from leukemia_cnn.monitoring.kstests import adjust_p_values, shift_tests, verdict
 
 p_values = st.lists(st.floats(0, 1), min_size=1, max_size=60)
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from helpers.datasets import image_bytes
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.modeling.pyfunc import (
+from leukemia_cnn.serving.pyfunc import (
     UNREGISTERED,
     LeukemiaCNNModel,
     registry_identity,
@@ -99,7 +99,7 @@ def test_bad_requests_are_400_errors_that_name_the_row_or_column(artifacts):
     from mlflow.exceptions import MlflowException
 
     model = loaded(artifacts)
-    # one bad row is marked, the others answered (tests/modeling/test_payload.py); a request
+    # one bad row is marked, the others answered (tests/serving/test_payload.py); a request
     # with no decodable row is refused naming its rows
     marked = model.predict(None, pd.DataFrame({"image": [image_bytes(1), b"junk"]}))
     assert marked["predicted_class"][1] is None

@@ -24,7 +24,7 @@ def encoded_image(seed: int, fmt: str = "JPEG") -> bytes:
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), fmt=st.sampled_from(["JPEG", "PNG", "BMP", "TIFF"]))
 def test_raw_bytes_and_their_base64_text_give_the_same_image(seed, fmt):
-    from leukemia_cnn.modeling.payload import image_bytes
+    from leukemia_cnn.serving.payload import image_bytes
 
     data = encoded_image(seed, fmt)
     text = base64.b64encode(data)

@@ -9,7 +9,7 @@ import html as html_lib
 from omegaconf import DictConfig
 
 from leukemia_cnn.features.imagestats import PCA_PREFIX
-from leukemia_cnn.quality.shift import CORRECTIONS, ShiftTest
+from leukemia_cnn.monitoring.kstests import CORRECTIONS, ShiftTest
 
 TITLE = "# Drift check"
 GENERATOR = '<meta name="generator" content="leukemia-cnn drift">'
@@ -37,7 +37,7 @@ def test_rows(tests: list[ShiftTest]) -> list[str]:
 
 
 def markdown(result, cfg: DictConfig) -> str:
-    """The report of a :class:`leukemia_cnn.registry.drift.DriftResult`."""
+    """The report of a :class:`leukemia_cnn.monitoring.drift.DriftResult`."""
     drift = result.drift
     reference = result.reference
     correction = CORRECTIONS[str(cfg.drift.correction)]

@@ -1,0 +1,339 @@
+"""The logged MLflow model: the Keras CNN plus its own preprocessing.
+
+It accepts a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...;
+base64 in a JSON request to ``mlflow models serve``). It answers one row per image:
+``predicted_class``, one ``p_<Class>`` probability column per class, ``in_distribution``
+(bool: the out-of-distribution guard fitted with the model accepts the image, i.e.
+``ood_score <= threshold``) and ``ood_score`` (float, higher = less like the training images;
+:mod:`leukemia_cnn.modeling.guard`; a model logged without a guard answers true and NaN),
+and ``model_name`` /
+``model_version``: the registry version that answered (``unregistered`` when the model was
+loaded by run or path rather than through ``models:/NAME@ALIAS`` or ``models:/NAME/N``), so a
+client of a served alias can tell which model answered. The probabilities are
+temperature-scaled when the train stage found that calibration helps (``train.calibration``;
+the temperature is in the model's preprocessing config): ``softmax(log p / T)``, same argmax.
+
+With the param ``heatmap`` true (``model.predict(df, params={"heatmap": True})``, or
+``"params": {"heatmap": true}`` beside ``dataframe_split`` in a request to the server) each
+row also has ``heatmap``: a base64-encoded PNG of the Grad-CAM evidence for the predicted
+class over the original image, at its resolution (:mod:`leukemia_cnn.modeling.gradcam`). Without it
+nothing of Grad-CAM runs. Already preprocessed
+arrays (n, H, W, C) in [0, 1] go through
+``mlflow.pyfunc.load_model(uri).unwrap_python_model().predict_arrays(x)``: the logged
+signature (one binary ``image`` column) makes ``PyFuncModel.predict`` refuse arrays before
+this class sees them.
+
+The CNN computes in ``train.inference_precision`` (recorded in its preprocessing config;
+``auto``: bfloat16 on a CPU with bfloat16 units; the wrapper's ``precision`` attribute says
+which): :mod:`leukemia_cnn.modeling.precision`. Its guard uses the threshold set for that
+precision (:meth:`leukemia_cnn.modeling.guard.Guard.in_precision`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from leukemia_cnn.errors import DataError
+from leukemia_cnn.modeling.calibration import apply_temperature
+from leukemia_cnn.modeling.guard import load_guard, score_images
+from leukemia_cnn.modeling.guardinputs import embedding_model
+from leukemia_cnn.modeling.precision import (
+    model_precision,
+    resolve_inference_precision,
+    with_precision,
+)
+from leukemia_cnn.serving.payload import (
+    decode_rows,
+    decoded_images,
+    refuse_if_none_decoded,
+    with_row_errors,
+)
+
+IMAGE_COLUMN = "image"
+HEATMAP_PARAM = "heatmap"
+HEATMAP_COLUMN = "heatmap"
+ERROR_COLUMN = "error"  # why a row of a request was not classified (None when it was)
+# The guard's answer beside the class (the drift command and clients rely on these names).
+IN_DISTRIBUTION_COLUMN = "in_distribution"
+OOD_SCORE_COLUMN = "ood_score"
+# The knob ``train.inference_precision`` as recorded in the model's preprocessing config (MLmodel).
+PRECISION_KEY = "inference_precision"
+
+
+def signature(classes: list[str]):
+    """Model signature: binary ``image`` in; class name and probabilities out; the optional
+    param ``heatmap`` (default false) adds the Grad-CAM column."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    outputs = [ColSpec("string", "predicted_class")]
+    outputs += [ColSpec("double", f"p_{name}") for name in classes]
+    outputs += [ColSpec("boolean", IN_DISTRIBUTION_COLUMN), ColSpec("double", OOD_SCORE_COLUMN)]
+    outputs += [ColSpec("string", "model_name"), ColSpec("string", "model_version")]
+    return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
+                          outputs=Schema(outputs),
+                          params=ParamSchema([ParamSpec(HEATMAP_PARAM, "boolean", False)]))
+
+
+def probabilities_frame(probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per image: argmax class name and the probability of every class."""
+    frame = pd.DataFrame({"predicted_class": np.asarray(classes)[probabilities.argmax(axis=1)]})
+    for index, name in enumerate(classes):
+        frame[f"p_{name}"] = probabilities[:, index].astype(np.float64)
+    return frame
+
+
+UNREGISTERED = "unregistered"
+
+
+def registry_identity(artifact: Path) -> tuple[str, str]:
+    """``(model name, version)`` of the registered model an artifact was loaded from.
+
+    MLflow writes ``registered_model_meta`` beside ``MLmodel`` when it downloads a model
+    through a ``models:/`` URI (``load_model``, ``mlflow models serve``); a model loaded by
+    run or path has none (or one without a version): ``("", "unregistered")``.
+    """
+    import yaml
+    from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
+
+    for folder in Path(artifact).resolve().parents:
+        if (folder / "MLmodel").is_file():
+            meta_file = folder / REGISTERED_MODEL_META_FILE_NAME
+            meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+            # A logged model loaded by id (``runs:/``, ``models:/m-...``) gets the file too,
+            # with no name or version.
+            if isinstance(meta, dict) and meta.get("model_version") not in (None, "None", ""):
+                return str(meta.get("model_name") or ""), str(meta["model_version"])
+            break
+    return "", UNREGISTERED
+
+
+class RequestRefused(MlflowException):
+    """A refused request whose message stays its own one line.
+
+    The scoring server rewrites the message of an MlflowException raised by ``predict`` to
+    ``Failed to predict data '<the whole parsed request>'``: megabytes of base64 for an
+    ``instances``/``inputs`` request. This message keeps its first value.
+    """
+
+    @property
+    def message(self) -> str:
+        return self.__dict__["own_message"]
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.__dict__.setdefault("own_message", value)
+
+
+class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper; artifacts: ``keras_model`` (.keras file), ``preprocessing`` (JSON)."""
+
+    def load_context(self, context):
+        import keras
+
+        self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
+        meta = preprocessing_meta(context)
+        self.classes = list(meta["classes"])
+        self.image_size = int(meta["image_size"])
+        self.color_mode = str(meta["color_mode"])
+        # models logged before calibration existed serve their probabilities unchanged
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.model_name, self.model_version = registry_identity(
+            Path(context.artifacts["keras_model"]))
+        self.load_guard(context.artifacts.get("guard"))
+        self.load_precision(meta)
+
+    def load_precision(self, meta: dict) -> None:
+        """Compute in the precision the model was logged with (``inference_precision``,
+        resolved on this machine; a model logged without it: ``auto``)."""
+        self.saved_model = self.model
+        self.set_precision(resolve_inference_precision(meta.get(PRECISION_KEY, "auto")))
+
+    def set_precision(self, precision: str) -> None:
+        """Run the CNN (and the guard's forward pass) in ``float32`` or ``bfloat16``, with the
+        guard's threshold for that precision; the attribute ``precision`` says which.
+
+        A guard saved without a threshold for ``precision`` (before the train stage set one
+        per precision) keeps the network in the guard's own precision, and says so on stderr.
+        """
+        fitted = getattr(self, "fitted_guard", None)
+        if fitted is not None and fitted.in_precision(precision) is None:
+            print(f"leukemia-cnn: this model's guard has a threshold for {fitted.precision} "
+                  f"only; computing in {fitted.precision}, not {precision} (a model trained "
+                  f"now has both)", file=sys.stderr)
+            precision = fitted.precision
+        self.model = with_precision(self.saved_model, precision)
+        self.precision = precision
+        self.guard = fitted.in_precision(precision) if fitted is not None else None
+        self.two_headed = embedding_model(self.model) if fitted is not None else None
+
+    def load_guard(self, path: str | None) -> None:
+        """The guard logged with the model, or none (a model logged before the guard)."""
+        self.fitted_guard = (load_guard(Path(path), model_precision(self.model)) if path
+                             else None)
+
+    def preprocess(self, images) -> np.ndarray:
+        """Decode and preprocess encoded images (bytes or their base64 text) exactly as the
+        preprocess stage does; DataError naming the first row that does not decode."""
+        _, x, reasons = decode_rows(images, self.image_size, self.color_mode)
+        first = next((reason for reason in reasons if reason), None)
+        if first:
+            raise DataError(first)
+        return x
+
+    def predict_arrays(self, arrays: np.ndarray, batch_size: int = 256) -> pd.DataFrame:
+        """Classify already preprocessed images (n, H, W, C) in [0, 1].
+
+        Calls ``predict_on_batch`` on chunks of ``batch_size``: the same compiled forward
+        pass as ``model.predict`` (identical probabilities) without its per-call set-up
+        (a tf.data pipeline and callbacks), which costs about 0.1 s per call on this CPU:
+        15x the forward pass of one image, so it dominated one-image requests to the server.
+        """
+        x = np.asarray(arrays, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[..., np.newaxis]
+        scores = np.full(len(x), np.nan)
+        accepted = np.ones(len(x), dtype=bool)
+        if len(x) == 0:
+            probabilities = np.zeros((0, len(self.classes)), np.float32)
+        elif getattr(self, "guard", None) is not None:
+            # one forward pass gives the embedding the guard scores and the probabilities
+            result = score_images(self.guard, self.two_headed, x, batch_size)
+            probabilities, scores, accepted = (result.probabilities, result.ood_score,
+                                               result.in_distribution)
+        else:
+            probabilities = np.concatenate([np.asarray(self.model.predict_on_batch(
+                x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
+        if self.temperature != 1.0 and len(x):
+            probabilities = apply_temperature(probabilities, self.temperature)
+        frame = probabilities_frame(probabilities, self.classes)
+        frame[IN_DISTRIBUTION_COLUMN] = np.asarray(accepted, dtype=bool)
+        frame[OOD_SCORE_COLUMN] = np.asarray(scores, dtype=np.float64)
+        return self.with_identity(frame)
+
+    def with_identity(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Each row names the model that answered (``model_name``, ``model_version``)."""
+        frame["model_name"] = getattr(self, "model_name", "")
+        frame["model_version"] = getattr(self, "model_version", UNREGISTERED)
+        return frame
+
+    def explain(self, images: list) -> list[dict]:
+        """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`."""
+        from leukemia_cnn.modeling.gradcam import explain_images
+
+        return explain_images(self.model, images, self.image_size, self.color_mode,
+                              self.temperature)
+
+    def heatmaps(self, images: list) -> list[str]:
+        """Base64 PNG of the Grad-CAM overlay per decoded image (the ``heatmap`` column)."""
+        from leukemia_cnn.modeling.gradcam import png_bytes
+
+        return [base64.b64encode(png_bytes(result["overlay"])).decode("ascii")
+                for result in self.explain(images)]
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return self._predict(model_input, bool((params or {}).get(HEATMAP_PARAM, False)))
+        except DataError as exc:
+            # The scoring server answers MlflowException(INVALID_PARAMETER_VALUE) with a 400.
+            raise RequestRefused(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+
+    def _predict(self, model_input, heatmap: bool = False):
+        if isinstance(model_input, np.ndarray):
+            frame = self.predict_arrays(model_input)
+            if heatmap:
+                x = np.asarray(model_input, dtype=np.float32)
+                grays = [Image.fromarray(np.round(np.clip(image[..., 0] if image.ndim == 3
+                                                          else image, 0, 1) * 255)
+                                         .astype(np.uint8)) for image in x]
+                frame[HEATMAP_COLUMN] = self.heatmaps(grays)
+            return frame
+        if isinstance(model_input, pd.DataFrame):
+            if IMAGE_COLUMN not in model_input.columns:
+                raise DataError(f"input needs a column '{IMAGE_COLUMN}' of encoded image bytes; "
+                                f"got columns {list(model_input.columns)}")
+            # One row that does not decode is marked (column `error`), not the request failed
+            encoded, x, reasons = decode_rows(model_input[IMAGE_COLUMN].tolist(),
+                                              self.image_size, self.color_mode)
+            refuse_if_none_decoded(reasons)
+            frame = self.predict_arrays(x)
+            if heatmap:
+                frame[HEATMAP_COLUMN] = self.heatmaps(
+                    [image for image in decoded_images(encoded) if image is not None])
+            return with_row_errors(frame, reasons, ERROR_COLUMN)
+        raise DataError(f"unsupported input type {type(model_input).__name__}; send a DataFrame "
+                        f"with column '{IMAGE_COLUMN}' or a float array (n, H, W, C)")
+
+
+def pip_requirements() -> list[str]:
+    """The pinned packages the served model needs (no slow inference of requirements)."""
+    from importlib.metadata import version
+
+    names = ["mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pillow", "omegaconf",
+             # matplotlib: the heatmap's colour map; scipy, scikit-learn: the guard
+             "matplotlib", "scipy", "scikit-learn"]
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def preprocessing_meta(context) -> dict:
+    """The model's preprocessing (classes, image size, colour mode, temperature): its
+    ``model_config`` (shown in MLmodel), or the ``preprocessing.json`` artifact of models
+    logged before."""
+    if context.model_config and "preprocessing" in context.model_config:
+        return dict(context.model_config["preprocessing"])
+    return json.loads(Path(context.artifacts["preprocessing"]).read_text())
+
+
+def input_example(image: np.ndarray) -> pd.DataFrame:
+    """One row of what the model takes: ``image`` holding a PNG of ``image`` (H, W[, C]) in
+    [0, 1], e.g. a validation image (shown as the model's input example)."""
+    import io
+
+    pixels = np.round(np.clip(np.asarray(image, np.float32), 0, 1) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1
+                    else pixels).save(buffer, format="PNG")
+    return pd.DataFrame({IMAGE_COLUMN: [buffer.getvalue()]})
+
+
+def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode: str,
+              temperature: float = 1.0, *, name: str = "leukemia-cnn", example=None,
+              params: dict | None = None, guard_path: Path | None = None,
+              inference_precision: str = "auto"):
+    """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``.
+
+    ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves.
+    The preprocessing goes in as the ``model_config`` (MLmodel shows it; no temporary path);
+    ``example`` (an image array in [0, 1]) becomes the input example, ``params`` the logged
+    model's params; ``guard_path`` (a ``guard.npz``) is the out-of-distribution guard it
+    applies; ``inference_precision`` (``train.inference_precision``) the precision it computes in.
+    """
+    package_dir = Path(__file__).resolve().parents[1]  # the whole leukemia_cnn package
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=LeukemiaCNNModel(),
+        artifacts={"keras_model": str(keras_path),
+                   **({"guard": str(guard_path)} if guard_path is not None else {})},
+        # MLflow also logs a model_config as run params: nested, they read
+        # `preprocessing/classes`, ... and sort after the stage's own params
+        model_config={"preprocessing": {"classes": list(classes), "image_size": int(image_size),
+                                        "color_mode": str(color_mode),
+                                        "temperature": float(temperature),
+                                        PRECISION_KEY: str(inference_precision)}},
+        signature=signature(classes),
+        input_example=None if example is None else input_example(example),
+        code_paths=[str(package_dir)],
+        pip_requirements=pip_requirements(),
+        params=params,
+    )
