@@ -148,11 +148,8 @@ def swap_folder(staging: Path, target: Path, token: str, owner: str,
 
 def file_sha256(path: Path) -> str:
     """The sha256 of ``path``'s bytes (hex)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _read_record(record: Path) -> dict:
