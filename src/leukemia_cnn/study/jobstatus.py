@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from leukemia_cnn.console import text_table
+
 SWEEP_FOLDER = "multirun"
 STATUS_FILE = "status.json"
 
@@ -42,14 +44,10 @@ def collect_statuses(sweep_dir: Path) -> list[dict]:
 
 def format_statuses(statuses: list[dict]) -> str:
     """One line per job: experiment, seed, accuracies, collapsed, run id (or the error)."""
-    lines = [f"{'experiment':<24} {'seed':>4}  {'val_acc':>7}  {'test_acc':>8}  "
-             f"{'collapsed':>9}  run_id / error"]
-    for s in statuses:
-        if s.get("status") != "ok":
-            lines.append(f"{s.get('experiment_name', '?'):<24} {'':>4}  {'-':>7}  {'-':>8}  "
-                         f"{'-':>9}  FAILED: {s.get('error', '?')}")
-            continue
-        lines.append(f"{s['experiment_name']:<24} {s['seed']:>4}  {s['val_accuracy']:>7.4f}  "
-                     f"{s['test_accuracy']:>8.4f}  {str(bool(s['collapsed'])).lower():>9}  "
-                     f"{s['run_id']}")
-    return "\n".join(lines)
+    rows = [(s["experiment_name"], s["seed"], f"{s['val_accuracy']:.4f}",
+             f"{s['test_accuracy']:.4f}", str(bool(s["collapsed"])).lower(), s["run_id"])
+            if s.get("status") == "ok" else
+            (s.get("experiment_name", "?"), "", "-", "-", "-", f"FAILED: {s.get('error', '?')}")
+            for s in statuses]
+    return text_table(("experiment", "seed", "val_acc", "test_acc", "collapsed",
+                       "run_id / error"), rows, right=("seed", "val_acc", "test_acc", "collapsed"))
