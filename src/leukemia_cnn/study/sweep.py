@@ -209,10 +209,13 @@ def _register(cfg: DictConfig, root: Path, run_id: str, model_uri: str) -> str |
 def job(cfg: DictConfig) -> dict:
     """The Hydra task: :func:`run_job` with the job's folder, sweep id and experiment name.
 
-    A user error (bad config, missing data) fails this job only: its message goes to stderr
-    and to ``status.json`` in the job folder, and :func:`main` reports it after the sweep.
+    A user error (bad config, missing data, a file system or MLflow store that refuses) fails
+    this job only: its message goes to stderr and to ``status.json`` in the job folder, and
+    :func:`main` reports it after the sweep.
     """
     from hydra.core.hydra_config import HydraConfig
+
+    from leukemia_cnn.tracking.runs import store_errors
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -222,15 +225,20 @@ def job(cfg: DictConfig) -> dict:
     # The launch's working directory (the project root), not this worker's: a reused worker
     # process may have started elsewhere.
     root = find_repo_root(Path(hydra_cfg.runtime.cwd))
+    label = " ".join(overrides) or "(defaults)"
     try:
-        status.update(status="ok", **run_job(cfg, root, out_dir, str(cfg.sweep.id), experiment,
-                                             overrides))
-    except LeukemiaCNNError as exc:
-        print(f"leukemia-cnn sweep: error in job {' '.join(overrides) or '(defaults)'}: {exc}",
-              file=sys.stderr)
+        with store_errors(cfg, root, f"log job {label}"):
+            status.update(status="ok", **run_job(cfg, root, out_dir, str(cfg.sweep.id),
+                                                 experiment, overrides))
+    except (LeukemiaCNNError, OSError) as exc:  # the file system's no: a path, a full disk
+        print(f"leukemia-cnn sweep: error in job {label}: {exc}", file=sys.stderr)
         status.update(status="failed", error=str(exc))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str) + "\n")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str) + "\n")
+    except OSError as exc:
+        print(f"leukemia-cnn sweep: error in job {label}: cannot write its {STATUS_FILE}: "
+              f"{exc}", file=sys.stderr)
     return status
 
 
@@ -318,10 +326,13 @@ def prepare_store(argv: list[str], root: Path) -> None:
     check_sweep_dir(argv, root)  # jobs write there: the rule of every configured path
     if INFORMATIONAL & set(argv):
         return
+    from leukemia_cnn.tracking.runs import store_errors
     from leukemia_cnn.tracking.store import setup_mlflow
 
     store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
-    setup_mlflow(compose(store_overrides, root=root), root)
+    cfg = compose(store_overrides, root=root)
+    with store_errors(cfg, root, "connect the sweep"):
+        setup_mlflow(cfg, root)
 
 
 # Hydra's informational flags: they run no job.
@@ -345,7 +356,7 @@ def run_app(argv: list[str]) -> int:
     try:
         sweep_id = with_sweep_id(argv)
         prepare_store(argv, root)
-    except LeukemiaCNNError as exc:
+    except (LeukemiaCNNError, OSError) as exc:
         print(f"leukemia-cnn sweep: error: {exc}", file=sys.stderr)
         return 1
 
