@@ -219,3 +219,30 @@ def test_editing_the_data_makers_reruns_no_stage_but_a_stage_module_reruns_its_s
              if "src/leukemia_cnn/data/imaging.py" in stage_code_files(stage)}
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/imaging.py") == users
     assert "train" in users and "split" not in users
+
+
+# A subprocess given this long (seconds) is expected to run for minutes.
+LONG_TIMEOUT = 600
+
+
+def test_tests_that_wait_minutes_for_a_subprocess_are_marked_slow():
+    """`make test` leaves out `@pytest.mark.slow`: a test that gives a subprocess ten minutes
+    (a benchmark that trains, a pipeline run) must carry the mark."""
+    unmarked = []
+    for path in sorted((REPO_ROOT / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        module_slow = any(isinstance(node, ast.Assign) and "slow" in ast.unparse(node.value)
+                          and any(getattr(t, "id", "") == "pytestmark" for t in node.targets)
+                          for node in tree.body)
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
+                continue
+            slow = module_slow or any("mark.slow" in ast.unparse(d) for d in node.decorator_list)
+            waits = [kw.value.value for call in ast.walk(node) if isinstance(call, ast.Call)
+                     for kw in call.keywords if kw.arg == "timeout"
+                     and isinstance(kw.value, ast.Constant)
+                     and isinstance(kw.value.value, int | float)]
+            if not slow and any(wait >= LONG_TIMEOUT for wait in waits):
+                unmarked.append(f"{path.relative_to(REPO_ROOT)}::{node.name}")
+    assert not unmarked, f"mark these @pytest.mark.slow: {unmarked}"
+
