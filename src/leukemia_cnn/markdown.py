@@ -5,6 +5,7 @@ run or a file name cannot inject markup)."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -23,12 +24,16 @@ def pipe_table(rows: pd.DataFrame | Sequence[Sequence[object]], columns: Sequenc
                align: Sequence[str] | None = None) -> str:
     """A Markdown pipe table of ``rows`` (a frame, or rows under ``columns``; no index).
 
-    Every cell is shown as its text (``str``), escaped; ``align``: ``left``/``right`` per
-    column (default left).
+    Every cell is shown as its text (``str``), escaped. Cells are not padded unless ``align``
+    gives ``left``/``right`` per column: a model card must fit MLflow's 5,000-character
+    description.
     """
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=columns)
     cells = frame.map(escape).rename(columns=escape)
-    return cells.to_markdown(index=False, disable_numparse=True, colalign=align)
+    header, rule, *body = cells.to_markdown(index=False, disable_numparse=True, stralign=None,
+                                            colalign=align).split("\n")
+    # tabulate draws the rule as wide as each column; "---" says the same in fewer characters
+    return "\n".join([header, re.sub("-+", "---", rule), *body])
 
 
 def html_page(markdown: str, title: str, generator: str) -> str:
