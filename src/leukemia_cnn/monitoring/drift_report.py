@@ -4,8 +4,7 @@ first bytes (the only existing files ``--output`` may replace)."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.features.imagestats import PCA_PREFIX
 from leukemia_cnn.markdown import escape, html_page, pipe_table
 from leukemia_cnn.monitoring.kstests import CORRECTIONS, ShiftTest
@@ -31,11 +30,11 @@ def test_rows(tests: list[ShiftTest]) -> list[str]:
     return pipe_table(rows, TEST_COLUMNS, align).splitlines()
 
 
-def markdown(result, cfg: DictConfig) -> str:
+def markdown(result, cfg: Config) -> str:
     """The report of a :class:`leukemia_cnn.monitoring.drift.DriftResult`."""
     drift = result.drift
     reference = result.reference
-    correction = CORRECTIONS[str(cfg.drift.correction)]
+    correction = CORRECTIONS[cfg.drift.correction]
     inputs = [t for t in result.tests if not t.feature.startswith(PCA_PREFIX)]
     components = [t for t in result.tests if t.feature.startswith(PCA_PREFIX)]
     lines = [f"{TITLE}: {escape(result.source.name)}", "",

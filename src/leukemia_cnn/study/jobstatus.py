@@ -4,6 +4,7 @@ and the one-line-per-job summary :mod:`leukemia_cnn.study.sweep` prints after th
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from leukemia_cnn.console import text_table
@@ -28,6 +29,17 @@ def job_folders(argv: list[str], root: Path, sweep_id: str) -> Path:
     if not given:
         return root / SWEEP_FOLDER / sweep_id
     return root / given.replace("${sweep.id}", sweep_id)
+
+
+def write_status(out_dir: Path, status: dict) -> None:
+    """Write a job's ``status.json`` in ``out_dir``; a file system that refuses is said in one
+    line (the sweep's summary then finds the job missing and says so)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str) + "\n")
+    except OSError as exc:
+        print(f"leukemia-cnn sweep: error: cannot write {out_dir / STATUS_FILE}: {exc}",
+              file=sys.stderr)
 
 
 def collect_statuses(sweep_dir: Path) -> list[dict]:
