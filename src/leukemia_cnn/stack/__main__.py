@@ -17,7 +17,7 @@ from pathlib import Path
 
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.stack import s3, servers, slurm
-from leukemia_cnn.stack.procs import Daemon, StackError, alive, stop
+from leukemia_cnn.stack.procs import Daemon, StackError, alive, kill_pid, stop
 
 MLFLOW_BUCKET, DVC_BUCKET = "mlflow", "dvc"
 
@@ -66,9 +66,8 @@ def down_record(record: dict) -> list[str]:
         for name, port in record["s3"]["ports"].items():
             Path(f"/tmp/seaweedfs-{name}-grpc-{port + 10000}.sock").unlink(missing_ok=True)
     if "slurm_conf" in record:
-        from leukemia_cnn.stack.procs import kill_pid, processes_with_env
-
-        for pid in processes_with_env("SLURM_CONF", record["slurm_conf"]):
+        conf = Path(record["slurm_conf"])
+        for pid in slurm.SlurmCluster(conf.parent, conf, "").processes():
             kill_pid(pid)  # a job step still running on the stopped node
     for path in record.get("tmp", []):
         shutil.rmtree(path, ignore_errors=True)

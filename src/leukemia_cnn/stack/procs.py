@@ -146,9 +146,9 @@ def reap(pid: int) -> None:
             pass
 
 
-def processes_with_env(key: str, value: str) -> list[int]:
-    """PIDs of the processes (other than this one and its parents) whose environment has
-    ``key=value``: what a service started, found by the setting only it passed on."""
+def processes_where(environ_matches: Callable[[dict], bool]) -> list[int]:
+    """PIDs of the processes (other than this one and its parents) whose environment
+    ``environ_matches``: what a service started, found by settings only it passed on."""
     import psutil
 
     mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
@@ -157,7 +157,7 @@ def processes_with_env(key: str, value: str) -> list[int]:
         if process.pid in mine:
             continue
         try:
-            if process.environ().get(key) == value and process.status() != psutil.STATUS_ZOMBIE:
+            if environ_matches(process.environ()) and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process.pid)
         except (psutil.Error, OSError):
             continue

@@ -10,6 +10,7 @@ Client commands (``sbatch``, ``squeue``, ``scancel``) find the cluster through `
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -24,7 +25,7 @@ from leukemia_cnn.stack.procs import (
     StackError,
     free_port,
     kill_pid,
-    processes_with_env,
+    processes_where,
     spawn,
     stop,
     wait_until,
@@ -50,6 +51,20 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         """What a client needs to reach this cluster."""
         return {"SLURM_CONF": str(self.conf)}
+
+    def processes(self) -> list[int]:
+        """PIDs of the node's job steps and job processes (not the daemons): each
+        ``slurmstepd`` holds a socket in the spool folder (its title and environment are
+        rewritten); a job process has this ``SLURM_CONF`` and a ``SLURM_JOB_ID`` (clients of
+        the cluster carry its ``SLURM_CONF`` too, but no job id)."""
+        import psutil
+
+        spool = f"{self.folder / 'spool'}{os.sep}"
+        steps = {c.pid for c in psutil.net_connections(kind="unix")
+                 if c.pid and isinstance(c.laddr, str) and c.laddr.startswith(spool)}
+        jobs = processes_where(lambda env: env.get("SLURM_CONF") == str(self.conf)
+                               and "SLURM_JOB_ID" in env)
+        return sorted((steps | set(jobs)) - {d.pid for d in self.daemons} - {os.getpid()})
 
     def daemon(self, name: str) -> Daemon:
         return next(d for d in self.daemons if d.name == name)
@@ -184,16 +199,18 @@ def node_state(cluster: SlurmCluster) -> str:
 
 
 def kill_node(cluster: SlurmCluster) -> list[int]:
-    """The node dies: SIGKILL ``slurmd``, then every process of a job on it; their PIDs."""
+    """The node dies: ``slurmd`` and every job step and job process on it are frozen
+    (SIGSTOP, so none of them reports anything), then SIGKILLed; their PIDs. The controller
+    learns of it only when the node stops answering (``SLURMD_TIMEOUT``)."""
     slurmd = cluster.daemon("slurmd")
-    kill_pid(slurmd.pid)
-    cluster.daemons.remove(slurmd)
-    leftovers = processes_with_env("SLURM_CONF", str(cluster.conf))
-    others = {d.pid for d in cluster.daemons}
-    killed = [pid for pid in leftovers if pid not in others]
-    for pid in killed:
+    victims = [slurmd.pid, *cluster.processes()]
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    for pid in victims:
         kill_pid(pid)
-    return killed
+    cluster.daemons.remove(slurmd)
+    return victims
 
 
 def stop_slurm(cluster: SlurmCluster, timeout: float = 30) -> None:
@@ -213,5 +230,5 @@ def stop_slurm(cluster: SlurmCluster, timeout: float = 30) -> None:
         for daemon in [d for d in cluster.daemons if d.name == name]:
             stop(daemon, timeout, signal.SIGTERM)
             cluster.daemons.remove(daemon)
-    for pid in processes_with_env("SLURM_CONF", str(cluster.conf)):
+    for pid in cluster.processes():
         kill_pid(pid)

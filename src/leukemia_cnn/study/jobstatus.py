@@ -53,3 +53,14 @@ def format_statuses(statuses: list[dict]) -> str:
                      f"{s['test_accuracy']:>8.4f}  {str(bool(s['collapsed'])).lower():>9}  "
                      f"{s['run_id']}")
     return "\n".join(lines)
+
+
+def describe_failed(failed: list[dict]) -> str:
+    """The failed jobs in one line: each one's SLURM job id (when it ran on SLURM) or its
+    overrides, and its error's first clause."""
+    parts = []
+    for status in failed:
+        where = " ".join(status.get("overrides") or []) or status.get("experiment_name", "?")
+        error = str(status.get("error", "?")).split("; ")[0]
+        parts.append(f"{error} ({where})" if status.get("slurm_job_id") else f"{where}: {error}")
+    return "; ".join(parts)

@@ -38,6 +38,7 @@ from leukemia_cnn.pathrules import check_sweep_dir
 from leukemia_cnn.study.jobstatus import (
     STATUS_FILE,
     collect_statuses,
+    describe_failed,
     format_statuses,
     job_folders,
     override_value,
@@ -380,8 +381,8 @@ def run_app(argv: list[str]) -> int:
     print(format_statuses(statuses))
     failed = [s for s in statuses if s.get("status") != "ok"]
     if failed:
-        print(f"leukemia-cnn sweep: error: {len(failed)} of {len(statuses)} job(s) failed "
-              "(see above)", file=sys.stderr)
+        print(f"leukemia-cnn sweep: error: {len(failed)} of {len(statuses)} job(s) failed: "
+              f"{describe_failed(failed)}", file=sys.stderr)
         return 1
     print("next: `leukemia-cnn report` (Table 1 from MLflow), `leukemia-cnn promote --by config`")
     return 0
