@@ -86,17 +86,22 @@ def start_s3(folder: Path, buckets: tuple[str, ...] = (), detach: bool = False,
                                          "secretKey": server.secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     config.chmod(0o600)
-    server.daemon = spawn("seaweedfs", weed_args(server, config), folder / "weed.log",
-                          detach=detach)
     try:
-        wait_until(lambda: healthy(server), timeout, f"S3 answered on {server.endpoint}",
-                   server.daemon)
+        launch(server, detach, timeout)
         for bucket in buckets:
             create_bucket(server, bucket)
     except BaseException:
         stop_s3(server)
         raise
     return server
+
+
+def launch(server: S3Server, detach: bool = False, timeout: float = 60) -> None:
+    """(Re)start ``weed`` for ``server`` (same ports, data and keys) and wait for S3."""
+    server.daemon = spawn("seaweedfs", weed_args(server, server.folder / "s3.json"),
+                          server.folder / "weed.log", detach=detach)
+    wait_until(lambda: healthy(server), timeout, f"S3 answered on {server.endpoint}",
+               server.daemon)
 
 
 def healthy(server: S3Server) -> bool:
@@ -131,6 +136,41 @@ def create_bucket(server: S3Server, bucket: str, timeout: float = 60) -> None:
         return True
 
     wait_until(created, timeout, f"bucket {bucket} was created", server.daemon, interval=1)
+
+
+# What S3 says -> the setting of an MLflow server (or any boto3 client) to fix.
+REFUSED = {"SignatureDoesNotMatch": "AWS_SECRET_ACCESS_KEY (the secret key was refused)",
+           "InvalidAccessKeyId": "AWS_ACCESS_KEY_ID (no such access key)",
+           "AccessDenied": "AWS_ACCESS_KEY_ID (access denied to the bucket)",
+           "NoSuchBucket": "the bucket name (no such bucket)"}
+
+
+def check_access(endpoint: str, env: dict[str, str], bucket: str) -> None:
+    """List ``bucket`` with the credentials in ``env`` once.
+
+    Raises
+    ------
+    StackError
+        One line naming the setting at fault (the endpoint, a key, the bucket).
+    """
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
+                      aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+                      aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
+    try:
+        s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise StackError(f"S3 at {endpoint} refused bucket {bucket}: check "
+                         f"{REFUSED.get(code, code or str(exc))}") from exc
+    except EndpointConnectionError as exc:
+        raise StackError(f"S3 did not answer at {endpoint}: check MLFLOW_S3_ENDPOINT_URL "
+                         "and that the S3 server runs") from exc
+    except BotoCoreError as exc:
+        raise StackError(f"S3 at {endpoint}: {exc} (AWS_ACCESS_KEY_ID, "
+                         "AWS_SECRET_ACCESS_KEY)") from exc
 
 
 def list_keys(server: S3Server, bucket: str, prefix: str = "") -> list[str]:
