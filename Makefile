@@ -7,7 +7,7 @@ TEAM_STAMP = $(VENV)/.installed-team-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install install-team team-stack team-stack-down run data repro study study-spread test test-slow lint summary ui clean-outputs bench bench-recipe bench-precision
+.PHONY: help install install-team team-stack team-stack-down run data repro study study-spread test test-slow lint summary ui clean-outputs bench bench-recipe bench-precision bench-slurm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ bench-recipe: install  ## one fit of RECIPE vs the paper's e15/b64 row, times an
 
 bench-precision: install  ## train.mixed_precision: bfloat16 vs float32 fit and predict, and what auto picks
 	$(BIN)/python benchmarks/bench_precision.py $(BENCH_ARGS)
+
+bench-slurm: install-team  ## the SLURM launcher vs the local joblib launcher, same four jobs: ratio
+	$(BIN)/python benchmarks/bench_slurm.py $(BENCH_ARGS)
 
 summary: install  ## print the metrics of the last run and where to look next
 	$(BIN)/leukemia-cnn summary
