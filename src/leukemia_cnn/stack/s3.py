@@ -145,7 +145,7 @@ REFUSED = {"SignatureDoesNotMatch": "AWS_SECRET_ACCESS_KEY (the secret key was r
            "NoSuchBucket": "the bucket name (no such bucket)"}
 
 
-def check_access(endpoint: str, env: dict[str, str], bucket: str) -> None:
+def check_access(endpoint: str | None, env: dict[str, str], bucket: str) -> None:
     """List ``bucket`` with the credentials in ``env`` once.
 
     Raises

@@ -97,7 +97,7 @@ def mlflow_server(folder: Path, backend_uri: str, artifacts: str, env: dict[str,
     if artifacts.startswith("s3://"):  # a refused key: one line now, not 500s on every upload
         from leukemia_cnn.stack.s3 import check_access
 
-        check_access(env["MLFLOW_S3_ENDPOINT_URL"], env, artifacts[5:].split("/")[0])
+        check_access(env.get("MLFLOW_S3_ENDPOINT_URL"), env, artifacts[5:].split("/")[0])
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
