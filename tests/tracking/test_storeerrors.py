@@ -3,6 +3,8 @@ provoke the real failures)."""
 
 from __future__ import annotations
 
+import pytest
+
 from leukemia_cnn.data.remote import remote_error
 from leukemia_cnn.tracking.storeerrors import artifact_store_error
 
@@ -22,7 +24,8 @@ def test_an_upload_the_server_could_not_store_names_the_server_and_its_settings(
 
 
 def test_a_direct_s3_refusal_names_the_setting_and_other_errors_are_left_alone():
-    from botocore.exceptions import ClientError
+    exceptions = pytest.importorskip("botocore.exceptions", reason="the team extra (.[team])")
+    ClientError = exceptions.ClientError  # noqa: N806 - botocore's class
 
     refused = ClientError({"Error": {"Code": "SignatureDoesNotMatch", "Message": "no"}},
                           "PutObject")
