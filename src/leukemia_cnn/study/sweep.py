@@ -36,7 +36,7 @@ from leukemia_cnn.study.jobstatus import (
     job_folders,
     override_value,
 )
-from leukemia_cnn.study.sweep_job import job
+from leukemia_cnn.study.sweep_job import run_task
 
 PRIMARY_CONFIG = "launch"
 
@@ -44,6 +44,12 @@ PRIMARY_CONFIG = "launch"
 def new_sweep_id() -> str:
     """``YYYYmmdd-HHMMSS-xxxx``: sortable by launch time, unique across machines."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def job(composed) -> dict:
+    """The Hydra task (:func:`leukemia_cnn.study.sweep_job.run_task`), defined here: Hydra
+    names the app, its help and each job's log file after the task's module (``sweep``)."""
+    return run_task(composed)
 
 
 def _close_sweep_runs(sweep_id: str) -> int:

@@ -172,7 +172,7 @@ def _register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str | Non
         return register.register(cfg, root, run_id, model_uri)
 
 
-def job(composed) -> dict:
+def run_task(composed) -> dict:
     """The Hydra task (``composed``: Hydra's ``DictConfig``): :func:`run_job` with the job's
     config checked by the schema, its folder, sweep id and experiment name.
 
