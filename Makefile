@@ -7,11 +7,7 @@ TEAM_STAMP = $(VENV)/.installed-team-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-<<<<<<< HEAD
-.PHONY: help install run data repro study study-spread test test-slow lint deps summary ui clean-outputs bench bench-recipe bench-precision
-=======
-.PHONY: help install install-team team-stack team-stack-down run data repro study study-spread test test-slow lint summary ui clean-outputs bench bench-recipe bench-precision bench-slurm
->>>>>>> team
+.PHONY: help install install-team team-stack team-stack-down run data repro study study-spread test test-slow lint deps summary ui clean-outputs bench bench-recipe bench-precision bench-slurm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
