@@ -76,7 +76,7 @@ def drop_native_log_lines(data: bytes, pending: bytes = b"") -> tuple[bytes, byt
 DRAIN_LIMIT = 1 << 20
 
 
-class _StderrPump:
+class StderrPump:
     """Forwards what is written to fd 2 (this process and its children) to the real stderr,
     minus native log lines, from a daemon thread.
 
@@ -144,7 +144,7 @@ class _StderrPump:
 
 
 def _filter_fd2() -> None:
-    atexit.register(_StderrPump().stop)
+    atexit.register(StderrPump().stop)
 
 
 def quiet_libraries(verbose: bool = False, native: bool = True) -> None:

@@ -397,7 +397,7 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     OutputError
         Naming the path, the reason and ``instead``.
     """
-    if str(target) == STDOUT:
+    if STDOUT in (str(target), label):
         raise OutputError(f"{flag} {STDOUT}: this command writes files, not to stdout; "
                           f"nothing was written. {instead}")
     given = Path(target).expanduser()

@@ -265,8 +265,14 @@ def check(cfg: DictConfig, root: Path, source: Path, model_uri: str | None,
 
 def model_to_ask(cfg: DictConfig, root: Path, model_uri: str | None, guard: bool) -> str | None:
     """The model whose guard answers (None with ``--no-guard``), checked before anything is
-    loaded or copied: a local folder without ``MLmodel`` (``/``), a store that does not exist."""
-    from leukemia_cnn.serving.predict import check_model_uri, check_store, default_model_uri
+    loaded or copied: a local folder without ``MLmodel`` (``/``), a store that does not exist,
+    a model that is not the project's image model (read from its ``MLmodel`` alone)."""
+    from leukemia_cnn.serving.predict import (
+        check_model_kind,
+        check_model_uri,
+        check_store,
+        default_model_uri,
+    )
     from leukemia_cnn.tracking.store import setup_mlflow
 
     if not guard:
@@ -274,6 +280,11 @@ def model_to_ask(cfg: DictConfig, root: Path, model_uri: str | None, guard: bool
     uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri)
     check_store(cfg, root)
     setup_mlflow(cfg, root)
+    try:
+        check_model_kind(uri)  # again when predict_files loads it; here before the work
+    except LeukemiaCNNError as exc:
+        raise LeukemiaCNNError(f"{exc}; or pass --no-guard to run the shift tests without a "
+                               "model") from exc
     return uri
 
 
