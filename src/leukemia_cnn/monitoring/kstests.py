@@ -160,7 +160,7 @@ def verdict(tests: list[ShiftTest], flagged_share: float | None, max_flagged_sha
     drift = bool(shifted) or too_many
     n_new = min((t.n_new for t in tests), default=0)
     if not drift and n_new < min_new:
-        reasons.append(f"too few images to judge: {n_new} new images, fewer than drift.min_images "
-                       f"({min_new}), give the tests too little power to rule drift out")
+        reasons.append(f"too few images to judge: {n_new} new image(s), fewer than "
+                       f"drift.min_images ({min_new}): too few for the tests to rule drift out")
         return Verdict(drift=False, reasons=reasons, too_few=True)
     return Verdict(drift=drift, reasons=reasons)
