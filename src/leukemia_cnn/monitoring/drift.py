@@ -323,9 +323,10 @@ def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
     say = sys.stderr if output == STDOUT else sys.stdout
     if output == STDOUT:
         sys.stdout.write(text)
-    print(f"drift: {verdict_word(result).upper() if result.drift else verdict_word(result)} "
-          f"in {result.n_images} images of {terminal_safe(folder)} against the training data",
-          file=say)
+    headline = ("no verdict: too few images" if result.verdict.too_few
+                else "DRIFT" if result.drift else "no drift")
+    print(f"drift: {headline} in {result.n_images} images of {terminal_safe(folder)} against "
+          "the training data", file=say)
     for reason in result.verdict.reasons:
         print(f"  - {reason}", file=say)
     for line in [*result.guard.provenance, *result.reference.notes]:
