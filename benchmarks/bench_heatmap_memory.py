@@ -92,7 +92,9 @@ def serve_and_send(uri: str, store: Path, bodies: list[bytes], timeout: float) -
     port = free_port()
     command = [str(benchlib.BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager",
                "local", "--host", "127.0.0.1", "-p", str(port), "--workers", "1"]
-    env = benchlib.clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}")
+    # MLflow answers 504 after 60 s by default; the requests here are meant to finish
+    env = benchlib.clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
+                             MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT=str(int(timeout)))
     log_path = store / f"serve-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=store, env=env, stdout=log,

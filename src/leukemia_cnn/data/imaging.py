@@ -50,12 +50,16 @@ MAX_PIXELS = 50_000_000
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def open_image(source: str | Path | bytes) -> Image.Image:
+def open_image(source: str | Path | bytes, draft_pixels: int | None = None) -> Image.Image:
     """Decode an image from a path or raw bytes, fully, or raise DataError naming the source.
 
     The one decoding place of training, prediction, serving and Grad-CAM: the image comes back
     turned upright by its EXIF orientation tag and with 16-bit, 32-bit or float samples scaled
     to 8 bits (:func:`upright_8bit`), so every consumer sees the same pixels.
+
+    ``draft_pixels``: for a picture only (a heatmap's background, never a model input), a
+    JPEG larger than this is decoded at 1/2, 1/4 or 1/8 scale (PIL's ``draft``, at least this
+    many pixels): a 7000x7000 JPEG then takes 12 MB instead of 190 MB.
     """
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
@@ -64,6 +68,10 @@ def open_image(source: str | Path | bytes) -> Image.Image:
             if image.width * image.height > MAX_PIXELS:
                 raise DataError(f"{name}: {image.width}x{image.height} pixels exceeds the "
                                 f"{MAX_PIXELS:,}-pixel limit (decompression bomb guard)")
+            if draft_pixels and image.format == "JPEG" and image.width * image.height > draft_pixels:
+                scale = (draft_pixels / (image.width * image.height)) ** 0.5
+                image.draft(image.mode, (int(image.width * scale) + 1,
+                                         int(image.height * scale) + 1))
             image.load()
             problem = non_finite(image)
             if problem:

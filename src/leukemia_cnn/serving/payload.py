@@ -115,8 +115,9 @@ def refuse_if_none_decoded(reasons: list[str | None]) -> None:
 
 def heatmap_image(data: bytes):
     """The decoded image a heatmap is drawn on: at most :data:`LARGE_IMAGE_PIXELS` (scaled
-    down keeping its aspect, like a thumbnail), so that a heatmap's memory is bounded."""
-    image = open_image(data)
+    down keeping its aspect, like a thumbnail; a large JPEG decoded at a reduced scale), so
+    that a heatmap's memory is bounded."""
+    image = open_image(data, draft_pixels=LARGE_IMAGE_PIXELS)
     if image.width * image.height > LARGE_IMAGE_PIXELS:
         scale = (LARGE_IMAGE_PIXELS / (image.width * image.height)) ** 0.5
         image.thumbnail((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
