@@ -61,6 +61,9 @@ def log_project_model(folder: Path) -> str:
     cfg = compose([], root=benchlib.REPO)
     size = cfg.preprocess.image_size
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    # artifacts in the temporary folder too (by default: ./mlruns of the current folder)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "bench-heatmap", artifact_location=(folder / "artifacts").as_uri()))
     model = build_from_config(cfg, (size, size, 1))
     keras.saving.save_model(model, folder / "model.keras")
     with mlflow.start_run():
