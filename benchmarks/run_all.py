@@ -25,8 +25,8 @@ import benchlib
 
 HERE = Path(__file__).resolve().parent
 # Run order: memory builds the shared workspace.
-BENCHMARKS = ("memory", "features", "inference", "train", "serving", "dvc", "precision", "guard",
-              "firstrun")
+BENCHMARKS = ("memory", "features", "inference", "train", "serving", "heatmap_memory", "dvc",
+              "precision", "guard", "firstrun")
 SHARED_WORKSPACE = ("memory", "features", "inference", "train", "serving")
 
 
