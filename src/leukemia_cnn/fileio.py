@@ -40,13 +40,6 @@ from leukemia_cnn.errors import OutputError
 OUTPUT_MARKER = ".leukemia-cnn-output"
 # Beside the output files a command writes: {file name: {"by": kind, "sha256": ...}}.
 OUTPUT_RECORD = ".leukemia-cnn-outputs.json"
-# Folders that belong to a tool (version control, DVC, MLflow stores, Python environments and
-# caches): no output goes into one, wherever it lies (`.git/hooks/pre-commit` would run).
-TOOL_FOLDERS = frozenset({".git", ".hg", ".svn", ".dvc", "mlruns", "mlartifacts", ".venv",
-                          "venv", ".tox", ".nox", "node_modules", "__pycache__", ".mypy_cache",
-                          ".pytest_cache", ".ruff_cache", ".hypothesis", ".ipynb_checkpoints"})
-# Where the kernel keeps devices and process files: never a place for an output file.
-SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
 # The --output value that means "print to stdout" (for the commands that offer it).
 STDOUT = "-"
 
@@ -283,24 +276,6 @@ def _project_reason(real: Path, root: Path) -> str | None:
     return None
 
 
-def _tool_reason(given: Path, real: Path) -> str | None:
-    """Why ``given`` (absolute, as typed) or ``real`` (links resolved) is a tool's place."""
-    for path in (given, real):
-        system = next((folder for folder in SYSTEM_FOLDERS if path.is_relative_to(folder)), None)
-        if system is not None:
-            return (f"is in {system}, a device or process file, not a file to write; to print "
-                    f"to the terminal or a pipe, pass --output {STDOUT} where the command "
-                    "offers it")
-        tool = next((part for part in path.parts if part in TOOL_FOLDERS), None)
-        if tool is not None:
-            return f"is inside {tool}, a folder that belongs to a tool (git, DVC, MLflow, Python)"
-        venv = next((folder for folder in path.parents if (folder / "pyvenv.cfg").is_file()),
-                    None)
-        if venv is not None:
-            return f"is inside {venv}, a Python virtual environment"
-    return None
-
-
 def _input_reason(real: Path, kind: str, inputs: Iterable[str | Path]) -> str | None:
     for item in inputs:
         source = Path(item).expanduser().resolve()
@@ -397,11 +372,8 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     OutputError
         Naming the path, the reason and ``instead``.
     """
-    if STDOUT in (str(target), label):
-        raise OutputError(f"{flag} {STDOUT}: this command writes files, not to stdout; "
-                          f"nothing was written. {instead}")
-    given = Path(target).expanduser()
-    given = Path(os.path.abspath(given if given.is_absolute() else Path.cwd() / given))
+    from leukemia_cnn.pathrules import tool_reason  # pathrules imports this module
+
     root, real = Path(root).resolve(), resolve_target(target)
     is_declared = declared is not None and real == Path(declared).resolve()
     git_files = git_tracked(root)
@@ -409,7 +381,8 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     def own() -> bool:
         return is_declared or is_own(real, kind, owner)
 
-    checks = (lambda: _project_reason(real, root), lambda: _tool_reason(given, real),
+    checks = (lambda: STDOUT in (str(target), label) and "this command writes files, not to "
+              "stdout", lambda: _project_reason(real, root), lambda: tool_reason(target, real),
               lambda: _input_reason(real, kind, inputs),
               lambda: _git_reason(real, root, git_files, is_declared),
               lambda: _dvc_reason(real, root, dvc_tracked(root, git_files), own),

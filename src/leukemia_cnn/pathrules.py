@@ -14,11 +14,11 @@ the rule.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.fileio import dvc_tracked, git_tracked
 
@@ -26,6 +26,13 @@ from leukemia_cnn.fileio import dvc_tracked, git_tracked
 RESERVED = (".git", ".dvc", ".github", ".ci", ".venv", "src", "conf", "tests", "docs",
             "benchmarks", "studies", "mlruns", "mlartifacts", "mlflow.db", "multirun",
             "outputs", "dvc.yaml", "dvc.lock", "params.yaml", "data.dvc")
+# Folders that belong to a tool (version control, DVC, MLflow stores, Python environments and
+# caches): no output goes into one, wherever it lies (`.git/hooks/pre-commit` would run).
+TOOL_FOLDERS = frozenset({".git", ".hg", ".svn", ".dvc", "mlruns", "mlartifacts", ".venv",
+                          "venv", ".tox", ".nox", "node_modules", "__pycache__", ".mypy_cache",
+                          ".pytest_cache", ".ruff_cache", ".hypothesis", ".ipynb_checkpoints"})
+# Where the kernel keeps devices and process files: never a place for an output file.
+SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
 # paths.<key> -> what it names: a file or a folder.
 FILES = ("manifest", "splits")
 # Folders that commands write file by file (each file guarded), never replace whole: files git
@@ -60,6 +67,27 @@ def path_reason(value: str, root: Path, git_files: list[Path],
     return None
 
 
+def tool_reason(target: str | Path, real: Path) -> str | None:
+    """Why an output path, as typed (``target``) or with links resolved (``real``), is a tool's
+    place (:data:`TOOL_FOLDERS`, a folder holding ``pyvenv.cfg``) or a device's
+    (:data:`SYSTEM_FOLDERS`), or None. The rule of every ``--output``
+    (:func:`leukemia_cnn.fileio.check_output`)."""
+    given = Path(os.path.abspath(Path(target).expanduser()))
+    for path in (given, real):
+        system = next((folder for folder in SYSTEM_FOLDERS if path.is_relative_to(folder)), None)
+        if system is not None:
+            return (f"is in {system}, a device or process file, not a file to write; to print "
+                    "to the terminal or a pipe, pass --output - where the command offers it")
+        tool = next((part for part in path.parts if part in TOOL_FOLDERS), None)
+        if tool is not None:
+            return f"is inside {tool}, a folder that belongs to a tool (git, DVC, MLflow, Python)"
+        venv = next((folder for folder in path.parents if (folder / "pyvenv.cfg").is_file()),
+                    None)
+        if venv is not None:
+            return f"is inside {venv}, a Python virtual environment"
+    return None
+
+
 def _kind_reason(key: str, real: Path) -> str | None:
     if key in FILES and real.is_dir():
         return "is a folder; it names a file"
@@ -68,11 +96,11 @@ def _kind_reason(key: str, real: Path) -> str | None:
     return None
 
 
-def check_paths(cfg: DictConfig, root: Path) -> None:
+def check_paths(cfg: Config, root: Path) -> None:
     """Refuse the first ``paths.*`` value that breaks the rule (see the module doc), or two
     that overlap, with a one-line ConfigError naming the key."""
     root = Path(root).resolve()
-    paths = OmegaConf.to_container(cfg.paths, resolve=True) if "paths" in cfg else {}
+    paths = cfg.paths.model_dump()
     git_files = git_tracked(root)
     seen: dict[str, Path] = {}
     for key, value in paths.items():

@@ -39,10 +39,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from leukemia_cnn.config import flatten
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.console import terminal_safe
 from leukemia_cnn.data.filekinds import skip_problem
 from leukemia_cnn.data.imaging import OS_JUNK, skip_reason
@@ -143,7 +143,7 @@ def list_source(source: Path, max_files: int) -> tuple[list[Path], dict[str, str
     return found, skipped
 
 
-def guard_share(cfg: DictConfig, root: Path, model_uri: str, paths: list[Path]
+def guard_share(cfg: Config, root: Path, model_uri: str, paths: list[Path]
                 ) -> BatchGuardShare:
     """Ask ``model_uri`` (through its pyfunc, as ``predict`` does) about every image and count
     the answers its guard flags (``in_distribution`` false); say which data it was trained on
@@ -175,7 +175,7 @@ def guard_share(cfg: DictConfig, root: Path, model_uri: str, paths: list[Path]
                                 f"{len(answered)} images")
 
 
-def output_paths(cfg: DictConfig, root: Path, source: Path, output: str | None
+def output_paths(cfg: Config, root: Path, source: Path, output: str | None
                  ) -> tuple[Path, Path]:
     """Where the Markdown and HTML reports go, after the output guard (``--output -``: a
     scratch folder, for the MLflow run; the Markdown goes to stdout)."""
@@ -201,7 +201,7 @@ def verdict_word(result: DriftResult) -> str:
     return "drift" if result.drift else "no drift"
 
 
-def log_drift_run(cfg: DictConfig, root: Path, result: DriftResult) -> str:
+def log_drift_run(cfg: Config, root: Path, result: DriftResult) -> str:
     """Log the check as an MLflow run ``drift-<name>``: its settings, counts, verdict and
     the two reports as artifacts; return the run id."""
     from leukemia_cnn.tracking.runs import (
@@ -232,7 +232,7 @@ def log_drift_run(cfg: DictConfig, root: Path, result: DriftResult) -> str:
             return run.info.run_id
 
 
-def check(cfg: DictConfig, root: Path, source: Path, model_uri: str | None,
+def check(cfg: Config, root: Path, source: Path, model_uri: str | None,
           max_files: int | None = None) -> DriftResult:
     """Compare the images under ``source`` with the training data (no output written);
     ``max_files`` overrides ``drift.max_files``."""
@@ -263,7 +263,7 @@ def check(cfg: DictConfig, root: Path, source: Path, model_uri: str | None,
                        model_uri=model_uri, settings=flatten(cfg.drift, prefix="drift."))
 
 
-def model_to_ask(cfg: DictConfig, root: Path, model_uri: str | None, guard: bool) -> str | None:
+def model_to_ask(cfg: Config, root: Path, model_uri: str | None, guard: bool) -> str | None:
     """The model whose guard answers (None with ``--no-guard``), checked before anything is
     loaded or copied: a local folder without ``MLmodel`` (``/``), a store that does not exist,
     a model that is not the project's image model (read from its ``MLmodel`` alone)."""
@@ -288,7 +288,7 @@ def model_to_ask(cfg: DictConfig, root: Path, model_uri: str | None, guard: bool
     return uri
 
 
-def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
+def run(cfg: Config, root: Path, source: str, model_uri: str | None = None,
         guard: bool = True, output: str | None = None,
         max_files: int | None = None) -> DriftResult:
     """``leukemia-cnn drift``: check, write the report, log it to MLflow, print the verdict.

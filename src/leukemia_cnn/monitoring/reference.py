@@ -17,8 +17,8 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-from omegaconf import DictConfig
 
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.console import terminal_safe
 from leukemia_cnn.data.preprocess import n_workers, read_split_table
 from leukemia_cnn.errors import DataError
@@ -55,7 +55,7 @@ def changed_files(raw_dir: Path, listed: list[str], recorded: dict[str, str]) ->
     return changed
 
 
-def check_unchanged(cfg: DictConfig, root: Path, listed: list[str]) -> list[str]:
+def check_unchanged(cfg: Config, root: Path, listed: list[str]) -> list[str]:
     """Refuse (DataError) when ``data/raw`` or the split table changed since the features
     stage read the train images ``listed``; return notes (e.g. no split table to check with).
     """
@@ -83,7 +83,7 @@ def check_unchanged(cfg: DictConfig, root: Path, listed: list[str]) -> list[str]
     return []
 
 
-def load_reference(cfg: DictConfig, root: Path) -> Reference:
+def load_reference(cfg: Config, root: Path) -> Reference:
     """The reference side: the input statistics of the train images in ``paths.raw_dir`` (a
     seeded sample of ``drift.reference_images`` of them when set), after checking they are
     the images the features stage read (:func:`check_unchanged`), and the val split's PCA
@@ -132,7 +132,7 @@ def load_reference(cfg: DictConfig, root: Path) -> Reference:
                      n_listed=len(listed), n_measured=len(described.paths), notes=notes)
 
 
-def new_pca_features(cfg: DictConfig, model_inputs: np.ndarray, pca) -> np.ndarray:
+def new_pca_features(cfg: Config, model_inputs: np.ndarray, pca) -> np.ndarray:
     """The new images' HOG descriptors (``features.hog``) reduced by the train PCA."""
     hog = cfg.features.hog
     descriptors = hog_features(model_inputs, hog.orientations, tuple(hog.pixels_per_cell),
