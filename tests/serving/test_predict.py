@@ -292,3 +292,24 @@ def test_a_nan_image_and_a_pil_warning_are_one_line_each(guard_project, tmp_path
             "50,000,000-pixel limit") in done.stderr
     rows = pd.read_csv(io.StringIO(done.stdout))
     assert rows["predicted_class"].notna().tolist() == [True, False, False]
+
+
+def test_predict_sends_its_files_in_requests_under_the_pixel_cap(guard_project, monkeypatch,
+                                                                 capfd, tmp_path):
+    """The served model's cap on pixels per request marks the rows past it; `predict` is no
+    server: it sends its files in as many requests as the cap needs, and every file gets its
+    class (a row the model itself refuses keeps the model's reason, under its file name)."""
+    from helpers.datasets import image_bytes
+    from leukemia_cnn.serving import payload
+
+    monkeypatch.chdir(guard_project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(payload, "MAX_REQUEST_PIXELS", 2 * 48 * 48)
+    files = []
+    for seed in range(5):
+        files.append(tmp_path / f"cell-{seed}.png")
+        files[-1].write_bytes(image_bytes(seed, size=(48, 48), fmt="PNG"))
+    assert cli_main(["predict", *map(str, files), "--format", "json"]) == 0
+    records = json.loads(capfd.readouterr().out)
+    assert [record["path"] for record in records] == list(map(str, files))
+    assert all(record["predicted_class"] and record["error"] is None for record in records)

@@ -13,6 +13,7 @@ stderr; with ``reject_unfamiliar`` a flagged image gets no class or probabilitie
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -151,12 +152,35 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
         except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, file system: one line for all
             raise model_load_error(model_uri, exc) from exc
         print(f"predict: computing in {served_precision(model)}", file=sys.stderr)
-        classified = classify(model, model_uri, images)
+        classified = pd.concat([classify(model, model_uri, batch) for batch in batches(images)],
+                               ignore_index=True)
     classified.insert(0, "path", readable)
+    if ERROR_COLUMN in classified.columns:  # a row the model could not decode, by its path
+        reasons.update({path: re.sub(r"^row \d+: ", f"{path}: ", error) for path, error in
+                        zip(readable, classified[ERROR_COLUMN], strict=True) if isinstance(error, str)})
+        classified = classified.drop(columns=ERROR_COLUMN)
     rows = pd.DataFrame({"path": paths})
     result = rows.merge(classified.drop_duplicates("path"), on="path", how="left")
     result[ERROR_COLUMN] = [reasons[path] for path in paths]
     return result
+
+
+def batches(images: pd.DataFrame) -> list[pd.DataFrame]:
+    """``images`` in requests of at most the served model's pixel cap each
+    (:data:`leukemia_cnn.serving.payload.MAX_REQUEST_PIXELS`): a file is never refused for
+    the company it came in, and at most one request's images are decoded at a time."""
+    from leukemia_cnn.data.imaging import image_pixels
+    from leukemia_cnn.serving.payload import MAX_REQUEST_PIXELS
+
+    starts, total = [0], 0
+    for index, data in enumerate(images[IMAGE_COLUMN]):
+        pixels = image_pixels(data) or 0
+        if total + pixels > MAX_REQUEST_PIXELS and index > starts[-1]:
+            starts.append(index)
+            total = 0
+        total += pixels
+    return [images.iloc[start:end].reset_index(drop=True)
+            for start, end in zip(starts, [*starts[1:], len(images)], strict=True)]
 
 
 def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
