@@ -24,22 +24,28 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from leukemia_cnn.errors import OutputError
+from leukemia_cnn.tracked import dvc_tracked, git_tracked
 
 # Written inside every output folder a command writes: `leukemia-cnn <kind>`. A folder
 # without it (or a manifest declaring it) is not overwritten. DVC ignores it (.dvcignore).
 OUTPUT_MARKER = ".leukemia-cnn-output"
 # Beside the output files a command writes: {file name: {"by": kind, "sha256": ...}}.
 OUTPUT_RECORD = ".leukemia-cnn-outputs.json"
+# Folders that belong to a tool (version control, DVC, MLflow stores, Python environments and
+# caches): no output goes into one, wherever it lies (`.git/hooks/pre-commit` would run).
+TOOL_FOLDERS = frozenset({".git", ".hg", ".svn", ".dvc", "mlruns", "mlartifacts", ".venv",
+                          "venv", ".tox", ".nox", "node_modules", "__pycache__", ".mypy_cache",
+                          ".pytest_cache", ".ruff_cache", ".hypothesis", ".ipynb_checkpoints"})
+# Where the kernel keeps devices and process files: never a place for an output file.
+SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
 # The --output value that means "print to stdout" (for the commands that offer it).
 STDOUT = "-"
 
@@ -150,11 +156,8 @@ def swap_folder(staging: Path, target: Path, token: str, owner: str,
 
 def file_sha256(path: Path) -> str:
     """The sha256 of ``path``'s bytes (hex)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _read_record(record: Path) -> dict:
@@ -204,49 +207,6 @@ def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> b
 # ------------------------------------------------------------------------- the guard
 
 
-def git_tracked(root: Path) -> list[Path]:
-    """Absolute paths of the files git tracks under ``root`` (none outside a git work tree)."""
-    root = Path(root).resolve()
-    if shutil.which("git") is None:
-        return []
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=root, capture_output=True)
-    if listed.returncode != 0:
-        return []
-    names = listed.stdout.decode("utf-8", errors="surrogateescape").split("\0")
-    return [root / name for name in names if name]
-
-
-def dvc_tracked(root: Path, git_files: Iterable[Path] = ()) -> dict[Path, str]:
-    """Outputs DVC tracks under ``root``: each path -> where it is declared.
-
-    Reads the stages' ``outs``, ``metrics`` and ``plots`` of ``dvc.yaml`` and the ``outs`` of
-    the ``.dvc`` files (those git tracks and those at the top of ``root``).
-    """
-    root = Path(root).resolve()
-    found: dict[Path, str] = {}
-
-    def load(path: Path) -> dict:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    stages = load(root / "dvc.yaml").get("stages") or {}
-    for name, stage in (stages.items() if isinstance(stages, dict) else ()):
-        for key in ("outs", "metrics", "plots"):
-            for item in (stage.get(key) or []) if isinstance(stage, dict) else []:
-                path = next(iter(item), None) if isinstance(item, dict) else item
-                if isinstance(path, str):
-                    found[(root / path).resolve()] = f"dvc.yaml stage {name}"
-    dvc_files = {p for p in git_files if p.suffix == ".dvc"} | set(root.glob("*.dvc"))
-    for dvc_file in sorted(dvc_files):
-        for out in load(dvc_file).get("outs") or []:
-            if isinstance(out, dict) and isinstance(out.get("path"), str):
-                found[(dvc_file.parent / out["path"]).resolve()] = dvc_file.relative_to(root).as_posix()
-    return found
-
-
 def shown(path: str | Path, root: str | Path) -> str:
     """``path`` as a user reads it in a message: relative to the project ``root`` (``.`` for the
     root itself) when it lies inside, else as given."""
@@ -273,6 +233,27 @@ def _project_reason(real: Path, root: Path) -> str | None:
         return "is the project root" if real == root else f"holds the project {root}"
     if real.name in (OUTPUT_MARKER, OUTPUT_RECORD):
         return "is the output record of leukemia-cnn, not an output"
+    return None
+
+
+def _tool_reason(target: str | Path, real: Path) -> str | None:
+    """Why an output path, as typed (``target``) or with links resolved (``real``), is a tool's
+    place (:data:`TOOL_FOLDERS`, a folder holding ``pyvenv.cfg``) or a device's
+    (:data:`SYSTEM_FOLDERS`), or None. The rule of every ``--output``
+    (:func:`check_output`)."""
+    given = Path(os.path.abspath(Path(target).expanduser()))
+    for path in (given, real):
+        system = next((folder for folder in SYSTEM_FOLDERS if path.is_relative_to(folder)), None)
+        if system is not None:
+            return (f"is in {system}, a device or process file, not a file to write; to print "
+                    "to the terminal or a pipe, pass --output - where the command offers it")
+        tool = next((part for part in path.parts if part in TOOL_FOLDERS), None)
+        if tool is not None:
+            return f"is inside {tool}, a folder that belongs to a tool (git, DVC, MLflow, Python)"
+        venv = next((folder for folder in path.parents if (folder / "pyvenv.cfg").is_file()),
+                    None)
+        if venv is not None:
+            return f"is inside {venv}, a Python virtual environment"
     return None
 
 
@@ -372,8 +353,6 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     OutputError
         Naming the path, the reason and ``instead``.
     """
-    from leukemia_cnn.pathrules import tool_reason  # pathrules imports this module
-
     root, real = Path(root).resolve(), resolve_target(target)
     is_declared = declared is not None and real == Path(declared).resolve()
     git_files = git_tracked(root)
@@ -382,7 +361,7 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
         return is_declared or is_own(real, kind, owner)
 
     checks = (lambda: STDOUT in (str(target), label) and "this command writes files, not to "
-              "stdout", lambda: _project_reason(real, root), lambda: tool_reason(target, real),
+              "stdout", lambda: _project_reason(real, root), lambda: _tool_reason(target, real),
               lambda: _input_reason(real, kind, inputs),
               lambda: _git_reason(real, root, git_files, is_declared),
               lambda: _dvc_reason(real, root, dvc_tracked(root, git_files), own),

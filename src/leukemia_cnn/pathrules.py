@@ -14,25 +14,17 @@ the rule.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.errors import ConfigError
-from leukemia_cnn.fileio import dvc_tracked, git_tracked
+from leukemia_cnn.tracked import dvc_tracked, git_tracked
 
 # Top-level names of the project's code, config, history and stores: no output goes there.
 RESERVED = (".git", ".dvc", ".github", ".ci", ".venv", "src", "conf", "tests", "docs",
             "benchmarks", "studies", "mlruns", "mlartifacts", "mlflow.db", "multirun",
             "outputs", "dvc.yaml", "dvc.lock", "params.yaml", "data.dvc")
-# Folders that belong to a tool (version control, DVC, MLflow stores, Python environments and
-# caches): no output goes into one, wherever it lies (`.git/hooks/pre-commit` would run).
-TOOL_FOLDERS = frozenset({".git", ".hg", ".svn", ".dvc", "mlruns", "mlartifacts", ".venv",
-                          "venv", ".tox", ".nox", "node_modules", "__pycache__", ".mypy_cache",
-                          ".pytest_cache", ".ruff_cache", ".hypothesis", ".ipynb_checkpoints"})
-# Where the kernel keeps devices and process files: never a place for an output file.
-SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
 # paths.<key> -> what it names: a file or a folder.
 FILES = ("manifest", "splits")
 # Folders that commands write file by file (each file guarded), never replace whole: files git
@@ -64,27 +56,6 @@ def path_reason(value: str, root: Path, git_files: list[Path],
     for path, where in outs.items():
         if real.is_relative_to(path) and real != path:
             return f"is inside {path.relative_to(root).as_posix()}, an output DVC tracks ({where})"
-    return None
-
-
-def tool_reason(target: str | Path, real: Path) -> str | None:
-    """Why an output path, as typed (``target``) or with links resolved (``real``), is a tool's
-    place (:data:`TOOL_FOLDERS`, a folder holding ``pyvenv.cfg``) or a device's
-    (:data:`SYSTEM_FOLDERS`), or None. The rule of every ``--output``
-    (:func:`leukemia_cnn.fileio.check_output`)."""
-    given = Path(os.path.abspath(Path(target).expanduser()))
-    for path in (given, real):
-        system = next((folder for folder in SYSTEM_FOLDERS if path.is_relative_to(folder)), None)
-        if system is not None:
-            return (f"is in {system}, a device or process file, not a file to write; to print "
-                    "to the terminal or a pipe, pass --output - where the command offers it")
-        tool = next((part for part in path.parts if part in TOOL_FOLDERS), None)
-        if tool is not None:
-            return f"is inside {tool}, a folder that belongs to a tool (git, DVC, MLflow, Python)"
-        venv = next((folder for folder in path.parents if (folder / "pyvenv.cfg").is_file()),
-                    None)
-        if venv is not None:
-            return f"is inside {venv}, a Python virtual environment"
     return None
 
 

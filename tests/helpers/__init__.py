@@ -133,3 +133,13 @@ def tiny_project(dest: Path, train: dict | None = None) -> Path:
                  ("git", "commit", "-qm", "tiny project")):
         sh(*args, cwd=repo)
     return repo
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The stripped cells of every Markdown pipe-table row in ``markdown``, header rows
+    included, rule rows (``|---|:--:|``) left out; an escaped ``\\|`` stays inside its cell."""
+    import re
+
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            for line in markdown.splitlines()
+            if line.startswith("|") and not set(line.strip()) <= set("|:- ")]
