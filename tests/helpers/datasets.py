@@ -92,3 +92,15 @@ def tree_digest(path: Path) -> dict[str, str]:
             else:
                 digest[key] = hashlib.sha256(item.read_bytes()).hexdigest()
     return digest
+
+
+def earlier_data_output(folder: Path) -> Path:
+    """Make ``folder`` what an earlier ``leukemia-cnn data get|synth --output`` left: marked,
+    with the listing of the files it wrote beside it (so a later run may replace it)."""
+    from leukemia_cnn.data.localfiles import tree_listing
+    from leukemia_cnn.data.rawtree import RAW_OUTPUT
+    from leukemia_cnn.fileio import mark_output, record_output
+
+    mark_output(folder, RAW_OUTPUT)
+    record_output(folder, RAW_OUTPUT, files=tree_listing(folder))
+    return folder

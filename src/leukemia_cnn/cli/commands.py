@@ -101,7 +101,7 @@ def run_data_get(args: argparse.Namespace, root: Path) -> int:
 
     ingest.run(cfg, root, source=args.source, variant=args.variant, output=args.output,
                validate=None if args.no_validate else check_staged,
-               dvc_add=not args.no_dvc_add)
+               dvc_add=not args.no_dvc_add, discard_local=args.discard_local_changes)
     return 0
 
 
@@ -110,7 +110,8 @@ def run_data_synth(args: argparse.Namespace, root: Path) -> int:
     from leukemia_cnn.data import synthetic as synth
 
     synth.run(cfg, root, scale=args.scale, seed=args.seed, output=args.output,
-              if_empty=args.if_empty, dvc_add=not args.no_dvc_add)
+              if_empty=args.if_empty, dvc_add=not args.no_dvc_add,
+              discard_local=args.discard_local_changes)
     return 0
 
 

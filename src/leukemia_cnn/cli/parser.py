@@ -183,6 +183,12 @@ def _add_data_commands(sub) -> None:
                           "(the validate_raw stage still stops the pipeline)")
     get.add_argument("--no-dvc-add", action="store_true",
                      help="skip `dvc add` (e.g. outside a DVC repository)")
+    for command in (synth, get):
+        command.add_argument(
+            "--discard-local-changes", action="store_true",
+            help="replace the output folder even though it holds files no recorded version "
+                 "has (added or edited by hand since the last `dvc add`); they are moved to "
+                 "<folder>.local-<time>/ first. Without it such files are named and refused")
     synth.set_defaults(func=commands.run_data_synth)
     get.set_defaults(func=commands.run_data_get)
 
