@@ -41,12 +41,13 @@ def write_image(path: Path, seed: int, **kwargs) -> Path:
 
 
 def class_tree(folder: Path, per_class: int = PER_CLASS, classes=CLASSES, seed: int = 0,
-               prefix: str = "WBC") -> Path:
-    """``folder/<Class>/<prefix>-<Class>-NNN.jpg``: a valid tree of distinct images."""
+               prefix: str = "WBC", **image) -> Path:
+    """``folder/<Class>/<prefix>-<Class>-NNN.jpg``: a valid tree of distinct images
+    (``image``: :func:`image_bytes`'s size, mode, format)."""
     for index, cls in enumerate(classes):
         for number in range(per_class):
             write_image(folder / cls / f"{prefix}-{cls}-{number:03d}.jpg",
-                        seed=seed * 10_000 + index * 100 + number)
+                        seed=seed * 10_000 + index * 100 + number, **image)
     return folder
 
 
