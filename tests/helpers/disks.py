@@ -76,12 +76,12 @@ def git(*args: str, cwd: Path) -> str:
 
 
 def dvc_project(root: Path, overrides: tuple[str, ...] = ("data.synth.scale=0.01",)) -> Path:
-    """A git + DVC project with a params.yaml (conf/ composed with ``overrides``) and nothing
-    else: enough for `leukemia-cnn data synth|get`."""
+    """A git + DVC project with conf/ and a params.yaml (conf/ composed with ``overrides``),
+    nothing else: enough for `leukemia-cnn params` and `leukemia-cnn data synth|get`."""
     from helpers import REPO_ROOT
     from leukemia_cnn.config import compose, write_params
 
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO_ROOT / "conf", root / "conf")
     git("init", "-q", cwd=root)
     dvc("init", "-q", cwd=root)
     write_params(compose(list(overrides), root=REPO_ROOT), root / "params.yaml")

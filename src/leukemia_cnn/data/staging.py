@@ -99,8 +99,8 @@ def restore_refused_params(root: Path, params: str | Path) -> Iterator[None]:
         if not baseline or not target.is_file():
             raise
         relative = target.resolve().relative_to(Path(root).resolve()).as_posix()
-        shown = subprocess.run(["git", "show", f"{baseline}:{relative}"], cwd=root,
-                               capture_output=True, text=True)
+        shown = subprocess.run(["git", "show", "--end-of-options", f"{baseline}:{relative}"],
+                               cwd=root, capture_output=True, text=True)
         if shown.returncode != 0:
             raise
         from leukemia_cnn.fileio import write_text
