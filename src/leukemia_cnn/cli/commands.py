@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -65,6 +66,11 @@ def run_params(args: argparse.Namespace, root: Path) -> int:
     atomic_write(target, lambda tmp: write_params(cfg, tmp),
                  owner=None if target == root / "params.yaml" else "params")
     print(f"wrote {args.output}")
+    kept = [item for item in args.overrides if not item.startswith(("hydra.", "~"))]
+    if kept and target == root / "params.yaml":
+        print(f"note: {', '.join(kept)} live(s) only in params.yaml: `dvc repro` uses it, but "
+              "`dvc exp run` recomposes conf/ and drops it (check_config warns); pass it with "
+              f"-S (`dvc exp run -S {shlex.quote(kept[0])}`) or set it in conf/", file=sys.stderr)
     return 0
 
 
@@ -82,7 +88,7 @@ def run_study(args: argparse.Namespace, root: Path) -> int:
 
 def run_check_config(args: argparse.Namespace, root: Path) -> int:
     from leukemia_cnn.config import load_params, write_config_check
-    from leukemia_cnn.data.staging import restore_refused_params
+    from leukemia_cnn.data.staging import dropped_overrides, restore_refused_params
     from leukemia_cnn.pathrules import check_paths
 
     params = _params_file(args)
@@ -91,6 +97,12 @@ def run_check_config(args: argparse.Namespace, root: Path) -> int:
         check_paths(cfg, root)
         written = write_config_check(cfg, root, params)
     print(f"{params}: every knob is valid; wrote {written.relative_to(root)}")
+    dropped = dropped_overrides(root, params)
+    if dropped:
+        print(f"leukemia-cnn check-config: warning: `dvc exp run` recomposed {params} from conf/ "
+              f"and dropped {len(dropped)} override(s) the baseline commit had: "
+              f"{', '.join(dropped)}. To keep one, pass it with -S (`dvc exp run -S "
+              f"{dropped[0].split(' ')[0]}`) or set it in conf/", file=sys.stderr)
     return 0
 
 
