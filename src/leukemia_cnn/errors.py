@@ -33,17 +33,17 @@ DISK_FULL_TEXTS = ("no space left on device", "database or disk is full", "disk 
 
 def full_disk_cause(exc: BaseException | None) -> BaseException | None:
     """The exception in ``exc``'s chain (``__cause__``/``__context__``) that says the disk is
-    full, or None. MLflow, SQLAlchemy and Keras wrap the OSError; the chain keeps it."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, DiskFullError) or (isinstance(exc, OSError)
-                                              and exc.errno in DISK_FULL_ERRNOS):
-            return exc
-        if any(text in str(exc).lower() for text in DISK_FULL_TEXTS):
-            return exc
+    full, or None; our own :class:`DiskFullError` (which names the path) first. MLflow,
+    SQLAlchemy and Keras wrap the OSError; the chain keeps it."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    return None
+    ours = [item for item in chain if isinstance(item, DiskFullError)]
+    errnos = [item for item in chain if isinstance(item, OSError)
+              and item.errno in DISK_FULL_ERRNOS]  # the failed write itself, maybe its path
+    texts = [item for item in chain if any(text in str(item).lower() for text in DISK_FULL_TEXTS)]
+    return (ours or errnos or texts or [None])[0]
 
 
 def free_space(path) -> str:
@@ -68,13 +68,14 @@ def free_space(path) -> str:
 
 def full_disk_error(cause: BaseException, path, kept: str) -> DiskFullError:
     """One line for a full disk: the full path that could not be written (the OSError's own
-    file name when it has one, else ``path``), the space left there and ``kept`` (what is
-    intact)."""
+    file name when it has one, else ``path``; None: unknown), the space left there and
+    ``kept`` (what is intact)."""
     import os
 
-    named = getattr(cause, "filename", None) or path
-    where = os.path.abspath(os.fsdecode(named))
-    space = free_space(where)
-    return DiskFullError(f"no space left on device writing {where}"
+    # shutil.copy's error names the source, then the destination: the one that filled
+    named = getattr(cause, "filename2", None) or getattr(cause, "filename", None) or path
+    where = os.path.abspath(os.fsdecode(named)) if named else None
+    space = free_space(where or ".")
+    return DiskFullError(f"no space left on device{f' writing {where}' if where else ''}"
                          f"{f' ({space})' if space else ''}; {kept}. Free some space there "
                          "and run the command again")

@@ -59,7 +59,7 @@ def atomic_write(target: Path, write: Callable[[Path], Any], owner: str | None =
     except Exception as exc:
         if full_disk_cause(exc) is None:
             raise
-        raise full_disk_error(exc, target, f"{target.name} keeps its previous content") from exc
+        raise full_disk_error(exc, target, "no half-written file is left") from exc
     finally:
         tmp.unlink(missing_ok=True)
     if owner is not None:

@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 from leukemia_cnn.config import flatten
 from leukemia_cnn.data.lineage import safe_name
 from leukemia_cnn.data.preprocess import n_workers
-from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.errors import DataError, LeukemiaCNNError, full_disk_cause
 from leukemia_cnn.features.features import hog_features
 from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
 from leukemia_cnn.fileio import check_output, write_text
@@ -222,6 +222,7 @@ def output_paths(cfg: DictConfig, root: Path, source: Path, output: str | None
 def log_drift_run(cfg: DictConfig, root: Path, result: DriftResult) -> str:
     """Log the check as an MLflow run ``drift-<name>``: its settings, counts, verdict and
     the two reports as artifacts; return the run id."""
+    from leukemia_cnn.tracking.failures import cleaned_on_failure
     from leukemia_cnn.tracking.runs import (
         log_artifact,
         log_metrics,
@@ -241,7 +242,8 @@ def log_drift_run(cfg: DictConfig, root: Path, result: DriftResult) -> str:
         setup_mlflow(cfg, root)
         tags = run_tags(cfg, root, stage="drift", drift_source=str(result.source.resolve()),
                         drift_verdict="drift" if result.drift else "no drift")
-        with start_run(run_name=f"drift-{name}", tags=tags) as run:
+        with (start_run(run_name=f"drift-{name}", tags=tags) as run,
+              cleaned_on_failure(run.info.run_id, kept="the report is written")):
             log_params({**flatten(cfg.drift, prefix="drift."),
                         "model_uri": result.model_uri or "none"})
             log_metrics(metrics)
@@ -301,13 +303,19 @@ def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
     markdown, html = output_paths(cfg, root, folder, output)
     uri = None
     if guard:
-        setup_mlflow(cfg, root)
+        setup_mlflow(cfg, root, read_only=True)
         uri = model_uri or default_model_uri(cfg)
     result = check(cfg, root, folder, uri)
     text = drift_report.markdown(result, cfg)
     result.markdown, result.html = write_text(markdown, text, owner=DRIFT_OUTPUT), write_text(
         html, drift_report.to_html(text, title=f"Drift check: {folder.name}"), owner=DRIFT_OUTPUT)
-    result.run_id = log_drift_run(cfg, root, result)
+    try:  # the report is written; logging it is a record, never a reason to fail
+        result.run_id = log_drift_run(cfg, root, result)
+    except Exception as exc:  # noqa: BLE001 - a store that cannot be written (a full disk)
+        if not isinstance(exc, LeukemiaCNNError) and full_disk_cause(exc) is None:
+            raise
+        print(f"drift: not logged to MLflow: {str(full_disk_cause(exc) or exc).splitlines()[0]}",
+              file=sys.stderr)
     print(f"drift: {'DRIFT' if result.drift else 'no drift'} in {result.n_images} images of "
           f"{folder} against the training data")
     for reason in result.verdict.reasons:
