@@ -24,7 +24,7 @@ def committed_override(tmp_path):
 
 def test_params_says_dvc_exp_run_would_drop_the_override(tmp_path):
     _, written = committed_override(tmp_path)
-    assert "train.epochs=5 live(s) only in params.yaml" in written.stderr
+    assert "params.yaml holds train.epochs=5, which conf/ does not" in written.stderr
     assert "`dvc exp run -S train.epochs=5`" in written.stderr
 
 

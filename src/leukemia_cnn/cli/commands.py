@@ -68,9 +68,10 @@ def run_params(args: argparse.Namespace, root: Path) -> int:
     print(f"wrote {args.output}")
     kept = [item for item in args.overrides if not item.startswith(("hydra.", "~"))]
     if kept and target == root / "params.yaml":
-        print(f"note: {', '.join(kept)} live(s) only in params.yaml: `dvc repro` uses it, but "
-              "`dvc exp run` recomposes conf/ and drops it (check_config warns); pass it with "
-              f"-S (`dvc exp run -S {shlex.quote(kept[0])}`) or set it in conf/", file=sys.stderr)
+        print(f"note: params.yaml holds {', '.join(kept)}, which conf/ does not: `dvc repro` "
+              "uses it, but `dvc exp run` recomposes conf/ and drops it (check_config warns); "
+              f"pass it with -S (`dvc exp run -S {shlex.quote(kept[0])}`) or set it in conf/",
+              file=sys.stderr)
     return 0
 
 

@@ -50,10 +50,15 @@ def error_line(output: str) -> str:
 def cache_dir(root: Path) -> Path:
     """DVC's cache folder for the repository at ``root`` (``dvc cache dir``; the default
     ``.dvc/cache`` when DVC cannot say)."""
-    result = subprocess.run([*dvc_command(), "cache", "dir"], cwd=root, capture_output=True,
+    default = Path(root) / ".dvc" / "cache"
+    try:
+        command = dvc_command()
+    except LeukemiaCNNError:
+        return default
+    result = subprocess.run([*command, "cache", "dir"], cwd=root, capture_output=True,
                             text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     listed = result.stdout.strip().splitlines()
-    return Path(listed[-1]) if result.returncode == 0 and listed else Path(root) / ".dvc" / "cache"
+    return Path(listed[-1]) if result.returncode == 0 and listed else default
 
 
 def _run(command: list[str], root: Path, what: str) -> subprocess.CompletedProcess:
