@@ -64,17 +64,25 @@ def test_the_printed_git_add_hint_runs_nothing_when_pasted(tmp_path, monkeypatch
         git("diff", "--cached", "--name-only", cwd=project).splitlines())
 
 
+DVC_SUBCOMMANDS = {"add", "cache", "checkout", "commit", "config", "data", "exp", "fetch", "gc",
+                   "init", "pull", "push", "remote", "repro", "status"}
+
+
 def _calls(tree: ast.AST):
-    """Every list literal that starts a git or dvc command: ``["git", ...]``,
-    ``[*dvc_command(), ...]``, ``[sys.executable, "-m", "dvc", ...]``."""
+    """Every list literal that starts a git or dvc command: ``["git", ...]``, ``[sys.executable,
+    "-m", "dvc", ...]``, or ``[*command, "add", ...]`` (``command = dvc_command()``); yields
+    the node and the arguments after the program."""
     for node in ast.walk(tree):
         if not isinstance(node, ast.List) or not node.elts:
             continue
-        first = node.elts[0]
-        if isinstance(first, ast.Constant) and first.value in ("git", "dvc"):
-            yield node, node.elts[1:]
-        elif isinstance(first, ast.Starred) and "dvc_command" in ast.unparse(first):
-            yield node, node.elts[1:]
+        elts = node.elts
+        named = [i for i, arg in enumerate(elts[:3])
+                 if isinstance(arg, ast.Constant) and arg.value in ("git", "dvc")]
+        if named:
+            yield node, elts[named[0] + 1:]
+        elif (isinstance(elts[0], ast.Starred) and len(elts) > 1
+              and isinstance(elts[1], ast.Constant) and elts[1].value in DVC_SUBCOMMANDS):
+            yield node, elts[1:]
 
 
 def test_every_git_and_dvc_call_ends_its_options_before_a_path():
