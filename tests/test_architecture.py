@@ -5,6 +5,7 @@ stages that run it)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ PACKAGE = REPO_ROOT / "src" / "leukemia_cnn"
 RANKS = {"data": 1, "tracking": 2, "quality": 2, "features": 3, "modeling": 4, "registry": 5,
          "serving": 6, "monitoring": 7, "study": 8, "cli": 9}
 FOUNDATION = {"config", "config_schema", "config_types", "config_validate", "errors", "fileio", "pathrules",
-              "console", "devtools", "__init__"}
+              "console", "devtools", "markdown", "tracked", "__init__"}
 # Known exceptions, each with its reason; a new one needs a reason here.
 AGAINST_THE_FLOW: dict[tuple[str, str], str] = {
     ("leukemia_cnn.modeling.train", "leukemia_cnn.serving.pyfunc"):
@@ -219,3 +220,56 @@ def test_editing_the_data_makers_reruns_no_stage_but_a_stage_module_reruns_its_s
              if "src/leukemia_cnn/data/imaging.py" in stage_code_files(stage)}
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/imaging.py") == users
     assert "train" in users and "split" not in users
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_modules_and_functions_stay_short(path):
+    """docs/architecture.md: no module over 400 lines, no function over 60."""
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, (
+        f"{module_name(path)} has {len(text.splitlines())} lines; split it by what it does")
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"{module_name(path)}: functions over 60 lines: {long}"
+
+
+CASTS = re.compile(r"\b(?:int|float|str|bool)\(cfg(?:\.\w+)+\)|\bknob\(|OmegaConf\.select\(cfg")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_stage_code_reads_the_typed_config_without_casts(path):
+    """docs/architecture.md: stages take the validated Config; a value has the schema's type,
+    so nothing re-casts it or reads it with a default of its own."""
+    found = CASTS.findall(path.read_text())
+    assert not found, f"{module_name(path)} re-casts or re-defaults config values: {found}"
+
+
+# A subprocess given this long (seconds) is expected to run for minutes.
+LONG_TIMEOUT = 600
+
+
+def test_tests_that_wait_minutes_for_a_subprocess_are_marked_slow():
+    """`make test` leaves out `@pytest.mark.slow`: a test that gives a subprocess ten minutes
+    (a benchmark that trains, a pipeline run) must carry the mark."""
+    unmarked = []
+    for path in sorted((REPO_ROOT / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        module_slow = any(isinstance(node, ast.Assign) and "slow" in ast.unparse(node.value)
+                          and any(getattr(t, "id", "") == "pytestmark" for t in node.targets)
+                          for node in tree.body)
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
+                continue
+            slow = module_slow or any("mark.slow" in ast.unparse(d) for d in node.decorator_list)
+            waits = [kw.value.value for call in ast.walk(node) if isinstance(call, ast.Call)
+                     for kw in call.keywords if kw.arg == "timeout"
+                     and isinstance(kw.value, ast.Constant)
+                     and isinstance(kw.value.value, int | float)]
+            if not slow and any(wait >= LONG_TIMEOUT for wait in waits):
+                unmarked.append(f"{path.relative_to(REPO_ROOT)}::{node.name}")
+    assert not unmarked, f"mark these @pytest.mark.slow: {unmarked}"

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, Discriminator, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Discriminator, Tag, model_validator
 
 from leukemia_cnn.config_types import (
     Count,
@@ -46,6 +46,14 @@ def _guard_parts(value: str) -> str:
 
 
 GuardMethod = Annotated[str, AfterValidator(_guard_parts)]
+
+
+def _as_text(value: object) -> object:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# A sweep id: text, also when Hydra reads `sweep.id=3` as a number (it names runs by a tag).
+SweepId = Annotated[Text, BeforeValidator(_as_text)]
 
 
 class PathsConfig(Knobs):
@@ -313,14 +321,14 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message='Field name "register"')
 
     class SweepConfig(Knobs):
-        id: Text | int | None = setting(None, late=True, none="the sweep command makes one")
+        id: SweepId | None = setting(None, late=True, none="the sweep command makes one")
         experiment: Text | None = setting(None, late=True)
         register: bool = setting(True, late=True)
         tf_threads: int | None = setting(None, ge=1, late=True, none="TensorFlow's default")
 
 
 class ReportConfig(Knobs):
-    sweep_ids: list[Text | int] = setting([], late=True, allowed=(
+    sweep_ids: list[SweepId] = setting([], late=True, allowed=(
         "a list of sweep ids (the sweep_id tag); [] = every sweep run of the experiment"))
     name: str = setting("table1", late=True, pattern=FILE_STEM, allowed=(
         "a file stem: letters, digits, '_', '-' or '.', starting with a letter or digit "

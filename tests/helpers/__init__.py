@@ -53,7 +53,7 @@ def write_preprocessed(root: Path, cfg, per_class: dict[str, int] | None = None,
     directory.mkdir(parents=True, exist_ok=True)
     for offset, (split, count) in enumerate(per_class.items()):
         labels = np.repeat(np.arange(n_classes), count).astype(np.int64)
-        x = blob_images(labels, int(cfg.preprocess.image_size), seed=seed + offset)
+        x = blob_images(labels, cfg.preprocess.image_size, seed=seed + offset)
         paths = np.array([f"{classes[y]}/img-{split}-{i}.jpg"
                           for i, y in enumerate(labels)])
         np.savez(directory / f"{split}.npz", x=x, y=labels, path=paths)
@@ -133,3 +133,13 @@ def tiny_project(dest: Path, train: dict | None = None) -> Path:
                  ("git", "commit", "-qm", "tiny project")):
         sh(*args, cwd=repo)
     return repo
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The stripped cells of every Markdown pipe-table row in ``markdown``, header rows
+    included, rule rows (``|---|:--:|``) left out; an escaped ``\\|`` stays inside its cell."""
+    import re
+
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            for line in markdown.splitlines()
+            if line.startswith("|") and not set(line.strip()) <= set("|:- ")]

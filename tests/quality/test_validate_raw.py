@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import REPO_ROOT
-from leukemia_cnn.config import compose
+from helpers import REPO_ROOT, table_rows
+from leukemia_cnn.config import load_config
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.quality import raw_manifest, validate_raw
 
@@ -21,7 +21,7 @@ PER_CLASS = 5  # the default validation.min_images_per_class
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose(root=REPO_ROOT)
+    return load_config(root=REPO_ROOT)
 
 
 def save_image(path: Path, size: tuple[int, int] = (40, 40), mode: str = "RGB", shade: int = 0,
@@ -78,7 +78,7 @@ def test_good_set_passes_and_writes_manifest_and_reports(cfg, tmp_path):
     assert {"expect_column_values_to_be_in_set", "expect_column_values_to_be_between",
             "expect_table_row_count_to_be_between"} <= names
     markdown = (tmp_path / "reports" / "validate_raw.md").read_text()
-    assert "PASSED" in markdown and "| Benign | 5 |" in markdown
+    assert "PASSED" in markdown and ["Benign", "5"] in table_rows(markdown)
 
 
 def _truncated(path: Path) -> None:

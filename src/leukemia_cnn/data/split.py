@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import train_test_split
 
 from leukemia_cnn.config import SPLITS, check_section
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.splitbounds import suite_failures
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
@@ -99,27 +101,22 @@ def near_duplicate_groups(contents: pd.DataFrame, max_distance: int | None) -> n
     every row is its own group.
     """
     n = len(contents)
-    parent = np.arange(n)
     if max_distance is None or "phash" not in contents.columns or n < 2:
-        return parent
+        return np.arange(n)
     text = contents["phash"].fillna("").astype(str).str.strip()
     known = np.flatnonzero(text.str.fullmatch(r"[0-9a-fA-F]{16}").to_numpy())
     hashes = np.array([int(text.iloc[i], 16) for i in known], dtype=np.uint64)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    rows, cols = [np.empty(0, dtype=np.intp)], [np.empty(0, dtype=np.intp)]
     for start in range(0, len(known), NEAR_DUPLICATE_CHUNK):
         block = hashes[start:start + NEAR_DUPLICATE_CHUNK]
-        distance = np.bitwise_count(block[:, None] ^ hashes[None, :])
-        for a, b in zip(*np.nonzero(distance <= max_distance), strict=True):
-            i, j = root(int(known[start + a])), root(int(known[b]))
-            if i != j:
-                parent[max(i, j)] = min(i, j)
-    return np.array([root(i) for i in range(n)])
+        a, b = np.nonzero(np.bitwise_count(block[:, None] ^ hashes[None, :]) <= max_distance)
+        rows.append(known[start + a])
+        cols.append(known[b])
+    edges = (np.concatenate(rows), np.concatenate(cols))
+    graph = coo_array((np.ones(len(edges[0]), dtype=bool), edges), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    first_row = np.unique(component, return_index=True)[1]  # each component's first row
+    return first_row[component]
 
 
 def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, val: float,
@@ -313,12 +310,12 @@ def read_manifest(path: Path) -> pd.DataFrame:
                         "`dvc repro validate_raw`") from exc
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: Config, root: Path) -> dict:
     """Run the stage: manifest -> ``paths.splits`` CSV and ``<reports_dir>/split.json``.
 
     Parameters
     ----------
-    cfg : DictConfig
+    cfg : Config
         Composed config; uses ``paths``, ``data.classes`` and ``split``.
     root : pathlib.Path
         Project root; config paths are relative to it.
@@ -333,10 +330,9 @@ def run(cfg: DictConfig, root: Path) -> dict:
     manifest = read_manifest(root / cfg.paths.manifest)
     table = split_table(manifest, classes, train=cfg.split.train, val=cfg.split.val,
                         test=cfg.split.test, seed=cfg.split.seed,
-                        near_duplicate_max_distance=cfg.split.get(
-                            "near_duplicate_max_distance"),
-                        tolerances=(float(cfg.validation.split_size_tolerance),
-                                    float(cfg.validation.class_share_tolerance)))
+                        near_duplicate_max_distance=cfg.split.near_duplicate_max_distance,
+                        tolerances=(cfg.validation.split_size_tolerance,
+                                    cfg.validation.class_share_tolerance))
 
     splits_path = write_csv(root / cfg.paths.splits, table)
 
