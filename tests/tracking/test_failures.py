@@ -172,7 +172,7 @@ def assert_classified_and_said(code: int, capfd_out: str, err: str) -> None:
     assert len(said) == 1 and "stay RUNNING until a command that can write" in said[0]
 
 
-def test_predict_and_explain_go_on_when_the_store_cannot_be_written(tmp_path, monkeypatch,
+def test_predict_explain_and_card_go_on_when_the_store_cannot_be_written(tmp_path, monkeypatch,
                                                                     capfd):
     """The seam: every write to the store fails as on a full disk."""
     import mlflow
@@ -186,7 +186,7 @@ def test_predict_and_explain_go_on_when_the_store_cannot_be_written(tmp_path, mo
     monkeypatch.setattr(mlflow.MlflowClient, "set_terminated", full)
     from leukemia_cnn.cli.main import main as cli_main
 
-    for argv in (["predict", "cell.jpg"], ["explain", "cell.jpg", "--output", "heat"]):
+    for argv in (["predict", "cell.jpg"], ["explain", "cell.jpg", "--output", "heat"], ["card"]):
         code = cli_main(argv)
         captured = capfd.readouterr()
         assert_classified_and_said(code, captured.out, captured.err)
