@@ -144,7 +144,7 @@ def _add_config_commands(sub) -> None:
 
 
 def _add_data_commands(sub) -> None:
-    """``data synth`` and ``data get``."""
+    """``data synth``, ``data get`` and ``data push``."""
     data = sub.add_parser("data", help="create or ingest the raw image tree")
     data_sub = data.add_subparsers(dest="data_command", metavar="SOURCE", required=True)
     synth = data_sub.add_parser(
@@ -189,8 +189,14 @@ def _add_data_commands(sub) -> None:
             help="replace the output folder even though it holds files no recorded version "
                  "has (added or edited by hand since the last `dvc add`); they are moved to "
                  "<folder>.local-<time>/ first. Without it such files are named and refused")
+    push = data_sub.add_parser(
+        "push", help="`dvc push`, after checking the remote (S3: the server, the keys)",
+        description="List the DVC remote's bucket once, saying in one line what is wrong (the "
+                    "S3 server down, a refused key and the setting to fix), then `dvc push`.")
+    push.add_argument("--remote", default=None, help="DVC remote name (default: the default)")
     synth.set_defaults(func=commands.run_data_synth)
     get.set_defaults(func=commands.run_data_get)
+    push.set_defaults(func=commands.run_data_push)
 
 
 def _add_stage_commands(sub) -> None:
