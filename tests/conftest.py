@@ -16,6 +16,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
+@pytest.fixture(autouse=True)
+def mlflow_environment():
+    """Each test starts with the MLFLOW_* variables it found. MLflow 3 writes what it is given
+    into os.environ (``set_tracking_uri``: MLFLOW_TRACKING_URI, ``set_registry_uri``,
+    ``set_experiment``: MLFLOW_EXPERIMENT_ID), so a command run in-process would point every
+    later test at its store (``predict`` in another project then finds no champion)."""
+    before = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    yield
+    for key in [key for key in os.environ if key.startswith("MLFLOW_") and key not in before]:
+        del os.environ[key]
+    os.environ.update(before)
+
+
 @pytest.fixture
 def make_cfg():
     """Compose the real conf/ with Hydra overrides: the typed config a stage takes."""

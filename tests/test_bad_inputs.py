@@ -24,6 +24,7 @@ from helpers.datasets import (
     CLASSES,
     add_symlink_entry,
     class_tree,
+    earlier_data_output,
     image_bytes,
     kaggle_zip,
     tree_digest,
@@ -32,9 +33,8 @@ from helpers.datasets import (
 )
 from leukemia_cnn.config import load_config
 from leukemia_cnn.data import ingest
-from leukemia_cnn.data.rawtree import RAW_OUTPUT
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.fileio import mark_output
+from leukemia_cnn.fileio import OUTPUT_RECORD
 from leukemia_cnn.quality import validate_raw
 
 
@@ -215,7 +215,7 @@ def test_data_get_outcome(cfg, tmp_path, name, capsys):
     case.build(source)
     source_before = tree_digest(tmp_path / "source")
     raw = class_tree(tmp_path / "project" / "data" / "raw", prefix="OLD", seed=9)
-    mark_output(raw, RAW_OUTPUT)  # an earlier `data get`: provably its own, so replaceable
+    earlier_data_output(raw)  # an earlier `data get`: provably its own, so replaceable
     raw_before = tree_digest(raw)
 
     if case.get == "error":
@@ -223,7 +223,7 @@ def test_data_get_outcome(cfg, tmp_path, name, capsys):
             ingest.ingest(cfg, source, raw, validate=validate_raw.check_staged, progress=False)
         told = str(info.value)
         assert tree_digest(raw) == raw_before
-        assert sorted(p.name for p in raw.parent.iterdir()) == ["raw"]
+        assert sorted(p.name for p in raw.parent.iterdir()) == [OUTPUT_RECORD, "raw"]
     else:
         result = ingest.ingest(cfg, source, raw, validate=validate_raw.check_staged, progress=False)
         ingest._report(result, tmp_path / "project", 0.0)
@@ -256,7 +256,8 @@ def test_bad_archives_are_refused_before_data_raw_changes(cfg, tmp_path, name):
         archive.write_bytes(b"<html>Sign in to download</html>")
         says = "not a readable zip archive"
     archive_before = tree_digest(archive)
-    raw = class_tree(tmp_path / "project" / "data" / "raw", prefix="OLD", seed=9)
+    raw = earlier_data_output(class_tree(tmp_path / "project" / "data" / "raw", prefix="OLD",
+                                         seed=9))
     raw_before = tree_digest(raw)
 
     with pytest.raises(DataError) as info:
@@ -264,7 +265,7 @@ def test_bad_archives_are_refused_before_data_raw_changes(cfg, tmp_path, name):
 
     assert says in str(info.value)
     assert tree_digest(raw) == raw_before and tree_digest(archive) == archive_before
-    assert sorted(p.name for p in raw.parent.iterdir()) == ["raw"]
+    assert sorted(p.name for p in raw.parent.iterdir()) == [OUTPUT_RECORD, "raw"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["download", "project"]
 
 

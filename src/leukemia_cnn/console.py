@@ -170,6 +170,8 @@ def quiet_libraries(verbose: bool = False, native: bool = True) -> None:
     # (MLflow sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    # It logs a database error's traceback, then raises it: the command says it in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     for advice in MLFLOW_ADVICE:
         warnings.filterwarnings("ignore", message=advice, category=UserWarning)
     if native:

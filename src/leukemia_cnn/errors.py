@@ -19,3 +19,63 @@ class DataError(LeukemiaCNNError):
 class OutputError(LeukemiaCNNError):
     """An output path would overwrite something the command does not own (the project, a
     tracked file, an input, a folder it did not write); nothing was written."""
+
+
+class DiskFullError(OutputError):
+    """A write failed because the disk (or the user's quota) is full; the message names the
+    path, the free space there and what was kept."""
+
+
+# How a full disk shows itself: OSError's errno, or the text sqlite and DVC put in its place.
+DISK_FULL_ERRNOS = (28, 122)  # ENOSPC, EDQUOT
+DISK_FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def full_disk_cause(exc: BaseException | None) -> BaseException | None:
+    """The exception in ``exc``'s chain (``__cause__``/``__context__``) that says the disk is
+    full, or None; our own :class:`DiskFullError` (which names the path) first. MLflow,
+    SQLAlchemy and Keras wrap the OSError; the chain keeps it."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    ours = [item for item in chain if isinstance(item, DiskFullError)]
+    errnos = [item for item in chain if isinstance(item, OSError)
+              and item.errno in DISK_FULL_ERRNOS]  # the failed write itself, maybe its path
+    texts = [item for item in chain if any(text in str(item).lower() for text in DISK_FULL_TEXTS)]
+    return (ours or errnos or texts or [None])[0]
+
+
+def free_space(path) -> str:
+    """``"<mount point> has N MB free"`` for the file system holding ``path`` (or its nearest
+    existing folder), or an empty string when it cannot be read."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    mount = folder
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return ""
+    return f"{mount} has {usage.free / 1e6:,.1f} MB free of {usage.total / 1e6:,.1f} MB"
+
+
+def full_disk_error(cause: BaseException, path, kept: str) -> DiskFullError:
+    """One line for a full disk: the full path that could not be written (the OSError's own
+    file name when it has one, else ``path``; None: unknown), the space left there and
+    ``kept`` (what is intact)."""
+    import os
+
+    # shutil.copy's error names the source, then the destination: the one that filled
+    named = getattr(cause, "filename2", None) or getattr(cause, "filename", None) or path
+    where = os.path.abspath(os.fsdecode(named)) if named else None
+    space = free_space(where or ".")
+    return DiskFullError(f"no space left on device{f' writing {where}' if where else ''}"
+                         f"{f' ({space})' if space else ''}; {kept}. Free some space there "
+                         "and run the command again")

@@ -1,10 +1,9 @@
 """Safe outputs: atomic writes, and the guard every command's output path goes through.
 
 Atomic: each writer writes a temporary file beside the target (``.<name>.<random>.tmp``,
-created exclusively in the same folder, so the rename stays on one file system and no file of
-the user's is ever taken for it) and renames it over the target only when it is complete; a
-folder is written beside its target and swapped in (:func:`swap_folder`). A crash or Ctrl-C
-never leaves a half-written output.
+created exclusively, so no file of the user's is ever taken for it) and renames it over the
+target when complete; a folder is written beside its target and swapped in
+(:func:`replacing_folder`). A crash, Ctrl-C or a full disk never leaves a half-written output.
 
 Guarded (:func:`check_output`): a command writes only its own outputs. Before anything is
 written, a target is refused when it is the project root (or holds it), holds files git or DVC
@@ -19,19 +18,20 @@ image folder, DVC's Hydra integration for ``params.yaml``), passed as ``declared
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from leukemia_cnn.errors import OutputError
+from leukemia_cnn.errors import OutputError, full_disk_cause, full_disk_error
 from leukemia_cnn.tracked import dvc_tracked, git_tracked
 
 # Written inside every output folder a command writes: `leukemia-cnn <kind>`. A folder
@@ -60,10 +60,14 @@ def atomic_write(target: Path, write: Callable[[Path], Any], owner: str | None =
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    tmp.open("x").close()  # exclusive: this name is ours, whatever lies in the folder
     try:
+        tmp.open("x").close()  # exclusive: this name is ours, whatever lies in the folder
         write(tmp)
         os.replace(tmp, target)
+    except Exception as exc:
+        if full_disk_cause(exc) is None:
+            raise
+        raise full_disk_error(exc, target, "no half-written file is left") from exc
     finally:
         tmp.unlink(missing_ok=True)
     if owner is not None:
@@ -87,11 +91,8 @@ def write_csv(target: Path, frame: pd.DataFrame) -> Path:
 
 
 def save_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
-    """``numpy.savez`` (or ``savez_compressed``) of ``arrays`` to ``target`` atomically.
-
-    The arrays go through an open handle: given a path, numpy would append ``.npz`` to the
-    temporary name.
-    """
+    """``numpy.savez`` (or ``savez_compressed``) of ``arrays`` to ``target`` atomically (through
+    an open handle: given a path, numpy would append ``.npz`` to the temporary name)."""
     save = np.savez_compressed if compressed else np.savez
 
     def write(tmp: Path) -> None:
@@ -120,35 +121,43 @@ def is_marked(folder: Path, kind: str) -> bool:
         return False
 
 
-def swap_folder(staging: Path, target: Path, token: str, owner: str,
-                declared: Path | None = None) -> Path:
-    """Replace ``target`` by the complete ``staging`` tree: rename aside, rename in, delete.
+def swap_folder(staging: Path, target: Path, token: str, owner: str, declared: Path | None = None) -> Path:
+    """Replace ``target`` by the complete ``staging`` tree (:func:`replacing_folder`)."""
+    with replacing_folder(staging, target, token, owner, declared):
+        return Path(target)
 
-    ``target`` is replaced only when it is provably ``leukemia-cnn <owner>``'s: it holds the
-    marker, or it is ``declared`` (the folder a manifest such as ``data.dvc`` declares);
-    anything else raises OutputError and stays. On a failed rename the previous ``target`` is
-    put back; return ``target``.
-    """
+
+@contextlib.contextmanager
+def replacing_folder(staging: Path, target: Path, token: str, owner: str,
+                     declared: Path | None = None) -> Iterator[Path]:
+    """Swap the complete ``staging`` tree in for ``target``; the previous one waits aside
+    (``<target>.old-<token>``) while the block runs: deleted when it ends, put back (the new
+    tree back to ``staging``) when it raises, Ctrl-C included. ``target`` is replaced only when
+    it is provably ``leukemia-cnn <owner>``'s: marked, or ``declared`` by a manifest such as
+    ``data.dvc``; anything else raises OutputError and stays."""
     staging, target = Path(staging), Path(target)
     present = target.exists() or target.is_symlink()
     empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
     if present and not (empty or is_own(target, "folder", owner, declared)):
         raise OutputError(f"{target} is not an earlier output of `leukemia-cnn {owner}` (it has "
                           f"no {OUTPUT_MARKER} file); it was left as it was")
-    previous = target.with_name(f"{target.name}.old-{token}")
+    previous, swapped = target.with_name(f"{target.name}.old-{token}"), False
     if present:
         target.rename(previous)
     try:
         staging.rename(target)
-    except OSError:
-        if previous.exists() or previous.is_symlink():
+        swapped = True
+        yield target
+    except BaseException:
+        if swapped:
+            target.rename(staging)  # the caller removes its staging folder
+        if present:
             previous.rename(target)
         raise
     if previous.is_symlink() or previous.is_file():
         previous.unlink()
     elif previous.exists():
         shutil.rmtree(previous)
-    return target
 
 
 # ------------------------------------------------------------------------- output files
@@ -168,24 +177,28 @@ def _read_record(record: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def record_output(path: Path, owner: str) -> Path:
-    """Record ``path`` (a file as it is now, or a folder) as written by ``leukemia-cnn
-    <owner>``, in the :data:`OUTPUT_RECORD` of its parent folder; return the record."""
-    path = Path(path)
-    record = path.parent / OUTPUT_RECORD
+def record_output(path: Path, owner: str, files: dict[str, str] | None = None) -> Path:
+    """Record ``path`` (a file as it is, or a folder with its ``files`` as ``{relative path: md5}``)
+    as ``leukemia-cnn <owner>``'s, in the :data:`OUTPUT_RECORD` of its parent; return the record."""
+    path, record = Path(path), Path(path).parent / OUTPUT_RECORD
     entries = _read_record(record)
-    entries[path.name] = ({"by": owner, "folder": True} if path.is_dir()
-                          else {"by": owner, "sha256": file_sha256(path)})
+    entries[path.name] = ({"by": owner, "folder": True, **({"files": files} if files else {})}
+                          if path.is_dir() else {"by": owner, "sha256": file_sha256(path)})
     text = json.dumps(entries, indent=2, sort_keys=True) + "\n"
     return atomic_write(record, lambda tmp: tmp.write_text(text))
+
+
+def output_entry(path: Path) -> dict:
+    """The record of ``path`` in its folder's :data:`OUTPUT_RECORD` (empty when none)."""
+    entry = _read_record(Path(path).parent / OUTPUT_RECORD).get(Path(path).name)
+    return entry if isinstance(entry, dict) else {}
 
 
 def is_recorded(path: Path, owner: str) -> bool:
     """Whether ``path`` is recorded as ``leukemia-cnn <owner>``'s: a folder, or a file whose
     content is unchanged since (an edited file is the user's now)."""
-    path = Path(path)
-    entry = _read_record(path.parent / OUTPUT_RECORD).get(path.name)
-    if not (isinstance(entry, dict) and entry.get("by") == owner):
+    path, entry = Path(path), output_entry(path)
+    if entry.get("by") != owner:
         return False
     if entry.get("folder"):
         return path.is_dir() and not path.is_symlink()

@@ -5,7 +5,8 @@ The schema (:mod:`leukemia_cnn.config`) checks that a knob is a string; whether 
 is a safe place to write depends on the project on disk (its root, what git tracks), so it is
 checked here. A configured path must lie inside the project (after ``${oc.env:HOME}`` and
 ``..`` are resolved), must not be or lie inside the project's own machinery (``.git``,
-``.dvc``, ``src``, ``conf``, ``tests``, the MLflow store, study workspaces, ...), must be
+``.dvc``, ``src``, ``conf``, ``tests``, the MLflow store, study workspaces, ...), must have
+no part that starts with ``-`` (``-rf``: an option to every command it is passed to), must be
 neither a file git tracks nor a folder holding one (the pipeline's own outputs aside: metrics
 git tracks, the ``.gitignore`` DVC writes), and must not overlap another command's
 configured output. There is no exemption for a default: ``data/raw`` passes because it obeys
@@ -38,6 +39,10 @@ def path_reason(value: str, root: Path, git_files: list[Path],
     (``file_by_file``: a folder never replaced whole may hold files git tracks)."""
     if not str(value).strip():
         return "is empty"
+    option = next((part for part in Path(str(value)).parts if part.startswith("-")), None)
+    if option is not None:  # `dvc add -rf`, `rm -rf` in a pasted hint: never a path part
+        return (f"has a part that starts with '-' ({option}), which git, dvc and the shell "
+                "would read as an option")
     given = Path(str(value)).expanduser()
     real = (given if given.is_absolute() else root / given).resolve()
     if real == root or not real.is_relative_to(root):

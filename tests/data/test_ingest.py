@@ -19,6 +19,7 @@ from helpers.datasets import (
     PER_CLASS,
     add_symlink_entry,
     class_tree,
+    earlier_data_output,
     image_bytes,
     kaggle_zip,
     tree_digest,
@@ -28,7 +29,7 @@ from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.config import load_config, write_params
 from leukemia_cnn.data import ingest, kaggle_api, sources
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
-from leukemia_cnn.fileio import OUTPUT_RECORD, mark_output
+from leukemia_cnn.fileio import OUTPUT_RECORD
 from leukemia_cnn.quality.validate_raw import check_staged
 
 
@@ -46,14 +47,14 @@ def get(cfg, source: Path, out: Path, **kwargs):
 def assert_untouched(out: Path, before: dict[str, str]) -> None:
     """``out`` is as it was, and no half-written tree is left beside it."""
     assert tree_digest(out) == before
-    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([OUTPUT_RECORD, out.name])
 
 
 @pytest.fixture
 def previous(tmp_path):
     """An earlier data/raw that a refused or interrupted ingestion must leave alone."""
     raw = class_tree(tmp_path / "data" / "raw", prefix="OLD", seed=7)
-    mark_output(raw, "data")  # an earlier `data get` output: the only tree it may replace
+    earlier_data_output(raw)  # the only tree it may replace
     return raw, tree_digest(raw)
 
 

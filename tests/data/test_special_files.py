@@ -14,9 +14,10 @@ import time
 import pytest
 
 from helpers import REPO_ROOT
-from helpers.datasets import class_tree, tree_digest
+from helpers.datasets import class_tree, earlier_data_output, tree_digest
 from leukemia_cnn.config import load_config
 from leukemia_cnn.errors import DataError
+from leukemia_cnn.fileio import OUTPUT_RECORD
 
 BAD_NAME = os.fsdecode(b"Pro/cell-\xff\xfe.jpg")  # Latin-1 bytes: not UTF-8
 
@@ -80,7 +81,7 @@ def test_explain_says_a_fifo_is_a_fifo(tmp_path):
 
 def test_sigterm_during_data_get_leaves_no_half_written_tree(tmp_path):
     source = class_tree(tmp_path / "inbox", per_class=150)  # the suite runs for seconds
-    out = class_tree(tmp_path / "data" / "raw", prefix="OLD", seed=7)
+    out = earlier_data_output(class_tree(tmp_path / "data" / "raw", prefix="OLD", seed=7))
     before = tree_digest(out)
     # The raw-data suite as `data get` runs it on the staged tree (it takes seconds: long
     # enough to be signalled while the staging folder exists).
@@ -99,5 +100,5 @@ def test_sigterm_during_data_get_leaves_no_half_written_tree(tmp_path):
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=60)
     assert "KeyboardInterrupt" in err  # raised by the handler, so the cleanup ran
-    assert sorted(p.name for p in out.parent.iterdir()) == ["raw"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [OUTPUT_RECORD, "raw"]
     assert tree_digest(out) == before

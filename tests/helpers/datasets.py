@@ -41,12 +41,13 @@ def write_image(path: Path, seed: int, **kwargs) -> Path:
 
 
 def class_tree(folder: Path, per_class: int = PER_CLASS, classes=CLASSES, seed: int = 0,
-               prefix: str = "WBC") -> Path:
-    """``folder/<Class>/<prefix>-<Class>-NNN.jpg``: a valid tree of distinct images."""
+               prefix: str = "WBC", **image) -> Path:
+    """``folder/<Class>/<prefix>-<Class>-NNN.jpg``: a valid tree of distinct images
+    (``image``: :func:`image_bytes`'s size, mode, format)."""
     for index, cls in enumerate(classes):
         for number in range(per_class):
             write_image(folder / cls / f"{prefix}-{cls}-{number:03d}.jpg",
-                        seed=seed * 10_000 + index * 100 + number)
+                        seed=seed * 10_000 + index * 100 + number, **image)
     return folder
 
 
@@ -92,3 +93,15 @@ def tree_digest(path: Path) -> dict[str, str]:
             else:
                 digest[key] = hashlib.sha256(item.read_bytes()).hexdigest()
     return digest
+
+
+def earlier_data_output(folder: Path) -> Path:
+    """Make ``folder`` what an earlier ``leukemia-cnn data get|synth --output`` left: marked,
+    with the listing of the files it wrote beside it (so a later run may replace it)."""
+    from leukemia_cnn.data.localfiles import tree_listing
+    from leukemia_cnn.data.rawtree import RAW_OUTPUT
+    from leukemia_cnn.fileio import mark_output, record_output
+
+    mark_output(folder, RAW_OUTPUT)
+    record_output(folder, RAW_OUTPUT, files=tree_listing(folder))
+    return folder

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -71,6 +72,12 @@ def run_params(args: argparse.Namespace, root: Path) -> int:
     atomic_write(target, lambda tmp: write_params(cfg, tmp),
                  owner=None if target == root / "params.yaml" else "params")
     print(f"wrote {args.output}")
+    kept = [item for item in args.overrides if not item.startswith(("hydra.", "~"))]
+    if kept and target == root / "params.yaml":
+        print(f"note: params.yaml holds {', '.join(kept)}, which conf/ does not: `dvc repro` "
+              "uses it, but `dvc exp run` recomposes conf/ and drops it (check_config warns); "
+              f"pass it with -S (`dvc exp run -S {shlex.quote(kept[0])}`) or set it in conf/",
+              file=sys.stderr)
     return 0
 
 
@@ -88,7 +95,7 @@ def run_study(args: argparse.Namespace, root: Path) -> int:
 
 def run_check_config(args: argparse.Namespace, root: Path) -> int:
     from leukemia_cnn.config import load_params, write_config_check
-    from leukemia_cnn.data.staging import restore_refused_params
+    from leukemia_cnn.data.staging import dropped_overrides, restore_refused_params
     from leukemia_cnn.pathrules import check_paths
 
     params = _params_file(args)
@@ -97,6 +104,12 @@ def run_check_config(args: argparse.Namespace, root: Path) -> int:
         check_paths(cfg, root)
         written = write_config_check(cfg, root, params)
     print(f"{params}: every knob is valid; wrote {written.relative_to(root)}")
+    dropped = dropped_overrides(root, params)
+    if dropped:
+        print(f"leukemia-cnn check-config: warning: `dvc exp run` recomposed {params} from conf/ "
+              f"and dropped {len(dropped)} override(s) the baseline commit had: "
+              f"{', '.join(dropped)}. To keep one, pass it with -S (`dvc exp run -S "
+              f"{dropped[0].split(' ')[0]}`) or set it in conf/", file=sys.stderr)
     return 0
 
 
@@ -107,7 +120,7 @@ def run_data_get(args: argparse.Namespace, root: Path) -> int:
 
     ingest.run(cfg, root, source=args.source, variant=args.variant, output=args.output,
                validate=None if args.no_validate else check_staged,
-               dvc_add=not args.no_dvc_add)
+               dvc_add=not args.no_dvc_add, discard_local=args.discard_local_changes)
     return 0
 
 
@@ -122,7 +135,8 @@ def run_data_synth(args: argparse.Namespace, root: Path) -> int:
     from leukemia_cnn.data import synthetic as synth
 
     synth.run(cfg, root, scale=args.scale, seed=args.seed, output=args.output,
-              if_empty=args.if_empty, dvc_add=not args.no_dvc_add)
+              if_empty=args.if_empty, dvc_add=not args.no_dvc_add,
+              discard_local=args.discard_local_changes)
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from leukemia_cnn.cli.parser import build_parser
 from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
-from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.errors import LeukemiaCNNError, full_disk_cause, full_disk_error
 
 # Commands that only read the MLflow store (see _project_root).
 STORE_READERS = ("predict", "explain", "card", "summary")
@@ -104,10 +104,13 @@ def _dispatch(argv: list[str]) -> int:
 
         print(f"leukemia-cnn {command}: interrupted; {interrupted_note()}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except OSError as exc:  # the file system said no: a path, a permission, a full disk
-        print(f"leukemia-cnn {command}: error: {terminal_safe(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        full = full_disk_cause(exc)
+        if full is not None or isinstance(exc, OSError):  # a path, a permission, a full disk
+            print(f"leukemia-cnn {command}: error: "
+                  f"{terminal_safe(_disk_full_line(full) if full else exc)}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
         if os.environ.get("LEUKEMIA_CNN_TRACEBACK"):
             raise
         from leukemia_cnn.tracking.storeerrors import artifact_store_error
@@ -119,3 +122,12 @@ def _dispatch(argv: list[str]) -> int:
               f"{terminal_safe(exc)}\nhint: this is a bug; rerun with LEUKEMIA_CNN_TRACEBACK=1 "
               "and report the traceback", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _disk_full_line(cause: BaseException) -> str:
+    """A full disk met where no stage named the path: the one a library gave, if any."""
+    from leukemia_cnn.data.staging import interrupted_note
+
+    if isinstance(cause, LeukemiaCNNError):
+        return str(cause)
+    return str(full_disk_error(cause, None, interrupted_note()))

@@ -191,6 +191,12 @@ def _add_data_commands(sub) -> None:
                           "(the validate_raw stage still stops the pipeline)")
     get.add_argument("--no-dvc-add", action="store_true",
                      help="skip `dvc add` (e.g. outside a DVC repository)")
+    for command in (synth, get):
+        command.add_argument(
+            "--discard-local-changes", action="store_true",
+            help="replace the output folder even though it holds files no recorded version "
+                 "has (added or edited by hand since the last `dvc add`); they are moved to "
+                 "<folder>.local-<time>/ first. Without it such files are named and refused")
     push = data_sub.add_parser(
         "push", help="`dvc push`, after checking the remote (S3: the server, the keys)",
         description="List the DVC remote's bucket once, saying in one line what is wrong (the "

@@ -22,10 +22,11 @@ from leukemia_cnn.cli.parser import STAGES
 PACKAGE = Path(__file__).resolve().parents[1]
 SOURCE_ROOT = PACKAGE.parent.parent  # the repository (src/ layout)
 # What each stage runs: the stage's module (cli.parser.STAGES), except the first stage,
-# `leukemia-cnn check-config`, which runs config.write_config_check and the paths.* rule.
+# `leukemia-cnn check-config`, which runs config.write_config_check, the paths.* rule and,
+# under `dvc exp run`, data.staging (a refused value restored, dropped overrides named).
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     **{name.replace("-", "_"): (module,) for name, (module, _) in STAGES.items()},
-    "check_config": ("leukemia_cnn.config", "leukemia_cnn.pathrules"),
+    "check_config": ("leukemia_cnn.config", "leukemia_cnn.pathrules", "leukemia_cnn.data.staging"),
 }
 SRC_DEP = re.compile(r"^(\s*)- (src/leukemia_cnn/\S+)\s*$")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from leukemia_cnn.config_schema import Config
@@ -55,7 +56,7 @@ def run(cfg: Config, root: Path) -> None:
     uri = tracking_uri(cfg, root)
     print("\nwhere to look next:")
     if uri.startswith("sqlite:///"):
-        print(f"  mlflow ui --backend-store-uri {uri}     # compare runs, open artifacts")
+        print(f"  mlflow ui --backend-store-uri {shlex.quote(uri)}     # compare runs, open artifacts")
     else:
         print(f"  MLflow tracking server: {uri}")
     print("  dvc metrics show                  # this run's metrics")

@@ -45,15 +45,17 @@ from leukemia_cnn.data.ingest_plan import MAX_LISTED, Plan, plan
 from leukemia_cnn.data.kaggle_api import download_from_kaggle
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
 from leukemia_cnn.data.rawtree import (
-    RAW_OUTPUT,
+    RAW_DVC_FILE,
+    RawTarget,
     check_dvc_target,
     check_raw_output,
+    commit_hint,
     raw_output,
     write_raw_tree,
 )
 from leukemia_cnn.data.sources import Entry, FolderSource, ZipSource, open_source
 from leukemia_cnn.errors import ConfigError, DataError
-from leukemia_cnn.fileio import declared_by, record_output, shown
+from leukemia_cnn.fileio import shown
 
 KEYWORD_SOURCES = ("synthetic", "kaggle")
 # Checks a staged tree before it is swapped in (cfg, staging, staged path -> source name,
@@ -111,20 +113,30 @@ def _copy_file(source: ZipSource | FolderSource, name: str, target: Path, budget
     """Copy one entry byte for byte; stop once more than ``budget`` bytes came out."""
     written = 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with source.open(name) as reader, target.open("xb") as writer:
-            while chunk := reader.read(CHUNK):
+    with target.open("xb") as writer:  # an OSError here or in write() is the destination's
+        try:
+            reader = source.open(name)
+        except OSError as exc:
+            raise DataError(f"{label}: cannot read {name} ({exc.strerror or exc})") from exc
+        with reader:
+            while chunk := _read(reader, name, label):
                 written += len(chunk)
                 if written > budget:
                     raise DataError(f"{label}: {name} decompresses to more than the remaining "
                                     "validation.max_total_bytes (archive bomb guard)")
                 writer.write(chunk)
+    return written
+
+
+def _read(reader, name: str, label: str) -> bytes:
+    """The next chunk of a source entry; a failed read blames the source."""
+    try:
+        return reader.read(CHUNK)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise DataError(f"{label}: entry {name} is damaged ({exc}); download the archive "
                         "again") from exc
     except OSError as exc:
         raise DataError(f"{label}: cannot read {name} ({exc.strerror or exc})") from exc
-    return written
 
 
 def _check_pixels(path: Path, shown: str, max_pixels: int) -> None:
@@ -170,10 +182,10 @@ def _check_paths(source_path: Path, out_dir: Path) -> None:
         raise DataError(f"output {out_dir} exists and is not a folder; remove it")
 
 
-def ingest(cfg: Config, source_path: Path, out_dir: Path, variant: str | None = None,
-           label: str | None = None, validate: StagedCheck | None = None,
-           progress: bool = True, mark: bool = False,
-           declared: Path | None = None) -> IngestResult:
+def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
+           variant: str | None = None, label: str | None = None,
+           validate: StagedCheck | None = None, progress: bool = True,
+           version: Callable[[], object] | None = None) -> IngestResult:
     """Copy the images of ``source_path`` (zip or folder) into ``out_dir/<Class>/``.
 
     The tree is written beside ``out_dir`` and swapped in only once complete and (with
@@ -186,8 +198,9 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path, variant: str | None = 
         ``validation`` (the suite and the ingestion bounds).
     source_path : Path
         A zip archive or a folder; only read.
-    out_dir : Path
-        The raw image folder to replace (``paths.raw_dir``).
+    out_dir : Path or RawTarget
+        The raw image folder to replace (``paths.raw_dir``); a bare path is a new folder or
+        one an earlier ``leukemia-cnn data`` run wrote (marked or recorded), left unmarked.
     variant : str, optional
         Overrides ``data.variant``.
     label : str, optional
@@ -197,19 +210,17 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path, variant: str | None = 
         out_dir, progress)`` returns warning lines or raises DataError. The CLI passes the
         raw-data suite (:func:`leukemia_cnn.quality.validate_raw.check_staged`); None skips it
         (the validate_raw stage still stops the pipeline).
-    mark : bool
-        Mark the new tree as a ``leukemia-cnn data`` output (any folder but ``paths.raw_dir``),
-        so that a later run may replace it (see :func:`leukemia_cnn.fileio.check_output`).
-    declared : Path, optional
-        The folder ``data.dvc`` declares. An existing ``out_dir`` is replaced only when it is
-        that folder or an earlier ``leukemia-cnn data`` output (:func:`fileio.is_own`).
+    version : callable, optional
+        ``dvc add`` of the new tree, run while the previous one waits aside (put back when it
+        fails): :func:`leukemia_cnn.data.rawtree.write_raw_tree`.
     """
 
     classes = cfg.data.classes
     variant = variant or (cfg.data.variant if isinstance(cfg.data, KaggleData) else None)
     skip_unknown = isinstance(cfg.data, KaggleData) and cfg.data.skip_unknown_classes
     bounds = Bounds.from_config(cfg)
-    source_path, out_dir = Path(source_path).resolve(), Path(out_dir).resolve()
+    target = out_dir if isinstance(out_dir, RawTarget) else RawTarget(Path(out_dir), False, None)
+    source_path, out_dir = Path(source_path).resolve(), target.out_dir.resolve()
     _check_paths(source_path, out_dir)
     with open_source(source_path) as source:
         label = label or source.label
@@ -217,13 +228,14 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path, variant: str | None = 
         plan_ = plan(entries, classes, variant, skip_unknown, label)
         plan_.skipped = sorted(plan_.skipped + source.skipped, key=lambda item: item.path)
         _check_plan_size(plan_, entries, bounds, label)
+        target.check_local_files()  # before the work, not after it
 
         def fill(staging: Path) -> list[str]:
             staging.mkdir()
             copy_tree(source, plan_, staging, bounds, progress)
             return validate(cfg, staging, plan_.copies, label, out_dir, progress) if validate else []
 
-        found = write_raw_tree(out_dir, fill, mark, declared)
+        found = write_raw_tree(target, fill, version)
 
     counts = Counter(target.split("/", 1)[0] for target in plan_.copies)
     return IngestResult(source=label, root=plan_.root, out_dir=out_dir,
@@ -258,11 +270,13 @@ def resolve_source(source: str, base: Path) -> str | Path:
 
 def run(cfg: Config, root: Path, source: str | None = None, variant: str | None = None,
          output: str | None = None, validate: StagedCheck | None = None, dvc_add: bool = True,
-         progress: bool = True) -> IngestResult | None:
+         progress: bool = True, discard_local: bool = False) -> IngestResult | None:
     """``leukemia-cnn data get``: ingest ``source`` (default ``data.source``) and ``dvc add`` it.
 
     A ``source`` given here is relative to the current folder; ``data.source`` is relative to
     the project ``root``. Returns None for the synthetic source (see :func:`synth.run`).
+    ``discard_local``: move the files of the output folder that no record holds aside
+    instead of refusing (``--discard-local-changes``).
     """
     root = Path(root)
     chosen = _chosen_source(cfg, root, source)
@@ -271,7 +285,7 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
     if chosen == "synthetic":
         from leukemia_cnn.data import synthetic as synth
 
-        synth.run(cfg, root, output=output, dvc_add=dvc_add)
+        synth.run(cfg, root, output=output, dvc_add=dvc_add, discard_local=discard_local)
         return None
 
     raw_dir = root / cfg.paths.raw_dir
@@ -279,25 +293,26 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
                                inputs=[] if chosen == "kaggle" else [Path(chosen)], label=output)
     if dvc_add:  # refuse an output DVC cannot version before writing anything
         check_dvc_target(root, out_dir)
-    # The raw folder DVC versions holds no marker: it is recorded beside it instead.
-    mark, declared = out_dir != raw_dir.resolve(), declared_by(root, "data.dvc")
+    target = RawTarget.of(root, out_dir, raw_dir, discard_local)
+    origin = kaggle_origin(cfg) if chosen == "kaggle" else origin_of_path(Path(chosen))
+    versioned: list[Path] = []
+
+    def version() -> None:  # while the previous tree waits aside
+        versioned.append(_version(root, out_dir, raw_dir, origin))
+
     started = time.perf_counter()
+    options = {"validate": validate, "progress": progress, "version": version if dvc_add else None}
     if chosen == "kaggle":
-        result, origin = _ingest_kaggle(cfg, out_dir, variant, validate=validate,
-                                        progress=progress, mark=mark, declared=declared)
+        result = _ingest_kaggle(cfg, target, variant, **options)
     else:
-        result = ingest(cfg, Path(chosen), out_dir, variant, validate=validate, progress=progress,
-                        mark=mark, declared=declared)
-        origin = origin_of_path(Path(chosen))
-    if not mark:
-        record_output(out_dir, RAW_OUTPUT)
+        result = ingest(cfg, Path(chosen), target, variant, **options)
     _report(result, root, time.perf_counter() - started)
     if cfg.data.source == "synthetic":
         print("note: params.yaml says data.source=synthetic; run `leukemia-cnn params data=kaggle` "
               "so that runs are tagged with the real source")
-
-    if dvc_add:
-        result.dvc_file = _version(root, out_dir, raw_dir, origin)
+    if versioned:
+        result.dvc_file = versioned[0]
+        print(commit_hint(root, versioned[0], out_dir))
     return result
 
 
@@ -308,32 +323,41 @@ def _chosen_source(cfg: Config, root: Path, source: str | None) -> str | Path:
     return resolve_source(source, Path.cwd())
 
 
-def _ingest_kaggle(cfg: Config, out_dir: Path, variant: str | None,
-                   **options) -> tuple[IngestResult, dict[str, str]]:
-    """Download ``data.kaggle_dataset`` beside ``out_dir``, ingest it, delete the download."""
+def _kaggle_dataset(cfg: Config) -> str:
     dataset = cfg.data.kaggle_dataset if isinstance(cfg.data, KaggleData) else None
     if not dataset:
         raise ConfigError("config key `data.kaggle_dataset` is missing; compose the Kaggle "
                           "data config with `leukemia-cnn params data=kaggle`")
+    return str(dataset)
+
+
+def kaggle_origin(cfg: Config) -> dict[str, str]:
+    """Where a Kaggle API download came from, as runs record it (lineage.py)."""
+    return {"source": "kaggle", "uri": kaggle_uri(_kaggle_dataset(cfg)), "name": "kaggle"}
+
+
+def _ingest_kaggle(cfg: Config, target: RawTarget, variant: str | None,
+                   **options) -> IngestResult:
+    """Download ``data.kaggle_dataset`` beside the output, ingest it, delete the download."""
+    dataset = _kaggle_dataset(cfg)
+    out_dir = target.out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     download = out_dir.with_name(f".kaggle-download-{secrets.token_hex(4)}")
     download.mkdir()
     try:
-        archive = download_from_kaggle(str(dataset), download)
-        result = ingest(cfg, archive, out_dir, variant, label=f"Kaggle {dataset}", **options)
+        archive = download_from_kaggle(dataset, download)
+        return ingest(cfg, archive, target, variant, label=f"Kaggle {dataset}", **options)
     finally:
         shutil.rmtree(download, ignore_errors=True)
-    return result, {"source": "kaggle", "uri": kaggle_uri(str(dataset)), "name": "kaggle"}
 
 
 def _version(root: Path, out_dir: Path, raw_dir: Path, origin: dict | None) -> Path:
     """``dvc add`` the new tree, record where it came from; return the .dvc file."""
     from leukemia_cnn.data.versioning import dvc_track
 
-    dvc_file = root / "data.dvc" if out_dir.resolve() == raw_dir.resolve() else None
+    dvc_file = root / RAW_DVC_FILE if out_dir.resolve() == raw_dir.resolve() else None
     tracked = dvc_track(root, out_dir, dvc_file)
     # Runs and model versions name the data they saw from this record (lineage.py).
     record_origin(tracked, origin)
-    print(f"{shown(tracked, root)} versions {shown(out_dir, root)}; commit it with "
-          f"`git add {shown(tracked, root)} {shown(out_dir.parent / '.gitignore', root)}`")
     return tracked
+

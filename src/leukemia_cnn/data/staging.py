@@ -99,8 +99,8 @@ def restore_refused_params(root: Path, params: str | Path) -> Iterator[None]:
         if not baseline or not target.is_file():
             raise
         relative = target.resolve().relative_to(Path(root).resolve()).as_posix()
-        shown = subprocess.run(["git", "show", f"{baseline}:{relative}"], cwd=root,
-                               capture_output=True, text=True)
+        shown = subprocess.run(["git", "show", "--end-of-options", f"{baseline}:{relative}"],
+                               cwd=root, capture_output=True, text=True)
         if shown.returncode != 0:
             raise
         from leukemia_cnn.fileio import write_text
@@ -108,3 +108,36 @@ def restore_refused_params(root: Path, params: str | Path) -> Iterator[None]:
         write_text(target, shown.stdout)
         raise type(exc)(f"{exc}. {relative} is restored to the experiment's baseline commit "
                         f"{baseline[:7]} (dvc exp run had written the refused value)") from exc
+
+
+def dropped_overrides(root: Path, params: str | Path) -> list[str]:
+    """Under ``dvc exp run``, the overrides the experiment's baseline commit had in ``params``
+    that DVC's Hydra integration dropped: it recomposes ``conf/`` with the ``-S`` values only,
+    so a value written by ``leukemia-cnn params key=value`` and committed is back at conf/'s
+    default. Each as ``key=committed (now default)``; empty outside ``dvc exp run``.
+
+    DVC runs no hook before an experiment, so the first stage (``check_config``) asks.
+    """
+    import os
+    import subprocess
+
+    import yaml
+
+    from leukemia_cnn.config import compose, flatten
+
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    target = Path(root) / params
+    if not baseline or not target.is_file():
+        return []
+    relative = target.resolve().relative_to(Path(root).resolve()).as_posix()
+    shown = subprocess.run(["git", "show", "--end-of-options", f"{baseline}:{relative}"],
+                           cwd=root, capture_output=True, text=True)
+    try:
+        committed = flatten(yaml.safe_load(shown.stdout) or {}) if shown.returncode == 0 else {}
+        current = flatten(yaml.safe_load(target.read_text()) or {})
+    except (yaml.YAMLError, AttributeError):
+        return []
+    composed = flatten(compose(root=root)) if committed else {}
+    return [f"{key}={committed[key]} (now {current[key]})" for key in sorted(committed)
+            if key in composed and key in current and committed[key] != composed[key]
+            and current[key] == composed[key]]

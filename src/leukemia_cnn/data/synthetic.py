@@ -17,15 +17,17 @@ from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
 from leukemia_cnn.data.lineage import record_origin
 from leukemia_cnn.data.rawtree import (
-    RAW_OUTPUT,
+    RAW_DVC_FILE,
+    RawTarget,
     check_dvc_target,
     check_raw_output,
+    commit_hint,
     raw_output,
     write_raw_tree,
 )
 from leukemia_cnn.data.smear import LADDER, generate_image, image_rng
 from leukemia_cnn.errors import ConfigError
-from leukemia_cnn.fileio import declared_by, record_output, shown
+from leukemia_cnn.fileio import shown
 
 # Kaggle file-name prefix of each class: WBC-Benign-001.jpg, WBC-Malignant-Early-001.jpg, ...
 FILE_PREFIXES = {
@@ -119,11 +121,13 @@ def _holds_images(folder: Path) -> bool:
 
 
 def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = None,
-         output: str | None = None, if_empty: bool = False, dvc_add: bool = True) -> None:
+        output: str | None = None, if_empty: bool = False, dvc_add: bool = True,
+        discard_local: bool = False) -> None:
     """``leukemia-cnn data synth``: write the synthetic set, swap it in, version it with DVC.
 
-    The new tree is written next to the output folder and replaces it only when complete, so
-    an interrupted run leaves the previous data in place.
+    The new tree is written next to the output folder and replaces it only when complete and
+    versioned, so an interrupted or failed run leaves the previous data in place; files of the
+    previous tree that no record holds are refused, or moved aside with ``discard_local``.
     """
     root = Path(root)
     # --scale and --seed override data.synth.scale/seed; the config schema checks the result.
@@ -145,22 +149,22 @@ def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = 
 
     if dvc_add:  # fail before the work, not after it
         check_dvc_target(root, out_dir)
+    target = RawTarget.of(root, out_dir, raw_dir, discard_local)
+    target.check_local_files()
+    versioned: list[Path] = []
+
+    def version() -> None:  # while the previous tree waits aside
+        dvc_file = None if target.mark else root / RAW_DVC_FILE
+        versioned.append(versioning.dvc_track(root, out_dir, dvc_file))
+        record_origin(versioned[0], None)  # the built-in set: forget a recorded `data get` source
 
     started = time.perf_counter()
-    marked = out_dir != raw_dir.resolve()
-    write_raw_tree(out_dir, lambda staging: generate(staging, classes, sizes, seed, image_size,
-                                                      jpeg_quality, progress=True),
-                   marked, declared_by(root, "data.dvc"))
-    if not marked:  # the raw folder DVC versions holds no marker: recorded beside it
-        record_output(out_dir, RAW_OUTPUT)
+    write_raw_tree(target, lambda staging: generate(staging, classes, sizes, seed, image_size,
+                                                     jpeg_quality, progress=True),
+                   version if dvc_add else None)
     seconds = time.perf_counter() - started
     per_class = ", ".join(f"{name} {count}" for name, count in sizes.items())
     print(f"wrote {sum(sizes.values()):,} synthetic images (seed {seed}, scale {scale}) to "
           f"{shown(out_dir, root)} in {seconds:.1f} s: {per_class}")
-
-    if dvc_add:
-        dvc_file = root / "data.dvc" if out_dir.resolve() == raw_dir.resolve() else None
-        tracked = versioning.dvc_track(root, out_dir, dvc_file)
-        record_origin(tracked, None)  # the built-in set: forget a recorded `data get` source
-        print(f"{shown(tracked, root)} versions {shown(out_dir, root)}; commit it with "
-              f"`git add {shown(tracked, root)} {shown(out_dir.parent / '.gitignore', root)}`")
+    if versioned:
+        print(commit_hint(root, versioned[0], out_dir))

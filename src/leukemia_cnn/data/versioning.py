@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.errors import DISK_FULL_TEXTS, DiskFullError, LeukemiaCNNError, free_space
 
 
 def dvc_target(root: Path, out_dir: Path) -> str:
@@ -39,14 +39,65 @@ def dvc_command() -> list[str]:
     return [executable]
 
 
+def error_line(output: str) -> str:
+    """The line of DVC's output that says what went wrong: its ``ERROR:`` line (without the
+    traceback of a library under it), else the last line."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    return errors[0] if errors else (lines[-1] if lines else "no output")
+
+
+def cache_dir(root: Path) -> Path:
+    """DVC's cache folder for the repository at ``root`` (``dvc cache dir``; the default
+    ``.dvc/cache`` when DVC cannot say)."""
+    default = Path(root) / ".dvc" / "cache"
+    try:
+        command = dvc_command()
+    except LeukemiaCNNError:
+        return default
+    result = subprocess.run([*command, "cache", "dir"], cwd=root, capture_output=True,
+                            text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    listed = result.stdout.strip().splitlines()
+    return Path(listed[-1]) if result.returncode == 0 and listed else default
+
+
 def _run(command: list[str], root: Path, what: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
     if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        raise LeukemiaCNNError(f"`{what}` failed in {root}: {' | '.join(detail)}; fix that "
+        output = result.stderr or result.stdout
+        if any(text in output.lower() for text in DISK_FULL_TEXTS):
+            raise DiskFullError(f"`{what}` ran out of disk space (No space left on device; DVC's "
+                                f"cache {cache_dir(root)}: {free_space(cache_dir(root))}, the "
+                                f"project: {free_space(root)})")
+        raise LeukemiaCNNError(f"`{what}` failed in {root}: {error_line(output)}; fix that "
                                "or pass --no-dvc-add")
     return result
+
+
+def check_cached(root: Path, dvc_file: Path) -> None:
+    """Refuse a version whose files are not all in DVC's cache (``dvc status``): DVC 3.67
+    can exit 0 from ``dvc add`` while a full cache disk left objects out."""
+    target = Path(dvc_file).resolve().relative_to(Path(root).resolve()).as_posix()
+    result = _run([*dvc_command(), "status", "--json", "--", target], root, f"dvc status {target}")
+    if "not in cache" in result.stdout:
+        cache = cache_dir(root)
+        raise DiskFullError(f"`dvc add` did not store every file of {target} in DVC's cache "
+                            f"{cache} ({free_space(cache)}); the disk holding it is probably full")
+
+
+def snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
+    """The bytes of each of ``paths`` (None: absent), for :func:`restore`."""
+    return {Path(p): Path(p).read_bytes() if Path(p).is_file() else None for p in paths}
+
+
+def restore(saved: dict[Path, bytes | None]) -> None:
+    """Put back the files :func:`snapshot` saw (remove those that were absent)."""
+    for path, data in saved.items():
+        if data is None:
+            path.unlink(missing_ok=True)
+        elif not path.is_file() or path.read_bytes() != data:
+            path.write_bytes(data)
 
 
 def dvc_track(root: Path, out_dir: Path, dvc_file: Path | None = None) -> Path:
@@ -62,8 +113,9 @@ def dvc_track(root: Path, out_dir: Path, dvc_file: Path | None = None) -> Path:
     command = dvc_command()
     default_file = out_dir.with_name(f"{out_dir.name}.dvc")
     fresh = dvc_file is not None and not dvc_file.exists()
-    _run([*command, "add", target], root, f"dvc add {target}")
+    _run([*command, "add", "--", target], root, f"dvc add {target}")
     if dvc_file is None or not fresh:
+        check_cached(root, dvc_file or default_file)
         return dvc_file or default_file
 
     stage = yaml.safe_load(default_file.read_text())
@@ -71,6 +123,7 @@ def dvc_track(root: Path, out_dir: Path, dvc_file: Path | None = None) -> Path:
     dvc_file.write_text(yaml.safe_dump(stage, sort_keys=False))
     default_file.unlink()
     _restage(root, default_file, dvc_file)
+    check_cached(root, dvc_file)
     return dvc_file
 
 

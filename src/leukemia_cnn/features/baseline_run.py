@@ -49,6 +49,8 @@ def log_baseline(cfg: Config, root: Path, metrics: dict, counts: dict, pca: PCA,
     explained-variance plot and the model ``PCA -> StandardScaler -> LogisticRegression``
     that takes HOG vectors.
     """
+    from leukemia_cnn.data.staging import interrupted_note
+    from leukemia_cnn.tracking.failures import cleaned_on_failure
     from leukemia_cnn.tracking.fields import BASELINE_GROUPS, run_base_name, stage_params
     from leukemia_cnn.tracking.runs import (
         log_artifact,
@@ -72,7 +74,9 @@ def log_baseline(cfg: Config, root: Path, metrics: dict, counts: dict, pca: PCA,
         label = unique_run_name(run_base_name(RUN_PREFIX, cfg, lineage), experiment_id)
         tags = run_tags(cfg, root, what=f"Baseline ({RUN_DESCRIPTION}) by `features`",
                         groups=BASELINE_GROUPS, stage="features", model_family="baseline")
-        with start_run(run_name=label, tags=tags) as run:
+        with (start_run(run_name=label, tags=tags) as run,
+              cleaned_on_failure(run.info.run_id, (report_path.parent,),
+                                 interrupted_note(root))):
             log_params({**stage_params(cfg, lineage, BASELINE_GROUPS),
                         **{f"data.n_{name}": n for name, n in counts.items()}})
             if rows is not None:

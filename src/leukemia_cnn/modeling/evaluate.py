@@ -19,6 +19,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.preprocess import load_split
+from leukemia_cnn.data.staging import interrupted_note
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json, write_text
 from leukemia_cnn.modeling.calibration import (
@@ -31,6 +32,7 @@ from leukemia_cnn.modeling.evaluate_figures import plot_gradcam_grid, plot_relia
 from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard
 from leukemia_cnn.modeling.plots import plot_confusion
 from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics, print_guard_summary
+from leukemia_cnn.tracking.failures import cleaned_on_failure
 from leukemia_cnn.tracking.orphans import process_tags
 from leukemia_cnn.tracking.runs import (
     log_artifact,
@@ -306,7 +308,8 @@ def run(cfg: Config, root: Path) -> dict:
         raw_dir=root / cfg.paths.raw_dir, guard=guard)
 
     setup_mlflow(cfg, root)
-    with start_run(run_id=record["run_id"]):
+    with (start_run(run_id=record["run_id"]),
+          cleaned_on_failure(record["run_id"], (reports_dir,), interrupted_note(root))):
         set_tags(process_tags())  # this process now owns the reopened run
         log_evaluation(metrics, collapsed, reports_dir)
     print_summary(metrics, collapsed, record["run_id"])

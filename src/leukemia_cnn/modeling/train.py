@@ -360,7 +360,8 @@ def run(cfg: Config, root: Path) -> dict:
     with (sigterm_as_interrupt(), exit_with_dvc(),
           staging_folder(model_dir / MODEL_FILE) as (staging, _)):
         staging.mkdir()
-        with start_training_run(cfg, root, x_train, y_train, y_val, train_paths) as training:
+        with start_training_run(cfg, root, x_train, y_train, y_val, train_paths,
+                                outputs=(staging, reports_dir)) as training:
             summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, staging,
                                            staging, label=training.name)
         run_id = training.run_id

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import numpy as np
 
 from leukemia_cnn.config import is_paper_faithful
 from leukemia_cnn.config_schema import Config
+from leukemia_cnn.data.staging import interrupted_note
 from leukemia_cnn.modeling.model import resolve_mixed_precision
+from leukemia_cnn.tracking.failures import cleaned_on_failure
 from leukemia_cnn.tracking.fields import (
     EPOCH_METRICS,
     TRAINING_GROUPS,
@@ -118,13 +121,16 @@ def training_params(cfg: Config, lineage, x_train: np.ndarray, y_train: np.ndarr
 @contextlib.contextmanager
 def start_training_run(cfg: Config, root: Path, x_train, y_train, y_val, train_paths=None,
                        stage: str = "train", recipe_name: str | None = None,
-                       overrides: str | None = None, **extra_tags: str):
+                       overrides: str | None = None, outputs: Sequence[Path] = (),
+                       **extra_tags: str):
     """Open the MLflow run of one training and log what it starts from; yield a
     :class:`TrainingRun`.
 
     Name ``<recipe>-s<seed>-<data>`` (``-2``, ``-3`` when taken), the project's tags with a
     description, the training params and the train/val/test datasets. Leaving the block ends
-    the run (FAILED on an exception, KILLED on KeyboardInterrupt).
+    the run (FAILED on an exception, KILLED on KeyboardInterrupt); a failed block's logged
+    artifacts are removed and a full disk is one line naming the path (``outputs``: the
+    folders the block writes besides the store; :func:`tracking.failures.cleaned_on_failure`).
     """
     experiment_id = setup_mlflow(cfg, root)
     lineage, rows = run_lineage(cfg, root)
@@ -138,7 +144,8 @@ def start_training_run(cfg: Config, root: Path, x_train, y_train, y_val, train_p
                     paper_faithful=str(is_paper_faithful(cfg)).lower(),
                     config_id=configuration, input_shape="x".join(map(str, x_train.shape[1:])),
                     **{**study_tags(cfg), **extra_tags})
-    with start_run(run_name=name, tags=tags) as active:
+    with (start_run(run_name=name, tags=tags) as active,
+          cleaned_on_failure(active.info.run_id, outputs, interrupted_note(root))):
         log_params(params)
         if rows is not None:
             log_datasets(lineage, rows, train_paths)

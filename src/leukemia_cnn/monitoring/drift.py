@@ -48,7 +48,7 @@ from leukemia_cnn.data.filekinds import skip_problem
 from leukemia_cnn.data.imaging import OS_JUNK, skip_reason
 from leukemia_cnn.data.lineage import safe_name
 from leukemia_cnn.data.preprocess import n_workers
-from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.errors import DataError, LeukemiaCNNError, full_disk_cause
 from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
 from leukemia_cnn.fileio import STDOUT, check_output, write_text
 from leukemia_cnn.monitoring import drift_report
@@ -204,6 +204,7 @@ def verdict_word(result: DriftResult) -> str:
 def log_drift_run(cfg: Config, root: Path, result: DriftResult) -> str:
     """Log the check as an MLflow run ``drift-<name>``: its settings, counts, verdict and
     the two reports as artifacts; return the run id."""
+    from leukemia_cnn.tracking.failures import cleaned_on_failure
     from leukemia_cnn.tracking.runs import (
         log_artifact,
         log_metrics,
@@ -223,7 +224,8 @@ def log_drift_run(cfg: Config, root: Path, result: DriftResult) -> str:
         setup_mlflow(cfg, root)
         tags = run_tags(cfg, root, stage="drift", drift_source=str(result.source.resolve()),
                         drift_verdict=verdict_word(result))
-        with start_run(run_name=f"drift-{name}", tags=tags) as run:
+        with (start_run(run_name=f"drift-{name}", tags=tags) as run,
+              cleaned_on_failure(run.info.run_id, kept="the report is written")):
             log_params({**flatten(cfg.drift, prefix="drift."),
                         "model_uri": result.model_uri or "none"})
             log_metrics(metrics)
@@ -279,7 +281,7 @@ def model_to_ask(cfg: Config, root: Path, model_uri: str | None, guard: bool) ->
         return None
     uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri)
     check_store(cfg, root)
-    setup_mlflow(cfg, root)
+    setup_mlflow(cfg, root, read_only=True)
     try:
         check_model_kind(uri)  # again when predict_files loads it; here before the work
     except LeukemiaCNNError as exc:
@@ -316,7 +318,13 @@ def run(cfg: Config, root: Path, source: str, model_uri: str | None = None,
         result.markdown = write_text(markdown, text, owner=DRIFT_OUTPUT)
         result.html = write_text(html, drift_report.to_html(
             text, title=f"Drift check: {folder.name}"), owner=DRIFT_OUTPUT)
-        result.run_id = log_drift_run(cfg, root, result)
+        try:  # the report is written; logging it is a record, never a reason to fail
+            result.run_id = log_drift_run(cfg, root, result)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be written (a full disk)
+            if not isinstance(exc, LeukemiaCNNError) and full_disk_cause(exc) is None:
+                raise
+            line = str(full_disk_cause(exc) or exc).splitlines()[0]
+            print(f"drift: not logged to MLflow: {terminal_safe(line)}", file=sys.stderr)
     finally:
         if output == STDOUT:  # the scratch folder of the reports MLflow logged
             shutil.rmtree(markdown.parent, ignore_errors=True)

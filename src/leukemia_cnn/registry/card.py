@@ -343,7 +343,7 @@ def run(cfg, root, version: str | None = None) -> str:
 
     from leukemia_cnn.tracking.store import setup_mlflow
 
-    setup_mlflow(cfg, root)
+    setup_mlflow(cfg, root, read_only=True)
     client = MlflowClient()
     name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
     if version is None:

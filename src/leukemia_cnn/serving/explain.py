@@ -109,7 +109,7 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
             raise DataError(describe_missing(path))  # a FIFO, a folder, a broken link, ...
         decoded.append(open_image(Path(path)))
     check_store(cfg, root)
-    setup_mlflow(cfg, root)
+    setup_mlflow(cfg, root, read_only=True)
     with tempfile.TemporaryDirectory(prefix="leukemia-cnn-model-") as copy:
         wrapper = load_explainer(uri, copy)
         print(f"explain: computing in {getattr(wrapper, 'precision', 'float32')}", file=sys.stderr)

@@ -268,7 +268,7 @@ def run(cfg: Config, root: Path, images: list[str], model_uri: str | None = None
     target = check_prediction_output(output, root, images) if to_file else None
     model_uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri)
     check_store(cfg, root)
-    setup_mlflow(cfg, root)
+    setup_mlflow(cfg, root, read_only=True)
     for line in model_provenance(cfg, root, model_uri):
         print(f"predict: {line}", file=sys.stderr)
     result = predict_files(model_uri, images)

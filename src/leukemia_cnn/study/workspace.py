@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -85,7 +86,8 @@ def make_workspace(root: Path, workspace: Path) -> Path:
     if workspace.exists():
         raise LeukemiaCNNError(
             f"study workspace {workspace} already exists (an earlier study of that name): "
-            f"remove it (`rm -rf {workspace}`) or pick another name with --name")
+            f"remove it (`rm -rf -- {shlex.quote(str(workspace))}`) or pick another name with "
+            "--name")
     copy_project(root, workspace)
     for args in (["git", "init", "-q"], ["git", "add", "-A"],
                  ["git", "-c", "user.name=leukemia-cnn", "-c", "user.email=study@localhost",
@@ -99,11 +101,11 @@ def run_commands(commands: list[list[str]], workspace: Path) -> None:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     for command in commands:
-        print(f"study: [{workspace.name}] {' '.join(command)}", flush=True)
+        print(f"study: [{workspace.name}] {shlex.join(command)}", flush=True)
         code = subprocess.call(command, cwd=workspace, env=env)
         if code != 0:
             raise LeukemiaCNNError(
-                f"study step `{' '.join(command)}` failed (exit code {code}) in {workspace}; "
+                f"study step `{shlex.join(command)}` failed (exit code {code}) in {workspace}; "
                 "fix the cause shown above, then remove the workspace and start again")
 
 

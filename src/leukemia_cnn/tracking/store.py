@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.lineage import DataLineage, safe_name, workspace_lineage
 from leukemia_cnn.data.lineage import data_version as data_version  # re-exported
-from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.errors import ConfigError, full_disk_cause, full_disk_error
 from leukemia_cnn.tracking.orphans import close_orphaned_runs, process_tags
 
 
@@ -89,14 +90,52 @@ def mark_training_experiment(experiment, cfg: Config) -> None:
             MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
 
 
-def setup_mlflow(cfg: Config, root: Path | None = None) -> str:
-    """Point MLflow at the store and experiment of ``cfg``; return the experiment id."""
+def setup_mlflow(cfg: Config, root: Path | None = None, read_only: bool = False) -> str | None:
+    """Point MLflow at the store and experiment of ``cfg``; return the experiment id.
+
+    ``read_only`` (predict, explain, drift, card): nothing needs writing, so a missing
+    experiment is not created (None is returned), its tags are left alone, and closing
+    orphaned runs (a write) that fails (a full disk, a read-only store) is said in one line
+    and skipped. A full disk while the store is written is one line naming its file.
+    """
     import mlflow
 
     root = root or find_repo_root()
     uri = tracking_uri(cfg, root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if read_only:
+        experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment_name)
+        if experiment is None:
+            return None
+        check_artifact_location(experiment, uri, root)
+        close_orphans_or_say_why(experiment.experiment_id)
+        return experiment.experiment_id
+    try:
+        return _set_experiment(cfg, root, uri)
+    except Exception as exc:
+        cause = full_disk_cause(exc)
+        if cause is None:
+            raise
+        raise full_disk_error(cause, sqlite_path(uri) or shared_root(root) / "mlruns",
+                              "no run was started") from exc
+
+
+def close_orphans_or_say_why(experiment_id: str) -> None:
+    """:func:`close_orphaned_runs`, for a command that only reads: when the store cannot be
+    written, one line says so and the command goes on."""
+    try:
+        close_orphaned_runs(experiment_id)
+    except Exception as exc:  # noqa: BLE001 - closing orphans is a courtesy, never a failure
+        reason = str(full_disk_cause(exc) or exc).splitlines()[0][:200]
+        print(f"mlflow: could not close orphaned runs ({type(exc).__name__}: {reason}); they "
+              "stay RUNNING until a command that can write to the store closes them",
+              file=sys.stderr)
+
+
+def _set_experiment(cfg: Config, root: Path, uri: str) -> str:
+    import mlflow
+
     name = cfg.mlflow.experiment_name
     # Creating the sqlite tables is not safe from two processes at once (parallel sweep
     # workers, `dvc queue start -j 2`): it corrupts the store. Creation is serialised.
