@@ -15,7 +15,9 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
@@ -219,21 +221,25 @@ def noise(image: Image.Image, sigma: float, rng: np.random.Generator) -> Image.I
 @dataclass(frozen=True)
 class ShiftFamily:
     """One kind of acquisition shift: its function, the strength that leaves an image as it is
-    (None: every strength changes it), the strengths it is evaluated at, its unit and whether a
-    grayscale model can see it at all."""
+    (None: every strength changes it), the strengths it is evaluated at, its unit, whether a
+    grayscale model can see it at all and whether it goes both ways from the identity (a
+    factor: brighter and darker, zoom in and out)."""
 
     shift: Callable[..., Image.Image]
     identity: float | None
     strengths: tuple[float, ...]
     unit: str
     color_only: bool = False
+    two_sided: bool = False
 
 
 FAMILIES: dict[str, ShiftFamily] = {
-    "magnify": ShiftFamily(magnify, 1.0, (0.5, 0.67, 0.8, 1.25, 1.5, 2.0), "zoom factor"),
-    "brightness": ShiftFamily(brightness, 1.0, (0.7, 0.85, 1.15, 1.3), "intensity factor"),
-    "contrast": ShiftFamily(contrast, 1.0, (0.6, 0.8, 1.25), "contrast factor"),
-    "gamma": ShiftFamily(gamma, 1.0, (0.67, 0.8, 1.25, 1.5), "gamma exponent"),
+    "magnify": ShiftFamily(magnify, 1.0, (0.5, 0.67, 0.8, 1.25, 1.5, 2.0), "zoom factor",
+                           two_sided=True),
+    "brightness": ShiftFamily(brightness, 1.0, (0.7, 0.85, 1.15, 1.3), "intensity factor",
+                              two_sided=True),
+    "contrast": ShiftFamily(contrast, 1.0, (0.6, 0.8, 1.25), "contrast factor", two_sided=True),
+    "gamma": ShiftFamily(gamma, 1.0, (0.67, 0.8, 1.25, 1.5), "gamma exponent", two_sided=True),
     "blur": ShiftFamily(gaussian_blur, 0.0, (0.5, 1.0, 2.0, 3.0), "radius (native px)"),
     "jpeg": ShiftFamily(jpeg, None, (50.0, 20.0, 10.0, 5.0), "JPEG quality"),
     "stain": ShiftFamily(stain_jitter, 0.0, (0.05, 0.1, 0.2, 0.35), "HED jitter sigma", True),
@@ -316,3 +322,40 @@ def case_rng(seed: int, case: ShiftCase, index: int) -> np.random.Generator:
 def apply_suite(images: Sequence[Image.Image], case: ShiftCase, seed: int) -> list[Image.Image]:
     """``images`` under ``case``, image ``i`` with :func:`case_rng` ``(seed, case, i)``."""
     return [case.apply(image, case_rng(seed, case, index)) for index, image in enumerate(images)]
+
+
+def load_originals(raw_dir: Path, paths: Sequence[str]) -> list[Image.Image]:
+    """The original images of ``paths`` (relative to ``raw_dir``, as a split's ``path``
+    column lists them), decoded as the model's preprocessing decodes them; a DataError names
+    a missing or unreadable one and how to restore it."""
+    from leukemia_cnn.data.imaging import open_image
+
+    images = []
+    for path in paths:
+        try:
+            images.append(open_image(Path(raw_dir) / str(path)))
+        except DataError as exc:
+            raise DataError(f"{exc} (an original image of the split; restore data/raw with "
+                            "`dvc checkout data/raw` or re-run `dvc repro`)") from exc
+    return images
+
+
+def shifted_inputs(originals: Sequence[Image.Image], case: ShiftCase | None, seed: int,
+                   image_size: int, color_mode: str) -> np.ndarray:
+    """The model inputs (n, H, W, C) of ``originals`` under ``case`` (None: unchanged), through
+    the preprocessing of training and serving (:func:`~leukemia_cnn.data.imaging.to_model_input`);
+    image ``i`` shifted with :func:`case_rng` ``(seed, case, i)``. Threads share the work
+    (PIL and numpy release the GIL); the result does not depend on their number."""
+    from leukemia_cnn.data.imaging import N_THREADS, to_model_input
+
+    def one(index: int) -> np.ndarray:
+        image = originals[index]
+        if case is not None:
+            image = case.apply(image, case_rng(seed, case, index))
+        return to_model_input(image, image_size, color_mode)
+
+    if not originals:
+        channels = 1 if color_mode == "grayscale" else 3
+        return np.zeros((0, image_size, image_size, channels), np.float32)
+    with ThreadPoolExecutor(min(N_THREADS, 2)) as pool:
+        return np.stack(list(pool.map(one, range(len(originals)))))
