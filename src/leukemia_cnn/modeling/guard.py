@@ -92,6 +92,12 @@ class Guard:
     def components(self) -> list[str]:
         return self.method.split("+")
 
+    @property
+    def degenerate(self) -> list[str]:
+        """The parts fitted on training samples without spread (a collapsed network's constant
+        embedding): they answer, through a regularised covariance, but tell little apart."""
+        return [name for name, part in self.parts.items() if "degenerate" in part]
+
     def in_precision(self, precision: str) -> Guard | None:
         """This guard with the threshold and scales set for a network computing in
         ``precision``; None when it was not calibrated for it (a guard saved before)."""
@@ -131,13 +137,34 @@ def check_method(method: str) -> list[str]:
 
 # ------------------------------------------------------------------ fitting and scoring parts
 
-def _whitener(samples: np.ndarray) -> np.ndarray:
-    """``L`` with ``L @ L.T`` the Ledoit-Wolf precision of ``samples`` (centred): the squared
-    Mahalanobis distance of ``v`` to ``m`` is then ``|(v - m) @ L|^2``, one matrix product."""
+def _whitener(samples: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(L, degenerate)`` with ``L @ L.T`` the Ledoit-Wolf precision of ``samples`` (centred):
+    the squared Mahalanobis distance of ``v`` to ``m`` is then ``|(v - m) @ L|^2``, one matrix
+    product. Samples without spread in some direction (the constant or rank-deficient
+    embedding of a collapsed network) have no Cholesky factor: ``L`` is then that of the
+    pseudo-inverse of their covariance with its eigenvalues floored (:func:`_regularised`), and
+    ``degenerate`` is True."""
     from sklearn.covariance import LedoitWolf
 
     precision = LedoitWolf(assume_centered=True).fit(samples).precision_
-    return np.linalg.cholesky((precision + precision.T) / 2.0)
+    try:
+        whitener = np.linalg.cholesky((precision + precision.T) / 2.0)
+    except np.linalg.LinAlgError:
+        return _regularised(samples), True
+    if not np.isfinite(whitener).all():
+        return _regularised(samples), True
+    return whitener, False
+
+
+def _regularised(samples: np.ndarray) -> np.ndarray:
+    """A whitener of ``samples``' covariance whose eigenvalues are floored at a millionth of
+    their mean (1 when they are all 0): a direction without spread in training weighs a
+    million times one with average spread, instead of infinitely."""
+    covariance = samples.T @ samples / max(len(samples), 1)
+    values, vectors = np.linalg.eigh((covariance + covariance.T) / 2.0)
+    mean = float(np.clip(values, 0, None).mean()) if len(values) else 0.0
+    floor = mean * 1e-6 if mean > 0 else 1.0
+    return vectors / np.sqrt(np.maximum(values, floor))[None, :]
 
 
 def _squared_distances(values: np.ndarray, means: np.ndarray, whitener: np.ndarray) -> np.ndarray:
@@ -152,19 +179,28 @@ def _unit(values: np.ndarray) -> np.ndarray:
 
 
 def fit_part(name: str, embeddings, y, statistics, last_layer) -> dict[str, np.ndarray]:
-    """The statistics part ``name`` scores against, from the training split."""
+    """The statistics part ``name`` scores against, from the training split; a part fitted
+    on samples without spread (:func:`_whitener`) holds ``degenerate`` (a 1-element array)."""
     if name == "mahalanobis":
         labels = np.unique(y)
         means = np.stack([embeddings[y == label].mean(axis=0) for label in labels])
         centred = embeddings - means[np.searchsorted(labels, y)]
-        return {"means": means, "whitener": _whitener(centred)}
+        return _with_whitener({"means": means}, centred)
     if name == "knn":
         return {"references": _unit(embeddings).astype(np.float32)}
     if name == "energy":
         kernel, bias = last_layer
         return {"kernel": np.asarray(kernel, np.float64), "bias": np.asarray(bias, np.float64)}
     mean = statistics.mean(axis=0)
-    return {"means": mean[None, :], "whitener": _whitener(statistics - mean)}
+    return _with_whitener({"means": mean[None, :]}, statistics - mean)
+
+
+def _with_whitener(part: dict[str, np.ndarray], centred: np.ndarray) -> dict[str, np.ndarray]:
+    whitener, degenerate = _whitener(centred)
+    part["whitener"] = whitener
+    if degenerate:
+        part["degenerate"] = np.ones(1)
+    return part
 
 
 def score_part(name: str, part: dict[str, np.ndarray], embeddings, statistics) -> np.ndarray:
@@ -307,6 +343,11 @@ def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,
     other = "bfloat16" if guard.precision == "float32" else "float32"
     calibrate_precision(guard, model, x_val, other)
     path = save_guard(guard, Path(model_dir) / GUARD_FILE)
+    if guard.degenerate:
+        print(f"train: WARNING the guard's {' and '.join(guard.degenerate)} part is degenerate: "
+              "the training samples it is fitted on have no spread in some direction (the "
+              "constant embedding of a collapsed network); it answers through a regularised "
+              "covariance but tells little apart")
     print(f"train: guard {guard.method} threshold {guard.threshold:.4g}: accepts "
           f"{guard.val_accept_rate:.1%} of val, {guard.train_accept_rate:.1%} of train "
           f"({guard.precision}; in {other}: threshold "
@@ -326,6 +367,8 @@ def summary(guard: Guard) -> dict:
     for precision, calibration in guard.calibrations.items():
         record[f"guard_threshold_{precision}"] = float(calibration["threshold"])
         record[f"guard_val_accept_rate_{precision}"] = float(calibration["val_accept_rate"])
+    if guard.degenerate:
+        record["guard_degenerate"] = "+".join(guard.degenerate)
     return record
 
 

@@ -298,8 +298,11 @@ def calibrate_and_guard(cfg: DictConfig, model, x_train, y_train, x_val, y_val,
                                          val_embeddings=val_embeddings, two_headed=two_headed)
     guard_record = guard_summary(guard)
     summary.update(guard_record)
-    tags["guard_method"] = guard.method
-    metrics.update({k: v for k, v in guard_record.items() if k != "guard_method"})
+    words = {k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
+             if k in guard_record}  # text: tags, not metrics
+    summary.update(words)
+    tags.update(words)
+    metrics.update(guard_record)
     log_metrics(metrics)
     set_tags(tags)
     return calibration, guard_path
