@@ -242,3 +242,56 @@ def test_a_collapsed_network_gets_a_degenerate_guard_not_a_crash(tmp_path, monke
     assert versions and not any(v.aliases for v in versions)
     card = model_card(client, "leukemia-cnn", versions[0].version)
     assert "DEGENERATE guard" in card and "COLLAPSED run" in card
+
+
+@pytest.fixture(scope="module")
+def shift_guard(synthetic_run):
+    """A guard with a shift part fitted on the synthetic run's network, learning from its
+    val smears under random shifts."""
+    from leukemia_cnn.modeling import guardshift
+
+    splits = {s: np.load(synthetic_run.root / "data/preprocessed" / f"{s}.npz")
+              for s in ("train", "val")}
+    learning = guardshift.learning_set(synthetic_run.raw["val"], splits["val"]["y"], seed=42,
+                                       image_size=synthetic_run.size, color_mode="grayscale")
+    assert len(learning[1]) == len(splits["val"]["y"]) * (1 + guardshift.DRAWS_PER_IMAGE)
+    return guard_module.fit_guard(synthetic_run.model, splits["train"]["x"],
+                                  splits["train"]["y"], splits["val"]["x"],
+                                  "mahalanobis+input+shift", 0.95, learning=learning)
+
+
+def test_a_shift_guard_meets_its_accept_rate_and_saves_and_loads(synthetic_run, shift_guard,
+                                                                 tmp_path):
+    assert 0.95 <= shift_guard.val_accept_rate <= 1.0
+    x = np.load(synthetic_run.root / "data/preprocessed/val.npz")["x"]
+    copy = guard_module.load_guard(guard_module.save_guard(shift_guard, tmp_path / "g.npz"))
+    before = guard_module.score_images(shift_guard, synthetic_run.model, x)
+    after = guard_module.score_images(copy, synthetic_run.model, x)
+    np.testing.assert_allclose(before.ood_score, after.ood_score)
+    assert before.in_distribution.mean() == pytest.approx(shift_guard.val_accept_rate)
+    # the distance parts flag only what is far: scaled at 99.5% of val, not 95%
+    assert shift_guard.scales["mahalanobis"] > guard_module.quantile_threshold(
+        guard_module.raw_score("mahalanobis", shift_guard.parts["mahalanobis"],
+                               *_val_inputs(synthetic_run, x)), 0.95)
+
+
+def _val_inputs(run, x):
+    from leukemia_cnn.modeling.guardinputs import embedding_model, forward, image_statistics
+
+    return forward(embedding_model(run.model), x)[0], image_statistics(x)
+
+
+def test_a_shift_guard_still_flags_photos(synthetic_run, shift_guard):
+    photos = model_inputs(list(shifts.skimage_samples().values()), synthetic_run.size)
+    result = guard_module.score_images(shift_guard, synthetic_run.model, photos)
+    assert np.mean(~result.in_distribution) >= 0.9
+
+
+def test_a_shift_part_without_shifted_images_is_one_clear_error(synthetic_run):
+    from leukemia_cnn.errors import DataError
+
+    splits = {s: np.load(synthetic_run.root / "data/preprocessed" / f"{s}.npz")
+              for s in ("train", "val")}
+    with pytest.raises(DataError, match="train.guard_method includes `shift`"):
+        guard_module.fit_guard(synthetic_run.model, splits["train"]["x"], splits["train"]["y"],
+                               splits["val"]["x"], "mahalanobis+input+shift")
