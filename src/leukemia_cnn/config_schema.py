@@ -365,6 +365,26 @@ class DriftConfig(Knobs):
 # --- end drift ---
 
 
+# --- robustness: the acquisition-shift suite of the robustness stage (modeling/robustness.py) ---
+# The shift families of data/shifts.py (the schema cannot import it; a test keeps them equal).
+SHIFT_FAMILIES = ("magnify", "brightness", "contrast", "gamma", "blur", "jpeg", "stain",
+                  "grayscale", "rotate", "flip", "noise")
+ShiftFamily = Literal[SHIFT_FAMILIES]
+
+
+class RobustnessConfig(Knobs):
+    seed: int = setting(0, ge=0, late=True)
+    families: list[ShiftFamily] = setting(list(SHIFT_FAMILIES), late=True, allowed=(
+        "a list of shift families: " + ", ".join(SHIFT_FAMILIES)))
+    strengths: dict[ShiftFamily, list[float]] = setting({
+        "magnify": [0.67, 0.8, 1.25, 1.5, 2.0], "brightness": [0.7, 0.85, 1.15, 1.3],
+        "contrast": [0.6, 0.8, 1.25], "gamma": [0.67, 1.5], "blur": [1.0, 2.0],
+        "jpeg": [20.0, 10.0], "stain": [0.05, 0.1, 0.2, 0.35], "grayscale": [1.0],
+        "rotate": [45.0, 90.0], "flip": [1.0], "noise": [15.0, 40.0]}, late=True, allowed=(
+        "a map from shift family to its list of strengths (see docs/robustness.md)"))
+# --- end robustness ---
+
+
 class Config(Knobs):
     """The whole composed config (``conf/config.yaml``): one field per group, then ``seed``."""
 
@@ -382,6 +402,7 @@ class Config(Knobs):
     sweep: SweepConfig = group(SweepConfig, late=True)
     report: ReportConfig = group(ReportConfig, late=True)
     drift: DriftConfig = group(DriftConfig, late=True)
+    robustness: RobustnessConfig = group(RobustnessConfig, late=True)
     seed: int = setting(42, ge=0)
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.registry.card_robustness import robustness_section
 
 CARD_ARTIFACT = "model_card.md"
 MISSING = "not recorded"
@@ -281,6 +282,7 @@ SECTIONS: list[tuple[str, Callable[[CardFacts], list[str]]]] = [
     ("Performance", _performance_section),
     ("Calibration", lambda facts: _calibration(facts.metrics, facts.params)),
     ("Out-of-distribution guard", lambda facts: _guard(facts.metrics, facts.params, facts.tags)),
+    ("Robustness to acquisition shift", lambda facts: robustness_section(facts.metrics)),
     ("Training", _training),
     ("Configuration", _configuration),
     ("Known limits", lambda facts: _limits(facts.params, facts.metrics, facts.tags,
