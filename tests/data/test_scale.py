@@ -14,12 +14,8 @@ from helpers import REPO_ROOT
 from leukemia_cnn.config import compose
 from leukemia_cnn.data import preprocess
 from leukemia_cnn.data.imaging import load_model_input
-from leukemia_cnn.data.scale import (
-    red_cell_radius,
-    relative_radius,
-    rescaled,
-    to_reference,
-)
+from leukemia_cnn.data.scale import red_cell_radius, relative_radius, to_reference
+from leukemia_cnn.data.shifts import magnify as rescaled
 from leukemia_cnn.data.smear import LADDER, generate_image, image_rng
 from leukemia_cnn.data.smear_slide import draw_slide
 from leukemia_cnn.errors import DataError

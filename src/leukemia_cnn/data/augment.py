@@ -22,9 +22,6 @@ import numpy as np
 
 # ITU-R 601-2 luma, PIL's convert("L"): the grey the preprocess stage gives every other image.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-# A stain shift of ``sigma`` moves each HED concentration by up to sigma x this (Tellez's ranges:
-# concentrations of a smear lie in about [0, 0.3]); the same as the robustness suite's.
-HED_BIAS_SCALE = 0.1
 # Blur and JPEG hit half the images: the other half keep their full sharpness.
 BLUR_PROBABILITY = 0.5
 JPEG_PROBABILITY = 0.5
@@ -44,14 +41,14 @@ def needs_color(augment) -> bool:
 
 
 def hed_jitter(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Another stain batch: each HED concentration (``rgb2hed``) scaled by U(1 - sigma,
-    1 + sigma) and shifted by U(-sigma, sigma) x :data:`HED_BIAS_SCALE`, back to uint8 RGB."""
-    from skimage.color import hed2rgb, rgb2hed
+    """The robustness suite's stain shift (:func:`leukemia_cnn.data.shifts.stain_jitter`) on a
+    uint8 RGB array: each HED concentration (``rgb2hed``) scaled by U(1 - sigma, 1 + sigma) and
+    shifted by U(-sigma, sigma) x 0.1, back to RGB."""
+    from PIL import Image
 
-    hed = rgb2hed(image)
-    hed = hed * rng.uniform(1.0 - sigma, 1.0 + sigma, 3) + rng.uniform(-sigma, sigma, 3) * (
-        HED_BIAS_SCALE)
-    return np.round(np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8)
+    from leukemia_cnn.data.shifts import stain_jitter
+
+    return np.asarray(stain_jitter(Image.fromarray(image), sigma, rng))
 
 
 def stain_transform(sigma: float):

@@ -11,10 +11,11 @@ proportion to the magnification, but reads red cells with a pale centre about a 
 than their rim (the built-in generator's discs of radius 10.5 read about 13); compare images by
 the ratio of their radii, not with micrometres.
 
-:func:`rescaled` turns an image to another magnification (``> 1``: the central part enlarged;
-``< 1``: the field shrunk and the frame filled by mirroring it), and :func:`to_reference` puts a
-field's red cells at a reference size (``preprocess.rescale``: the training set's median,
-recorded in ``meta.json`` and in the logged model). Sizes are compared as a fraction of the
+:func:`to_reference` turns a field to another magnification with the robustness suite's
+:func:`leukemia_cnn.data.shifts.magnify` (``> 1``: the central part enlarged; ``< 1``: the
+field shrunk and the frame filled by mirroring it) so that its red cells have a reference size
+(``preprocess.rescale``: the training set's median, recorded in ``meta.json`` and in the logged
+model). Sizes are compared as a fraction of the
 image's width (:func:`relative_radius`), as the model sees them after the resize to its input.
 No tensorflow here: the preprocess stage and the served model call it on every image, in a few
 milliseconds per 224x224 field (``benchmarks/bench_augment.py`` times it).
@@ -90,24 +91,6 @@ def red_cell_radius(image: Image.Image) -> float:
     return float(DOWNSAMPLE * np.exp(log_sigma) * np.sqrt(2))
 
 
-def rescaled(image: Image.Image, zoom: float) -> Image.Image:
-    """``image`` seen ``zoom`` times larger (``> 1``: the central ``1 / zoom`` enlarged to full
-    size) or smaller (``< 1``: shrunk, the frame filled by mirroring the field), same size."""
-    rgb = image.convert("RGB")
-    width, height = rgb.size
-    if zoom >= 1.0:
-        crop_w, crop_h = width / zoom, height / zoom
-        box = ((width - crop_w) / 2, (height - crop_h) / 2, (width + crop_w) / 2,
-               (height + crop_h) / 2)
-        return rgb.resize((width, height), Image.Resampling.BICUBIC, box=box)
-    small_w, small_h = max(1, round(width * zoom)), max(1, round(height * zoom))
-    small = np.asarray(rgb.resize((small_w, small_h), Image.Resampling.LANCZOS))
-    top, left = (height - small_h) // 2, (width - small_w) // 2
-    padded = np.pad(small, ((top, height - small_h - top), (left, width - small_w - left),
-                            (0, 0)), mode="symmetric")
-    return Image.fromarray(padded)
-
-
 def relative_radius(image: Image.Image) -> float:
     """:func:`red_cell_radius` as a fraction of the image's width: the same for a field
     photographed at 224 or 448 pixels, as the model sees it after the resize to its input."""
@@ -120,7 +103,9 @@ def to_reference(image: Image.Image, reference: float) -> Image.Image:
     zoom = reference / relative_radius(image)
     if abs(zoom - 1.0) < MIN_RESCALE:
         return image
-    return rescaled(image, zoom)
+    from leukemia_cnn.data.shifts import magnify
+
+    return magnify(image, zoom)
 
 
 def radius_summary(radii: np.ndarray) -> dict:
