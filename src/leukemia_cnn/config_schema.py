@@ -183,6 +183,10 @@ class SplitConfig(Knobs):
 class PreprocessConfig(Knobs):
     image_size: int = setting(100, ge=16)
     color_mode: Literal["grayscale", "rgb"] = setting("grayscale")
+    # data/scale.py: every image's red cells to the train split's median size
+    rescale: bool = setting(False, late=True)
+    # the train split also in RGB (train.npz `x_rgb`), for a grayscale model's stain jitter
+    train_rgb: bool = setting(False, late=True)
 
 
 class HogConfig(Knobs):
@@ -292,6 +296,25 @@ class TrainConfig(Knobs):
         return self
 
 
+# --- augment: acquisition-shift augmentation of the training images (data/augment.py) ---
+class AugmentConfig(Knobs):
+    scale: float = setting(0.0, ge=0, le=1, late=True, allowed=(
+        "0 (off) or s in (0, 1]: zoom by a factor in [1 / (1 + s), 1 + s]"))
+    brightness: float = setting(0.0, ge=0, lt=1, late=True, allowed="0 (off) or a fraction < 1")
+    contrast: float = setting(0.0, ge=0, lt=1, late=True, allowed="0 (off) or a fraction < 1")
+    gamma: float = setting(0.0, ge=0, le=1, late=True, allowed=(
+        "0 (off) or g in (0, 1]: gamma in [1 / (1 + g), 1 + g]"))
+    blur: float = setting(0.0, ge=0, le=5, late=True, allowed=(
+        "0 (off) or the largest Gaussian sigma in pixels of the model input, up to 5"))
+    jpeg_quality: int | None = setting(None, ge=1, le=95, late=True, none="no JPEG",
+                                       allowed="null (off) or the lowest JPEG quality, 1-95")
+    stain: float = setting(0.0, ge=0, lt=1, late=True, allowed=(
+        "0 (off) or the HED jitter sigma in (0, 1), e.g. 0.05"))
+    grayscale: float = setting(0.0, ge=0, le=1, late=True, allowed=(
+        "the probability that a training image is turned grey, 0-1"))
+# --- end augment ---
+
+
 class EvaluateConfig(Knobs):
     ece_bins: int = setting(15, ge=1, late=True)
     gradcam_per_class: int = setting(2, ge=0, late=True,
@@ -373,6 +396,7 @@ class Config(Knobs):
     features: FeaturesConfig = group(FeaturesConfig)
     model: ModelConfig = group(ModelConfig)
     train: TrainConfig = group(TrainConfig)
+    augment: AugmentConfig = group(AugmentConfig, late=True)
     evaluate: EvaluateConfig = group(EvaluateConfig, late=True)
     mlflow: MlflowConfig = group(MlflowConfig)
     sweep: SweepConfig = group(SweepConfig, late=True)
@@ -394,4 +418,9 @@ class Config(Knobs):
             raise invalid("features.pca.n_components", self.features.pca.n_components,
                           f"at most the HOG feature count ({n_hog})")
         check_spatial(size, self.model.kernel_sizes, self.model.padding, self.model.pool_size)
+        if (self.augment.stain and self.preprocess.color_mode == "grayscale"
+                and not self.preprocess.train_rgb):
+            raise invalid("preprocess.train_rgb", self.preprocess.train_rgb,
+                          "true when augment.stain > 0 on a grayscale model (a stain jitter "
+                          "needs the colour of the training images)")
         return self

@@ -63,7 +63,13 @@ import numpy as np
 from leukemia_cnn.config import GUARD_METHODS, knob
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling import guardshift
-from leukemia_cnn.modeling.guardinputs import embedding_model, forward, image_statistics
+from leukemia_cnn.modeling.guardinputs import (
+    STATISTIC_NAMES,
+    embedding_model,
+    forward,
+    image_statistics,
+    scale_statistics,
+)
 from leukemia_cnn.modeling.guardparts import KNN_K, fit_part, score_part  # noqa: F401
 
 GUARD_FILE = "guard.npz"
@@ -140,12 +146,27 @@ def _needs_statistics(guard: Guard) -> bool:
     return bool({"input", "shift"} & set(guard.components))
 
 
+def statistics_for(names, x: np.ndarray) -> np.ndarray | None:
+    """What the parts ``names`` read of the images ``x`` besides the embedding: the input
+    statistics (:func:`image_statistics`), and for a ``shift`` part also the red-cell scale
+    (:func:`~leukemia_cnn.modeling.guardinputs.scale_statistics`) as a last column; None when
+    no part reads them."""
+    names = set(names)
+    if not {"input", "shift"} & names:
+        return None
+    if "shift" not in names:
+        return image_statistics(x)
+    return np.column_stack([image_statistics(x), scale_statistics(x)])
+
+
 def raw_score(name: str, part: dict[str, np.ndarray], embeddings, statistics) -> np.ndarray:
     """Part ``name``'s raw score per image: a distance part's
     (:func:`~leukemia_cnn.modeling.guardparts.score_part`), or the shift part's probability
     of an error (:func:`~leukemia_cnn.modeling.guardshift.score`)."""
     if name == "shift":
         return guardshift.score(part, embeddings, statistics)
+    if statistics is not None:  # the input part reads the image statistics only
+        statistics = statistics[:, :len(STATISTIC_NAMES)]
     return score_part(name, part, embeddings, statistics)
 
 
@@ -203,18 +224,19 @@ def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
     names = check_method(method)
     two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     last = model.layers[-1].get_weights()
-    needs_statistics = bool({"input", "shift"} & set(names))
     splits = {}
     for split, x in (("train", x_train), ("val", x_val)):
         embeddings = (val_embeddings if split == "val" and val_embeddings is not None
                       else forward(two_headed, x, batch_size)[0])
-        splits[split] = (embeddings, image_statistics(x) if needs_statistics else None)
+        splits[split] = (embeddings, statistics_for(names, x))
     guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate),
                   precision=model_precision(two_headed))
     for name in names:
         if name != "shift":
+            statistics = splits["train"][1]
             guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
-                                         splits["train"][1], last)
+                                         None if statistics is None
+                                         else statistics[:, :len(STATISTIC_NAMES)], last)
     if "shift" in names:
         guard.parts["shift"] = _fit_shift(two_headed, splits["train"], np.asarray(y_train),
                                           last, learning, batch_size)
@@ -235,8 +257,8 @@ def _fit_shift(two_headed, train, y_train, last, learning, batch_size: int) -> d
     embeddings, probabilities = forward(two_headed, x_learn, batch_size)
     wrong = probabilities.argmax(axis=1) != np.asarray(y_learn)
     mahalanobis = fit_part("mahalanobis", train[0], y_train, None, last)
-    return guardshift.fit(mahalanobis, train[1], last, embeddings, image_statistics(x_learn),
-                          wrong)
+    return guardshift.fit(mahalanobis, train[1], last, embeddings,
+                          statistics_for(["shift"], x_learn), wrong)
 
 
 def calibrate_precision(guard: Guard, model, x_val, precision: str,
@@ -249,7 +271,7 @@ def calibrate_precision(guard: Guard, model, x_val, precision: str,
 
     if precision != guard.precision:
         two_headed = embedding_model(with_precision(model, precision))
-        statistics = image_statistics(x_val) if _needs_statistics(guard) else None
+        statistics = statistics_for(guard.components, x_val)
         threshold, scales, accepted = thresholds(
             guard, forward(two_headed, x_val, batch_size)[0], statistics)
         guard.calibrations[precision] = {"threshold": threshold, "scales": scales,
@@ -274,7 +296,7 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
     """
     two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     embeddings, probabilities = forward(two_headed, x, batch_size)
-    statistics = image_statistics(x) if _needs_statistics(guard) else None
+    statistics = statistics_for(guard.components, x)
     with _blas_threads().limit(limits=1, user_api="blas"):
         parts = part_scores(guard, embeddings, statistics)
     scores = np.max(list(parts.values()), axis=0)

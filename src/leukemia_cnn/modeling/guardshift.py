@@ -12,8 +12,10 @@ logistic regression (scikit-learn) learns which of them it gets wrong from what 
 see of any image:
 
 - the squared Mahalanobis distance of the penultimate embedding to the nearest class mean;
-- the image statistics of the input part (brightness, spread, percentiles, focus, edges) as
-  signed and absolute z-scores against the training images, and their squared norm;
+- the image statistics of the input part (brightness, spread, percentiles, focus, edges) and
+  the log of the typical red-cell radius (:func:`~leukemia_cnn.data.scale.relative_radius`:
+  another magnification moves it) as signed and absolute z-scores against the training
+  images, and their squared norm;
 - the network's top probability, its margin over the second, and the entropy.
 
 Its score is the predicted probability of an error; like every part it is divided by its
@@ -32,6 +34,8 @@ import numpy as np
 
 from leukemia_cnn.data import shifts
 from leukemia_cnn.data.imaging import N_THREADS, to_model_input
+from leukemia_cnn.data.preprocess import scale_record
+from leukemia_cnn.data.scale import to_reference
 from leukemia_cnn.modeling.guardparts import squared_distances
 
 # The strengths the shift part learns from: (low, high, log-uniform?) per family; flip draws
@@ -68,9 +72,11 @@ def learning_cases(rng: np.random.Generator, n: int, color_mode: str) -> list[sh
 
 
 def learning_set(originals, labels: np.ndarray, seed: int, image_size: int, color_mode: str,
-                 draws: int = DRAWS_PER_IMAGE) -> tuple[np.ndarray, np.ndarray]:
+                 draws: int = DRAWS_PER_IMAGE, reference_radius: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """The inputs the shift part learns from: every image of ``originals`` unchanged and
-    under ``draws`` random cases, preprocessed as served; ``(x, labels)``."""
+    under ``draws`` random cases, preprocessed as served (``reference_radius``: the model's
+    ``preprocess.rescale`` target); ``(x, labels)``."""
     rng = np.random.default_rng([seed, 31, 2])
     jobs = [(index, None) for index in range(len(originals))]
     jobs += [(index, case) for index in range(len(originals))
@@ -81,6 +87,8 @@ def learning_set(originals, labels: np.ndarray, seed: int, image_size: int, colo
         image = originals[index]
         if case is not None:
             image = case.apply(image, shifts.case_rng(seed + 1_000_003, case, job_index))
+        if reference_radius is not None:
+            image = to_reference(image, reference_radius)
         return to_model_input(image, image_size, color_mode)
 
     with ThreadPoolExecutor(min(N_THREADS, 2)) as pool:
@@ -148,8 +156,10 @@ def learning_inputs(cfg, root: Path, paths, labels: np.ndarray):
     if "shift" not in str(cfg.train.guard_method).split("+"):
         return None
     originals = shifts.load_originals(Path(root) / cfg.paths.raw_dir, paths)
+    scale = scale_record(Path(root) / cfg.paths.preprocessed_dir)
+    reference = scale["red_cell_radius"]["median"] if scale.get("rescale") else None
     x, y = learning_set(originals, labels, cfg.seed, cfg.preprocess.image_size,
-                        cfg.preprocess.color_mode)
+                        cfg.preprocess.color_mode, reference_radius=reference)
     print(f"train: the guard's shift part learns from {len(y):,} val images "
           f"({len(originals)} unchanged and {DRAWS_PER_IMAGE} shifted copies of each)")
     return x, y

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from leukemia_cnn.data import shifts
-from leukemia_cnn.data.preprocess import load_split
+from leukemia_cnn.data.preprocess import load_split, scale_record
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
 from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard, score_images
@@ -123,8 +123,10 @@ class Scorer:
 
 
 def evaluate_suite(scorer: Scorer, originals, y_true: np.ndarray, cases, seed: int,
-                   preprocess, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score the clean images and every case of ``cases``.
+                   preprocess, progress: bool = True, reference_radius: float | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score the clean images and every case of ``cases`` (``reference_radius``: the model's
+    ``preprocess.rescale`` target, :func:`leukemia_cnn.data.preprocess.scale_record`).
 
     Returns the table (one row per case, clean first) and the per-image frame of the shifted
     cases (``case``, ``wrong``, ``accepted``, ``ood_score``) the pooled AUROC is computed on.
@@ -133,7 +135,7 @@ def evaluate_suite(scorer: Scorer, originals, y_true: np.ndarray, cases, seed: i
     moderate = set(shifts.MODERATE)
     for case in [None, *cases]:
         x = shifts.shifted_inputs(originals, case, seed, preprocess.image_size,
-                                  preprocess.color_mode)
+                                  preprocess.color_mode, reference_radius)
         y_pred, accepted, ood_score = scorer(x)
         family = CLEAN if case is None else case.family
         strength = float("nan") if case is None else case.strength
@@ -277,8 +279,11 @@ def run(cfg, root: Path) -> dict:
     cases = suite_cases(cfg.robustness, cfg.preprocess.color_mode)
     print(f"robustness: {len(originals)} test images under {len(cases)} shifts "
           f"(seed {cfg.robustness.seed})", flush=True)
+    scale = scale_record(root / cfg.paths.preprocessed_dir)
+    reference = scale["red_cell_radius"]["median"] if scale.get("rescale") else None
     table, per_image = evaluate_suite(Scorer(model, guard), originals, y_test, cases,
-                                      cfg.robustness.seed, cfg.preprocess)
+                                      cfg.robustness.seed, cfg.preprocess,
+                                      reference_radius=reference)
     summary = summary_metrics(table, per_image)
     summary["robustness_seconds"] = round(time.perf_counter() - start, 2)
     folder = write_outputs(table, {**summary, **worst_cases(table)}, reports_dir)
