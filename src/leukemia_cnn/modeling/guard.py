@@ -194,15 +194,23 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
     """``(threshold, scales, share accepted)`` that make ``guard`` accept its ``accept_rate``
     of the val images whose ``embeddings`` and ``statistics`` are given. Beside a ``shift``
     part, the distance parts are scaled at :data:`~leukemia_cnn.modeling.guardshift.FAR_ACCEPT_RATE`
-    (they flag only what is far from every training image)."""
+    (they flag only what is far from every training image), and the shift part's val scores
+    are its out-of-fold ones (``val_oof``: it learnt from these very images)."""
     def rate(name: str) -> float:
         far = "shift" in guard.components and name != "shift"
         return max(guardshift.FAR_ACCEPT_RATE, guard.accept_rate) if far else guard.accept_rate
 
-    scales = {name: max(quantile_threshold(raw_score(name, guard.parts[name], embeddings,
-                                                     statistics), rate(name)), 1e-12)
-              for name in guard.components}
-    val_scores = combined_scores(replace(guard, scales=scales), embeddings, statistics)
+    def val_score(name: str) -> np.ndarray:
+        part = guard.parts[name]
+        if name == "shift" and len(part.get("val_oof", ())) == len(embeddings):
+            return part["val_oof"]
+        return raw_score(name, part, embeddings, statistics)
+
+    raw = {name: val_score(name) for name in guard.components}
+    scales = {name: max(quantile_threshold(score, rate(name)), 1e-12)
+              for name, score in raw.items()}
+    val_scores = (next(iter(raw.values())) if len(raw) == 1
+                  else np.max([score / scales[name] for name, score in raw.items()], axis=0))
     threshold = quantile_threshold(val_scores, guard.accept_rate)
     return threshold, scales, float(np.mean(val_scores <= threshold))
 
@@ -253,12 +261,12 @@ def _fit_shift(two_headed, train, y_train, last, learning, batch_size: int) -> d
         raise DataError("train.guard_method includes `shift`, which learns from the val split's "
                         "original images under shift: none were given (the train stage reads "
                         "them from paths.raw_dir)")
-    x_learn, y_learn = learning
+    x_learn, y_learn, groups = learning
     embeddings, probabilities = forward(two_headed, x_learn, batch_size)
     wrong = probabilities.argmax(axis=1) != np.asarray(y_learn)
     mahalanobis = fit_part("mahalanobis", train[0], y_train, None, last)
     return guardshift.fit(mahalanobis, train[1], last, embeddings,
-                          statistics_for(["shift"], x_learn), wrong)
+                          statistics_for(["shift"], x_learn), wrong, groups)
 
 
 def calibrate_precision(guard: Guard, model, x_val, precision: str,
