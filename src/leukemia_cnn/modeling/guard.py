@@ -196,6 +196,11 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
     part, the distance parts are scaled at :data:`~leukemia_cnn.modeling.guardshift.FAR_ACCEPT_RATE`
     (they flag only what is far from every training image), and the shift part's val scores
     are its out-of-fold ones (``val_oof``: it learnt from these very images)."""
+    def floor(name: str) -> float:  # a distance part never flags within the envelope
+        if "shift" not in guard.components or name == "shift":
+            return 1e-12
+        return float(guard.parts["shift"].get(f"envelope/{name}", [1e-12])[0])
+
     def rate(name: str) -> float:
         far = "shift" in guard.components and name != "shift"
         return max(guardshift.FAR_ACCEPT_RATE, guard.accept_rate) if far else guard.accept_rate
@@ -207,7 +212,7 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
         return raw_score(name, part, embeddings, statistics)
 
     raw = {name: val_score(name) for name in guard.components}
-    scales = {name: max(quantile_threshold(score, rate(name)), 1e-12)
+    scales = {name: max(quantile_threshold(score, rate(name)), floor(name))
               for name, score in raw.items()}
     val_scores = (next(iter(raw.values())) if len(raw) == 1
                   else np.max([score / scales[name] for name, score in raw.items()], axis=0))
@@ -246,17 +251,20 @@ def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
                                          None if statistics is None
                                          else statistics[:, :len(STATISTIC_NAMES)], last)
     if "shift" in names:
-        guard.parts["shift"] = _fit_shift(two_headed, splits["train"], np.asarray(y_train),
-                                          last, learning, batch_size)
+        guard.parts["shift"] = _fit_shift(guard, two_headed, splits["train"],
+                                          np.asarray(y_train), last, learning, batch_size)
     guard.threshold, guard.scales, guard.val_accept_rate = thresholds(guard, *splits["val"])
     guard.train_accept_rate = float(np.mean(
         combined_scores(guard, *splits["train"]) <= guard.threshold))
     return guard
 
 
-def _fit_shift(two_headed, train, y_train, last, learning, batch_size: int) -> dict:
+def _fit_shift(guard: Guard, two_headed, train, y_train, last, learning,
+               batch_size: int) -> dict:
     """The ``shift`` part: the train split's Mahalanobis part and statistics, and what the
-    network gets wrong on the ``learning`` images."""
+    network gets wrong on the ``learning`` images; with the envelope of ``guard``'s distance
+    parts (``envelope/<part>``: the 99th percentile of their score on the learning images the
+    network reads right), which their far scale never falls below."""
     if learning is None:
         raise DataError("train.guard_method includes `shift`, which learns from the val split's "
                         "original images under shift: none were given (the train stage reads "
@@ -265,8 +273,13 @@ def _fit_shift(two_headed, train, y_train, last, learning, batch_size: int) -> d
     embeddings, probabilities = forward(two_headed, x_learn, batch_size)
     wrong = probabilities.argmax(axis=1) != np.asarray(y_learn)
     mahalanobis = fit_part("mahalanobis", train[0], y_train, None, last)
-    return guardshift.fit(mahalanobis, train[1], last, embeddings,
-                          statistics_for(["shift"], x_learn), wrong, groups)
+    statistics = statistics_for(["shift"], x_learn)
+    part = guardshift.fit(mahalanobis, train[1], last, embeddings, statistics, wrong, groups)
+    for name, fitted in guard.parts.items():
+        right = raw_score(name, fitted, embeddings[~wrong], statistics[~wrong])
+        if len(right):
+            part[f"envelope/{name}"] = np.array([np.quantile(right, guardshift.ENVELOPE)])
+    return part
 
 
 def calibrate_precision(guard: Guard, model, x_val, precision: str,

@@ -48,6 +48,9 @@ LEARNING_RANGES: dict[str, tuple[float, float, bool]] = {
 }
 DRAWS_PER_IMAGE = 6  # shifted copies of each val image the part learns from (plus the image)
 FAR_ACCEPT_RATE = 0.995  # the distance parts' scale beside a shift part: far from everything
+# ... and never below this quantile of their score on the shifted val images the network reads
+# right: a distance part does not flag a shift the network handles (the shift part judges it).
+ENVELOPE = 0.99
 FEATURE_NAMES = ("log_mahalanobis", "log_statistics_norm", "top_probability", "margin",
                  "entropy")
 C = 1.0  # the logistic regression's inverse regularisation (scikit-learn's default)
