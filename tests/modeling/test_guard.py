@@ -44,13 +44,13 @@ def synthetic_run(tmp_path_factory):
     """The train stage on built-in synthetic smears (tiny config), with its MLflow store."""
     import mlflow
 
-    from leukemia_cnn.config import compose
+    from leukemia_cnn.config import load_config
     from leukemia_cnn.modeling import train
 
     root = tmp_path_factory.mktemp("guard-run")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = compose(TINY_OVERRIDES, root=REPO_ROOT)
-    size, classes = int(cfg.preprocess.image_size), list(cfg.data.classes)
+    cfg = load_config(TINY_OVERRIDES, root=REPO_ROOT)
+    size, classes = cfg.preprocess.image_size, list(cfg.data.classes)
     folder = root / cfg.paths.preprocessed_dir
     folder.mkdir(parents=True)
     raw = {}
@@ -211,7 +211,7 @@ def test_a_collapsed_network_gets_a_degenerate_guard_not_a_crash(tmp_path, monke
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    cfg = compose([*TINY_OVERRIDES, "train.learning_rate=5", "train.epochs=3"], root=REPO_ROOT)
+    cfg = compose([*TINY_OVERRIDES, "train.learning_rate=5.0", "train.epochs=3"], root=REPO_ROOT)
     write_preprocessed(tmp_path, cfg)
     record = train.run(cfg, tmp_path)
     guard = guard_module.load_guard(tmp_path / "models" / guard_module.GUARD_FILE)

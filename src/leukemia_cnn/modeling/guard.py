@@ -11,13 +11,19 @@ Methods (``train.guard_method``; each gives a score, higher = more unusual):
     Squared Mahalanobis distance of the penultimate-layer embedding (the dense layer before
     the softmax) to the nearest class mean, with one shared covariance (Ledoit-Wolf shrinkage).
 ``knn``
-    Distance of the L2-normalised embedding to its ``KNN_K``-th nearest training embedding.
+    Distance of the L2-normalised embedding to its ``KNN_K``-th nearest training embedding
+    (:mod:`leukemia_cnn.modeling.guardparts` holds the distance parts).
 ``energy``
     Minus the log-sum-exp of the logits (the energy score of Liu et al. 2020).
 ``input``
     Squared Mahalanobis distance of image statistics the model's input keeps: brightness
     (mean, spread, 5/50/95th percentiles), focus (log variance of the Laplacian) and edge
     energy (log mean squared gradient), against the training images.
+``shift``
+    The probability that the network reads the image wrong, from a logistic regression fitted
+    on the val split's originals under random acquisition shifts
+    (:mod:`leukemia_cnn.modeling.guardshift`); beside it the distance parts flag only what is
+    far (99.5% of val, and never within the shifted images the network reads right).
 ``mahalanobis+input`` (and any ``a+b``)
     Each part divided by its own score at the accept rate on val; the image's score is the
     largest part, so either gate can flag it.
@@ -54,13 +60,11 @@ Public API (stable; the ``drift`` command builds on it)
 from __future__ import annotations
 
 import functools
-import json
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from leukemia_cnn.config import GUARD_METHODS, knob
+from leukemia_cnn.config import GUARD_METHODS
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling import guardshift
 from leukemia_cnn.modeling.guardinputs import (
@@ -70,66 +74,17 @@ from leukemia_cnn.modeling.guardinputs import (
     image_statistics,
     scale_statistics,
 )
-from leukemia_cnn.modeling.guardparts import KNN_K, fit_part, score_part  # noqa: F401
+from leukemia_cnn.modeling.guardparts import fit_part, score_part
+from leukemia_cnn.modeling.guardstore import (  # noqa: F401 - the guard's public API
+    GUARD_FILE,
+    Guard,
+    GuardResult,
+    load_guard,
+    save_guard,
+    summary,
+)
 
-GUARD_FILE = "guard.npz"
 METHODS = GUARD_METHODS
-
-
-@dataclass
-class Guard:
-    """A fitted guard: its method, threshold and the statistics each part scores against."""
-
-    method: str
-    threshold: float
-    accept_rate: float
-    val_accept_rate: float = float("nan")
-    train_accept_rate: float = float("nan")
-    # part name -> arrays (means and whitener, references, or last-layer weights)
-    parts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    # part name -> the part's val score at the accept rate (divides it in a combination)
-    scales: dict[str, float] = field(default_factory=dict)
-    # the precision of the network whose embeddings set ``threshold`` and ``scales``
-    precision: str = "float32"
-    # another precision -> {"threshold", "scales", "val_accept_rate"} set on val embeddings
-    # computed in it (:func:`calibrate_precision`)
-    calibrations: dict[str, dict] = field(default_factory=dict)
-
-    @property
-    def components(self) -> list[str]:
-        return self.method.split("+")
-
-    @property
-    def degenerate(self) -> list[str]:
-        """The parts fitted on training samples without spread (a collapsed network's constant
-        embedding): they answer, through a regularised covariance, but tell little apart."""
-        return [name for name, part in self.parts.items() if "degenerate" in part]
-
-    def in_precision(self, precision: str) -> Guard | None:
-        """This guard with the threshold and scales set for a network computing in
-        ``precision``; None when it was not calibrated for it (a guard saved before)."""
-        if precision == self.precision:
-            return self
-        calibration = self.calibrations.get(precision)
-        if calibration is None:
-            return None
-        return replace(self, precision=precision, threshold=float(calibration["threshold"]),
-                       scales={k: float(v) for k, v in calibration["scales"].items()},
-                       val_accept_rate=float(calibration["val_accept_rate"]),
-                       train_accept_rate=float("nan"), calibrations={})
-
-
-@dataclass
-class GuardResult:
-    """What :func:`score_images` returns, one entry per image."""
-
-    ood_score: np.ndarray
-    in_distribution: np.ndarray
-    probabilities: np.ndarray
-    # the score of the parts that read the network's embedding (None: the guard has none) and
-    # of the input part (None: it has none), each as it enters ``ood_score``'s maximum
-    network_score: np.ndarray | None = None
-    input_score: np.ndarray | None = None
 
 
 def check_method(method: str) -> list[str]:
@@ -142,15 +97,9 @@ def check_method(method: str) -> list[str]:
     return parts
 
 
-def _needs_statistics(guard: Guard) -> bool:
-    return bool({"input", "shift"} & set(guard.components))
-
-
 def statistics_for(names, x: np.ndarray) -> np.ndarray | None:
-    """What the parts ``names`` read of the images ``x`` besides the embedding: the input
-    statistics (:func:`image_statistics`), and for a ``shift`` part also the red-cell scale
-    (:func:`~leukemia_cnn.modeling.guardinputs.scale_statistics`) as a last column; None when
-    no part reads them."""
+    """What the parts ``names`` read of ``x`` besides the embedding: the input statistics, and
+    for a ``shift`` part the red-cell scale (:func:`scale_statistics`) as a last column."""
     names = set(names)
     if not {"input", "shift"} & names:
         return None
@@ -336,9 +285,8 @@ def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,
     the other inference precision too, save as ``model_dir/guard.npz``, print one line; return
     the guard and its file."""
     guard = fit_guard(two_headed or model, x_train, y_train, x_val,
-                      str(knob(cfg, "train.guard_method")),
-                      float(knob(cfg, "train.guard_accept_rate")), val_embeddings=val_embeddings,
-                      learning=learning)
+                      cfg.train.guard_method, cfg.train.guard_accept_rate,
+                      val_embeddings=val_embeddings, learning=learning)
     other = "bfloat16" if guard.precision == "float32" else "float32"
     calibrate_precision(guard, model, x_val, other)
     path = save_guard(guard, Path(model_dir) / GUARD_FILE)
@@ -352,58 +300,3 @@ def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,
           f"({guard.precision}; in {other}: threshold "
           f"{guard.calibrations[other]['threshold']:.4g})")
     return guard, path
-
-
-# ------------------------------------------------------------------ saving
-
-def summary(guard: Guard) -> dict:
-    """The guard's method, threshold and measured rates (logged to the training run), and
-    its threshold and val rate in the other precision (``guard_threshold_bfloat16``, ...)."""
-    record = {"guard_method": guard.method, "guard_threshold": guard.threshold,
-              "guard_accept_rate": guard.accept_rate,
-              "guard_val_accept_rate": guard.val_accept_rate,
-              "guard_train_accept_rate": guard.train_accept_rate}
-    for precision, calibration in guard.calibrations.items():
-        record[f"guard_threshold_{precision}"] = float(calibration["threshold"])
-        record[f"guard_val_accept_rate_{precision}"] = float(calibration["val_accept_rate"])
-    if guard.degenerate:
-        record["guard_degenerate"] = "+".join(guard.degenerate)
-    return record
-
-
-def save_guard(guard: Guard, path: Path) -> Path:
-    """Write ``guard`` as one ``.npz`` (arrays, and its settings as JSON; no pickle)."""
-    from leukemia_cnn.fileio import save_npz
-
-    meta = {"method": guard.method, "threshold": guard.threshold,
-            "accept_rate": guard.accept_rate, "val_accept_rate": guard.val_accept_rate,
-            "train_accept_rate": guard.train_accept_rate, "scales": guard.scales,
-            "precision": guard.precision, "calibrations": guard.calibrations}
-    arrays = {f"{name}/{key}": value for name, part in guard.parts.items()
-              for key, value in part.items()}
-    save_npz(Path(path), meta=np.array(json.dumps(meta)), **arrays)
-    return Path(path)
-
-
-def load_guard(path: Path, precision: str = "float32") -> Guard:
-    """Read a guard :func:`save_guard` wrote; a DataError names a missing or broken file.
-    ``precision``: the guard's own for a file saved before it was recorded (that of the
-    network it was saved beside)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            parts: dict[str, dict[str, np.ndarray]] = {}
-            for key in data.files:
-                if key != "meta":
-                    name, _, array = key.partition("/")
-                    parts.setdefault(name, {})[array] = data[key]
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable guard file ({exc}); re-run the train stage "
-                        "(`dvc repro train`)") from exc
-    return Guard(method=meta["method"], threshold=float(meta["threshold"]),
-                 accept_rate=float(meta["accept_rate"]),
-                 val_accept_rate=float(meta["val_accept_rate"]),
-                 train_accept_rate=float(meta["train_accept_rate"]),
-                 parts=parts, scales={k: float(v) for k, v in meta["scales"].items()},
-                 precision=str(meta.get("precision", precision)),
-                 calibrations=dict(meta.get("calibrations", {})))
