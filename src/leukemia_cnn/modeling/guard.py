@@ -69,6 +69,7 @@ from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling import guardshift
 from leukemia_cnn.modeling.guardinputs import (
     STATISTIC_NAMES,
+    colour_statistics,
     embedding_model,
     forward,
     image_statistics,
@@ -99,13 +100,14 @@ def check_method(method: str) -> list[str]:
 
 def statistics_for(names, x: np.ndarray) -> np.ndarray | None:
     """What the parts ``names`` read of ``x`` besides the embedding: the input statistics, and
-    for a ``shift`` part the red-cell scale (:func:`scale_statistics`) as a last column."""
+    for a ``shift`` part also the red-cell scale (:func:`scale_statistics`) and the colour
+    (:func:`colour_statistics`) as last columns."""
     names = set(names)
     if not {"input", "shift"} & names:
         return None
     if "shift" not in names:
         return image_statistics(x)
-    return np.column_stack([image_statistics(x), scale_statistics(x)])
+    return np.column_stack([image_statistics(x), scale_statistics(x), colour_statistics(x)])
 
 
 def raw_score(name: str, part: dict[str, np.ndarray], embeddings, statistics) -> np.ndarray:

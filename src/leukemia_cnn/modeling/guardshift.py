@@ -12,10 +12,11 @@ logistic regression (scikit-learn) learns which of them it gets wrong from what 
 see of any image:
 
 - the squared Mahalanobis distance of the penultimate embedding to the nearest class mean;
-- the image statistics of the input part (brightness, spread, percentiles, focus, edges) and
+- the image statistics of the input part (brightness, spread, percentiles, focus, edges),
   the log of the typical red-cell radius (:func:`~leukemia_cnn.data.scale.relative_radius`:
-  another magnification moves it) as signed and absolute z-scores against the training
-  images, and their squared norm;
+  another magnification moves it) and, for an RGB model, the colour (red and blue against
+  green, saturation: another stain or a grey camera moves them), as signed and absolute
+  z-scores against the training images, and their squared norm;
 - the network's top probability, its margin over the second, and the entropy.
 
 Its score is the predicted probability of an error; like every part it is divided by its
