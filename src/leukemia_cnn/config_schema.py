@@ -35,7 +35,7 @@ SOURCE = "synthetic, kaggle, or the path of a Kaggle zip or image folder"
 # How evaluate and the served model use the temperature fitted on val (modeling/calibration.py).
 CALIBRATION_MODES = ("auto", "on", "off")
 # The parts of an out-of-distribution guard (modeling/guard.py; config cannot import it).
-GUARD_METHODS = ("mahalanobis", "knn", "energy", "input")
+GUARD_METHODS = ("mahalanobis", "knn", "energy", "input", "shift")
 
 
 def _guard_parts(value: str) -> str:
@@ -279,7 +279,7 @@ class TrainConfig(Knobs):
     calibration: Literal[CALIBRATION_MODES] = setting("auto", late=True)
     # The out-of-distribution guard (modeling/guard.py), fit with the model.
     guard_method: GuardMethod = setting("mahalanobis+input", late=True, allowed=(
-        "one of mahalanobis, knn, energy, input, or several joined by '+' "
+        "one of mahalanobis, knn, energy, input, shift, or several joined by '+' "
         "(e.g. mahalanobis+input)"))
     guard_accept_rate: float = setting(0.95, gt=0, le=1, late=True, allowed=(
         "the share of validation images the guard accepts, in (0, 1], e.g. 0.95"))

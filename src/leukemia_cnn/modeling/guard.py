@@ -62,11 +62,18 @@ import numpy as np
 
 from leukemia_cnn.config import GUARD_METHODS, knob
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.modeling.guardinputs import embedding_model, forward, image_statistics
+from leukemia_cnn.modeling import guardshift
+from leukemia_cnn.modeling.guardinputs import (
+    STATISTIC_NAMES,
+    embedding_model,
+    forward,
+    image_statistics,
+    scale_statistics,
+)
+from leukemia_cnn.modeling.guardparts import KNN_K, fit_part, score_part  # noqa: F401
 
 GUARD_FILE = "guard.npz"
 METHODS = GUARD_METHODS
-KNN_K = 5  # the k-th neighbour: one or two near-copies in train do not make an image familiar
 
 
 @dataclass
@@ -91,6 +98,12 @@ class Guard:
     @property
     def components(self) -> list[str]:
         return self.method.split("+")
+
+    @property
+    def degenerate(self) -> list[str]:
+        """The parts fitted on training samples without spread (a collapsed network's constant
+        embedding): they answer, through a regularised covariance, but tell little apart."""
+        return [name for name, part in self.parts.items() if "degenerate" in part]
 
     def in_precision(self, precision: str) -> Guard | None:
         """This guard with the threshold and scales set for a network computing in
@@ -129,69 +142,38 @@ def check_method(method: str) -> list[str]:
     return parts
 
 
-# ------------------------------------------------------------------ fitting and scoring parts
-
-def _whitener(samples: np.ndarray) -> np.ndarray:
-    """``L`` with ``L @ L.T`` the Ledoit-Wolf precision of ``samples`` (centred): the squared
-    Mahalanobis distance of ``v`` to ``m`` is then ``|(v - m) @ L|^2``, one matrix product."""
-    from sklearn.covariance import LedoitWolf
-
-    precision = LedoitWolf(assume_centered=True).fit(samples).precision_
-    return np.linalg.cholesky((precision + precision.T) / 2.0)
-
-
-def _squared_distances(values: np.ndarray, means: np.ndarray, whitener: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of each row of ``values`` to each row of ``means``."""
-    z, centres = values @ whitener, means @ whitener
-    return np.maximum((z**2).sum(axis=1)[:, None] - 2.0 * z @ centres.T
-                      + (centres**2).sum(axis=1)[None, :], 0.0)
-
-
-def _unit(values: np.ndarray) -> np.ndarray:
-    return values / (np.linalg.norm(values, axis=1, keepdims=True) + 1e-12)
-
-
-def fit_part(name: str, embeddings, y, statistics, last_layer) -> dict[str, np.ndarray]:
-    """The statistics part ``name`` scores against, from the training split."""
-    if name == "mahalanobis":
-        labels = np.unique(y)
-        means = np.stack([embeddings[y == label].mean(axis=0) for label in labels])
-        centred = embeddings - means[np.searchsorted(labels, y)]
-        return {"means": means, "whitener": _whitener(centred)}
-    if name == "knn":
-        return {"references": _unit(embeddings).astype(np.float32)}
-    if name == "energy":
-        kernel, bias = last_layer
-        return {"kernel": np.asarray(kernel, np.float64), "bias": np.asarray(bias, np.float64)}
-    mean = statistics.mean(axis=0)
-    return {"means": mean[None, :], "whitener": _whitener(statistics - mean)}
-
-
-def score_part(name: str, part: dict[str, np.ndarray], embeddings, statistics) -> np.ndarray:
-    """Part ``name``'s raw score per image (higher = more unusual)."""
-    if name == "mahalanobis":
-        return _squared_distances(embeddings, part["means"], part["whitener"]).min(axis=1)
-    if name == "knn":
-        references = part["references"]
-        k = min(KNN_K, len(references))
-        similarity = _unit(embeddings).astype(np.float32) @ references.T
-        kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1]
-        return np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0)).astype(np.float64)
-    if name == "energy":
-        from scipy.special import logsumexp
-
-        return -logsumexp(embeddings @ part["kernel"] + part["bias"], axis=1)
-    return _squared_distances(statistics, part["means"], part["whitener"])[:, 0]
-
-
 def _needs_statistics(guard: Guard) -> bool:
-    return "input" in guard.components
+    return bool({"input", "shift"} & set(guard.components))
+
+
+def statistics_for(names, x: np.ndarray) -> np.ndarray | None:
+    """What the parts ``names`` read of the images ``x`` besides the embedding: the input
+    statistics (:func:`image_statistics`), and for a ``shift`` part also the red-cell scale
+    (:func:`~leukemia_cnn.modeling.guardinputs.scale_statistics`) as a last column; None when
+    no part reads them."""
+    names = set(names)
+    if not {"input", "shift"} & names:
+        return None
+    if "shift" not in names:
+        return image_statistics(x)
+    return np.column_stack([image_statistics(x), scale_statistics(x)])
+
+
+def raw_score(name: str, part: dict[str, np.ndarray], embeddings, statistics) -> np.ndarray:
+    """Part ``name``'s raw score per image: a distance part's
+    (:func:`~leukemia_cnn.modeling.guardparts.score_part`), or the shift part's probability
+    of an error (:func:`~leukemia_cnn.modeling.guardshift.score`)."""
+    if name == "shift":
+        return guardshift.score(part, embeddings, statistics)
+    if statistics is not None:  # the input part reads the image statistics only
+        statistics = statistics[:, :len(STATISTIC_NAMES)]
+    return score_part(name, part, embeddings, statistics)
 
 
 def part_scores(guard: Guard, embeddings, statistics) -> dict[str, np.ndarray]:
     """Each part's score as it enters ``ood_score``: raw for a one-part guard, else divided
     by the part's scale."""
-    scores = {name: score_part(name, guard.parts[name], embeddings, statistics)
+    scores = {name: raw_score(name, guard.parts[name], embeddings, statistics)
               for name in guard.components}
     if len(scores) == 1:
         return scores
@@ -210,9 +192,15 @@ def quantile_threshold(scores: np.ndarray, accept_rate: float) -> float:
 
 def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, float], float]:
     """``(threshold, scales, share accepted)`` that make ``guard`` accept its ``accept_rate``
-    of the val images whose ``embeddings`` and ``statistics`` are given."""
-    scales = {name: max(quantile_threshold(score_part(name, guard.parts[name], embeddings,
-                                                      statistics), guard.accept_rate), 1e-12)
+    of the val images whose ``embeddings`` and ``statistics`` are given. Beside a ``shift``
+    part, the distance parts are scaled at :data:`~leukemia_cnn.modeling.guardshift.FAR_ACCEPT_RATE`
+    (they flag only what is far from every training image)."""
+    def rate(name: str) -> float:
+        far = "shift" in guard.components and name != "shift"
+        return max(guardshift.FAR_ACCEPT_RATE, guard.accept_rate) if far else guard.accept_rate
+
+    scales = {name: max(quantile_threshold(raw_score(name, guard.parts[name], embeddings,
+                                                     statistics), rate(name)), 1e-12)
               for name in guard.components}
     val_scores = combined_scores(replace(guard, scales=scales), embeddings, statistics)
     threshold = quantile_threshold(val_scores, guard.accept_rate)
@@ -220,13 +208,16 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
 
 
 def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
-              accept_rate: float = 0.95, batch_size: int = 256, val_embeddings=None) -> Guard:
+              accept_rate: float = 0.95, batch_size: int = 256, val_embeddings=None,
+              learning=None) -> Guard:
     """Fit the guard's parts on the train split; set its threshold on the val split.
 
     ``model`` is the trained Keras classifier (or the two-headed model :func:`embedding_model`
     made from it); ``x_*`` are preprocessed images in [0, 1]; ``val_embeddings``, when given,
     are ``x_val``'s embeddings through that model (the train stage computes them once for the
-    calibration's probabilities too).
+    calibration's probabilities too); ``learning``: ``(x, y)``, the shifted val images the
+    ``shift`` part learns the network's errors from
+    (:func:`~leukemia_cnn.modeling.guardshift.learning_set`), needed by that part only.
     """
     from leukemia_cnn.modeling.precision import model_precision
 
@@ -237,16 +228,37 @@ def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
     for split, x in (("train", x_train), ("val", x_val)):
         embeddings = (val_embeddings if split == "val" and val_embeddings is not None
                       else forward(two_headed, x, batch_size)[0])
-        splits[split] = (embeddings, image_statistics(x) if "input" in names else None)
+        splits[split] = (embeddings, statistics_for(names, x))
     guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate),
                   precision=model_precision(two_headed))
     for name in names:
-        guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
-                                     splits["train"][1], last)
+        if name != "shift":
+            statistics = splits["train"][1]
+            guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
+                                         None if statistics is None
+                                         else statistics[:, :len(STATISTIC_NAMES)], last)
+    if "shift" in names:
+        guard.parts["shift"] = _fit_shift(two_headed, splits["train"], np.asarray(y_train),
+                                          last, learning, batch_size)
     guard.threshold, guard.scales, guard.val_accept_rate = thresholds(guard, *splits["val"])
     guard.train_accept_rate = float(np.mean(
         combined_scores(guard, *splits["train"]) <= guard.threshold))
     return guard
+
+
+def _fit_shift(two_headed, train, y_train, last, learning, batch_size: int) -> dict:
+    """The ``shift`` part: the train split's Mahalanobis part and statistics, and what the
+    network gets wrong on the ``learning`` images."""
+    if learning is None:
+        raise DataError("train.guard_method includes `shift`, which learns from the val split's "
+                        "original images under shift: none were given (the train stage reads "
+                        "them from paths.raw_dir)")
+    x_learn, y_learn = learning
+    embeddings, probabilities = forward(two_headed, x_learn, batch_size)
+    wrong = probabilities.argmax(axis=1) != np.asarray(y_learn)
+    mahalanobis = fit_part("mahalanobis", train[0], y_train, None, last)
+    return guardshift.fit(mahalanobis, train[1], last, embeddings,
+                          statistics_for(["shift"], x_learn), wrong)
 
 
 def calibrate_precision(guard: Guard, model, x_val, precision: str,
@@ -259,7 +271,7 @@ def calibrate_precision(guard: Guard, model, x_val, precision: str,
 
     if precision != guard.precision:
         two_headed = embedding_model(with_precision(model, precision))
-        statistics = image_statistics(x_val) if _needs_statistics(guard) else None
+        statistics = statistics_for(guard.components, x_val)
         threshold, scales, accepted = thresholds(
             guard, forward(two_headed, x_val, batch_size)[0], statistics)
         guard.calibrations[precision] = {"threshold": threshold, "scales": scales,
@@ -284,7 +296,7 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
     """
     two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     embeddings, probabilities = forward(two_headed, x, batch_size)
-    statistics = image_statistics(x) if _needs_statistics(guard) else None
+    statistics = statistics_for(guard.components, x)
     with _blas_threads().limit(limits=1, user_api="blas"):
         parts = part_scores(guard, embeddings, statistics)
     scores = np.max(list(parts.values()), axis=0)
@@ -296,17 +308,24 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
 
 
 def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,
-                     val_embeddings=None, two_headed=None) -> tuple[Guard, Path]:
+                     val_embeddings=None, two_headed=None, learning=None) -> tuple[Guard, Path]:
     """The train stage's hook: fit with ``train.guard_method`` and ``train.guard_accept_rate``
     on the classifier ``model`` (``two_headed``: its :func:`embedding_model`, when made
-    already), calibrate it for the other inference precision too, save as
-    ``model_dir/guard.npz``, print one line; return the guard and its file."""
+    already; ``learning``: the shift part's images, see :func:`fit_guard`), calibrate it for
+    the other inference precision too, save as ``model_dir/guard.npz``, print one line; return
+    the guard and its file."""
     guard = fit_guard(two_headed or model, x_train, y_train, x_val,
                       str(knob(cfg, "train.guard_method")),
-                      float(knob(cfg, "train.guard_accept_rate")), val_embeddings=val_embeddings)
+                      float(knob(cfg, "train.guard_accept_rate")), val_embeddings=val_embeddings,
+                      learning=learning)
     other = "bfloat16" if guard.precision == "float32" else "float32"
     calibrate_precision(guard, model, x_val, other)
     path = save_guard(guard, Path(model_dir) / GUARD_FILE)
+    if guard.degenerate:
+        print(f"train: WARNING the guard's {' and '.join(guard.degenerate)} part is degenerate: "
+              "the training samples it is fitted on have no spread in some direction (the "
+              "constant embedding of a collapsed network); it answers through a regularised "
+              "covariance but tells little apart")
     print(f"train: guard {guard.method} threshold {guard.threshold:.4g}: accepts "
           f"{guard.val_accept_rate:.1%} of val, {guard.train_accept_rate:.1%} of train "
           f"({guard.precision}; in {other}: threshold "
@@ -326,6 +345,8 @@ def summary(guard: Guard) -> dict:
     for precision, calibration in guard.calibrations.items():
         record[f"guard_threshold_{precision}"] = float(calibration["threshold"])
         record[f"guard_val_accept_rate_{precision}"] = float(calibration["val_accept_rate"])
+    if guard.degenerate:
+        record["guard_degenerate"] = "+".join(guard.degenerate)
     return record
 
 

@@ -41,6 +41,25 @@ def image_statistics(x: np.ndarray, workers: int | None = None) -> np.ndarray:
                                             bounds[:-1], bounds[1:])))
 
 
+def scale_statistics(x: np.ndarray, workers: int | None = None) -> np.ndarray:
+    """The log of the typical red-cell radius of each image of ``x`` (n, H, W, C) in [0, 1],
+    as a fraction of its width (:func:`leukemia_cnn.data.scale.relative_radius` on the model's
+    input): a smear under another magnification moves it by the log of the zoom. (n, 1)."""
+    from PIL import Image
+
+    from leukemia_cnn.data.scale import relative_radius
+
+    def one(image: np.ndarray) -> float:
+        pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        picture = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        return float(np.log(relative_radius(picture)))
+
+    if len(x) == 0:
+        return np.zeros((0, 1))
+    with ThreadPoolExecutor(max(1, min(workers or os.cpu_count() or 1, len(x)))) as pool:
+        return np.array(list(pool.map(one, np.asarray(x))))[:, None]
+
+
 def _statistics(x: np.ndarray) -> np.ndarray:
     gray = np.asarray(x, dtype=np.float32)
     if gray.ndim == 4:  # a view for one channel: a mean over it would copy every pixel

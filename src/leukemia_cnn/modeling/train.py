@@ -28,6 +28,7 @@ from leukemia_cnn.modeling.batches import training_batches
 from leukemia_cnn.modeling.guard import fit_for_training
 from leukemia_cnn.modeling.guard import summary as guard_summary
 from leukemia_cnn.modeling.guardinputs import embedding_model, forward
+from leukemia_cnn.modeling.guardshift import learning_inputs
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
 from leukemia_cnn.modeling.outputs import MODEL_FILE, exit_with_dvc, publish
 from leukemia_cnn.modeling.plots import plot_curves
@@ -201,13 +202,16 @@ def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
 
 
 def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path,
-                reports_dir: Path, label: str | None = None, scale: dict | None = None):
+                reports_dir: Path, label: str | None = None, scale: dict | None = None,
+                guard_learning=None):
     """Fit inside the active MLflow run and log curves, timing, config and the model.
 
     Writes ``model_dir/cnn.keras`` and ``reports_dir/train_history.csv``. Shared by the
     ``train`` stage and the sweep jobs. ``scale``: the preprocess stage's record of the training
     set's magnification (:func:`leukemia_cnn.data.preprocess.scale_record`), which the logged
-    model carries (and applies, with ``preprocess.rescale``).
+    model carries (and applies, with ``preprocess.rescale``). ``guard_learning``: the shifted
+    val images of a guard with a ``shift`` part
+    (:func:`leukemia_cnn.modeling.guardshift.learning_inputs`).
 
     Returns
     -------
@@ -226,7 +230,7 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     write_csv(reports_dir / "train_history.csv", history)
     summary = training_summary(cfg, model, history, seconds)
     calibration, guard_path = calibrate_and_guard(cfg, model, x_train, y_train, x_val, y_val,
-                                                  model_dir, summary)
+                                                  model_dir, summary, guard_learning)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -273,7 +277,7 @@ def training_summary(cfg: DictConfig, model, history: pd.DataFrame, seconds: flo
 
 
 def calibrate_and_guard(cfg: DictConfig, model, x_train, y_train, x_val, y_val,
-                        model_dir: Path, summary: dict) -> tuple[dict, Path]:
+                        model_dir: Path, summary: dict, learning=None) -> tuple[dict, Path]:
     """Fit the temperature on val and the out-of-distribution guard (fit on train, thresholded
     on val, served with the model); add both to ``summary`` and log them; return the
     calibration and the guard's file.
@@ -288,11 +292,15 @@ def calibrate_and_guard(cfg: DictConfig, model, x_train, y_train, x_val, y_val,
                    fitted_temperature=calibration["fitted_temperature"])
     metrics, tags = summary_fields(summary, calibration)
     guard, guard_path = fit_for_training(cfg, model, x_train, y_train, x_val, model_dir,
-                                         val_embeddings=val_embeddings, two_headed=two_headed)
+                                         val_embeddings=val_embeddings, two_headed=two_headed,
+                                         learning=learning)
     guard_record = guard_summary(guard)
     summary.update(guard_record)
-    tags["guard_method"] = guard.method
-    metrics.update({k: v for k, v in guard_record.items() if k != "guard_method"})
+    words = {k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
+             if k in guard_record}  # text: tags, not metrics
+    summary.update(words)
+    tags.update(words)
+    metrics.update(guard_record)
     log_metrics(metrics)
     set_tags(tags)
     return calibration, guard_path
@@ -354,8 +362,9 @@ def run(cfg: DictConfig, root: Path) -> dict:
     """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
     pre_dir = root / cfg.paths.preprocessed_dir
     x_train, y_train, train_paths = train_subset(cfg, *load_split(pre_dir, "train"))
-    x_val, y_val, _ = load_split(pre_dir, "val")
+    x_val, y_val, val_paths = load_split(pre_dir, "val")
     x_source = training_source(cfg, pre_dir, x_train)
+    guard_learning = learning_inputs(cfg, root, val_paths, y_val)
     model_dir = root / cfg.paths.model_dir
     reports_dir = root / cfg.paths.reports_dir
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -372,7 +381,8 @@ def run(cfg: DictConfig, root: Path) -> dict:
         with start_training_run(cfg, root, x_train, y_train, y_val, train_paths) as training:
             summary, info, _ = fit_and_log(cfg, x_source, y_train, x_val, y_val, staging,
                                            staging, label=training.name,
-                                           scale=scale_record(pre_dir))
+                                           scale=scale_record(pre_dir),
+                                           guard_learning=guard_learning)
         run_id = training.run_id
         record = {"run_id": run_id, "experiment_id": training.experiment_id,
                   "model_uri": info.model_uri, "run_name": training.name,

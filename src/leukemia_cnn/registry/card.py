@@ -103,7 +103,13 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
                 "one). Every answer is given as if the image were a smear like the training ones."]
     method = tags.get("guard_method", params.get("train.guard_method", MISSING))
     rate = params.get("train.guard_accept_rate", "0.95")
+    degenerate = tags.get("guard_degenerate")
+    warning = ([f"DEGENERATE guard: its `{degenerate}` part was fitted on training samples "
+                "without spread (the constant or rank-deficient embedding of a collapsed "
+                "network) through a regularised covariance; it answers, but tells little "
+                "apart.", ""] if degenerate else [])
     return [
+        *warning,
         f"Method `{method}`, fit on train; {_guard_thresholds(metrics)} accepts {rate} of val. "
         "Answers carry `in_distribution` (`ood_score <= threshold`).",
         "",
