@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import TINY_OVERRIDES, blob_images
+from helpers import REPO_ROOT, TINY_OVERRIDES, blob_images
 from leukemia_cnn.data.augment import LUMA, active, augment_batch, hed_jitter, pipeline
 from leukemia_cnn.errors import ConfigError
 
@@ -127,3 +127,24 @@ def test_the_robust_recipe_composes_and_trains_a_tiny_run(make_cfg):
         model, history, _ = fit(cfg, x_rgb, labels, x_val, labels)
         assert model.input_shape == (None, 32, 32, channels)
         assert len(history) == 2 and np.isfinite(history["loss"]).all()
+
+
+def test_the_train_stage_trains_a_grey_model_on_augmented_colour(tmp_path, mlflow_store):
+    """The robust recipe on a grayscale model through the train stage: batches from the train
+    split's RGB copy (``x_rgb``), the guard and the logged model on the grey images."""
+    from helpers import write_preprocessed
+    from leukemia_cnn.config import compose
+    from leukemia_cnn.modeling import train
+
+    cfg = compose(["experiment=robust", *TINY_OVERRIDES, "train.epochs=2",
+                   "train.lr_warmup_epochs=1", "train.early_stopping_patience=null"],
+                  root=REPO_ROOT)
+    directory = write_preprocessed(tmp_path, cfg, per_class={"train": 8, "val": 4, "test": 4})
+    with np.load(directory / "train.npz") as data:
+        arrays = dict(data)
+    arrays["x_rgb"] = np.repeat(arrays["x"], 3, axis=-1) * np.array([1.0, 0.9, 0.95],
+                                                                     np.float32)
+    np.savez(directory / "train.npz", **arrays)
+    result = train.run(cfg, tmp_path)
+    assert result["epochs"] == 2 and result["run_id"]
+    assert (tmp_path / cfg.paths.model_dir / "guard.npz").is_file()
