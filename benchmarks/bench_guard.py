@@ -52,14 +52,14 @@ def served_models(workdir: Path, n_train: int, epochs: int):
     """The served wrapper with and without the guard, and the config it was built from."""
     import numpy as np
 
-    from leukemia_cnn.config import compose
+    from leukemia_cnn.config import load_config
     from leukemia_cnn.data.imaging import load_model_input
     from leukemia_cnn.modeling.guard import GUARD_FILE, fit_for_training
-    from leukemia_cnn.serving.pyfunc import LeukemiaCNNModel
     from leukemia_cnn.modeling.train import fit
+    from leukemia_cnn.serving.pyfunc import LeukemiaCNNModel
 
-    cfg = compose([f"train.epochs={epochs}", "train.verbose=0"], root=benchlib.REPO)
-    size, mode = int(cfg.preprocess.image_size), str(cfg.preprocess.color_mode)
+    cfg = load_config([f"train.epochs={epochs}", "train.verbose=0"], root=benchlib.REPO)
+    size, mode = cfg.preprocess.image_size, cfg.preprocess.color_mode
     arrays = {}
     for split, (count, seed) in {"train": (n_train, 1), "val": (n_train // 4, 2)}.items():
         images, labels = synthetic_jpegs(count, seed)

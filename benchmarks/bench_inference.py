@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{value / rate['bare keras model.predict']:.3f})")
 
         workers = n_workers()
-        size, mode = int(cfg.preprocess.image_size), str(cfg.preprocess.color_mode)
+        size, mode = cfg.preprocess.image_size, cfg.preprocess.color_mode
 
         def end_to_end(threads: int) -> tuple[float, float]:
             started = time.perf_counter()

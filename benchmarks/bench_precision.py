@@ -31,18 +31,18 @@ def run_trial(experiment: str, mode: str, images: int, epochs: int) -> dict:
     """Fit and predict timings of one configuration in one precision, in this process."""
     import numpy as np
 
-    from leukemia_cnn.config import compose
+    from leukemia_cnn.config import load_config
     from leukemia_cnn.modeling.model import build_from_config, set_seeds
 
-    cfg = compose([f"experiment={experiment}", f"train.mixed_precision={mode}"],
-                  root=benchlib.REPO)
-    size = int(cfg.preprocess.image_size)
+    cfg = load_config([f"experiment={experiment}", f"train.mixed_precision={mode}"],
+                      root=benchlib.REPO)
+    size = cfg.preprocess.image_size
     rng = np.random.default_rng(0)
     x = rng.random((images, size, size, 1), dtype=np.float32)
     y = np.eye(len(cfg.data.classes), dtype=np.float32)[rng.integers(0, len(cfg.data.classes),
                                                                      images)]
     set_seeds(1)
-    batch = int(cfg.train.batch_size)
+    batch = cfg.train.batch_size
     model = build_from_config(cfg, (size, size, 1), steps_per_epoch=-(-images // batch))
     model.fit(x, y, epochs=1, batch_size=batch, verbose=0)  # graph tracing, oneDNN warm-up
     started = time.perf_counter()

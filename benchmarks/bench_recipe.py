@@ -31,12 +31,12 @@ def run_trial(experiment: str, data_project: Path, overrides: list[str]) -> dict
     """One timed ``fit`` of ``experiment`` in this process."""
     import numpy as np
 
-    from leukemia_cnn.config import compose
+    from leukemia_cnn.config import load_config
     from leukemia_cnn.data.preprocess import load_split
     from leukemia_cnn.modeling.train import fit, train_subset, training_source
 
-    cfg = compose([f"experiment={experiment}", "train.verbose=0", *overrides],
-                  root=benchlib.REPO)
+    cfg = load_config([f"experiment={experiment}", "train.verbose=0", *overrides],
+                      root=benchlib.REPO)
     pre_dir = data_project / "data" / "preprocessed"
     x_train, y_train, _ = train_subset(cfg, *load_split(pre_dir, "train")[:2])
     x_val, y_val, _ = load_split(pre_dir, "val")

@@ -37,16 +37,16 @@ BARE_MODES = ("bare", "bare-det")
 
 
 def trial_config(project: Path, epochs: int, batch_size: int | None):
-    from omegaconf import OmegaConf
+    from leukemia_cnn.config import load_params, updated
 
-    cfg = OmegaConf.load(project / "params.yaml")
+    cfg = load_params(project / "params.yaml")
     overrides = {"train": {"epochs": epochs, "verbose": 0},
                  "paths": {"model_dir": "benchmark-train/models",
                            "reports_dir": "benchmark-train/reports"},
                  "mlflow": {"experiment_name": "benchmark-train"}}
     if batch_size:
         overrides["train"]["batch_size"] = batch_size
-    return OmegaConf.merge(cfg, overrides)
+    return updated(cfg, overrides)
 
 
 def run_trial(mode: str, project: Path, epochs: int, batch_size: int | None) -> dict:
@@ -68,7 +68,7 @@ def run_trial(mode: str, project: Path, epochs: int, batch_size: int | None) -> 
 
     started = time.perf_counter()
     if mode == "bare-det":
-        set_seeds(int(cfg.seed), deterministic=True)
+        set_seeds(cfg.seed, deterministic=True)
     pre_dir = project / cfg.paths.preprocessed_dir
     x_train, y_train, _ = load_split(pre_dir, "train")
     x_val, y_val, _ = load_split(pre_dir, "val")
@@ -77,7 +77,7 @@ def run_trial(mode: str, project: Path, epochs: int, batch_size: int | None) -> 
     fit_started = time.perf_counter()
     model.fit(x_train, one_hot(y_train, n_classes),
               validation_data=(x_val, one_hot(y_val, n_classes)),
-              epochs=int(cfg.train.epochs), batch_size=int(cfg.train.batch_size),
+              epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
               shuffle=True, verbose=0)
     finished = time.perf_counter()
     return {"seconds": finished - started, "fit_seconds": finished - fit_started}
@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = benchlib.Bench("train", "train stage code path vs bare model.fit")
     with benchlib.workspace_from_args(args, bench) as ws:
-        from leukemia_cnn.config import compose
+        from leukemia_cnn.config import load_config
 
-        default_epochs = int(compose([], root=benchlib.REPO).train.epochs)
+        default_epochs = int(load_config([], root=benchlib.REPO).train.epochs)
         cfg = trial_config(ws.project, args.epochs, args.batch_size)
         x, _ = ws.preprocessed(("train",))
         x_val, _ = ws.preprocessed(("val",))

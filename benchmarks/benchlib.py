@@ -204,9 +204,9 @@ class Workspace:
         return sorted(self.raw_dir.rglob("*.jpg"))
 
     def params(self):
-        from omegaconf import OmegaConf
+        from leukemia_cnn.config import load_params
 
-        return OmegaConf.load(self.project / "params.yaml")
+        return load_params(self.project / "params.yaml")
 
     def preprocessed(self, splits=("train", "val", "test")):
         """The preprocess stage's arrays of ``splits``, concatenated: ``(x, y)``."""

@@ -27,8 +27,8 @@ from PIL import Image, ImageFilter
 from leukemia_cnn.config import load_params
 from leukemia_cnn.data.preprocess import n_workers
 from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
-from leukemia_cnn.monitoring.kstests import shift_tests, verdict
 from leukemia_cnn.monitoring.drift import load_reference, new_pca_features
+from leukemia_cnn.monitoring.kstests import shift_tests, verdict
 
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "rocket", "page",
            "horse", "clock", "immunohistochemistry", "cell", "grass", "brick")
@@ -70,16 +70,16 @@ def write_variant(paths: list[Path], change, folder: Path) -> list[Path]:
 
 
 def features_of(cfg, paths: list[Path], pca) -> dict[str, np.ndarray]:
-    described = describe_files(paths, int(cfg.preprocess.image_size),
-                               str(cfg.preprocess.color_mode), n_workers())
+    described = describe_files(paths, cfg.preprocess.image_size,
+                               cfg.preprocess.color_mode, n_workers())
     return {**described.stats,
             **pca_columns(new_pca_features(cfg, described.model_inputs, pca))}
 
 
 def decide(cfg, reference: dict, new: dict):
-    tests = shift_tests(reference, new, float(cfg.drift.alpha), str(cfg.drift.correction))
-    return verdict(tests, None, float(cfg.drift.max_flagged_share), float(cfg.drift.alpha),
-                   str(cfg.drift.correction)), tests
+    tests = shift_tests(reference, new, cfg.drift.alpha, cfg.drift.correction)
+    return verdict(tests, None, cfg.drift.max_flagged_share, cfg.drift.alpha,
+                   cfg.drift.correction), tests
 
 
 def row(cfg, name: str, reference: dict, new: dict, batch: int, draws: int) -> str:

@@ -34,10 +34,10 @@ COVERAGES = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
 
 def probe_sets(project: Path, cfg, test_paths) -> dict[str, np.ndarray]:
     """Preprocessed images of each probe: the shifted raw test images and the samples."""
-    from leukemia_cnn.data.imaging import open_image, to_model_input
     from leukemia_cnn.data import shifts
+    from leukemia_cnn.data.imaging import open_image, to_model_input
 
-    size, mode = int(cfg.preprocess.image_size), str(cfg.preprocess.color_mode)
+    size, mode = cfg.preprocess.image_size, cfg.preprocess.color_mode
     raw = [open_image(project / cfg.paths.raw_dir / str(p)) for p in test_paths]
     prepare = lambda images: np.stack([to_model_input(i, size, mode) for i in images])  # noqa: E731
     probes = {f"test, {shift}": prepare([shifts.shifted(i, shift) for i in raw])
@@ -216,7 +216,7 @@ def report(project: Path, rows: list[dict], default: str, cfg, splits, probes, c
         f"(train/val/test). Model: the project's `models/cnn.keras` after the commands below "
         f"(preprocess {cfg.preprocess.image_size}x{cfg.preprocess.image_size} "
         f"{cfg.preprocess.color_mode}). Each guard is fitted on train and thresholded on val to "
-        f"accept {float(cfg.train.guard_accept_rate):.0%} of it (`train.guard_accept_rate`), "
+        f"accept {cfg.train.guard_accept_rate:.0%} of it (`train.guard_accept_rate`), "
         "as the train stage does. No image is in this report.",
         "",
         "```bash",
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     import keras
 
-    from leukemia_cnn.config import knob, load_params
+    from leukemia_cnn.config import load_params
     from leukemia_cnn.data.preprocess import load_split
     from leukemia_cnn.fileio import write_text
 
@@ -275,13 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for method in METHODS:
         rows.append(method_row(model, method, splits, probes,
-                               float(knob(cfg, "train.guard_accept_rate"))))
+                               cfg.train.guard_accept_rate))
         print(f"guard_report: {method}: " + ", ".join(
             f"{k} {v:.3f}" for k, v in rows[-1].items() if not k.startswith("_")
             and k != "method"), file=sys.stderr)
-    default = str(knob(cfg, "train.guard_method"))
+    default = cfg.train.guard_method
     precisions = precision_rows(model, default, splits, probes,
-                                float(knob(cfg, "train.guard_accept_rate")))
+                                cfg.train.guard_accept_rate)
     command = "python benchmarks/guard_report.py --project . --output docs/results/guard.md"
     text = report(project, rows, default, cfg, splits, probes, command, precisions)
     write_text(Path(args.output), text)

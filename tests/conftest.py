@@ -18,13 +18,11 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 @pytest.fixture
 def make_cfg():
-    """Compose the real conf/ with Hydra overrides (and validate it)."""
-    from leukemia_cnn.config import compose, validate_config
+    """Compose the real conf/ with Hydra overrides: the typed config a stage takes."""
+    from leukemia_cnn.config import load_config
 
     def factory(*overrides: str):
-        cfg = compose(list(overrides), root=REPO_ROOT)
-        validate_config(cfg)
-        return cfg
+        return load_config(list(overrides), root=REPO_ROOT)
 
     return factory
 
@@ -45,12 +43,12 @@ def mlflow_store(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory):
     """A tiny project trained and evaluated once per session (train + evaluate stages)."""
-    from leukemia_cnn.config import compose
+    from leukemia_cnn.config import load_config
     from leukemia_cnn.modeling import evaluate, train
 
     root = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = compose(TINY_OVERRIDES, root=REPO_ROOT)
+    cfg = load_config(TINY_OVERRIDES, root=REPO_ROOT)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         write_preprocessed(root, cfg)

@@ -5,6 +5,7 @@ stages that run it)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ PACKAGE = REPO_ROOT / "src" / "leukemia_cnn"
 # are shared by all.)
 RANKS = {"data": 1, "tracking": 2, "quality": 2, "features": 3, "modeling": 4, "registry": 5,
          "serving": 6, "monitoring": 7, "study": 8, "cli": 9}
-FOUNDATION = {"config", "config_schema", "config_types", "config_validate", "errors", "fileio", "pathrules",
+FOUNDATION = {"config", "config_schema", "config_shifts", "config_types", "config_validate", "errors",
+              "fileio", "pathrules",
               "console", "devtools", "__init__"}
 # Known exceptions, each with its reason; a new one needs a reason here.
 AGAINST_THE_FLOW: dict[tuple[str, str], str] = {
@@ -219,3 +221,30 @@ def test_editing_the_data_makers_reruns_no_stage_but_a_stage_module_reruns_its_s
              if "src/leukemia_cnn/data/imaging.py" in stage_code_files(stage)}
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/imaging.py") == users
     assert "train" in users and "split" not in users
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_modules_and_functions_stay_short(path):
+    """docs/architecture.md: no module over 400 lines, no function over 60."""
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, (
+        f"{module_name(path)} has {len(text.splitlines())} lines; split it by what it does")
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"{module_name(path)}: functions over 60 lines: {long}"
+
+
+CASTS = re.compile(r"\b(?:int|float|str|bool)\(cfg(?:\.\w+)+\)|\bknob\(|OmegaConf\.select\(cfg")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_stage_code_reads_the_typed_config_without_casts(path):
+    """docs/architecture.md: stages take the validated Config; a value has the schema's type,
+    so nothing re-casts it or reads it with a default of its own."""
+    found = CASTS.findall(path.read_text())
+    assert not found, f"{module_name(path)} re-casts or re-defaults config values: {found}"

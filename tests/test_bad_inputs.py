@@ -30,7 +30,7 @@ from helpers.datasets import (
     write_file,
     write_image,
 )
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config
 from leukemia_cnn.data import ingest
 from leukemia_cnn.data.rawtree import RAW_OUTPUT
 from leukemia_cnn.errors import DataError
@@ -40,7 +40,7 @@ from leukemia_cnn.quality import validate_raw
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose(["data=kaggle"], root=REPO_ROOT)
+    return load_config(["data=kaggle"], root=REPO_ROOT)
 
 
 def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:

@@ -65,7 +65,8 @@ def test_recipe_benchmark_times_both_runs_and_prints_the_ratio(tmp_path, make_cf
     write_preprocessed(tmp_path, make_cfg(*TINY_OVERRIDES))
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("features.")]
     command = [sys.executable, str(BENCHMARKS / "bench_recipe.py"), "--data-project",
-               str(tmp_path), "--recipe", "fast", "--override", "train.epochs=2"]
+               str(tmp_path), "--recipe", "fast", "--override", "train.epochs=2",
+               "--override", "train.lr_warmup_epochs=1"]
     for override in overrides:
         if not override.startswith("train.epochs"):
             command += ["--override", override]

@@ -32,3 +32,26 @@ def test_readme_commands_are_the_ones_ci_and_make_run():
         assert f"\n{command}" in readme, command
         assert f"\n{command.split()[1]}:" in makefile, command
     assert "\nmake test\n" in ci and "\nmake test-slow\n" in ci
+
+
+def test_the_readme_fits_a_screen_or_two():
+    """A new user's first page: what it is, the two commands, where to look next, links; the
+    reference lives in docs/."""
+    assert len((REPO_ROOT / "README.md").read_text().splitlines()) <= 120
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt()
+    broken = []
+    pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        for token in parser.parse(page.read_text()):
+            for child in token.children or []:
+                href = child.attrGet("href") if child.type == "link_open" else None
+                if not href or "://" in href or href.startswith(("#", "mailto:")):
+                    continue
+                if not (page.parent / href.split("#")[0]).exists():
+                    broken.append(f"{page.relative_to(REPO_ROOT)}: {href}")
+    assert not broken, broken

@@ -5,7 +5,6 @@ and under DVC a refused knob stops the pipeline before any output is removed."""
 import hashlib
 import json
 import math
-import typing
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,11 @@ from leukemia_cnn.config import (
     flatten,
     hog_feature_length,
     is_paper_faithful,
-    knob,
     load_params,
     overrides_from_defaults,
-    schema_field,
     validate_config,
 )
+from leukemia_cnn.config_schema import TrainConfig
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.tracking.store import config_id
 
@@ -96,7 +94,7 @@ def test_the_top_level_and_the_groups_are_the_schemas():
     composed = DEFAULTS
     assert list(composed) == list(config.Config.model_fields)
     assert composed["seed"] == default_of("seed")
-    assert OmegaConf.to_container(validate_config(compose(root=REPO_ROOT))) == composed
+    assert validate_config(compose(root=REPO_ROOT)).model_dump() == composed
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment")
@@ -106,16 +104,22 @@ def test_every_experiment_file_passes_the_schema(experiment):
     assert cfg.sweep.experiment == experiment
 
 
-def test_the_knobs_build_model_reads_default_to_the_schema():
-    import inspect
+def _value(cfg, key: str):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
-    from leukemia_cnn.modeling.model import build_model
 
-    signature = inspect.signature(build_model).parameters
-    for key in ("model.batch_norm", "model.batch_norm_momentum", "model.kernel_initializer",
-                "model.head", "train.augment", "train.augment_rotation"):
-        assert signature[key.split(".")[1]].default == default_of(key), key
+def test_the_paper_knobs_are_the_defaults_of_conf():
     assert {key: DEFAULTS[key.split(".")[0]][key.split(".")[1]] for key in PAPER_KNOBS} == PAPER_KNOBS
+
+
+def test_stages_get_the_typed_config():
+    """What every stage reads is the schema's model: its values have the schema's types."""
+    cfg = load_params(REPO_ROOT / "params.yaml")
+    assert isinstance(cfg, config.Config) and isinstance(cfg.train, TrainConfig)
+    assert type(cfg.train.epochs) is int and type(cfg.train.learning_rate) is float
+    assert type(cfg.split.train) is float and cfg.model.filters == [64, 32, 128]
 
 
 def test_the_hash_distance_has_one_range_for_the_split_and_the_suite():
@@ -154,9 +158,9 @@ def test_params_file_older_than_the_late_knobs_loads_with_the_schema_defaults(tm
     assert config_id(flatten(old)) == config_id(flatten(cfg))
     assert config_id(flatten(cfg)) == config_id({**defaults,
                                                  "split.near_duplicate_max_distance": None})
-    # knob() reads a config that skipped validation the same way
-    raw = OmegaConf.create(old)
-    assert {key: knob(raw, key) for key in LATE_KNOBS} == LATE_KNOBS
+    synthetic = {key: value for key, value in LATE_KNOBS.items()
+                 if key.rsplit(".", 1)[0] != "data" or hasattr(cfg.data, key.split(".")[1])}
+    assert {key: _value(cfg, key) for key in synthetic} == synthetic
 
 
 def test_a_required_key_missing_from_a_params_file_is_named(tmp_path):
@@ -312,18 +316,18 @@ def test_kaggle_data_option_composes_and_validates():
     cfg = validate_config(compose(["data=kaggle"], root=REPO_ROOT))
     assert cfg.data.source == "kaggle" and cfg.data.variant == "Original"
     assert list(cfg.data.classes) == ["Benign", "Early", "Pre", "Pro"]
-    assert cfg.data.skip_unknown_classes is False and "synth" not in cfg.data
+    assert cfg.data.skip_unknown_classes is False and not hasattr(cfg.data, "synth")
 
 
 def _ranged_numeric_keys():
+    """Every number knob with a range (not lists or mappings of numbers), with its type."""
     keys = []
     for key in config.all_keys():
-        _, tp = schema_field(key)
+        node = config.node_of(key)
+        kinds = {member.get("type") for member in node.get("anyOf", [node])} - {"null"}
         meta = config.bounds(key)
-        if any(meta.get(b) is not None for b in ("ge", "gt", "le", "lt")):
-            base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-            if typing.get_origin(tp) is None or base[0] in (int, float):
-                keys.append((key, base[0], meta))
+        if kinds in ({"integer"}, {"number"}) and any(v is not None for v in meta.values()):
+            keys.append((key, int if kinds == {"integer"} else float, meta))
     return keys
 
 
@@ -408,7 +412,7 @@ def test_every_in_range_number_is_accepted(key, kind, meta, data):
     if key in ("train.lr_warmup_epochs",):
         value = min(value, DEFAULTS["train"]["epochs"] - 1)
     cfg = validate_config(_with(key, value))
-    assert OmegaConf.select(cfg, key) == value
+    assert _value(cfg, key) == value
 
 
 # --------------------------------------------------------------------------------------------

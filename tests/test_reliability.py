@@ -70,20 +70,20 @@ def env_with(uri: str) -> dict[str, str]:
 @pytest.fixture
 def champion_project(tmp_path, monkeypatch):
     """A tiny project with a registered champion (train, evaluate, register in-process)."""
-    from leukemia_cnn.config import compose, write_params
+    from leukemia_cnn.config import load_config, write_params
     from leukemia_cnn.modeling import evaluate, train
     from leukemia_cnn.registry import register
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    cfg = compose([*TINY_OVERRIDES, "train.epochs=1"], root=REPO_ROOT)
+    cfg = load_config([*TINY_OVERRIDES, "train.epochs=1"], root=REPO_ROOT)
     write_preprocessed(tmp_path, cfg)
     train.run(cfg, tmp_path)
     evaluate.run(cfg, tmp_path)
     registered = register.run(cfg, tmp_path)
     assert registered["champion_version"] == "1"
     # The interrupted run: many epochs, so that it is still training when signalled.
-    write_params(compose([*TINY_OVERRIDES, "train.epochs=500"], root=REPO_ROOT),
+    write_params(load_config([*TINY_OVERRIDES, "train.epochs=500"], root=REPO_ROOT),
                  tmp_path / "params.yaml")
     return tmp_path, uri
 

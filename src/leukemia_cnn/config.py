@@ -2,16 +2,17 @@
 
 ``conf/`` (Hydra config groups) is what users read and edit; ``params.yaml`` is ``conf/``
 composed (``leukemia-cnn params``, or DVC's Hydra integration under ``dvc exp run -S``).
-Every stage takes the composed config as a plain ``DictConfig``.
 
 The schema is :mod:`leukemia_cnn.config_schema`: one pydantic model per group, one typed
 field per knob with its default and range (``setting(default, ge=.., allowed=.., late=..)``).
-:func:`validate_config` checks a composed config against it: an unknown key (``+train.epochz=2``
-too) is refused with the nearest valid key; a value of the wrong type or out of range is
-refused in one line naming the key, the bad value and what is allowed; rules over several keys
-are the models' ``model_validator``\\ s; a key a params file lacks because it was written before
-the knob existed (``late=True``) takes the schema's default. Stage code reads
-``cfg.train.epochs`` and never re-checks.
+:func:`validate_config` checks a composed config against it and returns the typed
+:class:`Config`: an unknown key (``+train.epochz=2`` too) is refused with the nearest valid
+key; a value of the wrong type or out of range is refused in one line naming the key, the bad
+value and what is allowed; rules over several keys are the models' ``model_validator``\\ s; a
+key a params file lacks because it was written before the knob existed (``late=True``) takes
+the schema's default. Every stage takes that :class:`Config` (or one of its groups):
+``cfg.train.epochs`` is an ``int`` because the schema says so, and no stage re-checks,
+re-casts or re-defaults a value.
 
 Why conf/ stays plain YAML (and not ``defaults: [schema]`` in Hydra's ConfigStore): DVC
 composes ``conf/`` in its own process for ``dvc exp run -S``, where this package's
@@ -23,13 +24,9 @@ comments a user reads, and in the schema for params files that lack a knob;
 ``split.near_duplicate_max_distance`` to ``${validation.near_duplicate_max_distance}``, while
 a params file from before the knob gets null, what the split did then. The ``data`` group has
 two options with different keys (``SyntheticData``, ``KaggleData``); the keys present say
-which one applies. Functions that take one group's values rather than a config
-(``split.split_table``, ``validate_raw.validate``) check them with :func:`check_section`.
+which one applies.
 
-Adding a knob: one field in its group's model in ``config_schema.py`` (``late=True`` for a
-knob added after runs were logged: at its default it leaves
-:func:`leukemia_cnn.tracking.store.config_id` unchanged), plus its line with the same default
-and a comment in ``conf/<group>/*.yaml``; then ``leukemia-cnn params``. Nothing else.
+Adding a knob: docs/architecture.md ("Adding a knob").
 """
 
 from __future__ import annotations
@@ -62,7 +59,8 @@ from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
     describe,
     is_late,
     late_defaults,
-    schema_field,
+    node_of,
+    plain,
     unknown_key,
     validate_config,
 )
@@ -89,12 +87,6 @@ PAPER_KNOBS: dict[str, Any] = {key: default_of(key) for key in (
     "train.early_stopping_patience", "train.lr_schedule", "train.lr_warmup_epochs",
     "train.ema_momentum", "train.label_smoothing", "train.weight_decay", "train.augment_dihedral",
     "evaluate.tta")}
-
-
-def knob(cfg: DictConfig, key: str) -> Any:
-    """The value of ``key`` in ``cfg``, or the schema's default when ``cfg`` lacks it (a config
-    that did not go through :func:`validate_config`)."""
-    return OmegaConf.select(cfg, key, default=default_of(key))
 
 
 # Finding, composing, loading and writing the config
@@ -163,7 +155,19 @@ def compose(overrides: Iterable[str] = (), root: Path | None = None) -> DictConf
     return cfg
 
 
-def load_params(path: str | Path = "params.yaml") -> DictConfig:
+def load_config(overrides: Iterable[str] = (), root: Path | None = None) -> Config:
+    """``conf/`` composed with ``overrides`` and checked: the typed config (what the tests and
+    the study's workspaces hand to stage code without a params file)."""
+    return validate_config(compose(overrides, root=root))
+
+
+def updated(cfg: Config, changes: dict[str, Any]) -> Config:
+    """``cfg`` with ``changes`` (a nested mapping, ``{"train": {"epochs": 3}}``) merged in and
+    checked again."""
+    return validate_config(OmegaConf.merge(cfg.model_dump(), changes))
+
+
+def load_params(path: str | Path = "params.yaml") -> Config:
     """Load the composed config a DVC stage runs with, checked by the schema (defaults filled)."""
     path = Path(path)
     if not path.is_file():
@@ -180,15 +184,15 @@ def load_params(path: str | Path = "params.yaml") -> DictConfig:
     return validate_config(cfg)
 
 
-def write_params(cfg: DictConfig, path: str | Path = "params.yaml") -> Path:
+def write_params(cfg: DictConfig | Config, path: str | Path = "params.yaml") -> Path:
     """Write ``cfg`` as plain YAML (what DVC's Hydra integration writes too)."""
     path = Path(path)
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = plain(cfg)
     path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     return path
 
 
-def write_config_check(cfg: DictConfig, root: Path, params: str | Path = "params.yaml") -> Path:
+def write_config_check(cfg: Config, root: Path, params: str | Path = "params.yaml") -> Path:
     """The ``check_config`` stage: ``cfg`` passed the schema; write the marker the other stages
     depend on. Its content does not depend on the knobs, so the stages after it re-run only
     for their own params."""
@@ -201,9 +205,9 @@ def write_config_check(cfg: DictConfig, root: Path, params: str | Path = "params
     return target
 
 
-def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+def flatten(cfg: DictConfig | Config | dict, prefix: str = "") -> dict[str, Any]:
     """Flatten a nested config to ``{"train.epochs": 15, ...}`` (lists kept as values)."""
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    data = plain(cfg)
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
@@ -233,12 +237,12 @@ def same_setting(value: Any, reference: Any) -> bool:
         return False
 
 
-def is_paper_faithful(cfg: DictConfig) -> bool:
+def is_paper_faithful(cfg: Config | DictConfig) -> bool:
     """:func:`paper_faithful` of a composed config."""
     return paper_faithful(flatten(cfg))
 
 
-def overrides_from_defaults(cfg: DictConfig, root: Path | None = None) -> list[str]:
+def overrides_from_defaults(cfg: Config | DictConfig, root: Path | None = None) -> list[str]:
     """The ``key=value`` differences between ``cfg`` and the composed defaults of ``conf/``.
 
     DVC's Hydra integration does not pass the ``-S`` overrides to the stage; this recovers them.

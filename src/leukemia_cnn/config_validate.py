@@ -1,127 +1,124 @@
-"""Checking a config against the schema (:mod:`leukemia_cnn.config_schema`): pydantic does
-the types and ranges; this module refuses unknown and missing keys first (with the nearest
-valid key), turns pydantic's first error into one line naming the key, the bad value and what
-is allowed, and walks the schema for :mod:`leukemia_cnn.config` (keys, defaults, ranges)."""
+"""Checking a config against the schema (:mod:`leukemia_cnn.config_schema`).
+
+pydantic does the work: types, ranges, unknown keys (``extra="forbid"``) and the rules over
+several keys. This module turns its first error into the one line a user reads (the key, the
+bad value and what is allowed, or the nearest valid key) and reads the schema's JSON Schema
+for those words, the ranges and the defaults. The one check pydantic does not make: a key
+that is not ``late`` must be in a params file (every knob has a default, for the files that
+lack a late one), read from the validated model's ``model_fields_set``.
+"""
 
 from __future__ import annotations
 
 import difflib
 import functools
-import types
-import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic.fields import FieldInfo
 
-from leukemia_cnn.config_schema import Config
+from leukemia_cnn.config_schema import DATA_OPTIONS, Config
 from leukemia_cnn.config_types import invalid
 from leukemia_cnn.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
-# Walking the schema
+# The schema, as JSON Schema
 # --------------------------------------------------------------------------------------------
-
-def _members(tp: Any) -> tuple[Any, ...]:
-    """The types of a (possibly ``Annotated``) union, each without its annotation."""
-    if typing.get_origin(tp) is typing.Annotated:
-        return _members(typing.get_args(tp)[0])
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return tuple(m for arg in typing.get_args(tp) for m in _members(arg))
-    return (tp,)
-
-
-def _is_schema(tp: Any) -> bool:
-    return all(isinstance(m, type) and issubclass(m, BaseModel) for m in _members(tp))
-
-
-def _option(tp: Any, values: Any) -> type[BaseModel]:
-    """The model of ``tp``, or of the union ``tp`` the one whose keys ``values`` matches best."""
-    options = _members(tp)
-    keys = set(values) if isinstance(values, Mapping) else set()
-    return max(options, key=lambda cls: (len(keys & set(cls.model_fields)), -options.index(cls)))
-
-
-def _late(info: FieldInfo) -> bool:
-    return bool((info.json_schema_extra or {}).get("late"))
 
 
 @functools.cache
-def all_keys(cls: Any = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema (groups and leaves), e.g. ``train``, ``train.epochs``."""
-    keys: list[str] = []
-    for option in _members(cls):
-        for name, info in option.model_fields.items():
-            key = f"{prefix}{name}"
-            keys += [key] if key not in keys else []
-            if _is_schema(info.annotation):
-                keys += [k for k in all_keys(info.annotation, f"{key}.") if k not in keys]
-    return keys
+def json_schema() -> dict[str, Any]:
+    return Config.model_json_schema()
 
 
-def schema_field(key: str) -> tuple[FieldInfo, Any]:
-    """The pydantic field of a dotted key and its type (see :func:`bounds`, :func:`is_late`)."""
-    tp: Any = Config
+def _resolve(node: dict) -> dict:
+    while "$ref" in node:
+        node = json_schema()["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _options(node: dict) -> list[dict]:
+    """The group(s) a node stands for: one, or each option of a union (``data``)."""
+    node = _resolve(node)
+    return [_resolve(option) for option in node["oneOf"]] if "oneOf" in node else [node]
+
+
+def _children(node: dict) -> dict[str, dict]:
+    children: dict[str, dict] = {}
+    for option in _options(node):
+        for name, child in option.get("properties", {}).items():
+            children.setdefault(name, child)
+    return children
+
+
+def node_of(key: str) -> dict:
+    """The JSON Schema of a dotted key (a group or a knob); unknown keys are refused."""
+    node: dict = json_schema()
     for part in key.split("."):
-        found = [m.model_fields[part] for m in _members(tp) if _is_schema(m)
-                 and part in m.model_fields]
-        if not found:
+        children = _children(node)
+        if part not in children:
             raise unknown_key(key)
-        info = found[0]
-        tp = info.annotation
-    return info, tp
+        node = children[part]
+    return node
+
+
+@functools.cache
+def all_keys(prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (groups and leaves), e.g. ``train``, ``train.epochs``."""
+    node = node_of(prefix[:-1]) if prefix else json_schema()
+    keys: list[str] = []
+    for name in _children(node):
+        keys.append(prefix + name)
+        if is_group(prefix + name):
+            keys += all_keys(f"{prefix}{name}.")
+    return keys
 
 
 def is_late(key: str) -> bool:
     """Whether a params file may lack ``key`` (the knob came after the first runs)."""
-    return _late(schema_field(key)[0])
+    return bool(node_of(key).get("late"))
 
 
-def _bounds_of(metadata: Iterable[Any]) -> dict[str, Any]:
-    found = {}
-    for item in metadata:
-        if isinstance(item, FieldInfo):  # Annotated[int, Field(ge=1)]
-            found.update(_bounds_of(item.metadata))
-        for bound in ("ge", "gt", "le", "lt"):
-            if getattr(item, bound, None) is not None:
-                found[bound] = getattr(item, bound)
-    return found
+def default_of(key: str) -> Any:
+    """The schema's default of a dotted key (``"train.lr_schedule"`` -> ``"constant"``)."""
+    node = node_of(key)
+    if "default" in node:
+        return node["default"]
+    return {name: default_of(f"{key}.{name}") for name in _children(node)}
 
 
-def _item_bounds(tp: Any) -> dict[str, Any]:
-    if typing.get_origin(tp) is typing.Annotated:
-        base, *metadata = typing.get_args(tp)
-        return {**_item_bounds(base), **_bounds_of(metadata)}
-    args = typing.get_args(tp)
-    return _item_bounds(args[-1]) if typing.get_origin(tp) in (list, dict) and args else {}
+def is_group(key: str) -> bool:
+    """Whether a dotted key is a group of knobs rather than a knob."""
+    return any("properties" in option for option in _options(node_of(key)))
+
+
+def late_defaults() -> dict[str, Any]:
+    """Every ``late`` knob with its default (see ``config.LATE_KNOBS``)."""
+    return {key: default_of(key) for key in all_keys() if not is_group(key) and is_late(key)}
+
+
+def _value_schema(node: dict) -> dict:
+    """The schema the numbers of a knob obey: its own, a list's items, a mapping's values, or
+    the non-null member of an optional."""
+    node = _resolve(node)
+    if "items" in node:
+        return _value_schema(node["items"])
+    if "patternProperties" in node:
+        return _value_schema(next(iter(node["patternProperties"].values())))
+    members = [m for m in node.get("anyOf", []) if m.get("type") in ("integer", "number")]
+    return members[0] if members else node
+
+
+BOUND_NAMES = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum",
+               "lt": "exclusiveMaximum"}
 
 
 def bounds(key: str) -> dict[str, Any]:
     """The numeric range of a knob, or of each item of a list knob: ``ge``/``gt``/``le``/``lt``
     (``None`` where unbounded)."""
-    info, tp = schema_field(key)
-    found = {**_item_bounds(tp), **_bounds_of(info.metadata)}
-    return {bound: found.get(bound) for bound in ("ge", "gt", "le", "lt")}
-
-
-def default_of(key: str) -> Any:
-    """The schema's default of a dotted key (``"train.lr_schedule"`` -> ``"constant"``)."""
-    made = schema_field(key)[0].get_default(call_default_factory=True)
-    return made.model_dump() if isinstance(made, BaseModel) else made
-
-
-def late_defaults(cls: Any = Config, prefix: str = "") -> dict[str, Any]:
-    """Every ``late=True`` knob with its default (see ``config.LATE_KNOBS``)."""
-    late = {}
-    for option in _members(cls):
-        for name, info in option.model_fields.items():
-            if _is_schema(info.annotation):
-                late.update(late_defaults(info.annotation, f"{prefix}{name}."))
-            elif _late(info):
-                late[f"{prefix}{name}"] = default_of(f"{prefix}{name}")
-    return late
+    schema = _value_schema(node_of(key))
+    return {bound: schema.get(name) for bound, name in BOUND_NAMES.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,33 +140,32 @@ def _range_words(bound: Mapping) -> str:
     return f" {words[0]}" if words else ""
 
 
-def _words(tp: Any, bound: Mapping, none: str | None = None) -> str:
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        base, *metadata = typing.get_args(tp)
-        return _words(base, {**bound, **_bounds_of(metadata)}, none)
-    if origin in (typing.Union, types.UnionType):
-        rest = [arg for arg in typing.get_args(tp) if arg is not type(None)]
-        inner = " or ".join(_words(arg, bound) for arg in rest)
-        if len(rest) == len(typing.get_args(tp)):
+def _words(node: dict, none: str | None = None) -> str:
+    node = _resolve(node)
+    if "anyOf" in node:
+        rest = [member for member in node["anyOf"] if member.get("type") != "null"]
+        inner = " or ".join(_words(member) for member in rest)
+        if len(rest) == len(node["anyOf"]):
             return inner
         return f"null ({none}) or {inner}" if none else f"null or {inner}"
-    if origin is Literal:
-        return ", ".join(str(choice) for choice in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_words(typing.get_args(tp)[0], bound)}"
-    if origin is dict:
-        return f"a mapping of names to {_words(typing.get_args(tp)[1], bound)}"
-    base = {bool: "true or false", int: "an integer", float: "a number",
-            str: "a non-empty string"}.get(tp, str(tp))
-    return base + (_range_words(bound) if tp in (int, float) else "")
+    if "enum" in node or "const" in node:
+        return ", ".join(str(choice) for choice in node.get("enum", [node.get("const")]))
+    kind = node.get("type")
+    if kind == "array":
+        return f"a list of {_words(node['items'])}"
+    if kind == "object":
+        return f"a mapping of names to {_words(_value_schema(node))}"
+    base = {"boolean": "true or false", "integer": "an integer", "number": "a number",
+            "string": "a non-empty string"}.get(kind, str(kind))
+    if kind in ("integer", "number"):
+        base += _range_words({bound: node.get(name) for bound, name in BOUND_NAMES.items()})
+    return base
 
 
 def describe(key: str) -> str:
     """What a knob allows, in words (its ``allowed`` text, or made from its type and range)."""
-    info, tp = schema_field(key)
-    extra = info.json_schema_extra or {}
-    return extra.get("allowed") or _words(tp, _bounds_of(info.metadata), extra.get("none"))
+    node = node_of(key)
+    return node.get("allowed") or _words(node, node.get("none"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,31 +182,28 @@ def unknown_key(key: str, siblings: Iterable[str] = ()) -> ConfigError:
     return ConfigError(f"config key `{key}` is unknown (not in conf/); {hint}")
 
 
-def _check_keys(tp: Any, values: Any, prefix: str) -> None:
-    """Refuse an unknown or missing key of ``values`` (a group of type ``tp``), depth first."""
-    if not isinstance(values, Mapping):
-        raise invalid(prefix[:-1], values, f"a mapping of the keys of `{prefix[:-1]}` (see conf/)")
-    cls = _option(tp, values)
-    for key in values:
-        if key not in cls.model_fields:
-            other = [o for o in _members(tp) if key in o.model_fields]
-            if other:
-                raise ConfigError(f"config key `{prefix}{key}` belongs to {other[0].OPTION}, "
-                                  f"not to {cls.OPTION} (the keys of `{prefix[:-1]}` say which "
-                                  f"option it is); select {other[0].OPTION} or remove the key")
-            raise unknown_key(f"{prefix}{key}", (f"{prefix}{name}" for name in cls.model_fields))
-    for name, info in cls.model_fields.items():
-        if name not in values and not _late(info):
-            raise ConfigError(f"config key `{prefix}{name}` is missing; add it to conf/ "
-                              "(see conf/config.yaml)")
-        if name in values and _is_schema(info.annotation):
-            _check_keys(info.annotation, values[name], f"{prefix}{name}.")
+def _unknown(loc: list, tags: list[str]) -> ConfigError:
+    """An ``extra_forbidden`` error: a key of the other data option, or an unknown key."""
+    key = ".".join(loc)
+    parent = ".".join(loc[:-1])
+    others = [option.OPTION for option in DATA_OPTIONS if loc[-1] in option.model_fields]
+    if tags and parent == "data" and others:
+        return ConfigError(f"config key `{key}` belongs to {others[0]}, not to {tags[-1]} (the "
+                           f"keys of `{parent}` say which option it is); select {others[0]} or "
+                           "remove the key")
+    siblings = all_keys(f"{parent}.") if parent else list(Config.model_fields)
+    return unknown_key(key, [k for k in siblings if k.count(".") == key.count(".")])
 
 
 def _first_error(error: ValidationError, values: Mapping, prefix: str) -> ConfigError:
     """pydantic's first error as one line: the knob's key, its value and what it allows."""
+    errors = error.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     # Union tags (`data=kaggle`) and list/dict items are not keys: the knob is the whole value.
-    loc = [part for part in error.errors()[0]["loc"] if isinstance(part, str) and "=" not in part]
+    tags = [part for part in first["loc"] if isinstance(part, str) and "=" in part]
+    loc = [part for part in first["loc"] if isinstance(part, str) and "=" not in part]
+    if first["type"] == "extra_forbidden":
+        return _unknown([*prefix.split(".")[:-1], *loc] if prefix else loc, tags)
     known = all_keys()
     while loc and prefix + ".".join(loc) not in known:
         loc.pop()
@@ -220,63 +213,68 @@ def _first_error(error: ValidationError, values: Mapping, prefix: str) -> Config
     return invalid(prefix + ".".join(loc), value, describe(prefix + ".".join(loc)))
 
 
-def _given(checked: Any, values: Any) -> Any:
-    """``checked`` (the model's dump, defaults filled) with the values as given: a float knob
-    set to 1 stays 1, so the flattened config (and a run's config id) does not change."""
-    if isinstance(checked, dict) and isinstance(values, Mapping):
-        return {key: _given(value, values[key]) if key in values else value
-                for key, value in checked.items()}
-    return values
+def _refuse_missing(model: BaseModel, prefix: str) -> None:
+    """A key that is not late must be given; a group given in part is checked inside."""
+    for name, info in type(model).model_fields.items():
+        late = bool((info.json_schema_extra or {}).get("late"))
+        if name not in model.model_fields_set:
+            if not late:
+                raise ConfigError(f"config key `{prefix}{name}` is missing; add it to conf/ "
+                                  "(see conf/config.yaml)")
+        elif isinstance(getattr(model, name), BaseModel):
+            _refuse_missing(getattr(model, name), f"{prefix}{name}.")
 
 
-@functools.cache
-def _adapter(tp: Any) -> TypeAdapter:
-    return TypeAdapter(tp)
-
-
-def _check(tp: Any, values: Any, prefix: str) -> dict[str, Any]:
-    _check_keys(tp, values, prefix)
-    try:
-        checked = _adapter(tp).validate_python(values)
-    except ValidationError as error:
-        raise _first_error(error, values, prefix) from None
-    return _given(checked.model_dump(), values)
-
-
-def _plain(values: Any) -> Any:
+def plain(values: Any) -> Any:
+    """A config, or one group of it (a ``DictConfig`` or a model), as plain Python values."""
     if OmegaConf.is_config(values):
         return OmegaConf.to_container(values, resolve=True)
-    if isinstance(values, Mapping):
-        return {k: _plain(v) for k, v in values.items()}
-    if isinstance(values, (list, tuple)):
-        return [_plain(v) for v in values]
+    if isinstance(values, BaseModel):
+        return values.model_dump()
     return values
 
 
-def validate_config(cfg: DictConfig | Mapping) -> DictConfig:
-    """Check a composed config against the schema before any work starts.
+def validate_config(values: Any) -> Config:
+    """Check a composed config (a ``DictConfig``, a mapping, or a :class:`Config`) against the
+    schema before any work starts.
 
     Returns
     -------
-    DictConfig
-        The same config as a plain ``DictConfig``, with the schema's default for each knob
-        the config lacks (a params file written before the knob existed).
+    Config
+        The validated, typed config, with the schema's default for each late knob the config
+        lacks (a params file written before the knob existed).
 
     Raises
     ------
     ConfigError
         Naming the first unknown, missing or invalid key, its value and what is allowed.
     """
-    return OmegaConf.create(_check(Config, _plain(cfg), ""))
+    return check_section("", values)
 
 
-def check_section(name: str, values: DictConfig | Mapping) -> dict[str, Any]:
-    """One group of the config (``"validation"``, ``"split"``, ...) checked by the schema.
+@functools.cache
+def _adapter(name: str) -> TypeAdapter:
+    if not name:
+        return TypeAdapter(Config)
+    field = Config.model_fields[name]  # its metadata holds the data options' discriminator
+    return TypeAdapter(Annotated[field.annotation, *field.metadata] if field.metadata
+                       else field.annotation)
 
-    For functions that take a group's values rather than a whole config (their
-    ``ConfigError`` names ``<name>.<key>``). Returns the values as plain Python, with the
-    defaults of missing late knobs filled.
-    """
-    if name not in Config.model_fields:
+
+def check_section(name: str, values: Any) -> Any:
+    """One group of the config (``"validation"``, ``"split"``, ...; ``""``: the whole config)
+    checked by the schema: its typed model, with the defaults of missing late knobs filled.
+    Errors name ``<name>.<key>``."""
+    if name and name not in Config.model_fields:
         raise unknown_key(name)
-    return _check(Config.model_fields[name].annotation, _plain(values), f"{name}.")
+    plain_values = plain(values)
+    prefix = f"{name}." if name else ""
+    if not isinstance(plain_values, Mapping):
+        raise invalid(name or "config", plain_values,
+                      f"a mapping of the keys of `{name or 'conf/'}`")
+    try:
+        checked = _adapter(name).validate_python(plain_values)
+    except ValidationError as error:
+        raise _first_error(error, plain_values, prefix) from None
+    _refuse_missing(checked, prefix)
+    return checked

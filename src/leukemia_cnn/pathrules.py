@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.fileio import dvc_tracked, git_tracked
 
@@ -68,11 +67,11 @@ def _kind_reason(key: str, real: Path) -> str | None:
     return None
 
 
-def check_paths(cfg: DictConfig, root: Path) -> None:
+def check_paths(cfg: Config, root: Path) -> None:
     """Refuse the first ``paths.*`` value that breaks the rule (see the module doc), or two
     that overlap, with a one-line ConfigError naming the key."""
     root = Path(root).resolve()
-    paths = OmegaConf.to_container(cfg.paths, resolve=True) if "paths" in cfg else {}
+    paths = cfg.paths.model_dump()
     git_files = git_tracked(root)
     seen: dict[str, Path] = {}
     for key, value in paths.items():

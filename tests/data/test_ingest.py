@@ -25,7 +25,7 @@ from helpers.datasets import (
     write_image,
 )
 from leukemia_cnn.cli.main import main as cli_main
-from leukemia_cnn.config import compose, write_params
+from leukemia_cnn.config import load_config, write_params
 from leukemia_cnn.data import ingest, kaggle_api, sources
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import OUTPUT_RECORD, mark_output
@@ -34,7 +34,7 @@ from leukemia_cnn.quality.validate_raw import check_staged
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose(["data=kaggle"], root=REPO_ROOT)
+    return load_config(["data=kaggle"], root=REPO_ROOT)
 
 
 def get(cfg, source: Path, out: Path, **kwargs):
@@ -126,7 +126,7 @@ def test_unknown_folders_are_an_error_listing_them_unless_skipped(cfg, tmp_path,
     assert "data.skip_unknown_classes" in str(info.value)
     assert_untouched(raw, before)
 
-    lenient = compose(["data=kaggle", "data.skip_unknown_classes=true"], root=REPO_ROOT)
+    lenient = load_config(["data=kaggle", "data.skip_unknown_classes=true"], root=REPO_ROOT)
     result = get(lenient, source, raw)
     assert {item.path for item in result.skipped} == {"Mature/", "loose.jpg"}
     assert not (raw / "Mature").exists() and not (raw / "loose.jpg").exists()
@@ -187,7 +187,7 @@ def test_folder_links_that_leave_the_source_or_point_to_folders_are_refused(cfg,
 ])
 def test_bounds_refuse_the_source_and_leave_data_raw(tmp_path, previous, override, match):
     raw, before = previous
-    bounded = compose(["data=kaggle", override], root=REPO_ROOT)
+    bounded = load_config(["data=kaggle", override], root=REPO_ROOT)
 
     with pytest.raises(DataError, match=match):
         get(bounded, kaggle_zip(tmp_path / "dl" / "leukemia.zip"), raw)
@@ -201,7 +201,7 @@ def test_lying_archive_sizes_are_caught_while_copying(cfg, tmp_path, previous, m
     real_entries = sources.ZipSource.entries
     monkeypatch.setattr(sources.ZipSource, "entries",  # headers claiming 1 byte per file
                         lambda self: [sources.Entry(e.name, 1) for e in real_entries(self)])
-    bounded = compose(["data=kaggle", "validation.max_total_bytes=20000"], root=REPO_ROOT)
+    bounded = load_config(["data=kaggle", "validation.max_total_bytes=20000"], root=REPO_ROOT)
 
     with pytest.raises(DataError, match="decompresses to more than"):
         get(bounded, archive, raw)
@@ -250,7 +250,7 @@ def test_variant_and_layout_problems_are_explained(cfg, tmp_path):
     with pytest.raises(DataError, match=r"no Original/ folder \(data.variant = Original\).*Segmented/"):
         get(cfg, only_segmented, tmp_path / "out")
 
-    no_variant = compose(root=REPO_ROOT)  # data=synthetic has no data.variant
+    no_variant = load_config(root=REPO_ROOT)  # data=synthetic has no data.variant
     with pytest.raises(ConfigError, match="`data.variant` or --variant"):
         get(no_variant, kaggle_zip(tmp_path / "both.zip"), tmp_path / "out")
 
@@ -358,7 +358,7 @@ def test_cli_data_get_writes_data_raw_and_data_dvc(cfg, tmp_path, monkeypatch, c
 
 
 def test_synthetic_source_is_the_default_and_delegates_to_the_generator(tmp_path, capsys):
-    synthetic = compose(["data.synth.scale=0.01"], root=REPO_ROOT)
+    synthetic = load_config(["data.synth.scale=0.01"], root=REPO_ROOT)
     assert synthetic.data.source == "synthetic"
 
     assert ingest.run(synthetic, tmp_path, dvc_add=False) is None

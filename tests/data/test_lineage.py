@@ -17,7 +17,7 @@ import yaml
 from helpers import REPO_ROOT, TINY_OVERRIDES, write_preprocessed
 from helpers.datasets import class_tree
 from leukemia_cnn.cli.main import main as cli_main
-from leukemia_cnn.config import compose, write_params
+from leukemia_cnn.config import load_config, write_params
 from leukemia_cnn.data.lineage import rows_digest, workspace_lineage
 from leukemia_cnn.modeling import train
 from leukemia_cnn.tracking.store import (
@@ -57,7 +57,7 @@ def test_validation_digest_depends_on_the_val_rows_only():
 
 
 def test_training_run_logs_its_datasets_and_names_its_data(tmp_path, mlflow_store):
-    cfg = compose([*TINY_OVERRIDES, "train.epochs=1"], root=REPO_ROOT)
+    cfg = load_config([*TINY_OVERRIDES, "train.epochs=1"], root=REPO_ROOT)
     write_preprocessed(tmp_path, cfg, per_class={"train": 6, "val": 3, "test": 3})
     rows = split_table_for_arrays(cfg, tmp_path, "real-dev")
     lineage = workspace_lineage(cfg, tmp_path)
@@ -143,7 +143,7 @@ def test_data_get_records_where_the_data_came_from_and_synth_forgets_it(tmp_path
     project = tmp_path / "project"
     project.mkdir()
     dvc("init", "--no-scm", cwd=project)
-    cfg = compose(["data=kaggle"], root=REPO_ROOT)
+    cfg = load_config(["data=kaggle"], root=REPO_ROOT)
     write_params(cfg, project / "params.yaml")
     source = class_tree(tmp_path / "real-dev", per_class=5, seed=3)
     monkeypatch.chdir(project)
@@ -156,7 +156,7 @@ def test_data_get_records_where_the_data_came_from_and_synth_forgets_it(tmp_path
     assert (lineage.source, lineage.name) == ("folder", "real-dev")
     assert lineage.version == stage["outs"][0]["md5"]
 
-    write_params(compose(["data.synth.scale=0.01"], root=REPO_ROOT), project / "params.yaml")
+    write_params(load_config(["data.synth.scale=0.01"], root=REPO_ROOT), project / "params.yaml")
     assert cli_main(["data", "synth"]) == 0
     stage = yaml.safe_load((project / "data.dvc").read_text())
     assert "meta" not in stage
@@ -191,7 +191,7 @@ def test_new_data_gets_its_own_champion_and_switching_back_restores_the_old(tmp_
     sh("leukemia-cnn", "data", "get", "--source", str(second_set), cwd=repo)
     repro = sh("dvc", "repro", cwd=repo)
     second = champion()
-    new_data = workspace_lineage(compose([], root=repo), repo)
+    new_data = workspace_lineage(load_config([], root=repo), repo)
     assert second.version != first.version, repro.stdout
     assert second.tags["data_version"] == new_data.version
     assert (second.tags["data_source"], second.tags["data_name"]) == ("folder", "second-set")

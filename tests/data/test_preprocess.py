@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from helpers import REPO_ROOT as REPO
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config, updated
 from leukemia_cnn.data import preprocess
 from leukemia_cnn.data.imaging import load_model_input
 from leukemia_cnn.errors import DataError
@@ -48,7 +47,7 @@ def make_split_table(root: Path, per_split: dict[str, int], seed: int = 0) -> pd
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose(root=REPO)
+    return load_config(root=REPO)
 
 
 def test_run_writes_one_array_file_per_split(tmp_path, cfg):
@@ -76,7 +75,7 @@ def test_run_writes_one_array_file_per_split(tmp_path, cfg):
 
 def test_image_size_and_color_mode_come_from_config(tmp_path, cfg):
     make_split_table(tmp_path, {"train": 4, "val": 2, "test": 2})
-    rgb = OmegaConf.merge(cfg, {"preprocess": {"image_size": 32, "color_mode": "rgb"}})
+    rgb = updated(cfg, {"preprocess": {"image_size": 32, "color_mode": "rgb"}})
 
     preprocess.run(rgb, tmp_path)
 
@@ -137,7 +136,7 @@ def test_missing_inputs_say_which_stage_to_run(tmp_path, cfg):
 
 def test_table_written_for_other_classes_is_rejected_as_stale(tmp_path, cfg):
     make_split_table(tmp_path, {"train": 6, "val": 2, "test": 2})
-    renamed = OmegaConf.merge(cfg, {"data": {"classes": ["Pro", "Pre", "Early", "Benign"]}})
+    renamed = updated(cfg, {"data": {"classes": ["Pro", "Pre", "Early", "Benign"]}})
 
     with pytest.raises(DataError, match="stale.*dvc repro split"):
         preprocess.run(renamed, tmp_path)

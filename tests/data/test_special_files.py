@@ -15,7 +15,7 @@ import pytest
 
 from helpers import REPO_ROOT
 from helpers.datasets import class_tree, tree_digest
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config
 from leukemia_cnn.errors import DataError
 
 BAD_NAME = os.fsdecode(b"Pro/cell-\xff\xfe.jpg")  # Latin-1 bytes: not UTF-8
@@ -36,9 +36,9 @@ def test_data_get_skips_a_fifo_and_a_non_utf8_name_with_reasons(tmp_path):
     (source / BAD_NAME).write_bytes((source / "Pro" / "WBC-Pro-000.jpg").read_bytes())
     out = tmp_path / "data" / "raw"
     result = isolated(
-        "import json; from pathlib import Path; from leukemia_cnn.config import compose; "
+        "import json; from pathlib import Path; from leukemia_cnn.config import load_config; "
         "from leukemia_cnn.data import ingest; "
-        f"r = ingest.ingest(compose(['data=kaggle']), Path({str(source)!r}), Path({str(out)!r}), "
+        f"r = ingest.ingest(load_config(['data=kaggle']), Path({str(source)!r}), Path({str(out)!r}), "
         "progress=False); "
         "print(json.dumps({'skipped': {s.path: s.reason for s in r.skipped}, "
         "'counts': r.counts_per_class}))")
@@ -55,9 +55,9 @@ def test_validate_raw_skips_a_fifo_and_a_non_utf8_name_and_writes_its_reports(tm
     os.mkfifo(raw / "Pro" / "p.jpg")
     (raw / BAD_NAME).write_bytes(b"not read")
     summary = isolated(
-        "import json; from pathlib import Path; from leukemia_cnn.config import compose; "
+        "import json; from pathlib import Path; from leukemia_cnn.config import load_config; "
         "from leukemia_cnn.quality import validate_raw; "
-        f"print(json.dumps(validate_raw.run(compose(), Path({str(tmp_path)!r})), default=str))")
+        f"print(json.dumps(validate_raw.run(load_config(), Path({str(tmp_path)!r})), default=str))")
     assert summary["success"] and summary["n_images"] == 20 and summary["n_skipped"] == 2
     report = (tmp_path / "reports" / "validate_raw.md").read_text()
     assert "Pro/p.jpg" in report and "FIFO" in report and "xff" in report
@@ -75,7 +75,7 @@ def test_explain_says_a_fifo_is_a_fifo(tmp_path):
     from leukemia_cnn.serving import explain
 
     with pytest.raises(DataError, match="FIFO"):
-        explain.run(compose(root=REPO_ROOT), tmp_path, [str(fifo)], output=str(tmp_path / "o"))
+        explain.run(load_config(root=REPO_ROOT), tmp_path, [str(fifo)], output=str(tmp_path / "o"))
 
 
 def test_sigterm_during_data_get_leaves_no_half_written_tree(tmp_path):
@@ -84,10 +84,10 @@ def test_sigterm_during_data_get_leaves_no_half_written_tree(tmp_path):
     before = tree_digest(out)
     # The raw-data suite as `data get` runs it on the staged tree (it takes seconds: long
     # enough to be signalled while the staging folder exists).
-    script = ("from pathlib import Path; from leukemia_cnn.config import compose; "
+    script = ("from pathlib import Path; from leukemia_cnn.config import load_config; "
               "from leukemia_cnn.data import ingest; "
               "from leukemia_cnn.quality.validate_raw import check_staged; "
-              f"ingest.ingest(compose(['data=kaggle'], root=Path({str(REPO_ROOT)!r})), "
+              f"ingest.ingest(load_config(['data=kaggle'], root=Path({str(REPO_ROOT)!r})), "
               f"Path({str(source)!r}), Path({str(out)!r}), validate=check_staged, "
               "progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from helpers import REPO_ROOT as REPO
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config, updated
 from leukemia_cnn.data import split
 from leukemia_cnn.errors import ConfigError, DataError
 
@@ -70,7 +69,7 @@ def fake_manifest(counts: dict[str, int]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose(root=REPO)
+    return load_config(root=REPO)
 
 
 def test_run_writes_stratified_table_and_metrics(tmp_path, cfg):
@@ -179,7 +178,7 @@ def test_bad_rows_and_config_raise_clear_errors(tmp_path, cfg):
 
     with pytest.raises(DataError, match="validate_raw"):
         split.run(cfg, tmp_path)
-    moved = OmegaConf.merge(cfg, {"paths": {"manifest": "elsewhere/manifest.csv"}})
+    moved = updated(cfg, {"paths": {"manifest": "elsewhere/manifest.csv"}})
     with pytest.raises(DataError, match="elsewhere/manifest.csv"):
         split.run(moved, tmp_path)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from helpers import REPO_ROOT
 from helpers.datasets import class_tree
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config
 from leukemia_cnn.data import split
 from leukemia_cnn.data.splitbounds import suite_failures
 from leukemia_cnn.errors import DataError
@@ -28,7 +28,7 @@ def test_a_small_set_with_copies_passes_the_split_suite(tmp_path):
     first = sorted((raw / "Pre").iterdir())[0]
     for copy in ("copy-1.jpg", "copy-2.jpg"):
         shutil.copyfile(first, raw / "Pre" / copy)
-    cfg = compose(root=REPO_ROOT)
+    cfg = load_config(root=REPO_ROOT)
     validate_raw.run(cfg, tmp_path)
     summary = split.run(cfg, tmp_path)
     assert validate_splits.run(cfg, tmp_path)["success"]

@@ -10,10 +10,9 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from helpers import REPO_ROOT as REPO
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config, updated
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.features import features
 
@@ -50,7 +49,7 @@ def write_preprocessed(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose(["features.pca.n_components=12"], root=REPO)
+    return load_config(["features.pca.n_components=12"], root=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +155,7 @@ def test_rgb_images_use_their_luma(cfg):
 
 def test_too_many_components_names_the_key(tmp_path, cfg, tracking):
     write_preprocessed(tmp_path)
-    greedy = OmegaConf.merge(cfg, {"features": {"pca": {"n_components": 60}}})
+    greedy = updated(cfg, {"features": {"pca": {"n_components": 60}}})
 
     with pytest.raises(ConfigError, match=r"features.pca.n_components.*48 train images"):
         features.run(greedy, tmp_path)

@@ -53,7 +53,7 @@ def write_preprocessed(root: Path, cfg, per_class: dict[str, int] | None = None,
     directory.mkdir(parents=True, exist_ok=True)
     for offset, (split, count) in enumerate(per_class.items()):
         labels = np.repeat(np.arange(n_classes), count).astype(np.int64)
-        x = blob_images(labels, int(cfg.preprocess.image_size), seed=seed + offset)
+        x = blob_images(labels, cfg.preprocess.image_size, seed=seed + offset)
         paths = np.array([f"{classes[y]}/img-{split}-{i}.jpg"
                           for i, y in enumerate(labels)])
         np.savez(directory / f"{split}.npz", x=x, y=labels, path=paths)

@@ -18,19 +18,20 @@ def register_tiny_model(root: Path) -> None:
     import mlflow
 
     from leukemia_cnn.config import load_params
+    from leukemia_cnn.config_schema import ModelConfig
     from leukemia_cnn.modeling.model import build_model
     from leukemia_cnn.serving.pyfunc import log_model
     from leukemia_cnn.tracking.store import setup_mlflow
 
     cfg = load_params(root / "params.yaml")
     setup_mlflow(cfg, root)
-    model = build_model((32, 32, 1), 4, filters=[4], kernel_sizes=[3], dense_units=8)
+    model = build_model((32, 32, 1), 4, ModelConfig(filters=[4], kernel_sizes=[3], dense_units=8))
     with tempfile.TemporaryDirectory() as work, mlflow.start_run():
         keras.saving.save_model(model, Path(work) / "model.keras")
         info = log_model(Path(work) / "model.keras", list(cfg.data.classes), 32, "grayscale")
-    name = str(cfg.mlflow.registered_model_name)
+    name = cfg.mlflow.registered_model_name
     version = mlflow.register_model(info.model_uri, name).version
-    mlflow.MlflowClient().set_registered_model_alias(name, str(cfg.mlflow.champion_alias),
+    mlflow.MlflowClient().set_registered_model_alias(name, cfg.mlflow.champion_alias,
                                                      version)
 
 

@@ -120,12 +120,12 @@ def test_test_time_augmentation_averages_the_eight_dihedral_views():
 
 def test_evaluate_stage_with_tta_logs_the_served_models_accuracy_too(trained):
     import keras
-    from omegaconf import OmegaConf
 
+    from leukemia_cnn.config import updated
     from leukemia_cnn.data.preprocess import load_split
     from leukemia_cnn.modeling import evaluate
 
-    cfg = OmegaConf.merge(trained.cfg, {"evaluate": {"tta": True}})
+    cfg = updated(trained.cfg, {"evaluate": {"tta": True}})
 
     model = keras.models.load_model(trained.root / "models" / "cnn.keras")
     pre = trained.root / trained.cfg.paths.preprocessed_dir

@@ -25,12 +25,13 @@ SIZE = 24
 @pytest.fixture(scope="module")
 def small_models():
     """The paper's network shape, small: plain and with batch norm (Conv -> BN -> ReLU)."""
+    from leukemia_cnn.config_schema import ModelConfig
     from leukemia_cnn.modeling.model import build_model, set_seeds
 
     set_seeds(0)
-    plain = build_model((SIZE, SIZE, 1), 3, [4, 4], [3, 3], dense_units=8, dropout=0.0)
-    normed = build_model((SIZE, SIZE, 1), 3, [4, 4], [3, 3], dense_units=8, dropout=0.0,
-                         batch_norm=True)
+    small = {"filters": [4, 4], "kernel_sizes": [3, 3], "dense_units": 8, "dropout": 0.0}
+    plain = build_model((SIZE, SIZE, 1), 3, ModelConfig(**small))
+    normed = build_model((SIZE, SIZE, 1), 3, ModelConfig(**small, batch_norm=True))
     return plain, normed
 
 

@@ -44,13 +44,13 @@ def synthetic_run(tmp_path_factory):
     """The train stage on built-in synthetic smears (tiny config), with its MLflow store."""
     import mlflow
 
-    from leukemia_cnn.config import compose
+    from leukemia_cnn.config import load_config
     from leukemia_cnn.modeling import train
 
     root = tmp_path_factory.mktemp("guard-run")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = compose(TINY_OVERRIDES, root=REPO_ROOT)
-    size, classes = int(cfg.preprocess.image_size), list(cfg.data.classes)
+    cfg = load_config(TINY_OVERRIDES, root=REPO_ROOT)
+    size, classes = cfg.preprocess.image_size, list(cfg.data.classes)
     folder = root / cfg.paths.preprocessed_dir
     folder.mkdir(parents=True)
     raw = {}

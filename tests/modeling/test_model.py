@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
+from leukemia_cnn.config_schema import ModelConfig
 from leukemia_cnn.modeling.model import build_from_config, build_model, displayed_accuracy_metric
 
 
 def test_paper_architecture_matches_section_2_2():
-    model = build_model((100, 100, 1), 4, [64, 32, 128], [5, 5, 3])
+    model = build_model((100, 100, 1), 4)
     convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert [c.filters for c in convs] == [64, 32, 128]
     assert [c.kernel_size for c in convs] == [(5, 5), (5, 5), (3, 3)]
@@ -21,7 +22,7 @@ def test_paper_architecture_matches_section_2_2():
 
 @pytest.mark.parametrize("filters,kernels", [([64, 32], [5, 5]), ([64, 32, 128, 128], [5, 5, 3, 3])])
 def test_number_of_conv_layers_is_config(filters, kernels):
-    model = build_model((100, 100, 1), 4, filters, kernels)
+    model = build_model((100, 100, 1), 4, ModelConfig(filters=filters, kernel_sizes=kernels))
     convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert len(convs) == len(filters)
     out = model.predict(np.zeros((2, 100, 100, 1), dtype=np.float32), verbose=0)

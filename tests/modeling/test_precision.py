@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import blob_images
+from leukemia_cnn.config_schema import ModelConfig
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling import precision
 from leukemia_cnn.serving.pyfunc import PRECISION_KEY, LeukemiaCNNModel
@@ -77,7 +78,7 @@ def trained(tmp_path_factory):
     from leukemia_cnn.modeling.model import build_model, set_seeds
 
     set_seeds(0)
-    model = build_model((SIZE, SIZE, 1), 4, [8, 8], [3, 3], dense_units=32)
+    model = build_model((SIZE, SIZE, 1), 4, ModelConfig(filters=[8, 8], kernel_sizes=[3, 3], dense_units=32))
     model.compile(optimizer=keras.optimizers.Adam(0.003), loss="categorical_crossentropy")
     labels = np.arange(160) % 4
     model.fit(blob_images(labels, SIZE, seed=1), np.eye(4)[labels], epochs=12, batch_size=16,

@@ -32,13 +32,13 @@ SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "rocket"
 def project(tmp_path_factory):
     """A workspace with synthetic raw images, the split table, preprocessed arrays and the
     features stage's PCA (``data/features/{train,val,test}.npz``, ``pca.joblib``)."""
-    from leukemia_cnn.config import compose, load_params, validate_config, write_params
+    from leukemia_cnn.config import load_config, load_params, validate_config, write_params
     from leukemia_cnn.data import preprocess, split, synthetic
     from leukemia_cnn.features import features
     from leukemia_cnn.quality import validate_raw
 
     root = tmp_path_factory.mktemp("drift")
-    cfg = validate_config(compose(["preprocess.image_size=64", "features.pca.n_components=16",
+    cfg = validate_config(load_config(["preprocess.image_size=64", "features.pca.n_components=16",
                                    "features.n_jobs=1"], root=REPO_ROOT))
     write_params(cfg, root / "params.yaml")
     classes = list(cfg.data.classes)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from helpers import REPO_ROOT
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.quality import raw_manifest, validate_raw
 
@@ -21,7 +21,7 @@ PER_CLASS = 5  # the default validation.min_images_per_class
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose(root=REPO_ROOT)
+    return load_config(root=REPO_ROOT)
 
 
 def save_image(path: Path, size: tuple[int, int] = (40, 40), mode: str = "RGB", shade: int = 0,

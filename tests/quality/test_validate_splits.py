@@ -14,7 +14,7 @@ from PIL import Image, ImageEnhance
 from helpers import REPO_ROOT
 from helpers.datasets import class_tree, tree_digest
 from leukemia_cnn.cli.main import main as cli_main
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config
 from leukemia_cnn.data import split
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.quality import validate_raw, validate_splits
@@ -24,7 +24,7 @@ PER_CLASS = 20
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose(root=REPO_ROOT)
+    return load_config(root=REPO_ROOT)
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_a_missing_image_is_a_clear_error(cfg, project):
     ("validation.min_explained_variance=2", "validation.min_explained_variance"),
 ])
 def test_bad_thresholds_are_rejected_before_any_work(tmp_path, monkeypatch, override, key):
-    from leukemia_cnn.config import validate_config, write_params
+    from leukemia_cnn.config import compose, validate_config, write_params
 
     bad = compose([override], root=REPO_ROOT)
     with pytest.raises(ConfigError, match=key):
@@ -216,7 +216,7 @@ def test_the_split_stage_keeps_near_copies_together_so_the_suite_passes(cfg, tmp
     assert result["success"] is True
 
     # The same tree split over sha256 alone spreads the copies and the suite goes red.
-    alone = compose(["split.near_duplicate_max_distance=null"], root=REPO_ROOT)
+    alone = load_config(["split.near_duplicate_max_distance=null"], root=REPO_ROOT)
     split.run(alone, tmp_path)
     message, report, _ = fail(alone, tmp_path)
     assert report["n_near_duplicates_across_splits"] > 0 and "near-copy-of-" in message

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from leukemia_cnn.cli.main import main as cli_main
+from leukemia_cnn.config_schema import ModelConfig
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.modeling.gradcam import explain_images, gradcam, upsample
 from leukemia_cnn.registry import register
@@ -40,7 +41,8 @@ def planted_model():
 
     set_seeds(0)
     x, y = planted_images(256)
-    model = build_model((SIZE, SIZE, 1), 2, [8, 8, 8], [3, 3, 3], dense_units=16, dropout=0.0)
+    model = build_model((SIZE, SIZE, 1), 2, ModelConfig(filters=[8, 8, 8], kernel_sizes=[3, 3, 3],
+                                                        dense_units=16, dropout=0.0))
     model.compile(keras.optimizers.Adam(0.01), "categorical_crossentropy")
     model.fit(x, np.eye(2)[y], epochs=3, batch_size=32, verbose=0)
     return model

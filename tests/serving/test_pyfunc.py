@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from helpers.datasets import image_bytes
+from leukemia_cnn.config_schema import ModelConfig
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.serving.pyfunc import (
     UNREGISTERED,
@@ -33,8 +34,8 @@ def artifacts(tmp_path_factory):
 
     set_seeds(0)
     folder = tmp_path_factory.mktemp("pyfunc")
-    keras.saving.save_model(build_model((SIZE, SIZE, 1), 4, [4], [3], dense_units=8),
-                            folder / "model.keras")
+    small = ModelConfig(filters=[4], kernel_sizes=[3], dense_units=8)
+    keras.saving.save_model(build_model((SIZE, SIZE, 1), 4, small), folder / "model.keras")
     return folder
 
 

@@ -79,11 +79,11 @@ def study(make_cfg, mlflow_store, tmp_path):
 def _project_in_cwd(cfg, root, monkeypatch):
     """Make ``root`` a project the CLI finds from the working directory, with ``cfg`` as its
     params.yaml, and go there."""
-    from omegaconf import OmegaConf
+    from leukemia_cnn.config import write_params
 
     (root / "conf").mkdir()
     (root / "conf" / "config.yaml").write_text("seed: 42\n")  # marks the project root
-    OmegaConf.save(cfg, root / "params.yaml")
+    write_params(cfg, root / "params.yaml")
     monkeypatch.chdir(root)
 
 

@@ -48,11 +48,11 @@ def test_dvc_queue_runs_a_tiny_sweep_into_the_report_and_promotion(pipeline):
     assert set(runs["params.train.epochs"]) == {"1"}
     # DVC's temporary experiment folders hold the workspace's data and split: the queued runs
     # were scored on the workspace's validation set, so promote compares them with its runs.
-    from leukemia_cnn.config import compose
+    from leukemia_cnn.config import load_config
     from leukemia_cnn.data.lineage import workspace_lineage
 
     assert set(runs["tags.val_digest"]) == {
-        workspace_lineage(compose([], root=repo), repo).val_digest}
+        workspace_lineage(load_config([], root=repo), repo).val_digest}
 
     env = {"MLFLOW_TRACKING_URI": uri}
     out = sh("leukemia-cnn", "report", "--sweep-id", "dvcq", cwd=repo, env_extra=env).stdout

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from helpers import REPO_ROOT, write_preprocessed
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config
 from leukemia_cnn.registry import register
 from leukemia_cnn.registry.champion import config_scores
 from leukemia_cnn.study import report, sweep
@@ -28,7 +28,7 @@ def project(tmp_path, monkeypatch, mlflow_store):
     """A project folder with conf/ and tiny preprocessed splits; MLflow in tmp_path."""
     root = tmp_path / "project"
     shutil.copytree(REPO_ROOT / "conf", root / "conf")
-    cfg = compose(TINY_SWEEP[:-1], root=root)
+    cfg = load_config(TINY_SWEEP[:-1], root=root)
     write_preprocessed(root, cfg, per_class={"train": 200, "val": 8, "test": 8})
     monkeypatch.chdir(root)
     mlflow.set_registry_uri(mlflow_store)  # an earlier test may have pointed it elsewhere
@@ -74,7 +74,7 @@ def test_multirun_with_parallel_workers_report_and_promotion(project, capfd):
     assert len(client.search_model_versions("name='leukemia-cnn'")) == 4
 
     # The report: both rows beside the paper, the claim they test, the figures.
-    cfg = compose(TINY_SWEEP, root=project)
+    cfg = load_config(TINY_SWEEP, root=project)
     result = report.build(cfg, project)
     table = result["table"]
     assert list(table["label"]) == ["table1_e15_b64_cce", "table1_e15_b32_cce"]
@@ -169,7 +169,7 @@ def test_conv_layer_study_through_submitits_local_executor(tmp_path, monkeypatch
     # 64 px: four valid 5/5/3/3 conv blocks with 2x2 pooling still leave a 1x1 map.
     small = ["preprocess.image_size=64", "train.epochs=1", "train.verbose=0",
              "features.pca.n_components=8", "sweep.register=false", "sweep.tf_threads=1"]
-    write_preprocessed(root, compose(small, root=root), {"train": 8, "val": 4, "test": 4})
+    write_preprocessed(root, load_config(small, root=root), {"train": 8, "val": 4, "test": 4})
     monkeypatch.chdir(root)
 
     argv = ["-m", "experiment=conv2,conv4", "seed=1", *small, "sweep.id=layers",

@@ -12,9 +12,9 @@ WORKER = """
 import sys
 from pathlib import Path
 import mlflow
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config
 from leukemia_cnn.tracking.store import setup_mlflow
-setup_mlflow(compose(root=Path(sys.argv[1])), Path(sys.argv[2]))
+setup_mlflow(load_config(root=Path(sys.argv[1])), Path(sys.argv[2]))
 for index in range(2):
     with mlflow.start_run(run_name=f"worker{sys.argv[3]}-{index}"):
         mlflow.set_tag("sweep_id", "parallel")

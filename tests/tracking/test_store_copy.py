@@ -11,14 +11,14 @@ import mlflow
 import pytest
 
 from helpers import REPO_ROOT
-from leukemia_cnn.config import compose
+from leukemia_cnn.config import load_config
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.tracking.store import setup_mlflow
 
 
 def test_a_copied_project_refuses_the_originals_artifact_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = compose(root=REPO_ROOT)
+    cfg = load_config(root=REPO_ROOT)
     original = tmp_path / "original"
     original.mkdir()
     setup_mlflow(cfg, original)
@@ -41,9 +41,9 @@ def test_a_copied_project_refuses_the_originals_artifact_store(tmp_path, monkeyp
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     subprocess.run([sys.executable, "-c",
                     "import mlflow; from pathlib import Path; "
-                    "from leukemia_cnn.config import compose; "
+                    "from leukemia_cnn.config import load_config; "
                     "from leukemia_cnn.tracking.store import setup_mlflow; "
-                    f"setup_mlflow(compose(root=Path({str(REPO_ROOT)!r})), Path({str(copy)!r})); "
+                    f"setup_mlflow(load_config(root=Path({str(REPO_ROOT)!r})), Path({str(copy)!r})); "
                     "run = mlflow.start_run(); mlflow.log_text('the copy', 'note.txt'); "
                     "mlflow.end_run()"], check=True, env=env, capture_output=True)
     assert list((copy / "mlruns").rglob("note.txt"))

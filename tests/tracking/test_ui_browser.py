@@ -34,7 +34,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def ui_store(tmp_path_factory):
     """A git-committed workspace with a baseline run and one registered, promoted CNN run."""
-    from leukemia_cnn.config import compose
+    from leukemia_cnn.config import load_config
     from leukemia_cnn.features import features
     from leukemia_cnn.modeling import evaluate, train
     from leukemia_cnn.registry import register
@@ -43,7 +43,7 @@ def ui_store(tmp_path_factory):
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q",
                     "--allow-empty", "-m", "store"], cwd=root, check=True)
-    cfg = compose([*TINY_OVERRIDES, "train.epochs=3"], root=REPO_ROOT)
+    cfg = load_config([*TINY_OVERRIDES, "train.epochs=3"], root=REPO_ROOT)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         write_preprocessed(root, cfg)

@@ -52,8 +52,8 @@ def run_params(args: argparse.Namespace, root: Path) -> int:
     from leukemia_cnn.pathrules import check_paths
 
     cfg = compose(args.overrides, root=root)
-    validate_config(cfg)  # refuse before writing: params.yaml stays as conf/ composes it
-    check_paths(cfg, root)
+    # refuse before writing: params.yaml stays as conf/ composes it
+    check_paths(validate_config(cfg), root)
     if args.check:
         return _params_differ(args, cfg)
     # params.yaml is declared by DVC's Hydra integration (.dvc/config); another file is

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.tracking.store import tracking_uri
 
 
@@ -14,7 +13,7 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def run(cfg: DictConfig, root: Path) -> None:
+def run(cfg: Config, root: Path) -> None:
     reports = root / cfg.paths.reports_dir
     metrics = _load(reports / "metrics.json")
     train = _load(reports / "train.json")

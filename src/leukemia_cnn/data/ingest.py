@@ -36,10 +36,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from leukemia_cnn.config import VARIANTS, knob
+from leukemia_cnn.config import VARIANTS
+from leukemia_cnn.config_schema import Config, KaggleData
 from leukemia_cnn.data.imaging import SkippedFile
 from leukemia_cnn.data.ingest_plan import MAX_LISTED, Plan, plan
 from leukemia_cnn.data.kaggle_api import download_from_kaggle
@@ -58,7 +58,7 @@ from leukemia_cnn.fileio import declared_by, record_output, shown
 KEYWORD_SOURCES = ("synthetic", "kaggle")
 # Checks a staged tree before it is swapped in (cfg, staging, staged path -> source name,
 # label, out_dir, progress) -> warning lines; the CLI passes quality's raw-data suite.
-StagedCheck = Callable[[DictConfig, Path, Mapping[str, str], str, Path, bool], list[str]]
+StagedCheck = Callable[[Config, Path, Mapping[str, str], str, Path, bool], list[str]]
 CHUNK = 1 << 20
 
 
@@ -89,9 +89,9 @@ class Bounds:
     max_image_pixels: int
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> Bounds:
-        return cls(**{key: int(knob(cfg, f"validation.{key}"))
-                      for key in ("max_total_bytes", "max_files", "max_image_pixels")})
+    def from_config(cls, cfg: Config) -> Bounds:
+        return cls(cfg.validation.max_total_bytes, cfg.validation.max_files,
+                   cfg.validation.max_image_pixels)
 
 
 def _check_plan_size(plan_: Plan, entries: Sequence[Entry], bounds: Bounds, label: str) -> None:
@@ -170,7 +170,7 @@ def _check_paths(source_path: Path, out_dir: Path) -> None:
         raise DataError(f"output {out_dir} exists and is not a folder; remove it")
 
 
-def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | None = None,
+def ingest(cfg: Config, source_path: Path, out_dir: Path, variant: str | None = None,
            label: str | None = None, validate: StagedCheck | None = None,
            progress: bool = True, mark: bool = False,
            declared: Path | None = None) -> IngestResult:
@@ -181,7 +181,7 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
 
     Parameters
     ----------
-    cfg : DictConfig
+    cfg : Config
         The composed config: ``data.classes``, ``data.variant``, ``data.skip_unknown_classes``,
         ``validation`` (the suite and the ingestion bounds).
     source_path : Path
@@ -205,9 +205,9 @@ def ingest(cfg: DictConfig, source_path: Path, out_dir: Path, variant: str | Non
         that folder or an earlier ``leukemia-cnn data`` output (:func:`fileio.is_own`).
     """
 
-    classes = [str(name) for name in cfg.data.classes]
-    variant = variant or OmegaConf.select(cfg, "data.variant", default=None)
-    skip_unknown = bool(knob(cfg, "data.skip_unknown_classes"))
+    classes = cfg.data.classes
+    variant = variant or (cfg.data.variant if isinstance(cfg.data, KaggleData) else None)
+    skip_unknown = isinstance(cfg.data, KaggleData) and cfg.data.skip_unknown_classes
     bounds = Bounds.from_config(cfg)
     source_path, out_dir = Path(source_path).resolve(), Path(out_dir).resolve()
     _check_paths(source_path, out_dir)
@@ -256,7 +256,7 @@ def resolve_source(source: str, base: Path) -> str | Path:
     return path if path.is_absolute() else base / path
 
 
-def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | None = None,
+def run(cfg: Config, root: Path, source: str | None = None, variant: str | None = None,
          output: str | None = None, validate: StagedCheck | None = None, dvc_add: bool = True,
          progress: bool = True) -> IngestResult | None:
     """``leukemia-cnn data get``: ingest ``source`` (default ``data.source``) and ``dvc add`` it.
@@ -274,7 +274,7 @@ def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | N
         synth.run(cfg, root, output=output, dvc_add=dvc_add)
         return None
 
-    raw_dir = root / str(cfg.paths.raw_dir)
+    raw_dir = root / cfg.paths.raw_dir
     out_dir = check_raw_output(raw_output(output, raw_dir), root,
                                inputs=[] if chosen == "kaggle" else [Path(chosen)], label=output)
     if dvc_add:  # refuse an output DVC cannot version before writing anything
@@ -292,8 +292,7 @@ def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | N
     if not mark:
         record_output(out_dir, RAW_OUTPUT)
     _report(result, root, time.perf_counter() - started)
-    configured = OmegaConf.select(cfg, "data.source", default=None)
-    if configured == "synthetic":
+    if cfg.data.source == "synthetic":
         print("note: params.yaml says data.source=synthetic; run `leukemia-cnn params data=kaggle` "
               "so that runs are tagged with the real source")
 
@@ -302,21 +301,17 @@ def run(cfg: DictConfig, root: Path, source: str | None = None, variant: str | N
     return result
 
 
-def _chosen_source(cfg: DictConfig, root: Path, source: str | None) -> str | Path:
+def _chosen_source(cfg: Config, root: Path, source: str | None) -> str | Path:
     """``source`` (relative to the current folder) or ``data.source`` (relative to ``root``)."""
     if source is None:
-        configured = OmegaConf.select(cfg, "data.source", default=None)
-        if not configured:
-            raise ConfigError("config key `data.source` is missing; allowed: synthetic, kaggle or "
-                              "the path of a Kaggle zip or image folder")
-        return resolve_source(str(configured), root)
+        return resolve_source(cfg.data.source, root)
     return resolve_source(source, Path.cwd())
 
 
-def _ingest_kaggle(cfg: DictConfig, out_dir: Path, variant: str | None,
+def _ingest_kaggle(cfg: Config, out_dir: Path, variant: str | None,
                    **options) -> tuple[IngestResult, dict[str, str]]:
     """Download ``data.kaggle_dataset`` beside ``out_dir``, ingest it, delete the download."""
-    dataset = OmegaConf.select(cfg, "data.kaggle_dataset", default=None)
+    dataset = cfg.data.kaggle_dataset if isinstance(cfg.data, KaggleData) else None
     if not dataset:
         raise ConfigError("config key `data.kaggle_dataset` is missing; compose the Kaggle "
                           "data config with `leukemia-cnn params data=kaggle`")

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from omegaconf import DictConfig
 
-from leukemia_cnn.config import find_repo_root, knob
+from leukemia_cnn.config import find_repo_root
+from leukemia_cnn.config_schema import Config
 
 BUILT_IN_SOURCE = "synthetic"
 SOURCES = ("synthetic", "kaggle", "folder", "archive")
@@ -158,7 +158,7 @@ def recorded_origin(root: Path) -> dict[str, str] | None:
     return origin if isinstance(origin, dict) and origin.get("source") else None
 
 
-def data_origin(cfg: DictConfig, root: Path) -> tuple[str, str, str]:
+def data_origin(cfg: Config, root: Path) -> tuple[str, str, str]:
     """``(source, name, uri)`` of the workspace's ``data/raw``.
 
     What ``data get`` recorded in ``data.dvc`` wins over the config's ``data.source`` (which
@@ -168,19 +168,19 @@ def data_origin(cfg: DictConfig, root: Path) -> tuple[str, str, str]:
     if recorded:
         source = str(recorded["source"])
         return source, str(recorded.get("name") or source), str(recorded.get("uri") or "")
-    configured = str(knob(cfg, "data.source"))
-    raw_uri = (root / str(knob(cfg, "paths.raw_dir"))).resolve()
+    configured = cfg.data.source
+    raw_uri = (root / cfg.paths.raw_dir).resolve()
     if configured == BUILT_IN_SOURCE:
         return BUILT_IN_SOURCE, BUILT_IN_SOURCE, raw_uri.as_uri()
     if configured == "kaggle":
-        dataset = str(knob(cfg, "data.kaggle_dataset"))
+        dataset = cfg.data.kaggle_dataset
         return "kaggle", "kaggle", kaggle_uri(dataset)
     path = Path(configured).expanduser()
     origin = origin_of_path(path if path.is_absolute() else root / path)
     return origin["source"], origin["name"], origin["uri"]
 
 
-def split_rows(cfg: DictConfig, root: Path) -> pd.DataFrame:
+def split_rows(cfg: Config, root: Path) -> pd.DataFrame:
     """One row per image of the workspace's split: ``path, class, label, sha256, split``.
 
     From the split table (``paths.splits``); without one (a project holding only the
@@ -195,7 +195,7 @@ def split_rows(cfg: DictConfig, root: Path) -> pd.DataFrame:
     from leukemia_cnn.errors import DataError
 
     classes = [str(c) for c in cfg.data.classes]
-    table_path = root / str(cfg.paths.splits)
+    table_path = root / cfg.paths.splits
     if table_path.is_file():
         table = read_split_table(table_path, classes)
         if "sha256" not in table.columns:
@@ -205,7 +205,7 @@ def split_rows(cfg: DictConfig, root: Path) -> pd.DataFrame:
     frames = []
     for name in SPLITS:
         try:
-            x, y, paths = load_split(root / str(cfg.paths.preprocessed_dir), name)
+            x, y, paths = load_split(root / cfg.paths.preprocessed_dir, name)
         except DataError as exc:
             raise DataError(f"no split table ({table_path}) and {exc}") from exc
         frames.append(pd.DataFrame({
@@ -224,7 +224,7 @@ def rows_digest(rows: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def workspace_lineage(cfg: DictConfig, root: Path | None = None,
+def workspace_lineage(cfg: Config, root: Path | None = None,
                       rows: pd.DataFrame | None = None) -> DataLineage:
     """The lineage of the workspace's current data and split (``val_digest`` is ``unknown``
     when neither a split table nor preprocessed arrays are there)."""

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from leukemia_cnn.config import SPLITS
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.imaging import load_model_input, open_image
 from leukemia_cnn.data.scale import radius_summary, relative_radius
 from leukemia_cnn.errors import DataError
@@ -180,12 +180,12 @@ def load_split(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.n
                         "`dvc repro preprocess`") from exc
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: Config, root: Path) -> dict:
     """Run the stage: split table + raw images -> ``paths.preprocessed_dir``.
 
     Parameters
     ----------
-    cfg : DictConfig
+    cfg : Config
         Composed config; uses ``paths``, ``data.classes`` and ``preprocess``.
     root : pathlib.Path
         Project root; config paths are relative to it.
@@ -197,8 +197,8 @@ def run(cfg: DictConfig, root: Path) -> dict:
     """
     root = Path(root)
     classes = list(cfg.data.classes)
-    size = int(cfg.preprocess.image_size)
-    mode = str(cfg.preprocess.color_mode)
+    size = cfg.preprocess.image_size
+    mode = cfg.preprocess.color_mode
     table = read_split_table(root / cfg.paths.splits, classes)
     raw_dir = root / cfg.paths.raw_dir
     out_dir = root / cfg.paths.preprocessed_dir

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
 from leukemia_cnn.config import SPLITS, check_section
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.splitbounds import suite_failures
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
@@ -313,12 +313,12 @@ def read_manifest(path: Path) -> pd.DataFrame:
                         "`dvc repro validate_raw`") from exc
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: Config, root: Path) -> dict:
     """Run the stage: manifest -> ``paths.splits`` CSV and ``<reports_dir>/split.json``.
 
     Parameters
     ----------
-    cfg : DictConfig
+    cfg : Config
         Composed config; uses ``paths``, ``data.classes`` and ``split``.
     root : pathlib.Path
         Project root; config paths are relative to it.
@@ -333,10 +333,9 @@ def run(cfg: DictConfig, root: Path) -> dict:
     manifest = read_manifest(root / cfg.paths.manifest)
     table = split_table(manifest, classes, train=cfg.split.train, val=cfg.split.val,
                         test=cfg.split.test, seed=cfg.split.seed,
-                        near_duplicate_max_distance=cfg.split.get(
-                            "near_duplicate_max_distance"),
-                        tolerances=(float(cfg.validation.split_size_tolerance),
-                                    float(cfg.validation.class_share_tolerance)))
+                        near_duplicate_max_distance=cfg.split.near_duplicate_max_distance,
+                        tolerances=(cfg.validation.split_size_tolerance,
+                                    cfg.validation.class_share_tolerance))
 
     splits_path = write_csv(root / cfg.paths.splits, table)
 

@@ -11,9 +11,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from leukemia_cnn.config import check_section
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
 from leukemia_cnn.data.lineage import record_origin
@@ -119,7 +118,7 @@ def _holds_images(folder: Path) -> bool:
         p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*") if p.is_file())
 
 
-def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | None = None,
+def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = None,
          output: str | None = None, if_empty: bool = False, dvc_add: bool = True) -> None:
     """``leukemia-cnn data synth``: write the synthetic set, swap it in, version it with DVC.
 
@@ -128,16 +127,16 @@ def run(cfg: DictConfig, root: Path, scale: float | None = None, seed: int | Non
     """
     root = Path(root)
     # --scale and --seed override data.synth.scale/seed; the config schema checks the result.
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data = cfg.data.model_dump()
     # Under data=kaggle the schema says `data.synth` belongs to data=synthetic.
     data.setdefault("synth", {}).update(
         {k: v for k, v in (("scale", scale), ("seed", seed)) if v is not None})
     data = check_section("data", data)
-    classes, synth_cfg = data["classes"], data["synth"]
-    scale, seed = synth_cfg["scale"], synth_cfg["seed"]
-    image_size, jpeg_quality = synth_cfg["image_size"], synth_cfg["jpeg_quality"]
-    raw_dir = root / str(cfg.paths.raw_dir)
-    sizes = class_sizes(synth_cfg["class_counts"], classes, scale)
+    classes, synth = data.classes, data.synth
+    scale, seed, image_size, jpeg_quality = (synth.scale, synth.seed, synth.image_size,
+                                             synth.jpeg_quality)
+    raw_dir = root / cfg.paths.raw_dir
+    sizes = class_sizes(synth.class_counts, classes, scale)
     if if_empty and _holds_images(raw_output(output, raw_dir)):  # nothing will be written
         print(f"{shown(raw_output(output, raw_dir), root)} already holds images; left untouched "
               "(--if-empty)")

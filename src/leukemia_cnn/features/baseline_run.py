@@ -11,9 +11,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
+
+from leukemia_cnn.config_schema import Config
 
 # The run is named `baseline-s<seed>-<data>`; its description says what the baseline is.
 RUN_PREFIX, RUN_DESCRIPTION = "baseline", "HOG + PCA, logistic regression"
@@ -39,7 +40,7 @@ def variance_figure(pca: PCA, path: Path) -> None:
     figure.savefig(path)
 
 
-def log_baseline(cfg: DictConfig, root: Path, metrics: dict, counts: dict, pca: PCA,
+def log_baseline(cfg: Config, root: Path, metrics: dict, counts: dict, pca: PCA,
                  model: Pipeline, report_path: Path, train_hog: np.ndarray) -> str:
     """Log the baseline as its own MLflow run; return the run id.
 

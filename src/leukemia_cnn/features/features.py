@@ -18,7 +18,6 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-from omegaconf import DictConfig
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -26,6 +25,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from leukemia_cnn.config import SPLITS, hog_feature_length
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.features.hogworker import hog_block
@@ -150,7 +150,7 @@ def features_of_splits(images: dict[str, np.ndarray], fcfg, n_jobs: int = 1) -> 
     ----------
     images : dict of str to numpy.ndarray
         Preprocessed images per split, (n, H, W, C); must have ``train``.
-    fcfg : DictConfig
+    fcfg : Config
         ``features`` (``hog``, ``pca``).
     n_jobs : int, default 1
         Worker processes (``features.n_jobs``).
@@ -255,8 +255,8 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
 
 def fit_pca_from_config(train_hog: np.ndarray, pca_cfg) -> PCA:
     """:func:`fit_pca` with the values of ``features.pca``."""
-    return fit_pca(train_hog, int(pca_cfg.n_components), bool(pca_cfg.whiten),
-                   str(pca_cfg.svd_solver), int(pca_cfg.random_state))
+    return fit_pca(train_hog, pca_cfg.n_components, pca_cfg.whiten,
+                   pca_cfg.svd_solver, pca_cfg.random_state)
 
 
 def fit_baseline(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0,
@@ -302,19 +302,19 @@ def write_features(out_dir: Path, reduced: dict, labels: dict, paths: dict, pca:
                  path=paths[name])
     atomic_write(out_dir / "pca.joblib", lambda tmp: joblib.dump(pca, tmp))
     meta = {"hog_length": int(pca.n_features_in_), "n_components": int(pca.n_components_),
-            "whiten": bool(fcfg.pca.whiten), "svd_solver": pca.svd_solver,
+            "whiten": fcfg.pca.whiten, "svd_solver": pca.svd_solver,
             "explained_variance_ratio_sum": float(pca.explained_variance_ratio_.sum()),
             "counts": {name: len(labels[name]) for name in SPLITS}}
     write_json(out_dir / "meta.json", meta)
     return meta
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: Config, root: Path) -> dict:
     """Run the stage: preprocessed splits -> HOG -> PCA features, baseline metrics and run.
 
     Parameters
     ----------
-    cfg : DictConfig
+    cfg : Config
         Composed config; uses ``paths``, ``features`` and ``mlflow``.
     root : pathlib.Path
         Project root; config paths are relative to it.

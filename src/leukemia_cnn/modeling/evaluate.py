@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
-from leukemia_cnn.config import knob
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json, write_text
@@ -147,15 +146,15 @@ def score_split(model, split: str, data: tuple, classes: list[str], reports_dir:
     return metrics, details
 
 
-def score_splits(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: Path,
+def score_splits(model, cfg: Config, splits: dict[str, tuple], reports_dir: Path,
                  fitted_temperature: float, metrics: dict[str, float]) -> dict[str, dict]:
     """:func:`score_split` for val, then test: adds their metrics to ``metrics`` and returns
     their details by split."""
     classes = list(cfg.data.classes)
-    n_bins = int(knob(cfg, "evaluate.ece_bins"))
+    n_bins = cfg.evaluate.ece_bins
     (reports_dir / "figures").mkdir(parents=True, exist_ok=True)
     details: dict[str, dict] = {}
-    tta = bool(knob(cfg, "evaluate.tta"))
+    tta = cfg.evaluate.tta
     for split in ("val", "test"):
         scores, details[split] = score_split(model, split, splits[split], classes, reports_dir,
                                              tta=tta, fitted_temperature=fitted_temperature,
@@ -164,7 +163,7 @@ def score_splits(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: 
     return details
 
 
-def write_reports(model, cfg: DictConfig, details: dict[str, dict], reports_dir: Path,
+def write_reports(model, cfg: Config, details: dict[str, dict], reports_dir: Path,
                   temperature: float, raw_dir: Path | None) -> None:
     """Confusion matrices and ``classification_report.txt`` of val and test; sample
     predictions and the Grad-CAM grid of test."""
@@ -181,15 +180,15 @@ def write_reports(model, cfg: DictConfig, details: dict[str, dict], reports_dir:
             digits=3, zero_division=0) + "\n"
     test = details["test"]
     plot_samples(test["x"], test["y_true"], test["y_pred"], classes,
-                 figures_dir / "sample_predictions.png", seed=int(cfg.seed))
+                 figures_dir / "sample_predictions.png", seed=cfg.seed)
     plot_gradcam_grid(model, test["x"], test["y_true"], test["y_pred"],
                       apply_temperature(test["probabilities"], temperature), test["paths"],
-                      classes, int(knob(cfg, "evaluate.gradcam_per_class")), raw_dir,
+                      classes, cfg.evaluate.gradcam_per_class, raw_dir,
                       figures_dir / "gradcam_test.png")
     write_text(reports_dir / "classification_report.txt", report_text)
 
 
-def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir: Path,
+def evaluate_model(model, cfg: Config, splits: dict[str, tuple], reports_dir: Path,
                    temperature: float = 1.0, fitted_temperature: float | None = None,
                    raw_dir: Path | None = None, guard=None) -> tuple[dict[str, float], bool]:
     """Predict val and test, write the evaluation files, return ``(metrics, collapsed)``.
@@ -198,7 +197,7 @@ def evaluate_model(model, cfg: DictConfig, splits: dict[str, tuple], reports_dir
     ----------
     model : keras.Model
         The trained model.
-    cfg : DictConfig
+    cfg : Config
         Composed config (``data.classes``, ``seed``).
     splits : dict
         ``{"val": (x, y, paths), "test": (x, y, paths)}`` as :func:`load_split` returns them.
@@ -285,7 +284,7 @@ SUMMARY_KEYS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro"
                 "test_ece_uncalibrated", "test_ece_calibrated")
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: Config, root: Path) -> dict:
     """DVC stage ``evaluate``."""
     import keras
 

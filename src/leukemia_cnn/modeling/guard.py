@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukemia_cnn.config import GUARD_METHODS, knob
+from leukemia_cnn.config import GUARD_METHODS
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling import guardshift
 from leukemia_cnn.modeling.guardinputs import (
@@ -315,8 +315,8 @@ def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,
     the other inference precision too, save as ``model_dir/guard.npz``, print one line; return
     the guard and its file."""
     guard = fit_guard(two_headed or model, x_train, y_train, x_val,
-                      str(knob(cfg, "train.guard_method")),
-                      float(knob(cfg, "train.guard_accept_rate")), val_embeddings=val_embeddings,
+                      cfg.train.guard_method,
+                      cfg.train.guard_accept_rate, val_embeddings=val_embeddings,
                       learning=learning)
     other = "bfloat16" if guard.precision == "float32" else "float32"
     calibrate_precision(guard, model, x_val, other)

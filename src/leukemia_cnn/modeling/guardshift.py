@@ -153,7 +153,7 @@ def learning_inputs(cfg, root: Path, paths, labels: np.ndarray):
     """The shift part's learning set for the val split (``paths`` relative to
     ``paths.raw_dir``, ``labels``), or None when ``train.guard_method`` has no ``shift`` part;
     shifted with the training ``seed`` (never ``robustness.seed``)."""
-    if "shift" not in str(cfg.train.guard_method).split("+"):
+    if "shift" not in cfg.train.guard_method.split("+"):
         return None
     originals = shifts.load_originals(Path(root) / cfg.paths.raw_dir, paths)
     scale = scale_record(Path(root) / cfg.paths.preprocessed_dir)

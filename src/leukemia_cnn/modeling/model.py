@@ -7,9 +7,8 @@ import random
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
-from leukemia_cnn.config import knob
+from leukemia_cnn.config_schema import Config, ModelConfig, TrainConfig
 
 
 def set_seeds(seed: int, deterministic: bool = True) -> None:
@@ -25,17 +24,13 @@ def set_seeds(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list[int],
-                kernel_sizes: list[int], padding: str = "valid", pool_size: int = 2,
-                dense_units: int = 128, dropout: float = 0.5, batch_norm: bool = False,
-                batch_norm_momentum: float = 0.99, augment: bool = False,
-                standardize_data=None, augment_rotation: float = 0.25,
-                kernel_initializer: str = "glorot_uniform", head: str = "flatten",
-                mixed_precision: str = "off"):
+def build_model(input_shape: tuple[int, int, int], n_classes: int,
+                model: ModelConfig | None = None, train: TrainConfig | None = None,
+                standardize_data=None):
     """Conv blocks (Conv2D + ReLU -> MaxPool) -> Flatten -> Dense ReLU -> Dropout -> softmax.
 
-    With the defaults this is exactly the paper's network; the keyword knobs add the
-    robust-training layers of ``conf/experiment/improved.yaml``.
+    With the default groups this is exactly the paper's network; the knobs of
+    ``conf/experiment/improved.yaml`` and ``fast.yaml`` add the robust-training layers.
 
     Parameters
     ----------
@@ -43,18 +38,17 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
         (height, width, channels) of the preprocessed images, e.g. (100, 100, 1).
     n_classes : int
         Number of output classes (softmax units).
-    filters, kernel_sizes, padding, pool_size, dense_units, dropout, batch_norm, \
-    batch_norm_momentum, kernel_initializer, head, augment, augment_rotation
-        The ``model`` and ``train`` knobs of the same names, documented in
-        ``conf/model/paper_cnn.yaml`` and ``conf/train/default.yaml`` (the paper: filters
+    model : ModelConfig, optional
+        The ``model`` group (``conf/model/paper_cnn.yaml``; default: the paper's filters
         [64, 32, 128], kernels [5, 5, 3], valid padding, Flatten head, no batch norm).
-        ``augment`` layers act only while training: the logged model sees images unchanged.
+    train : TrainConfig, optional
+        The ``train`` group: its ``augment`` layers (active only while training: the logged
+        model sees images unchanged) and ``mixed_precision`` (hidden layers in bfloat16,
+        weights and the softmax output in float32; ``auto`` only where
+        :func:`cpu_has_bfloat16`, see :func:`resolve_mixed_precision`).
     standardize_data : numpy.ndarray or "per_image", optional
         Training images to adapt a ``Normalization`` layer to (per-channel mean and
         variance); ``"per_image"`` standardises each image by its own statistics.
-    mixed_precision : {"off", "bfloat16", "auto"}, default "off"
-        Hidden layers in bfloat16 (weights and the softmax output stay float32); ``auto``
-        only where :func:`cpu_has_bfloat16` (see :func:`resolve_mixed_precision`).
 
     Returns
     -------
@@ -62,56 +56,76 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int, filters: list
         The uncompiled model.
     """
     import keras
-    from keras import layers
 
+    model, train = model or ModelConfig(), train or TrainConfig()
     previous_policy = keras.config.dtype_policy()
-    if resolve_mixed_precision(mixed_precision) == "bfloat16":
+    if resolve_mixed_precision(train.mixed_precision) == "bfloat16":
         # Layers take the global policy when they are created; restored below.
         keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        model = _layers(keras, layers, input_shape, n_classes, filters, kernel_sizes, padding,
-                        pool_size, dense_units, dropout, batch_norm, batch_norm_momentum,
-                        augment, standardize_data, augment_rotation, kernel_initializer, head)
+        network = keras.Sequential(name="paper_cnn")
+        network.add(keras.Input(shape=tuple(input_shape)))
+        for layer in _input_layers(train, standardize_data):
+            network.add(layer)
+        for layer in _conv_blocks(model):
+            network.add(layer)
+        for layer in _head(model, n_classes):
+            network.add(layer)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    return model
+    return network
 
 
-def _layers(keras, layers, input_shape, n_classes, filters, kernel_sizes, padding, pool_size,
-            dense_units, dropout, batch_norm, batch_norm_momentum, augment, standardize_data,
-            augment_rotation, kernel_initializer, head):
-    model = keras.Sequential(name="paper_cnn")
-    model.add(keras.Input(shape=tuple(input_shape)))
-    if augment:
-        model.add(layers.RandomFlip("horizontal_and_vertical", name="augment_flip"))
-        if augment_rotation > 0:
-            model.add(layers.RandomRotation(augment_rotation, fill_mode="reflect",
-                                            name="augment_rotate"))
+def _input_layers(train: TrainConfig, standardize_data) -> list:
+    from keras import layers
+
+    added = []
+    if train.augment:
+        added.append(layers.RandomFlip("horizontal_and_vertical", name="augment_flip"))
+        if train.augment_rotation > 0:
+            added.append(layers.RandomRotation(train.augment_rotation, fill_mode="reflect",
+                                               name="augment_rotate"))
     if isinstance(standardize_data, str) and standardize_data == "per_image":
         # Each image to mean 0, variance 1 over its pixels and channels (stain and exposure vary
         # by slide); a layer without weights, so the logged model applies it too.
-        model.add(layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False,
-                                            epsilon=1e-5, name="standardize_per_image"))
+        added.append(layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False,
+                                               epsilon=1e-5, name="standardize_per_image"))
     elif standardize_data is not None:
         normalization = layers.Normalization(axis=-1, name="standardize")
         normalization.adapt(standardize_data)
-        model.add(normalization)
-    for n_filters, kernel in zip(filters, kernel_sizes, strict=True):
-        if batch_norm:
-            model.add(layers.Conv2D(n_filters, kernel, padding=padding, use_bias=False,
-                                    kernel_initializer=kernel_initializer))
-            model.add(layers.BatchNormalization(momentum=batch_norm_momentum))
-            model.add(layers.Activation("relu"))
+        added.append(normalization)
+    return added
+
+
+def _conv_blocks(model: ModelConfig) -> list:
+    from keras import layers
+
+    added = []
+    for n_filters, kernel in zip(model.filters, model.kernel_sizes, strict=True):
+        if model.batch_norm:
+            added += [layers.Conv2D(n_filters, kernel, padding=model.padding, use_bias=False,
+                                    kernel_initializer=model.kernel_initializer),
+                      layers.BatchNormalization(momentum=model.batch_norm_momentum),
+                      layers.Activation("relu")]
         else:
-            model.add(layers.Conv2D(n_filters, kernel, padding=padding, activation="relu",
-                                    kernel_initializer=kernel_initializer))
-        model.add(layers.MaxPooling2D(pool_size))
-    model.add(layers.GlobalAveragePooling2D() if head == "global_average" else layers.Flatten())
-    model.add(layers.Dense(dense_units, activation="relu", kernel_initializer=kernel_initializer))
-    model.add(layers.Dropout(dropout))
-    # float32 probabilities whatever the policy: a bfloat16 softmax rounds them to 3 digits.
-    model.add(layers.Dense(n_classes, activation="softmax", dtype="float32"))
-    return model
+            added.append(layers.Conv2D(n_filters, kernel, padding=model.padding,
+                                       activation="relu",
+                                       kernel_initializer=model.kernel_initializer))
+        added.append(layers.MaxPooling2D(model.pool_size))
+    return added
+
+
+def _head(model: ModelConfig, n_classes: int) -> list:
+    from keras import layers
+
+    return [layers.GlobalAveragePooling2D() if model.head == "global_average"
+            else layers.Flatten(),
+            layers.Dense(model.dense_units, activation="relu",
+                         kernel_initializer=model.kernel_initializer),
+            layers.Dropout(model.dropout),
+            # float32 probabilities whatever the policy: a bfloat16 softmax rounds them to 3
+            # digits.
+            layers.Dense(n_classes, activation="softmax", dtype="float32")]
 
 
 def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
@@ -136,7 +150,7 @@ def resolve_mixed_precision(setting: str, cpuinfo: str | None = None) -> str:
     return setting
 
 
-def learning_rate(cfg: DictConfig, steps_per_epoch: int):
+def learning_rate(cfg: Config, steps_per_epoch: int):
     """``train.learning_rate``, or the schedule ``train.lr_schedule`` and
     ``train.lr_warmup_epochs`` ask for, per step (``plateau`` is a callback, see
     :func:`leukemia_cnn.modeling.train.training_callbacks`).
@@ -146,19 +160,19 @@ def learning_rate(cfg: DictConfig, steps_per_epoch: int):
     """
     import keras
 
-    rate = float(cfg.train.learning_rate)
-    cosine = knob(cfg, "train.lr_schedule") == "cosine"
-    warmup_steps = steps_per_epoch * int(knob(cfg, "train.lr_warmup_epochs"))
+    rate = cfg.train.learning_rate
+    cosine = cfg.train.lr_schedule == "cosine"
+    warmup_steps = steps_per_epoch * cfg.train.lr_warmup_epochs
     if not (cosine or warmup_steps):
         return rate
     return keras.optimizers.schedules.CosineDecay(
         0.0 if warmup_steps else rate,
-        decay_steps=max(1, steps_per_epoch * int(cfg.train.epochs) - warmup_steps),
+        decay_steps=max(1, steps_per_epoch * cfg.train.epochs - warmup_steps),
         alpha=0.0 if cosine else 1.0, warmup_target=rate if warmup_steps else None,
         warmup_steps=warmup_steps)
 
 
-def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_train=None,
+def build_from_config(cfg: Config, input_shape: tuple[int, int, int], x_train=None,
                       steps_per_epoch: int = 1):
     """Build and compile the model that ``cfg.model`` and ``cfg.train`` describe.
 
@@ -169,7 +183,7 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
 
     Parameters
     ----------
-    cfg : DictConfig
+    cfg : Config
         Composed config (``data.classes``, ``model``, ``train``).
     input_shape : tuple of int
         (height, width, channels).
@@ -180,21 +194,12 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
     """
     import keras
 
-    standardize = knob(cfg, "model.standardize")
+    standardize = cfg.model.standardize
     if standardize is True and x_train is None:
         raise ValueError("model.standardize needs the training images (x_train)")
-    model = build_model(input_shape, len(cfg.data.classes), list(cfg.model.filters),
-                        list(cfg.model.kernel_sizes), cfg.model.padding, cfg.model.pool_size,
-                        cfg.model.dense_units, cfg.model.dropout,
-                        batch_norm=bool(knob(cfg, "model.batch_norm")),
-                        batch_norm_momentum=float(knob(cfg, "model.batch_norm_momentum")),
-                        augment=bool(knob(cfg, "train.augment")),
-                        augment_rotation=float(knob(cfg, "train.augment_rotation")),
+    model = build_model(input_shape, len(cfg.data.classes), cfg.model, cfg.train,
                         standardize_data=("per_image" if standardize == "per_image"
-                                          else x_train if standardize else None),
-                        kernel_initializer=str(knob(cfg, "model.kernel_initializer")),
-                        head=str(knob(cfg, "model.head")),
-                        mixed_precision=str(knob(cfg, "train.mixed_precision")))
+                                          else x_train if standardize else None))
     metrics = ["accuracy", keras.metrics.CategoricalAccuracy(name="argmax_accuracy")]
     if cfg.train.loss == "binary_crossentropy":
         metrics.append(keras.metrics.BinaryAccuracy(name="binary_accuracy"))
@@ -203,16 +208,16 @@ def build_from_config(cfg: DictConfig, input_shape: tuple[int, int, int], x_trai
     return model
 
 
-def optimizer_from_config(cfg: DictConfig, steps_per_epoch: int = 1):
+def optimizer_from_config(cfg: Config, steps_per_epoch: int = 1):
     """Adam (the paper), or AdamW when ``train.weight_decay`` > 0: decoupled weight decay,
     ``weight_decay`` x rate x weight subtracted each step, on every weight but the biases and
     the batch-norm/normalisation parameters."""
     import keras
 
     rate = learning_rate(cfg, steps_per_epoch)
-    ema = float(knob(cfg, "train.ema_momentum"))
+    ema = cfg.train.ema_momentum
     shared = {"use_ema": ema > 0, "ema_momentum": ema if ema > 0 else 0.99}
-    decay = float(knob(cfg, "train.weight_decay"))
+    decay = cfg.train.weight_decay
     if decay > 0:
         optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=decay, **shared)
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "mean",
@@ -221,12 +226,12 @@ def optimizer_from_config(cfg: DictConfig, steps_per_epoch: int = 1):
     return keras.optimizers.Adam(learning_rate=rate, **shared)
 
 
-def loss_from_config(cfg: DictConfig):
+def loss_from_config(cfg: Config):
     """``train.loss`` as Keras's name (the paper), or its loss object with
     ``train.label_smoothing`` > 0 (targets pulled toward uniform by that fraction)."""
     import keras
 
-    smoothing = float(knob(cfg, "train.label_smoothing"))
+    smoothing = cfg.train.label_smoothing
     if smoothing == 0:
         return cfg.train.loss
     if cfg.train.loss == "binary_crossentropy":

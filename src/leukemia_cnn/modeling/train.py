@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 
-from leukemia_cnn.config import flatten, knob
+from leukemia_cnn.config import flatten, write_params
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.augment import LUMA, needs_color
 from leukemia_cnn.data.preprocess import load_split, scale_record, train_rgb
 from leukemia_cnn.data.staging import staging_folder
@@ -65,12 +65,12 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return keras.utils.to_categorical(labels, n_classes).astype(np.float32)
 
 
-def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | None:
+def class_weights(cfg: Config, y_train: np.ndarray) -> dict[int, float] | None:
     """``train.class_weight: balanced`` -> ``{label: n / (n_classes * n_label)}``; else None.
 
     Not sklearn's compute_class_weight: that divides by the classes present and refuses an
     absent one, where this divides by the configured classes and leaves an absent one out."""
-    if knob(cfg, "train.class_weight") != "balanced":
+    if cfg.train.class_weight != "balanced":
         return None
     n_classes = len(cfg.data.classes)
     counts = np.bincount(y_train, minlength=n_classes)
@@ -78,12 +78,12 @@ def class_weights(cfg: DictConfig, y_train: np.ndarray) -> dict[int, float] | No
             for label, count in enumerate(counts) if count > 0}
 
 
-def early_stopping_monitor(cfg: DictConfig) -> str:
+def early_stopping_monitor(cfg: Config) -> str:
     """The history column early stopping watches: ``val_argmax_accuracy`` or ``val_loss``."""
-    return str(knob(cfg, "train.early_stopping_monitor"))
+    return cfg.train.early_stopping_monitor
 
 
-def training_callbacks(cfg: DictConfig) -> list:
+def training_callbacks(cfg: Config) -> list:
     """The Keras callbacks the robust-training knobs ask for (none for the paper's config).
 
     ``train.early_stopping_patience``: stop when ``train.early_stopping_monitor`` (val argmax
@@ -97,29 +97,29 @@ def training_callbacks(cfg: DictConfig) -> list:
     import keras
 
     callbacks = []
-    if float(knob(cfg, "train.ema_momentum")) > 0:
+    if cfg.train.ema_momentum > 0:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    patience = knob(cfg, "train.early_stopping_patience")
+    patience = cfg.train.early_stopping_patience
     if patience:
         monitor = early_stopping_monitor(cfg)
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode="min" if monitor == "val_loss" else "max",
             patience=int(patience), restore_best_weights=True))
-    if knob(cfg, "train.lr_schedule") == "plateau":
+    if cfg.train.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=int(knob(cfg, "train.lr_plateau_patience")),
+            monitor="val_loss", factor=0.5, patience=cfg.train.lr_plateau_patience,
             min_lr=1e-5))
     return callbacks
 
 
-def distribution_strategy(cfg: DictConfig):
+def distribution_strategy(cfg: Config):
     """The ``tf.distribute`` strategy ``train.distribute`` selects, or None (default device).
 
     ``mirrored``: ``tf.distribute.MirroredStrategy`` over every visible GPU (synchronous
     data-parallel training on one machine; the global batch ``train.batch_size`` is split
     across the replicas); with no GPU it mirrors onto the CPU, so it also runs here.
     """
-    if knob(cfg, "train.distribute") is None:
+    if cfg.train.distribute is None:
         return None
     import tensorflow as tf
 
@@ -129,7 +129,7 @@ def distribution_strategy(cfg: DictConfig):
     return strategy
 
 
-def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
+def fit(cfg: Config, x_train, y_train, x_val, y_val, callbacks=()):
     """Build, compile and fit the model of ``cfg``; return ``(model, history_frame, seconds)``.
 
     A plain function of arrays: the benchmarks and tests call it without MLflow. With early
@@ -138,9 +138,9 @@ def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
     their RGB version (``preprocess.train_rgb``) for the ``augment`` shifts, which see colour
     and hand the model grey.
     """
-    set_seeds(int(cfg.seed), bool(cfg.train.deterministic))
+    set_seeds(cfg.seed, cfg.train.deterministic)
     n_classes = len(cfg.data.classes)
-    batch_size = int(cfg.train.batch_size)
+    batch_size = cfg.train.batch_size
     channels = x_val.shape[-1]
     strategy = distribution_strategy(cfg)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -154,7 +154,7 @@ def fit(cfg: DictConfig, x_train, y_train, x_val, y_val, callbacks=()):
         inputs = {"x": x_train, "y": one_hot(y_train, n_classes), "batch_size": batch_size,
                   "shuffle": True}
     history = model.fit(**inputs, validation_data=(x_val, one_hot(y_val, n_classes)),
-                        epochs=int(cfg.train.epochs), verbose=int(cfg.train.verbose),
+                        epochs=cfg.train.epochs, verbose=cfg.train.verbose,
                         callbacks=[*callbacks, *training_callbacks(cfg)],
                         class_weight=class_weights(cfg, y_train))
     seconds = time.perf_counter() - start
@@ -170,9 +170,9 @@ def as_channels(x: np.ndarray, channels: int) -> np.ndarray:
     return (x @ LUMA[:, np.newaxis]).astype(np.float32)
 
 
-def kept_epoch(cfg: DictConfig, history: pd.DataFrame) -> int:
+def kept_epoch(cfg: Config, history: pd.DataFrame) -> int:
     """The epoch whose weights the fitted model holds (the best one under early stopping)."""
-    if knob(cfg, "train.early_stopping_patience"):
+    if cfg.train.early_stopping_patience:
         monitor = early_stopping_monitor(cfg)
         values = history[monitor].to_numpy()
         best = values.argmin() if monitor == "val_loss" else values.argmax()
@@ -180,12 +180,12 @@ def kept_epoch(cfg: DictConfig, history: pd.DataFrame) -> int:
     return int(history["epoch"].iloc[-1])
 
 
-def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
+def train_subset(cfg: Config, x: np.ndarray, y: np.ndarray, paths=None):
     """The stratified ``train.train_fraction`` of the train split (all of it at 1.0).
 
     Drawn with ``split.seed``, so every configuration and training seed sees the same images.
     """
-    fraction = float(knob(cfg, "train.train_fraction"))
+    fraction = cfg.train.train_fraction
     if fraction >= 1.0:
         return x, y, paths
     from sklearn.model_selection import train_test_split
@@ -193,7 +193,7 @@ def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
     index = np.arange(len(y))
     try:
         keep, _ = train_test_split(index, train_size=fraction, stratify=y,
-                                   random_state=int(cfg.split.seed))
+                                   random_state=cfg.split.seed)
     except ValueError as exc:
         raise ConfigError(f"config key `train.train_fraction` = {fraction} leaves too few "
                           f"training images per class ({len(y)} in the split): {exc}") from exc
@@ -201,7 +201,7 @@ def train_subset(cfg: DictConfig, x: np.ndarray, y: np.ndarray, paths=None):
     return x[keep], y[keep], None if paths is None else paths[keep]
 
 
-def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path,
+def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
                 reports_dir: Path, label: str | None = None, scale: dict | None = None,
                 guard_learning=None, x_source=None):
     """Fit inside the active MLflow run and log curves, timing, config and the model.
@@ -236,7 +236,7 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
                                                   model_dir, summary, guard_learning)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
-        (tmp_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_params(cfg, tmp_dir / "config.yaml")
         log_artifact(tmp_dir / "config.yaml")
         log_artifact(plot_curves(history, tmp_dir / "curves.png", label or "training curves"))
         log_artifact(reports_dir / "train_history.csv")
@@ -245,7 +245,7 @@ def fit_and_log(cfg: DictConfig, x_train, y_train, x_val, y_val, model_dir: Path
     return summary, info, model
 
 
-def fit_with_epoch_logger(cfg: DictConfig, x_train, y_train, x_val, y_val):
+def fit_with_epoch_logger(cfg: Config, x_train, y_train, x_val, y_val):
     """:func:`fit` with the per-epoch MLflow logger; an interrupted fit ends the active run
     KILLED (tag ``interrupted``) after the epochs it logged are written."""
     logger = epoch_logger()
@@ -260,13 +260,13 @@ def fit_with_epoch_logger(cfg: DictConfig, x_train, y_train, x_val, y_val):
         logger.close(raise_errors=False)  # after any other error: the run ends FAILED
 
 
-def training_summary(cfg: DictConfig, model, history: pd.DataFrame, seconds: float) -> dict:
+def training_summary(cfg: Config, model, history: pd.DataFrame, seconds: float) -> dict:
     """Training time, final losses/accuracies, epochs (run, kept), parameter count."""
     last = history.iloc[-1]
     epochs_run = len(history)
     summary = {
         "train_seconds": round(seconds, 3),
-        "epochs": int(cfg.train.epochs),
+        "epochs": cfg.train.epochs,
         "seconds_per_epoch": round(seconds / epochs_run, 3),
         "final_train_loss": float(last["loss"]),
         "final_val_loss": float(last["val_loss"]),
@@ -274,12 +274,12 @@ def training_summary(cfg: DictConfig, model, history: pd.DataFrame, seconds: flo
         "final_val_accuracy_keras": float(last["val_argmax_accuracy"]),
         "n_params": int(model.count_params()),
     }
-    if epochs_run != int(cfg.train.epochs) or knob(cfg, "train.early_stopping_patience"):
+    if epochs_run != cfg.train.epochs or cfg.train.early_stopping_patience:
         summary.update(epochs_run=epochs_run, kept_epoch=kept_epoch(cfg, history))
     return summary
 
 
-def calibrate_and_guard(cfg: DictConfig, model, x_train, y_train, x_val, y_val,
+def calibrate_and_guard(cfg: Config, model, x_train, y_train, x_val, y_val,
                         model_dir: Path, summary: dict, learning=None) -> tuple[dict, Path]:
     """Fit the temperature on val and the out-of-distribution guard (fit on train, thresholded
     on val, served with the model); add both to ``summary`` and log them; return the
@@ -309,34 +309,34 @@ def calibrate_and_guard(cfg: DictConfig, model, x_train, y_train, x_val, y_val,
     return calibration, guard_path
 
 
-def log_pyfunc_model(cfg: DictConfig, keras_path: Path, guard_path: Path, temperature: float,
+def log_pyfunc_model(cfg: Config, keras_path: Path, guard_path: Path, temperature: float,
                      example: np.ndarray, scale: dict | None = None):
     """Log the pyfunc model (:func:`leukemia_cnn.serving.pyfunc.log_model`); return its
     ``ModelInfo``."""
     from leukemia_cnn.serving.pyfunc import log_model
 
-    return log_model(keras_path, list(cfg.data.classes), int(cfg.preprocess.image_size),
-                     str(cfg.preprocess.color_mode), temperature=temperature,
-                     name=str(cfg.mlflow.registered_model_name), example=example,
+    return log_model(keras_path, list(cfg.data.classes), cfg.preprocess.image_size,
+                     cfg.preprocess.color_mode, temperature=temperature,
+                     name=cfg.mlflow.registered_model_name, example=example,
                      params=model_params(cfg), guard_path=guard_path,
-                     inference_precision=str(knob(cfg, "train.inference_precision")),
+                     inference_precision=cfg.train.inference_precision,
                      scale=scale)
 
 
-def model_params(cfg: DictConfig) -> dict[str, str]:
+def model_params(cfg: Config) -> dict[str, str]:
     """The logged model's own params: the knobs that define it (preprocess, model, train)."""
     return {k: str(v)[:6000] for k, v in flatten(cfg).items()
             if k.startswith(("preprocess.", "model.", "train."))}
 
 
-def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray,
+def fit_calibration(cfg: Config, model, x_val: np.ndarray, y_val: np.ndarray,
                     probabilities: np.ndarray | None = None) -> dict:
     """Temperature scaling fit on the validation split (``train.calibration``: auto, on, off);
     see :func:`leukemia_cnn.modeling.calibration.calibrate`. The logged model serves its
     temperature. ``probabilities``: the model's on ``x_val``, when already computed."""
     from leukemia_cnn.modeling.calibration import calibrate
 
-    mode = str(knob(cfg, "train.calibration"))
+    mode = cfg.train.calibration
     if probabilities is None:
         probabilities = model.predict(x_val, batch_size=256, verbose=0)
     result = calibrate(probabilities, y_val, mode=mode)
@@ -347,7 +347,7 @@ def fit_calibration(cfg: DictConfig, model, x_val: np.ndarray, y_val: np.ndarray
     return result
 
 
-def training_source(cfg: DictConfig, pre_dir: Path, x_train: np.ndarray):
+def training_source(cfg: Config, pre_dir: Path, x_train: np.ndarray):
     """The images the training batches start from: the train split's RGB copy for a grayscale
     model whose augmentation needs colour (``augment.stain``), else ``x_train``."""
     if not (needs_color(cfg.augment) and x_train.shape[-1] == 1):
@@ -361,7 +361,7 @@ def training_source(cfg: DictConfig, pre_dir: Path, x_train: np.ndarray):
     return train_subset(cfg, x_rgb, y_all)[0]  # the same images as x_train
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: Config, root: Path) -> dict:
     """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
     pre_dir = root / cfg.paths.preprocessed_dir
     x_train, y_train, train_paths = train_subset(cfg, *load_split(pre_dir, "train"))

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from leukemia_cnn.config import is_paper_faithful
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.modeling.model import resolve_mixed_precision
 from leukemia_cnn.tracking.fields import (
     EPOCH_METRICS,
@@ -89,16 +89,14 @@ def epoch_logger():
     return MLflowEpochLogger()
 
 
-def study_tags(cfg: DictConfig) -> dict[str, str]:
+def study_tags(cfg: Config) -> dict[str, str]:
     """``sweep_id`` and ``experiment_name`` when ``sweep.id`` is set (a DVC-queued study run)."""
-    sweep_id = OmegaConf.select(cfg, "sweep.id", default=None)
-    if sweep_id is None or str(sweep_id) == "":
+    if cfg.sweep.id is None:
         return {}
-    experiment = OmegaConf.select(cfg, "sweep.experiment", default=None)
-    return {"sweep_id": str(sweep_id), "experiment_name": str(experiment or "default")}
+    return {"sweep_id": cfg.sweep.id, "experiment_name": cfg.sweep.experiment or "default"}
 
 
-def training_params(cfg: DictConfig, lineage, x_train: np.ndarray, y_train: np.ndarray,
+def training_params(cfg: Config, lineage, x_train: np.ndarray, y_train: np.ndarray,
                     y_val: np.ndarray) -> dict[str, str]:
     """The run's params: the knobs of the groups training reads (data as it actually was,
     split, preprocess, model, train, evaluate, seed) and the data sizes.
@@ -118,7 +116,7 @@ def training_params(cfg: DictConfig, lineage, x_train: np.ndarray, y_train: np.n
 
 
 @contextlib.contextmanager
-def start_training_run(cfg: DictConfig, root: Path, x_train, y_train, y_val, train_paths=None,
+def start_training_run(cfg: Config, root: Path, x_train, y_train, y_val, train_paths=None,
                        stage: str = "train", recipe_name: str | None = None,
                        overrides: str | None = None, **extra_tags: str):
     """Open the MLflow run of one training and log what it starts from; yield a

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-from omegaconf import DictConfig
 
 from leukemia_cnn.config import flatten
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.lineage import safe_name
 from leukemia_cnn.data.preprocess import n_workers
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
@@ -113,7 +113,7 @@ def list_source(source: Path, classes: list[str]) -> tuple[list[Path], dict[str,
             {item.path: item.reason for item in skipped})
 
 
-def load_reference(cfg: DictConfig, root: Path) -> Reference:
+def load_reference(cfg: Config, root: Path) -> Reference:
     """The reference side: the input statistics of the train images in ``paths.raw_dir`` (a
     seeded sample of ``drift.reference_images`` of them when set), and the val split's PCA
     features with the fitted PCA of the features stage.
@@ -142,11 +142,11 @@ def load_reference(cfg: DictConfig, root: Path) -> Reference:
                         ) from exc
     limit = cfg.drift.reference_images
     if limit is not None and len(listed) > limit:
-        chosen = np.random.default_rng(int(cfg.seed)).choice(len(listed), limit, replace=False)
+        chosen = np.random.default_rng(cfg.seed).choice(len(listed), limit, replace=False)
         listed = [listed[i] for i in sorted(chosen)]
     raw_dir = root / cfg.paths.raw_dir
-    described = describe_files([raw_dir / p for p in listed], int(cfg.preprocess.image_size),
-                               str(cfg.preprocess.color_mode), n_workers(), "train images",
+    described = describe_files([raw_dir / p for p in listed], cfg.preprocess.image_size,
+                               cfg.preprocess.color_mode, n_workers(), "train images",
                                keep_inputs=False)
     if not described.paths:
         example = next(iter(described.skipped.values()), "no image listed")
@@ -161,12 +161,12 @@ def load_reference(cfg: DictConfig, root: Path) -> Reference:
                      n_listed=len(listed), n_measured=len(described.paths), notes=notes)
 
 
-def new_pca_features(cfg: DictConfig, model_inputs: np.ndarray, pca) -> np.ndarray:
+def new_pca_features(cfg: Config, model_inputs: np.ndarray, pca) -> np.ndarray:
     """The new images' HOG descriptors (``features.hog``) reduced by the train PCA."""
     hog = cfg.features.hog
     descriptors = hog_features(model_inputs, int(hog.orientations), tuple(hog.pixels_per_cell),
                                tuple(hog.cells_per_block), str(hog.block_norm),
-                               n_jobs=int(cfg.features.n_jobs))
+                               n_jobs=cfg.features.n_jobs)
     expected = getattr(pca, "n_features_in_", descriptors.shape[1])
     if descriptors.shape[1] != expected:
         raise DataError(f"{cfg.paths.features_dir}/pca.joblib was fitted on HOG descriptors of "
@@ -204,7 +204,7 @@ def guard_share(model_uri: str, paths: list[Path]) -> BatchGuardShare:
                             f"{len(answered)} images")
 
 
-def output_paths(cfg: DictConfig, root: Path, source: Path, output: str | None
+def output_paths(cfg: Config, root: Path, source: Path, output: str | None
                  ) -> tuple[Path, Path]:
     """Where the Markdown and HTML reports go, after the output guard."""
     name = safe_name(source.resolve().name, limit=64)
@@ -219,7 +219,7 @@ def output_paths(cfg: DictConfig, root: Path, source: Path, output: str | None
     return checked[0], checked[1]
 
 
-def log_drift_run(cfg: DictConfig, root: Path, result: DriftResult) -> str:
+def log_drift_run(cfg: Config, root: Path, result: DriftResult) -> str:
     """Log the check as an MLflow run ``drift-<name>``: its settings, counts, verdict and
     the two reports as artifacts; return the run id."""
     from leukemia_cnn.tracking.runs import (
@@ -250,11 +250,11 @@ def log_drift_run(cfg: DictConfig, root: Path, result: DriftResult) -> str:
             return run.info.run_id
 
 
-def check(cfg: DictConfig, root: Path, source: Path, model_uri: str | None) -> DriftResult:
+def check(cfg: Config, root: Path, source: Path, model_uri: str | None) -> DriftResult:
     """Compare the images under ``source`` with the training data (no output written)."""
     paths, skipped = list_source(source, list(cfg.data.classes))
-    described = describe_files(paths, int(cfg.preprocess.image_size),
-                               str(cfg.preprocess.color_mode), n_workers(), "new images")
+    described = describe_files(paths, cfg.preprocess.image_size,
+                               cfg.preprocess.color_mode, n_workers(), "new images")
     skipped.update({path.relative_to(source).as_posix(): reason.removeprefix(f"{path}: ")
                     for path, reason in described.skipped.items()})
     if not described.paths:
@@ -267,18 +267,18 @@ def check(cfg: DictConfig, root: Path, source: Path, model_uri: str | None) -> D
     tests = shift_tests({**{k: reference.stats[k] for k in INPUT_FEATURES},
                          **pca_columns(reference.pca_features)},
                         {**described.stats, **pca_columns(new_pca)},
-                        float(cfg.drift.alpha), str(cfg.drift.correction))
+                        cfg.drift.alpha, cfg.drift.correction)
     guard = (guard_share(model_uri, described.paths) if model_uri else
              BatchGuardShare(available=False, note="the model was not asked (--no-guard); the "
                                                "verdict rests on the shift tests alone"))
-    decided = verdict(tests, guard.flagged_share, float(cfg.drift.max_flagged_share),
-                      float(cfg.drift.alpha), str(cfg.drift.correction))
+    decided = verdict(tests, guard.flagged_share, cfg.drift.max_flagged_share,
+                      cfg.drift.alpha, cfg.drift.correction)
     return DriftResult(source=source, n_images=len(described.paths), skipped=skipped,
                        reference=reference, tests=tests, guard=guard, verdict=decided,
                        model_uri=model_uri, settings=flatten(cfg.drift, prefix="drift."))
 
 
-def run(cfg: DictConfig, root: Path, source: str, model_uri: str | None = None,
+def run(cfg: Config, root: Path, source: str, model_uri: str | None = None,
         guard: bool = True, output: str | None = None) -> DriftResult:
     """``leukemia-cnn drift``: check, write the report, log it to MLflow, print the verdict.
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import html as html_lib
 
-from omegaconf import DictConfig
-
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.features.imagestats import PCA_PREFIX
 from leukemia_cnn.monitoring.kstests import CORRECTIONS, ShiftTest
 
@@ -36,11 +35,11 @@ def test_rows(tests: list[ShiftTest]) -> list[str]:
     return rows
 
 
-def markdown(result, cfg: DictConfig) -> str:
+def markdown(result, cfg: Config) -> str:
     """The report of a :class:`leukemia_cnn.monitoring.drift.DriftResult`."""
     drift = result.drift
     reference = result.reference
-    correction = CORRECTIONS[str(cfg.drift.correction)]
+    correction = CORRECTIONS[cfg.drift.correction]
     inputs = [t for t in result.tests if not t.feature.startswith(PCA_PREFIX)]
     components = [t for t in result.tests if t.feature.startswith(PCA_PREFIX)]
     lines = [f"{TITLE}: {cell(result.source.name)}", "",

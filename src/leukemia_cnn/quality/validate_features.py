@@ -19,9 +19,9 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
 from leukemia_cnn.config import SPLITS
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.preprocess import read_split_table
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_json, write_text
@@ -196,7 +196,7 @@ def markdown_report(result: ValidationResult, table: pd.DataFrame, pca: dict[str
     return "\n".join(lines).rstrip() + "\n"
 
 
-def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
+def run(cfg: Config, root: Path) -> dict[str, Any]:
     """The DVC stage: check ``paths.features_dir`` against the split table and the config.
 
     Writes ``<paths.reports_dir>/validate_features.{json,md}``; raises DataError naming each
@@ -207,8 +207,8 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
     split_table = read_split_table(root / cfg.paths.splits, list(cfg.data.classes))
     features = load_features(features_dir)
     pca = load_pca(features_dir)
-    result, table = validate(features, pca, split_table, int(cfg.features.pca.n_components),
-                             float(cfg.validation.min_explained_variance),
+    result, table = validate(features, pca, split_table, cfg.features.pca.n_components,
+                             cfg.validation.min_explained_variance,
                              pca_name=f"{cfg.paths.features_dir}/{PCA_FILE}")
     reports_dir = root / cfg.paths.reports_dir
     data = report_dict(result, table, pca)

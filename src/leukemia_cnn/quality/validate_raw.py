@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig
 
 from leukemia_cnn.config import check_section
+from leukemia_cnn.config_schema import Config, ValidationConfig
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import atomic_write, shown
 from leukemia_cnn.quality import suites
@@ -48,7 +48,7 @@ REPORT_MD = "validate_raw.md"
 # Great Expectations
 # --------------------------------------------------------------------------------------------
 
-def build_suite(classes: list[str], rules: Mapping[str, Any], n_images: int | None = None):
+def build_suite(classes: list[str], rules: ValidationConfig, n_images: int | None = None):
     """The raw-data ExpectationSuite; each expectation's ``meta`` says what it checks in words.
 
     It runs on :func:`with_content_columns` of the manifest. The class-share checks need the
@@ -70,7 +70,7 @@ def build_suite(classes: list[str], rules: Mapping[str, Any], n_images: int | No
     add(gxe.ExpectColumnValuesToBeInSet,
         "no two files have the same content (exact duplicates by sha256; reported, not failing)",
         kind="duplicate", column=DUPLICATE_OF, value_set=[""], severity="warning")
-    formats, modes = list(rules["allowed_formats"]), list(rules["allowed_modes"])
+    formats, modes = list(rules.allowed_formats), list(rules.allowed_modes)
     add(gxe.ExpectColumnValuesToBeInSet,
         f"image format is one of {', '.join(formats)} (validation.allowed_formats)",
         column="format", value_set=formats)
@@ -78,7 +78,7 @@ def build_suite(classes: list[str], rules: Mapping[str, Any], n_images: int | No
         f"colour mode is one of {', '.join(modes)} (validation.allowed_modes)",
         column="mode", value_set=modes)
     for side in ("width", "height"):
-        low, high = rules[f"min_{side}"], rules[f"max_{side}"]
+        low, high = getattr(rules, f"min_{side}"), getattr(rules, f"max_{side}")
         add(gxe.ExpectColumnValuesToBeBetween,
             f"{side} is between {low} and {high} pixels (validation.min_{side}/max_{side})",
             column=side, min_value=low, max_value=high)
@@ -92,21 +92,21 @@ def build_suite(classes: list[str], rules: Mapping[str, Any], n_images: int | No
     return suite
 
 
-def _add_class_checks(add, classes: list[str], rules: Mapping[str, Any],
+def _add_class_checks(add, classes: list[str], rules: ValidationConfig,
                       n_images: int | None) -> None:
     """Images per class and, given ``n_images``, each class's share; each check's subject is
     its class (the offender a failure names)."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
-    minimum = rules["min_images_per_class"]
+    minimum = rules.min_images_per_class
     for cls in classes:
         add(gxe.ExpectTableRowCountToBeBetween,
             f"class {cls} has at least {minimum} images (validation.min_images_per_class)",
             kind="class_count", subject=cls, min_value=minimum,
             row_condition=Column("class") == cls)
     if n_images:
-        low, high = rules["min_class_share"], rules["max_class_share"]
+        low, high = rules.min_class_share, rules.max_class_share
         for cls in classes:
             # shares as counts of this manifest; the tolerance absorbs float rounding
             add(gxe.ExpectTableRowCountToBeBetween,
@@ -135,7 +135,7 @@ def _class_outcome(outcome: ExpectationOutcome, classes: list[str],
 
 
 def validate(manifest: pd.DataFrame, classes: list[str],
-             rules: DictConfig | Mapping[str, Any]) -> ValidationResult:
+             rules: ValidationConfig | Mapping[str, Any]) -> ValidationResult:
     """Run the raw-data ExpectationSuite on ``manifest`` with Great Expectations.
 
     Parameters
@@ -144,7 +144,7 @@ def validate(manifest: pd.DataFrame, classes: list[str],
         The output of :func:`build_manifest`.
     classes : list of str
         The configured classes (``data.classes``).
-    rules : DictConfig or dict
+    rules : Config or dict
         ``cfg.validation`` (every key of the group; checked by the config schema). The suite
         uses allowed_formats, allowed_modes, min/max width and height, min_images_per_class
         and min/max_class_share.
@@ -173,7 +173,7 @@ def validate(manifest: pd.DataFrame, classes: list[str],
 # Reports
 # --------------------------------------------------------------------------------------------
 
-def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
+def run(cfg: Config, root: Path) -> dict[str, Any]:
     """The DVC stage: manifest ``paths.raw_dir``, validate it, write reports and the manifest.
 
     Writes ``<paths.reports_dir>/validate_raw.{json,md}`` always and ``paths.manifest`` only
@@ -211,7 +211,7 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
             "manifest": shown(manifest_path, root)}
 
 
-def check_staged(cfg: DictConfig, staging: Path, names: Mapping[str, str], label: str,
+def check_staged(cfg: Config, staging: Path, names: Mapping[str, str], label: str,
                  out_dir: Path, progress: bool = True) -> list[str]:
     """The raw-data suite on a tree ``leukemia-cnn data get`` staged beside ``out_dir``, before
     it is swapped in: a DataError naming the files as ``names`` (staged path -> source name)

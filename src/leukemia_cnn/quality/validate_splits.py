@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 from tqdm import tqdm
 
 from leukemia_cnn.config import SPLITS
+from leukemia_cnn.config_schema import Config, ValidationConfig
 from leukemia_cnn.data.imaging import N_THREADS, open_image, perceptual_hash
 from leukemia_cnn.data.preprocess import read_split_table
 from leukemia_cnn.data.splitbounds import expected_counts
@@ -117,7 +117,7 @@ def check_table(table: pd.DataFrame, sha256: list[str], hashes: np.ndarray,
 
 
 def build_suite(frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, float],
-                rules: Mapping[str, Any]):
+                rules: ValidationConfig):
     """The split ExpectationSuite for ``frame`` (the output of :func:`check_table`)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -132,14 +132,14 @@ def build_suite(frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, fl
     suites.add(suite, gxe.ExpectColumnValuesToBeInSet,
                "no content is in two splits (same sha256 in another split: a leak)",
                kind="leak", column=SAME_CONTENT, value_set=[""])
-    distance = rules["near_duplicate_max_distance"]
+    distance = rules.near_duplicate_max_distance
     suites.add(suite, gxe.ExpectColumnValuesToBeInSet,
                f"no near-duplicate is in two splits (perceptual hash within {distance} bits; "
                "validation.near_duplicate_max_distance)",
                kind="leak", column=NEAR_DUPLICATE, value_set=[""])
 
     n = len(frame)
-    size_tolerance = rules["split_size_tolerance"]
+    size_tolerance = rules.split_size_tolerance
     counts = frame["split"].value_counts().to_dict()
     bounds = expected_counts(dict.fromkeys(SPLITS), n, ratios, size_tolerance)
     for split, (low, high) in bounds.items():
@@ -149,7 +149,7 @@ def build_suite(frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, fl
                    "(split.*, validation.split_size_tolerance)",
                    kind="split_size", subject=split, min_value=low, max_value=high,
                    row_condition=Column("split") == split)
-    share_tolerance = rules["class_share_tolerance"]
+    share_tolerance = rules.class_share_tolerance
     overall = {cls: int((frame["class"] == cls).sum()) / n for cls in classes}
     for split in SPLITS:
         n_split = int(counts.get(split, 0))
@@ -167,7 +167,7 @@ def build_suite(frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, fl
 
 
 def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Mapping[str, float],
-             rules: Mapping[str, Any], progress: bool = True
+             rules: ValidationConfig, progress: bool = True
              ) -> tuple[ValidationResult, pd.DataFrame, int | None]:
     """Fingerprint the files of ``table`` and run the split suite on them.
 
@@ -194,7 +194,7 @@ def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Map
     if table.empty:
         raise DataError("the split table lists no images; rerun `dvc repro split`")
     sha256, hashes = fingerprints(Path(raw_dir), table["path"].tolist(), progress)
-    frame, smallest = check_table(table, sha256, hashes, int(rules["near_duplicate_max_distance"]))
+    frame, smallest = check_table(table, sha256, hashes, rules.near_duplicate_max_distance)
     result = suites.run_suite(frame, lambda: build_suite(frame, list(classes), ratios, rules),
                               "validate_splits")
     return result, frame, smallest
@@ -234,7 +234,7 @@ def offender_lines(outcome: ExpectationOutcome) -> list[str]:
 
 
 def report_dict(result: ValidationResult, frame: pd.DataFrame, classes: list[str],
-                smallest: int | None, rules: Mapping[str, Any]) -> dict[str, Any]:
+                smallest: int | None, rules: ValidationConfig) -> dict[str, Any]:
     """The machine-readable report (DVC's metric file for the stage)."""
     n = len(frame)
     counts = {s: int((frame["split"] == s).sum()) for s in SPLITS}
@@ -247,7 +247,7 @@ def report_dict(result: ValidationResult, frame: pd.DataFrame, classes: list[str
                           for c in classes} for s in SPLITS},
         "n_same_content_across_splits": int((frame[SAME_CONTENT] != "").sum()),
         "n_near_duplicates_across_splits": int((frame[NEAR_DUPLICATE] != "").sum()),
-        "near_duplicate_max_distance": int(rules["near_duplicate_max_distance"]),
+        "near_duplicate_max_distance": rules.near_duplicate_max_distance,
         "min_phash_distance_across_splits": smallest,
         "n_expectations": len(result.expectations),
         "n_failed_expectations": len(result.failed),
@@ -256,7 +256,7 @@ def report_dict(result: ValidationResult, frame: pd.DataFrame, classes: list[str
 
 
 def markdown_report(result: ValidationResult, frame: pd.DataFrame, classes: list[str],
-                    smallest: int | None, rules: Mapping[str, Any]) -> str:
+                    smallest: int | None, rules: ValidationConfig) -> str:
     """The human-readable report: checks, offending files, images per split and class."""
     data = report_dict(result, frame, classes, smallest, rules)
     status = "PASSED" if result.success else "FAILED"
@@ -281,7 +281,7 @@ def markdown_report(result: ValidationResult, frame: pd.DataFrame, classes: list
     return "\n".join(lines).rstrip() + "\n"
 
 
-def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
+def run(cfg: Config, root: Path) -> dict[str, Any]:
     """The DVC stage: check ``paths.splits`` against the files of ``paths.raw_dir``.
 
     Writes ``<paths.reports_dir>/validate_splits.{json,md}``; raises DataError naming each
@@ -289,8 +289,8 @@ def run(cfg: DictConfig, root: Path) -> dict[str, Any]:
     """
     root = Path(root)
     classes = list(cfg.data.classes)
-    rules = dict(cfg.validation)
-    ratios = {name: float(cfg.split[name]) for name in SPLITS}
+    rules = cfg.validation
+    ratios = {name: getattr(cfg.split, name) for name in SPLITS}
     splits_path = root / cfg.paths.splits
     table = read_split_table(splits_path, classes)
     result, frame, smallest = validate(table, root / cfg.paths.raw_dir, classes, ratios, rules)

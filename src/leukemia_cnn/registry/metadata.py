@@ -6,7 +6,7 @@ is, how the champion is chosen and where to look.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from leukemia_cnn.config_schema import Config
 
 MODEL_DESCRIPTION = (
     "Keras CNN classifying acute lymphoblastic leukemia peripheral-blood-smear images into "
@@ -19,18 +19,18 @@ MODEL_DESCRIPTION = (
     "class and one probability per class. A research model, not a medical device.")
 
 
-def model_tags(cfg: DictConfig, run) -> dict[str, str]:
+def model_tags(cfg: Config, run) -> dict[str, str]:
     """The registered model's tags: task, classes, framework, input, champion alias."""
     return {"task": "image-classification", "classes": ", ".join(map(str, cfg.data.classes)),
             "framework": "keras", "flavor": "pyfunc (with its preprocessing)",
             "input": "encoded image bytes (column `image`)",
-            "champion_alias": str(cfg.mlflow.champion_alias),
+            "champion_alias": cfg.mlflow.champion_alias,
             "experiment_id": run.info.experiment_id}
 
 
-def describe_registered_model(client, cfg: DictConfig, run) -> None:
+def describe_registered_model(client, cfg: Config, run) -> None:
     """Give the registered model its description (unless one was written by hand) and tags."""
-    name = str(cfg.mlflow.registered_model_name)
+    name = cfg.mlflow.registered_model_name
     text = MODEL_DESCRIPTION.format(classes=", ".join(map(str, cfg.data.classes)), name=name,
                                     alias=cfg.mlflow.champion_alias)
     current = client.get_registered_model(name).description or ""

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.lineage import short, workspace_lineage
 from leukemia_cnn.registry.candidates import Candidate, candidate_from_run, registry_client
 
@@ -35,7 +34,7 @@ def resolve_model(model_uri: str) -> tuple[str | None, Candidate | None]:
         return None, None
 
 
-def model_provenance(cfg: DictConfig, root: Path, model_uri: str) -> list[str]:
+def model_provenance(cfg: Config, root: Path, model_uri: str) -> list[str]:
     """Lines saying which model answers (version, the data it was trained on, its val
     accuracy), with a warning when that data is not the workspace's current data."""
     name, c = resolve_model(model_uri)

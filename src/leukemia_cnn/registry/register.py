@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.lineage import DataLineage, short, workspace_lineage
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.fileio import write_json
@@ -114,14 +113,14 @@ def _move_alias(name: str, alias: str, champion: Candidate, alias_version: str |
     return champion.version
 
 
-def promote(cfg: DictConfig, root: Path, dry_run: bool = False, quiet: bool = False,
+def promote(cfg: Config, root: Path, dry_run: bool = False, quiet: bool = False,
             by: str = "run", data: str = CURRENT_DATA) -> str | None:
     """Point ``cfg.mlflow.champion_alias`` at the best eligible version scored on one
     validation set; return its number.
 
     Parameters
     ----------
-    cfg : DictConfig
+    cfg : Config
         Composed config (``mlflow``, ``paths``, ``data``).
     root : pathlib.Path
         Project root (the embedded store, the workspace's data and split table).
@@ -168,7 +167,7 @@ def promote(cfg: DictConfig, root: Path, dry_run: bool = False, quiet: bool = Fa
     return _move_alias(name, alias, champion, alias_version, reason, by, dry_run)
 
 
-def register(cfg: DictConfig, root: Path, run_id: str, model_uri: str) -> str:
+def register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str:
     """Register the model of ``run_id`` (once: a re-run reuses its version); return the version.
 
     The version gets :func:`version_tags` and :func:`version_summary` as its description.
@@ -206,7 +205,7 @@ def register(cfg: DictConfig, root: Path, run_id: str, model_uri: str) -> str:
     return version
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: Config, root: Path) -> dict:
     """DVC stage ``register``: register the trained model, then promote the best version
     scored on the workspace's validation set."""
     record_path = root / cfg.paths.model_dir / "run.json"

@@ -19,8 +19,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
-from omegaconf import DictConfig
 
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.imaging import open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import check_output, write_text
@@ -32,7 +32,7 @@ ERROR_COLUMN = "error"
 PREDICT_OUTPUT = "predict"  # whose record marks a prediction table (fileio.record_output)
 
 
-def default_model_uri(cfg: DictConfig) -> str:
+def default_model_uri(cfg: Config) -> str:
     return f"models:/{cfg.mlflow.registered_model_name}@{cfg.mlflow.champion_alias}"
 
 
@@ -158,7 +158,7 @@ def check_model_uri(model_uri: str, flag: str = "--model-uri") -> str:
     return model_uri
 
 
-def check_store(cfg: DictConfig, root: Path) -> None:
+def check_store(cfg: Config, root: Path) -> None:
     """Refuse to read from an embedded MLflow store that does not exist (MLflow would create
     an empty ``mlflow.db`` in whatever folder the command runs from)."""
     path = sqlite_path(tracking_uri(cfg, root))
@@ -167,7 +167,7 @@ def check_store(cfg: DictConfig, root: Path) -> None:
                                "--params <project>/params.yaml, or set MLFLOW_TRACKING_URI")
 
 
-def run(cfg: DictConfig, root: Path, images: list[str], model_uri: str | None = None,
+def run(cfg: Config, root: Path, images: list[str], model_uri: str | None = None,
          fmt: str = "csv", output: str | None = None,
          reject_unfamiliar: bool = False) -> pd.DataFrame:
     """``leukemia-cnn predict``; returns the rows (column ``error`` marks skipped images,

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig
 
-from leukemia_cnn.config import check_section, knob
+from leukemia_cnn.config import check_section
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.fileio import check_output, mark_output, swap_folder, write_text
 from leukemia_cnn.study.claims import claim_statements
 from leukemia_cnn.study.configurations import configurations
@@ -48,7 +48,7 @@ class ReportFiles:
     assets: Path
 
 
-def build(cfg: DictConfig, root: Path) -> dict:
+def build(cfg: Config, root: Path) -> dict:
     """Read the runs, write the Markdown and HTML report and figures; return what was written.
 
     Returns
@@ -60,8 +60,7 @@ def build(cfg: DictConfig, root: Path) -> dict:
     # The schema refuses a name that is not a file stem: it becomes <reports_dir>/<name>_files,
     # which is emptied first. `--name` and `--sweep-id` are set after loading: checked here.
     settings = check_section("report", cfg.report)
-    confidence = float(settings["confidence"])
-    name = str(settings["name"])
+    confidence, name = settings.confidence, settings.name
     files = ReportFiles(*check_report_outputs(root / cfg.paths.reports_dir, name, root))
     runs = fetch_runs(cfg, root)
     table = configurations(runs, confidence)
@@ -96,7 +95,7 @@ def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path
     return markdown, page, assets
 
 
-def _write(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence: float,
+def _write(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, confidence: float,
            files: ReportFiles, staging: Path, token: str) -> dict:
     """Test the claims, draw the figures into ``staging``, swap them in, write both pages."""
     alpha = 1 - confidence
@@ -104,7 +103,7 @@ def _write(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence:
     # A project claim is left out when its configuration was not run, said when it is ambiguous.
     shown = [c for c in claim_statements(runs, table, PROJECT_CLAIMS, alpha)
              if not c.get("missing")]
-    made = figures(runs, table, staging, bool(knob(cfg, "report.sample_images")))
+    made = figures(runs, table, staging, cfg.report.sample_images)
     for fig in made:  # where they will be once swapped in
         fig["curves"] = files.assets / fig["curves"].name
         if fig["samples"] is not None:
@@ -120,7 +119,7 @@ def _write(cfg: DictConfig, runs: pd.DataFrame, table: pd.DataFrame, confidence:
             "figures": [str(f["curves"]) for f in made]}
 
 
-def run(cfg: DictConfig, root: Path) -> dict:
+def run(cfg: Config, root: Path) -> dict:
     """``leukemia-cnn report``: write the report and print where it is and the claims."""
     result = build(cfg, root)
     print(f"report: {result['n_runs']} runs, {len(result['table'])} configurations -> "

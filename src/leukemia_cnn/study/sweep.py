@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
-from leukemia_cnn.config import compose, find_repo_root, knob, validate_config
+from leukemia_cnn.config import find_repo_root, load_config, validate_config
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.preprocess import SPLITS, load_images, load_split, n_workers, read_split_table
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.pathrules import check_sweep_dir
@@ -51,7 +51,7 @@ def new_sweep_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def load_splits(cfg: DictConfig, root: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def load_splits(cfg: Config, root: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The train/val/test arrays for ``cfg``'s input size and colour mode.
 
     The preprocess stage's arrays (``paths.preprocessed_dir``) when their shape matches
@@ -66,7 +66,7 @@ def load_splits(cfg: DictConfig, root: Path) -> dict[str, tuple[np.ndarray, np.n
     """
     pre_dir = root / cfg.paths.preprocessed_dir
     splits = {name: load_split(pre_dir, name) for name in SPLITS}
-    size, mode = int(cfg.preprocess.image_size), str(cfg.preprocess.color_mode)
+    size, mode = cfg.preprocess.image_size, cfg.preprocess.color_mode
     expected = (size, size, 1 if mode == "grayscale" else 3)
     found = tuple(splits["train"][0].shape[1:])
     if found == expected:
@@ -111,7 +111,7 @@ def _interrupt_guard():
     return contextlib.nullcontext()
 
 
-def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
+def run_job(cfg: Config, root: Path, out_dir: Path, sweep_id: str,
             experiment_name: str = "default", overrides: list[str] | None = None) -> dict:
     """Train and evaluate ``cfg`` as one MLflow run; write the job's files in ``out_dir``.
 
@@ -119,7 +119,7 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
 
     Parameters
     ----------
-    cfg : DictConfig
+    cfg : Config
         The job's composed config.
     root : pathlib.Path
         Project root: config paths and the embedded MLflow store are relative to it.
@@ -155,21 +155,20 @@ def run_job(cfg: DictConfig, root: Path, out_dir: Path, sweep_id: str,
     version = _register(cfg, root, training.run_id, info.model_uri)
     return {"run_id": training.run_id, "model_uri": info.model_uri, "version": version,
             "config_id": training.config_id, "experiment_name": experiment_name,
-            "seed": int(cfg.seed), "train_seconds": summary["train_seconds"],
+            "seed": cfg.seed, "train_seconds": summary["train_seconds"],
             **{k: metrics[k] for k in evaluate.SUMMARY_KEYS}}
 
 
-def _job_splits(cfg: DictConfig, root: Path, out_dir: Path, experiment_name: str) -> dict:
+def _job_splits(cfg: Config, root: Path, out_dir: Path, experiment_name: str) -> dict:
     """Check the job's config, make its folder, reset Keras and load its three splits (the
     train split cut to ``train.train_fraction``)."""
     import keras
 
     from leukemia_cnn.modeling import train
 
-    validate_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session()  # a reused worker process keeps no earlier model
-    _limit_threads(cfg.sweep.get("tf_threads"))
+    _limit_threads(cfg.sweep.tf_threads)
     splits = load_splits(cfg, root)
     splits["train"] = train.train_subset(cfg, *splits["train"])
     n_train, n_val = len(splits["train"][1]), len(splits["val"][1])
@@ -179,7 +178,7 @@ def _job_splits(cfg: DictConfig, root: Path, out_dir: Path, experiment_name: str
     return splits
 
 
-def _train_and_evaluate(cfg: DictConfig, root: Path, out_dir: Path, splits: dict, label: str):
+def _train_and_evaluate(cfg: Config, root: Path, out_dir: Path, splits: dict, label: str):
     """Inside the job's run: fit and log the model, then evaluate it on val and test."""
     from leukemia_cnn.modeling import evaluate, train
     from leukemia_cnn.modeling.guardshift import learning_inputs
@@ -196,20 +195,21 @@ def _train_and_evaluate(cfg: DictConfig, root: Path, out_dir: Path, splits: dict
     return summary, info, metrics, collapsed
 
 
-def _register(cfg: DictConfig, root: Path, run_id: str, model_uri: str) -> str | None:
+def _register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str | None:
     """Register the job's model when ``sweep.register`` (one registration at a time: parallel
     jobs number versions in one registry); the version, or None."""
     from leukemia_cnn.registry import register
     from leukemia_cnn.tracking.store import store_lock, tracking_uri
 
-    if not knob(cfg, "sweep.register"):
+    if not cfg.sweep.register:
         return None
     with store_lock(tracking_uri(cfg, root)):
         return register.register(cfg, root, run_id, model_uri)
 
 
-def job(cfg: DictConfig) -> dict:
-    """The Hydra task: :func:`run_job` with the job's folder, sweep id and experiment name.
+def job(composed) -> dict:
+    """The Hydra task (``composed``: Hydra's ``DictConfig``): :func:`run_job` with the job's
+    config checked by the schema, its folder, sweep id and experiment name.
 
     A user error (bad config, missing data) fails this job only: its message goes to stderr
     and to ``status.json`` in the job folder, and :func:`main` reports it after the sweep.
@@ -225,7 +225,8 @@ def job(cfg: DictConfig) -> dict:
     # process may have started elsewhere.
     root = find_repo_root(Path(hydra_cfg.runtime.cwd))
     try:
-        status.update(status="ok", **run_job(cfg, root, out_dir, str(cfg.sweep.id), experiment,
+        cfg = validate_config(composed)
+        status.update(status="ok", **run_job(cfg, root, out_dir, cfg.sweep.id, experiment,
                                              overrides))
     except LeukemiaCNNError as exc:
         print(f"leukemia-cnn sweep: error in job {' '.join(overrides) or '(defaults)'}: {exc}",
@@ -323,7 +324,7 @@ def prepare_store(argv: list[str], root: Path) -> None:
     from leukemia_cnn.tracking.store import setup_mlflow
 
     store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
-    setup_mlflow(compose(store_overrides, root=root), root)
+    setup_mlflow(load_config(store_overrides, root=root), root)
 
 
 # Hydra's informational flags: they run no job.

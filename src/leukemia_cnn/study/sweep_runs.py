@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig
 
-from leukemia_cnn.config import knob
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.tracking.store import run_config_id
 
 
-def fetch_runs(cfg: DictConfig, root: Path) -> pd.DataFrame:
+def fetch_runs(cfg: Config, root: Path) -> pd.DataFrame:
     """Finished sweep runs of the experiment (``report.sweep_ids`` if set), one per config+seed.
 
     Raises
@@ -31,7 +30,7 @@ def fetch_runs(cfg: DictConfig, root: Path) -> pd.DataFrame:
     if runs is None:
         raise LeukemiaCNNError(f"MLflow experiment '{name}' not found in {uri}; run a sweep "
                                "first: leukemia-cnn sweep -m 'experiment=glob(table1_*)' seed=1,2,3")
-    wanted = [str(s) for s in knob(cfg, "report.sweep_ids")]
+    wanted = cfg.report.sweep_ids
     runs = evaluated_sweep_runs(runs, wanted)
     if runs.empty:
         scope = f"sweeps {wanted}" if wanted else "any sweep"

@@ -9,9 +9,8 @@ read are left out. MLflow's standard tags fill the UI's own columns: ``mlflow.no
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
 from leukemia_cnn.config import flatten
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.lineage import BUILT_IN_SOURCE, UNKNOWN, DataLineage, safe_name, short
 
 DESCRIPTION_TAG = "mlflow.note.content"
@@ -45,7 +44,7 @@ EXPERIMENT_DESCRIPTION = (
     "the browser, not on the server).")
 
 
-def data_params(cfg: DictConfig, lineage: DataLineage) -> dict[str, str]:
+def data_params(cfg: Config, lineage: DataLineage) -> dict[str, str]:
     """The ``data.*`` params of a run: the data's source, name and URI as recorded in its
     lineage, and only the ``data`` knobs of that source."""
     params = {"data.source": lineage.source, "data.name": lineage.name}
@@ -58,7 +57,7 @@ def data_params(cfg: DictConfig, lineage: DataLineage) -> dict[str, str]:
     return params
 
 
-def stage_params(cfg: DictConfig, lineage: DataLineage, groups: tuple[str, ...]) -> dict[str, str]:
+def stage_params(cfg: Config, lineage: DataLineage, groups: tuple[str, ...]) -> dict[str, str]:
     """The params of a stage's run: the config ``groups`` it reads (``data`` from the lineage,
     see :func:`data_params`), each value cut at MLflow's 6000 characters."""
     params = {k: str(v)[:6000] for k, v in flatten(cfg).items()
@@ -68,21 +67,21 @@ def stage_params(cfg: DictConfig, lineage: DataLineage, groups: tuple[str, ...])
     return params
 
 
-def recipe(cfg: DictConfig) -> str:
+def recipe(cfg: Config) -> str:
     """The study row a run belongs to: ``sweep.experiment`` (set by every conf/experiment
     file), else ``paper`` (the default config is the paper's)."""
-    name = cfg.get("sweep", {}).get("experiment") if cfg.get("sweep") else None
+    name = cfg.sweep.experiment
     return safe_name(str(name)) if name else "paper"
 
 
-def run_base_name(prefix: str, cfg: DictConfig, lineage: DataLineage | None) -> str:
+def run_base_name(prefix: str, cfg: Config, lineage: DataLineage | None) -> str:
     """``<prefix>-s<seed>-<data>``: ``fast-s42-dev``, ``baseline-s42-synthetic``."""
     data = safe_name(lineage.name, 16) if lineage is not None and lineage.name != UNKNOWN \
         else "data"
     return f"{safe_name(prefix)}-s{cfg.seed}-{data}"
 
 
-def run_description(what: str, cfg: DictConfig, lineage: DataLineage, commit: str) -> str:
+def run_description(what: str, cfg: Config, lineage: DataLineage, commit: str) -> str:
     """The run's ``mlflow.note.content``: what it is, on which data, from which commit."""
     named = "" if lineage.name in (lineage.source, UNKNOWN) else f" '{lineage.name}'"
     return (f"{what}, seed {cfg.seed}, recipe `{recipe(cfg)}`, on {lineage.source} data{named} "

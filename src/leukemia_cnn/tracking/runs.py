@@ -13,8 +13,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.errors import ConfigError
 
 
@@ -200,7 +199,7 @@ def log_sklearn_model(model, sample, name: str = "model"):
 
 
 @contextlib.contextmanager
-def store_errors(cfg: DictConfig, root: Path, action: str):
+def store_errors(cfg: Config, root: Path, action: str):
     """Turn an MLflow error inside the block into a :class:`ConfigError` naming the store.
 
     The message reads ``could not <action> to MLflow at <uri>: <error>; check

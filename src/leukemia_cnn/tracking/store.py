@@ -9,16 +9,15 @@ import subprocess
 import warnings
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared_root
+from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.lineage import DataLineage, safe_name, workspace_lineage
 from leukemia_cnn.data.lineage import data_version as data_version  # re-exported
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.tracking.orphans import close_orphaned_runs, process_tags
 
 
-def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str:
+def tracking_uri(cfg: Config | None = None, root: Path | None = None) -> str:
     """The MLflow tracking URI, most specific first.
 
     1. ``MLFLOW_TRACKING_URI`` (a team server, or a test's own store);
@@ -29,9 +28,9 @@ def tracking_uri(cfg: DictConfig | None = None, root: Path | None = None) -> str
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    configured = cfg.mlflow.get("tracking_uri") if cfg is not None else None
+    configured = cfg.mlflow.tracking_uri if cfg is not None else None
     if configured:
-        return str(configured)
+        return configured
     return f"sqlite:///{(shared_root(root) / 'mlflow.db').as_posix()}"
 
 
@@ -71,7 +70,7 @@ def check_artifact_location(experiment, uri: str, root: Path | None = None) -> N
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
-def experiment_tags(cfg: DictConfig) -> dict[str, str]:
+def experiment_tags(cfg: Config) -> dict[str, str]:
     """The experiment's kind and description (``mlflow.note.content``)."""
     from leukemia_cnn.tracking.fields import DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION
 
@@ -80,7 +79,7 @@ def experiment_tags(cfg: DictConfig) -> dict[str, str]:
         alias=cfg.mlflow.champion_alias)}
 
 
-def mark_training_experiment(experiment, cfg: DictConfig) -> None:
+def mark_training_experiment(experiment, cfg: Config) -> None:
     """Give an experiment created before them its kind and description tags (a kind or a
     description set by hand is left alone)."""
     from mlflow import MlflowClient
@@ -90,7 +89,7 @@ def mark_training_experiment(experiment, cfg: DictConfig) -> None:
             MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
 
 
-def setup_mlflow(cfg: DictConfig, root: Path | None = None) -> str:
+def setup_mlflow(cfg: Config, root: Path | None = None) -> str:
     """Point MLflow at the store and experiment of ``cfg``; return the experiment id."""
     import mlflow
 
@@ -214,7 +213,7 @@ def git_commit(root: Path | None = None) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = None,
+def run_tags(cfg: Config, root: Path | None = None, overrides: str | None = None,
              what: str | None = None, groups: tuple[str, ...] | None = None,
              **extra: str) -> dict[str, str]:
     """Tags every run of the project carries (commit, seed, overrides and the data lineage:
@@ -251,7 +250,7 @@ def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = 
     tags = {
         "git_commit": commit,
         **lineage,
-        "seed": str(cfg.seed),
+        "seed": cfg.seed,
         **({"hydra_overrides": overrides[:5000]} if overrides else {}),
         **process_tags(),
         **{k: v for k, v in standard_tags(commit, description, cfg.data.classes).items() if v},
@@ -260,8 +259,8 @@ def run_tags(cfg: DictConfig, root: Path | None = None, overrides: str | None = 
     parent = os.environ.get("MLFLOW_PARENT_RUN_ID")
     if parent:
         tags["mlflow.parentRunId"] = parent
-    tags.update({k: str(v) for k, v in extra.items()})
-    return tags
+    tags.update(extra)
+    return {key: str(value) for key, value in tags.items()}  # MLflow keeps tags as text
 
 
 def unique_run_name(base: str, experiment_id: str) -> str:
@@ -284,7 +283,7 @@ def unique_run_name(base: str, experiment_id: str) -> str:
     return name
 
 
-def run_lineage(cfg: DictConfig, root: Path):
+def run_lineage(cfg: Config, root: Path):
     """``(lineage, rows)``: the workspace's :class:`DataLineage` and its split rows (None when
     the workspace has neither a split table nor preprocessed arrays)."""
     from leukemia_cnn.data.lineage import split_rows
