@@ -37,7 +37,12 @@ TARGETS = (("clean accuracy", "robustness_clean_accuracy", ">=", None),
            ("moderate, read right, accepted", "robustness_moderate_correct_accepted", ">=", 0.85),
            ("clean test flagged", "robustness_clean_flagged", "<=", 0.05),
            ("AUROC of ood_score, errors under shift", "robustness_ood_auroc", None, None),
-           ("wrong answers accepted", "robustness_wrong_accepted", None, None))
+           ("wrong answers accepted", "robustness_wrong_accepted", None, None),
+           ("scikit-image photos flagged", "probe_photos_flagged", None, None),
+           ("photos with a smear's histogram flagged", "probe_photos_smear_histogram_flagged",
+            None, None),
+           ("inverted smears flagged", "probe_inverted_flagged", None, None),
+           ("red/blue-swapped smears flagged", "probe_stain_swap_flagged", None, None))
 
 
 def refit_guard(project: Path, method: str) -> dict:
@@ -71,6 +76,7 @@ def refit_guard(project: Path, method: str) -> dict:
                                                  cfg.preprocess)
     summary = robustness.summary_metrics(table, per_image)
     summary["robustness_seconds"] = round(time.perf_counter() - start, 2)
+    summary.update(probe_flags(guard, model, originals, cfg.preprocess))
     setup_mlflow(cfg, project)
     trained = mlflow.get_run(record["run_id"])
     name = f"guard-{method.replace('+', '-')}-{trained.info.run_name}"
@@ -95,6 +101,35 @@ def refit_guard(project: Path, method: str) -> dict:
 
 
 COUNTS = {"robustness_wrong_accepted", "robustness_n_images", "wrong_accepted"}
+
+
+PROBES = ("photos", "photos_smear_histogram", "inverted", "stain_swap")
+
+
+def probe_flags(guard, model, originals, preprocess) -> dict[str, float]:
+    """The share the guard flags of images that are not smears like the training ones:
+    scikit-image's sample photos (as they are, and with a test smear's colour histogram), the
+    test smears inverted, and with red and blue swapped (``shifts.stain_shift``)."""
+    import numpy as np
+    from PIL import ImageOps
+
+    from leukemia_cnn.data import shifts
+    from leukemia_cnn.data.imaging import to_model_input
+    from leukemia_cnn.modeling.guard import score_images
+
+    samples = list(shifts.skimage_samples().values())
+    sets = {"photos": samples,
+            "photos_smear_histogram": [shifts.matched_to(sample, originals[i % len(originals)])
+                                       for i, sample in enumerate(samples)],
+            "inverted": [ImageOps.invert(image.convert("RGB")) for image in originals],
+            "stain_swap": [shifts.stain_shift(image) for image in originals]}
+    flags = {}
+    for name, images in sets.items():
+        x = np.stack([to_model_input(image, preprocess.image_size, preprocess.color_mode)
+                      for image in images])
+        flags[f"probe_{name}_flagged"] = float(np.mean(~score_images(guard, model, x)
+                                                       .in_distribution))
+    return flags
 
 
 def cell(value, count: bool = False) -> str:

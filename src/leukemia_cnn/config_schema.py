@@ -14,8 +14,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Discriminator, Tag, model_validator
 
-# The groups of issue 33 (acquisition shift) live beside: their own module keeps this one short.
-from leukemia_cnn.config_shifts import SHIFT_FAMILIES, AugmentConfig, RobustnessConfig  # noqa: F401
+from leukemia_cnn.config_shifts import AugmentConfig, RobustnessConfig
 from leukemia_cnn.config_types import (
     Count,
     Knobs,

@@ -1,7 +1,7 @@
-"""The config groups of acquisition shift (issue 33), typed as in :mod:`leukemia_cnn.config_schema`
-(which holds them in its ``Config``): ``augment``, the shifts drawn on the training images
-(:mod:`leukemia_cnn.data.augment`), and ``robustness``, the suite the robustness stage scores
-(:mod:`leukemia_cnn.modeling.robustness`)."""
+"""The config groups of acquisition shift (issue 33), beside the schema of
+:mod:`leukemia_cnn.config_schema`, which holds them: ``augment`` (the shifts the training images
+go through, data/augment.py) and ``robustness`` (the shifts the robustness stage measures the
+model under, modeling/robustness.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,20 @@ from leukemia_cnn.config_types import Knobs, setting
 
 # --- augment: acquisition-shift augmentation of the training images (data/augment.py) ---
 class AugmentConfig(Knobs):
-    scale: float = setting(0.0, ge=0, le=1, late=True)
-    brightness: float = setting(0.0, ge=0, lt=1, late=True)
-    contrast: float = setting(0.0, ge=0, lt=1, late=True)
-    gamma: float = setting(0.0, ge=0, le=1, late=True)
-    blur: float = setting(0.0, ge=0, le=5, late=True)
-    jpeg_quality: int | None = setting(None, ge=1, le=95, late=True, none="no JPEG")
-    stain: float = setting(0.0, ge=0, lt=1, late=True)
-    grayscale: float = setting(0.0, ge=0, le=1, late=True)
+    scale: float = setting(0.0, ge=0, le=1, late=True, allowed=(
+        "0 (off) or s in (0, 1]: zoom by a factor in [1 / (1 + s), 1 + s]"))
+    brightness: float = setting(0.0, ge=0, lt=1, late=True, allowed="0 (off) or a fraction < 1")
+    contrast: float = setting(0.0, ge=0, lt=1, late=True, allowed="0 (off) or a fraction < 1")
+    gamma: float = setting(0.0, ge=0, le=1, late=True, allowed=(
+        "0 (off) or g in (0, 1]: gamma in [1 / (1 + g), 1 + g]"))
+    blur: float = setting(0.0, ge=0, le=5, late=True, allowed=(
+        "0 (off) or the largest Gaussian sigma in pixels of the model input, up to 5"))
+    jpeg_quality: int | None = setting(None, ge=1, le=95, late=True, none="no JPEG",
+                                       allowed="null (off) or the lowest JPEG quality, 1-95")
+    stain: float = setting(0.0, ge=0, lt=1, late=True, allowed=(
+        "0 (off) or the HED jitter sigma in (0, 1), e.g. 0.05"))
+    grayscale: float = setting(0.0, ge=0, le=1, late=True, allowed=(
+        "the probability that a training image is turned grey, 0-1"))
 # --- end augment ---
 
 

@@ -211,7 +211,7 @@ def test_a_collapsed_network_gets_a_degenerate_guard_not_a_crash(tmp_path, monke
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    cfg = compose([*TINY_OVERRIDES, "train.learning_rate=5", "train.epochs=3"], root=REPO_ROOT)
+    cfg = compose([*TINY_OVERRIDES, "train.learning_rate=5.0", "train.epochs=3"], root=REPO_ROOT)
     write_preprocessed(tmp_path, cfg)
     record = train.run(cfg, tmp_path)
     guard = guard_module.load_guard(tmp_path / "models" / guard_module.GUARD_FILE)
@@ -255,6 +255,7 @@ def shift_guard(synthetic_run):
     learning = guardshift.learning_set(synthetic_run.raw["val"], splits["val"]["y"], seed=42,
                                        image_size=synthetic_run.size, color_mode="grayscale")
     assert len(learning[1]) == len(splits["val"]["y"]) * (1 + guardshift.DRAWS_PER_IMAGE)
+    assert (learning[2][:len(splits["val"]["y"])] == np.arange(len(splits["val"]["y"]))).all()
     return guard_module.fit_guard(synthetic_run.model, splits["train"]["x"],
                                   splits["train"]["y"], splits["val"]["x"],
                                   "mahalanobis+input+shift", 0.95, learning=learning)
@@ -268,7 +269,10 @@ def test_a_shift_guard_meets_its_accept_rate_and_saves_and_loads(synthetic_run, 
     before = guard_module.score_images(shift_guard, synthetic_run.model, x)
     after = guard_module.score_images(copy, synthetic_run.model, x)
     np.testing.assert_allclose(before.ood_score, after.ood_score)
-    assert before.in_distribution.mean() == pytest.approx(shift_guard.val_accept_rate)
+    # the val threshold was set on out-of-fold scores of the shift part, as test images are
+    # scored; the val images themselves, which it learnt from, are accepted at least as often
+    assert len(shift_guard.parts["shift"]["val_oof"]) == len(x)
+    assert before.in_distribution.mean() >= 0.9
     # the distance parts flag only what is far: scaled at 99.5% of val, not 95%
     assert shift_guard.scales["mahalanobis"] > guard_module.quantile_threshold(
         guard_module.raw_score("mahalanobis", shift_guard.parts["mahalanobis"],
@@ -281,9 +285,18 @@ def _val_inputs(run, x):
     return forward(embedding_model(run.model), x)[0], image_statistics(x)
 
 
-def test_a_shift_guard_still_flags_photos(synthetic_run, shift_guard):
+def test_a_shift_guard_still_flags_photos_and_inverted_smears(synthetic_run, shift_guard):
+    """Its distance parts flag only beyond the shifted smears the network reads right (the
+    envelope), so it flags fewer photos than the default guard (>= 90% here): the trade for
+    accepting exposure shifts the network handles (docs/robustness.md)."""
+    from PIL import ImageOps
+
     photos = model_inputs(list(shifts.skimage_samples().values()), synthetic_run.size)
     result = guard_module.score_images(shift_guard, synthetic_run.model, photos)
+    assert np.mean(~result.in_distribution) >= 0.75
+    inverted = model_inputs([ImageOps.invert(im.convert("RGB")) for im in synthetic_run.raw["test"]],
+                            synthetic_run.size)
+    result = guard_module.score_images(shift_guard, synthetic_run.model, inverted)
     assert np.mean(~result.in_distribution) >= 0.9
 
 

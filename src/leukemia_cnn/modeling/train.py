@@ -319,8 +319,7 @@ def log_pyfunc_model(cfg: Config, keras_path: Path, guard_path: Path, temperatur
                      cfg.preprocess.color_mode, temperature=temperature,
                      name=cfg.mlflow.registered_model_name, example=example,
                      params=model_params(cfg), guard_path=guard_path,
-                     inference_precision=cfg.train.inference_precision,
-                     scale=scale)
+                     inference_precision=cfg.train.inference_precision, scale=scale)
 
 
 def model_params(cfg: Config) -> dict[str, str]:
