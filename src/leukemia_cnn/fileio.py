@@ -19,6 +19,7 @@ image folder, DVC's Hydra integration for ``params.yaml``), passed as ``declared
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from leukemia_cnn.errors import OutputError
 
@@ -148,11 +148,8 @@ def swap_folder(staging: Path, target: Path, token: str, owner: str,
 
 def file_sha256(path: Path) -> str:
     """The sha256 of ``path``'s bytes (hex)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _read_record(record: Path) -> dict:
@@ -215,34 +212,44 @@ def git_tracked(root: Path) -> list[Path]:
 
 
 def dvc_tracked(root: Path, git_files: Iterable[Path] = ()) -> dict[Path, str]:
-    """Outputs DVC tracks under ``root``: each path -> where it is declared.
+    """Outputs DVC tracks under ``root``: each path -> where it is declared
+    (``dvc.yaml stage train``, ``data.dvc``).
 
-    Reads the stages' ``outs``, ``metrics`` and ``plots`` of ``dvc.yaml`` and the ``outs`` of
-    the ``.dvc`` files (those git tracks and those at the top of ``root``).
+    DVC reads its own files (every ``dvc.yaml`` and ``.dvc`` file, templating resolved); the
+    answer is kept while ``dvc.yaml``, ``params.yaml`` and the ``.dvc`` files git tracks or
+    that lie at the top of ``root`` are unchanged, since a command asks once per path.
+
+    Raises
+    ------
+    OutputError
+        If DVC cannot read them (a broken ``dvc.yaml``): no output is checked against a
+        pipeline nobody can read.
     """
     root = Path(root).resolve()
-    found: dict[Path, str] = {}
+    files = {root / "dvc.yaml", root / "params.yaml", *root.glob("*.dvc"),
+             *(p for p in git_files if p.suffix == ".dvc")}
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                  for p in sorted(files) if p.is_file())
+    return dict(_dvc_outs(root, stamp))
 
-    def load(path: Path) -> dict:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            return {}
-        return data if isinstance(data, dict) else {}
 
-    stages = load(root / "dvc.yaml").get("stages") or {}
-    for name, stage in (stages.items() if isinstance(stages, dict) else ()):
-        for key in ("outs", "metrics", "plots"):
-            for item in (stage.get(key) or []) if isinstance(stage, dict) else []:
-                path = next(iter(item), None) if isinstance(item, dict) else item
-                if isinstance(path, str):
-                    found[(root / path).resolve()] = f"dvc.yaml stage {name}"
-    dvc_files = {p for p in git_files if p.suffix == ".dvc"} | set(root.glob("*.dvc"))
-    for dvc_file in sorted(dvc_files):
-        for out in load(dvc_file).get("outs") or []:
-            if isinstance(out, dict) and isinstance(out.get("path"), str):
-                found[(dvc_file.parent / out["path"]).resolve()] = dvc_file.relative_to(root).as_posix()
-    return found
+@functools.lru_cache(maxsize=8)
+def _dvc_outs(root: Path, stamp: tuple) -> tuple[tuple[Path, str], ...]:
+    """``(path, where)`` of every output DVC reads under ``root`` (``stamp``: the cache key)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:  # uninitialized: a project without .dvc/ (yet) still declares its outputs
+        with Repo(str(root), uninitialized=True) as repo:
+            outs = [(Path(out.fs_path), out.stage) for out in repo.index.outs]
+    except DvcException as exc:
+        raise OutputError(f"DVC cannot read the pipeline of {root}: {exc}; fix the file it "
+                          "names and rerun") from exc
+    found = []
+    for path, stage in outs:
+        name = Path(stage.path).relative_to(root).as_posix()
+        found.append((path, name if name.endswith(".dvc") else f"{name} stage {stage.name}"))
+    return tuple(found)
 
 
 def shown(path: str | Path, root: str | Path) -> str:

@@ -10,6 +10,7 @@ line, ``cli.commands`` one handler per command, ``cli.status`` the exit statuses
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -60,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         # Hydra owns the sweep's command line (overrides, -m, hydra/launcher=..., --help).
         from leukemia_cnn.study import sweep
 
-        return sweep.main(argv[1:])
-    args = build_parser().parse_args(argv)
-    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        command, run = "sweep", functools.partial(sweep.main, argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        run = functools.partial(_run, args)
     try:
-        return _run(args)
+        return run()
     except LeukemiaCNNError as exc:
         print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

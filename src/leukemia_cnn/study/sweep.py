@@ -19,7 +19,6 @@ picks the champion among the registered versions.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import subprocess
@@ -41,6 +40,7 @@ from leukemia_cnn.study.jobstatus import (
     format_statuses,
     job_folders,
     override_value,
+    write_status,
 )
 
 PRIMARY_CONFIG = "launch"
@@ -180,17 +180,15 @@ def _job_splits(cfg: Config, root: Path, out_dir: Path, experiment_name: str) ->
 
 def _train_and_evaluate(cfg: Config, root: Path, out_dir: Path, splits: dict, label: str):
     """Inside the job's run: fit and log the model, then evaluate it on val and test."""
-    from leukemia_cnn.modeling import evaluate, train
-    from leukemia_cnn.modeling.guardshift import learning_inputs
+    from leukemia_cnn.modeling import evaluate, guardshift, train
 
     (x_train, y_train, _), (x_val, y_val, val_paths) = splits["train"], splits["val"]
-    summary, info, model = train.fit_and_log(
-        cfg, x_train, y_train, x_val, y_val, out_dir, out_dir, label=label,
-        guard_learning=learning_inputs(cfg, root, val_paths, y_val))
+    learning = guardshift.learning_inputs(cfg, root, val_paths, y_val)  # the shift guard's
+    summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val, out_dir,
+                                             out_dir, label=label, guard_learning=learning)
     metrics, collapsed = evaluate.evaluate_model(
-        model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir,
-        temperature=summary["temperature"], fitted_temperature=summary["fitted_temperature"],
-        raw_dir=root / cfg.paths.raw_dir)
+        model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir, raw_dir=root / cfg.paths.raw_dir,
+        temperature=summary["temperature"], fitted_temperature=summary["fitted_temperature"])
     evaluate.log_evaluation(metrics, collapsed, out_dir)
     return summary, info, metrics, collapsed
 
@@ -211,10 +209,12 @@ def job(composed) -> dict:
     """The Hydra task (``composed``: Hydra's ``DictConfig``): :func:`run_job` with the job's
     config checked by the schema, its folder, sweep id and experiment name.
 
-    A user error (bad config, missing data) fails this job only: its message goes to stderr
-    and to ``status.json`` in the job folder, and :func:`main` reports it after the sweep.
+    A user error (bad config or data, a file system or MLflow store that refuses) fails this
+    job only: its message goes to stderr and its ``status.json``; :func:`main` reports it.
     """
     from hydra.core.hydra_config import HydraConfig
+
+    from leukemia_cnn.tracking.runs import store_errors
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -224,16 +224,16 @@ def job(composed) -> dict:
     # The launch's working directory (the project root), not this worker's: a reused worker
     # process may have started elsewhere.
     root = find_repo_root(Path(hydra_cfg.runtime.cwd))
+    label = " ".join(overrides) or "(defaults)"
     try:
         cfg = validate_config(composed)
-        status.update(status="ok", **run_job(cfg, root, out_dir, cfg.sweep.id, experiment,
-                                             overrides))
-    except LeukemiaCNNError as exc:
-        print(f"leukemia-cnn sweep: error in job {' '.join(overrides) or '(defaults)'}: {exc}",
-              file=sys.stderr)
+        with store_errors(cfg, root, f"log job {label}"):
+            status.update(status="ok", **run_job(cfg, root, out_dir, cfg.sweep.id, experiment,
+                                                 overrides))
+    except (LeukemiaCNNError, OSError) as exc:  # the file system's no: a path, a full disk
+        print(f"leukemia-cnn sweep: error in job {label}: {exc}", file=sys.stderr)
         status.update(status="failed", error=str(exc))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str) + "\n")
+    write_status(out_dir, status)
     return status
 
 
@@ -321,10 +321,13 @@ def prepare_store(argv: list[str], root: Path) -> None:
     check_sweep_dir(argv, root)  # jobs write there: the rule of every configured path
     if INFORMATIONAL & set(argv):
         return
+    from leukemia_cnn.tracking.runs import store_errors
     from leukemia_cnn.tracking.store import setup_mlflow
 
     store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
-    setup_mlflow(load_config(store_overrides, root=root), root)
+    cfg = load_config(store_overrides, root=root)
+    with store_errors(cfg, root, "connect the sweep"):
+        setup_mlflow(cfg, root)
 
 
 # Hydra's informational flags: they run no job.
@@ -348,7 +351,7 @@ def run_app(argv: list[str]) -> int:
     try:
         sweep_id = with_sweep_id(argv)
         prepare_store(argv, root)
-    except LeukemiaCNNError as exc:
+    except (LeukemiaCNNError, OSError) as exc:
         print(f"leukemia-cnn sweep: error: {exc}", file=sys.stderr)
         return 1
 
