@@ -24,13 +24,13 @@ from leukemia_cnn.fileio import (
     OUTPUT_MARKER,
     OUTPUT_RECORD,
     check_output,
-    dvc_tracked,
     is_marked,
     mark_output,
     record_output,
     shown,
     swap_folder,
 )
+from leukemia_cnn.tracked import dvc_tracked
 
 IMAGE, SOURCE = GUARD_IMAGE, GUARD_SOURCE
 

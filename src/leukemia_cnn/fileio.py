@@ -19,13 +19,11 @@ image folder, DVC's Hydra integration for ``params.yaml``), passed as ``declared
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from leukemia_cnn.errors import OutputError
+from leukemia_cnn.tracked import dvc_tracked, git_tracked
 
 # Written inside every output folder a command writes: `leukemia-cnn <kind>`. A folder
 # without it (or a manifest declaring it) is not overwritten. DVC ignores it (.dvcignore).
@@ -197,59 +196,6 @@ def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> b
 
 
 # ------------------------------------------------------------------------- the guard
-
-
-def git_tracked(root: Path) -> list[Path]:
-    """Absolute paths of the files git tracks under ``root`` (none outside a git work tree)."""
-    root = Path(root).resolve()
-    if shutil.which("git") is None:
-        return []
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=root, capture_output=True)
-    if listed.returncode != 0:
-        return []
-    names = listed.stdout.decode("utf-8", errors="surrogateescape").split("\0")
-    return [root / name for name in names if name]
-
-
-def dvc_tracked(root: Path, git_files: Iterable[Path] = ()) -> dict[Path, str]:
-    """Outputs DVC tracks under ``root``: each path -> where it is declared
-    (``dvc.yaml stage train``, ``data.dvc``).
-
-    DVC reads its own files (every ``dvc.yaml`` and ``.dvc`` file, templating resolved); the
-    answer is kept while ``dvc.yaml``, ``params.yaml`` and the ``.dvc`` files git tracks or
-    that lie at the top of ``root`` are unchanged, since a command asks once per path.
-
-    Raises
-    ------
-    OutputError
-        If DVC cannot read them (a broken ``dvc.yaml``): no output is checked against a
-        pipeline nobody can read.
-    """
-    root = Path(root).resolve()
-    files = {root / "dvc.yaml", root / "params.yaml", *root.glob("*.dvc"),
-             *(p for p in git_files if p.suffix == ".dvc")}
-    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
-                  for p in sorted(files) if p.is_file())
-    return dict(_dvc_outs(root, stamp))
-
-
-@functools.lru_cache(maxsize=8)
-def _dvc_outs(root: Path, stamp: tuple) -> tuple[tuple[Path, str], ...]:
-    """``(path, where)`` of every output DVC reads under ``root`` (``stamp``: the cache key)."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
-    try:  # uninitialized: a project without .dvc/ (yet) still declares its outputs
-        with Repo(str(root), uninitialized=True) as repo:
-            outs = [(Path(out.fs_path), out.stage) for out in repo.index.outs]
-    except DvcException as exc:
-        raise OutputError(f"DVC cannot read the pipeline of {root}: {exc}; fix the file it "
-                          "names and rerun") from exc
-    found = []
-    for path, stage in outs:
-        name = Path(stage.path).relative_to(root).as_posix()
-        found.append((path, name if name.endswith(".dvc") else f"{name} stage {stage.name}"))
-    return tuple(found)
 
 
 def shown(path: str | Path, root: str | Path) -> str:
