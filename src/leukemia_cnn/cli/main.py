@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
         if os.environ.get("LEUKEMIA_CNN_TRACEBACK"):
             raise
+        from leukemia_cnn.tracking.storeerrors import artifact_store_error
+
+        if (store_error := artifact_store_error(exc)) is not None:  # S3 down, wrong keys
+            print(f"leukemia-cnn {command}: error: {store_error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(f"leukemia-cnn {command}: internal error: {type(exc).__name__}: {exc}\n"
               "hint: this is a bug; rerun with LEUKEMIA_CNN_TRACEBACK=1 and report the traceback",
               file=sys.stderr)

@@ -63,3 +63,14 @@ def format_statuses(statuses: list[dict]) -> str:
             for s in statuses]
     return text_table(("experiment", "seed", "val_acc", "test_acc", "collapsed",
                        "run_id / error"), rows, right=("seed", "val_acc", "test_acc", "collapsed"))
+
+
+def describe_failed(failed: list[dict]) -> str:
+    """The failed jobs in one line: each one's SLURM job id (when it ran on SLURM) or its
+    overrides, and its error's first clause."""
+    parts = []
+    for status in failed:
+        where = " ".join(status.get("overrides") or []) or status.get("experiment_name", "?")
+        error = str(status.get("error", "?")).split("; ")[0]
+        parts.append(f"{error} ({where})" if status.get("slurm_job_id") else f"{where}: {error}")
+    return "; ".join(parts)
