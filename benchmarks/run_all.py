@@ -4,8 +4,10 @@ The memory benchmark runs first: it builds the shared full-size workspace (a tem
 project copy with the synthetic dataset and every stage's outputs) that the features,
 inference, train and serving benchmarks then reuse; the DVC benchmark makes its own tiny
 project and the first-run benchmark times `make install` and `make run` in a fresh clone
-of the committed state. Each benchmark runs as its own process; its printed output goes to the terminal and,
-with a summary table of every target, to the results file.
+of the committed state; the SLURM benchmark starts a one-node cluster of its own (it says it
+skipped when Debian's slurm-wlm and munge are missing). Each benchmark runs as its own
+process; its printed output goes to the terminal and, with a summary table of every target,
+to the results file.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import benchlib
 HERE = Path(__file__).resolve().parent
 # Run order: memory builds the shared workspace.
 BENCHMARKS = ("memory", "features", "inference", "train", "serving", "dvc", "precision", "guard",
-              "firstrun")
+              "firstrun", "slurm")
 SHARED_WORKSPACE = ("memory", "features", "inference", "train", "serving")
 
 

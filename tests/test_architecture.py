@@ -22,7 +22,8 @@ PACKAGE = REPO_ROOT / "src" / "leukemia_cnn"
 RANKS = {"data": 1, "tracking": 2, "quality": 2, "features": 3, "modeling": 4, "registry": 5,
          "serving": 6, "monitoring": 7, "study": 8, "cli": 9}
 FOUNDATION = {"config", "config_schema", "config_shifts", "config_types", "config_validate",
-              "errors", "fileio", "pathrules", "console", "devtools", "__init__"}
+              "errors", "fileio", "pathrules", "console", "devtools", "markdown", "tracked",
+              "__init__"}
 # Known exceptions, each with its reason; a new one needs a reason here.
 AGAINST_THE_FLOW: dict[tuple[str, str], str] = {
     ("leukemia_cnn.modeling.train", "leukemia_cnn.serving.pyfunc"):
@@ -247,3 +248,29 @@ def test_stage_code_reads_the_typed_config_without_casts(path):
     so nothing re-casts it or reads it with a default of its own."""
     found = CASTS.findall(path.read_text())
     assert not found, f"{module_name(path)} re-casts or re-defaults config values: {found}"
+
+
+# A subprocess given this long (seconds) is expected to run for minutes.
+LONG_TIMEOUT = 600
+
+
+def test_tests_that_wait_minutes_for_a_subprocess_are_marked_slow():
+    """`make test` leaves out `@pytest.mark.slow`: a test that gives a subprocess ten minutes
+    (a benchmark that trains, a pipeline run) must carry the mark."""
+    unmarked = []
+    for path in sorted((REPO_ROOT / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        module_slow = any(isinstance(node, ast.Assign) and "slow" in ast.unparse(node.value)
+                          and any(getattr(t, "id", "") == "pytestmark" for t in node.targets)
+                          for node in tree.body)
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
+                continue
+            slow = module_slow or any("mark.slow" in ast.unparse(d) for d in node.decorator_list)
+            waits = [kw.value.value for call in ast.walk(node) if isinstance(call, ast.Call)
+                     for kw in call.keywords if kw.arg == "timeout"
+                     and isinstance(kw.value, ast.Constant)
+                     and isinstance(kw.value.value, int | float)]
+            if not slow and any(wait >= LONG_TIMEOUT for wait in waits):
+                unmarked.append(f"{path.relative_to(REPO_ROOT)}::{node.name}")
+    assert not unmarked, f"mark these @pytest.mark.slow: {unmarked}"

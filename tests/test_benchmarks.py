@@ -57,6 +57,7 @@ def benchlib_stages() -> list[str]:
     return list(benchlib.stage_commands(REPO))
 
 
+@pytest.mark.slow  # trains in fresh processes: minutes
 def test_recipe_benchmark_times_both_runs_and_prints_the_ratio(tmp_path, make_cfg):
     """bench_recipe on a project folder's arrays: one run of the paper's row and one of the
     recipe, in fresh processes, both times, the ratio and the targets printed."""
@@ -79,6 +80,7 @@ def test_recipe_benchmark_times_both_runs_and_prints_the_ratio(tmp_path, make_cf
     assert "TARGET fast training wall time:" in out
 
 
+@pytest.mark.slow  # trains in fresh processes: minutes
 def test_precision_benchmark_times_both_precisions_and_says_what_auto_picks():
     """bench_precision: float32 and bfloat16 trials in fresh processes, the ratio, and a
     verdict only where `auto` picks bfloat16."""
@@ -97,6 +99,7 @@ def test_precision_benchmark_times_both_precisions_and_says_what_auto_picks():
     assert ("TARGET paper: bfloat16 / float32 training time" in out) == (auto == "bfloat16")
 
 
+@pytest.mark.slow  # trains in fresh processes: minutes
 def test_guard_benchmark_times_predict_with_and_without_the_guard(tmp_path):
     """bench_guard: predict from JPEG bytes and from arrays, with and without the guard, the
     ratio and its verdict."""

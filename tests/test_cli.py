@@ -5,7 +5,7 @@ import sys
 from helpers import REPO_ROOT
 from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.cli.parser import STAGES, build_parser
-from leukemia_cnn.cli.status import EXIT_INTERNAL
+from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_INTERNAL
 
 
 def test_help_lists_every_stage_and_command(capsys):
@@ -41,6 +41,17 @@ def test_sweep_and_report_are_wired(capfd):
     out = capfd.readouterr().out
     assert "sweep is powered by Hydra" in out
     assert "table1_e15_b64_cce" in out  # the experiment group, listed by Hydra
+
+
+def test_a_sweep_the_file_system_refuses_is_one_line(tmp_path, monkeypatch, capsys):
+    """`leukemia-cnn sweep` goes through the same error handling as every other command."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # the user's shell is in a folder that no longer exists
+    assert cli_main(["sweep", "--help"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("leukemia-cnn sweep: error: [Errno 2]") and err.count("\n") == 1
 
 
 def test_promote_rejects_an_unknown_mode(capsys):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from leukemia_cnn.console import drop_native_log_lines
+from leukemia_cnn.console import drop_native_log_lines, text_table
 
 ABSL_BANNER = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
 ONEDNN = (b"I0000 00:00:1796185475.312000    8504 port.cc:153] oneDNN custom operations are on. "
@@ -73,3 +73,17 @@ def test_importing_tensorflow_under_the_command_is_quiet():
                           timeout=120, check=True)
     assert done.stdout.strip() == b"4.0"
     assert done.stderr == b"", done.stderr.decode()[:500]
+
+
+def test_a_text_table_aligns_columns_and_shows_cells_as_given():
+    """The tables promote, summary and sweep print: one line per row, columns aligned, a cell
+    that looks like rich markup (an error message, a run name) printed as it is."""
+    text = text_table(("experiment", "seed", "run_id / error"),
+                      [("improved", 1, "abc123"), ("table1_e15_b64_cce", "", "[bold]x[/] [Errno 28]")],
+                      right=("seed",), indent="  ")
+    lines = text.splitlines()
+    assert lines == ["  experiment          seed  run_id / error",
+                     "  improved               1  abc123",
+                     "  table1_e15_b64_cce        [bold]x[/] [Errno 28]"]
+    assert "\x1b" not in text  # no colour codes, whatever the terminal
+

@@ -30,6 +30,7 @@ from leukemia_cnn.fileio import (
     shown,
     swap_folder,
 )
+from leukemia_cnn.tracked import dvc_tracked
 
 IMAGE, SOURCE = GUARD_IMAGE, GUARD_SOURCE
 
@@ -173,6 +174,22 @@ def test_a_hostile_params_file_is_one_line_and_changes_nothing(project, command,
 
 
 # ------------------------------------------------------------------------- the guard itself
+
+
+def test_dvc_tracked_reads_the_pipeline_as_dvc_does(tmp_path):
+    """An output named through params.yaml (``${...}``) or in a nested dvc.yaml is DVC's too;
+    a broken dvc.yaml is an error, never an empty pipeline."""
+    root = tmp_path / "project"
+    write_file(root / "params.yaml", b"paths:\n  made: data/made\n")
+    write_file(root / "dvc.yaml", b"stages:\n  s:\n    cmd: x\n    outs:\n      - ${paths.made}\n")
+    write_file(root / "sub" / "dvc.yaml", b"stages:\n  t:\n    cmd: y\n    metrics:\n      - m.json\n")
+    write_file(root / "data.dvc", b"outs:\n- path: data/raw\n")
+    assert dvc_tracked(root) == {root / "data" / "made": "dvc.yaml stage s",
+                                 root / "sub" / "m.json": "sub/dvc.yaml stage t",
+                                 root / "data" / "raw": "data.dvc"}
+    write_file(root / "dvc.yaml", b"stages:\n  s: [\n")
+    with pytest.raises(OutputError, match=r"DVC cannot read the pipeline of .*dvc\.yaml"):
+        dvc_tracked(root)
 
 
 def test_check_output_reasons(tmp_path):

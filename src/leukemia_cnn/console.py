@@ -14,11 +14,13 @@ own messages, Python tracebacks). MLflow's advisory warnings and artifact-downlo
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import re
 import threading
 import warnings
+from collections.abc import Collection, Iterable, Sequence
 
 VERBOSE_ENV = "LEUKEMIA_CNN_VERBOSE"
 # glog/absl line prefix: severity letter, MMDD, time, thread id, file:line]
@@ -113,3 +115,22 @@ def quiet_libraries(verbose: bool = False, native: bool = True) -> None:
         warnings.filterwarnings("ignore", message=advice, category=UserWarning)
     if native:
         _filter_fd2()
+
+
+def text_table(columns: Sequence[str], rows: Iterable[Sequence[object]],
+               right: Collection[str] = (), indent: str = "") -> str:
+    """``rows`` under ``columns`` as aligned plain text: rich's Table without borders or colour
+    (a cell is shown as its ``str``, never read as rich markup); ``right``: the columns aligned
+    right; ``indent`` starts every line."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="")
+    for name in columns:
+        table.add_column(name, justify="right" if name in right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text(str(cell)) for cell in row))
+    out = io.StringIO()
+    Console(file=out, width=100_000, color_system=None).print(table)
+    return "\n".join(indent + line.rstrip() for line in out.getvalue().splitlines())

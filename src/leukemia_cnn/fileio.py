@@ -24,16 +24,15 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from leukemia_cnn.errors import OutputError
+from leukemia_cnn.tracked import dvc_tracked, git_tracked
 
 # Written inside every output folder a command writes: `leukemia-cnn <kind>`. A folder
 # without it (or a manifest declaring it) is not overwritten. DVC ignores it (.dvcignore).
@@ -148,11 +147,8 @@ def swap_folder(staging: Path, target: Path, token: str, owner: str,
 
 def file_sha256(path: Path) -> str:
     """The sha256 of ``path``'s bytes (hex)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _read_record(record: Path) -> dict:
@@ -200,49 +196,6 @@ def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> b
 
 
 # ------------------------------------------------------------------------- the guard
-
-
-def git_tracked(root: Path) -> list[Path]:
-    """Absolute paths of the files git tracks under ``root`` (none outside a git work tree)."""
-    root = Path(root).resolve()
-    if shutil.which("git") is None:
-        return []
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=root, capture_output=True)
-    if listed.returncode != 0:
-        return []
-    names = listed.stdout.decode("utf-8", errors="surrogateescape").split("\0")
-    return [root / name for name in names if name]
-
-
-def dvc_tracked(root: Path, git_files: Iterable[Path] = ()) -> dict[Path, str]:
-    """Outputs DVC tracks under ``root``: each path -> where it is declared.
-
-    Reads the stages' ``outs``, ``metrics`` and ``plots`` of ``dvc.yaml`` and the ``outs`` of
-    the ``.dvc`` files (those git tracks and those at the top of ``root``).
-    """
-    root = Path(root).resolve()
-    found: dict[Path, str] = {}
-
-    def load(path: Path) -> dict:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    stages = load(root / "dvc.yaml").get("stages") or {}
-    for name, stage in (stages.items() if isinstance(stages, dict) else ()):
-        for key in ("outs", "metrics", "plots"):
-            for item in (stage.get(key) or []) if isinstance(stage, dict) else []:
-                path = next(iter(item), None) if isinstance(item, dict) else item
-                if isinstance(path, str):
-                    found[(root / path).resolve()] = f"dvc.yaml stage {name}"
-    dvc_files = {p for p in git_files if p.suffix == ".dvc"} | set(root.glob("*.dvc"))
-    for dvc_file in sorted(dvc_files):
-        for out in load(dvc_file).get("outs") or []:
-            if isinstance(out, dict) and isinstance(out.get("path"), str):
-                found[(dvc_file.parent / out["path"]).resolve()] = dvc_file.relative_to(root).as_posix()
-    return found
 
 
 def shown(path: str | Path, root: str | Path) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.errors import ConfigError
-from leukemia_cnn.fileio import dvc_tracked, git_tracked
+from leukemia_cnn.tracked import dvc_tracked, git_tracked
 
 # Top-level names of the project's code, config, history and stores: no output goes there.
 RESERVED = (".git", ".dvc", ".github", ".ci", ".venv", "src", "conf", "tests", "docs",

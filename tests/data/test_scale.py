@@ -150,3 +150,23 @@ def test_preprocess_with_rescale_puts_every_split_at_the_training_scale(tmp_path
     rgb = preprocess.train_rgb(out)
     x_train, _, _ = preprocess.load_split(out, "train")
     assert rgb.shape == (*x_train.shape[:3], 3)
+
+
+def test_the_served_model_preprocesses_at_its_training_scale(fields):
+    """A logged model trained with preprocess.rescale puts every request image at its training
+    red-cell size before the resize, as the preprocess stage did."""
+    import io
+
+    from leukemia_cnn.serving.pyfunc import LeukemiaCNNModel
+
+    buffer = io.BytesIO()
+    rescaled(fields[3], 1.5).save(buffer, format="PNG")
+    served = LeukemiaCNNModel()
+    served.image_size, served.color_mode = 32, "grayscale"
+    served.reference_radius = relative_radius(fields[3])
+    x = served.preprocess([buffer.getvalue()])
+    expected = load_model_input(buffer.getvalue(), 32, "grayscale",
+                                reference_radius=served.reference_radius)
+    np.testing.assert_array_equal(x[0], expected)
+    served.reference_radius = None  # a model trained without it: the image as it comes
+    assert not np.array_equal(served.preprocess([buffer.getvalue()])[0], expected)

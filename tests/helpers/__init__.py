@@ -164,3 +164,13 @@ def write_raw_and_preprocessed(root: Path, cfg, per_class: dict[str, int] | None
                                          str(cfg.preprocess.color_mode)))
         np.savez(directory / f"{split}.npz", x=np.stack(arrays), y=labels, path=np.array(paths))
     return directory
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The stripped cells of every Markdown pipe-table row in ``markdown``, header rows
+    included, rule rows (``|---|:--:|``) left out; an escaped ``\\|`` stays inside its cell."""
+    import re
+
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            for line in markdown.splitlines()
+            if line.startswith("|") and not set(line.strip()) <= set("|:- ")]

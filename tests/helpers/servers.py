@@ -18,10 +18,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(args: list[str], port: int, cwd, health: str = "/health", timeout: float = 180):
+def server(args: list[str], port: int, cwd, health: str = "/health", timeout: float = 180,
+           env_extra: dict | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{cwd / 'mlflow.db'}"
+    env.update(env_extra or {})  # e.g. a tracking server instead of the store in cwd
     log = open(cwd / f"server-{port}.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -4,6 +4,7 @@ makes: what a failed check names, and how the reports and error messages list it
 import pandas as pd
 import pytest
 
+from helpers import table_rows
 from leukemia_cnn.quality import suites
 from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult
 
@@ -59,8 +60,9 @@ def test_warnings_are_reported_but_do_not_fail(result):
 def test_markdown_lists_every_check_and_the_offenders_of_each_failure(result):
     lines = suites.markdown_checks(result, found=lambda o: str(o.observed),
                                    offender_lines=lambda o: o.offending)
-    table = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
-    assert [line.split(" | ")[1] for line in table] == ["**FAIL**", "pass", "**FAIL**"]
+    table = table_rows("\n".join(lines))
+    assert table[0] == ["#", "result", "check", "column", "found", "expectation"]
+    assert [row[1] for row in table[1:]] == ["**FAIL**", "pass", "**FAIL**"]
     assert "## Offending files" in lines and "- `b.jpg`" in lines and "- `train`" in lines
     assert "### sizes are 1 to 100 bytes (`expect_column_values_to_be_between`)" in lines
     assert suites.md_escape("a|b\nc") == "a\\|b c"

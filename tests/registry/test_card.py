@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import table_rows
 from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.registry import register
 from leukemia_cnn.registry.card import CARD_ARTIFACT, model_card
@@ -34,18 +35,20 @@ def test_card_of_a_registered_tiny_model_has_every_field(registered):
     assert f"Source: synthetic; data version (data.dvc md5): `{tags['data_version']}`" in card
     assert "train 96 images" in card and "val 32" in card and "test 32" in card
     # per-class precision/recall/F1 on val and test, with the measured numbers
+    rows = table_rows(card)
     for name in trained.cfg.data.classes:
-        row = next(line for line in card.splitlines() if line.startswith(f"| {name} |"))
-        cells = [c.strip() for c in row.strip("|").split("|")]
+        cells = next(row for row in rows if row[0] == name)
         assert cells[1:4] == [f"{metrics[f'val_{k}_{name}']:.3f}" for k in
                               ("precision", "recall", "f1")]
         assert cells[5:8] == [f"{metrics[f'test_{k}_{name}']:.3f}" for k in
                               ("precision", "recall", "f1")]
         assert cells[4] == cells[8] == "8"
-    assert f"| val | 32 | {metrics['val_accuracy']:.3f} |" in card
+    assert ["val", "32", f"{metrics['val_accuracy']:.3f}"] in [row[:3] for row in rows]
     # calibration before and after
     assert f"T = {metrics['calibration_fitted_temperature']:.3f} fitted on the validation" in card
-    assert re.search(r"\| test \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{3} \|", card)
+    calibration = table_rows(card.split("## Calibration", 1)[1].split("\n## ", 1)[0])
+    assert calibration[0] == ["split", "ECE before", "ECE after", "NLL before", "NLL after"]
+    assert all(re.fullmatch(r"\d\.\d{3}", cell) for cell in calibration[2][1:])
     # configuration, training time, provenance
     assert "- `train.epochs`: 8" in card and "- `model.filters`: [8, 8, 8]" in card
     assert f"Training time: {metrics['train_seconds']:.0f} s for 8 epochs" in card
@@ -117,6 +120,6 @@ def test_card_describes_the_out_of_distribution_guard(registered):
     # the threshold a bfloat16 server uses, set on val computed in bfloat16
     assert (f"; {metrics['guard_threshold_bfloat16']:.4g} in bfloat16, set on val in bfloat16)"
             in section)
-    test_row = next(line for line in section.splitlines() if line.startswith("| test |"))
-    assert f"| {metrics['test_false_flag_rate']:.3f} |" in test_row
+    test_row = next(row for row in table_rows(section) if row[0] == "test")
+    assert test_row[2] == f"{metrics['test_false_flag_rate']:.3f}"
     assert "scikit-image's sample photos" in section and "re-stained" in section

@@ -7,7 +7,7 @@ import shutil
 import mlflow
 import pytest
 
-from helpers import REPO_ROOT, write_preprocessed
+from helpers import REPO_ROOT, table_rows, write_preprocessed
 from leukemia_cnn.config import load_config
 from leukemia_cnn.registry import register
 from leukemia_cnn.registry.champion import config_scores
@@ -80,7 +80,7 @@ def test_multirun_with_parallel_workers_report_and_promotion(project, capfd):
     assert list(table["label"]) == ["table1_e15_b64_cce", "table1_e15_b32_cce"]
     assert list(table["n_seeds"]) == [2, 2]
     text = result["markdown"].read_text()
-    assert "| 0.80 |" in text and "| 0.74 |" in text
+    assert {"0.80", "0.74"} <= {cell for row in table_rows(text) for cell in row}
     claim = next(c for c in result["claims"] if c.startswith("**batch 64 beats batch 32"))
     assert any(word in claim for word in ("support", "contradict", "no difference"))
     assert "over 2 paired seeds" in claim
@@ -185,6 +185,46 @@ def test_conv_layer_study_through_submitits_local_executor(tmp_path, monkeypatch
     assert set(runs["tags.sweep_id"]) == {"layers"}
     submitit_logs = list((root / "multirun" / "layers" / ".submitit").rglob("*_log.out"))
     assert len(submitit_logs) == 2
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (a tracking server that is down)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("store,says", [
+    ("file", "leukemia-cnn sweep: error: [Errno 17] File exists"),
+    ("server", "leukemia-cnn sweep: error: could not connect the sweep to MLflow at http://"),
+])
+def test_a_store_that_refuses_is_one_line_before_any_job(project, capfd, monkeypatch, store,
+                                                         says):
+    """A store the file system refuses (its folder is a file) or a tracking server that is
+    down: the sweep's child process says so in one line, not a traceback."""
+    if store == "file":
+        (project / "taken").write_text("a file where the store's folder should be\n")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'taken' / 'mlflow.db'}")
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert sweep.main([*TINY_SWEEP, "sweep.register=false"]) == 1
+    err = capfd.readouterr().err
+    assert err.startswith(says) and err.count("\n") == 1, err[-3000:]
+
+
+def test_a_job_whose_artifacts_cannot_be_written_fails_in_one_line(project, capfd):
+    """The store works but its artifact folder is a file: the job fails with one line and its
+    status says why; the sweep exits non-zero."""
+    (project / "mlruns").write_text("a file where MLflow's artifact folder should be\n")
+    assert sweep.main([*TINY_SWEEP, "sweep.register=false"]) == 1
+    captured = capfd.readouterr()
+    ours = [line for line in captured.err.splitlines() if line.startswith("leukemia-cnn")]
+    assert "Traceback" not in captured.err, captured.err[-3000:]
+    assert len(ours) == 2 and ours[0].startswith("leukemia-cnn sweep: error in job "), ours
+    assert "mlruns" in ours[0] and "1 of 1 job(s) failed" in ours[1] and "FAILED: " in captured.out
 
 
 def test_the_sweep_child_hides_tensorflow_info_lines_unless_verbose(monkeypatch):

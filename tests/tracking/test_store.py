@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import threading
 
 import mlflow
 
@@ -50,12 +51,38 @@ def test_parallel_workers_on_a_fresh_sqlite_store_lose_no_run(tmp_path, monkeypa
         assert accuracy == {step: step / 20 for step in range(20)}
 
 
+# A lock that waits for itself would hang a test: this bounds the wait (it is no speed limit).
+DEADLOCK_SECONDS = 60
+# Another process asks for the lock without waiting: exit status 0 when it got it.
+PROBE = "import fcntl, sys; fcntl.flock(open(sys.argv[1], 'a'), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+
+
 def test_store_lock_is_reentrant_within_a_process(tmp_path):
+    """A caller that holds the lock (setup_mlflow) may call code that takes it again."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with store_lock(uri), store_lock(uri):  # would wait for itself if not re-entrant
-        assert (tmp_path / "mlflow.db.lock").exists()
+    entered = threading.Event()
+
+    def nested():
+        with store_lock(uri), store_lock(uri):
+            entered.set()
+
+    threading.Thread(target=nested, daemon=True).start()
+    assert entered.wait(DEADLOCK_SECONDS), "store_lock waited for itself: it is not re-entrant"
     with store_lock("http://tracking-server:5000"):  # not sqlite: nothing to lock
         pass
+
+
+def test_store_lock_keeps_other_processes_out_until_released(tmp_path):
+    uri, lock = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlflow.db.lock"
+
+    def probe():
+        return subprocess.run([sys.executable, "-c", PROBE, str(lock)], capture_output=True,
+                              text=True, timeout=DEADLOCK_SECONDS)
+
+    with store_lock(uri), store_lock(uri):
+        held = probe()
+    assert held.returncode != 0 and "BlockingIOError" in held.stderr, held.stderr
+    assert probe().returncode == 0 and lock.is_file()  # released; the lock file stays
 
 
 def test_config_id_ignores_seed_and_plumbing(make_cfg):

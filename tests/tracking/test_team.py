@@ -5,78 +5,17 @@ every stage output from one clone to a fresh one."""
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import os
 import shutil
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers import BIN, TINY_CONF, sh, tiny_project
 from helpers.servers import free_port, server
+from helpers.team import cached_outputs, sha256_tree
 
 pytestmark = pytest.mark.slow
 
 MODEL_NAME = "leukemia-cnn"
-
-
-def postgres_bin() -> Path | None:
-    """The folder of Debian's PostgreSQL server binaries (newest), or one on PATH."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
-                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-    if found:
-        return Path(found[-1]).parent
-    on_path = shutil.which("postgres")
-    return Path(on_path).parent if on_path else None
-
-
-def as_postgres(args: list[str]) -> list[str]:
-    """initdb and postgres refuse to run as root: run them as the `postgres` user then."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *args]
-    return args
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL cluster on 127.0.0.1 with a database `mlflow`; yields its URI."""
-    bindir = postgres_bin()
-    if bindir is None or not (bindir / "initdb").is_file():
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/postgres or "
-                    "`postgres` on PATH); install Debian's postgresql (.ci/run does)")
-    # Outside pytest's 0700 temp root: the postgres user must reach its data folder.
-    base = Path(tempfile.mkdtemp(prefix="leukemia-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-    data = base / "data"
-    subprocess.run(as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                                "-A", "trust", "--no-sync"]), check=True, capture_output=True)
-    port = free_port()
-    log = open(base / "postgres.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(as_postgres([str(bindir / "postgres"), "-D", str(data),
-                                            "-h", "127.0.0.1", "-p", str(port), "-k", str(base)]),
-                               stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                             capture_output=True).returncode != 0:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("postgres did not start:\n"
-                                     + (base / "postgres.log").read_text()[-3000:])
-            time.sleep(0.5)
-        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
-                        "postgres", "mlflow"], check=True, capture_output=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"  # a libpq URI
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +26,11 @@ def team_server(postgres, tmp_path_factory):
     port = free_port()
     args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
             # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3: name the pinned driver.
-            "--backend-store-uri", postgres.replace("postgresql://", "postgresql+psycopg2://"),
+            "--backend-store-uri", postgres.uri.replace("postgresql://", "postgresql+psycopg2://"),
             "--serve-artifacts",
             "--artifacts-destination", str(artifacts), "--workers", "1"]
     with server(args, port, workdir) as url:
-        yield {"url": url, "artifacts": artifacts, "db": postgres}
+        yield {"url": url, "artifacts": artifacts, "db": postgres.uri}
 
 
 def test_pipeline_logs_registers_and_promotes_through_postgres_server(team_server,
@@ -145,26 +84,6 @@ def test_pipeline_logs_registers_and_promotes_through_postgres_server(team_serve
     predicted = sh("leukemia-cnn", "predict", str(image), cwd=repo, env_extra=env)
     assert predicted.stdout.splitlines()[0].startswith("path,predicted_class") or \
         "predicted_class" in predicted.stdout
-
-
-def sha256_tree(root: Path, names: list[str]) -> dict[str, str]:
-    """sha256 of every file under each of ``names`` (files or folders) below ``root``."""
-    digests = {}
-    for name in names:
-        target = root / name
-        files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
-        for path in files:
-            digests[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
-
-
-def cached_outputs(repo: Path) -> list[str]:
-    """data/raw plus every cached stage output that dvc.lock records."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    outs = ["data/raw"]
-    for stage in lock["stages"].values():
-        outs += [out["path"] for out in stage.get("outs", [])]
-    return outs
 
 
 def test_dvc_remote_push_then_pull_into_a_fresh_clone(pipeline, tmp_path):

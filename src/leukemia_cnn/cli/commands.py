@@ -105,6 +105,12 @@ def run_data_get(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
+def run_data_push(args: argparse.Namespace, root: Path) -> int:
+    from leukemia_cnn.data.remote import push
+
+    return push(root, args.remote)
+
+
 def run_data_synth(args: argparse.Namespace, root: Path) -> int:
     cfg = _config(args, root)
     from leukemia_cnn.data import synthetic as synth

@@ -10,6 +10,7 @@ line, ``cli.commands`` one handler per command, ``cli.status`` the exit statuses
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -60,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         # Hydra owns the sweep's command line (overrides, -m, hydra/launcher=..., --help).
         from leukemia_cnn.study import sweep
 
-        return sweep.main(argv[1:])
-    args = build_parser().parse_args(argv)
-    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        command, run = "sweep", functools.partial(sweep.main, argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        run = functools.partial(_run, args)
     try:
-        return _run(args)
+        return run()
     except LeukemiaCNNError as exc:
         print(f"leukemia-cnn {command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -79,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
         if os.environ.get("LEUKEMIA_CNN_TRACEBACK"):
             raise
+        from leukemia_cnn.tracking.storeerrors import artifact_store_error
+
+        if (store_error := artifact_store_error(exc)) is not None:  # S3 down, wrong keys
+            print(f"leukemia-cnn {command}: error: {store_error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(f"leukemia-cnn {command}: internal error: {type(exc).__name__}: {exc}\n"
               "hint: this is a bug; rerun with LEUKEMIA_CNN_TRACEBACK=1 and report the traceback",
               file=sys.stderr)

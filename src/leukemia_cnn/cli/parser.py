@@ -147,7 +147,7 @@ def _add_config_commands(sub) -> None:
 
 
 def _add_data_commands(sub) -> None:
-    """``data synth`` and ``data get``."""
+    """``data synth``, ``data get`` and ``data push``."""
     data = sub.add_parser("data", help="create or ingest the raw image tree")
     data_sub = data.add_subparsers(dest="data_command", metavar="SOURCE", required=True)
     synth = data_sub.add_parser(
@@ -186,8 +186,14 @@ def _add_data_commands(sub) -> None:
                           "(the validate_raw stage still stops the pipeline)")
     get.add_argument("--no-dvc-add", action="store_true",
                      help="skip `dvc add` (e.g. outside a DVC repository)")
+    push = data_sub.add_parser(
+        "push", help="`dvc push`, after checking the remote (S3: the server, the keys)",
+        description="List the DVC remote's bucket once, saying in one line what is wrong (the "
+                    "S3 server down, a refused key and the setting to fix), then `dvc push`.")
+    push.add_argument("--remote", default=None, help="DVC remote name (default: the default)")
     synth.set_defaults(func=commands.run_data_synth)
     get.set_defaults(func=commands.run_data_get)
+    push.set_defaults(func=commands.run_data_push)
 
 
 def _add_stage_commands(sub) -> None:

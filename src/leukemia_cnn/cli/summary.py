@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from leukemia_cnn.config_schema import Config
+from leukemia_cnn.console import text_table
 from leukemia_cnn.tracking.store import tracking_uri
 
 
@@ -32,10 +33,11 @@ def run(cfg: Config, root: Path) -> None:
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    print("\n                              val_acc  test_acc  val_pred_s  test_pred_s")
-    for name, val, test, val_s, test_s in rows:
-        print(f"  {name:<27} {cell(val):>7}  {cell(test):>8}  {cell(val_s, 2):>10}  "
-              f"{cell(test_s, 2):>11}")
+    columns = ("", "val_acc", "test_acc", "val_pred_s", "test_pred_s")
+    print()
+    print(text_table(columns, [(name, cell(val), cell(test), cell(val_s, 2), cell(test_s, 2))
+                               for name, val, test, val_s, test_s in rows],
+                     right=columns[1:], indent="  "))
     if train:
         print(f"\n  training: {train.get('epochs')} epochs in {train.get('train_seconds')} s")
     if metrics.get("collapsed"):

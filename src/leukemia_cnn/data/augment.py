@@ -4,11 +4,11 @@ What changes between two labs, drawn afresh for every training image at every ep
 stain batch (HED jitter), objective (zoom), exposure and camera response (brightness,
 contrast, gamma), focus (Gaussian blur), compression (JPEG) and, for an RGB model, a grey
 camera. Built from albumentations 2 transforms, whose ``Compose`` is seeded so a training run
-is reproducible; the stain jitter is scikit-image's colour deconvolution (``rgb2hed`` /
-``hed2rgb``) with the draw of Tellez et al. (2018), the same as the robustness suite's stain
-shift, wrapped as an albumentations transform so the same seeded generator draws it
-(albumentations' own ``HEStain`` projects every pixel on two stains, which changes a smear by
-about 5 grey levels at zero jitter, and took 4x as long: ``benchmarks/bench_augment.py``).
+is reproducible; the stain jitter is the robustness suite's (Tellez et al. 2018, on
+scikit-image's HED colour deconvolution), computed over each batch at once
+(:func:`hed_jitter`). Albumentations' own ``HEStain`` projects every pixel on two stains, which
+moves a real smear by about 5 grey levels at zero jitter, and took 4x as long as scikit-image's
+(``benchmarks/bench_augment.py``).
 
 The train stage applies it to training batches only (:mod:`leukemia_cnn.modeling.batches`):
 validation, test and served images are never augmented. A grayscale model augments the RGB
@@ -19,6 +19,9 @@ with PIL's weights (what ``preprocess`` does to every other image). No tensorflo
 from __future__ import annotations
 
 import numpy as np
+
+# A stain shift of ``sigma`` moves each concentration by up to sigma x this: the suite's.
+from leukemia_cnn.data.shifts import HED_BIAS_SCALE
 
 # ITU-R 601-2 luma, PIL's convert("L"): the grey the preprocess stage gives every other image.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -40,45 +43,53 @@ def needs_color(augment) -> bool:
     return bool(augment.stain)
 
 
-def hed_jitter(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def hed_jitter(images: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """The robustness suite's stain shift (:func:`leukemia_cnn.data.shifts.stain_jitter`) on a
-    uint8 RGB array: each HED concentration (``rgb2hed``) scaled by U(1 - sigma, 1 + sigma) and
-    shifted by U(-sigma, sigma) x 0.1, back to RGB."""
-    from PIL import Image
+    batch of uint8 RGB images (n, H, W, 3) at once: image ``i``'s haematoxylin, eosin and DAB
+    concentrations (scikit-image's ``hed_from_rgb``) times ``alpha[i]`` plus ``beta[i]``, and
+    the colour change that makes (``rgb_from_hed``) applied to the image, in float32. The same
+    formulas as ``rgb2hed`` / ``hed2rgb``, written over the batch: calling them per image cost
+    four times as much, more than every other shift together."""
+    from skimage.color import hed_from_rgb, rgb_from_hed
 
-    from leukemia_cnn.data.shifts import stain_jitter
-
-    return np.asarray(stain_jitter(Image.fromarray(image), sigma, rng))
-
-
-def stain_transform(sigma: float):
-    """:func:`hed_jitter` as an albumentations transform drawn from the ``Compose``'s seed."""
-    from albumentations.core.transforms_interface import ImageOnlyTransform
-
-    class HedJitter(ImageOnlyTransform):
-        def __init__(self, sigma: float):
-            super().__init__(p=1.0)
-            self.sigma = sigma
-
-        def apply(self, img, **params):
-            return hed_jitter(img, self.sigma, self.random_generator)
-
-        def get_transform_init_args_names(self):
-            return ("sigma",)
-
-    return HedJitter(sigma)
+    rgb = images.astype(np.float32) / 255.0
+    log_floor = np.float32(np.log(1e-6))  # scikit-image's: optical density relative to 1e-6
+    hed = np.maximum((np.log(np.maximum(rgb, 1e-6)) / log_floor) @ hed_from_rgb.astype(
+        np.float32), 0)
+    jittered = hed * alpha[:, None, None, :] + beta[:, None, None, :]
+    to_rgb = rgb_from_hed.astype(np.float32) * log_floor
+    factor = (np.clip(np.exp(jittered @ to_rgb), 0, 1)
+              / np.maximum(np.clip(np.exp(hed @ to_rgb), 0, 1), 1e-6))
+    return np.round(np.clip(rgb * factor, 0, 1) * 255).astype(np.uint8)
 
 
-def pipeline(augment, seed: int):
-    """The albumentations ``Compose`` the ``augment`` knobs describe, seeded with ``seed``;
-    order: stain, zoom, blur, exposure and tone, grey camera, compression (as light meets the
-    slide, the optics, the sensor and the file)."""
+class Augmentation:
+    """The seeded augmentation of one training run: the stain jitter over each batch, then the
+    albumentations ``Compose`` of the other shifts on each image."""
+
+    def __init__(self, compose, stain: float, seed: int):
+        self.compose, self.stain = compose, stain
+        self.rng = np.random.default_rng([seed, 33])  # the stain draws, apart from Compose's
+
+    def stained(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` (uint8 RGB) under a fresh stain draw per image (the suite's ranges)."""
+        if not self.stain:
+            return pixels
+        n = len(pixels)
+        alpha = self.rng.uniform(1 - self.stain, 1 + self.stain, (n, 3)).astype(np.float32)
+        beta = (self.rng.uniform(-self.stain, self.stain, (n, 3)) * HED_BIAS_SCALE).astype(
+            np.float32)
+        return hed_jitter(pixels, alpha, beta)
+
+
+def pipeline(augment, seed: int) -> Augmentation:
+    """The augmentation the ``augment`` knobs describe, seeded with ``seed``; order: stain,
+    zoom, blur, exposure and tone, grey camera, compression (as light meets the slide, the
+    optics, the sensor and the file)."""
     import albumentations as A
     import cv2
 
     steps = []
-    if augment.stain:
-        steps.append(stain_transform(augment.stain))
     if augment.scale:
         steps.append(A.Affine(scale=(1.0 / (1.0 + augment.scale), 1.0 + augment.scale),
                               balanced_scale=True, border_mode=cv2.BORDER_REFLECT_101, p=1.0))
@@ -99,17 +110,19 @@ def pipeline(augment, seed: int):
     if augment.jpeg_quality is not None:
         steps.append(A.ImageCompression(quality_range=(augment.jpeg_quality, BEST_JPEG_QUALITY),
                                         p=JPEG_PROBABILITY))
-    return A.Compose(steps, seed=seed)
+    return Augmentation(A.Compose(steps, seed=seed), augment.stain, seed)
 
 
-def augment_batch(compose, images: np.ndarray, channels: int) -> np.ndarray:
-    """``images`` (n, H, W, 1 or 3) float in [0, 1] through ``compose``, one by one; returned
-    float32 with ``channels`` channels (3 -> 1: PIL's grey, as preprocess makes it)."""
+def augment_batch(augmentation: Augmentation, images: np.ndarray, channels: int) -> np.ndarray:
+    """``images`` (n, H, W, 1 or 3) float in [0, 1] through ``augmentation``; returned float32
+    with ``channels`` channels (3 -> 1: PIL's grey, as preprocess makes it)."""
     pixels = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    pixels = augmentation.stained(pixels)
     out = np.empty((*pixels.shape[:3], channels), dtype=np.float32)
     for index, image in enumerate(pixels):
-        grey_input = image.shape[-1] == 1
-        augmented = compose(image=np.repeat(image, 3, axis=-1) if grey_input else image)["image"]
+        augmented = augmentation.compose(image=image)["image"]
         augmented = augmented.astype(np.float32) / 255.0
         out[index] = augmented @ LUMA[:, np.newaxis] if channels == 1 else augmented
     return out

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import train_test_split
 
 from leukemia_cnn.config import SPLITS, check_section
@@ -99,27 +101,22 @@ def near_duplicate_groups(contents: pd.DataFrame, max_distance: int | None) -> n
     every row is its own group.
     """
     n = len(contents)
-    parent = np.arange(n)
     if max_distance is None or "phash" not in contents.columns or n < 2:
-        return parent
+        return np.arange(n)
     text = contents["phash"].fillna("").astype(str).str.strip()
     known = np.flatnonzero(text.str.fullmatch(r"[0-9a-fA-F]{16}").to_numpy())
     hashes = np.array([int(text.iloc[i], 16) for i in known], dtype=np.uint64)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    rows, cols = [np.empty(0, dtype=np.intp)], [np.empty(0, dtype=np.intp)]
     for start in range(0, len(known), NEAR_DUPLICATE_CHUNK):
         block = hashes[start:start + NEAR_DUPLICATE_CHUNK]
-        distance = np.bitwise_count(block[:, None] ^ hashes[None, :])
-        for a, b in zip(*np.nonzero(distance <= max_distance), strict=True):
-            i, j = root(int(known[start + a])), root(int(known[b]))
-            if i != j:
-                parent[max(i, j)] = min(i, j)
-    return np.array([root(i) for i in range(n)])
+        a, b = np.nonzero(np.bitwise_count(block[:, None] ^ hashes[None, :]) <= max_distance)
+        rows.append(known[start + a])
+        cols.append(known[b])
+    edges = (np.concatenate(rows), np.concatenate(cols))
+    graph = coo_array((np.ones(len(edges[0]), dtype=bool), edges), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    first_row = np.unique(component, return_index=True)[1]  # each component's first row
+    return first_row[component]
 
 
 def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, val: float,

@@ -203,7 +203,7 @@ def train_subset(cfg: Config, x: np.ndarray, y: np.ndarray, paths=None):
 
 def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
                 reports_dir: Path, label: str | None = None, scale: dict | None = None,
-                guard_learning=None):
+                guard_learning=None, x_source=None):
     """Fit inside the active MLflow run and log curves, timing, config and the model.
 
     Writes ``model_dir/cnn.keras`` and ``reports_dir/train_history.csv``. Shared by the
@@ -211,7 +211,9 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
     set's magnification (:func:`leukemia_cnn.data.preprocess.scale_record`), which the logged
     model carries (and applies, with ``preprocess.rescale``). ``guard_learning``: the shifted
     val images of a guard with a ``shift`` part
-    (:func:`leukemia_cnn.modeling.guardshift.learning_inputs`).
+    (:func:`leukemia_cnn.modeling.guardshift.learning_inputs`). ``x_source``: the images the
+    training batches start from when they are not ``x_train`` (its RGB copy,
+    :func:`training_source`); the guard is fitted on ``x_train``, what the model sees.
 
     Returns
     -------
@@ -222,7 +224,8 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
     model : keras.Model
         The fitted model.
     """
-    model, history, seconds = fit_with_epoch_logger(cfg, x_train, y_train, x_val, y_val)
+    model, history, seconds = fit_with_epoch_logger(
+        cfg, x_train if x_source is None else x_source, y_train, x_val, y_val)
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
     keras_path = model_dir / "cnn.keras"
@@ -378,10 +381,10 @@ def run(cfg: Config, root: Path) -> dict:
           staging_folder(model_dir / MODEL_FILE) as (staging, _)):
         staging.mkdir()
         with start_training_run(cfg, root, x_train, y_train, y_val, train_paths) as training:
-            summary, info, _ = fit_and_log(cfg, x_source, y_train, x_val, y_val, staging,
+            summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, staging,
                                            staging, label=training.name,
                                            scale=scale_record(pre_dir),
-                                           guard_learning=guard_learning)
+                                           guard_learning=guard_learning, x_source=x_source)
         run_id = training.run_id
         record = {"run_id": run_id, "experiment_id": training.experiment_id,
                   "model_uri": info.model_uri, "run_name": training.name,

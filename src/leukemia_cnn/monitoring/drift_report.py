@@ -1,24 +1,21 @@
 """The report of ``leukemia-cnn drift``: Markdown, and the same as a standalone HTML page
-(rendered by markdown-it-py), both recognisable as this command's output by their first
-bytes (the only existing files ``--output`` may replace)."""
+(:func:`leukemia_cnn.markdown.html_page`), both recognisable as this command's output by their
+first bytes (the only existing files ``--output`` may replace)."""
 
 from __future__ import annotations
 
-import html as html_lib
-
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.features.imagestats import PCA_PREFIX
+from leukemia_cnn.markdown import escape, html_page, pipe_table
 from leukemia_cnn.monitoring.kstests import CORRECTIONS, ShiftTest
 
 TITLE = "# Drift check"
-GENERATOR = '<meta name="generator" content="leukemia-cnn drift">'
+COMMAND = "leukemia-cnn drift"
+GENERATOR = f'<meta name="generator" content="{COMMAND}">'  # in the HTML page
 EXIT_STATUS = {True: 4, False: 0}  # drift -> 4, no drift -> 0 (see `leukemia-cnn --help`)
 MAX_ROWS = 20  # of the HOG + PCA table and of the skipped files
-
-
-def cell(text: object) -> str:
-    """A table cell: pipes escaped, one line."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+TEST_COLUMNS = ("feature", "train median", "new median", "KS statistic", "p", "adjusted p",
+                "shifted")
 
 
 def number(value: float) -> str:
@@ -26,13 +23,11 @@ def number(value: float) -> str:
 
 
 def test_rows(tests: list[ShiftTest]) -> list[str]:
-    rows = ["| feature | train median | new median | KS statistic | p | adjusted p | shifted |",
-            "|---|---:|---:|---:|---:|---:|---|"]
-    for t in tests:
-        rows.append(f"| {t.feature} | {number(t.reference_median)} | {number(t.new_median)} | "
-                    f"{t.statistic:.3f} | {t.p_value:.2g} | {t.p_adjusted:.2g} | "
-                    f"{'**yes**' if t.shifted else 'no'} |")
-    return rows
+    rows = [(t.feature, number(t.reference_median), number(t.new_median), f"{t.statistic:.3f}",
+             f"{t.p_value:.2g}", f"{t.p_adjusted:.2g}", "**yes**" if t.shifted else "no")
+            for t in tests]
+    align = ("left", *["right"] * 5, "left")
+    return pipe_table(rows, TEST_COLUMNS, align).splitlines()
 
 
 def markdown(result, cfg: Config) -> str:
@@ -42,7 +37,7 @@ def markdown(result, cfg: Config) -> str:
     correction = CORRECTIONS[cfg.drift.correction]
     inputs = [t for t in result.tests if not t.feature.startswith(PCA_PREFIX)]
     components = [t for t in result.tests if t.feature.startswith(PCA_PREFIX)]
-    lines = [f"{TITLE}: {cell(result.source.name)}", "",
+    lines = [f"{TITLE}: {escape(result.source.name)}", "",
              f"**Verdict: {'drift' if drift else 'no drift'}** (exit status "
              f"{EXIT_STATUS[drift]})", ""]
     lines += [f"- {reason}" for reason in result.verdict.reasons]
@@ -88,12 +83,5 @@ def markdown(result, cfg: Config) -> str:
 
 
 def to_html(text: str, title: str) -> str:
-    """The Markdown report as a standalone HTML page (markdown-it-py, tables on, raw HTML off)."""
-    from markdown_it import MarkdownIt
-
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>{GENERATOR}"
-            f"<title>{html_lib.escape(title)}</title><style>body{{font-family:sans-serif;"
-            "max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}"
-            "td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body>\n"
-            f"{body}</body></html>\n")
+    """The Markdown report as a standalone HTML page."""
+    return html_page(text, title, COMMAND)

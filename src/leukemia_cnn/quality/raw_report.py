@@ -13,6 +13,7 @@ import pandas as pd
 
 from leukemia_cnn.data.imaging import SkippedFile
 from leukemia_cnn.fileio import write_json, write_text
+from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.quality.raw_manifest import DUPLICATE_OF, with_content_columns
 from leukemia_cnn.quality.suites import (
     ExpectationOutcome,
@@ -132,14 +133,11 @@ def markdown_report(result: ValidationResult, manifest: pd.DataFrame,
             lines += [f"### {md_escape(outcome.description)}", ""]
             lines += [f"- `{md_escape(line)}`" for line in offender_lines(outcome, errors)]
             lines.append("")
-    lines += ["", "## Images per class", "", "| class | images |", "|---|---|"]
-    lines += [f"| {md_escape(cls)} | {n} |" for cls, n in data["counts_per_class"].items()]
-    lines += ["", "## Skipped files", ""]
-    if skipped:
-        lines += ["| file | reason |", "|---|---|"]
-        lines += [f"| `{md_escape(item.path)}` | {md_escape(item.reason)} |" for item in skipped]
-    else:
-        lines.append("None.")
+    lines += ["", "## Images per class", "",
+              pipe_table(list(data["counts_per_class"].items()), ("class", "images")),
+              "", "## Skipped files", "",
+              pipe_table([(f"`{item.path}`", item.reason) for item in skipped], ("file", "reason"))
+              if skipped else "None."]
     return "\n".join(lines).rstrip() + "\n"
 
 

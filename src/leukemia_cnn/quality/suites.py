@@ -16,6 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from leukemia_cnn.markdown import escape as md_escape
+from leukemia_cnn.markdown import pipe_table
+
 # Offending files listed per failed check in the error message (the reports list them all).
 MAX_LISTED = 20
 
@@ -70,10 +73,6 @@ def plain(value: Any) -> Any:
     if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
         return None
     return value.item() if hasattr(value, "item") else value
-
-
-def md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def add(suite, expectation_type, description: str, kind: str = "file", subject: str = "",
@@ -151,13 +150,11 @@ def merge(*results: ValidationResult) -> ValidationResult:
 def markdown_checks(result: ValidationResult, found: Callable[[ExpectationOutcome], str],
                     offender_lines: Callable[[ExpectationOutcome], list[str]]) -> list[str]:
     """The checks table and, for each failed check, its offending files (Markdown lines)."""
+    rows = [(index, "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical"
+             else "warn", outcome.description, outcome.column or "", found(outcome),
+             f"`{outcome.name}`") for index, outcome in enumerate(result.expectations, 1)]
     lines = ["## Checks (Great Expectations)", "",
-             "| # | result | check | column | found | expectation |",
-             "|---|---|---|---|---|---|"]
-    for index, outcome in enumerate(result.expectations, 1):
-        mark = "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical" else "warn"
-        lines.append(f"| {index} | {mark} | {md_escape(outcome.description)} | "
-                     f"{outcome.column or ''} | {md_escape(found(outcome))} | `{outcome.name}` |")
+             pipe_table(rows, ("#", "result", "check", "column", "found", "expectation"))]
     if result.failed:
         lines += ["", "## Offending files", ""]
         for outcome in result.failed:

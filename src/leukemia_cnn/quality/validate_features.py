@@ -25,6 +25,7 @@ from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.preprocess import read_split_table
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_json, write_text
+from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.quality import suites
 from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult
 
@@ -191,8 +192,8 @@ def markdown_report(result: ValidationResult, table: pd.DataFrame, pca: dict[str
     lines += ["", "## Explained variance (PCA fit on the train HOG features)", "",
               f"{pca['n_components']} components of {pca['hog_length']} HOG features keep "
               f"{pca['explained_variance']:.1%} of the train variance.", "",
-              "| components | cumulative share |", "|---|---|"]
-    lines += [f"| {k} | {cumulative[k - 1]:.1%} |" for k in marks]
+              pipe_table([(k, f"{cumulative[k - 1]:.1%}") for k in marks],
+                         ("components", "cumulative share"))]
     return "\n".join(lines).rstrip() + "\n"
 
 

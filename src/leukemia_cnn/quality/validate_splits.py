@@ -36,8 +36,9 @@ from leukemia_cnn.data.preprocess import read_split_table
 from leukemia_cnn.data.splitbounds import expected_counts
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_json, write_text
+from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.quality import suites
-from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult, md_escape
+from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult
 
 REPORT_JSON = "validate_splits.json"
 REPORT_MD = "validate_splits.md"
@@ -269,15 +270,15 @@ def markdown_report(result: ValidationResult, frame: pd.DataFrame, classes: list
              f"{data['near_duplicate_max_distance']}).", ""]
     lines += suites.markdown_checks(result, _found, offender_lines)
     n = data["n_images"]
-    lines += ["", "## Images per split and class", "",
-              "| class | all | " + " | ".join(SPLITS) + " |", "|---|---|" + "---|" * len(SPLITS)]
+    rows = []
     for cls in classes:
         total = int((frame["class"] == cls).sum())
-        cells = [f"{data['per_class'][s][cls]} ({data['per_class'][s][cls] / max(data['counts'][s], 1):.1%})"
-                 for s in SPLITS]
-        lines.append(f"| {md_escape(cls)} | {total} ({total / n:.1%}) | " + " | ".join(cells) + " |")
-    lines.append("| **all** | " + f"{n} | " + " | ".join(
-        f"{data['counts'][s]} ({data['fractions'][s]:.1%})" for s in SPLITS) + " |")
+        rows.append((cls, f"{total} ({total / n:.1%})", *[
+            f"{data['per_class'][s][cls]} ({data['per_class'][s][cls] / max(data['counts'][s], 1):.1%})"
+            for s in SPLITS]))
+    rows.append(("**all**", n, *[f"{data['counts'][s]} ({data['fractions'][s]:.1%})"
+                                 for s in SPLITS]))
+    lines += ["", "## Images per split and class", "", pipe_table(rows, ("class", "all", *SPLITS))]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from leukemia_cnn.errors import LeukemiaCNNError
+from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.registry.card_robustness import robustness_section
 
 CARD_ARTIFACT = "model_card.md"
@@ -58,23 +59,22 @@ def _time(millis: int | None) -> str:
 
 
 def _performance(metrics: dict, classes: list[str]) -> list[str]:
-    lines = ["| split | images | accuracy (argmax) | macro F1 |", "|---|---|---|---|"]
-    for split in ("val", "test"):
-        n = metrics.get(f"{split}_n_images")
-        lines.append(f"| {split} | {int(n) if n is not None else '-'} | "
-                     f"{_number(metrics, f'{split}_accuracy')} | "
-                     f"{_number(metrics, f'{split}_f1_macro')} |")
-    lines += ["", "| class | val precision | val recall | val F1 | val n | test precision | "
-              "test recall | test F1 | test n |", "|---|---|---|---|---|---|---|---|---|"]
-    for name in classes:
-        cells = []
-        for split in ("val", "test"):
-            cells += [_number(metrics, f"{split}_{kind}_{name}") for kind in
-                      ("precision", "recall", "f1")]
-            support = metrics.get(f"{split}_support_{name}")
-            cells.append(str(int(support)) if support is not None else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+    def count(key: str) -> str:
+        return "-" if metrics.get(key) is None else str(int(metrics[key]))
+
+    def class_cells(split: str, name: str) -> list[str]:
+        return [*(_number(metrics, f"{split}_{kind}_{name}") for kind in ("precision", "recall",
+                                                                           "f1")),
+                count(f"{split}_support_{name}")]
+
+    overall = [(split, count(f"{split}_n_images"), _number(metrics, f"{split}_accuracy"),
+                _number(metrics, f"{split}_f1_macro")) for split in ("val", "test")]
+    per_class = [(name, *class_cells("val", name), *class_cells("test", name))
+                 for name in classes]
+    class_columns = [f"{split} {what}" for split in ("val", "test")
+                     for what in ("precision", "recall", "F1", "n")]
+    return [pipe_table(overall, ("split", "images", "accuracy (argmax)", "macro F1")), "",
+            pipe_table(per_class, ("class", *class_columns))]
 
 
 def _calibration(metrics: dict, params: dict) -> list[str]:
@@ -86,14 +86,11 @@ def _calibration(metrics: dict, params: dict) -> list[str]:
     lines = [f"Temperature scaling (`train.calibration={mode}`): T = {fitted:.3f} fitted on the "
              f"validation split (minimum val NLL); the served probabilities "
              f"{'use it' if served != 1.0 else 'do not use it (T = 1)'}. The predicted class "
-             "never changes.", "",
-             "| split | ECE before | ECE after | NLL before | NLL after |", "|---|---|---|---|---|"]
-    for split in ("val", "test"):
-        lines.append(f"| {split} | {_number(metrics, f'{split}_ece_uncalibrated')} | "
-                     f"{_number(metrics, f'{split}_ece_calibrated')} | "
-                     f"{_number(metrics, f'{split}_nll_uncalibrated')} | "
-                     f"{_number(metrics, f'{split}_nll_calibrated')} |")
-    return lines
+             "never changes.", ""]
+    rows = [(split, *[_number(metrics, f"{split}_{kind}_{when}") for kind in ("ece", "nll")
+                      for when in ("uncalibrated", "calibrated")]) for split in ("val", "test")]
+    return [*lines, pipe_table(rows, ("split", "ECE before", "ECE after", "NLL before",
+                                      "NLL after"))]
 
 
 def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
@@ -113,12 +110,10 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
         f"Method `{method}`, fit on train; {_guard_thresholds(metrics)} accepts {rate} of val. "
         "Answers carry `in_distribution` (`ood_score <= threshold`).",
         "",
-        "| split | accepted | false-flag rate | accuracy, accepted | accuracy, all |",
-        "|---|---|---|---|---|",
-        *[f"| {split} | {_number(metrics, f'{split}_guard_coverage')} | "
-          f"{_number(metrics, f'{split}_false_flag_rate')} | "
-          f"{_number(metrics, f'{split}_accuracy_accepted')} | "
-          f"{_number(metrics, f'{split}_accuracy')} |" for split in ("val", "test")],
+        pipe_table([(split, *[_number(metrics, f"{split}_{key}") for key in (
+            "guard_coverage", "false_flag_rate", "accuracy_accepted", "accuracy")])
+            for split in ("val", "test")],
+            ("split", "accepted", "false-flag rate", "accuracy, accepted", "accuracy, all")),
         "",
         "Tested against scikit-image's sample photos and re-stained, blurred, re-magnified "
         "smears (docs/results/guard.md); an untested shift may pass it.",

@@ -3,9 +3,12 @@ validation accuracy."""
 
 from __future__ import annotations
 
+from leukemia_cnn.console import text_table
 from leukemia_cnn.data.lineage import UNKNOWN, short
 from leukemia_cnn.registry.candidates import Candidate
 from leukemia_cnn.registry.champion import choose_champion, config_scores, data_groups, group_label
+
+CANDIDATE_COLUMNS = ("version", "val_acc", "test_acc", "collapsed", "seed", "config", "run")
 
 
 def format_candidates(found: list[Candidate], champion: Candidate | None,
@@ -40,12 +43,9 @@ def format_candidates(found: list[Candidate], champion: Candidate | None,
         size = f", {n_val} val images" if n_val is not None else ""
         noted = "  [" + "; ".join(notes) + "]" if notes else ""
         lines.append(f"validation set {where}: {group_label(members)}{size}{noted}")
-        lines.append(f"  {'version':>7}  {'val_acc':>7}  {'test_acc':>8}  {'collapsed':>9}  "
-                     f"{'seed':>4}  {'config':<12}  run")
         best = choose_champion(members) if selected is None else None
+        rows = []
         for c in members:
-            val = f"{c.val_accuracy:.4f}" if c.val_accuracy is not None else "-"
-            test = f"{c.test_accuracy:.4f}" if c.test_accuracy is not None else "-"
             marks = []
             if champion is not None and c.version == champion.version:
                 marks.append("<- champion")
@@ -53,15 +53,19 @@ def format_candidates(found: list[Candidate], champion: Candidate | None,
                 marks.append("<- best on this validation set")
             if c.version == alias_version and (champion is None or c.version != champion.version):
                 marks.append(f"<- alias '{alias}' now")
-            lines.append(f"  {c.version:>7}  {val:>7}  {test:>8}  {str(c.collapsed).lower():>9}  "
-                         f"{c.seed or '-':>4}  {(c.config_id or '-')[:12]:<12}  "
-                         f"{c.run_name or c.run_id}{'  ' + ' '.join(marks) if marks else ''}")
+            rows.append((c.version, _accuracy(c.val_accuracy), _accuracy(c.test_accuracy),
+                         str(c.collapsed).lower(), c.seed or "-", (c.config_id or "-")[:12],
+                         f"{c.run_name or c.run_id}{'  ' + ' '.join(marks) if marks else ''}"))
+        lines.append(text_table(CANDIDATE_COLUMNS, rows, right=CANDIDATE_COLUMNS[:5], indent="  "))
     return "\n".join(lines)
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def format_config_scores(found: list[Candidate]) -> str:
-    lines = [f"{'configuration':<32} {'mean_val':>8}  {'runs':>4}  {'eligible':>8}"]
-    for score in config_scores(found):
-        lines.append(f"{score.label[:32]:<32} {score.mean_val_accuracy:>8.4f}  "
-                     f"{score.n_runs:>4}  {score.n_eligible:>8}")
-    return "\n".join(lines)
+    rows = [(score.label[:32], f"{score.mean_val_accuracy:.4f}", score.n_runs, score.n_eligible)
+            for score in config_scores(found)]
+    return text_table(("configuration", "mean_val", "runs", "eligible"), rows,
+                      right=("mean_val", "runs", "eligible"))

@@ -231,8 +231,15 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         return frame
 
     def explain(self, images: list) -> list[dict]:
-        """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`."""
+        """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`
+        (a model trained with ``preprocess.rescale`` explains the image at its training scale,
+        as it classifies it)."""
+        from leukemia_cnn.data.scale import to_reference
         from leukemia_cnn.modeling.gradcam import explain_images
+
+        reference = getattr(self, "reference_radius", None)
+        if reference is not None:
+            images = [to_reference(image, reference) for image in images]
 
         return explain_images(self.model, images, self.image_size, self.color_mode,
                               self.temperature)

@@ -4,7 +4,10 @@ and the one-line-per-job summary :mod:`leukemia_cnn.study.sweep` prints after th
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+from leukemia_cnn.console import text_table
 
 SWEEP_FOLDER = "multirun"
 STATUS_FILE = "status.json"
@@ -28,6 +31,17 @@ def job_folders(argv: list[str], root: Path, sweep_id: str) -> Path:
     return root / given.replace("${sweep.id}", sweep_id)
 
 
+def write_status(out_dir: Path, status: dict) -> None:
+    """Write a job's ``status.json`` in ``out_dir``; a file system that refuses is said in one
+    line (the sweep's summary then finds the job missing and says so)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str) + "\n")
+    except OSError as exc:
+        print(f"leukemia-cnn sweep: error: cannot write {out_dir / STATUS_FILE}: {exc}",
+              file=sys.stderr)
+
+
 def collect_statuses(sweep_dir: Path) -> list[dict]:
     """The ``status.json`` of every job under ``sweep_dir`` (in job order)."""
     found = []
@@ -42,14 +56,21 @@ def collect_statuses(sweep_dir: Path) -> list[dict]:
 
 def format_statuses(statuses: list[dict]) -> str:
     """One line per job: experiment, seed, accuracies, collapsed, run id (or the error)."""
-    lines = [f"{'experiment':<24} {'seed':>4}  {'val_acc':>7}  {'test_acc':>8}  "
-             f"{'collapsed':>9}  run_id / error"]
-    for s in statuses:
-        if s.get("status") != "ok":
-            lines.append(f"{s.get('experiment_name', '?'):<24} {'':>4}  {'-':>7}  {'-':>8}  "
-                         f"{'-':>9}  FAILED: {s.get('error', '?')}")
-            continue
-        lines.append(f"{s['experiment_name']:<24} {s['seed']:>4}  {s['val_accuracy']:>7.4f}  "
-                     f"{s['test_accuracy']:>8.4f}  {str(bool(s['collapsed'])).lower():>9}  "
-                     f"{s['run_id']}")
-    return "\n".join(lines)
+    rows = [(s["experiment_name"], s["seed"], f"{s['val_accuracy']:.4f}",
+             f"{s['test_accuracy']:.4f}", str(bool(s["collapsed"])).lower(), s["run_id"])
+            if s.get("status") == "ok" else
+            (s.get("experiment_name", "?"), "", "-", "-", "-", f"FAILED: {s.get('error', '?')}")
+            for s in statuses]
+    return text_table(("experiment", "seed", "val_acc", "test_acc", "collapsed",
+                       "run_id / error"), rows, right=("seed", "val_acc", "test_acc", "collapsed"))
+
+
+def describe_failed(failed: list[dict]) -> str:
+    """The failed jobs in one line: each one's SLURM job id (when it ran on SLURM) or its
+    overrides, and its error's first clause."""
+    parts = []
+    for status in failed:
+        where = " ".join(status.get("overrides") or []) or status.get("experiment_name", "?")
+        error = str(status.get("error", "?")).split("; ")[0]
+        parts.append(f"{error} ({where})" if status.get("slurm_job_id") else f"{where}: {error}")
+    return "; ".join(parts)

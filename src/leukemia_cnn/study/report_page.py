@@ -1,8 +1,5 @@
-"""The report's text: the Markdown page, and the same page as standalone HTML.
-
-The HTML is rendered from the Markdown by markdown-it-py (CommonMark plus tables, raw HTML
-off so that a label from a run cannot inject markup), so both pages say the same thing.
-"""
+"""The report's text: the Markdown page, and the same page as standalone HTML
+(:func:`leukemia_cnn.markdown.html_page`), so both pages say the same thing."""
 
 from __future__ import annotations
 
@@ -10,15 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukemia_cnn.markdown import html_page, pipe_table
 from leukemia_cnn.study.configurations import table_frame
 from leukemia_cnn.study.sweep_runs import data_statement
 
 # The first line of every report page: how an earlier report is recognised (and replaced).
 REPORT_TITLE = "# Table 1 reproduced: the paper's configurations over seeds"
-HTML_HEAD = "<!doctype html><html><head><meta charset='utf-8'><title>Table 1</title>"
-HTML_STYLE = ("<style>body{font-family:sans-serif;max-width:1400px;margin:auto}"
-              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-              "padding:4px 6px}img{max-width:900px}</style></head><body>")
 COLLAPSED_AND_DISPLAYED = [
     "## Collapsed runs and the displayed accuracy",
     "",
@@ -32,14 +26,6 @@ COLLAPSED_AND_DISPLAYED = [
     "which is inflated for 4 classes (predicting all-zero already scores 0.75).",
     "",
 ]
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """``frame`` as a pipe table (no index)."""
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
 
 
 def report_markdown(experiment: str, runs: pd.DataFrame, table: pd.DataFrame,
@@ -78,12 +64,12 @@ def _table_lines(experiment: str, runs: pd.DataFrame, table: pd.DataFrame,
         "",
         "## Paper-faithful configurations (grayscale, the paper's network and training)",
         "",
-        markdown_table(faithful) if len(faithful) else "_No paper-faithful runs._",
+        pipe_table(faithful) if len(faithful) else "_No paper-faithful runs._",
         "",
     ]
     if len(others):
         lines += ["## Other configurations (robust training, RGB, ...)", "",
-                  markdown_table(others), ""]
+                  pipe_table(others), ""]
     return lines
 
 
@@ -103,7 +89,4 @@ def _figure_lines(fig: dict, reports_dir: Path) -> list[str]:
 
 def report_html(markdown: str) -> str:
     """The Markdown page as a standalone HTML page (tables as HTML, figures linked)."""
-    from markdown_it import MarkdownIt
-
-    renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
-    return "\n".join([HTML_HEAD, HTML_STYLE, renderer.render(markdown), "</body></html>"])
+    return html_page(markdown, "Table 1", "leukemia-cnn report")

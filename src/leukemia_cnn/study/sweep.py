@@ -18,30 +18,25 @@ picks the champion among the registered versions.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
-from leukemia_cnn.config import find_repo_root, load_config, validate_config
-from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data.preprocess import SPLITS, load_images, load_split, n_workers, read_split_table
-from leukemia_cnn.errors import DataError, LeukemiaCNNError
+from leukemia_cnn.config import find_repo_root, load_config
+from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.pathrules import check_sweep_dir
 from leukemia_cnn.study.jobstatus import (
     STATUS_FILE,
     collect_statuses,
+    describe_failed,
     format_statuses,
     job_folders,
     override_value,
 )
+from leukemia_cnn.study.sweep_job import run_task
 
 PRIMARY_CONFIG = "launch"
 
@@ -51,190 +46,10 @@ def new_sweep_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def load_splits(cfg: Config, root: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The train/val/test arrays for ``cfg``'s input size and colour mode.
-
-    The preprocess stage's arrays (``paths.preprocessed_dir``) when their shape matches
-    ``preprocess.image_size``/``preprocess.color_mode``; otherwise (a sweep over input size
-    or colour) the same split table's images decoded in memory from ``paths.raw_dir`` with
-    the preprocess stage's functions.
-
-    Raises
-    ------
-    DataError
-        If the preprocessed arrays are missing, or the raw images needed are.
-    """
-    pre_dir = root / cfg.paths.preprocessed_dir
-    splits = {name: load_split(pre_dir, name) for name in SPLITS}
-    size, mode = cfg.preprocess.image_size, cfg.preprocess.color_mode
-    expected = (size, size, 1 if mode == "grayscale" else 3)
-    found = tuple(splits["train"][0].shape[1:])
-    if found == expected:
-        return splits
-    print(f"sweep: {pre_dir} holds {found} images; decoding {expected} ({mode}) from "
-          f"{cfg.paths.raw_dir} for this job")
-    raw_dir = root / cfg.paths.raw_dir
-    try:
-        table = read_split_table(root / cfg.paths.splits, list(cfg.data.classes))
-        for name in SPLITS:
-            rows = table[table["split"] == name]
-            x = load_images([raw_dir / p for p in rows["path"]], size, mode,
-                            workers=n_workers(), desc=name)
-            splits[name] = (x, rows["label"].to_numpy(dtype=np.int64),
-                            rows["path"].to_numpy(dtype=str))
-    except DataError as exc:
-        raise DataError(f"preprocess.image_size/color_mode ({size}, {mode}) differ from the "
-                        f"arrays in {pre_dir} {found}, so the split table and raw images are "
-                        f"needed: {exc}") from exc
-    return splits
-
-
-def _limit_threads(threads: int | None) -> None:
-    """Cap TensorFlow's threads (``sweep.tf_threads``) before its runtime starts."""
-    if threads is None:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-    except RuntimeError:
-        pass  # a reused worker process: TensorFlow keeps the first job's setting
-
-
-def _interrupt_guard():
-    """SIGTERM -> KeyboardInterrupt (run closed as KILLED), where signals can be handled."""
-    from leukemia_cnn.modeling.train import sigterm_as_interrupt
-
-    if threading.current_thread() is threading.main_thread():
-        return sigterm_as_interrupt()
-    return contextlib.nullcontext()
-
-
-def run_job(cfg: Config, root: Path, out_dir: Path, sweep_id: str,
-            experiment_name: str = "default", overrides: list[str] | None = None) -> dict:
-    """Train and evaluate ``cfg`` as one MLflow run; write the job's files in ``out_dir``.
-
-    A plain function (the Hydra job :func:`job` only supplies the arguments).
-
-    Parameters
-    ----------
-    cfg : Config
-        The job's composed config.
-    root : pathlib.Path
-        Project root: config paths and the embedded MLflow store are relative to it.
-    out_dir : pathlib.Path
-        The job's folder: ``cnn.keras``, ``train_history.csv``, ``metrics.json``, confusion
-        tables, ``classification_report.txt`` and ``figures/``.
-    sweep_id : str
-        Tag shared by every run of one launch.
-    experiment_name : str
-        The ``conf/experiment`` file of the job (``default`` for none).
-    overrides : list of str, optional
-        The job's Hydra overrides (tag ``hydra_overrides``).
-
-    Returns
-    -------
-    dict
-        run id, model URI, registered version (or None), config id, accuracies, prediction
-        times and ``collapsed``.
-    """
-    from leukemia_cnn.modeling import evaluate
-    from leukemia_cnn.modeling.trainrun import start_training_run
-
-    splits = _job_splits(cfg, root, out_dir, experiment_name)
-    x_train, y_train, train_paths = splits["train"]
-    with _interrupt_guard(), start_training_run(
-            cfg, root, x_train, y_train, splits["val"][1], train_paths, stage="sweep",
-            recipe_name=None if experiment_name == "default" else experiment_name,
-            overrides=" ".join(overrides or []) or "(defaults)", sweep_id=sweep_id,
-            experiment_name=experiment_name, hydra_job_dir=str(out_dir)) as training:
-        summary, info, metrics, collapsed = _train_and_evaluate(cfg, root, out_dir, splits,
-                                                                training.name)
-    evaluate.print_summary(metrics, collapsed, training.run_id, prefix=f"sweep: {training.name}")
-    version = _register(cfg, root, training.run_id, info.model_uri)
-    return {"run_id": training.run_id, "model_uri": info.model_uri, "version": version,
-            "config_id": training.config_id, "experiment_name": experiment_name,
-            "seed": cfg.seed, "train_seconds": summary["train_seconds"],
-            **{k: metrics[k] for k in evaluate.SUMMARY_KEYS}}
-
-
-def _job_splits(cfg: Config, root: Path, out_dir: Path, experiment_name: str) -> dict:
-    """Check the job's config, make its folder, reset Keras and load its three splits (the
-    train split cut to ``train.train_fraction``)."""
-    import keras
-
-    from leukemia_cnn.modeling import train
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keras.backend.clear_session()  # a reused worker process keeps no earlier model
-    _limit_threads(cfg.sweep.tf_threads)
-    splits = load_splits(cfg, root)
-    splits["train"] = train.train_subset(cfg, *splits["train"])
-    n_train, n_val = len(splits["train"][1]), len(splits["val"][1])
-    print(f"sweep: job {experiment_name} seed {cfg.seed} ({n_train} train / {n_val} "
-          f"val images, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
-          f"{cfg.train.loss})")
-    return splits
-
-
-def _train_and_evaluate(cfg: Config, root: Path, out_dir: Path, splits: dict, label: str):
-    """Inside the job's run: fit and log the model, then evaluate it on val and test."""
-    from leukemia_cnn.modeling import evaluate, train
-    from leukemia_cnn.modeling.guardshift import learning_inputs
-
-    (x_train, y_train, _), (x_val, y_val, val_paths) = splits["train"], splits["val"]
-    summary, info, model = train.fit_and_log(
-        cfg, x_train, y_train, x_val, y_val, out_dir, out_dir, label=label,
-        guard_learning=learning_inputs(cfg, root, val_paths, y_val))
-    metrics, collapsed = evaluate.evaluate_model(
-        model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir,
-        temperature=summary["temperature"], fitted_temperature=summary["fitted_temperature"],
-        raw_dir=root / cfg.paths.raw_dir)
-    evaluate.log_evaluation(metrics, collapsed, out_dir)
-    return summary, info, metrics, collapsed
-
-
-def _register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str | None:
-    """Register the job's model when ``sweep.register`` (one registration at a time: parallel
-    jobs number versions in one registry); the version, or None."""
-    from leukemia_cnn.registry import register
-    from leukemia_cnn.tracking.store import store_lock, tracking_uri
-
-    if not cfg.sweep.register:
-        return None
-    with store_lock(tracking_uri(cfg, root)):
-        return register.register(cfg, root, run_id, model_uri)
-
-
 def job(composed) -> dict:
-    """The Hydra task (``composed``: Hydra's ``DictConfig``): :func:`run_job` with the job's
-    config checked by the schema, its folder, sweep id and experiment name.
-
-    A user error (bad config, missing data) fails this job only: its message goes to stderr
-    and to ``status.json`` in the job folder, and :func:`main` reports it after the sweep.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
-    experiment = hydra_cfg.runtime.choices.get("experiment") or "default"
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("sweep.id=")]
-    status: dict = {"experiment_name": experiment, "overrides": overrides}
-    # The launch's working directory (the project root), not this worker's: a reused worker
-    # process may have started elsewhere.
-    root = find_repo_root(Path(hydra_cfg.runtime.cwd))
-    try:
-        cfg = validate_config(composed)
-        status.update(status="ok", **run_job(cfg, root, out_dir, cfg.sweep.id, experiment,
-                                             overrides))
-    except LeukemiaCNNError as exc:
-        print(f"leukemia-cnn sweep: error in job {' '.join(overrides) or '(defaults)'}: {exc}",
-              file=sys.stderr)
-        status.update(status="failed", error=str(exc))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str) + "\n")
-    return status
+    """The Hydra task (:func:`leukemia_cnn.study.sweep_job.run_task`), defined here: Hydra
+    names the app, its help and each job's log file after the task's module (``sweep``)."""
+    return run_task(composed)
 
 
 def _close_sweep_runs(sweep_id: str) -> int:
@@ -321,10 +136,13 @@ def prepare_store(argv: list[str], root: Path) -> None:
     check_sweep_dir(argv, root)  # jobs write there: the rule of every configured path
     if INFORMATIONAL & set(argv):
         return
+    from leukemia_cnn.tracking.runs import store_errors
     from leukemia_cnn.tracking.store import setup_mlflow
 
     store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
-    setup_mlflow(load_config(store_overrides, root=root), root)
+    cfg = load_config(store_overrides, root=root)
+    with store_errors(cfg, root, "connect the sweep"):
+        setup_mlflow(cfg, root)
 
 
 # Hydra's informational flags: they run no job.
@@ -348,7 +166,7 @@ def run_app(argv: list[str]) -> int:
     try:
         sweep_id = with_sweep_id(argv)
         prepare_store(argv, root)
-    except LeukemiaCNNError as exc:
+    except (LeukemiaCNNError, OSError) as exc:
         print(f"leukemia-cnn sweep: error: {exc}", file=sys.stderr)
         return 1
 
@@ -383,8 +201,8 @@ def run_app(argv: list[str]) -> int:
     print(format_statuses(statuses))
     failed = [s for s in statuses if s.get("status") != "ok"]
     if failed:
-        print(f"leukemia-cnn sweep: error: {len(failed)} of {len(statuses)} job(s) failed "
-              "(see above)", file=sys.stderr)
+        print(f"leukemia-cnn sweep: error: {len(failed)} of {len(statuses)} job(s) failed: "
+              f"{describe_failed(failed)}", file=sys.stderr)
         return 1
     print("next: `leukemia-cnn report` (Table 1 from MLflow), `leukemia-cnn promote --by config`")
     return 0

@@ -11,12 +11,24 @@ import socket
 HOST_TAG, PID_TAG, PID_START_TAG = "process.host", "process.pid", "process.start_time"
 
 
+# The SLURM job a run was trained in (``12_3`` for task 3 of array job 12, as squeue, scancel
+# and submitit's folders name it) and its node: what to look up when a cluster job fails.
+SLURM_JOB_TAG, SLURM_NODE_TAG = "slurm_job_id", "slurm_node"
+
+
 def process_tags() -> dict[str, str]:
-    """``process.host``, ``process.pid`` and ``process.start_time`` of this process."""
+    """``process.host``, ``process.pid`` and ``process.start_time`` of this process, and inside
+    a SLURM job its ``slurm_job_id`` and ``slurm_node``."""
     import psutil
 
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
             PID_START_TAG: f"{psutil.Process().create_time():.2f}"}
+    job, array, task = (os.environ.get(k) for k in
+                        ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"))
+    if job:
+        tags[SLURM_JOB_TAG] = f"{array}_{task}" if array and task else job
+        tags[SLURM_NODE_TAG] = os.environ.get("SLURMD_NODENAME", socket.gethostname())
+    return tags
 
 
 def process_alive(pid: int, start_time: str | None) -> bool:

@@ -128,38 +128,26 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
-_HELD_LOCKS: set[str] = set()
-
-
 @contextlib.contextmanager
 def store_lock(uri: str):
     """Hold an exclusive lock on ``<db>.lock`` beside a sqlite store (no-op for other stores).
 
     MLflow creates and migrates the sqlite tables on first use; two processes doing so at
     once leave a broken store. Logging itself is safe in parallel (MLflow sets a busy
-    timeout), so only store set-up takes this lock.
+    timeout), so only store set-up takes this lock. Re-entrant within a thread: one
+    ``FileLock`` per path (``is_singleton``) counts its holders.
     """
+    from filelock import FileLock
+
     path = sqlite_path(uri)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no inter-process lock available
-        fcntl = None
-    if path is None or fcntl is None:
-        yield
-        return
-    key = str(path.resolve())
-    if key in _HELD_LOCKS:  # re-entered in this process: flock would wait for itself
+    if path is None:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        _HELD_LOCKS.add(key)
-        try:
-            yield
-        finally:
-            _HELD_LOCKS.discard(key)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # preserve_lock_file: the lock stays an flock on one lasting file, as before filelock
+    with FileLock(path.with_name(path.name + ".lock"), is_singleton=True,
+                  preserve_lock_file=True):
+        yield
 
 
 # Params that define a configuration of the study: the data, split, preprocessing, model and
