@@ -242,7 +242,7 @@ FAMILIES: dict[str, ShiftFamily] = {
     "gamma": ShiftFamily(gamma, 1.0, (0.67, 0.8, 1.25, 1.5), "gamma exponent", two_sided=True),
     "blur": ShiftFamily(gaussian_blur, 0.0, (0.5, 1.0, 2.0, 3.0), "radius (native px)"),
     "jpeg": ShiftFamily(jpeg, None, (50.0, 20.0, 10.0, 5.0), "JPEG quality"),
-    "stain": ShiftFamily(stain_jitter, 0.0, (0.05, 0.1, 0.2, 0.35), "HED jitter sigma", True),
+    "stain": ShiftFamily(stain_jitter, 0.0, (0.05, 0.1, 0.2, 0.35), "HED jitter sigma"),
     "grayscale": ShiftFamily(grayscale_photo, 0.0, (0.5, 1.0), "desaturation", True),
     "rotate": ShiftFamily(rotate, 0.0, (15.0, 45.0, 90.0, 180.0), "degrees"),
     "flip": ShiftFamily(flip, None, (1.0, 2.0), "axis (1 left-right, 2 top-bottom)"),
