@@ -45,9 +45,10 @@ TARGETS = (("clean accuracy", "robustness_clean_accuracy", ">=", None),
            ("red/blue-swapped smears flagged", "probe_stain_swap_flagged", None, None))
 
 
-def refit_guard(project: Path, method: str) -> dict:
+def refit_guard(project: Path, method: str, without: tuple[str, ...] = ()) -> dict:
     """Fit ``method`` on the project's network as the train stage does; score the suite; log
-    the run. Returns its id and summary."""
+    the run. ``without``: shift families the shift part does not learn from (how it does on a
+    kind of shift it never saw). Returns its id and summary."""
     import keras
     import mlflow
 
@@ -65,6 +66,8 @@ def refit_guard(project: Path, method: str) -> dict:
     (x_train, y_train, _), (x_val, y_val, val_paths), (_, y_test, test_paths) = (
         load_split(pre, s) for s in ("train", "val", "test"))
     start = time.perf_counter()
+    for family in without:  # the shift part's learning set leaves these families out
+        guardshift.LEARNING_RANGES.pop(family)
     cfg.train.guard_method = method
     learning = guardshift.learning_inputs(cfg, project, val_paths, y_val)
     guard = fit_guard(model, x_train, y_train, x_val, method, cfg.train.guard_accept_rate,
@@ -79,10 +82,12 @@ def refit_guard(project: Path, method: str) -> dict:
     summary.update(probe_flags(guard, model, originals, cfg.preprocess))
     setup_mlflow(cfg, project)
     trained = mlflow.get_run(record["run_id"])
-    name = f"guard-{method.replace('+', '-')}-{trained.info.run_name}"
+    name = (f"guard-{method.replace('+', '-')}-{trained.info.run_name}"
+            + "".join(f"-without-{family}" for family in without))
     with mlflow.start_run(run_name=name) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({"guard_method": method, "training_run_id": record["run_id"],
-                           "guard_accept_rate": cfg.train.guard_accept_rate})
+                           "guard_accept_rate": cfg.train.guard_accept_rate,
+                           "learnt_without": ",".join(without) or "-"})
         mlflow.set_tags({"kind": "guard-comparison", "training_run": trained.info.run_name,
                          "data_version": trained.data.tags.get("data_version", ""),
                          "data_name": trained.data.tags.get("data_name", ""),
@@ -203,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     guard = sub.add_parser("guard", help="refit a guard method on the trained network; log it")
     guard.add_argument("--project", required=True)
     guard.add_argument("--method", default="mahalanobis+input+shift")
+    guard.add_argument("--without", action="append", default=[], metavar="FAMILY",
+                       help="a shift family the shift part does not learn from (repeatable)")
     report = sub.add_parser("page", help="write the Markdown page from logged runs")
     report.add_argument("--project", required=True)
     report.add_argument("--run", action="append", required=True, metavar="LABEL=RUN_ID")
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     project = Path(args.project).resolve()
     if args.command == "guard":
-        print(json.dumps(refit_guard(project, args.method), indent=2))
+        print(json.dumps(refit_guard(project, args.method, tuple(args.without)), indent=2))
         return 0
     from leukemia_cnn.fileio import write_text
 
