@@ -18,8 +18,11 @@ Two steps, both in a project (a scratch clone) whose pipeline has run on the dat
 
     python benchmarks/robustness_report.py guard --project ../scratch-eval --method mahalanobis+input+shift
     python benchmarks/robustness_report.py page --project ../scratch-eval \\
-        --run "fast, grayscale=<run id>" --run "fast, grayscale, shift guard=<run id>" \\
+        --run "fast, grayscale | default=<run id>" --run "fast, grayscale | shift=<run id>" \\
         --output docs/results/robustness.md
+
+A run's label is ``MODEL | GUARD``: the page shows one table per model with its guards side
+by side (the network's accuracy is the same under each).
 """
 
 from __future__ import annotations
@@ -152,20 +155,51 @@ def verdict(value, op, target) -> str:
 
 
 def summary_table(runs: dict) -> list[str]:
-    labels = list(runs)
-    lines = ["| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    for title, key, op, target in TARGETS:
-        target_text = f" (target {op} {target:g})" if target is not None else ""
+    """One row per run (``model | guard``), one column per target."""
+    header = ["model", "guard"] + [
+        title + (f" ({op} {target:g})" if target is not None else "")
+        for title, _, op, target in TARGETS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, run in runs.items():
+        model, _, guard = label.partition("|")
         cells = [f"{cell(run['metrics'].get(key), key in COUNTS)}"
-                 f"{verdict(run['metrics'].get(key), op, target)}" for run in runs.values()]
-        lines.append(f"| {title}{target_text} | " + " | ".join(cells) + " |")
+                 f"{verdict(run['metrics'].get(key), op, target)}"
+                 for _, key, op, target in TARGETS]
+        lines.append(f"| {model.strip()} | {guard.strip()} | " + " | ".join(cells) + " |")
     return lines
 
 
-def case_table(run: dict) -> list[str]:
-    from leukemia_cnn.registry.card_robustness import robustness_section
+def case_names(metrics: dict) -> list[str]:
+    """The cases of a run's ``robustness/<case>/<stat>`` metrics, clean first, by family and
+    strength."""
+    cases = {key.split("/")[1] for key in metrics
+             if key.startswith("robustness/") and key.count("/") == 2}
 
-    return robustness_section(run["metrics"])[2:]  # the table, without the summary sentence
+    def order(case: str):
+        family, _, strength = case.rpartition("_")
+        return (case != "clean", family or case, float(strength) if family else 0.0)
+
+    return sorted(cases, key=order)
+
+
+def model_table(guards: dict) -> list[str]:
+    """One row per case: the network's accuracy, then for each guard of ``guards`` (label ->
+    run) the share flagged, the accuracy on accepted images and the wrong answers accepted."""
+    first = next(iter(guards.values()))["metrics"]
+    header = ["shift", "accuracy"] + [f"{label}: {stat}" for label in guards
+                                      for stat in ("flagged", "accuracy accepted",
+                                                   "wrong accepted")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case in case_names(first):
+        def stat(run, name, count=False, case=case):
+            return cell(run["metrics"].get(f"robustness/{case}/{name}"), count)
+
+        cells = [stat(next(iter(guards.values())), "accuracy")]
+        for run in guards.values():
+            cells += [stat(run, "flagged"), stat(run, "accuracy_accepted"),
+                      stat(run, "wrong_accepted", True)]
+        lines.append(f"| {case.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def load_runs(project: Path, entries: list[str]) -> dict:
@@ -188,16 +222,22 @@ def page(runs: dict, command: str) -> str:
     first = next(iter(runs.values()))
     data = (f"{first['tags'].get('data_name') or first['tags'].get('data_source', '?')} "
             f"(data.dvc md5 `{first['tags'].get('data_version', '?')}`)")
-    lines = ["# Robustness to acquisition shift (real images)", "",
-             f"Data: {data}: the project's split (test split "
-             f"{cell(first['metrics'].get('robustness_n_images'), True)} images); every number below "
-             "is a metric of the MLflow run named in the last table. The suite and its columns: "
-             "[../robustness.md](../robustness.md). Made by:", "", "```", command, "```", "",
-             "## Against the issue's targets", "", *summary_table(runs), ""]
+    models: dict[str, dict] = {}
     for label, run in runs.items():
-        lines += [f"## {label}", "", *case_table(run), ""]
-    lines += ["## Runs", "", "| label | MLflow run | id |", "|---|---|---|"]
-    lines += [f"| {label} | `{run['name']}` | `{run['id']}` |" for label, run in runs.items()]
+        model, _, guard = label.partition("|")
+        models.setdefault(model.strip(), {})[guard.strip() or "guard"] = run
+    lines = ["# Robustness to acquisition shift", "",
+             f"Data: {data}: the project's split (test split "
+             f"{cell(first['metrics'].get('robustness_n_images'), True)} images); every number "
+             "below is a metric of the MLflow run named in the last table. The suite and its "
+             "columns: [../robustness.md](../robustness.md). Made by:", "", "```", command,
+             "```", "", "## Against the issue's targets", "", *summary_table(runs), ""]
+    for model, guards in models.items():
+        lines += [f"## {model}", "", *model_table(guards), ""]
+    lines += ["## Runs", "", "| model | guard | MLflow run | id |", "|---|---|---|---|"]
+    for label, run in runs.items():
+        model, _, guard = label.partition("|")
+        lines.append(f"| {model.strip()} | {guard.strip()} | `{run['name']}` | `{run['id']}` |")
     return "\n".join(lines) + "\n"
 
 
