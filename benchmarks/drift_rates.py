@@ -27,8 +27,8 @@ from PIL import Image, ImageFilter
 from leukemia_cnn.config import load_params
 from leukemia_cnn.data.preprocess import n_workers
 from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
-from leukemia_cnn.monitoring.drift import load_reference, new_pca_features
 from leukemia_cnn.monitoring.kstests import shift_tests, verdict
+from leukemia_cnn.monitoring.reference import load_reference, new_pca_features
 
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "rocket", "page",
            "horse", "clock", "immunohistochemistry", "cell", "grass", "brick")

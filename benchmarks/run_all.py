@@ -27,8 +27,8 @@ import benchlib
 
 HERE = Path(__file__).resolve().parent
 # Run order: memory builds the shared workspace.
-BENCHMARKS = ("memory", "features", "inference", "train", "serving", "dvc", "precision", "guard",
-              "firstrun", "slurm")
+BENCHMARKS = ("memory", "features", "inference", "train", "serving", "heatmap_memory", "dvc",
+              "precision", "guard", "firstrun", "slurm")
 SHARED_WORKSPACE = ("memory", "features", "inference", "train", "serving")
 
 

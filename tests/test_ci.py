@@ -55,3 +55,19 @@ def test_every_relative_link_of_the_readme_and_docs_resolves():
                 if not (page.parent / href.split("#")[0]).exists():
                     broken.append(f"{page.relative_to(REPO_ROOT)}: {href}")
     assert not broken, broken
+
+
+def test_no_file_holds_a_merge_conflict_marker():
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    marked = []
+    for name in filter(None, listed):
+        path = REPO_ROOT / name
+        if not path.is_file() or path.suffix in (".png", ".jpg", ".npz", ".db"):
+            continue
+        text = path.read_bytes().decode("utf-8", errors="ignore")
+        if any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in text.splitlines()):
+            marked.append(name)
+    assert not marked, f"merge conflict markers in {marked}"

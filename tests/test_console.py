@@ -87,3 +87,55 @@ def test_a_text_table_aligns_columns_and_shows_cells_as_given():
                      "  table1_e15_b64_cce        [bold]x[/] [Errno 28]"]
     assert "\x1b" not in text  # no colour codes, whatever the terminal
 
+
+HELD_STDERR = """
+import os, subprocess, sys
+from leukemia_cnn import console
+pump = console.StderrPump()
+# a worker that outlives the command and holds fd 2 (joblib's pool, a DVC helper)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+os.write(2, b"ours before exit\\n")
+pump.stop()
+print("pump alive after stop:", pump.thread.is_alive(), flush=True)
+child.kill()
+"""
+
+
+def test_the_stderr_pump_stops_at_exit_while_a_child_holds_stderr():
+    """issue 31: the pump joined its thread until the pipe's end of file, 2 s at every exit of
+    `drift` (a Ctrl-C there printed `Exception ignored in atexit callback`)."""
+    done = subprocess.run([sys.executable, "-c", HELD_STDERR], capture_output=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "LEUKEMIA_CNN_VERBOSE"})
+    assert b"pump alive after stop: False" in done.stdout, done.stdout + done.stderr
+    assert b"ours before exit\n" in done.stderr
+
+
+AFTER_THE_COMMAND = """
+import os, signal, sys, time
+sys.argv = ["leukemia-cnn", "params", "--check"]
+from leukemia_cnn.cli.main import main
+code = main()
+os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C once the command is done, while it exits
+time.sleep(0.5)
+sys.exit(code)
+"""
+
+
+def test_ctrl_c_after_the_command_is_done_changes_nothing():
+    """issue 31: Ctrl-C in the last seconds of `drift` raised KeyboardInterrupt in an exit
+    handler (a traceback, and exit 0 whatever the verdict)."""
+    from helpers import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-c", AFTER_THE_COMMAND], capture_output=True,
+                          timeout=120, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"Traceback" not in done.stderr and b"KeyboardInterrupt" not in done.stderr
+
+
+def test_control_characters_are_shown_as_escapes():
+    from leukemia_cnn.console import terminal_safe
+
+    name = "cell\x1b]0;owned\x07\x1b[2J\nnext.jpg"
+    assert terminal_safe(name) == "cell\\x1b]0;owned\\x07\\x1b[2J\\x0anext.jpg"
+    assert terminal_safe(os.fsdecode(b"bad\xff.jpg")) == "bad\\xff.jpg"
+    assert terminal_safe("Pro/été.jpg") == "Pro/été.jpg"

@@ -95,7 +95,7 @@ def test_reports_a_user_committed_do_not_refuse_the_reports_folder(guard_project
         git("rm", "-q", "--cached", "reports/classification_report.txt", "notes/mine.txt",
             cwd=guard_project)
         git("commit", "-qm", "untrack", cwd=guard_project)
-        shutil.rmtree(guard_project / "notes")
+        (guard_project / "notes" / "mine.txt").unlink()  # the fixture's notes/ stays
         (guard_project / "reports" / "classification_report.txt").unlink()
         if not had_check:
             check_file.unlink(missing_ok=True)
@@ -236,3 +236,156 @@ def test_a_refused_study_leaves_no_workspace(results_project, tmp_path, capfd, m
         study.main(results_project, str(tmp_path / "images"), "real")
     assert not (results_project / "studies").exists()
     assert tree_digest(results_project) == before
+
+
+# ------------------------------------------------------------------------- issue 31
+
+
+TOOL_TARGETS = [
+    (["predict", GUARD_IMAGE, "--output", ".git/hooks/pre-commit"], "predict"),
+    (["params", "--output", ".git/x.yaml"], "params"),
+    *[(["drift", "--source", GUARD_SOURCE, "--no-guard", "--output", target], "drift")
+      for target in (".git/x.md", ".dvc/x.md", "mlruns/x.md", ".venv/x.md", "/dev/stdout",
+                     "/dev/null", "/proc/self/fd/1")],
+    (["explain", GUARD_IMAGE, "--output", ".venv/heat"], "explain"),
+    (["data", "synth", "--scale", "0.001", "--no-dvc-add", "--output", "node_modules/x"],
+     "data synth"),
+]
+
+
+@pytest.mark.parametrize("argv, command", TOOL_TARGETS,
+                         ids=[" ".join(argv[-2:]) + f" ({command})" for argv, command in
+                              TOOL_TARGETS])
+def test_no_output_goes_into_a_tool_folder_or_a_device(guard_project, argv, command, capfd,
+                                                       monkeypatch):
+    """issue 31: `predict IMG --output .git/hooks/pre-commit`, `params --output .git/x.yaml`
+    and `drift --output .git/x.md` (.dvc, mlruns, .venv) were written; `drift --output
+    /dev/stdout` into a pipe ran the whole check, then failed on `/proc/PID/fd/pipe:[N]`."""
+    monkeypatch.chdir(guard_project)
+    before = tree_digest(guard_project)
+    code, err = run(argv, capfd)
+    assert one_line_error(code, err, command), err
+    assert "nothing was written" in err
+    assert ("a device or process file" in err if argv[-1].startswith(("/dev", "/proc"))
+            else "belongs to a tool" in err), err
+    assert tree_digest(guard_project) == before
+
+
+def test_a_folder_holding_a_virtual_environment_is_a_tool_folder(guard_project, capfd,
+                                                                 monkeypatch):
+    monkeypatch.chdir(guard_project)
+    write_file(guard_project / "env" / "pyvenv.cfg", b"home = /usr/bin\n")
+    try:
+        code, err = run(["predict", GUARD_IMAGE, "--output", "env/lib/out.csv"], capfd)
+        assert one_line_error(code, err, "predict") and "a Python virtual environment" in err
+    finally:
+        shutil.rmtree(guard_project / "env")
+
+
+@pytest.mark.parametrize("argv, starts", [
+    (["params", "--output", "-"], "paths:"),
+    (["predict", GUARD_IMAGE, "--output", "-"], "path,predicted_class"),
+])
+def test_dash_prints_to_stdout_and_writes_nothing(guard_project, argv, starts, capfd,
+                                                  monkeypatch):
+    monkeypatch.chdir(guard_project)
+    before = tree_digest(guard_project)
+    code, _ = run(argv, capfd)  # the helper reads stderr; stdout stays in capfd
+    assert code == 0
+    # (run() consumed stdout too: run again and read both)
+    from leukemia_cnn.cli.main import main as cli_main
+
+    assert cli_main(argv) == 0
+    out = capfd.readouterr().out
+    assert out.startswith(starts), out[:200]
+    assert not (guard_project / "-").exists() and tree_digest(guard_project) == before
+
+
+@pytest.mark.parametrize("argv", [["explain", GUARD_IMAGE, "--output", "-"],
+                                  ["data", "get", "--source", GUARD_SOURCE, "--no-validate",
+                                   "--no-dvc-add", "--output", "-"]])
+def test_dash_is_refused_where_a_command_writes_files(guard_project, argv, capfd, monkeypatch):
+    monkeypatch.chdir(guard_project)
+    code, err = run(argv, capfd)
+    assert one_line_error(code, err, " ".join(argv[:2]) if argv[0] == "data" else argv[0])
+    assert "writes files, not to stdout" in err and not (guard_project / "-").exists()
+
+
+def sklearn_model(root: Path) -> str:
+    """The project's own HOG + PCA baseline kind of model: a scikit-learn MLflow model."""
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from leukemia_cnn.config import load_params
+    from leukemia_cnn.tracking.store import setup_mlflow
+
+    setup_mlflow(load_params(root / "params.yaml"), root)
+    fitted = LogisticRegression().fit(np.eye(4), [0, 1, 2, 3])
+    with mlflow.start_run():
+        return mlflow.sklearn.log_model(fitted, name="hog-pca-logreg").model_uri
+
+
+def loader_module_model(folder: Path, witness: Path) -> Path:
+    """A model folder whose MLmodel names its own loader module (code that writes a file)."""
+    write_file(folder / "MLmodel", (
+        b"flavors:\n  python_function:\n    loader_module: witness_loader\n    code: code\n"
+        b"    data: data\n"))
+    write_file(folder / "code" / "witness_loader.py", (
+        f"open({str(witness)!r}, 'w').write('ran')\n"
+        "def _load_pyfunc(path):\n    return None\n").encode())
+    (folder / "data").mkdir()
+    return folder
+
+
+def test_a_model_that_is_not_the_projects_image_model_is_one_line(guard_project, tmp_path,
+                                                                  capfd, monkeypatch):
+    """issue 31: `predict IMG --model-uri <an sklearn model>` was exit 3 ("internal error ...
+    this is a bug"); a folder whose MLmodel names a loader module ran that module's code."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(guard_project)
+    witness = tmp_path / "loader-ran"
+    models = {"sklearn": sklearn_model(guard_project),
+              "loader module": str(loader_module_model(tmp_path / "model", witness))}
+    before = tree_digest(guard_project)
+    for name, uri in models.items():
+        for argv in (["predict", GUARD_IMAGE, "--model-uri", uri],
+                     ["drift", "--source", GUARD_SOURCE, "--model-uri", uri, "--output", "-"],
+                     ["explain", GUARD_IMAGE, "--model", uri, "--output", "heat"]):
+            code, err = run(argv, capfd)
+            assert one_line_error(code, err, argv[0]), (name, err)
+            assert "is not a leukemia-cnn image model" in err, (name, err)
+    assert not witness.exists()  # the loader module never ran
+    assert changed(before, tree_digest(guard_project)) <= {"mlflow.db"}
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped(guard_project, tmp_path, capfd,
+                                                            monkeypatch):
+    """issue 31: files named `=HYPERLINK(...).jpg` or `+cmd.jpg` gave CSV cells starting with
+    `=` or `+` (formula injection in a spreadsheet); a name with terminal escape codes was
+    printed raw to stderr."""
+    import csv
+    import io
+    import json
+
+    from leukemia_cnn.cli.main import main as cli_main
+
+    image = (guard_project / GUARD_IMAGE).read_bytes()
+    names = ['=HYPERLINK("https:x.example","click").jpg', "+cmd.jpg", "-2+3.jpg", "@SUM(1).jpg"]
+    for name in names:
+        write_file(tmp_path / name, image)
+    (tmp_path / "evil\x1b]0;owned\x07.jpg").write_bytes(b"not an image")
+    monkeypatch.chdir(tmp_path)  # bare names, as a user in that folder passes them
+    params = str(guard_project / "params.yaml")
+    code = cli_main(["predict", "--params", params, "--", *names, "evil\x1b]0;owned\x07.jpg"])
+    captured = capfd.readouterr()
+    assert code == 1  # the unreadable one
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert [row["path"] for row in rows] == [f"'{name}" for name in names] + [
+        "evil\x1b]0;owned\x07.jpg"]  # a cell, not a terminal: kept as it is
+    for row in rows:
+        assert all(not value.startswith(("=", "+", "-", "@")) for value in row.values()), row
+    assert "\x1b" not in captured.err and "\\x1b]0;owned\\x07" in captured.err
+    code = cli_main(["predict", "--params", params, "--format", "json", names[0]])
+    assert code == 0  # JSON keeps the name as it is
+    assert json.loads(capfd.readouterr().out)[0]["path"] == names[0]

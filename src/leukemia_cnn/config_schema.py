@@ -352,6 +352,8 @@ class DriftConfig(Knobs):
     reference_images: int | None = setting(None, ge=10, late=True, none="every train image",
                                            allowed="null (every train image) or an integer "
                                                    ">= 10")
+    min_images: int = setting(20, ge=1, late=True)
+    max_files: int = setting(10_000, ge=1, late=True)
 # --- end drift ---
 
 

@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import re
+import selectors
 import threading
 import warnings
 from collections.abc import Collection, Iterable, Sequence
@@ -32,7 +33,21 @@ _MAYBE_NATIVE = re.compile(rb"^(W(A(R(N(I(N(G(:.*)?)?)?)?)?)?)?|[IWE][\d :.]*)$"
 # Its warnings carry colour codes before the text, hence the leading ``.*``. (Its advice to
 # add type hints is answered in pyfunc.py: MLflow forces that one to show.)
 MLFLOW_ADVICE = (r".*An input example was not provided when logging the model",)
+# Control characters (C0, DEL, C1): in a file name they could move the cursor, recolour or
+# retitle the terminal, or split a one-line error; shown as escapes instead.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _installed = False
+
+
+def terminal_safe(text: object) -> str:
+    """``text`` with control characters shown as ``\\xNN`` escapes and bytes that are not
+    UTF-8 (a file name's surrogates) as ``\\xNN`` too: safe to print, one line."""
+    text = str(text)
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return CONTROL_CHARACTERS.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def verbose_requested() -> bool:
@@ -59,35 +74,79 @@ def drop_native_log_lines(data: bytes, pending: bytes = b"") -> tuple[bytes, byt
     return b"".join(out), tail
 
 
-def _filter_fd2() -> None:
-    read_end, write_end = os.pipe()
-    real_stderr = os.dup(2)
-    os.dup2(write_end, 2)
-    os.close(write_end)
+# At exit the pump forwards what is already in the pipe, at most this much, and stops.
+DRAIN_LIMIT = 1 << 20
 
-    def pump() -> None:
-        pending = b""
-        while chunk := os.read(read_end, 65536):
-            keep, pending = drop_native_log_lines(chunk, pending)
-            if keep:
-                os.write(real_stderr, keep)
-        if pending and not NATIVE_LOG_LINE.match(pending):
-            os.write(real_stderr, pending)
 
-    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
-    thread.start()
+class StderrPump:
+    """Forwards what is written to fd 2 (this process and its children) to the real stderr,
+    minus native log lines, from a daemon thread.
 
-    def restore() -> None:
-        # Closing our write end lets the pump see EOF (once child processes closed theirs).
+    At exit the pump does not wait for the pipe's end of file: a worker process that outlives
+    the command (joblib's reusable pool, a DVC helper) still holds fd 2 and would keep it open.
+    :meth:`stop` restores fd 2, wakes the thread through a second pipe, and the thread forwards
+    only what is already in the pipe, without blocking; joining it takes milliseconds, so
+    every command ends as soon as its work is done and Ctrl-C has no wait to interrupt.
+    """
+
+    def __init__(self) -> None:
+        self.read_end, write_end = os.pipe()
+        self.real_stderr = os.dup(2)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self.wake_read, self.wake_write = os.pipe()
+        self.stopping = threading.Event()
+        self.pending = b""
+        self.thread = threading.Thread(target=self.run, name="stderr-filter", daemon=True)
+        self.thread.start()
+
+    def forward(self, chunk: bytes) -> None:
+        keep, self.pending = drop_native_log_lines(chunk, self.pending)
+        if keep:
+            os.write(self.real_stderr, keep)
+
+    def run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.read_end, selectors.EVENT_READ)
+            selector.register(self.wake_read, selectors.EVENT_READ)
+            while not self.stopping.is_set():
+                ready = {key.fd for key, _ in selector.select()}
+                if self.read_end in ready:
+                    chunk = os.read(self.read_end, 65536)
+                    if not chunk:
+                        break
+                    self.forward(chunk)
+        self.drain()
+
+    def drain(self) -> None:
+        """Forward what the pipe holds now (never wait for more), then the held-back tail."""
+        os.set_blocking(self.read_end, False)
+        forwarded = 0
         try:
-            import sys
+            while forwarded < DRAIN_LIMIT and (chunk := os.read(self.read_end, 65536)):
+                self.forward(chunk)
+                forwarded += len(chunk)
+        except BlockingIOError:
+            pass
+        if self.pending and not NATIVE_LOG_LINE.match(self.pending):
+            os.write(self.real_stderr, self.pending)
+        self.pending = b""
 
+    def stop(self) -> None:
+        """Put the real stderr back on fd 2 and let the thread forward what is left."""
+        import sys
+
+        try:
             sys.stderr.flush()
         finally:
-            os.dup2(real_stderr, 2)
-            thread.join(timeout=2.0)
+            os.dup2(self.real_stderr, 2)
+            self.stopping.set()
+            os.write(self.wake_write, b"x")
+            self.thread.join(timeout=1.0)
 
-    atexit.register(restore)
+
+def _filter_fd2() -> None:
+    atexit.register(StderrPump().stop)
 
 
 def quiet_libraries(verbose: bool = False, native: bool = True) -> None:

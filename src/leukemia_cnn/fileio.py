@@ -39,6 +39,15 @@ from leukemia_cnn.tracked import dvc_tracked, git_tracked
 OUTPUT_MARKER = ".leukemia-cnn-output"
 # Beside the output files a command writes: {file name: {"by": kind, "sha256": ...}}.
 OUTPUT_RECORD = ".leukemia-cnn-outputs.json"
+# Folders that belong to a tool (version control, DVC, MLflow stores, Python environments and
+# caches): no output goes into one, wherever it lies (`.git/hooks/pre-commit` would run).
+TOOL_FOLDERS = frozenset({".git", ".hg", ".svn", ".dvc", "mlruns", "mlartifacts", ".venv",
+                          "venv", ".tox", ".nox", "node_modules", "__pycache__", ".mypy_cache",
+                          ".pytest_cache", ".ruff_cache", ".hypothesis", ".ipynb_checkpoints"})
+# Where the kernel keeps devices and process files: never a place for an output file.
+SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
+# The --output value that means "print to stdout" (for the commands that offer it).
+STDOUT = "-"
 
 
 def atomic_write(target: Path, write: Callable[[Path], Any], owner: str | None = None) -> Path:
@@ -227,6 +236,27 @@ def _project_reason(real: Path, root: Path) -> str | None:
     return None
 
 
+def _tool_reason(target: str | Path, real: Path) -> str | None:
+    """Why an output path, as typed (``target``) or with links resolved (``real``), is a tool's
+    place (:data:`TOOL_FOLDERS`, a folder holding ``pyvenv.cfg``) or a device's
+    (:data:`SYSTEM_FOLDERS`), or None. The rule of every ``--output``
+    (:func:`check_output`)."""
+    given = Path(os.path.abspath(Path(target).expanduser()))
+    for path in (given, real):
+        system = next((folder for folder in SYSTEM_FOLDERS if path.is_relative_to(folder)), None)
+        if system is not None:
+            return (f"is in {system}, a device or process file, not a file to write; to print "
+                    "to the terminal or a pipe, pass --output - where the command offers it")
+        tool = next((part for part in path.parts if part in TOOL_FOLDERS), None)
+        if tool is not None:
+            return f"is inside {tool}, a folder that belongs to a tool (git, DVC, MLflow, Python)"
+        venv = next((folder for folder in path.parents if (folder / "pyvenv.cfg").is_file()),
+                    None)
+        if venv is not None:
+            return f"is inside {venv}, a Python virtual environment"
+    return None
+
+
 def _input_reason(real: Path, kind: str, inputs: Iterable[str | Path]) -> str | None:
     for item in inputs:
         source = Path(item).expanduser().resolve()
@@ -330,7 +360,9 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     def own() -> bool:
         return is_declared or is_own(real, kind, owner)
 
-    checks = (lambda: _project_reason(real, root), lambda: _input_reason(real, kind, inputs),
+    checks = (lambda: STDOUT in (str(target), label) and "this command writes files, not to "
+              "stdout", lambda: _project_reason(real, root), lambda: _tool_reason(target, real),
+              lambda: _input_reason(real, kind, inputs),
               lambda: _git_reason(real, root, git_files, is_declared),
               lambda: _dvc_reason(real, root, dvc_tracked(root, git_files), own),
               lambda: _existing_reason(real, kind, owner, own), lambda: _parent_reason(real))

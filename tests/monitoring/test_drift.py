@@ -284,3 +284,95 @@ def test_a_missing_model_says_to_pass_no_guard(project, tmp_path, monkeypatch, c
     assert err.startswith("leukemia-cnn drift: error: could not load model "
                           "models:/no-such-model@champion")
     assert err.endswith("or pass --no-guard to run the shift tests without a model")
+
+
+# ------------------------------------------------------------------ limits (issue 31)
+
+
+def test_one_image_is_too_few_to_judge(project, tmp_path, monkeypatch, capsys):
+    """issue 31: `drift --source DIR` with 1 image said `no drift`, exit 0."""
+    from leukemia_cnn.cli.status import EXIT_TOO_FEW
+
+    source = copy_test_split(project, tmp_path / "one")
+    for path in sorted(source.rglob("*.jpg"))[1:]:
+        path.unlink()
+    assert drift_cli(project, monkeypatch, "--source", str(source), "--no-guard") == EXIT_TOO_FEW
+    out = capsys.readouterr().out
+    assert "too few images to judge: 1 new image" in out and "no drift in" not in out
+    text = (project["root"] / "reports" / "drift" / "one.md").read_text()
+    assert "**Verdict: too few images to judge** (exit status 5)" in text
+    minimum = project["cfg"].drift.min_images
+    assert f"fewer than drift.min_images ({minimum})" in text
+
+
+def test_a_shift_found_in_a_small_batch_is_still_drift(project, tmp_path):
+    """Too few images to rule drift out, but not to find it: the verdict stands."""
+    from skimage import data
+
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for name in SAMPLES[:8]:
+        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
+    result = drift.check(project["cfg"], project["root"], folder, model_uri=None)
+    assert result.n_images < project["cfg"].drift.min_images
+    assert result.drift and not result.verdict.too_few
+
+
+def test_a_source_with_too_many_files_is_refused_while_it_is_listed(project, tmp_path,
+                                                                  monkeypatch, capsys):
+    """issue 31: `drift --source /` walked the whole filesystem for minutes, 3.8 GB RSS."""
+    source = copy_test_split(project, tmp_path / "many")
+    for index in range(30):
+        (source / f"note-{index}.txt").write_text("not an image\n")
+    assert drift_cli(project, monkeypatch, "--source", str(source), "--no-guard",
+                     "--max-files", "20") == 1
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith(f"leukemia-cnn drift: error: --source {source}: holds more than 20 "
+                          "files (drift.max_files)") and "--max-files N" in err
+    assert not (project["root"] / "reports" / "drift" / "many.md").exists()
+
+
+def test_a_model_folder_without_mlmodel_is_refused_before_anything_is_copied(
+        project, tmp_path, monkeypatch, capsys):
+    """issue 31: MLflow copied a 2.7 GB folder to /tmp for 217 s, then a 400-character error."""
+    source = copy_test_split(project, tmp_path / "batch")
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "weights.bin").write_bytes(b"\0" * 1000)
+    for uri in (str(tmp_path / "big"), f"file://{tmp_path / 'big'}"):
+        assert drift_cli(project, monkeypatch, "--source", str(source), "--model-uri", uri) == 1
+        (err,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{tmp_path / 'big'} is not an MLflow model folder (no MLmodel file)" in err
+
+
+def test_dash_prints_the_report_and_writes_no_file(project, tmp_path, monkeypatch, capsys):
+    """issue 31: `drift --output /dev/stdout` into a pipe ran the whole check, then failed on
+    `/proc/PID/fd/pipe:[N]...tmp`; `--output -` is the way to print the report."""
+    source = copy_test_split(project, tmp_path / "piped")
+    assert drift_cli(project, monkeypatch, "--source", str(source), "--no-guard",
+                     "--output", "-") == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# Drift check: piped") and "**Verdict: no drift**" in captured.out
+    assert "drift: no drift in" in captured.err and "report printed above" in captured.err
+    assert not (project["root"] / "reports" / "drift" / "piped.md").exists()
+
+
+@pytest.mark.parametrize("change", ["edited", "missing"])
+def test_a_data_raw_changed_since_the_features_stage_is_refused(project, tmp_path, monkeypatch,
+                                                                capsys, change):
+    """issue 31: after `data get --source <the same images re-stained>`, drift measured its
+    reference on the new data/raw and called the re-stained test images "no drift"."""
+    with np.load(project["root"] / "data" / "features" / "train.npz") as data:
+        victim = project["root"] / project["cfg"].paths.raw_dir / str(data["path"][0])
+    kept = victim.read_bytes()
+    source = copy_test_split(project, tmp_path / "batch", stain_shift)
+    try:
+        if change == "edited":
+            stain_shift(Image.open(victim).convert("RGB")).save(victim, "JPEG", quality=92)
+        else:
+            victim.unlink()
+        assert drift_cli(project, monkeypatch, "--source", str(source), "--no-guard") == 1
+    finally:
+        victim.write_bytes(kept)
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "changed since the features stage ran: 1 of" in err and f"({change})" in err
+    assert "dvc checkout" in err and "dvc repro" in err

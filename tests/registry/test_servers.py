@@ -147,8 +147,9 @@ def test_models_serve_answers_malformed_payloads_with_4xx_and_keeps_serving(pipe
     wrong = {name: (status, body[:300]) for name, (status, body) in answers.items()
              if not 400 <= status < 500}
     assert not wrong, wrong
-    # The answers say what was wrong (MLflow's schema check, then the model's own checks).
-    assert "pixels" in answers["wrong column"][1]
+    # The answers say what was wrong (the model's own checks: the signature's image column is
+    # optional, so that MLflow never lists a request's columns, its data, in a 400).
+    assert "needs a column 'image'" in answers["wrong column"][1]
     assert "not a decodable image" in answers["not an image"][1]
 
 
@@ -163,3 +164,45 @@ def test_mlproject_entry_points_run(pipeline):
                    "--experiment-name", "leukemia-cnn", "-P", f"images={image}", cwd=repo,
                    env_extra=env)
     assert "predicted_class" in predicted.stdout
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses NaN and Infinity, as a browser's ``JSON.parse`` does."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_models_serve_marks_a_bad_row_in_every_format_and_never_echoes(pipeline):
+    """issue 31: with `dataframe_records` or `dataframe_split`, one bad row (null, a number,
+    bad base64) among 50 good ones got the whole request refused (400); a bad row's numbers
+    were a bare `NaN` (invalid JSON); a 665 kB JSON body sent as `text/csv` got a 400 of
+    1,996 kB: the payload echoed."""
+    repo = pipeline["repo"]
+    port = free_port()
+    image = sorted((repo / "data" / "raw" / "Pro").glob("*.jpg"))[0]
+    good = base64.b64encode(image.read_bytes()).decode()
+    with server(serve_champion_args(port), port, repo, health="/ping") as base:
+        for bad_name, bad in (("null", None), ("number", 1.5), ("bad base64", "@@ no @@")):
+            rows = [good] * 25 + [bad] + [good] * 25
+            for name, body in {
+                "dataframe_split": {"dataframe_split": {"columns": ["image"],
+                                                        "data": [[r] for r in rows]}},
+                "dataframe_records": {"dataframe_records": [{"image": r} for r in rows]},
+                "instances": {"instances": [{"image": r} for r in rows]},
+                "inputs": {"inputs": {"image": rows}},
+            }.items():
+                status, text = post(f"{base}/invocations", json.dumps(body).encode())
+                assert status == 200, (bad_name, name, text[:300])
+                answer = strict_json(text)["predictions"]
+                assert len(answer) == 51, (bad_name, name)
+                assert answer[25]["predicted_class"] is None, (bad_name, name)
+                assert answer[25]["error"].startswith("row 25: "), (bad_name, name)
+                assert answer[25]["p_Pro"] is None and answer[25]["ood_score"] is None
+                assert sum(row["error"] is None for row in answer) == 50, (bad_name, name)
+        body = json.dumps({"dataframe_split": {"columns": ["image"],
+                                               "data": [[good]] * (665_000 // len(good))}})
+        status, text = post(f"{base}/invocations", body.encode(), "text/csv")
+        assert 400 <= status < 500 and len(text) < 2_000, (status, len(text))
+        assert good[:100] not in text

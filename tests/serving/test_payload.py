@@ -89,3 +89,89 @@ def test_a_request_with_no_decodable_row_is_refused_without_echoing_it(served):
         assert status == 400, name
         assert "row 0: not a decodable image" in text and "row 1:" in text, name
         assert len(text) < 2_000, (name, len(text))
+
+
+# ------------------------------------------------------------------ issue 31
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses NaN and Infinity, as ``JSON.parse`` does."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("bad", [None, 1.5, "@@@ not base64 @@@"], ids=["null", "number",
+                                                                         "bad base64"])
+def test_a_null_number_or_bad_base64_row_is_marked_in_every_format(served, bad):
+    """issue 31: with dataframe_split or dataframe_records, MLflow's schema step refused the
+    whole request (400) for one such row among good ones; the bad row's p_* and ood_score
+    were a bare NaN, which JSON.parse rejects."""
+    good = base64.b64encode(encoded_image(1)).decode()
+    rows = [good] * 5 + [bad] + [good] * 4
+    for name, body in payloads(rows).items():
+        status, text = served(body)
+        assert status == 200, (name, text[:300])
+        answer = strict_json(text)["predictions"]
+        assert len(answer) == 10, name
+        assert answer[5]["predicted_class"] is None and answer[5]["error"].startswith("row 5: ")
+        assert answer[5]["p_Benign"] is None and answer[5]["ood_score"] is None, name
+        assert all(row["error"] is None and row["predicted_class"] for i, row in
+                   enumerate(answer) if i != 5), name
+
+
+def test_a_request_past_the_pixel_cap_marks_the_rows_it_did_not_decode(served, monkeypatch):
+    from leukemia_cnn.serving import payload
+
+    good = base64.b64encode(encoded_image(2)).decode()  # 24 x 24
+    monkeypatch.setattr(payload, "MAX_REQUEST_PIXELS", 3 * 24 * 24)
+    status, text = served(payloads([good] * 4)["dataframe_split"])
+    answer = strict_json(text)["predictions"]
+    assert status == 200 and [row["error"] is None for row in answer] == [True] * 3 + [False]
+    assert "over the cap of 1,728 pixels per request" in answer[3]["error"]
+    assert "send it in another request" in answer[3]["error"]
+
+
+def test_a_heatmap_of_a_large_image_is_drawn_at_most_at_the_cap(served):
+    from leukemia_cnn.serving.payload import LARGE_IMAGE_PIXELS
+
+    rng = np.random.default_rng(3)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (2000, 3000, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    body = payloads([base64.b64encode(buffer.getvalue()).decode()])["dataframe_split"]
+    status, text = served({**body, "params": {"heatmap": True}})
+    assert status == 200, text[:300]
+    heatmap = strict_json(text)["predictions"][0]["heatmap"]
+    with Image.open(io.BytesIO(base64.b64decode(heatmap))) as drawn:
+        assert drawn.width * drawn.height <= LARGE_IMAGE_PIXELS
+        assert abs(drawn.width / drawn.height - 1.5) < 0.01  # the image's own aspect
+
+
+def float_tiff(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.float32), "F").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_float_image_with_nan_or_inf_is_refused_with_its_reason(served, bad):
+    """issue 31: a smear with a NaN patch (float TIFF) silently turned black, and numpy's
+    RuntimeWarning leaked to stderr."""
+    import warnings
+
+    values = np.random.default_rng(4).uniform(0, 1, (32, 32))
+    values[4:8, 4:8] = bad
+    good = base64.b64encode(encoded_image(5)).decode()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning (NaN cast to uint8) fails the test
+        status, text = served(payloads([good, base64.b64encode(float_tiff(values)).decode()])
+                              ["dataframe_split"])
+    answer = strict_json(text)["predictions"]
+    assert status == 200 and answer[0]["error"] is None
+    assert answer[1]["predicted_class"] is None
+    assert "16 of 1,024 pixels are NaN or infinite" in answer[1]["error"]
+    clean = np.random.default_rng(4).uniform(0, 1, (32, 32))  # a finite float image is fine
+    status, text = served(payloads([base64.b64encode(float_tiff(clean)).decode()])
+                          ["dataframe_split"])
+    assert status == 200 and strict_json(text)["predictions"][0]["error"] is None

@@ -256,3 +256,60 @@ def test_reject_unfamiliar_leaves_flagged_images_without_a_class(champion, tmp_p
     assert all(camera[f"p_{name}"] is None for name in champion.cfg.data.classes)
     for record in records:  # an accepted image keeps its class
         assert (record["predicted_class"] is not None) == record["in_distribution"]
+
+
+def header_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_a_nan_image_and_a_pil_warning_are_one_line_each(guard_project, tmp_path):
+    """issue 31: a float TIFF with a NaN patch turned black without a word while numpy's
+    RuntimeWarning leaked; a 90-million-pixel header leaked PIL's DecompressionBombWarning as
+    two raw lines before our own refusal. The real command, its stderr as a user sees it."""
+    from helpers import sh
+    from helpers.guard import GUARD_IMAGE
+
+    values = np.random.default_rng(0).uniform(0, 1, (40, 40)).astype(np.float32)
+    values[10:20, 10:20] = np.nan
+    Image.fromarray(values, "F").save(tmp_path / "nan-patch.tif")
+    (tmp_path / "wide.png").write_bytes(header_png(10_000, 9_000))  # PIL warns above 89.5 M
+    done = sh("leukemia-cnn", "predict", GUARD_IMAGE, str(tmp_path / "nan-patch.tif"),
+              str(tmp_path / "wide.png"), cwd=guard_project, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "Warning" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert (f"predict: skipped {tmp_path / 'nan-patch.tif'}: 100 of 1,600 pixels are NaN or "
+            "infinite") in done.stderr
+    assert (f"predict: skipped {tmp_path / 'wide.png'}: 10000x9000 pixels exceeds the "
+            "50,000,000-pixel limit") in done.stderr
+    rows = pd.read_csv(io.StringIO(done.stdout))
+    assert rows["predicted_class"].notna().tolist() == [True, False, False]
+
+
+def test_predict_sends_its_files_in_requests_under_the_pixel_cap(guard_project, monkeypatch,
+                                                                 capfd, tmp_path):
+    """The served model's cap on pixels per request marks the rows past it; `predict` is no
+    server: it sends its files in as many requests as the cap needs, and every file gets its
+    class (a row the model itself refuses keeps the model's reason, under its file name)."""
+    from helpers.datasets import image_bytes
+    from leukemia_cnn.serving import payload
+
+    monkeypatch.chdir(guard_project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(payload, "MAX_REQUEST_PIXELS", 2 * 48 * 48)
+    files = []
+    for seed in range(5):
+        files.append(tmp_path / f"cell-{seed}.png")
+        files[-1].write_bytes(image_bytes(seed, size=(48, 48), fmt="PNG"))
+    assert cli_main(["predict", *map(str, files), "--format", "json"]) == 0
+    records = json.loads(capfd.readouterr().out)
+    assert [record["path"] for record in records] == list(map(str, files))
+    assert all(record["predicted_class"] and record["error"] is None for record in records)

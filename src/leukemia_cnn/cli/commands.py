@@ -10,9 +10,10 @@ import argparse
 import importlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
-from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNFAMILIAR
+from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_UNFAMILIAR
 from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
 
 
@@ -48,7 +49,7 @@ def _params_differ(args: argparse.Namespace, cfg) -> int:
 
 def run_params(args: argparse.Namespace, root: Path) -> int:
     from leukemia_cnn.config import compose, validate_config, write_params
-    from leukemia_cnn.fileio import atomic_write, check_output
+    from leukemia_cnn.fileio import STDOUT, atomic_write, check_output
     from leukemia_cnn.pathrules import check_paths
 
     cfg = compose(args.overrides, root=root)
@@ -56,12 +57,17 @@ def run_params(args: argparse.Namespace, root: Path) -> int:
     check_paths(validate_config(cfg), root)
     if args.check:
         return _params_differ(args, cfg)
+    if args.output == STDOUT:  # the composed config on stdout; no file written
+        with tempfile.TemporaryDirectory(prefix="leukemia-cnn-params-") as scratch:
+            sys.stdout.write(write_params(cfg, Path(scratch) / "params.yaml").read_text())
+        return 0
     # params.yaml is declared by DVC's Hydra integration (.dvc/config); another file is
     # replaced only when an earlier `params` wrote it and nobody edited it since.
     target = check_output(
         args.output, kind="file", root=root, flag="--output", owner="params",
         declared=root / "params.yaml",
-        instead="Pass --output with a new file name, or leave it out to write params.yaml")
+        instead="Pass --output with a new file name, - to print it, or leave it out to write "
+                "params.yaml")
     atomic_write(target, lambda tmp: write_params(cfg, tmp),
                  owner=None if target == root / "params.yaml" else "params")
     print(f"wrote {args.output}")
@@ -191,10 +197,11 @@ def run_card(args: argparse.Namespace, root: Path) -> int:
 def run_drift(args: argparse.Namespace, root: Path) -> int:
     cfg = _config(args, root)
     from leukemia_cnn.monitoring import drift
+    from leukemia_cnn.monitoring.drift_report import exit_status
 
     found = drift.run(cfg, root, args.source, model_uri=args.model_uri,
-                      guard=not args.no_guard, output=args.output)
-    return EXIT_UNFAMILIAR if found.drift else EXIT_OK
+                      guard=not args.no_guard, output=args.output, max_files=args.max_files)
+    return exit_status(found.verdict)
 
 
 def run_summary(args: argparse.Namespace, root: Path) -> int:

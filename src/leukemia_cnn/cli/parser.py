@@ -66,6 +66,7 @@ exit status:
   4    unlike the training images: `predict --reject-unfamiliar` flagged at least one image
        (those rows have no class; column `in_distribution` false), or `drift` found drift
        (its report says why)
+  5    `drift` found no drift in fewer images than drift.min_images: too few to judge
   130  interrupted (Ctrl-C); outputs are written atomically, earlier ones stay intact
 """
 
@@ -82,6 +83,13 @@ def _non_empty(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty; leave the option out for the default")
     return value
+
+
+def _positive(value: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
+    return int(value)
 
 
 def _seed_list(value: str) -> list[int]:
@@ -331,7 +339,8 @@ def _add_drift_command(sub) -> None:
         description="Per-feature shift tests (KS, corrected for many tests) of size, colour, "
                     "stain, focus and HOG + PCA features against the training data, and the share "
                     "of images the model's guard flags; a Markdown and HTML report, logged to "
-                    "MLflow. Exit status 0: no drift, 4: drift.")
+                    "MLflow. Exit status 0: no drift, 4: drift, 5: too few images to judge "
+                    "(fewer than drift.min_images and no drift found).")
     _add_params_arg(drift)
     drift.add_argument("--source", required=True, metavar="DIR",
                        help="folder of new images: <Class>/<image> (Kaggle layout) or flat")
@@ -341,6 +350,9 @@ def _add_drift_command(sub) -> None:
                        help="ask no model: the verdict rests on the shift tests alone")
     drift.add_argument("--output", default=None, type=_non_empty, metavar="FILE.md",
                        help="the Markdown report, HTML beside it (default: "
-                            "<reports_dir>/drift/<folder name>.md)")
+                            "<reports_dir>/drift/<folder name>.md); - prints the Markdown")
+    drift.add_argument("--max-files", default=None, type=_positive, metavar="N",
+                       help="refuse a source holding more than N files (default: "
+                            "drift.max_files)")
     # --- end drift ---
     drift.set_defaults(func=commands.run_drift)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,14 +44,22 @@ def skip_reason(name: str) -> str | None:
     return None
 # Refuse decompression bombs: far above any smear image (the Kaggle set is 224x224).
 MAX_PIXELS = 50_000_000
+# PIL warns (two raw lines on stderr) above its own limit of 89 million pixels, below which
+# open_image has already refused the image with one line of its own: the warning says nothing
+# more. (PIL still raises its DecompressionBombError at twice its limit.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def open_image(source: str | Path | bytes) -> Image.Image:
+def open_image(source: str | Path | bytes, draft_pixels: int | None = None) -> Image.Image:
     """Decode an image from a path or raw bytes, fully, or raise DataError naming the source.
 
     The one decoding place of training, prediction, serving and Grad-CAM: the image comes back
     turned upright by its EXIF orientation tag and with 16-bit, 32-bit or float samples scaled
     to 8 bits (:func:`upright_8bit`), so every consumer sees the same pixels.
+
+    ``draft_pixels``: for a picture only (a heatmap's background, never a model input), a
+    JPEG larger than this is decoded at 1/2, 1/4 or 1/8 scale (PIL's ``draft``, at least this
+    many pixels): a 7000x7000 JPEG then takes 12 MB instead of 190 MB.
     """
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
@@ -58,7 +68,14 @@ def open_image(source: str | Path | bytes) -> Image.Image:
             if image.width * image.height > MAX_PIXELS:
                 raise DataError(f"{name}: {image.width}x{image.height} pixels exceeds the "
                                 f"{MAX_PIXELS:,}-pixel limit (decompression bomb guard)")
+            if draft_pixels and image.format == "JPEG" and image.width * image.height > draft_pixels:
+                scale = (draft_pixels / (image.width * image.height)) ** 0.5
+                image.draft(image.mode, (int(image.width * scale) + 1,
+                                         int(image.height * scale) + 1))
             image.load()
+            problem = non_finite(image)
+            if problem:
+                raise DataError(f"{name}: {problem}")
             return upright_8bit(image)
     except DataError:
         raise
@@ -66,7 +83,33 @@ def open_image(source: str | Path | bytes) -> Image.Image:
         raise DataError(f"{name}: file not found") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
-        raise DataError(f"{name}: not a decodable image ({exc})") from exc
+        # PIL names a buffer by its repr (``<_io.BytesIO object at 0x...>``): noise, dropped
+        why = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
+        raise DataError(f"{name}: not a decodable image ({why})") from exc
+
+
+def image_pixels(data: bytes) -> int | None:
+    """Width x height from an encoded image's header (nothing decoded), or None when the
+    header cannot be read (the decode that follows says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError):
+        return None
+
+
+def non_finite(image: Image.Image) -> str | None:
+    """Why a float image cannot be shown (NaN or infinite samples: a TIFF with masked or
+    missing values), or None. Scaled to 8 bits, one NaN made the whole image black."""
+    if image.mode != "F":
+        return None
+    array = np.asarray(image)
+    bad = int(array.size - np.isfinite(array).sum())
+    if not bad:
+        return None
+    return (f"{bad:,} of {array.size:,} pixels are NaN or infinite (a float image with missing "
+            "values); refused rather than guessed: fill or mask them and save the image again")
 
 
 def upright_8bit(image: Image.Image) -> Image.Image:
@@ -77,6 +120,9 @@ def upright_8bit(image: Image.Image) -> Image.Image:
     (65535 -> 255; a 12-bit camera's 4095 -> 255), the same factor for every image of one
     bit depth, and float images by [0, 1] (or [0, 255]) when they fit.
     """
+    problem = non_finite(image)
+    if problem:
+        raise DataError(problem)
     upright = ImageOps.exif_transpose(image)  # a copy, even without a tag
     if upright.mode not in ("I", "F") and not upright.mode.startswith("I;16"):
         return upright

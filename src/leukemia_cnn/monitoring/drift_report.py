@@ -12,10 +12,18 @@ from leukemia_cnn.monitoring.kstests import CORRECTIONS, ShiftTest
 TITLE = "# Drift check"
 COMMAND = "leukemia-cnn drift"
 GENERATOR = f'<meta name="generator" content="{COMMAND}">'  # in the HTML page
-EXIT_STATUS = {True: 4, False: 0}  # drift -> 4, no drift -> 0 (see `leukemia-cnn --help`)
+# drift -> 4, no drift -> 0, too few images to judge -> 5 (see `leukemia-cnn --help`)
+EXIT_DRIFT, EXIT_NO_DRIFT, EXIT_TOO_FEW = 4, 0, 5
 MAX_ROWS = 20  # of the HOG + PCA table and of the skipped files
 TEST_COLUMNS = ("feature", "train median", "new median", "KS statistic", "p", "adjusted p",
                 "shifted")
+
+
+def exit_status(verdict) -> int:
+    """The exit status of a :class:`leukemia_cnn.monitoring.kstests.Verdict`."""
+    if verdict.too_few:
+        return EXIT_TOO_FEW
+    return EXIT_DRIFT if verdict.drift else EXIT_NO_DRIFT
 
 
 def number(value: float) -> str:
@@ -37,9 +45,10 @@ def markdown(result, cfg: Config) -> str:
     correction = CORRECTIONS[cfg.drift.correction]
     inputs = [t for t in result.tests if not t.feature.startswith(PCA_PREFIX)]
     components = [t for t in result.tests if t.feature.startswith(PCA_PREFIX)]
+    word = ("too few images to judge" if result.verdict.too_few
+            else "drift" if drift else "no drift")
     lines = [f"{TITLE}: {escape(result.source.name)}", "",
-             f"**Verdict: {'drift' if drift else 'no drift'}** (exit status "
-             f"{EXIT_STATUS[drift]})", ""]
+             f"**Verdict: {word}** (exit status {exit_status(result.verdict)})", ""]
     lines += [f"- {reason}" for reason in result.verdict.reasons]
     lines += ["", "## What was compared", "",
               f"- New images: {result.n_images} read from `{result.source}`"
@@ -55,6 +64,7 @@ def markdown(result, cfg: Config) -> str:
               + "."]
     lines += [f"- Note: {note}." for note in reference.notes]
     lines += ["", "## The model's guard", "", f"- {result.guard.note}."]
+    lines += [f"- {line}." for line in result.guard.provenance]
     if result.guard.median_score is not None:
         lines.append(f"- Median `ood_score` (higher = more unusual): "
                      f"{result.guard.median_score:.3g}.")

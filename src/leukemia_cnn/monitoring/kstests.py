@@ -130,12 +130,18 @@ class Verdict:
 
     drift: bool
     reasons: list[str]
+    # No drift found, but in too few new images for the tests to have found one: no verdict.
+    too_few: bool = False
 
 
 def verdict(tests: list[ShiftTest], flagged_share: float | None, max_flagged_share: float,
-            alpha: float, correction: str) -> Verdict:
+            alpha: float, correction: str, min_new: int = 0) -> Verdict:
     """Drift when a feature shifted (adjusted p < ``alpha``) or when the model's guard flagged
     more than ``max_flagged_share`` of the images (``flagged_share`` None: no guard).
+
+    A shift found in a small batch is evidence, but finding none is not when the batch is too
+    small for the tests to see one: with fewer than ``min_new`` new images and nothing found,
+    the verdict is ``too_few`` (no drift claimed, none ruled out).
     """
     shifted = sorted((t for t in tests if t.shifted), key=lambda t: t.p_adjusted)
     reasons = []
@@ -151,4 +157,10 @@ def verdict(tests: list[ShiftTest], flagged_share: float | None, max_flagged_sha
         reasons.append(f"the model's guard flagged {flagged_share:.1%} of the images "
                        f"({'above' if too_many else 'within'} the limit "
                        f"{max_flagged_share:.1%})")
-    return Verdict(drift=bool(shifted) or too_many, reasons=reasons)
+    drift = bool(shifted) or too_many
+    n_new = min((t.n_new for t in tests), default=0)
+    if not drift and n_new < min_new:
+        reasons.append(f"too few images to judge: {n_new} new image(s), fewer than "
+                       f"drift.min_images ({min_new}): too few for the tests to rule drift out")
+        return Verdict(drift=False, reasons=reasons, too_few=True)
+    return Verdict(drift=drift, reasons=reasons)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukemia_cnn.console import terminal_safe
 from leukemia_cnn.data.filekinds import describe_missing, special_kind
 from leukemia_cnn.data.imaging import open_image, to_model_input
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
@@ -67,12 +68,18 @@ def load_explainer(model_uri: str, copy: str | Path | None = None):
     write a ``registered_model_meta`` file into the store's artifacts)."""
     import mlflow.pyfunc
 
-    from leukemia_cnn.serving.predict import model_load_error
+    from leukemia_cnn.serving.predict import NOT_OURS, check_model_kind, model_load_error
+    from leukemia_cnn.serving.pyfunc import LeukemiaCNNModel
 
+    check_model_kind(model_uri)
     try:
-        return mlflow.pyfunc.load_model(model_uri, dst_path=copy).unwrap_python_model()
+        wrapper = mlflow.pyfunc.load_model(model_uri, dst_path=copy).unwrap_python_model()
     except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, file system: one line for all
         raise model_load_error(model_uri, exc) from exc
+    if not isinstance(wrapper, LeukemiaCNNModel):
+        raise LeukemiaCNNError(f"model {model_uri} {NOT_OURS}: it is a "
+                               f"{type(wrapper).__name__}, with no Grad-CAM to explain")
+    return wrapper
 
 
 def trust(wrapper, images: list) -> list[tuple[bool, float]]:
@@ -118,8 +125,9 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
         name = wrapper.classes[result["class_index"]]
         probability = float(result["probabilities"][result["class_index"]])
         warning = "" if accepted else "; UNLIKE THE TRAINING IMAGES, do not trust"
-        print(f"{path}: {name} (p {probability:.3f}; in_distribution {str(accepted).lower()}, "
-              f"ood_score {score:.4g}{warning}) -> {target}")
+        print(f"{terminal_safe(path)}: {name} (p {probability:.3f}; in_distribution "
+              f"{str(accepted).lower()}, ood_score {score:.4g}{warning}) -> "
+              f"{terminal_safe(target)}")
         rows.append({"path": path, "predicted_class": name, "probability": probability,
                      "in_distribution": accepted, "ood_score": score,
                      "heatmap_file": str(target)})

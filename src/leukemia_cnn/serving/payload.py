@@ -1,28 +1,85 @@
 """The served model's input rows: encoded image bytes, or their base64 text, one per row.
 
-``mlflow models serve`` base64-decodes the binary ``image`` column of ``dataframe_split`` and
-``dataframe_records`` requests, but hands ``instances`` and ``inputs`` over as the base64 text
-itself (as bytes). Every row is therefore taken as raw image bytes when it is not base64 text,
+``mlflow models serve`` hands the ``image`` column over as sent: base64 text in any of its
+JSON formats (models logged before the string signature got bytes from ``dataframe_split`` and
+``dataframe_records``), bytes from a Python caller. Every row is taken as raw image bytes when
+it is not base64 text,
 and decoded from base64 when it is: an encoded JPEG/PNG/TIFF/BMP never is (their first bytes
 are not base64 characters), so the two cannot be confused. A row that does not decode gets a
 short reason (its row number and what was wrong, never its content) and the other rows are
-still answered, as ``leukemia-cnn predict`` does with an unreadable file.
+still answered, as ``leukemia-cnn predict`` does with an unreadable file. A row that holds no
+bytes or text at all (JSON ``null``) is such a row too: the model's signature declares
+``image`` an optional string, so MLflow's schema step passes every row (and no longer decodes
+base64 itself) instead of refusing the whole request.
+
+Limits, so that memory stays bounded whatever a client sends (``docs/data-quality.md``):
+
+- a request decodes at most :data:`MAX_REQUEST_PIXELS` pixels in all (rows x width x height,
+  read from each image's header before it is decoded); the rows past the cap are marked in
+  ``error`` and not decoded (send them in another request);
+- each image is at most ``data.imaging.MAX_PIXELS`` (50 million) pixels, as everywhere;
+- images larger than :data:`LARGE_IMAGE_PIXELS` are decoded one at a time per process
+  (:data:`LARGE_IMAGE_LOCK`), however many requests arrive at once; the heatmaps too.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import functools
 import re
+import threading
 
 import numpy as np
+import pandas as pd
+from PIL import Image
 
-from leukemia_cnn.data.imaging import load_model_input, open_image
+from leukemia_cnn.data.imaging import image_pixels, load_model_input, open_image
 from leukemia_cnn.errors import DataError
 
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/\s]+={0,2}\s*")
 # The reasons of the rows of a request that failed whole, listed in its one-line error.
 MAX_LISTED = 5
+# Pixels one request may decode, all rows together: 2,000 of the dataset's 224x224 images, or
+# two 7000x7000 photographs.
+MAX_REQUEST_PIXELS = 100_000_000
+# Above this size (2048x2048) an image is decoded, and its heatmap drawn, one at a time per
+# process: a decoded 50-million-pixel RGB image alone takes 150 MB.
+LARGE_IMAGE_PIXELS = 2048 * 2048
+LARGE_IMAGE_LOCK = threading.Lock()
+
+
+# glibc's M_MMAP_THRESHOLD (mallopt), and the size set once a large image arrives.
+M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 1 << 20
+
+
+@functools.cache
+def return_freed_memory() -> bool:
+    """Have glibc give large freed blocks back to the system (Linux; once per process).
+
+    glibc serves a block above its mmap threshold with its own mapping, unmapped when freed,
+    but raises the threshold to the size of each such block freed (up to 32 MB): after one
+    large image, PIL's 16 MB image blocks come from per-thread heaps that keep them. Four
+    concurrent heatmap requests of four 7000x7000 JPEGs each (MLflow's scoring function in one
+    process, 4 threads) peaked at 2.75 GiB, one request at 1.53 GiB; with the threshold fixed
+    at 1 MB, 1.48 and 1.36 GiB (``benchmarks/bench_heatmap_memory.py`` measures the server)."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        return False
+
+
+def one_at_a_time(pixels: int | None):
+    """The process-wide lock for an image above :data:`LARGE_IMAGE_PIXELS`, else nothing."""
+    if pixels and pixels > LARGE_IMAGE_PIXELS:
+        return_freed_memory()
+        return LARGE_IMAGE_LOCK
+    return contextlib.nullcontext()
 
 
 def image_bytes(item) -> bytes:
@@ -32,8 +89,9 @@ def image_bytes(item) -> bytes:
     elif isinstance(item, (bytearray, memoryview, np.bytes_)):
         item = bytes(item)
     if not isinstance(item, bytes):
-        raise DataError(f"expected encoded image bytes or base64 text, got "
-                        f"{type(item).__name__}")
+        missing = item is None or (isinstance(item, float) and np.isnan(item))
+        got = "null" if missing else f"a {type(item).__name__}"
+        raise DataError(f"expected encoded image bytes or base64 text, got {got}")
     if item and BASE64_TEXT.fullmatch(item):
         try:
             return base64.b64decode(b"".join(item.split()), validate=True)
@@ -51,10 +109,18 @@ def decode_rows(items, image_size: int, color_mode: str, reference_radius: float
     """
     encoded: list[bytes | None] = []
     arrays, reasons = [], []
+    budget = MAX_REQUEST_PIXELS
     for index, item in enumerate(items):
         try:
             data = image_bytes(item)
-            arrays.append(load_model_input(data, image_size, color_mode, reference_radius))
+            pixels = image_pixels(data)
+            if pixels is not None and pixels > budget:
+                raise DataError(f"over the cap of {MAX_REQUEST_PIXELS:,} pixels per request "
+                                f"(rows x width x height; this image has {pixels:,}); not "
+                                "decoded: send it in another request")
+            with one_at_a_time(pixels):
+                arrays.append(load_model_input(data, image_size, color_mode, reference_radius))
+            budget -= pixels or 0
         except DataError as exc:
             encoded.append(None)
             reasons.append(f"row {index}: {exc}".replace("<bytes>: ", ""))
@@ -76,16 +142,20 @@ def refuse_if_none_decoded(reasons: list[str | None]) -> None:
                         "image file (JPEG, PNG, ...) as base64 in column 'image'")
 
 
-def decoded_images(encoded: list[bytes | None]) -> list:
-    """PIL images of the decoded rows (None for a refused row), for the heatmaps."""
-    return [None if data is None else open_image(data) for data in encoded]
+def heatmap_image(data: bytes):
+    """The decoded image a heatmap is drawn on: at most :data:`LARGE_IMAGE_PIXELS` (scaled
+    down keeping its aspect, like a thumbnail; a large JPEG decoded at a reduced scale), so
+    that a heatmap's memory is bounded."""
+    image = open_image(data, draft_pixels=LARGE_IMAGE_PIXELS)
+    if image.width * image.height > LARGE_IMAGE_PIXELS:
+        scale = (LARGE_IMAGE_PIXELS / (image.width * image.height)) ** 0.5
+        image.thumbnail((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+    return image
 
 
 def with_row_errors(frame, reasons: list[str | None], error_column: str = "error"):
     """``frame`` (one row per decoded row) spread over every row of the request: a refused row
     has no class and no probabilities, and its reason in ``error_column`` (None elsewhere)."""
-    import pandas as pd
-
     if not any(reasons):  # every row answered: the frame as predict_arrays gives it
         frame[error_column] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
         return frame
@@ -100,3 +170,30 @@ def with_row_errors(frame, reasons: list[str | None], error_column: str = "error
             column = full[name].astype(object)
             full[name] = column.where(column.notna(), None)
     return full
+
+
+def gray_image(array: np.ndarray) -> Image.Image:
+    """A preprocessed image (H, W[, C]) in [0, 1] as an 8-bit PIL image to draw a heatmap on."""
+    pixels = np.round(np.clip(array[..., 0] if array.ndim == 3 else array, 0, 1) * 255)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def described_columns(frame: pd.DataFrame) -> str:
+    """The columns of a request in a few words: never the request itself (a JSON body sent as
+    CSV turns its whole text into column names)."""
+    names = [str(name) for name in frame.columns]
+    if not names:
+        return "no column"
+    shown = ", ".join(repr(name if len(name) <= 40 else f"{name[:40]}...") for name in names[:5])
+    return f"{len(names)} column(s): {shown}" + (", ..." if len(names) > 5 else "")
+
+
+def json_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with missing numbers (a skipped row's probabilities, the score of a model
+    without a guard) as None: the scoring server writes a float NaN as a bare ``NaN``, which is
+    not JSON (``JSON.parse`` rejects the whole answer); None becomes ``null``."""
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_float_dtype(column) and column.isna().any():
+            frame[name] = column.astype(object).where(column.notna(), None)
+    return frame

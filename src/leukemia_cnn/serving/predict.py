@@ -13,6 +13,7 @@ stderr; with ``reject_unfamiliar`` a flagged image gets no class or probabilitie
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -21,15 +22,18 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from leukemia_cnn.config_schema import Config
+from leukemia_cnn.console import terminal_safe
 from leukemia_cnn.data.imaging import open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
-from leukemia_cnn.fileio import check_output, write_text
+from leukemia_cnn.fileio import STDOUT, check_output, write_text
 from leukemia_cnn.serving.pyfunc import IMAGE_COLUMN, IN_DISTRIBUTION_COLUMN
 from leukemia_cnn.tracking.store import setup_mlflow, sqlite_path, tracking_uri
 
 # The column naming why an image was skipped (empty for a classified image).
 ERROR_COLUMN = "error"
 PREDICT_OUTPUT = "predict"  # whose record marks a prediction table (fileio.record_output)
+# The first characters that make a spreadsheet read a CSV cell as a formula (OWASP).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def default_model_uri(cfg: Config) -> str:
@@ -58,6 +62,53 @@ def model_load_error(model_uri: str, exc: Exception) -> LeukemiaCNNError:
     why = " ".join(str(why).split())[:300]
     return LeukemiaCNNError(f"could not load model {model_uri}: {why}. Check the URI, or run "
                             "`dvc repro` (or `leukemia-cnn promote`) so that the model exists")
+
+
+# What MLflow calls to load the project's model (a pyfunc PythonModel); any other loader
+# (mlflow.sklearn for the HOG + PCA baseline, a module named in MLmodel) is not this model.
+PYFUNC_LOADER = "mlflow.pyfunc.model"
+NOT_OURS = ("is not a leukemia-cnn image model; pass a model logged by `leukemia-cnn train` "
+            "(models:/leukemia-cnn@champion, models:/leukemia-cnn/N or its runs:/RUN_ID/"
+            "leukemia-cnn)")
+
+
+def check_model_kind(model_uri: str) -> None:
+    """Refuse a model that is not the project's image model by its ``MLmodel`` file alone,
+    before any of its code runs: MLflow runs a model's loader (and unpickles its Python
+    class) when it loads it, so a scikit-learn model or a folder whose ``MLmodel`` names its
+    own loader module is refused here. (Loading any model runs its code: use trusted stores.)
+    """
+    from mlflow.models import get_model_info
+
+    try:
+        flavors = get_model_info(model_uri).flavors
+    except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, YAML, file system: one line
+        raise model_load_error(model_uri, exc) from exc
+    pyfunc = flavors.get("python_function") or {}
+    loader = pyfunc.get("loader_module")
+    if loader != PYFUNC_LOADER or "python_model" not in pyfunc:
+        kinds = ", ".join(name for name in flavors if name != "python_function") or "none"
+        raise LeukemiaCNNError(f"model {model_uri} {NOT_OURS}: its MLmodel names the loader "
+                               f"{loader or 'none'} (flavours: {kinds}); it was not loaded")
+
+
+def classify(model, model_uri: str, images: pd.DataFrame) -> pd.DataFrame:
+    """``model.predict(images)``, every failure of a model that does not take image files
+    (MLflow's schema check, an exception of its own, answers without a class) one line."""
+    try:
+        answers = model.predict(images)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a foreign model raises
+        from mlflow.exceptions import MlflowException
+
+        why = exc.message if isinstance(exc, MlflowException) else f"{type(exc).__name__}: {exc}"
+        raise LeukemiaCNNError(f"model {model_uri} could not classify image files "
+                               f"({' '.join(str(why).split())[:200]}); it {NOT_OURS}") from exc
+    if not isinstance(answers, pd.DataFrame) or "predicted_class" not in answers.columns:
+        raise LeukemiaCNNError(f"model {model_uri} answered without a `predicted_class` "
+                               f"column; it {NOT_OURS}")
+    return answers
 
 
 def read_images(paths: list[str]) -> pd.DataFrame:
@@ -92,6 +143,7 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
         raise DataError("no readable image to classify: "
                         + "; ".join(reason for reason in reasons.values() if reason))
     images = read_images(readable)
+    check_model_kind(model_uri)
     # Loaded from a private copy: given a models:/ URI on a local store, MLflow would write
     # a `registered_model_meta` file into the store's artifacts, which predict does not own.
     with tempfile.TemporaryDirectory(prefix="leukemia-cnn-model-") as copy:
@@ -100,12 +152,35 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
         except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, file system: one line for all
             raise model_load_error(model_uri, exc) from exc
         print(f"predict: computing in {served_precision(model)}", file=sys.stderr)
-        classified = model.predict(images)
+        classified = pd.concat([classify(model, model_uri, batch) for batch in batches(images)],
+                               ignore_index=True)
     classified.insert(0, "path", readable)
+    if ERROR_COLUMN in classified.columns:  # a row the model could not decode, by its path
+        reasons.update({path: re.sub(r"^row \d+: ", f"{path}: ", error) for path, error in
+                        zip(readable, classified[ERROR_COLUMN], strict=True) if isinstance(error, str)})
+        classified = classified.drop(columns=ERROR_COLUMN)
     rows = pd.DataFrame({"path": paths})
     result = rows.merge(classified.drop_duplicates("path"), on="path", how="left")
     result[ERROR_COLUMN] = [reasons[path] for path in paths]
     return result
+
+
+def batches(images: pd.DataFrame) -> list[pd.DataFrame]:
+    """``images`` in requests of at most the served model's pixel cap each
+    (:data:`leukemia_cnn.serving.payload.MAX_REQUEST_PIXELS`): a file is never refused for
+    the company it came in, and at most one request's images are decoded at a time."""
+    from leukemia_cnn.data.imaging import image_pixels
+    from leukemia_cnn.serving.payload import MAX_REQUEST_PIXELS
+
+    starts, total = [0], 0
+    for index, data in enumerate(images[IMAGE_COLUMN]):
+        pixels = image_pixels(data) or 0
+        if total + pixels > MAX_REQUEST_PIXELS and index > starts[-1]:
+            starts.append(index)
+            total = 0
+        total += pixels
+    return [images.iloc[start:end].reset_index(drop=True)
+            for start, end in zip(starts, [*starts[1:], len(images)], strict=True)]
 
 
 def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
@@ -115,8 +190,23 @@ def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
     :func:`leukemia_cnn.fileio.check_output`)."""
     return check_output(output, kind="file", root=root, flag="--output", owner=PREDICT_OUTPUT,
                         inputs=images,
-                        instead="Pass --output with a new file name (e.g. predictions.csv) or "
-                                "leave it out to print the rows")
+                        instead="Pass --output with a new file name (e.g. predictions.csv), "
+                                "or - (or nothing) to print the rows")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that a spreadsheet would run as a formula (one that
+    begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: an image named
+    ``=HYPERLINK(...).jpg``) prefixed with an apostrophe, as OWASP advises for CSV: the
+    spreadsheet shows the text and runs nothing. Numbers (a negative ``ood_score``) stay."""
+    def escape(value):
+        return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+    safe = frame.copy()
+    for name in safe.columns:
+        if safe[name].dtype == object or pd.api.types.is_string_dtype(safe[name]):
+            safe[name] = safe[name].map(escape)
+    return safe
 
 
 def flagged_rows(result: pd.DataFrame) -> pd.Series:
@@ -174,7 +264,8 @@ def run(cfg: Config, root: Path, images: list[str], model_uri: str | None = None
     ``in_distribution`` false the images the guard flagged)."""
     from leukemia_cnn.registry.provenance import model_provenance
 
-    target = check_prediction_output(output, root, images) if output else None
+    to_file = output is not None and output != STDOUT
+    target = check_prediction_output(output, root, images) if to_file else None
     model_uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri)
     check_store(cfg, root)
     setup_mlflow(cfg, root)
@@ -182,13 +273,13 @@ def run(cfg: Config, root: Path, images: list[str], model_uri: str | None = None
         print(f"predict: {line}", file=sys.stderr)
     result = predict_files(model_uri, images)
     for reason in result[ERROR_COLUMN].dropna():
-        print(f"predict: skipped {reason}", file=sys.stderr)
+        print(f"predict: skipped {terminal_safe(reason)}", file=sys.stderr)
     result = report_flagged(result, reject_unfamiliar)
     text = (result.to_json(orient="records", indent=2) + "\n" if fmt == "json"
-            else result.to_csv(index=False, float_format="%.4f"))
+            else spreadsheet_safe(result).to_csv(index=False, float_format="%.4f"))
     if target is not None:
         write_text(target, text, owner=PREDICT_OUTPUT)
-        print(f"predict: wrote {len(result)} rows to {output}", file=sys.stderr)
+        print(f"predict: wrote {len(result)} rows to {terminal_safe(output)}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return result

@@ -52,8 +52,12 @@ from leukemia_cnn.modeling.precision import (
     with_precision,
 )
 from leukemia_cnn.serving.payload import (
+    LARGE_IMAGE_LOCK,
     decode_rows,
-    decoded_images,
+    described_columns,
+    gray_image,
+    heatmap_image,
+    json_ready,
     refuse_if_none_decoded,
     with_row_errors,
 )
@@ -70,8 +74,16 @@ PRECISION_KEY = "inference_precision"
 
 
 def signature(classes: list[str]):
-    """Model signature: binary ``image`` in; class name and probabilities out; the optional
-    param ``heatmap`` (default false) adds the Grad-CAM column."""
+    """Model signature: ``image`` in; class name and probabilities out; the optional param
+    ``heatmap`` (default false) adds the Grad-CAM column.
+
+    ``image`` is declared an optional string (base64 text, as JSON carries it; bytes from
+    Python pass too): the model decodes every row itself (:mod:`leukemia_cnn.serving.payload`)
+    and marks a bad one in ``error``. Declared ``binary``, MLflow's schema step decoded the
+    base64 first and refused a whole ``dataframe_split`` or ``dataframe_records`` request for
+    one null, number or bad base64 row; and a request without the column (a JSON body sent as
+    CSV) got a 400 listing its columns and its data: megabytes of the payload.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -79,7 +91,7 @@ def signature(classes: list[str]):
     outputs += [ColSpec("double", f"p_{name}") for name in classes]
     outputs += [ColSpec("boolean", IN_DISTRIBUTION_COLUMN), ColSpec("double", OOD_SCORE_COLUMN)]
     outputs += [ColSpec("string", "model_name"), ColSpec("string", "model_version")]
-    return ModelSignature(inputs=Schema([ColSpec("binary", IMAGE_COLUMN)]),
+    return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN, required=False)]),
                           outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec(HEATMAP_PARAM, "boolean", False)]))
 
@@ -244,36 +256,43 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         return explain_images(self.model, images, self.image_size, self.color_mode,
                               self.temperature)
 
-    def heatmaps(self, images: list) -> list[str]:
-        """Base64 PNG of the Grad-CAM overlay per decoded image (the ``heatmap`` column)."""
-        from leukemia_cnn.modeling.gradcam import png_bytes
+    def heatmaps(self, x: np.ndarray, images) -> list[str]:
+        """Base64 PNG of the Grad-CAM overlay per image (the ``heatmap`` column): the maps of
+        the model inputs ``x`` (those the answer's class came from), each drawn over the
+        image from ``images`` (an iterable of ``() -> PIL image``, called one at a time, at
+        most :data:`~leukemia_cnn.serving.payload.LARGE_IMAGE_PIXELS` pixels)."""
+        from leukemia_cnn.modeling.gradcam import gradcam, overlay, png_bytes
 
-        return [base64.b64encode(png_bytes(result["overlay"])).decode("ascii")
-                for result in self.explain(images)]
+        maps, _ = gradcam(self.model, x) if len(x) else (np.zeros((0, 1, 1)), None)
+        pngs = []
+        for cam, image in zip(maps, images, strict=True):
+            with LARGE_IMAGE_LOCK:  # one heatmap at a time per process: memory stays bounded
+                pngs.append(base64.b64encode(png_bytes(overlay(image(), cam))).decode("ascii"))
+        return pngs
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         try:
-            return self._predict(model_input, bool((params or {}).get(HEATMAP_PARAM, False)))
+            frame = self._predict(model_input, bool((params or {}).get(HEATMAP_PARAM, False)))
         except DataError as exc:
             # The scoring server answers MlflowException(INVALID_PARAMETER_VALUE) with a 400.
             raise RequestRefused(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+        return json_ready(frame)
 
     def _predict(self, model_input, heatmap: bool = False):
         if isinstance(model_input, np.ndarray):
-            frame = self.predict_arrays(model_input)
+            x = np.asarray(model_input, dtype=np.float32)
+            frame = self.predict_arrays(x)
             if heatmap:
-                x = np.asarray(model_input, dtype=np.float32)
-                grays = [Image.fromarray(np.round(np.clip(image[..., 0] if image.ndim == 3
-                                                          else image, 0, 1) * 255)
-                                         .astype(np.uint8)) for image in x]
-                frame[HEATMAP_COLUMN] = self.heatmaps(grays)
+                frame[HEATMAP_COLUMN] = self.heatmaps(
+                    x if x.ndim == 4 else x[..., np.newaxis],
+                    [lambda image=image: gray_image(image) for image in x])
             return frame
         if isinstance(model_input, pd.DataFrame):
             if IMAGE_COLUMN not in model_input.columns:
-                raise DataError(f"input needs a column '{IMAGE_COLUMN}' of encoded image bytes; "
-                                f"got columns {list(model_input.columns)}")
+                raise DataError(f"input needs a column '{IMAGE_COLUMN}' of encoded image bytes "
+                                f"(base64 in JSON); got {described_columns(model_input)}")
             # One row that does not decode is marked (column `error`), not the request failed
             encoded, x, reasons = decode_rows(model_input[IMAGE_COLUMN].tolist(),
                                               self.image_size, self.color_mode,
@@ -281,8 +300,8 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
             refuse_if_none_decoded(reasons)
             frame = self.predict_arrays(x)
             if heatmap:
-                frame[HEATMAP_COLUMN] = self.heatmaps(
-                    [image for image in decoded_images(encoded) if image is not None])
+                frame[HEATMAP_COLUMN] = self.heatmaps(x, [
+                    lambda data=data: heatmap_image(data) for data in encoded if data is not None])
             return with_row_errors(frame, reasons, ERROR_COLUMN)
         raise DataError(f"unsupported input type {type(model_input).__name__}; send a DataFrame "
                         f"with column '{IMAGE_COLUMN}' or a float array (n, H, W, C)")
