@@ -27,7 +27,7 @@ def test_a_training_knob_is_upstream_of_train_evaluate_and_register(monkeypatch)
     import bench_dvc
 
     assert bench_dvc.downstream(REPO, "train.epochs") == [
-        "check_config", "train", "evaluate", "register"]
+        "check_config", "train", "evaluate", "robustness", "register"]
     pca = bench_dvc.downstream(REPO, "features.pca.n_components")
     assert pca[:2] == ["check_config", "features"]
     assert "preprocess" not in pca and "train" not in pca

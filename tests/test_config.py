@@ -387,7 +387,7 @@ CROSS_RULES = {"split.train", "split.val", "split.test", "validation.min_width",
                "preprocess.image_size", "features.hog.orientations",
                "features.hog.pixels_per_cell", "features.hog.cells_per_block",
                "features.pca.n_components", "model.filters", "model.kernel_sizes",
-               "model.pool_size", "train.epochs", "data.synth.class_counts"}
+               "model.pool_size", "train.epochs", "data.synth.class_counts", "augment.stain"}
 
 
 def _in_range(kind, meta):

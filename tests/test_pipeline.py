@@ -86,7 +86,7 @@ def test_changing_epochs_reruns_only_the_downstream_stages(pipeline):
     ran = [line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage")]
     # check_config re-checks any changed params.yaml; its marker is unchanged, so only the
     # stages that read train.* run after it.
-    assert ran == ["check_config", "train", "evaluate", "register"]
+    assert ran == ["check_config", "train", "evaluate", "robustness", "register"]
 
 
 def test_plots_render(pipeline):
@@ -94,6 +94,7 @@ def test_plots_render(pipeline):
     sh("dvc", "plots", "show", "-o", "plots_html", cwd=repo)
     html = (repo / "plots_html" / "index.html").read_text()
     assert "confusion_test.csv" in html and "train_history.csv" in html
+    assert "robustness/magnify_up.csv" in html  # accuracy under shift, one line per shift
 
 
 def test_dvc_exp_run_composes_hydra_and_logs_to_the_same_store(pipeline):

@@ -14,6 +14,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Discriminator, Tag, model_validator
 
+from leukemia_cnn.config_shifts import AugmentConfig, RobustnessConfig
 from leukemia_cnn.config_types import (
     Count,
     Knobs,
@@ -35,7 +36,7 @@ SOURCE = "synthetic, kaggle, or the path of a Kaggle zip or image folder"
 # How evaluate and the served model use the temperature fitted on val (modeling/calibration.py).
 CALIBRATION_MODES = ("auto", "on", "off")
 # The parts of an out-of-distribution guard (modeling/guard.py; config cannot import it).
-GUARD_METHODS = ("mahalanobis", "knn", "energy", "input")
+GUARD_METHODS = ("mahalanobis", "knn", "energy", "input", "shift")
 
 
 def _guard_parts(value: str) -> str:
@@ -191,6 +192,10 @@ class SplitConfig(Knobs):
 class PreprocessConfig(Knobs):
     image_size: int = setting(100, ge=16)
     color_mode: Literal["grayscale", "rgb"] = setting("grayscale")
+    # data/scale.py: every image's red cells to the train split's median size
+    rescale: bool = setting(False, late=True)
+    # the train split also in RGB (train.npz `x_rgb`), for a grayscale model's stain jitter
+    train_rgb: bool = setting(False, late=True)
 
 
 class HogConfig(Knobs):
@@ -283,7 +288,7 @@ class TrainConfig(Knobs):
     calibration: Literal[CALIBRATION_MODES] = setting("auto", late=True)
     # The out-of-distribution guard (modeling/guard.py), fit with the model.
     guard_method: GuardMethod = setting("mahalanobis+input", late=True, allowed=(
-        "one of mahalanobis, knn, energy, input, or several joined by '+' "
+        "one of mahalanobis, knn, energy, input, shift, or several joined by '+' "
         "(e.g. mahalanobis+input)"))
     guard_accept_rate: float = setting(0.95, gt=0, le=1, late=True, allowed=(
         "the share of validation images the guard accepts, in (0, 1], e.g. 0.95"))
@@ -363,11 +368,13 @@ class Config(Knobs):
     features: FeaturesConfig = group(FeaturesConfig)
     model: ModelConfig = group(ModelConfig)
     train: TrainConfig = group(TrainConfig)
+    augment: AugmentConfig = group(AugmentConfig, late=True)
     evaluate: EvaluateConfig = group(EvaluateConfig, late=True)
     mlflow: MlflowConfig = group(MlflowConfig)
     sweep: SweepConfig = group(SweepConfig, late=True)
     report: ReportConfig = group(ReportConfig, late=True)
     drift: DriftConfig = group(DriftConfig, late=True)
+    robustness: RobustnessConfig = group(RobustnessConfig, late=True)
     seed: int = setting(42, ge=0)
 
     @model_validator(mode="after")
@@ -383,4 +390,9 @@ class Config(Knobs):
             raise invalid("features.pca.n_components", self.features.pca.n_components,
                           f"at most the HOG feature count ({n_hog})")
         check_spatial(size, self.model.kernel_sizes, self.model.padding, self.model.pool_size)
+        if (self.augment.stain and self.preprocess.color_mode == "grayscale"
+                and not self.preprocess.train_rgb):
+            raise invalid("preprocess.train_rgb", self.preprocess.train_rgb,
+                          "true when augment.stain > 0 on a grayscale model (a stain jitter "
+                          "needs the colour of the training images)")
         return self

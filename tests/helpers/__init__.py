@@ -135,6 +135,37 @@ def tiny_project(dest: Path, train: dict | None = None) -> Path:
     return repo
 
 
+def write_raw_and_preprocessed(root: Path, cfg, per_class: dict[str, int] | None = None,
+                               seed: int = 0, raw_size: int = 64) -> Path:
+    """Blob images (:func:`blob_images`) as original RGB PNGs under ``paths.raw_dir`` and
+    their preprocessed arrays (through ``to_model_input``, as the preprocess stage makes them)
+    in ``paths.preprocessed_dir``: for stages that read both (robustness)."""
+    from PIL import Image
+
+    from leukemia_cnn.data.imaging import to_model_input
+
+    classes = list(cfg.data.classes)
+    per_class = per_class or {"train": 24, "val": 8, "test": 8}
+    raw_dir, directory = root / cfg.paths.raw_dir, root / cfg.paths.preprocessed_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    for offset, (split, count) in enumerate(per_class.items()):
+        labels = np.repeat(np.arange(len(classes)), count).astype(np.int64)
+        blobs = blob_images(labels, raw_size, seed=seed + offset)
+        paths, arrays = [], []
+        for index, (blob, label) in enumerate(zip(blobs, labels, strict=True)):
+            path = f"{classes[label]}/img-{split}-{index}.png"
+            gray = np.round(blob[..., 0] * 255).astype(np.uint8)
+            rgb = np.stack([gray, (gray * 0.8).astype(np.uint8), gray], axis=-1)  # a tint
+            image = Image.fromarray(rgb)
+            (raw_dir / path).parent.mkdir(parents=True, exist_ok=True)
+            image.save(raw_dir / path)
+            paths.append(path)
+            arrays.append(to_model_input(image, int(cfg.preprocess.image_size),
+                                         str(cfg.preprocess.color_mode)))
+        np.savez(directory / f"{split}.npz", x=np.stack(arrays), y=labels, path=np.array(paths))
+    return directory
+
+
 def table_rows(markdown: str) -> list[list[str]]:
     """The stripped cells of every Markdown pipe-table row in ``markdown``, header rows
     included, rule rows (``|---|:--:|``) left out; an escaped ``\\|`` stays inside its cell."""

@@ -183,7 +183,7 @@ def test_weight_averaging_validates_and_keeps_the_averaged_weights(make_cfg):
 def test_dihedral_augmentation_turns_and_mirrors_images_exactly(make_cfg):
     """Each training image comes out as one of the 8 symmetries of the square (no
     interpolation), different images and epochs draw different ones, and a seed repeats them."""
-    from leukemia_cnn.modeling.train import dihedral_batches
+    from leukemia_cnn.modeling.batches import dihedral_batches
 
     rng = np.random.default_rng(0)
     x = rng.random((16, 8, 8, 1)).astype(np.float32)

@@ -28,6 +28,9 @@ STAGES = {
     "train": ("leukemia_cnn.modeling.train", "train the Keras CNN; one MLflow run with params and curves"),
     "evaluate": ("leukemia_cnn.modeling.evaluate",
                  "argmax accuracy, per-class P/R/F1, confusion matrix, prediction times"),
+    "robustness": ("leukemia_cnn.modeling.robustness",
+                   "the test split under seeded acquisition shifts: accuracy, share flagged, "
+                   "accuracy on accepted images, wrong answers accepted"),
     "register": ("leukemia_cnn.registry.register",
                  "register the run's model in the MLflow registry and update the champion"),
 }

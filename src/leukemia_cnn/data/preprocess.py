@@ -8,6 +8,7 @@ split, ``<preprocessed_dir>/{train,val,test}.npz`` with ``x`` (n, H, W, C) float
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +19,8 @@ from tqdm.auto import tqdm
 
 from leukemia_cnn.config import SPLITS
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data.imaging import load_model_input
+from leukemia_cnn.data.imaging import load_model_input, open_image
+from leukemia_cnn.data.scale import radius_summary, relative_radius
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import save_npz, write_json
 
@@ -81,7 +83,7 @@ def read_split_table(path: Path, classes: list[str]) -> pd.DataFrame:
 
 
 def load_images(paths: list[Path], image_size: int, color_mode: str, workers: int = 1,
-                desc: str = "images") -> np.ndarray:
+                desc: str = "images", reference_radius: float | None = None) -> np.ndarray:
     """Decode and preprocess image files into one float32 array, in the order given.
 
     Parameters
@@ -96,6 +98,8 @@ def load_images(paths: list[Path], image_size: int, color_mode: str, workers: in
         Decoding threads.
     desc : str
         Progress-bar label.
+    reference_radius : float, optional
+        Put every image's red cells at this radius first (``preprocess.rescale``).
 
     Returns
     -------
@@ -111,7 +115,7 @@ def load_images(paths: list[Path], image_size: int, color_mode: str, workers: in
     out = np.empty((len(paths), image_size, image_size, channels), dtype=np.float32)
 
     def load(index: int) -> None:
-        out[index] = load_model_input(paths[index], image_size, color_mode)
+        out[index] = load_model_input(paths[index], image_size, color_mode, reference_radius)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Consuming the iterator re-raises the first worker error here.
@@ -119,6 +123,24 @@ def load_images(paths: list[Path], image_size: int, color_mode: str, workers: in
                       unit="img", leave=False, disable=None):
             pass
     return out
+
+
+def red_cell_radii(paths: list[Path], workers: int = 1) -> np.ndarray:
+    """The red-cell radius of every image as a fraction of its width
+    (:func:`leukemia_cnn.data.scale.relative_radius`)."""
+    def measure(path: Path) -> float:
+        return relative_radius(open_image(path))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.array(list(tqdm(pool.map(measure, paths), total=len(paths), unit="img",
+                                  desc="red-cell scale", leave=False, disable=None)))
+
+
+def train_rgb(directory: Path) -> np.ndarray | None:
+    """The train split in RGB (``x_rgb``, written with ``preprocess.train_rgb`` for a grayscale
+    model), or None when the stage did not write it."""
+    with np.load(Path(directory) / "train.npz", allow_pickle=False) as data:
+        return data["x_rgb"] if "x_rgb" in data.files else None
 
 
 def load_split(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,6 +204,9 @@ def run(cfg: Config, root: Path) -> dict:
     out_dir = root / cfg.paths.preprocessed_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = n_workers()
+    # the training set's magnification, measured on its red cells (data/scale.py)
+    scale = training_scale(table, raw_dir, cfg.paths.splits, workers)
+    reference = scale["median"] if cfg.preprocess.rescale else None
 
     counts: dict[str, int] = {}
     shape: list[int] = []
@@ -189,17 +214,43 @@ def run(cfg: Config, root: Path) -> dict:
         rows = table[table["split"] == name]
         files = [raw_dir / p for p in rows["path"]]
         try:
-            x = load_images(files, size, mode, workers=workers, desc=name)
+            x = load_images(files, size, mode, workers, name, reference)
+            extra = ({"x_rgb": load_images(files, size, "rgb", workers, f"{name} rgb", reference)}
+                     if name == "train" and cfg.preprocess.train_rgb and mode == "grayscale"
+                     else {})
         except DataError as exc:
             raise DataError(f"{exc} (listed in {cfg.paths.splits}, split {name}); restore the "
                             "file or rerun `dvc repro validate_raw split`") from exc
         save_npz(out_dir / f"{name}.npz", compressed=True, x=x,
                          y=rows["label"].to_numpy(dtype=np.int64),
-                         path=rows["path"].to_numpy(dtype=str))
+                         path=rows["path"].to_numpy(dtype=str), **extra)
         counts[name] = len(rows)
         shape = list(x.shape[1:])
 
     meta = {"classes": classes, "image_size": size, "color_mode": mode,
-            "shape": shape, "dtype": "float32", "counts": counts}
+            "shape": shape, "dtype": "float32", "counts": counts,
+            "red_cell_radius": scale, "rescale": cfg.preprocess.rescale}
     write_json(out_dir / "meta.json", meta)
     return {"counts": counts, "shape": shape, "output": str(out_dir)}
+
+
+def training_scale(table: pd.DataFrame, raw_dir: Path, splits_path, workers: int) -> dict:
+    """The train split's red-cell radius as a fraction of the image width (median, 5th and
+    95th percentiles), as ``meta.json`` records it."""
+    files = [raw_dir / p for p in table.loc[table["split"] == "train", "path"]]
+    try:
+        return radius_summary(red_cell_radii(files, workers))
+    except DataError as exc:
+        raise DataError(f"{exc} (listed in {splits_path}, split train); restore the file or "
+                        "rerun `dvc repro validate_raw split`") from exc
+
+
+def scale_record(directory: Path) -> dict:
+    """What the preprocess stage recorded of the magnification (``meta.json``):
+    ``red_cell_radius`` (the train split's, :func:`training_scale`) and ``rescale`` (whether
+    every image was put at its median); empty for arrays written before it measured scale."""
+    path = Path(directory) / "meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    if "red_cell_radius" not in meta:
+        return {}
+    return {"red_cell_radius": meta["red_cell_radius"], "rescale": bool(meta.get("rescale"))}

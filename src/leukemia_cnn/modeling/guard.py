@@ -11,13 +11,19 @@ Methods (``train.guard_method``; each gives a score, higher = more unusual):
     Squared Mahalanobis distance of the penultimate-layer embedding (the dense layer before
     the softmax) to the nearest class mean, with one shared covariance (Ledoit-Wolf shrinkage).
 ``knn``
-    Distance of the L2-normalised embedding to its ``KNN_K``-th nearest training embedding.
+    Distance of the L2-normalised embedding to its ``KNN_K``-th nearest training embedding
+    (:mod:`leukemia_cnn.modeling.guardparts` holds the distance parts).
 ``energy``
     Minus the log-sum-exp of the logits (the energy score of Liu et al. 2020).
 ``input``
     Squared Mahalanobis distance of image statistics the model's input keeps: brightness
     (mean, spread, 5/50/95th percentiles), focus (log variance of the Laplacian) and edge
     energy (log mean squared gradient), against the training images.
+``shift``
+    The probability that the network reads the image wrong, from a logistic regression fitted
+    on the val split's originals under random acquisition shifts
+    (:mod:`leukemia_cnn.modeling.guardshift`); beside it the distance parts flag only what is
+    far (99.5% of val, and never within the shifted images the network reads right).
 ``mahalanobis+input`` (and any ``a+b``)
     Each part divided by its own score at the accept rate on val; the image's score is the
     largest part, so either gate can flag it.
@@ -54,69 +60,32 @@ Public API (stable; the ``drift`` command builds on it)
 from __future__ import annotations
 
 import functools
-import json
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from leukemia_cnn.config import GUARD_METHODS
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.modeling.guardinputs import embedding_model, forward, image_statistics
+from leukemia_cnn.modeling import guardshift
+from leukemia_cnn.modeling.guardinputs import (
+    STATISTIC_NAMES,
+    colour_statistics,
+    embedding_model,
+    forward,
+    image_statistics,
+    scale_statistics,
+)
+from leukemia_cnn.modeling.guardparts import fit_part, score_part
+from leukemia_cnn.modeling.guardstore import (  # noqa: F401 - the guard's public API
+    GUARD_FILE,
+    Guard,
+    GuardResult,
+    load_guard,
+    save_guard,
+    summary,
+)
 
-GUARD_FILE = "guard.npz"
 METHODS = GUARD_METHODS
-KNN_K = 5  # the k-th neighbour: one or two near-copies in train do not make an image familiar
-
-
-@dataclass
-class Guard:
-    """A fitted guard: its method, threshold and the statistics each part scores against."""
-
-    method: str
-    threshold: float
-    accept_rate: float
-    val_accept_rate: float = float("nan")
-    train_accept_rate: float = float("nan")
-    # part name -> arrays (means and whitener, references, or last-layer weights)
-    parts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    # part name -> the part's val score at the accept rate (divides it in a combination)
-    scales: dict[str, float] = field(default_factory=dict)
-    # the precision of the network whose embeddings set ``threshold`` and ``scales``
-    precision: str = "float32"
-    # another precision -> {"threshold", "scales", "val_accept_rate"} set on val embeddings
-    # computed in it (:func:`calibrate_precision`)
-    calibrations: dict[str, dict] = field(default_factory=dict)
-
-    @property
-    def components(self) -> list[str]:
-        return self.method.split("+")
-
-    def in_precision(self, precision: str) -> Guard | None:
-        """This guard with the threshold and scales set for a network computing in
-        ``precision``; None when it was not calibrated for it (a guard saved before)."""
-        if precision == self.precision:
-            return self
-        calibration = self.calibrations.get(precision)
-        if calibration is None:
-            return None
-        return replace(self, precision=precision, threshold=float(calibration["threshold"]),
-                       scales={k: float(v) for k, v in calibration["scales"].items()},
-                       val_accept_rate=float(calibration["val_accept_rate"]),
-                       train_accept_rate=float("nan"), calibrations={})
-
-
-@dataclass
-class GuardResult:
-    """What :func:`score_images` returns, one entry per image."""
-
-    ood_score: np.ndarray
-    in_distribution: np.ndarray
-    probabilities: np.ndarray
-    # the score of the parts that read the network's embedding (None: the guard has none) and
-    # of the input part (None: it has none), each as it enters ``ood_score``'s maximum
-    network_score: np.ndarray | None = None
-    input_score: np.ndarray | None = None
 
 
 def check_method(method: str) -> list[str]:
@@ -129,69 +98,33 @@ def check_method(method: str) -> list[str]:
     return parts
 
 
-# ------------------------------------------------------------------ fitting and scoring parts
-
-def _whitener(samples: np.ndarray) -> np.ndarray:
-    """``L`` with ``L @ L.T`` the Ledoit-Wolf precision of ``samples`` (centred): the squared
-    Mahalanobis distance of ``v`` to ``m`` is then ``|(v - m) @ L|^2``, one matrix product."""
-    from sklearn.covariance import LedoitWolf
-
-    precision = LedoitWolf(assume_centered=True).fit(samples).precision_
-    return np.linalg.cholesky((precision + precision.T) / 2.0)
-
-
-def _squared_distances(values: np.ndarray, means: np.ndarray, whitener: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of each row of ``values`` to each row of ``means``."""
-    z, centres = values @ whitener, means @ whitener
-    return np.maximum((z**2).sum(axis=1)[:, None] - 2.0 * z @ centres.T
-                      + (centres**2).sum(axis=1)[None, :], 0.0)
+def statistics_for(names, x: np.ndarray) -> np.ndarray | None:
+    """What the parts ``names`` read of ``x`` besides the embedding: the input statistics, and
+    for a ``shift`` part also the red-cell scale (:func:`scale_statistics`) and the colour
+    (:func:`colour_statistics`) as last columns."""
+    names = set(names)
+    if not {"input", "shift"} & names:
+        return None
+    if "shift" not in names:
+        return image_statistics(x)
+    return np.column_stack([image_statistics(x), scale_statistics(x), colour_statistics(x)])
 
 
-def _unit(values: np.ndarray) -> np.ndarray:
-    return values / (np.linalg.norm(values, axis=1, keepdims=True) + 1e-12)
-
-
-def fit_part(name: str, embeddings, y, statistics, last_layer) -> dict[str, np.ndarray]:
-    """The statistics part ``name`` scores against, from the training split."""
-    if name == "mahalanobis":
-        labels = np.unique(y)
-        means = np.stack([embeddings[y == label].mean(axis=0) for label in labels])
-        centred = embeddings - means[np.searchsorted(labels, y)]
-        return {"means": means, "whitener": _whitener(centred)}
-    if name == "knn":
-        return {"references": _unit(embeddings).astype(np.float32)}
-    if name == "energy":
-        kernel, bias = last_layer
-        return {"kernel": np.asarray(kernel, np.float64), "bias": np.asarray(bias, np.float64)}
-    mean = statistics.mean(axis=0)
-    return {"means": mean[None, :], "whitener": _whitener(statistics - mean)}
-
-
-def score_part(name: str, part: dict[str, np.ndarray], embeddings, statistics) -> np.ndarray:
-    """Part ``name``'s raw score per image (higher = more unusual)."""
-    if name == "mahalanobis":
-        return _squared_distances(embeddings, part["means"], part["whitener"]).min(axis=1)
-    if name == "knn":
-        references = part["references"]
-        k = min(KNN_K, len(references))
-        similarity = _unit(embeddings).astype(np.float32) @ references.T
-        kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1]
-        return np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0)).astype(np.float64)
-    if name == "energy":
-        from scipy.special import logsumexp
-
-        return -logsumexp(embeddings @ part["kernel"] + part["bias"], axis=1)
-    return _squared_distances(statistics, part["means"], part["whitener"])[:, 0]
-
-
-def _needs_statistics(guard: Guard) -> bool:
-    return "input" in guard.components
+def raw_score(name: str, part: dict[str, np.ndarray], embeddings, statistics) -> np.ndarray:
+    """Part ``name``'s raw score per image: a distance part's
+    (:func:`~leukemia_cnn.modeling.guardparts.score_part`), or the shift part's probability
+    of an error (:func:`~leukemia_cnn.modeling.guardshift.score`)."""
+    if name == "shift":
+        return guardshift.score(part, embeddings, statistics)
+    if statistics is not None:  # the input part reads the image statistics only
+        statistics = statistics[:, :len(STATISTIC_NAMES)]
+    return score_part(name, part, embeddings, statistics)
 
 
 def part_scores(guard: Guard, embeddings, statistics) -> dict[str, np.ndarray]:
     """Each part's score as it enters ``ood_score``: raw for a one-part guard, else divided
     by the part's scale."""
-    scores = {name: score_part(name, guard.parts[name], embeddings, statistics)
+    scores = {name: raw_score(name, guard.parts[name], embeddings, statistics)
               for name in guard.components}
     if len(scores) == 1:
         return scores
@@ -210,23 +143,45 @@ def quantile_threshold(scores: np.ndarray, accept_rate: float) -> float:
 
 def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, float], float]:
     """``(threshold, scales, share accepted)`` that make ``guard`` accept its ``accept_rate``
-    of the val images whose ``embeddings`` and ``statistics`` are given."""
-    scales = {name: max(quantile_threshold(score_part(name, guard.parts[name], embeddings,
-                                                      statistics), guard.accept_rate), 1e-12)
-              for name in guard.components}
-    val_scores = combined_scores(replace(guard, scales=scales), embeddings, statistics)
+    of the val images whose ``embeddings`` and ``statistics`` are given. Beside a ``shift``
+    part, the distance parts are scaled at :data:`~leukemia_cnn.modeling.guardshift.FAR_ACCEPT_RATE`
+    (they flag only what is far from every training image), and the shift part's val scores
+    are its out-of-fold ones (``val_oof``: it learnt from these very images)."""
+    def floor(name: str) -> float:  # a distance part never flags within the envelope
+        if "shift" not in guard.components or name == "shift":
+            return 1e-12
+        return float(guard.parts["shift"].get(f"envelope/{name}", [1e-12])[0])
+
+    def rate(name: str) -> float:
+        far = "shift" in guard.components and name != "shift"
+        return max(guardshift.FAR_ACCEPT_RATE, guard.accept_rate) if far else guard.accept_rate
+
+    def val_score(name: str) -> np.ndarray:
+        part = guard.parts[name]
+        if name == "shift" and len(part.get("val_oof", ())) == len(embeddings):
+            return part["val_oof"]
+        return raw_score(name, part, embeddings, statistics)
+
+    raw = {name: val_score(name) for name in guard.components}
+    scales = {name: max(quantile_threshold(score, rate(name)), floor(name))
+              for name, score in raw.items()}
+    val_scores = (next(iter(raw.values())) if len(raw) == 1
+                  else np.max([score / scales[name] for name, score in raw.items()], axis=0))
     threshold = quantile_threshold(val_scores, guard.accept_rate)
     return threshold, scales, float(np.mean(val_scores <= threshold))
 
 
 def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
-              accept_rate: float = 0.95, batch_size: int = 256, val_embeddings=None) -> Guard:
+              accept_rate: float = 0.95, batch_size: int = 256, val_embeddings=None,
+              learning=None) -> Guard:
     """Fit the guard's parts on the train split; set its threshold on the val split.
 
     ``model`` is the trained Keras classifier (or the two-headed model :func:`embedding_model`
     made from it); ``x_*`` are preprocessed images in [0, 1]; ``val_embeddings``, when given,
     are ``x_val``'s embeddings through that model (the train stage computes them once for the
-    calibration's probabilities too).
+    calibration's probabilities too); ``learning``: ``(x, y)``, the shifted val images the
+    ``shift`` part learns the network's errors from
+    (:func:`~leukemia_cnn.modeling.guardshift.learning_set`), needed by that part only.
     """
     from leukemia_cnn.modeling.precision import model_precision
 
@@ -237,16 +192,45 @@ def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
     for split, x in (("train", x_train), ("val", x_val)):
         embeddings = (val_embeddings if split == "val" and val_embeddings is not None
                       else forward(two_headed, x, batch_size)[0])
-        splits[split] = (embeddings, image_statistics(x) if "input" in names else None)
+        splits[split] = (embeddings, statistics_for(names, x))
     guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate),
                   precision=model_precision(two_headed))
     for name in names:
-        guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
-                                     splits["train"][1], last)
+        if name != "shift":
+            statistics = splits["train"][1]
+            guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
+                                         None if statistics is None
+                                         else statistics[:, :len(STATISTIC_NAMES)], last)
+    if "shift" in names:
+        guard.parts["shift"] = _fit_shift(guard, two_headed, splits["train"],
+                                          np.asarray(y_train), last, learning, batch_size)
     guard.threshold, guard.scales, guard.val_accept_rate = thresholds(guard, *splits["val"])
     guard.train_accept_rate = float(np.mean(
         combined_scores(guard, *splits["train"]) <= guard.threshold))
     return guard
+
+
+def _fit_shift(guard: Guard, two_headed, train, y_train, last, learning,
+               batch_size: int) -> dict:
+    """The ``shift`` part: the train split's Mahalanobis part and statistics, and what the
+    network gets wrong on the ``learning`` images; with the envelope of ``guard``'s distance
+    parts (``envelope/<part>``: the 99th percentile of their score on the learning images the
+    network reads right), which their far scale never falls below."""
+    if learning is None:
+        raise DataError("train.guard_method includes `shift`, which learns from the val split's "
+                        "original images under shift: none were given (the train stage reads "
+                        "them from paths.raw_dir)")
+    x_learn, y_learn, groups = learning
+    embeddings, probabilities = forward(two_headed, x_learn, batch_size)
+    wrong = probabilities.argmax(axis=1) != np.asarray(y_learn)
+    mahalanobis = fit_part("mahalanobis", train[0], y_train, None, last)
+    statistics = statistics_for(["shift"], x_learn)
+    part = guardshift.fit(mahalanobis, train[1], last, embeddings, statistics, wrong, groups)
+    for name, fitted in guard.parts.items():
+        right = raw_score(name, fitted, embeddings[~wrong], statistics[~wrong])
+        if len(right):
+            part[f"envelope/{name}"] = np.array([np.quantile(right, guardshift.ENVELOPE)])
+    return part
 
 
 def calibrate_precision(guard: Guard, model, x_val, precision: str,
@@ -259,7 +243,7 @@ def calibrate_precision(guard: Guard, model, x_val, precision: str,
 
     if precision != guard.precision:
         two_headed = embedding_model(with_precision(model, precision))
-        statistics = image_statistics(x_val) if _needs_statistics(guard) else None
+        statistics = statistics_for(guard.components, x_val)
         threshold, scales, accepted = thresholds(
             guard, forward(two_headed, x_val, batch_size)[0], statistics)
         guard.calibrations[precision] = {"threshold": threshold, "scales": scales,
@@ -284,7 +268,7 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
     """
     two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     embeddings, probabilities = forward(two_headed, x, batch_size)
-    statistics = image_statistics(x) if _needs_statistics(guard) else None
+    statistics = statistics_for(guard.components, x)
     with _blas_threads().limit(limits=1, user_api="blas"):
         parts = part_scores(guard, embeddings, statistics)
     scores = np.max(list(parts.values()), axis=0)
@@ -296,72 +280,25 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
 
 
 def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,
-                     val_embeddings=None, two_headed=None) -> tuple[Guard, Path]:
+                     val_embeddings=None, two_headed=None, learning=None) -> tuple[Guard, Path]:
     """The train stage's hook: fit with ``train.guard_method`` and ``train.guard_accept_rate``
     on the classifier ``model`` (``two_headed``: its :func:`embedding_model`, when made
-    already), calibrate it for the other inference precision too, save as
-    ``model_dir/guard.npz``, print one line; return the guard and its file."""
+    already; ``learning``: the shift part's images, see :func:`fit_guard`), calibrate it for
+    the other inference precision too, save as ``model_dir/guard.npz``, print one line; return
+    the guard and its file."""
     guard = fit_guard(two_headed or model, x_train, y_train, x_val,
-                      cfg.train.guard_method,
-                      cfg.train.guard_accept_rate, val_embeddings=val_embeddings)
+                      cfg.train.guard_method, cfg.train.guard_accept_rate,
+                      val_embeddings=val_embeddings, learning=learning)
     other = "bfloat16" if guard.precision == "float32" else "float32"
     calibrate_precision(guard, model, x_val, other)
     path = save_guard(guard, Path(model_dir) / GUARD_FILE)
+    if guard.degenerate:
+        print(f"train: WARNING the guard's {' and '.join(guard.degenerate)} part is degenerate: "
+              "the training samples it is fitted on have no spread in some direction (the "
+              "constant embedding of a collapsed network); it answers through a regularised "
+              "covariance but tells little apart")
     print(f"train: guard {guard.method} threshold {guard.threshold:.4g}: accepts "
           f"{guard.val_accept_rate:.1%} of val, {guard.train_accept_rate:.1%} of train "
           f"({guard.precision}; in {other}: threshold "
           f"{guard.calibrations[other]['threshold']:.4g})")
     return guard, path
-
-
-# ------------------------------------------------------------------ saving
-
-def summary(guard: Guard) -> dict:
-    """The guard's method, threshold and measured rates (logged to the training run), and
-    its threshold and val rate in the other precision (``guard_threshold_bfloat16``, ...)."""
-    record = {"guard_method": guard.method, "guard_threshold": guard.threshold,
-              "guard_accept_rate": guard.accept_rate,
-              "guard_val_accept_rate": guard.val_accept_rate,
-              "guard_train_accept_rate": guard.train_accept_rate}
-    for precision, calibration in guard.calibrations.items():
-        record[f"guard_threshold_{precision}"] = float(calibration["threshold"])
-        record[f"guard_val_accept_rate_{precision}"] = float(calibration["val_accept_rate"])
-    return record
-
-
-def save_guard(guard: Guard, path: Path) -> Path:
-    """Write ``guard`` as one ``.npz`` (arrays, and its settings as JSON; no pickle)."""
-    from leukemia_cnn.fileio import save_npz
-
-    meta = {"method": guard.method, "threshold": guard.threshold,
-            "accept_rate": guard.accept_rate, "val_accept_rate": guard.val_accept_rate,
-            "train_accept_rate": guard.train_accept_rate, "scales": guard.scales,
-            "precision": guard.precision, "calibrations": guard.calibrations}
-    arrays = {f"{name}/{key}": value for name, part in guard.parts.items()
-              for key, value in part.items()}
-    save_npz(Path(path), meta=np.array(json.dumps(meta)), **arrays)
-    return Path(path)
-
-
-def load_guard(path: Path, precision: str = "float32") -> Guard:
-    """Read a guard :func:`save_guard` wrote; a DataError names a missing or broken file.
-    ``precision``: the guard's own for a file saved before it was recorded (that of the
-    network it was saved beside)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            parts: dict[str, dict[str, np.ndarray]] = {}
-            for key in data.files:
-                if key != "meta":
-                    name, _, array = key.partition("/")
-                    parts.setdefault(name, {})[array] = data[key]
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable guard file ({exc}); re-run the train stage "
-                        "(`dvc repro train`)") from exc
-    return Guard(method=meta["method"], threshold=float(meta["threshold"]),
-                 accept_rate=float(meta["accept_rate"]),
-                 val_accept_rate=float(meta["val_accept_rate"]),
-                 train_accept_rate=float(meta["train_accept_rate"]),
-                 parts=parts, scales={k: float(v) for k, v in meta["scales"].items()},
-                 precision=str(meta.get("precision", precision)),
-                 calibrations=dict(meta.get("calibrations", {})))

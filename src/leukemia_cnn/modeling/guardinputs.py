@@ -41,6 +41,41 @@ def image_statistics(x: np.ndarray, workers: int | None = None) -> np.ndarray:
                                             bounds[:-1], bounds[1:])))
 
 
+def scale_statistics(x: np.ndarray, workers: int | None = None) -> np.ndarray:
+    """The log of the typical red-cell radius of each image of ``x`` (n, H, W, C) in [0, 1],
+    as a fraction of its width (:func:`leukemia_cnn.data.scale.relative_radius` on the model's
+    input): a smear under another magnification moves it by the log of the zoom. (n, 1)."""
+    from PIL import Image
+
+    from leukemia_cnn.data.scale import relative_radius
+
+    def one(image: np.ndarray) -> float:
+        pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        picture = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        return float(np.log(relative_radius(picture)))
+
+    if len(x) == 0:
+        return np.zeros((0, 1))
+    with ThreadPoolExecutor(max(1, min(workers or os.cpu_count() or 1, len(x)))) as pool:
+        return np.array(list(pool.map(one, np.asarray(x))))[:, None]
+
+
+COLOUR_NAMES = ("red_minus_green", "blue_minus_green", "chroma")
+
+
+def colour_statistics(x: np.ndarray) -> np.ndarray:
+    """The colour of each image of ``x`` (n, H, W, C) in [0, 1]: the mean red and blue minus
+    the mean green (the stain's hue) and the mean per-pixel spread of the channels (its
+    saturation; 0 for a grey image). All 0 for one channel. (n, 3)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] < 3 or len(x) == 0:
+        return np.zeros((len(x), len(COLOUR_NAMES)))
+    means = x[..., :3].mean(axis=(1, 2))
+    chroma = (x[..., :3].max(axis=-1) - x[..., :3].min(axis=-1)).mean(axis=(1, 2))
+    return np.column_stack([means[:, 0] - means[:, 1], means[:, 2] - means[:, 1],
+                            chroma]).astype(np.float64)
+
+
 def _statistics(x: np.ndarray) -> np.ndarray:
     gray = np.asarray(x, dtype=np.float32)
     if gray.ndim == 4:  # a view for one channel: a mean over it would copy every pixel

@@ -19,13 +19,16 @@ import pandas as pd
 
 from leukemia_cnn.config import flatten, write_params
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data.preprocess import load_split
+from leukemia_cnn.data.augment import LUMA, needs_color
+from leukemia_cnn.data.preprocess import load_split, scale_record, train_rgb
 from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.fileio import write_csv
+from leukemia_cnn.modeling.batches import training_batches
 from leukemia_cnn.modeling.guard import fit_for_training
 from leukemia_cnn.modeling.guard import summary as guard_summary
 from leukemia_cnn.modeling.guardinputs import embedding_model, forward
+from leukemia_cnn.modeling.guardshift import learning_inputs
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
 from leukemia_cnn.modeling.outputs import MODEL_FILE, exit_with_dvc, publish
 from leukemia_cnn.modeling.plots import plot_curves
@@ -126,46 +129,27 @@ def distribution_strategy(cfg: Config):
     return strategy
 
 
-def dihedral_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-    """A ``tf.data`` pipeline of shuffled training batches, each image turned by a random
-    multiple of 90 degrees and mirrored with probability 1/2 (one of the 8 symmetries of the
-    square, drawn afresh every epoch). Exact pixel moves, no interpolation; sequential map so
-    TensorFlow's op determinism holds."""
-    import tensorflow as tf
-
-    if x.shape[1] != x.shape[2]:
-        raise ConfigError(f"config key `train.augment_dihedral` needs square images; got "
-                          f"{x.shape[1]}x{x.shape[2]} (set preprocess.image_size)")
-
-    def turn(image, label):
-        image = tf.image.rot90(image, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
-        mirrored = tf.random.uniform([]) < 0.5
-        return tf.cond(mirrored, lambda: tf.image.flip_left_right(image), lambda: image), label
-
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return dataset.map(turn).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def fit(cfg: Config, x_train, y_train, x_val, y_val, callbacks=()):
     """Build, compile and fit the model of ``cfg``; return ``(model, history_frame, seconds)``.
 
     A plain function of arrays: the benchmarks and tests call it without MLflow. With early
     stopping the returned model holds the best epoch's weights and the history ends at the
-    epoch training stopped.
+    epoch training stopped. The model takes images shaped as ``x_val``; ``x_train`` may be
+    their RGB version (``preprocess.train_rgb``) for the ``augment`` shifts, which see colour
+    and hand the model grey.
     """
     set_seeds(cfg.seed, cfg.train.deterministic)
     n_classes = len(cfg.data.classes)
     batch_size = cfg.train.batch_size
+    channels = x_val.shape[-1]
     strategy = distribution_strategy(cfg)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = build_from_config(cfg, x_train.shape[1:], x_train=x_train,
+        model = build_from_config(cfg, x_val.shape[1:], x_train=as_channels(x_train, channels),
                                   steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
     start = time.perf_counter()
-    if cfg.train.augment_dihedral:
-        # The pipeline shuffles and batches itself.
-        inputs = {"x": dihedral_batches(x_train, one_hot(y_train, n_classes), batch_size,
-                                        cfg.seed), "shuffle": False}
+    batches = training_batches(cfg, x_train, one_hot(y_train, n_classes), channels)
+    if batches is not None:  # the pipeline shuffles and batches itself
+        inputs = {"x": batches, "shuffle": False}
     else:
         inputs = {"x": x_train, "y": one_hot(y_train, n_classes), "batch_size": batch_size,
                   "shuffle": True}
@@ -177,6 +161,13 @@ def fit(cfg: Config, x_train, y_train, x_val, y_val, callbacks=()):
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     return model, frame, seconds
+
+
+def as_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """``x`` with ``channels`` channels: RGB turned grey with PIL's weights when 1 is asked."""
+    if x.shape[-1] == channels:
+        return x
+    return (x @ LUMA[:, np.newaxis]).astype(np.float32)
 
 
 def kept_epoch(cfg: Config, history: pd.DataFrame) -> int:
@@ -211,11 +202,18 @@ def train_subset(cfg: Config, x: np.ndarray, y: np.ndarray, paths=None):
 
 
 def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
-                reports_dir: Path, label: str | None = None):
+                reports_dir: Path, label: str | None = None, scale: dict | None = None,
+                guard_learning=None, x_source=None):
     """Fit inside the active MLflow run and log curves, timing, config and the model.
 
     Writes ``model_dir/cnn.keras`` and ``reports_dir/train_history.csv``. Shared by the
-    ``train`` stage and the sweep jobs.
+    ``train`` stage and the sweep jobs. ``scale``: the preprocess stage's record of the training
+    set's magnification (:func:`leukemia_cnn.data.preprocess.scale_record`), which the logged
+    model carries (and applies, with ``preprocess.rescale``). ``guard_learning``: the shifted
+    val images of a guard with a ``shift`` part
+    (:func:`leukemia_cnn.modeling.guardshift.learning_inputs`). ``x_source``: the images the
+    training batches start from when they are not ``x_train`` (its RGB copy,
+    :func:`training_source`); the guard is fitted on ``x_train``, what the model sees.
 
     Returns
     -------
@@ -226,7 +224,8 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
     model : keras.Model
         The fitted model.
     """
-    model, history, seconds = fit_with_epoch_logger(cfg, x_train, y_train, x_val, y_val)
+    model, history, seconds = fit_with_epoch_logger(
+        cfg, x_train if x_source is None else x_source, y_train, x_val, y_val)
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
     keras_path = model_dir / "cnn.keras"
@@ -234,14 +233,15 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
     write_csv(reports_dir / "train_history.csv", history)
     summary = training_summary(cfg, model, history, seconds)
     calibration, guard_path = calibrate_and_guard(cfg, model, x_train, y_train, x_val, y_val,
-                                                  model_dir, summary)
+                                                  model_dir, summary, guard_learning)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         write_params(cfg, tmp_dir / "config.yaml")
         log_artifact(tmp_dir / "config.yaml")
         log_artifact(plot_curves(history, tmp_dir / "curves.png", label or "training curves"))
         log_artifact(reports_dir / "train_history.csv")
-        info = log_pyfunc_model(cfg, keras_path, guard_path, calibration["temperature"], x_val[0])
+        info = log_pyfunc_model(cfg, keras_path, guard_path, calibration["temperature"], x_val[0],
+                                scale)
     return summary, info, model
 
 
@@ -280,7 +280,7 @@ def training_summary(cfg: Config, model, history: pd.DataFrame, seconds: float) 
 
 
 def calibrate_and_guard(cfg: Config, model, x_train, y_train, x_val, y_val,
-                        model_dir: Path, summary: dict) -> tuple[dict, Path]:
+                        model_dir: Path, summary: dict, learning=None) -> tuple[dict, Path]:
     """Fit the temperature on val and the out-of-distribution guard (fit on train, thresholded
     on val, served with the model); add both to ``summary`` and log them; return the
     calibration and the guard's file.
@@ -295,18 +295,22 @@ def calibrate_and_guard(cfg: Config, model, x_train, y_train, x_val, y_val,
                    fitted_temperature=calibration["fitted_temperature"])
     metrics, tags = summary_fields(summary, calibration)
     guard, guard_path = fit_for_training(cfg, model, x_train, y_train, x_val, model_dir,
-                                         val_embeddings=val_embeddings, two_headed=two_headed)
+                                         val_embeddings=val_embeddings, two_headed=two_headed,
+                                         learning=learning)
     guard_record = guard_summary(guard)
     summary.update(guard_record)
-    tags["guard_method"] = guard.method
-    metrics.update({k: v for k, v in guard_record.items() if k != "guard_method"})
+    words = {k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
+             if k in guard_record}  # text: tags, not metrics
+    summary.update(words)
+    tags.update(words)
+    metrics.update(guard_record)
     log_metrics(metrics)
     set_tags(tags)
     return calibration, guard_path
 
 
 def log_pyfunc_model(cfg: Config, keras_path: Path, guard_path: Path, temperature: float,
-                     example: np.ndarray):
+                     example: np.ndarray, scale: dict | None = None):
     """Log the pyfunc model (:func:`leukemia_cnn.serving.pyfunc.log_model`); return its
     ``ModelInfo``."""
     from leukemia_cnn.serving.pyfunc import log_model
@@ -315,7 +319,7 @@ def log_pyfunc_model(cfg: Config, keras_path: Path, guard_path: Path, temperatur
                      cfg.preprocess.color_mode, temperature=temperature,
                      name=cfg.mlflow.registered_model_name, example=example,
                      params=model_params(cfg), guard_path=guard_path,
-                     inference_precision=cfg.train.inference_precision)
+                     inference_precision=cfg.train.inference_precision, scale=scale)
 
 
 def model_params(cfg: Config) -> dict[str, str]:
@@ -342,11 +346,27 @@ def fit_calibration(cfg: Config, model, x_val: np.ndarray, y_val: np.ndarray,
     return result
 
 
+def training_source(cfg: Config, pre_dir: Path, x_train: np.ndarray):
+    """The images the training batches start from: the train split's RGB copy for a grayscale
+    model whose augmentation needs colour (``augment.stain``), else ``x_train``."""
+    if not (needs_color(cfg.augment) and x_train.shape[-1] == 1):
+        return x_train
+    x_rgb = train_rgb(pre_dir)
+    if x_rgb is None:
+        raise ConfigError(f"config key `augment.stain` needs the train split in RGB, which "
+                          f"{pre_dir / 'train.npz'} lacks; set preprocess.train_rgb=true and "
+                          "rerun `dvc repro preprocess`")
+    _, y_all, _ = load_split(pre_dir, "train")
+    return train_subset(cfg, x_rgb, y_all)[0]  # the same images as x_train
+
+
 def run(cfg: Config, root: Path) -> dict:
     """DVC stage ``train``: fit on the train split, validate on val, log everything to MLflow."""
     pre_dir = root / cfg.paths.preprocessed_dir
     x_train, y_train, train_paths = train_subset(cfg, *load_split(pre_dir, "train"))
-    x_val, y_val, _ = load_split(pre_dir, "val")
+    x_val, y_val, val_paths = load_split(pre_dir, "val")
+    x_source = training_source(cfg, pre_dir, x_train)
+    guard_learning = learning_inputs(cfg, root, val_paths, y_val)
     model_dir = root / cfg.paths.model_dir
     reports_dir = root / cfg.paths.reports_dir
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -363,7 +383,9 @@ def run(cfg: Config, root: Path) -> dict:
         with start_training_run(cfg, root, x_train, y_train, y_val, train_paths,
                                 outputs=(staging, reports_dir)) as training:
             summary, info, _ = fit_and_log(cfg, x_train, y_train, x_val, y_val, staging,
-                                           staging, label=training.name)
+                                           staging, label=training.name,
+                                           scale=scale_record(pre_dir),
+                                           guard_learning=guard_learning, x_source=x_source)
         run_id = training.run_id
         record = {"run_id": run_id, "experiment_id": training.experiment_id,
                   "model_uri": info.model_uri, "run_name": training.name,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.markdown import pipe_table
+from leukemia_cnn.registry.card_robustness import robustness_section
 
 CARD_ARTIFACT = "model_card.md"
 MISSING = "not recorded"
@@ -99,7 +100,13 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
                 "one). Every answer is given as if the image were a smear like the training ones."]
     method = tags.get("guard_method", params.get("train.guard_method", MISSING))
     rate = params.get("train.guard_accept_rate", "0.95")
+    degenerate = tags.get("guard_degenerate")
+    warning = ([f"DEGENERATE guard: its `{degenerate}` part was fitted on training samples "
+                "without spread (the constant or rank-deficient embedding of a collapsed "
+                "network) through a regularised covariance; it answers, but tells little "
+                "apart.", ""] if degenerate else [])
     return [
+        *warning,
         f"Method `{method}`, fit on train; {_guard_thresholds(metrics)} accepts {rate} of val. "
         "Answers carry `in_distribution` (`ood_score <= threshold`).",
         "",
@@ -276,6 +283,7 @@ SECTIONS: list[tuple[str, Callable[[CardFacts], list[str]]]] = [
     ("Performance", _performance_section),
     ("Calibration", lambda facts: _calibration(facts.metrics, facts.params)),
     ("Out-of-distribution guard", lambda facts: _guard(facts.metrics, facts.params, facts.tags)),
+    ("Robustness to acquisition shift", lambda facts: robustness_section(facts.metrics)),
     ("Training", _training),
     ("Configuration", _configuration),
     ("Known limits", lambda facts: _limits(facts.params, facts.metrics, facts.tags,

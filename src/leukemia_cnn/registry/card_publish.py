@@ -11,7 +11,8 @@ from leukemia_cnn.registry.card import CARD_ARTIFACT, card_facts, card_sections,
 DESCRIPTION_LIMIT = 5000
 # What a description too long for the registry's column leaves out first (the full card is the
 # run's model_card.md artifact).
-DESCRIPTION_DROP_ORDER = ("Calibration", "Training", "Intended use", "Known limits")
+DESCRIPTION_DROP_ORDER = ("Calibration", "Robustness to acquisition shift", "Training",
+                          "Intended use", "Known limits")
 
 
 def description_text(head: str, name: str, version: str, run_id: str,

@@ -157,6 +157,9 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.classes = list(meta["classes"])
         self.image_size = int(meta["image_size"])
         self.color_mode = str(meta["color_mode"])
+        # preprocess.rescale: every image's red cells to the training set's median size first
+        scale = meta.get("red_cell_radius") or {}
+        self.reference_radius = scale.get("median") if meta.get("rescale") else None
         # models logged before calibration existed serve their probabilities unchanged
         self.temperature = float(meta.get("temperature", 1.0))
         self.model_name, self.model_version = registry_identity(
@@ -196,7 +199,8 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
     def preprocess(self, images) -> np.ndarray:
         """Decode and preprocess encoded images (bytes or their base64 text) exactly as the
         preprocess stage does; DataError naming the first row that does not decode."""
-        _, x, reasons = decode_rows(images, self.image_size, self.color_mode)
+        _, x, reasons = decode_rows(images, self.image_size, self.color_mode,
+                                    getattr(self, "reference_radius", None))
         first = next((reason for reason in reasons if reason), None)
         if first:
             raise DataError(first)
@@ -239,8 +243,15 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         return frame
 
     def explain(self, images: list) -> list[dict]:
-        """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`."""
+        """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`
+        (a model trained with ``preprocess.rescale`` explains the image at its training scale,
+        as it classifies it)."""
+        from leukemia_cnn.data.scale import to_reference
         from leukemia_cnn.modeling.gradcam import explain_images
+
+        reference = getattr(self, "reference_radius", None)
+        if reference is not None:
+            images = [to_reference(image, reference) for image in images]
 
         return explain_images(self.model, images, self.image_size, self.color_mode,
                               self.temperature)
@@ -284,7 +295,8 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
                                 f"(base64 in JSON); got {described_columns(model_input)}")
             # One row that does not decode is marked (column `error`), not the request failed
             encoded, x, reasons = decode_rows(model_input[IMAGE_COLUMN].tolist(),
-                                              self.image_size, self.color_mode)
+                                              self.image_size, self.color_mode,
+                                              getattr(self, "reference_radius", None))
             refuse_if_none_decoded(reasons)
             frame = self.predict_arrays(x)
             if heatmap:
@@ -329,14 +341,16 @@ def input_example(image: np.ndarray) -> pd.DataFrame:
 def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode: str,
               temperature: float = 1.0, *, name: str = "leukemia-cnn", example=None,
               params: dict | None = None, guard_path: Path | None = None,
-              inference_precision: str = "auto"):
+              inference_precision: str = "auto", scale: dict | None = None):
     """Log the pyfunc model into the active MLflow run; return its ``ModelInfo``.
 
     ``temperature`` (1.0: none) divides the log-probabilities of every prediction it serves.
     The preprocessing goes in as the ``model_config`` (MLmodel shows it; no temporary path);
     ``example`` (an image array in [0, 1]) becomes the input example, ``params`` the logged
     model's params; ``guard_path`` (a ``guard.npz``) is the out-of-distribution guard it
-    applies; ``inference_precision`` (``train.inference_precision``) the precision it computes in.
+    applies; ``inference_precision`` (``train.inference_precision``) the precision it computes in;
+    ``scale`` (:func:`leukemia_cnn.data.preprocess.scale_record`) the training set's red-cell
+    size and whether the model puts every image at it (``preprocess.rescale``).
     """
     package_dir = Path(__file__).resolve().parents[1]  # the whole leukemia_cnn package
     return mlflow.pyfunc.log_model(
@@ -349,7 +363,8 @@ def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode:
         model_config={"preprocessing": {"classes": list(classes), "image_size": int(image_size),
                                         "color_mode": str(color_mode),
                                         "temperature": float(temperature),
-                                        PRECISION_KEY: str(inference_precision)}},
+                                        PRECISION_KEY: str(inference_precision),
+                                        **(scale or {})}},
         signature=signature(classes),
         input_example=None if example is None else input_example(example),
         code_paths=[str(package_dir)],

@@ -147,11 +147,12 @@ def _job_splits(cfg: Config, root: Path, out_dir: Path, experiment_name: str) ->
 
 def _train_and_evaluate(cfg: Config, root: Path, out_dir: Path, splits: dict, label: str):
     """Inside the job's run: fit and log the model, then evaluate it on val and test."""
-    from leukemia_cnn.modeling import evaluate, train
+    from leukemia_cnn.modeling import evaluate, guardshift, train
 
-    (x_train, y_train, _), (x_val, y_val, _) = splits["train"], splits["val"]
-    summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val,
-                                             out_dir, out_dir, label=label)
+    (x_train, y_train, _), (x_val, y_val, val_paths) = splits["train"], splits["val"]
+    learning = guardshift.learning_inputs(cfg, root, val_paths, y_val)  # the shift guard's
+    summary, info, model = train.fit_and_log(cfg, x_train, y_train, x_val, y_val, out_dir,
+                                             out_dir, label=label, guard_learning=learning)
     metrics, collapsed = evaluate.evaluate_model(
         model, cfg, {"val": splits["val"], "test": splits["test"]}, out_dir,
         temperature=summary["temperature"], fitted_temperature=summary["fitted_temperature"],
