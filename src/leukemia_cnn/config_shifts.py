@@ -26,6 +26,8 @@ class AugmentConfig(Knobs):
         "0 (off) or the HED jitter sigma in (0, 1), e.g. 0.05"))
     grayscale: float = setting(0.0, ge=0, le=1, late=True, allowed=(
         "the probability that a training image is turned grey, 0-1"))
+    probability: float = setting(1.0, gt=0, le=1, late=True, allowed=(
+        "the share of training images shifted, in (0, 1]; the others pass as they are"))
 # --- end augment ---
 
 

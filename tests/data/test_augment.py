@@ -56,6 +56,21 @@ def test_every_shift_changes_images_and_a_seed_repeats_them(make_cfg):
         assert np.abs(changed - images).max() > 0.02, knob
 
 
+def test_probability_shifts_that_share_of_images_and_passes_the_rest(make_cfg):
+    """``augment.probability`` 0.5: about half the images of a batch are shifted, the others
+    come back as they went in (to the grey level), and a seed repeats the choice."""
+    cfg = make_cfg(*ALL_SHIFTS, "augment.probability=0.5", "preprocess.color_mode=rgb")
+    images = np.round(colour_images(64) * 255) / 255  # on the uint8 grid, as preprocess gives
+    first = augment_batch(pipeline(cfg.augment, seed=3), images, 3)
+    again = augment_batch(pipeline(cfg.augment, seed=3), images, 3)
+    np.testing.assert_array_equal(first, again)
+    unchanged = np.array([np.abs(a - b).max() < 1e-6 for a, b in zip(first, images, strict=True)])
+    assert 16 <= unchanged.sum() <= 48  # binomial(64, 0.5): well inside
+    assert np.abs(first[~unchanged] - images[~unchanged]).mean() > 0.01
+    with pytest.raises(ConfigError, match="augment.probability"):
+        make_cfg("augment.probability=0")
+
+
 def test_a_grayscale_model_gets_grey_from_augmented_colour(make_cfg):
     cfg = make_cfg("augment.stain=0.1", "preprocess.train_rgb=true")
     images = colour_images(4)

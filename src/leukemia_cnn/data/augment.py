@@ -64,16 +64,24 @@ def hed_jitter(images: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.nd
 
 
 class Augmentation:
-    """The seeded augmentation of one training run: the stain jitter over each batch, then the
-    albumentations ``Compose`` of the other shifts on each image."""
+    """The seeded augmentation of one training run: which images of a batch are shifted
+    (``probability``), the stain jitter over those at once, then the albumentations
+    ``Compose`` of the other shifts on each of them."""
 
-    def __init__(self, compose, stain: float, seed: int):
-        self.compose, self.stain = compose, stain
-        self.rng = np.random.default_rng([seed, 33])  # the stain draws, apart from Compose's
+    def __init__(self, compose, stain: float, seed: int, probability: float = 1.0):
+        self.compose, self.stain, self.probability = compose, stain, probability
+        # the stain and selection draws, apart from Compose's
+        self.rng = np.random.default_rng([seed, 33])
+
+    def chosen(self, n: int) -> np.ndarray:
+        """Which of ``n`` images are shifted this time (all at ``probability`` 1)."""
+        if self.probability >= 1:
+            return np.ones(n, dtype=bool)
+        return self.rng.random(n) < self.probability
 
     def stained(self, pixels: np.ndarray) -> np.ndarray:
         """``pixels`` (uint8 RGB) under a fresh stain draw per image (the suite's ranges)."""
-        if not self.stain:
+        if not self.stain or not len(pixels):
             return pixels
         n = len(pixels)
         alpha = self.rng.uniform(1 - self.stain, 1 + self.stain, (n, 3)).astype(np.float32)
@@ -110,19 +118,21 @@ def pipeline(augment, seed: int) -> Augmentation:
     if augment.jpeg_quality is not None:
         steps.append(A.ImageCompression(quality_range=(augment.jpeg_quality, BEST_JPEG_QUALITY),
                                         p=JPEG_PROBABILITY))
-    return Augmentation(A.Compose(steps, seed=seed), augment.stain, seed)
+    return Augmentation(A.Compose(steps, seed=seed), augment.stain, seed, augment.probability)
 
 
 def augment_batch(augmentation: Augmentation, images: np.ndarray, channels: int) -> np.ndarray:
-    """``images`` (n, H, W, 1 or 3) float in [0, 1] through ``augmentation``; returned float32
-    with ``channels`` channels (3 -> 1: PIL's grey, as preprocess makes it)."""
+    """``images`` (n, H, W, 1 or 3) float in [0, 1] through ``augmentation`` (the images it
+    does not choose pass unchanged); returned float32 with ``channels`` channels (3 -> 1: PIL's
+    grey, as preprocess makes it)."""
     pixels = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
-    pixels = augmentation.stained(pixels)
+    chosen = augmentation.chosen(len(pixels))
+    pixels[chosen] = augmentation.stained(pixels[chosen])
     out = np.empty((*pixels.shape[:3], channels), dtype=np.float32)
     for index, image in enumerate(pixels):
-        augmented = augmentation.compose(image=image)["image"]
+        augmented = augmentation.compose(image=image)["image"] if chosen[index] else image
         augmented = augmented.astype(np.float32) / 255.0
         out[index] = augmented @ LUMA[:, np.newaxis] if channels == 1 else augmented
     return out
