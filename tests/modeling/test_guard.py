@@ -19,8 +19,8 @@ from leukemia_cnn.data import shifts
 from leukemia_cnn.data.imaging import to_model_input
 from leukemia_cnn.data.smear import generate_image, image_rng
 from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.features import imagestats
 from leukemia_cnn.modeling import guard as guard_module
-from leukemia_cnn.modeling import guardinputs
 
 PER_CLASS = {"train": 40, "val": 15, "test": 15}
 
@@ -177,10 +177,10 @@ def test_threshold_accepts_at_least_the_accept_rate(scores, rate):
 def test_image_statistics_are_the_same_on_any_number_of_threads(n, workers, seed, channels):
     x = np.random.default_rng(seed).random((n, 24, 24, channels), dtype=np.float32)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(guardinputs, "STATISTICS_CHUNK", 4)  # split even these small batches
-        threaded = guardinputs.image_statistics(x, workers=workers)
-    alone = guardinputs.image_statistics(x, workers=1)
-    assert threaded.shape == (n, len(guardinputs.STATISTIC_NAMES))
+        patch.setattr(imagestats, "STATISTICS_CHUNK", 4)  # split even these small batches
+        threaded = imagestats.image_statistics(x, workers=workers)
+    alone = imagestats.image_statistics(x, workers=1)
+    assert threaded.shape == (n, len(imagestats.STATISTIC_NAMES))
     np.testing.assert_array_equal(threaded, alone)
 
 
@@ -280,7 +280,8 @@ def test_a_shift_guard_meets_its_accept_rate_and_saves_and_loads(synthetic_run, 
 
 
 def _val_inputs(run, x):
-    from leukemia_cnn.modeling.guardinputs import embedding_model, forward, image_statistics
+    from leukemia_cnn.features.imagestats import image_statistics
+    from leukemia_cnn.modeling.guardinputs import embedding_model, forward
 
     return forward(embedding_model(run.model), x)[0], image_statistics(x)
 

@@ -66,15 +66,13 @@ import numpy as np
 
 from leukemia_cnn.config import GUARD_METHODS
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.modeling import guardshift
-from leukemia_cnn.modeling.guardinputs import (
+from leukemia_cnn.features.imagestats import (
     STATISTIC_NAMES,
     colour_statistics,
-    embedding_model,
-    forward,
     image_statistics,
-    scale_statistics,
 )
+from leukemia_cnn.modeling import guardshift
+from leukemia_cnn.modeling.guardinputs import embedding_model, forward, scale_statistics
 from leukemia_cnn.modeling.guardparts import fit_part, score_part
 from leukemia_cnn.modeling.guardstore import (  # noqa: F401 - the guard's public API
     GUARD_FILE,
