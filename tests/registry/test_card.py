@@ -123,3 +123,18 @@ def test_card_describes_the_out_of_distribution_guard(registered):
     test_row = next(row for row in table_rows(section) if row[0] == "test")
     assert test_row[2] == f"{metrics['test_false_flag_rate']:.3f}"
     assert "scikit-image's sample photos" in section and "re-stained" in section
+
+
+def test_a_moderate_shift_that_costs_accuracy_is_a_limit_of_the_card():
+    from leukemia_cnn.registry.card_robustness import shift_limit
+
+    metrics = {"robustness/clean/accuracy": 0.99, "robustness/stain_0.05/accuracy": 0.425,
+               "robustness/magnify_1.25/accuracy": 0.97, "robustness/magnify_2/accuracy": 0.3,
+               "robustness/grayscale_1/accuracy": 0.25}
+    line = shift_limit(metrics)
+    # the moderate cases that fell more than 0.05, in MODERATE's order; magnify@2 is not moderate
+    assert "clean 0.990; stain@0.05 0.425, grayscale@1 0.250)" in line
+    assert "magnify" not in line and "not of the method" in line
+    assert shift_limit({"robustness/clean/accuracy": 0.9,
+                        "robustness/stain_0.05/accuracy": 0.88}) is None
+    assert shift_limit({"test_accuracy": 0.9}) is None  # not scored by the robustness stage

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.markdown import pipe_table
-from leukemia_cnn.registry.card_robustness import robustness_section
+from leukemia_cnn.registry.card_robustness import robustness_section, shift_limit
 
 CARD_ARTIFACT = "model_card.md"
 MISSING = "not recorded"
@@ -153,6 +153,8 @@ def _limits(params: dict, metrics: dict, tags: dict, classes: list[str]) -> list
                       "detail is lost at this resolution.")
     else:
         limits.append(f"{mode} {size}x{size} input: colour depends on the stain and the slide.")
+    if (shifted := shift_limit(metrics)) is not None:
+        limits.append(shifted)
     limits.append("Inputs are whole smear fields with many cells, not single segmented cells; "
                   "the model has no notion of which cell it classifies (see its Grad-CAM maps: "
                   "`leukemia-cnn explain`).")

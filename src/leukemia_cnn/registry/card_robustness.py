@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import math
 
+from leukemia_cnn.data.shifts import MODERATE
+
+# A moderate shift that costs more accuracy than this is named among the card's limits.
+SHIFT_LIMIT_DROP = 0.05
 ROBUSTNESS_PREFIX = "robustness/"  # the robustness stage's per-case metrics (modeling/robustness.py)
 
 
@@ -59,3 +63,25 @@ def number(metrics: dict, key: str, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}"
+
+
+def shift_limit(metrics: dict) -> str | None:
+    """A limit of the card when an everyday shift between two labs (``shifts.MODERATE``)
+    costs the model more than :data:`SHIFT_LIMIT_DROP` of its clean accuracy: the cases and
+    their accuracy, measured on this run's test split. None when none does, or the robustness
+    stage has not scored the run."""
+    cases = _robustness_cases(metrics)
+    clean = cases.get("clean", {}).get("accuracy")
+    if clean is None:
+        return None
+    fallen = []
+    for case in MODERATE:
+        accuracy = cases.get(f"{case.family}_{case.strength:g}", {}).get("accuracy")
+        if accuracy is not None and clean - accuracy > SHIFT_LIMIT_DROP:
+            fallen.append(f"{case.name} {accuracy:.3f}")
+    if not fallen:
+        return None
+    return (f"Accuracy is a property of images taken as the training images were, not of the "
+            f"method: everyday differences between two labs cost it (test split, clean "
+            f"{clean:.3f}; {', '.join(fallen)}). See the robustness section and "
+            "docs/robustness.md.")
