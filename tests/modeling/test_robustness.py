@@ -177,7 +177,24 @@ def test_the_summary_skips_fully_flagged_cases_and_pools_the_auroc():
     # right answers score 0.1 and 2.0; the six wrong ones 0.5, 3.0, 4-7: 11 of 12 pairs
     assert summary["robustness_ood_auroc"] == pytest.approx(11 / 12)
     lines = plot_lines(table)
-    assert list(lines) == ["blur"] and lines["blur"]["severity"].tolist() == [0, 1, 2]
+    assert lines["blur"]["severity"].tolist() == [0, 1, 2]
+    # every other family's line is there too, as its clean point alone
+    assert lines["magnify_up"]["severity"].tolist() == [0]
+    assert lines["grayscale"]["accuracy"].tolist() == [lines["blur"]["accuracy"].iloc[0]]
+
+
+def test_dvc_yaml_plots_every_line_the_stage_writes():
+    import yaml
+
+    from helpers import REPO_ROOT
+
+    plots = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
+    named = next(plot["robustness"]["y"] for plot in plots
+                 if isinstance(plot, dict) and "robustness" in plot)
+    table = pd.DataFrame([{"case": "clean", "family": "clean", "strength": np.nan,
+                           "accuracy": 1.0, "accuracy_accepted": 1.0, "flagged": 0.0}])
+    written = {f"reports/robustness/{name}.csv" for name in plot_lines(table)}
+    assert set(named) == written
 
 
 def test_the_config_names_every_family_of_the_suite(make_cfg):

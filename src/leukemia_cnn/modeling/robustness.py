@@ -200,25 +200,28 @@ def worst_cases(table: pd.DataFrame) -> dict[str, str]:
 def plot_lines(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """One frame per line of the ``robustness`` plot: a family (a two-sided one split into
     ``<family>_up`` and ``<family>_down`` around its identity strength), its cases from mild to
-    strong as ``severity`` 1, 2, ... after the clean images at 0."""
+    strong as ``severity`` 1, 2, ... after the clean images at 0.
+
+    Every line of every family is written, so that ``dvc plots show`` finds each file
+    ``dvc.yaml`` names: a family the suite did not evaluate (``grayscale`` for a grayscale
+    model, one left out of ``robustness.families``) is its clean point alone."""
     clean = table[table["family"] == CLEAN].iloc[0]
     lines = {}
-    for family, group in table[table["family"] != CLEAN].groupby("family", sort=True):
-        identity = shifts.FAMILIES[family].identity
-        if shifts.FAMILIES[family].two_sided:
+    for family, spec in sorted(shifts.FAMILIES.items()):
+        group = table[table["family"] == family]
+        identity = spec.identity
+        if spec.two_sided:
             parts = {f"{family}_up": group[group["strength"] > identity],
                      f"{family}_down": group[group["strength"] < identity]}
         else:
             parts = {family: group}
         for name, part in parts.items():
-            if part.empty:
-                continue
             distance = (part["strength"] - (identity or 0.0)).abs()
             if family == "jpeg":  # a lower quality is the stronger shift
                 distance = -part["strength"]
             part = part.assign(_d=distance).sort_values(["_d", "strength"]).drop(columns="_d")
             start = pd.DataFrame([{**clean.to_dict(), "strength": identity}])
-            frame = pd.concat([start, part], ignore_index=True)
+            frame = start if part.empty else pd.concat([start, part], ignore_index=True)
             frame.insert(0, "severity", range(len(frame)))
             lines[name] = frame[["severity", "strength", "accuracy", "accuracy_accepted",
                                  "flagged"]].round(6)
