@@ -76,7 +76,7 @@ def test_no_private_name_crosses_modules(path):
 @pytest.mark.parametrize("stage", sorted(STAGE_CODE))
 def test_stage_deps_are_the_modules_it_runs(stage):
     """Editing a module re-runs exactly the stages whose command imports it (and editing
-    data/synthetic.py or data/ingest.py, which no stage imports, re-runs none)."""
+    data/synthetic.py or data/ingest/, which no stage imports, re-runs none)."""
     stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     listed = {dep for dep in stages[stage]["deps"] if isinstance(dep, str)
               and dep.startswith("src/")}
@@ -167,7 +167,7 @@ def test_every_module_imports(path):
 
 
 COMMAND_MODULES = sorted({*STAGE_MODULES.values(), "leukemia_cnn.data.synthetic",
-                          "leukemia_cnn.data.ingest", "leukemia_cnn.study.report",
+                          "leukemia_cnn.data.ingest.get", "leukemia_cnn.study.report",
                           "leukemia_cnn.serving.predict", "leukemia_cnn.serving.explain",
                           "leukemia_cnn.registry.card", "leukemia_cnn.cli.summary"})
 
@@ -212,7 +212,7 @@ def test_editing_the_data_makers_reruns_no_stage_but_a_stage_module_reruns_its_s
     (run by `leukemia-cnn data`, not by a stage) re-run nothing; a module a stage imports
     re-runs exactly the stages that import it."""
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/synthetic.py") == set()
-    assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/ingest.py") == set()
+    assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/ingest/get.py") == set()
     assert stages_to_rerun(committed_pipeline, "src/leukemia_cnn/data/split.py") == {"split"}
     # validate_splits takes its thread count from data/imaging, not from validate_raw
     assert stages_to_rerun(committed_pipeline,

@@ -32,7 +32,7 @@ from helpers.datasets import (
     write_image,
 )
 from leukemia_cnn.config import load_config
-from leukemia_cnn.data import ingest
+from leukemia_cnn.data.ingest import get as ingest
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import OUTPUT_RECORD
 from leukemia_cnn.quality import validate_raw

@@ -27,7 +27,8 @@ from helpers.datasets import (
 )
 from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.config import load_config, write_params
-from leukemia_cnn.data import ingest, kaggle_api, sources
+from leukemia_cnn.data.ingest import get as ingest
+from leukemia_cnn.data.ingest import kaggle_api, sources
 from leukemia_cnn.errors import ConfigError, DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import OUTPUT_RECORD
 from leukemia_cnn.quality.validate_raw import check_staged

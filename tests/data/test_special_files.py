@@ -38,7 +38,7 @@ def test_data_get_skips_a_fifo_and_a_non_utf8_name_with_reasons(tmp_path):
     out = tmp_path / "data" / "raw"
     result = isolated(
         "import json; from pathlib import Path; from leukemia_cnn.config import load_config; "
-        "from leukemia_cnn.data import ingest; "
+        "from leukemia_cnn.data.ingest import get as ingest; "
         f"r = ingest.ingest(load_config(['data=kaggle']), Path({str(source)!r}), Path({str(out)!r}), "
         "progress=False); "
         "print(json.dumps({'skipped': {s.path: s.reason for s in r.skipped}, "
@@ -86,7 +86,7 @@ def test_sigterm_during_data_get_leaves_no_half_written_tree(tmp_path):
     # The raw-data suite as `data get` runs it on the staged tree (it takes seconds: long
     # enough to be signalled while the staging folder exists).
     script = ("from pathlib import Path; from leukemia_cnn.config import load_config; "
-              "from leukemia_cnn.data import ingest; "
+              "from leukemia_cnn.data.ingest import get as ingest; "
               "from leukemia_cnn.quality.validate_raw import check_staged; "
               f"ingest.ingest(load_config(['data=kaggle'], root=Path({str(REPO_ROOT)!r})), "
               f"Path({str(source)!r}), Path({str(out)!r}), validate=check_staged, "

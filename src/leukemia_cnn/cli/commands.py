@@ -115,7 +115,7 @@ def run_check_config(args: argparse.Namespace, root: Path) -> int:
 
 def run_data_get(args: argparse.Namespace, root: Path) -> int:
     cfg = _config(args, root)
-    from leukemia_cnn.data import ingest
+    from leukemia_cnn.data.ingest import get as ingest
     from leukemia_cnn.quality.validate_raw import check_staged
 
     ingest.run(cfg, root, source=args.source, variant=args.variant, output=args.output,

@@ -41,8 +41,9 @@ from PIL import Image
 from leukemia_cnn.config import VARIANTS
 from leukemia_cnn.config_schema import Config, KaggleData
 from leukemia_cnn.data.imaging import SkippedFile
-from leukemia_cnn.data.ingest_plan import MAX_LISTED, Plan, plan
-from leukemia_cnn.data.kaggle_api import download_from_kaggle
+from leukemia_cnn.data.ingest.kaggle_api import download_from_kaggle
+from leukemia_cnn.data.ingest.plan import MAX_LISTED, Plan, plan
+from leukemia_cnn.data.ingest.sources import Entry, FolderSource, ZipSource, open_source
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
 from leukemia_cnn.data.rawtree import (
     RAW_DVC_FILE,
@@ -53,7 +54,6 @@ from leukemia_cnn.data.rawtree import (
     raw_output,
     write_raw_tree,
 )
-from leukemia_cnn.data.sources import Entry, FolderSource, ZipSource, open_source
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.fileio import shown
 

@@ -1,6 +1,6 @@
 """Planning ``leukemia-cnn data get``: which files of a source become which files of data/raw.
 
-Nothing is read here: the plan maps the entries of a source (:mod:`leukemia_cnn.data.sources`)
+Nothing is read here: the plan maps the entries of a source (:mod:`leukemia_cnn.data.ingest.sources`)
 to ``<Class>/<name>`` targets, finds the folder whose sub-folders are the classes (the Kaggle
 ``Original/`` or ``Segmented/`` variant) and lists what it leaves out.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from leukemia_cnn.config import VARIANTS
 from leukemia_cnn.data.imaging import OS_JUNK, SkippedFile, skip_reason
-from leukemia_cnn.data.sources import Entry
+from leukemia_cnn.data.ingest.sources import Entry
 from leukemia_cnn.errors import ConfigError, DataError
 
 # Skipped files listed one by one on the terminal (all of them are in the returned result).
