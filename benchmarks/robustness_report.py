@@ -169,6 +169,43 @@ def summary_table(runs: dict) -> list[str]:
     return lines
 
 
+SEED_COLUMNS = (("clean accuracy", "robustness_clean_accuracy"),
+                ("lowest accuracy, moderate shifts", "robustness_moderate_min_accuracy"),
+                ("magnify 0.8x", "robustness/magnify_0.8/accuracy"),
+                ("magnify 1.25x", "robustness/magnify_1.25/accuracy"),
+                ("brightness 1.15x", "robustness/brightness_1.15/accuracy"),
+                ("stain 0.05", "robustness/stain_0.05/accuracy"),
+                ("grey photo", "robustness/grayscale_1/accuracy"),
+                ("worst accuracy on accepted", "robustness_worst_accuracy_accepted"),
+                ("val accuracy", "val_accuracy"))
+
+
+def seeds_table(runs: dict) -> list[str]:
+    """Mean and standard deviation over the seeds of each recipe: the runs labelled
+    ``<recipe>, seed <n> | ...`` grouped by recipe (a run's own guard only: each network once)."""
+    import numpy as np
+
+    groups: dict[str, list[dict]] = {}
+    for label, run in runs.items():
+        model = label.partition("|")[0].strip()
+        recipe, _, seed = model.rpartition(", seed ")
+        if recipe and run["metrics"].get("val_accuracy") is not None:
+            groups.setdefault(recipe, []).append(run["metrics"])
+    header = ["recipe", "seeds", *(title for title, _ in SEED_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for recipe, metrics in groups.items():
+        cells = []
+        for _, key in SEED_COLUMNS:
+            values = np.array([m[key] for m in metrics if m.get(key) is not None
+                               and m[key] == m[key]])
+            cells.append("-" if values.size == 0 else
+                         f"{values.mean():.3f}" + (f" ± {values.std(ddof=1):.3f}"
+                                                   if values.size > 1 else "")
+                         + (f" (n={values.size})" if values.size != len(metrics) else ""))
+        lines.append(f"| {recipe} | {len(metrics)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def case_names(metrics: dict) -> list[str]:
     """The cases of a run's ``robustness/<case>/<stat>`` metrics, clean first, by family and
     strength."""
@@ -185,16 +222,18 @@ def case_names(metrics: dict) -> list[str]:
 def model_table(guards: dict) -> list[str]:
     """One row per case: the network's accuracy, then for each guard of ``guards`` (label ->
     run) the share flagged, the accuracy on accepted images and the wrong answers accepted."""
-    first = next(iter(guards.values()))["metrics"]
+    every: dict = {}
+    for run in guards.values():  # a refit guard may have scored cases its training run did not
+        every.update(run["metrics"])
     header = ["shift", "accuracy"] + [f"{label}: {stat}" for label in guards
                                       for stat in ("flagged", "accuracy accepted",
                                                    "wrong accepted")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for case in case_names(first):
+    for case in case_names(every):
         def stat(run, name, count=False, case=case):
             return cell(run["metrics"].get(f"robustness/{case}/{name}"), count)
 
-        cells = [stat(next(iter(guards.values())), "accuracy")]
+        cells = [cell(every.get(f"robustness/{case}/accuracy"))]  # the network's, any guard
         for run in guards.values():
             cells += [stat(run, "flagged"), stat(run, "accuracy_accepted"),
                       stat(run, "wrong_accepted", True)]
@@ -218,12 +257,14 @@ def load_runs(project: Path, entries: list[str]) -> dict:
     return runs
 
 
-def page(runs: dict, command: str) -> str:
+def page(runs: dict, command: str, summary_only: frozenset = frozenset()) -> str:
     first = next(iter(runs.values()))
     data = (f"{first['tags'].get('data_name') or first['tags'].get('data_source', '?')} "
             f"(data.dvc md5 `{first['tags'].get('data_version', '?')}`)")
     models: dict[str, dict] = {}
     for label, run in runs.items():
+        if label in summary_only:
+            continue
         model, _, guard = label.partition("|")
         models.setdefault(model.strip(), {})[guard.strip() or "guard"] = run
     lines = ["# Robustness to acquisition shift", "",
@@ -231,7 +272,9 @@ def page(runs: dict, command: str) -> str:
              f"{cell(first['metrics'].get('robustness_n_images'), True)} images); every number "
              "below is a metric of the MLflow run named in the last table. The suite and its "
              "columns: [../robustness.md](../robustness.md). Made by:", "", "```", command,
-             "```", "", "## Against the issue's targets", "", *summary_table(runs), ""]
+             "```", "", "## Against the issue's targets", "", *summary_table(runs), "",
+             "## Over seeds (each network with its own guard; mean ± standard deviation)", "",
+             *seeds_table(runs), ""]
     for model, guards in models.items():
         lines += [f"## {model}", "", *model_table(guards), ""]
     lines += ["## Runs", "", "| model | guard | MLflow run | id |", "|---|---|---|---|"]
@@ -255,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--run", action="append", required=True, metavar="LABEL=RUN_ID")
     report.add_argument("--output", required=True)
     report.add_argument("--intro", help="a Markdown file of text to put after the title")
+    report.add_argument("--summary-run", action="append", default=[], metavar="LABEL=RUN_ID",
+                        help="a run shown in the summary and seed tables only (more seeds)")
     args = cli.parse_args(argv)
     project = Path(args.project).resolve()
     if args.command == "guard":
@@ -262,10 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from leukemia_cnn.fileio import write_text
 
-    runs = load_runs(project, args.run)
+    runs = load_runs(project, args.run + args.summary_run)
+    summary_only = frozenset(entry.rpartition("=")[0] for entry in args.summary_run)
     command = "python benchmarks/robustness_report.py " + " ".join(
         a if " " not in a else f'"{a}"' for a in (argv or sys.argv[1:]))
-    text = page(runs, command)
+    text = page(runs, command, summary_only)
     if args.intro:
         title, _, rest = text.partition("\n\n")
         text = f"{title}\n\n{Path(args.intro).read_text().strip()}\n\n{rest}"
