@@ -261,6 +261,11 @@ class ShiftCase:
     def name(self) -> str:
         return f"{self.family}@{self.strength:g}"
 
+    @property
+    def key(self) -> str:
+        """The case in MLflow metric names: ``magnify_1.25`` (``robustness/<key>/<stat>``)."""
+        return f"{self.family}_{self.strength:g}"
+
     def apply(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         return FAMILIES[self.family].shift(image, self.strength, rng)
 

@@ -242,7 +242,8 @@ def case_metrics(table: pd.DataFrame) -> dict[str, float]:
     """Every case's numbers as MLflow metrics ``robustness/<family>_<strength>/<stat>``."""
     metrics = {}
     for row in table.to_dict("records"):
-        key = CLEAN if row["family"] == CLEAN else f"{row['family']}_{row['strength']:g}"
+        key = (CLEAN if row["family"] == CLEAN
+               else shifts.ShiftCase(row["family"], row["strength"]).key)
         metrics.update({f"{METRIC_PREFIX}{key}/{stat}": float(row[stat]) for stat in STATS})
     return metrics
 

@@ -76,7 +76,7 @@ def shift_limit(metrics: dict) -> str | None:
         return None
     fallen = []
     for case in MODERATE:
-        accuracy = cases.get(f"{case.family}_{case.strength:g}", {}).get("accuracy")
+        accuracy = cases.get(case.key, {}).get("accuracy")
         if accuracy is not None and clean - accuracy > SHIFT_LIMIT_DROP:
             fallen.append(f"{case.name} {accuracy:.3f}")
     if not fallen:
