@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from leukemia_cnn.config import load_params
     from leukemia_cnn.data import shifts
+    from leukemia_cnn.data.acquisition import acquisition_of
     from leukemia_cnn.data.preprocess import load_split, scale_record
     from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard
     from leukemia_cnn.modeling.robustness import Scorer, evaluate_suite
@@ -48,13 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     model = keras.saving.load_model(model_dir / "cnn.keras", compile=False)
     guard = load_guard(model_dir / GUARD_FILE) if (model_dir / GUARD_FILE).is_file() else None
     scale = scale_record(pre_dir)
-    reference = scale["red_cell_radius"]["median"] if scale.get("rescale") else None
     cases = list(shifts.moderate(cfg.preprocess.color_mode))
     if cfg.preprocess.color_mode == "grayscale":  # a grey model still sees a stain's luminance
         cases.append(shifts.ShiftCase("stain", 0.05))
     table, _ = evaluate_suite(Scorer(model, guard), originals, labels, sorted(set(cases)),
                               cfg.robustness.seed, cfg.preprocess, progress=False,
-                              reference_radius=reference)
+                              acquisition=acquisition_of(scale))
     metrics = {}
     for row in table.itertuples():
         print(f"{args.split} {row.case:<16} accuracy {row.accuracy:.3f}  accepted accuracy "

@@ -57,6 +57,7 @@ def refit_guard(project: Path, method: str, without: tuple[str, ...] = ()) -> di
 
     from leukemia_cnn.config import load_params
     from leukemia_cnn.data import shifts
+    from leukemia_cnn.data.acquisition import acquisition_of
     from leukemia_cnn.data.preprocess import load_split, scale_record
     from leukemia_cnn.modeling import guardshift, robustness
     from leukemia_cnn.modeling.guard import fit_guard, save_guard
@@ -77,11 +78,11 @@ def refit_guard(project: Path, method: str, without: tuple[str, ...] = ()) -> di
                       learning=learning)
     originals = shifts.load_originals(project / cfg.paths.raw_dir, test_paths)
     cases = robustness.suite_cases(cfg.robustness, cfg.preprocess.color_mode)
-    scale = scale_record(pre)  # a preprocess.rescale model sees each image at its scale
-    reference = scale["red_cell_radius"]["median"] if scale.get("rescale") else None
+    scale = scale_record(pre)  # a rescale/stain_normalize model sees each image so first
     table, per_image = robustness.evaluate_suite(robustness.Scorer(model, guard), originals,
                                                  y_test, cases, cfg.robustness.seed,
-                                                 cfg.preprocess, reference_radius=reference)
+                                                 cfg.preprocess,
+                                                 acquisition=acquisition_of(scale))
     summary = robustness.summary_metrics(table, per_image)
     summary["robustness_seconds"] = round(time.perf_counter() - start, 2)
     summary.update(probe_flags(guard, model, originals, cfg.preprocess))

@@ -194,6 +194,8 @@ class PreprocessConfig(Knobs):
     color_mode: Literal["grayscale", "rgb"] = setting("grayscale")
     # data/scale.py: every image's red cells to the train split's median size
     rescale: bool = setting(False, late=True)
+    # data/stain.py: every image's colour to the train split's stain (Reinhard, L*a*b*)
+    stain_normalize: bool = setting(False, late=True)
     # the train split also in RGB (train.npz `x_rgb`), for a grayscale model's stain jitter
     train_rgb: bool = setting(False, late=True)
 

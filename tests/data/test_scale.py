@@ -13,6 +13,7 @@ from PIL import Image
 from helpers import REPO_ROOT
 from leukemia_cnn.config import compose
 from leukemia_cnn.data import preprocess
+from leukemia_cnn.data.acquisition import Acquisition, acquisition_of
 from leukemia_cnn.data.imaging import load_model_input
 from leukemia_cnn.data.scale import red_cell_radius, relative_radius, to_reference
 from leukemia_cnn.data.shifts import magnify as rescaled
@@ -92,7 +93,7 @@ def test_model_input_with_a_reference_is_rescaled(tmp_path, fields):
     zoomed.save(path)
     reference = relative_radius(fields[2])
     plain = load_model_input(path, 64, "rgb")
-    back = load_model_input(path, 64, "rgb", reference_radius=reference)
+    back = load_model_input(path, 64, "rgb", Acquisition(radius=reference))
     expected = load_model_input_of(to_reference(zoomed, reference))
     assert not np.array_equal(plain, back)
     np.testing.assert_array_equal(back, expected)
@@ -145,7 +146,7 @@ def test_preprocess_with_rescale_puts_every_split_at_the_training_scale(tmp_path
     reference = json.loads((out / "meta.json").read_text())["red_cell_radius"]["median"]
     x_val, _, _ = preprocess.load_split(out, "val")
     expected = load_model_input(tmp_path / "data" / "raw" / "Pre" / "f6.png", 32, "grayscale",
-                                reference_radius=reference)
+                                Acquisition(radius=reference))
     np.testing.assert_array_equal(x_val[0], expected)
     rgb = preprocess.train_rgb(out)
     x_train, _, _ = preprocess.load_split(out, "train")
@@ -163,10 +164,10 @@ def test_the_served_model_preprocesses_at_its_training_scale(fields):
     rescaled(fields[3], 1.5).save(buffer, format="PNG")
     served = LeukemiaCNNModel()
     served.image_size, served.color_mode = 32, "grayscale"
-    served.reference_radius = relative_radius(fields[3])
+    served.acquisition = acquisition_of({"rescale": True,
+                                         "red_cell_radius": {"median": relative_radius(fields[3])}})
     x = served.preprocess([buffer.getvalue()])
-    expected = load_model_input(buffer.getvalue(), 32, "grayscale",
-                                reference_radius=served.reference_radius)
+    expected = load_model_input(buffer.getvalue(), 32, "grayscale", served.acquisition)
     np.testing.assert_array_equal(x[0], expected)
-    served.reference_radius = None  # a model trained without it: the image as it comes
+    served.acquisition = None  # a model trained without it: the image as it comes
     assert not np.array_equal(served.preprocess([buffer.getvalue()])[0], expected)

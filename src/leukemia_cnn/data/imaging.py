@@ -173,14 +173,12 @@ def to_model_input(image: Image.Image, image_size: int = 100,
 
 
 def load_model_input(source: str | Path | bytes, image_size: int = 100,
-                     color_mode: str = "grayscale",
-                     reference_radius: float | None = None) -> np.ndarray:
-    """Decode ``source`` and apply :func:`to_model_input`; with ``reference_radius``
-    (``preprocess.rescale``), first put its red cells at that radius, a fraction of the image
-    width (:func:`leukemia_cnn.data.scale.to_reference`)."""
+                     color_mode: str = "grayscale", acquisition=None) -> np.ndarray:
+    """Decode ``source`` and apply :func:`to_model_input`; with ``acquisition``
+    (:class:`leukemia_cnn.data.acquisition.Acquisition`: ``preprocess.rescale``,
+    ``preprocess.stain_normalize``), first put the image at the training set's red-cell size
+    and stain."""
     image = open_image(source)
-    if reference_radius is not None:
-        from leukemia_cnn.data.scale import to_reference
-
-        image = to_reference(image, reference_radius)
+    if acquisition is not None:
+        image = acquisition.apply(image)
     return to_model_input(image, image_size, color_mode)

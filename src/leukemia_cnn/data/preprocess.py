@@ -19,8 +19,10 @@ from tqdm.auto import tqdm
 
 from leukemia_cnn.config import SPLITS
 from leukemia_cnn.config_schema import Config
+from leukemia_cnn.data.acquisition import acquisition_of
 from leukemia_cnn.data.imaging import load_model_input, open_image
 from leukemia_cnn.data.scale import radius_summary, relative_radius
+from leukemia_cnn.data.stain import training_stain
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import save_npz, write_json
 
@@ -83,7 +85,7 @@ def read_split_table(path: Path, classes: list[str]) -> pd.DataFrame:
 
 
 def load_images(paths: list[Path], image_size: int, color_mode: str, workers: int = 1,
-                desc: str = "images", reference_radius: float | None = None) -> np.ndarray:
+                desc: str = "images", acquisition=None) -> np.ndarray:
     """Decode and preprocess image files into one float32 array, in the order given.
 
     Parameters
@@ -98,8 +100,9 @@ def load_images(paths: list[Path], image_size: int, color_mode: str, workers: in
         Decoding threads.
     desc : str
         Progress-bar label.
-    reference_radius : float, optional
-        Put every image's red cells at this radius first (``preprocess.rescale``).
+    acquisition : leukemia_cnn.data.acquisition.Acquisition, optional
+        Put every image at the training set's red-cell size and stain first
+        (``preprocess.rescale``, ``preprocess.stain_normalize``).
 
     Returns
     -------
@@ -115,7 +118,7 @@ def load_images(paths: list[Path], image_size: int, color_mode: str, workers: in
     out = np.empty((len(paths), image_size, image_size, channels), dtype=np.float32)
 
     def load(index: int) -> None:
-        out[index] = load_model_input(paths[index], image_size, color_mode, reference_radius)
+        out[index] = load_model_input(paths[index], image_size, color_mode, acquisition)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Consuming the iterator re-raises the first worker error here.
@@ -206,7 +209,13 @@ def run(cfg: Config, root: Path) -> dict:
     workers = n_workers()
     # the training set's magnification, measured on its red cells (data/scale.py)
     scale = training_scale(table, raw_dir, cfg.paths.splits, workers)
-    reference = scale["median"] if cfg.preprocess.rescale else None
+    # and, with preprocess.stain_normalize, its stain (data/stain.py)
+    stain = (training_stain([raw_dir / p for p in table.loc[table["split"] == "train", "path"]],
+                            workers) if cfg.preprocess.stain_normalize else None)
+    record = {"red_cell_radius": scale, "rescale": cfg.preprocess.rescale,
+              "stain_normalize": cfg.preprocess.stain_normalize,
+              **({"stain_reference": stain.to_dict()} if stain is not None else {})}
+    reference = acquisition_of(record)
 
     counts: dict[str, int] = {}
     shape: list[int] = []
@@ -229,7 +238,7 @@ def run(cfg: Config, root: Path) -> dict:
 
     meta = {"classes": classes, "image_size": size, "color_mode": mode,
             "shape": shape, "dtype": "float32", "counts": counts,
-            "red_cell_radius": scale, "rescale": cfg.preprocess.rescale}
+            **record}
     write_json(out_dir / "meta.json", meta)
     return {"counts": counts, "shape": shape, "output": str(out_dir)}
 
@@ -248,9 +257,13 @@ def training_scale(table: pd.DataFrame, raw_dir: Path, splits_path, workers: int
 def scale_record(directory: Path) -> dict:
     """What the preprocess stage recorded of the magnification (``meta.json``):
     ``red_cell_radius`` (the train split's, :func:`training_scale`) and ``rescale`` (whether
-    every image was put at its median); empty for arrays written before it measured scale."""
+    every image was put at its median), and of the stain (``stain_normalize``,
+    ``stain_reference``, when it was on); empty for arrays written before it measured scale.
+    :func:`leukemia_cnn.data.acquisition.acquisition_of` turns it into what to apply."""
     path = Path(directory) / "meta.json"
     meta = json.loads(path.read_text()) if path.is_file() else {}
     if "red_cell_radius" not in meta:
         return {}
-    return {"red_cell_radius": meta["red_cell_radius"], "rescale": bool(meta.get("rescale"))}
+    return {"red_cell_radius": meta["red_cell_radius"], "rescale": bool(meta.get("rescale")),
+            **({"stain_normalize": True, "stain_reference": meta["stain_reference"]}
+               if meta.get("stain_normalize") and meta.get("stain_reference") else {})}

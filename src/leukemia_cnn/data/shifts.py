@@ -346,23 +346,21 @@ def load_originals(raw_dir: Path, paths: Sequence[str]) -> list[Image.Image]:
 
 
 def shifted_inputs(originals: Sequence[Image.Image], case: ShiftCase | None, seed: int,
-                   image_size: int, color_mode: str,
-                   reference_radius: float | None = None) -> np.ndarray:
+                   image_size: int, color_mode: str, acquisition=None) -> np.ndarray:
     """The model inputs (n, H, W, C) of ``originals`` under ``case`` (None: unchanged), through
     the preprocessing of training and serving (:func:`~leukemia_cnn.data.imaging.to_model_input`,
-    after :func:`~leukemia_cnn.data.scale.to_reference` for a model with
-    ``preprocess.rescale``); image ``i`` shifted with :func:`case_rng` ``(seed, case, i)``.
-    Threads share the work (PIL and numpy release the GIL); the result does not depend on their
-    number."""
+    after ``acquisition``, :class:`leukemia_cnn.data.acquisition.Acquisition`, for a model with
+    ``preprocess.rescale`` or ``stain_normalize``); image ``i`` shifted with :func:`case_rng`
+    ``(seed, case, i)``. Threads share the work (PIL and numpy release the GIL); the result
+    does not depend on their number."""
     from leukemia_cnn.data.imaging import N_THREADS, to_model_input
-    from leukemia_cnn.data.scale import to_reference
 
     def one(index: int) -> np.ndarray:
         image = originals[index]
         if case is not None:
             image = case.apply(image, case_rng(seed, case, index))
-        if reference_radius is not None:
-            image = to_reference(image, reference_radius)
+        if acquisition is not None:
+            image = acquisition.apply(image)
         return to_model_input(image, image_size, color_mode)
 
     if not originals:

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from leukemia_cnn.data import shifts
+from leukemia_cnn.data.acquisition import acquisition_of
 from leukemia_cnn.data.imaging import N_THREADS, to_model_input
 from leukemia_cnn.data.preprocess import scale_record
-from leukemia_cnn.data.scale import to_reference
 from leukemia_cnn.modeling.guardparts import squared_distances
 
 # The strengths the shift part learns from: (low, high, log-uniform?) per family; flip draws
@@ -76,12 +76,13 @@ def learning_cases(rng: np.random.Generator, n: int, color_mode: str) -> list[sh
 
 
 def learning_set(originals, labels: np.ndarray, seed: int, image_size: int, color_mode: str,
-                 draws: int = DRAWS_PER_IMAGE, reference_radius: float | None = None
+                 draws: int = DRAWS_PER_IMAGE, acquisition=None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The inputs the shift part learns from: every image of ``originals`` unchanged and
-    under ``draws`` random cases, preprocessed as served (``reference_radius``: the model's
-    ``preprocess.rescale`` target); ``(x, labels, groups)``, ``groups`` the index in
-    ``originals`` of each row (the first ``len(originals)`` rows are the images unchanged)."""
+    under ``draws`` random cases, preprocessed as served (``acquisition``: the model's
+    ``preprocess.rescale`` and ``stain_normalize`` references); ``(x, labels, groups)``,
+    ``groups`` the index in ``originals`` of each row (the first ``len(originals)`` rows are
+    the images unchanged)."""
     rng = np.random.default_rng([seed, 31, 2])
     jobs = [(index, None) for index in range(len(originals))]
     jobs += [(index, case) for index in range(len(originals))
@@ -92,8 +93,8 @@ def learning_set(originals, labels: np.ndarray, seed: int, image_size: int, colo
         image = originals[index]
         if case is not None:
             image = case.apply(image, shifts.case_rng(seed + 1_000_003, case, job_index))
-        if reference_radius is not None:
-            image = to_reference(image, reference_radius)
+        if acquisition is not None:
+            image = acquisition.apply(image)
         return to_model_input(image, image_size, color_mode)
 
     with ThreadPoolExecutor(min(N_THREADS, 2)) as pool:
@@ -202,9 +203,8 @@ def learning_inputs(cfg, root: Path, paths, labels: np.ndarray):
         return None
     originals = shifts.load_originals(Path(root) / cfg.paths.raw_dir, paths)
     scale = scale_record(Path(root) / cfg.paths.preprocessed_dir)
-    reference = scale["red_cell_radius"]["median"] if scale.get("rescale") else None
     x, y, groups = learning_set(originals, labels, cfg.seed, cfg.preprocess.image_size,
-                                cfg.preprocess.color_mode, reference_radius=reference)
+                                cfg.preprocess.color_mode, acquisition=acquisition_of(scale))
     print(f"train: the guard's shift part learns from {len(y):,} val images "
           f"({len(originals)} unchanged and {DRAWS_PER_IMAGE} shifted copies of each)")
     return x, y, groups

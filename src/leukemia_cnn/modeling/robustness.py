@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from leukemia_cnn.data import shifts
+from leukemia_cnn.data.acquisition import acquisition_of
 from leukemia_cnn.data.preprocess import load_split, scale_record
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
@@ -123,10 +124,10 @@ class Scorer:
 
 
 def evaluate_suite(scorer: Scorer, originals, y_true: np.ndarray, cases, seed: int,
-                   preprocess, progress: bool = True, reference_radius: float | None = None
+                   preprocess, progress: bool = True, acquisition=None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score the clean images and every case of ``cases`` (``reference_radius``: the model's
-    ``preprocess.rescale`` target, :func:`leukemia_cnn.data.preprocess.scale_record`).
+    """Score the clean images and every case of ``cases`` (``acquisition``: what the model
+    does to every image first, :func:`leukemia_cnn.data.acquisition.acquisition_of`).
 
     Returns the table (one row per case, clean first) and the per-image frame of the shifted
     cases (``case``, ``wrong``, ``accepted``, ``ood_score``) the pooled AUROC is computed on.
@@ -135,7 +136,7 @@ def evaluate_suite(scorer: Scorer, originals, y_true: np.ndarray, cases, seed: i
     moderate = set(shifts.MODERATE)
     for case in [None, *cases]:
         x = shifts.shifted_inputs(originals, case, seed, preprocess.image_size,
-                                  preprocess.color_mode, reference_radius)
+                                  preprocess.color_mode, acquisition)
         y_pred, accepted, ood_score = scorer(x)
         family = CLEAN if case is None else case.family
         strength = float("nan") if case is None else case.strength
@@ -284,10 +285,9 @@ def run(cfg, root: Path) -> dict:
     print(f"robustness: {len(originals)} test images under {len(cases)} shifts "
           f"(seed {cfg.robustness.seed})", flush=True)
     scale = scale_record(root / cfg.paths.preprocessed_dir)
-    reference = scale["red_cell_radius"]["median"] if scale.get("rescale") else None
     table, per_image = evaluate_suite(Scorer(model, guard), originals, y_test, cases,
                                       cfg.robustness.seed, cfg.preprocess,
-                                      reference_radius=reference)
+                                      acquisition=acquisition_of(scale))
     summary = summary_metrics(table, per_image)
     summary["robustness_seconds"] = round(time.perf_counter() - start, 2)
     folder = write_outputs(table, {**summary, **worst_cases(table)}, reports_dir)

@@ -100,12 +100,12 @@ def image_bytes(item) -> bytes:
     return item
 
 
-def decode_rows(items, image_size: int, color_mode: str, reference_radius: float | None = None
+def decode_rows(items, image_size: int, color_mode: str, acquisition=None
                 ) -> tuple[list[bytes | None], np.ndarray, list[str | None]]:
     """Decode every row: ``(encoded bytes or None, model inputs of the good rows, reasons)``.
 
     ``reasons[i]`` is None for a decoded row, else ``"row i: <what was wrong>"``;
-    ``reference_radius``: the model's ``preprocess.rescale`` target (None: no rescale).
+    ``acquisition``: the model's ``preprocess.rescale``/``stain_normalize`` (None: neither).
     """
     encoded: list[bytes | None] = []
     arrays, reasons = [], []
@@ -119,7 +119,7 @@ def decode_rows(items, image_size: int, color_mode: str, reference_radius: float
                                 f"(rows x width x height; this image has {pixels:,}); not "
                                 "decoded: send it in another request")
             with one_at_a_time(pixels):
-                arrays.append(load_model_input(data, image_size, color_mode, reference_radius))
+                arrays.append(load_model_input(data, image_size, color_mode, acquisition))
             budget -= pixels or 0
         except DataError as exc:
             encoded.append(None)

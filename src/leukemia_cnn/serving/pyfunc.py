@@ -42,6 +42,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
+from leukemia_cnn.data.acquisition import acquisition_of
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.modeling.calibration import apply_temperature
 from leukemia_cnn.modeling.guard import load_guard, score_images
@@ -157,9 +158,9 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.classes = list(meta["classes"])
         self.image_size = int(meta["image_size"])
         self.color_mode = str(meta["color_mode"])
-        # preprocess.rescale: every image's red cells to the training set's median size first
-        scale = meta.get("red_cell_radius") or {}
-        self.reference_radius = scale.get("median") if meta.get("rescale") else None
+        # preprocess.rescale / stain_normalize: every image to the training set's red-cell size
+        # and stain first
+        self.acquisition = acquisition_of(meta)
         # models logged before calibration existed serve their probabilities unchanged
         self.temperature = float(meta.get("temperature", 1.0))
         self.model_name, self.model_version = registry_identity(
@@ -200,7 +201,7 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         """Decode and preprocess encoded images (bytes or their base64 text) exactly as the
         preprocess stage does; DataError naming the first row that does not decode."""
         _, x, reasons = decode_rows(images, self.image_size, self.color_mode,
-                                    getattr(self, "reference_radius", None))
+                                    getattr(self, "acquisition", None))
         first = next((reason for reason in reasons if reason), None)
         if first:
             raise DataError(first)
@@ -246,12 +247,11 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         """Grad-CAM of decoded PIL images: see :func:`leukemia_cnn.modeling.gradcam.explain_images`
         (a model trained with ``preprocess.rescale`` explains the image at its training scale,
         as it classifies it)."""
-        from leukemia_cnn.data.scale import to_reference
         from leukemia_cnn.modeling.gradcam import explain_images
 
-        reference = getattr(self, "reference_radius", None)
-        if reference is not None:
-            images = [to_reference(image, reference) for image in images]
+        acquisition = getattr(self, "acquisition", None)
+        if acquisition is not None:
+            images = [acquisition.apply(image) for image in images]
 
         return explain_images(self.model, images, self.image_size, self.color_mode,
                               self.temperature)
@@ -296,7 +296,7 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
             # One row that does not decode is marked (column `error`), not the request failed
             encoded, x, reasons = decode_rows(model_input[IMAGE_COLUMN].tolist(),
                                               self.image_size, self.color_mode,
-                                              getattr(self, "reference_radius", None))
+                                              getattr(self, "acquisition", None))
             refuse_if_none_decoded(reasons)
             frame = self.predict_arrays(x)
             if heatmap:
