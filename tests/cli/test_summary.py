@@ -27,6 +27,9 @@ def test_it_prints_both_models_the_training_and_the_registry(make_cfg, tmp_path,
                  "test_prediction_seconds": 0.5, "collapsed": 0},
         train={"epochs": 15, "train_seconds": 42.0},
         baseline={"val_accuracy": 0.61, "test_accuracy": 0.6},
+        robustness={"robustness_moderate_min_accuracy": 0.5877, "robustness_worst_accuracy": 0.3347,
+                    "worst_case": "contrast@0.6", "robustness_worst_accuracy_accepted": 0.1463,
+                    "worst_accepted_case": "magnify@2"},
         registered={"registered_model": "leukemia-cnn", "version": 3, "alias": "champion",
                     "champion_version": 2, "version_summary": "3 versions on this data",
                     "champion_explanation": "the champion stays: version 2 scores higher"})
@@ -39,6 +42,8 @@ def test_it_prints_both_models_the_training_and_the_registry(make_cfg, tmp_path,
     baseline = next(line for line in out.splitlines() if "HOG+PCA" in line)
     assert baseline.split()[-4:] == ["0.610", "0.600", "-", "-"]
     assert "training: 15 epochs in 42.0 s" in out and "collapsed" not in out
+    assert ("lowest accuracy under an everyday shift 0.588; worst 0.335 (contrast@0.6); worst on "
+            "the images the guard accepts 0.146 (magnify@2)") in out
     assert ("registry: 'leukemia-cnn' version 3; alias 'champion' -> version 2" in out
             and "3 versions on this data" in out)
     assert "The champion stays: version 2 scores higher." in out
@@ -52,4 +57,4 @@ def test_a_collapsed_run_and_a_tracking_server_are_said(make_cfg, tmp_path, caps
     out = capsys.readouterr().out
     assert "WARNING: the CNN run collapsed (no better than the majority class)" in out
     assert "MLflow tracking server: http://mlflow.example:5000" in out
-    assert "registry:" not in out and "training:" not in out
+    assert "registry:" not in out and "training:" not in out and "robustness" not in out

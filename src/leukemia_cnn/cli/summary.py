@@ -20,6 +20,7 @@ def run(cfg: Config, root: Path) -> None:
     metrics = _load(reports / "metrics.json")
     train = _load(reports / "train.json")
     baseline = _load(reports / "baseline.json")
+    robustness = _load(reports / "robustness.json")
     registered = _load(reports / "registered.json")
     if not metrics:
         print("summary: no metrics yet; run `dvc repro` (or `make run`)")
@@ -41,6 +42,13 @@ def run(cfg: Config, root: Path) -> None:
                      right=columns[1:], indent="  "))
     if train:
         print(f"\n  training: {train.get('epochs')} epochs in {train.get('train_seconds')} s")
+    if robustness:
+        print(f"  robustness (test split under acquisition shifts, docs/robustness.md): lowest "
+              f"accuracy under an everyday shift {cell(robustness.get('robustness_moderate_min_accuracy'))}"
+              f"; worst {cell(robustness.get('robustness_worst_accuracy'))} "
+              f"({robustness.get('worst_case', '-')}); worst on the images the guard accepts "
+              f"{cell(robustness.get('robustness_worst_accuracy_accepted'))} "
+              f"({robustness.get('worst_accepted_case', '-')})")
     if metrics.get("collapsed"):
         print("  WARNING: the CNN run collapsed (no better than the majority class)")
     if registered:
@@ -60,5 +68,5 @@ def run(cfg: Config, root: Path) -> None:
     else:
         print(f"  MLflow tracking server: {uri}")
     print("  dvc metrics show                  # this run's metrics")
-    print("  dvc plots show                    # confusion matrices, loss/accuracy curves")
+    print("  dvc plots show                    # confusion matrices, curves, accuracy under shift")
     print("  leukemia-cnn predict IMAGE.jpg    # classify with the champion model")
