@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from helpers import REPO_ROOT
+from helpers.datasets import write_tiny_split
 from leukemia_cnn.config import compose
 from leukemia_cnn.data import preprocess
 from leukemia_cnn.data.acquisition import Acquisition, acquisition_of
@@ -105,23 +106,8 @@ def load_model_input_of(image: Image.Image) -> np.ndarray:
     return to_model_input(image, 64, "rgb")
 
 
-def write_split(root, fields):
-    """The split table and raw images of a tiny project: 6 train, 1 val, 1 test smear."""
-    import pandas as pd
-
-    rows = []
-    for index, image in enumerate(fields):
-        name = CLASSES[index % 4]
-        relative = f"{name}/f{index}.png"
-        (root / "data" / "raw" / name).mkdir(parents=True, exist_ok=True)
-        image.save(root / "data" / "raw" / relative)
-        split = "train" if index < 6 else ("val" if index == 6 else "test")
-        rows.append({"path": relative, "class": name, "label": index % 4, "split": split})
-    pd.DataFrame(rows).to_csv(root / "data" / "splits.csv", index=False)
-
-
 def test_preprocess_records_the_training_scale_and_rescale_is_off_by_default(tmp_path, fields):
-    write_split(tmp_path, fields)
+    write_tiny_split(tmp_path, fields)
     cfg = compose(["preprocess.image_size=32"], root=REPO_ROOT)
     preprocess.run(cfg, tmp_path)
     out = tmp_path / "data" / "preprocessed"
@@ -138,7 +124,7 @@ def test_preprocess_records_the_training_scale_and_rescale_is_off_by_default(tmp
 
 def test_preprocess_with_rescale_puts_every_split_at_the_training_scale(tmp_path, fields):
     zoomed = [*fields[:6], rescaled(fields[6], 1.6), rescaled(fields[7], 1.6)]
-    write_split(tmp_path, zoomed)
+    write_tiny_split(tmp_path, zoomed)
     cfg = compose(["preprocess.image_size=32", "preprocess.rescale=true",
                    "preprocess.train_rgb=true"], root=REPO_ROOT)
     preprocess.run(cfg, tmp_path)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from helpers import REPO_ROOT
+from helpers.datasets import write_tiny_split
 from leukemia_cnn.config import compose
 from leukemia_cnn.data import preprocess, shifts
 from leukemia_cnn.data.acquisition import Acquisition, acquisition_of
@@ -60,24 +61,10 @@ def test_a_grey_photo_is_shifted_not_blown_up(fields):
     assert np.isfinite(np.asarray(out, float)).all()
 
 
-def write_split(root, fields):
-    import pandas as pd
-
-    rows = []
-    for index, image in enumerate(fields):
-        name = CLASSES[index % 4]
-        relative = f"{name}/f{index}.png"
-        (root / "data" / "raw" / name).mkdir(parents=True, exist_ok=True)
-        image.save(root / "data" / "raw" / relative)
-        split = "train" if index < 6 else ("val" if index == 6 else "test")
-        rows.append({"path": relative, "class": name, "label": index % 4, "split": split})
-    pd.DataFrame(rows).to_csv(root / "data" / "splits.csv", index=False)
-
-
 def test_preprocess_records_the_train_stain_and_applies_it_to_every_split(tmp_path, fields):
     restained = [*fields[:6], *(shifts.ShiftCase("stain", 0.3).apply(image, np.random.default_rng(i))
                                 for i, image in enumerate(fields[6:]))]
-    write_split(tmp_path, restained)
+    write_tiny_split(tmp_path, restained)
     cfg = compose(["preprocess.image_size=32", "preprocess.color_mode=rgb",
                    "preprocess.stain_normalize=true"], root=REPO_ROOT)
     preprocess.run(cfg, tmp_path)

@@ -105,3 +105,19 @@ def earlier_data_output(folder: Path) -> Path:
     mark_output(folder, RAW_OUTPUT)
     record_output(folder, RAW_OUTPUT, files=tree_listing(folder))
     return folder
+
+
+def write_tiny_split(root: Path, images) -> None:
+    """The split table and raw images of a tiny project from 8 PIL images: image ``i`` of class
+    ``CLASSES[i % 4]`` as ``<Class>/f<i>.png``; 6 train, 1 val, 1 test."""
+    import pandas as pd
+
+    rows = []
+    for index, image in enumerate(images):
+        name = CLASSES[index % 4]
+        relative = f"{name}/f{index}.png"
+        (root / "data" / "raw" / name).mkdir(parents=True, exist_ok=True)
+        image.save(root / "data" / "raw" / relative)
+        split = "train" if index < 6 else ("val" if index == 6 else "test")
+        rows.append({"path": relative, "class": name, "label": index % 4, "split": split})
+    pd.DataFrame(rows).to_csv(root / "data" / "splits.csv", index=False)
