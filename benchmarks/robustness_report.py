@@ -85,7 +85,7 @@ def refit_guard(project: Path, method: str, without: tuple[str, ...] = ()) -> di
                                                  acquisition=acquisition_of(scale))
     summary = robustness.summary_metrics(table, per_image)
     summary["robustness_seconds"] = round(time.perf_counter() - start, 2)
-    summary.update(probe_flags(guard, model, originals, cfg.preprocess))
+    summary.update(probe_flags(guard, model, originals, cfg.preprocess, acquisition_of(scale)))
     setup_mlflow(cfg, project)
     trained = mlflow.get_run(record["run_id"])
     name = (f"guard-{method.replace('+', '-')}-{trained.info.run_name}"
@@ -117,10 +117,11 @@ COUNTS = {"robustness_wrong_accepted", "robustness_n_images", "wrong_accepted"}
 PROBES = ("photos", "photos_smear_histogram", "inverted", "stain_swap")
 
 
-def probe_flags(guard, model, originals, preprocess) -> dict[str, float]:
+def probe_flags(guard, model, originals, preprocess, acquisition=None) -> dict[str, float]:
     """The share the guard flags of images that are not smears like the training ones:
     scikit-image's sample photos (as they are, and with a test smear's colour histogram), the
-    test smears inverted, and with red and blue swapped (``shifts.stain_shift``)."""
+    test smears inverted, and with red and blue swapped (``shifts.stain_shift``); each first
+    through the model's ``acquisition`` (rescale, stain normalisation), as served."""
     import numpy as np
     from PIL import ImageOps
 
@@ -136,7 +137,8 @@ def probe_flags(guard, model, originals, preprocess) -> dict[str, float]:
             "stain_swap": [shifts.stain_shift(image) for image in originals]}
     flags = {}
     for name, images in sets.items():
-        x = np.stack([to_model_input(image, preprocess.image_size, preprocess.color_mode)
+        x = np.stack([to_model_input(image if acquisition is None else acquisition.apply(image),
+                                     preprocess.image_size, preprocess.color_mode)
                       for image in images])
         flags[f"probe_{name}_flagged"] = float(np.mean(~score_images(guard, model, x)
                                                        .in_distribution))
