@@ -73,9 +73,7 @@ def ks_test(reference: np.ndarray, new: np.ndarray) -> tuple[float, float]:
     Two samples that hold one and the same constant (e.g. every image 224 pixels wide)
     give ``(0.0, 1.0)``.
     """
-    a = np.asarray(reference, dtype=np.float64).ravel()
-    b = np.asarray(new, dtype=np.float64).ravel()
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    a, b = _finite(reference), _finite(new)
     if len(a) == 0 or len(b) == 0:
         return float("nan"), float("nan")
     result = stats.ks_2samp(a, b)
