@@ -103,17 +103,15 @@ def shift_tests(reference: Mapping[str, np.ndarray], new: Mapping[str, np.ndarra
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     rows = []
     for name, values in reference.items():
-        if name not in new:
-            continue
-        statistic, p_value = ks_test(values, new[name])
-        if np.isnan(p_value):
-            continue
-        rows.append((name, values, new[name], statistic, p_value))
+        if name in new:
+            ref, cur = _finite(values), _finite(new[name])
+            statistic, p_value = ks_test(ref, cur)
+            if not np.isnan(p_value):
+                rows.append((name, ref, cur, statistic, p_value))
     adjusted = adjust_p_values(np.array([row[4] for row in rows]), correction)
-    return [ShiftTest(feature=name, n_reference=_finite(ref).size, n_new=_finite(cur).size,
-                      statistic=statistic, p_value=p_value, p_adjusted=float(p_adj),
-                      shifted=bool(p_adj < alpha), reference_median=float(np.median(_finite(ref))),
-                      new_median=float(np.median(_finite(cur))))
+    return [ShiftTest(feature=name, n_reference=ref.size, n_new=cur.size, statistic=statistic,
+                      p_value=p_value, p_adjusted=float(p_adj), shifted=bool(p_adj < alpha),
+                      reference_median=float(np.median(ref)), new_median=float(np.median(cur)))
             for (name, ref, cur, statistic, p_value), p_adj in zip(rows, adjusted, strict=True)]
 
 
