@@ -49,11 +49,10 @@ class ExpectationOutcome:
 
 @dataclass
 class ValidationResult:
-    """The outcome of :func:`validate`: overall success, every check, summary statistics."""
+    """The outcome of :func:`validate`: overall success and every check."""
 
     success: bool
     expectations: list[ExpectationOutcome]
-    statistics: dict[str, Any]
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
@@ -141,18 +140,14 @@ def run_suite(frame: pd.DataFrame, build_suite: Callable[[Callable[..., None]], 
         batch_parameters={"dataframe": frame},
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]})
     outcomes = [_outcome(item, index_column) for item in gx_result.results]
-    statistics = {key: plain(value) for key, value in dict(gx_result.statistics).items()}
     return ValidationResult(success=all(o.success or o.severity != "critical" for o in outcomes),
-                            expectations=outcomes, statistics=statistics)
+                            expectations=outcomes)
 
 
 def merge(*results: ValidationResult) -> ValidationResult:
     """One result holding the checks of several suites (e.g. a per-row and a one-row table)."""
     outcomes = [outcome for result in results for outcome in result.expectations]
-    return ValidationResult(success=all(r.success for r in results), expectations=outcomes,
-                            statistics={"evaluated_expectations": len(outcomes),
-                                        "unsuccessful_expectations":
-                                            sum(not o.success for o in outcomes)})
+    return ValidationResult(success=all(r.success for r in results), expectations=outcomes)
 
 
 def markdown_checks(result: ValidationResult, found: Callable[[ExpectationOutcome], str],

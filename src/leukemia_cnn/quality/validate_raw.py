@@ -139,8 +139,8 @@ def validate(manifest: pd.DataFrame, classes: list[str],
     Returns
     -------
     ValidationResult
-        Overall success, one :class:`ExpectationOutcome` per check (with the offending paths
-        or classes) and statistics.
+        Overall success and one :class:`ExpectationOutcome` per check (with the offending
+        paths or classes).
     """
     rules = check_section("validation", rules)  # types and ranges: the config schema
     classes = list(classes)
