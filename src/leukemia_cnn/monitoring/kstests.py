@@ -60,8 +60,6 @@ def adjust_p_values(p_values: np.ndarray, correction: str = "bh") -> np.ndarray:
     p = np.asarray(p_values, dtype=np.float64)
     if correction not in CORRECTIONS:
         raise ValueError(f"correction {correction!r} is not one of {sorted(CORRECTIONS)}")
-    if p.size == 0:
-        return p
     if correction == "bonferroni":
         return np.minimum(p * p.size, 1.0)
     return stats.false_discovery_control(p, method="bh")
