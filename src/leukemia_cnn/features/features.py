@@ -108,9 +108,8 @@ def hog_features(images: np.ndarray, orientations: int = 9,
                              block_norm)
     if len(gray) == 0:
         return np.empty((0, dim), dtype=gray.dtype)
-    # Starting a worker process costs about as much as a few hundred descriptors.
-    n_jobs = max(1, min(int(n_jobs), len(gray) // MIN_IMAGES_PER_WORKER))
-    return np.concatenate(list(describe_blocks(np.array_split(gray, n_jobs), params, n_jobs)))
+    blocks, _, jobs = _blocks({"train": gray}, [], n_jobs)
+    return np.concatenate(list(describe_blocks(blocks, params, jobs)))
 
 
 def describe_blocks(blocks: list[np.ndarray], params: dict, n_jobs: int):
@@ -177,7 +176,8 @@ def features_of_splits(images: dict[str, np.ndarray], fcfg, n_jobs: int = 1) -> 
     hogs = {"train": np.concatenate([next(results) for _ in train_blocks] or [empty])}
     hog_train = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):
-        pca = fit_pca_from_config(hogs["train"], fcfg.pca)
+        pca = fit_pca(hogs["train"], fcfg.pca.n_components, fcfg.pca.whiten,
+                      fcfg.pca.svd_solver, fcfg.pca.random_state)
         pca_done = time.perf_counter()
         described = np.concatenate(list(results) or [empty])
         ends = np.cumsum([len(images[name]) for name in others])
@@ -251,12 +251,6 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
                           f"at most {min(n_train, dim)}; lower it or add images")
     return PCA(n_components=n_components, whiten=bool(whiten), svd_solver=svd_solver,
                random_state=int(random_state)).fit(train_hog.astype(np.float64))
-
-
-def fit_pca_from_config(train_hog: np.ndarray, pca_cfg) -> PCA:
-    """:func:`fit_pca` with the values of ``features.pca``."""
-    return fit_pca(train_hog, pca_cfg.n_components, pca_cfg.whiten,
-                   pca_cfg.svd_solver, pca_cfg.random_state)
 
 
 def fit_baseline(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0,

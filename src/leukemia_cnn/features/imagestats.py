@@ -35,12 +35,9 @@ from tqdm.auto import tqdm
 from leukemia_cnn.data.imaging import open_image, to_model_input
 from leukemia_cnn.errors import DataError
 
-SIZE_FEATURES = ("width", "height", "aspect")
-COLOUR_FEATURES = tuple(f"{channel}_{stat}" for channel in ("red", "green", "blue")
-                        for stat in ("mean", "std"))
-STAIN_FEATURES = tuple(f"{stain}_{stat}" for stain in ("hematoxylin", "eosin")
-                       for stat in ("mean", "std"))
-INPUT_FEATURES = (*SIZE_FEATURES, *COLOUR_FEATURES, *STAIN_FEATURES,
+INPUT_FEATURES = ("width", "height", "aspect",
+                  *(f"{name}_{stat}" for name in ("red", "green", "blue", "hematoxylin", "eosin")
+                    for stat in ("mean", "std")),
                   "intensity_mean", "intensity_std", "focus")
 # The HOG + PCA components of the features stage, as features: hog_pca_1 ... hog_pca_k.
 PCA_PREFIX = "hog_pca_"
@@ -138,12 +135,10 @@ def file_statistics(image, image_size: int, color_mode: str) -> tuple[dict[str, 
     stains = rgb2hed(rgb.astype(np.float64))
     stats = {"width": float(image.width), "height": float(image.height),
              "aspect": image.width / image.height}
-    for index, channel in enumerate(("red", "green", "blue")):
-        stats[f"{channel}_mean"] = float(rgb[..., index].mean())
-        stats[f"{channel}_std"] = float(rgb[..., index].std())
-    for index, stain in enumerate(("hematoxylin", "eosin")):
-        stats[f"{stain}_mean"] = float(stains[..., index].mean())
-        stats[f"{stain}_std"] = float(stains[..., index].std())
+    planes = {"red": rgb[..., 0], "green": rgb[..., 1], "blue": rgb[..., 2],
+              "hematoxylin": stains[..., 0], "eosin": stains[..., 1]}
+    for name, plane in planes.items():
+        stats[f"{name}_mean"], stats[f"{name}_std"] = float(plane.mean()), float(plane.std())
     stats["intensity_mean"] = float(shared["mean"])
     stats["intensity_std"] = float(shared["std"])
     stats["focus"] = float(shared["log_laplacian_var"])

@@ -51,13 +51,12 @@ from leukemia_cnn.data.preprocess import n_workers
 from leukemia_cnn.errors import DataError, LeukemiaCNNError, full_disk_cause
 from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
 from leukemia_cnn.fileio import STDOUT, check_output, write_text
+from leukemia_cnn.markdown import html_page
 from leukemia_cnn.monitoring import drift_report
 from leukemia_cnn.monitoring.kstests import ShiftTest, Verdict, shift_tests, verdict
 from leukemia_cnn.monitoring.reference import Reference, load_reference, new_pca_features
 from leukemia_cnn.serving.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
 
-# The columns the model's out-of-distribution guard adds to every answer.
-GUARD_COLUMN, SCORE_COLUMN = IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
 DRIFT_OUTPUT = "drift"  # the owner its reports are recorded under (fileio.record_output)
 
 
@@ -160,13 +159,13 @@ def guard_share(cfg: Config, root: Path, model_uri: str, paths: list[Path]
                                "model") from exc
     provenance = model_provenance(cfg, root, model_uri)
     # A model logged without a guard answers every row in distribution with no score.
-    if SCORE_COLUMN not in answers.columns or answers[SCORE_COLUMN].isna().all():
+    if OOD_SCORE_COLUMN not in answers.columns or answers[OOD_SCORE_COLUMN].isna().all():
         return BatchGuardShare(available=False, provenance=provenance, note=(
             f"guard not available in this model ({model_uri}): its answers have no "
-            f"`{SCORE_COLUMN}`; the verdict rests on the shift tests alone"))
+            f"`{OOD_SCORE_COLUMN}`; the verdict rests on the shift tests alone"))
     answered = answers[answers[ERROR_COLUMN].isna()]
-    flagged = int((~answered[GUARD_COLUMN].astype(bool)).sum())
-    scores = answered[SCORE_COLUMN].astype(float)
+    flagged = int((~answered[IN_DISTRIBUTION_COLUMN].astype(bool)).sum())
+    scores = answered[OOD_SCORE_COLUMN].astype(float)
     version = (f" version {answered['model_version'].iloc[0]}"
                if "model_version" in answered.columns and len(answered) else "")
     return BatchGuardShare(available=True, n_answered=len(answered), n_flagged=flagged,
@@ -187,18 +186,9 @@ def output_paths(cfg: Config, root: Path, source: Path, output: str | None
     html = markdown.with_suffix(".html") if markdown.suffix == ".md" else Path(f"{markdown}.html")
     instead = (f"Pass --output with a new file name (e.g. drift.md), {STDOUT} to print the "
                f"report, or leave it out to write {cfg.paths.reports_dir}/drift/{name}.md")
-    checked = [check_output(path, kind="file", root=root, flag="--output", owner=DRIFT_OUTPUT,
-                            inputs=[source], instead=instead,
-                            label=str(path))
-               for path in (markdown, html)]
-    return checked[0], checked[1]
-
-
-def verdict_word(result: DriftResult) -> str:
-    """``drift``, ``no drift`` or ``too few images`` (the run's tag, the printed verdict)."""
-    if result.verdict.too_few:
-        return "too few images"
-    return "drift" if result.drift else "no drift"
+    return tuple(check_output(path, kind="file", root=root, flag="--output", owner=DRIFT_OUTPUT,
+                              inputs=[source], instead=instead, label=str(path))
+                 for path in (markdown, html))
 
 
 def log_drift_run(cfg: Config, root: Path, result: DriftResult) -> str:
@@ -222,8 +212,10 @@ def log_drift_run(cfg: Config, root: Path, result: DriftResult) -> str:
         metrics["flagged_share"] = result.guard.flagged_share
     with store_errors(cfg, root, "log the drift check"):
         setup_mlflow(cfg, root)
+        word = ("too few images" if result.verdict.too_few
+                else "drift" if result.drift else "no drift")
         tags = run_tags(cfg, root, stage="drift", drift_source=str(result.source.resolve()),
-                        drift_verdict=verdict_word(result))
+                        drift_verdict=word)
         with (start_run(run_name=f"drift-{name}", tags=tags) as run,
               cleaned_on_failure(run.info.run_id, kept="the report is written")):
             log_params({**flatten(cfg.drift, prefix="drift."),
@@ -316,8 +308,8 @@ def run(cfg: Config, root: Path, source: str, model_uri: str | None = None,
         result = check(cfg, root, folder, uri, max_files)
         text = drift_report.markdown(result, cfg)
         result.markdown = write_text(markdown, text, owner=DRIFT_OUTPUT)
-        result.html = write_text(html, drift_report.to_html(
-            text, title=f"Drift check: {folder.name}"), owner=DRIFT_OUTPUT)
+        result.html = write_text(html, html_page(text, f"Drift check: {folder.name}",
+                                                 drift_report.COMMAND), owner=DRIFT_OUTPUT)
         try:  # the report is written; logging it is a record, never a reason to fail
             result.run_id = log_drift_run(cfg, root, result)
         except Exception as exc:  # noqa: BLE001 - a store that cannot be written (a full disk)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.features.imagestats import PCA_PREFIX
-from leukemia_cnn.markdown import escape, html_page, pipe_table
+from leukemia_cnn.markdown import escape, pipe_table
 from leukemia_cnn.monitoring.kstests import CORRECTIONS, ShiftTest
 
 TITLE = "# Drift check"
@@ -90,8 +90,3 @@ def markdown(result, cfg: Config) -> str:
         if len(result.skipped) > MAX_ROWS:
             lines.append(f"- ... and {len(result.skipped) - MAX_ROWS} more")
     return "\n".join(lines) + "\n"
-
-
-def to_html(text: str, title: str) -> str:
-    """The Markdown report as a standalone HTML page."""
-    return html_page(text, title, COMMAND)

@@ -60,8 +60,6 @@ def adjust_p_values(p_values: np.ndarray, correction: str = "bh") -> np.ndarray:
     p = np.asarray(p_values, dtype=np.float64)
     if correction not in CORRECTIONS:
         raise ValueError(f"correction {correction!r} is not one of {sorted(CORRECTIONS)}")
-    if p.size == 0:
-        return p
     if correction == "bonferroni":
         return np.minimum(p * p.size, 1.0)
     return stats.false_discovery_control(p, method="bh")
@@ -73,9 +71,7 @@ def ks_test(reference: np.ndarray, new: np.ndarray) -> tuple[float, float]:
     Two samples that hold one and the same constant (e.g. every image 224 pixels wide)
     give ``(0.0, 1.0)``.
     """
-    a = np.asarray(reference, dtype=np.float64).ravel()
-    b = np.asarray(new, dtype=np.float64).ravel()
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    a, b = _finite(reference), _finite(new)
     if len(a) == 0 or len(b) == 0:
         return float("nan"), float("nan")
     result = stats.ks_2samp(a, b)
@@ -105,17 +101,15 @@ def shift_tests(reference: Mapping[str, np.ndarray], new: Mapping[str, np.ndarra
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     rows = []
     for name, values in reference.items():
-        if name not in new:
-            continue
-        statistic, p_value = ks_test(values, new[name])
-        if np.isnan(p_value):
-            continue
-        rows.append((name, values, new[name], statistic, p_value))
+        if name in new:
+            ref, cur = _finite(values), _finite(new[name])
+            statistic, p_value = ks_test(ref, cur)
+            if not np.isnan(p_value):
+                rows.append((name, ref, cur, statistic, p_value))
     adjusted = adjust_p_values(np.array([row[4] for row in rows]), correction)
-    return [ShiftTest(feature=name, n_reference=_finite(ref).size, n_new=_finite(cur).size,
-                      statistic=statistic, p_value=p_value, p_adjusted=float(p_adj),
-                      shifted=bool(p_adj < alpha), reference_median=float(np.median(_finite(ref))),
-                      new_median=float(np.median(_finite(cur))))
+    return [ShiftTest(feature=name, n_reference=ref.size, n_new=cur.size, statistic=statistic,
+                      p_value=p_value, p_adjusted=float(p_adj), shifted=bool(p_adj < alpha),
+                      reference_median=float(np.median(ref)), new_median=float(np.median(cur)))
             for (name, ref, cur, statistic, p_value), p_adj in zip(rows, adjusted, strict=True)]
 
 

@@ -37,7 +37,6 @@ class Reference:
     stats: dict[str, np.ndarray]
     pca_features: np.ndarray
     pca: object
-    n_listed: int
     n_measured: int
     notes: list[str] = field(default_factory=list)
 
@@ -129,7 +128,7 @@ def load_reference(cfg: Config, root: Path) -> Reference:
         notes.append(f"{len(described.skipped)} of {len(listed)} train images are unreadable "
                      f"under {cfg.paths.raw_dir} and were left out of the reference")
     return Reference(stats=described.stats, pca_features=pca_features, pca=pca,
-                     n_listed=len(listed), n_measured=len(described.paths), notes=notes)
+                     n_measured=len(described.paths), notes=notes)
 
 
 def new_pca_features(cfg: Config, model_inputs: np.ndarray, pca) -> np.ndarray:

@@ -4,7 +4,6 @@ raw-data suite checks (:mod:`leukemia_cnn.quality.validate_raw`)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +23,7 @@ from leukemia_cnn.data.imaging import (
     skip_reason,
 )
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.fileio import OUTPUT_MARKER
+from leukemia_cnn.fileio import OUTPUT_MARKER, file_sha256
 
 # phash: the 64-bit perceptual hash as 16 hex digits ("" when the file does not decode); the
 # split stage keeps near-duplicates together with it.
@@ -87,11 +86,6 @@ def find_image_files(raw_dir: Path, classes: list[str]) -> tuple[list[tuple[str,
     return sorted(images), sorted(skipped, key=lambda item: item.path)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _link_problem(raw_dir: Path, path: Path) -> str | None:
     """Why a symbolic link under ``raw_dir`` cannot be a data file, or None when it can."""
     if not path.is_symlink():
@@ -120,7 +114,7 @@ def inspect_image(raw_dir: Path, relative: str, cls: str) -> dict[str, Any]:
         return row
     try:
         row["size_bytes"] = path.stat().st_size
-        row["sha256"] = _sha256(path)
+        row["sha256"] = file_sha256(path)
     except OSError as exc:
         row["error"] = f"cannot read file ({exc.strerror or exc})"
         return row

@@ -6,22 +6,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from leukemia_cnn.data.imaging import SkippedFile
-from leukemia_cnn.fileio import write_json, write_text
 from leukemia_cnn.markdown import pipe_table
+from leukemia_cnn.quality import suites
 from leukemia_cnn.quality.raw_manifest import DUPLICATE_OF, with_content_columns
-from leukemia_cnn.quality.suites import (
-    ExpectationOutcome,
-    ValidationResult,
-    failure_lines,
-    markdown_checks,
-    md_escape,
-)
+from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult, md_escape
 
 
 def counts_per_class(manifest: pd.DataFrame, classes: list[str] | None = None) -> dict[str, int]:
@@ -116,36 +109,25 @@ def markdown_report(result: ValidationResult, manifest: pd.DataFrame,
     """The human-readable report: checks, offending files, counts per class, skipped files."""
     errors = dict(zip(manifest["path"], manifest["error"], strict=True))
     data = report_dict(result, manifest, skipped, classes)
-    status = "PASSED" if result.success else "FAILED"
-    lines = [
-        f"# Raw data validation: {status}",
-        "",
+    sections = []
+    if result.warnings:
+        sections += ["", "## Warnings (reported, not failing)", ""]
+        for outcome in result.warnings:
+            sections += [f"### {md_escape(outcome.description)}", ""]
+            sections += [f"- `{md_escape(line)}`" for line in offender_lines(outcome, errors)]
+            sections.append("")
+    sections += ["", "## Images per class", "",
+                 pipe_table(list(data["counts_per_class"].items()), ("class", "images")),
+                 "", "## Skipped files", "",
+                 pipe_table([(f"`{item.path}`", item.reason) for item in skipped],
+                            ("file", "reason")) if skipped else "None."]
+    return suites.report_page(
+        "Raw data validation", result,
         f"{data['n_images']} image files checked, {data['n_skipped']} other files skipped; "
         f"{data['n_failed_expectations']} of {data['n_expectations']} checks failed; "
         f"{data['n_undecodable']} undecodable; {data['n_duplicate_sha256']} duplicate files "
         "(same sha256 as an earlier one).",
-        "",
-    ]
-    lines += markdown_checks(result, found_in, lambda outcome: offender_lines(outcome, errors))
-    if result.warnings:
-        lines += ["", "## Warnings (reported, not failing)", ""]
-        for outcome in result.warnings:
-            lines += [f"### {md_escape(outcome.description)}", ""]
-            lines += [f"- `{md_escape(line)}`" for line in offender_lines(outcome, errors)]
-            lines.append("")
-    lines += ["", "## Images per class", "",
-              pipe_table(list(data["counts_per_class"].items()), ("class", "images")),
-              "", "## Skipped files", "",
-              pipe_table([(f"`{item.path}`", item.reason) for item in skipped], ("file", "reason"))
-              if skipped else "None."]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def write_report(result: ValidationResult, manifest: pd.DataFrame, skipped: list[SkippedFile],
-                 json_path: Path, md_path: Path, classes: list[str] | None = None) -> None:
-    """Write the JSON report (DVC metric) and the Markdown report."""
-    write_json(Path(json_path), report_dict(result, manifest, skipped, classes))
-    write_text(Path(md_path), markdown_report(result, manifest, skipped, classes))
+        found_in, lambda outcome: offender_lines(outcome, errors), sections)
 
 
 STAGE_ADVICE = "Fix or remove these files (or adjust conf/validation/) and run the stage again."
@@ -159,10 +141,6 @@ def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: s
     ``names`` maps manifest paths to the names to show instead (e.g. paths in an archive).
     """
     errors = dict(zip(manifest["path"], manifest["error"], strict=True))
-    where = f" (full report: {report})" if report else ""
-    lines = [f"raw data in {raw_dir} failed {len(result.failed)} of {len(result.expectations)} "
-             f"checks{where}:"]
-    lines += failure_lines(result, lambda outcome: offender_lines(outcome, errors, names))
-    lines.append(advice)
-    return "\n".join(lines)
-
+    return suites.failure_message(f"raw data in {raw_dir}", result,
+                                  lambda outcome: offender_lines(outcome, errors, names),
+                                  advice, report)

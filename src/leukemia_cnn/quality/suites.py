@@ -49,11 +49,10 @@ class ExpectationOutcome:
 
 @dataclass
 class ValidationResult:
-    """The outcome of :func:`validate`: overall success, every check, summary statistics."""
+    """The outcome of :func:`validate`: overall success and every check."""
 
     success: bool
     expectations: list[ExpectationOutcome]
-    statistics: dict[str, Any]
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
@@ -73,13 +72,6 @@ def plain(value: Any) -> Any:
     if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
         return None
     return value.item() if hasattr(value, "item") else value
-
-
-def add(suite, expectation_type, description: str, kind: str = "file", subject: str = "",
-        **kwargs: Any) -> None:
-    """Add ``expectation_type(**kwargs)`` to ``suite`` with its description in ``meta``."""
-    suite.add_expectation(expectation_type(
-        meta={"description": description, "kind": kind, "subject": subject}, **kwargs))
 
 
 def _outcome(gx_result, index_column: str) -> ExpectationOutcome:
@@ -108,43 +100,54 @@ def _outcome(gx_result, index_column: str) -> ExpectationOutcome:
     return outcome
 
 
-def run_suite(frame: pd.DataFrame, build_suite: Callable[[], Any], name: str,
+def run_suite(frame: pd.DataFrame, build_suite: Callable[[Callable[..., None]], None], name: str,
               index_column: str = "path") -> ValidationResult:
-    """Validate ``frame`` with the suite ``build_suite()`` returns (GX, COMPLETE results).
+    """Validate ``frame`` with the checks ``build_suite(add)`` adds (GX, COMPLETE results).
 
-    The suite is built once the ephemeral GX context exists (GX requires one). Offending rows
-    are named by their ``index_column`` value. Every failed check of severity ``critical``
-    (GX's default) fails.
+    ``add(expectation, description, kind="file", subject="", where=None, **kwargs)`` adds the
+    GX expectation class named ``expectation`` (e.g. ``"ExpectColumnValuesToBeInSet"``) with
+    ``kwargs``, and its description, kind and subject in ``meta``; ``where=(column, value)``
+    checks only the rows where ``column == value``. The suite is built once the ephemeral GX
+    context exists (GX requires one). Offending rows are named by their ``index_column``
+    value. Every failed check of severity ``critical`` (GX's default) fails.
     """
     # GX logs its own bookkeeping at INFO (hundreds of lines when a caller logs INFO).
     gx_logger = logging.getLogger("great_expectations")
     if gx_logger.level == logging.NOTSET:
         gx_logger.setLevel(logging.WARNING)
     import great_expectations as gx
+    import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.expectations.row_conditions import Column
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    suite = gx.ExpectationSuite(name=name)
+
+    def add(expectation: str, description: str, kind: str = "file", subject: str = "",
+            where: tuple[str, str] | None = None, **kwargs: Any) -> None:
+        if where is not None:
+            kwargs["row_condition"] = Column(where[0]) == where[1]
+        suite.add_expectation(getattr(gxe, expectation)(
+            meta={"description": description, "kind": kind, "subject": subject}, **kwargs))
+
+    build_suite(add)
     batch_definition = (context.data_sources.add_pandas(name).add_dataframe_asset(f"{name}_table")
                         .add_batch_definition_whole_dataframe(f"{name}_whole"))
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=name, data=batch_definition, suite=context.suites.add(build_suite())))
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=context.suites.add(suite)))
     gx_result = definition.run(
         batch_parameters={"dataframe": frame},
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]})
     outcomes = [_outcome(item, index_column) for item in gx_result.results]
-    statistics = {key: plain(value) for key, value in dict(gx_result.statistics).items()}
     return ValidationResult(success=all(o.success or o.severity != "critical" for o in outcomes),
-                            expectations=outcomes, statistics=statistics)
+                            expectations=outcomes)
 
 
 def merge(*results: ValidationResult) -> ValidationResult:
     """One result holding the checks of several suites (e.g. a per-row and a one-row table)."""
     outcomes = [outcome for result in results for outcome in result.expectations]
-    return ValidationResult(success=all(r.success for r in results), expectations=outcomes,
-                            statistics={"evaluated_expectations": len(outcomes),
-                                        "unsuccessful_expectations":
-                                            sum(not o.success for o in outcomes)})
+    return ValidationResult(success=all(r.success for r in results), expectations=outcomes)
 
 
 def markdown_checks(result: ValidationResult, found: Callable[[ExpectationOutcome], str],
@@ -179,3 +182,24 @@ def failure_lines(result: ValidationResult,
         if len(offenders) > MAX_LISTED:
             lines.append(f"      ... and {len(offenders) - MAX_LISTED} more")
     return lines
+
+
+def failure_message(subject: str, result: ValidationResult,
+                    offender_lines: Callable[[ExpectationOutcome], list[str]], advice: str,
+                    report: str | None = None) -> str:
+    """``<subject> failed N of M checks (full report: <report>):``, each failed check with its
+    offenders (:func:`failure_lines`), then ``advice``: a stage's DataError message."""
+    where = f" (full report: {report})" if report else ""
+    return "\n".join([f"{subject} failed {len(result.failed)} of {len(result.expectations)} "
+                      f"checks{where}:", *failure_lines(result, offender_lines), advice])
+
+
+def report_page(title: str, result: ValidationResult, summary: str,
+                found: Callable[[ExpectationOutcome], str],
+                offender_lines: Callable[[ExpectationOutcome], list[str]],
+                sections: list[str]) -> str:
+    """A stage's Markdown report: ``# <title>: PASSED|FAILED``, the ``summary`` paragraph,
+    the checks (:func:`markdown_checks`), then the stage's own ``sections`` lines."""
+    lines = [f"# {title}: {'PASSED' if result.success else 'FAILED'}", "", summary, "",
+             *markdown_checks(result, found, offender_lines), *sections]
+    return "\n".join(lines).rstrip() + "\n"

@@ -80,47 +80,34 @@ def feature_table(features: dict[str, tuple[np.ndarray, np.ndarray]],
     return pd.DataFrame(rows, columns=["path", "split", "n_columns", "finite", "split_in_table"])
 
 
-def vector_suite(split_counts: dict[str, int], n_components: int):
-    """The suite on the per-vector table of :func:`feature_table`."""
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
-
-    vectors = gx.ExpectationSuite(name="feature_vectors")
+def vector_suite(add, split_counts: dict[str, int], n_components: int) -> None:
+    """The checks on the per-vector table of :func:`feature_table`, added by ``add``."""
     for name, count in split_counts.items():
-        suites.add(vectors, gxe.ExpectTableRowCountToBeBetween,
-                   f"split {name} has one feature vector per image of the split table ({count})",
-                   kind="rows", subject=name, min_value=count, max_value=count,
-                   row_condition=Column("split") == name)
-    suites.add(vectors, gxe.ExpectColumnPairValuesToBeEqual,
-               "every vector belongs to an image of the same split in the split table",
-               column_A="split", column_B="split_in_table")
-    suites.add(vectors, gxe.ExpectColumnValuesToBeInSet,
-               f"every vector has {n_components} columns (features.pca.n_components)",
-               column="n_columns", value_set=[n_components])
-    suites.add(vectors, gxe.ExpectColumnValuesToBeInSet,
-               "every value is finite (no NaN or infinity)", column="finite", value_set=[True])
-
-    return vectors
+        add("ExpectTableRowCountToBeBetween",
+            f"split {name} has one feature vector per image of the split table ({count})",
+            kind="rows", subject=name, min_value=count, max_value=count, where=("split", name))
+    add("ExpectColumnPairValuesToBeEqual",
+        "every vector belongs to an image of the same split in the split table",
+        column_A="split", column_B="split_in_table")
+    add("ExpectColumnValuesToBeInSet",
+        f"every vector has {n_components} columns (features.pca.n_components)",
+        column="n_columns", value_set=[n_components])
+    add("ExpectColumnValuesToBeInSet", "every value is finite (no NaN or infinity)",
+        column="finite", value_set=[True])
 
 
-def pca_suite(n_components: int, min_explained: float):
-    """The suite on the one-row PCA table."""
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-
-    pca = gx.ExpectationSuite(name="pca")
-    suites.add(pca, gxe.ExpectColumnValuesToBeInSet,
-               f"the PCA has {n_components} components (features.pca.n_components)",
-               column="n_components", value_set=[n_components])
-    suites.add(pca, gxe.ExpectColumnPairValuesAToBeGreaterThanB,
-               "the PCA has at most as many components as HOG features",
-               column_A="hog_length", column_B="n_components", or_equal=True)
-    suites.add(pca, gxe.ExpectColumnValuesToBeBetween,
-               f"the PCA keeps at least {min_explained:.0%} of the train HOG variance "
-               "(validation.min_explained_variance)",
-               column="explained_variance", min_value=min_explained, max_value=1.0 + 1e-9)
-    return pca
+def pca_suite(add, n_components: int, min_explained: float) -> None:
+    """The checks on the one-row PCA table, added by ``add``."""
+    add("ExpectColumnValuesToBeInSet",
+        f"the PCA has {n_components} components (features.pca.n_components)",
+        column="n_components", value_set=[n_components])
+    add("ExpectColumnPairValuesAToBeGreaterThanB",
+        "the PCA has at most as many components as HOG features",
+        column_A="hog_length", column_B="n_components", or_equal=True)
+    add("ExpectColumnValuesToBeBetween",
+        f"the PCA keeps at least {min_explained:.0%} of the train HOG variance "
+        "(validation.min_explained_variance)",
+        column="explained_variance", min_value=min_explained, max_value=1.0 + 1e-9)
 
 
 def validate(features: dict[str, tuple[np.ndarray, np.ndarray]], pca: dict[str, Any],
@@ -133,9 +120,10 @@ def validate(features: dict[str, tuple[np.ndarray, np.ndarray]], pca: dict[str, 
                              "hog_length": pca["hog_length"],
                              "explained_variance": pca["explained_variance"]}])
     result = suites.merge(
-        suites.run_suite(table, lambda: vector_suite(counts, n_components), "validate_features"),
-        suites.run_suite(pca_row, lambda: pca_suite(n_components, min_explained), "validate_pca",
-                         index_column="file"))
+        suites.run_suite(table, lambda add: vector_suite(add, counts, n_components),
+                         "validate_features"),
+        suites.run_suite(pca_row, lambda add: pca_suite(add, n_components, min_explained),
+                         "validate_pca", index_column="file"))
     return result, table
 
 
@@ -180,21 +168,19 @@ def report_dict(result: ValidationResult, table: pd.DataFrame, pca: dict[str, An
 def markdown_report(result: ValidationResult, table: pd.DataFrame, pca: dict[str, Any]) -> str:
     """The human-readable report: checks, offending files, explained variance."""
     data = report_dict(result, table, pca)
-    status = "PASSED" if result.success else "FAILED"
     counts = ", ".join(f"{name} {n}" for name, n in data["counts"].items())
-    lines = [f"# Feature validation: {status}", "",
-             f"Feature vectors: {counts}; {data['n_failed_expectations']} of "
-             f"{data['n_expectations']} checks failed; {data['n_nonfinite_vectors']} vectors "
-             "with NaN or infinite values.", ""]
-    lines += suites.markdown_checks(result, _found, offender_lines)
     cumulative = np.cumsum(pca["explained_variance_ratio"])
     marks = [k for k in (1, 2, 5, 10, 20, 50, 100, 200) if k <= len(cumulative)]
-    lines += ["", "## Explained variance (PCA fit on the train HOG features)", "",
-              f"{pca['n_components']} components of {pca['hog_length']} HOG features keep "
-              f"{pca['explained_variance']:.1%} of the train variance.", "",
-              pipe_table([(k, f"{cumulative[k - 1]:.1%}") for k in marks],
-                         ("components", "cumulative share"))]
-    return "\n".join(lines).rstrip() + "\n"
+    return suites.report_page(
+        "Feature validation", result,
+        f"Feature vectors: {counts}; {data['n_failed_expectations']} of "
+        f"{data['n_expectations']} checks failed; {data['n_nonfinite_vectors']} vectors "
+        "with NaN or infinite values.", _found, offender_lines,
+        ["", "## Explained variance (PCA fit on the train HOG features)", "",
+         f"{pca['n_components']} components of {pca['hog_length']} HOG features keep "
+         f"{pca['explained_variance']:.1%} of the train variance.", "",
+         pipe_table([(k, f"{cumulative[k - 1]:.1%}") for k in marks],
+                    ("components", "cumulative share"))])
 
 
 def run(cfg: Config, root: Path) -> dict[str, Any]:
@@ -216,11 +202,10 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     write_json(reports_dir / REPORT_JSON, data)
     write_text(reports_dir / REPORT_MD, markdown_report(result, table, pca))
     if not result.success:
-        lines = [f"features in {cfg.paths.features_dir} failed {len(result.failed)} of "
-                 f"{len(result.expectations)} checks (full report: {cfg.paths.reports_dir}/"
-                 f"{REPORT_MD}):", *suites.failure_lines(result, offender_lines),
-                 "Rerun `dvc repro split preprocess features` or adjust conf/ "
-                 "(features.pca.n_components, validation.min_explained_variance)."]
-        raise DataError("\n".join(lines))
+        raise DataError(suites.failure_message(
+            f"features in {cfg.paths.features_dir}", result, offender_lines,
+            "Rerun `dvc repro split preprocess features` or adjust conf/ "
+            "(features.pca.n_components, validation.min_explained_variance).",
+            report=f"{cfg.paths.reports_dir}/{REPORT_MD}"))
     return {key: data[key] for key in ("success", "counts", "n_components", "hog_length",
                                        "explained_variance")}

@@ -12,7 +12,6 @@ files.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config, ValidationConfig
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.fileio import atomic_write, shown
+from leukemia_cnn.fileio import atomic_write, shown, write_json, write_text
 from leukemia_cnn.quality import suites
 from leukemia_cnn.quality.raw_manifest import (
     DUPLICATE_OF,
@@ -36,7 +35,8 @@ from leukemia_cnn.quality.raw_report import (
     counts_per_class,
     failure_message,
     found_in,
-    write_report,
+    markdown_report,
+    report_dict,
 )
 from leukemia_cnn.quality.suites import MAX_LISTED, ExpectationOutcome, ValidationResult
 
@@ -44,76 +44,63 @@ REPORT_JSON = "validate_raw.json"
 REPORT_MD = "validate_raw.md"
 
 
-# --------------------------------------------------------------------------------------------
-# Great Expectations
-# --------------------------------------------------------------------------------------------
+def build_suite(add, classes: list[str], rules: ValidationConfig,
+                n_images: int | None = None) -> None:
+    """The raw-data checks, each added by ``add`` (:func:`suites.run_suite`) with what it
+    checks in words.
 
-def build_suite(classes: list[str], rules: ValidationConfig, n_images: int | None = None):
-    """The raw-data ExpectationSuite; each expectation's ``meta`` says what it checks in words.
-
-    It runs on :func:`with_content_columns` of the manifest. The class-share checks need the
+    They run on :func:`with_content_columns` of the manifest. The class-share checks need the
     number of images ``n_images`` (they are left out without it).
     """
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-
-    suite = gx.ExpectationSuite(name="raw_images")
-    add = functools.partial(suites.add, suite)
-
-    add(gxe.ExpectColumnValuesToBeInSet, "every file decodes as an image",
+    add("ExpectColumnValuesToBeInSet", "every file decodes as an image",
         column="decodable", value_set=[True])
-    add(gxe.ExpectColumnValuesToBeBetween, "no file is empty",
+    add("ExpectColumnValuesToBeBetween", "no file is empty",
         column="size_bytes", min_value=0, strict_min=True)
-    add(gxe.ExpectColumnValuesToBeInSet,
+    add("ExpectColumnValuesToBeInSet",
         "no content appears under two classes (label conflict: same sha256 in another class)",
         kind="label_conflict", column=LABEL_CONFLICT, value_set=[""])
-    add(gxe.ExpectColumnValuesToBeInSet,
+    add("ExpectColumnValuesToBeInSet",
         "no two files have the same content (exact duplicates by sha256; reported, not failing)",
         kind="duplicate", column=DUPLICATE_OF, value_set=[""], severity="warning")
     formats, modes = list(rules.allowed_formats), list(rules.allowed_modes)
-    add(gxe.ExpectColumnValuesToBeInSet,
+    add("ExpectColumnValuesToBeInSet",
         f"image format is one of {', '.join(formats)} (validation.allowed_formats)",
         column="format", value_set=formats)
-    add(gxe.ExpectColumnValuesToBeInSet,
+    add("ExpectColumnValuesToBeInSet",
         f"colour mode is one of {', '.join(modes)} (validation.allowed_modes)",
         column="mode", value_set=modes)
     for side in ("width", "height"):
         low, high = getattr(rules, f"min_{side}"), getattr(rules, f"max_{side}")
-        add(gxe.ExpectColumnValuesToBeBetween,
+        add("ExpectColumnValuesToBeBetween",
             f"{side} is between {low} and {high} pixels (validation.min_{side}/max_{side})",
             column=side, min_value=low, max_value=high)
-    add(gxe.ExpectColumnValuesToBeInSet,
+    add("ExpectColumnValuesToBeInSet",
         f"every file is in a class folder {', '.join(classes)} (data.classes)",
         kind="class_set", column="class", value_set=list(classes))
-    add(gxe.ExpectColumnDistinctValuesToContainSet,
+    add("ExpectColumnDistinctValuesToContainSet",
         "every configured class has a folder with images (data.classes)",
         kind="class_present", column="class", value_set=list(classes))
     _add_class_checks(add, classes, rules, n_images)
-    return suite
 
 
 def _add_class_checks(add, classes: list[str], rules: ValidationConfig,
                       n_images: int | None) -> None:
     """Images per class and, given ``n_images``, each class's share; each check's subject is
     its class (the offender a failure names)."""
-    import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
-
     minimum = rules.min_images_per_class
     for cls in classes:
-        add(gxe.ExpectTableRowCountToBeBetween,
+        add("ExpectTableRowCountToBeBetween",
             f"class {cls} has at least {minimum} images (validation.min_images_per_class)",
-            kind="class_count", subject=cls, min_value=minimum,
-            row_condition=Column("class") == cls)
+            kind="class_count", subject=cls, min_value=minimum, where=("class", cls))
     if n_images:
         low, high = rules.min_class_share, rules.max_class_share
         for cls in classes:
             # shares as counts of this manifest; the tolerance absorbs float rounding
-            add(gxe.ExpectTableRowCountToBeBetween,
+            add("ExpectTableRowCountToBeBetween",
                 f"class {cls} holds {low:.0%} to {high:.0%} of the images "
                 "(validation.min_class_share/max_class_share)",
                 kind="class_share", subject=cls, min_value=math.ceil(low * n_images - 1e-9),
-                max_value=math.floor(high * n_images + 1e-9), row_condition=Column("class") == cls)
+                max_value=math.floor(high * n_images + 1e-9), where=("class", cls))
 
 
 def _class_outcome(outcome: ExpectationOutcome, classes: list[str],
@@ -152,8 +139,8 @@ def validate(manifest: pd.DataFrame, classes: list[str],
     Returns
     -------
     ValidationResult
-        Overall success, one :class:`ExpectationOutcome` per check (with the offending paths
-        or classes) and statistics.
+        Overall success and one :class:`ExpectationOutcome` per check (with the offending
+        paths or classes).
     """
     rules = check_section("validation", rules)  # types and ranges: the config schema
     classes = list(classes)
@@ -162,16 +149,12 @@ def validate(manifest: pd.DataFrame, classes: list[str],
         raise DataError(f"manifest lacks column(s) {missing}; build it with build_manifest()")
 
     checked = with_content_columns(manifest)
-    result = suites.run_suite(checked, lambda: build_suite(classes, rules, n_images=len(manifest)),
-                              "raw_images")
+    result = suites.run_suite(
+        checked, lambda add: build_suite(add, classes, rules, n_images=len(manifest)), "raw_images")
     result.expectations = [_class_outcome(outcome, classes, checked)
                            for outcome in result.expectations]
     return result
 
-
-# --------------------------------------------------------------------------------------------
-# Reports
-# --------------------------------------------------------------------------------------------
 
 def run(cfg: Config, root: Path) -> dict[str, Any]:
     """The DVC stage: manifest ``paths.raw_dir``, validate it, write reports and the manifest.
@@ -184,7 +167,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     manifest_path = root / cfg.paths.manifest
     reports_dir = root / cfg.paths.reports_dir
     classes = list(cfg.data.classes)
-    rules = check_section("validation", cfg.validation)
     hint = ("create it with `leukemia-cnn data synth` (synthetic images) or put the images "
             "there in the Kaggle layout <raw_dir>/<Class>/*.jpg")
 
@@ -198,9 +180,10 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         raise DataError(f"no image files under {shown(raw_dir, root)} (paths.raw_dir); {hint}"
                         + (f"\nskipped files:{found}" if found else ""))
 
-    result = validate(manifest, classes, rules)
-    json_path, md_path = reports_dir / REPORT_JSON, reports_dir / REPORT_MD
-    write_report(result, manifest, skipped, json_path, md_path, classes)
+    result = validate(manifest, classes, cfg.validation)
+    md_path = reports_dir / REPORT_MD
+    write_json(reports_dir / REPORT_JSON, report_dict(result, manifest, skipped, classes))
+    write_text(md_path, markdown_report(result, manifest, skipped, classes))
     if not result.success:
         raise DataError(failure_message(result, manifest, shown(raw_dir, root),
                                         shown(md_path, root)))

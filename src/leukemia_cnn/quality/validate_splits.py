@@ -18,7 +18,6 @@ naming each failed expectation and its offending files, so ``dvc repro`` stops b
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -35,7 +34,7 @@ from leukemia_cnn.data.imaging import N_THREADS, open_image, perceptual_hash
 from leukemia_cnn.data.preprocess import read_split_table
 from leukemia_cnn.data.splitbounds import expected_counts
 from leukemia_cnn.errors import DataError
-from leukemia_cnn.fileio import write_json, write_text
+from leukemia_cnn.fileio import file_sha256, write_json, write_text
 from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.quality import suites
 from leukemia_cnn.quality.suites import ExpectationOutcome, ValidationResult
@@ -52,8 +51,7 @@ CHUNK = 512
 def fingerprint(path: Path) -> tuple[str, int]:
     """``(sha256 hex, 64-bit perceptual hash)`` of one image file; DataError naming it."""
     try:
-        with path.open("rb") as handle:
-            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+        sha256 = file_sha256(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot read file ({exc.strerror or exc}); restore it or rerun "
                         "`dvc repro validate_raw split`") from exc
@@ -117,39 +115,32 @@ def check_table(table: pd.DataFrame, sha256: list[str], hashes: np.ndarray,
     return frame.assign(**{SAME_CONTENT: same, NEAR_DUPLICATE: near}), smallest
 
 
-def build_suite(frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, float],
-                rules: ValidationConfig):
-    """The split ExpectationSuite for ``frame`` (the output of :func:`check_table`)."""
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
-
-    suite = gx.ExpectationSuite(name="splits")
-    suites.add(suite, gxe.ExpectColumnValuesToBeInSet,
-               f"every file is in one of the splits {', '.join(SPLITS)}",
-               column="split", value_set=list(SPLITS))
-    suites.add(suite, gxe.ExpectColumnValuesToBeUnique, "every file is listed once (in one split)",
-               column="path")
-    suites.add(suite, gxe.ExpectColumnValuesToBeInSet,
-               "no content is in two splits (same sha256 in another split: a leak)",
-               kind="leak", column=SAME_CONTENT, value_set=[""])
+def build_suite(add, frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, float],
+                rules: ValidationConfig) -> None:
+    """The split checks on ``frame`` (the output of :func:`check_table`), each added by
+    ``add`` (:func:`suites.run_suite`)."""
+    add("ExpectColumnValuesToBeInSet", f"every file is in one of the splits {', '.join(SPLITS)}",
+        column="split", value_set=list(SPLITS))
+    add("ExpectColumnValuesToBeUnique", "every file is listed once (in one split)", column="path")
+    add("ExpectColumnValuesToBeInSet",
+        "no content is in two splits (same sha256 in another split: a leak)",
+        kind="leak", column=SAME_CONTENT, value_set=[""])
     distance = rules.near_duplicate_max_distance
-    suites.add(suite, gxe.ExpectColumnValuesToBeInSet,
-               f"no near-duplicate is in two splits (perceptual hash within {distance} bits; "
-               "validation.near_duplicate_max_distance)",
-               kind="leak", column=NEAR_DUPLICATE, value_set=[""])
+    add("ExpectColumnValuesToBeInSet",
+        f"no near-duplicate is in two splits (perceptual hash within {distance} bits; "
+        "validation.near_duplicate_max_distance)",
+        kind="leak", column=NEAR_DUPLICATE, value_set=[""])
 
     n = len(frame)
     size_tolerance = rules.split_size_tolerance
     counts = frame["split"].value_counts().to_dict()
     bounds = expected_counts(dict.fromkeys(SPLITS), n, ratios, size_tolerance)
     for split, (low, high) in bounds.items():
-        suites.add(suite, gxe.ExpectTableRowCountToBeBetween,
-                   f"split {split} holds {ratios[split]:.0%} of the {n} images +/- "
-                   f"{size_tolerance:.0%} and one image: {low} to {high} "
-                   "(split.*, validation.split_size_tolerance)",
-                   kind="split_size", subject=split, min_value=low, max_value=high,
-                   row_condition=Column("split") == split)
+        add("ExpectTableRowCountToBeBetween",
+            f"split {split} holds {ratios[split]:.0%} of the {n} images +/- "
+            f"{size_tolerance:.0%} and one image: {low} to {high} "
+            "(split.*, validation.split_size_tolerance)",
+            kind="split_size", subject=split, min_value=low, max_value=high, where=("split", split))
     share_tolerance = rules.class_share_tolerance
     overall = {cls: int((frame["class"] == cls).sum()) / n for cls in classes}
     for split in SPLITS:
@@ -158,13 +149,12 @@ def build_suite(frame: pd.DataFrame, classes: list[str], ratios: Mapping[str, fl
             continue  # the size check above fails and names the split
         allowed = expected_counts(overall, n_split, overall, share_tolerance)
         for cls, (low, high) in allowed.items():
-            suites.add(suite, gxe.ExpectTableRowCountToBeBetween,
-                       f"class {cls} is {overall[cls]:.1%} of split {split} (as of all images) "
-                       f"+/- {share_tolerance:.0%} and one image: {low} to {high} of {n_split} "
-                       "(validation.class_share_tolerance)",
-                       kind="class_share", subject=f"{split}/{cls}", min_value=low,
-                       max_value=high, row_condition=Column("split_class") == f"{split}/{cls}")
-    return suite
+            add("ExpectTableRowCountToBeBetween",
+                f"class {cls} is {overall[cls]:.1%} of split {split} (as of all images) "
+                f"+/- {share_tolerance:.0%} and one image: {low} to {high} of {n_split} "
+                "(validation.class_share_tolerance)",
+                kind="class_share", subject=f"{split}/{cls}", min_value=low,
+                max_value=high, where=("split_class", f"{split}/{cls}"))
 
 
 def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Mapping[str, float],
@@ -196,14 +186,10 @@ def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Map
         raise DataError("the split table lists no images; rerun `dvc repro split`")
     sha256, hashes = fingerprints(Path(raw_dir), table["path"].tolist(), progress)
     frame, smallest = check_table(table, sha256, hashes, rules.near_duplicate_max_distance)
-    result = suites.run_suite(frame, lambda: build_suite(frame, list(classes), ratios, rules),
-                              "validate_splits")
+    result = suites.run_suite(
+        frame, lambda add: build_suite(add, frame, list(classes), ratios, rules), "validate_splits")
     return result, frame, smallest
 
-
-# --------------------------------------------------------------------------------------------
-# Reports
-# --------------------------------------------------------------------------------------------
 
 def _found(outcome: ExpectationOutcome) -> str:
     if outcome.error:
@@ -260,15 +246,6 @@ def markdown_report(result: ValidationResult, frame: pd.DataFrame, classes: list
                     smallest: int | None, rules: ValidationConfig) -> str:
     """The human-readable report: checks, offending files, images per split and class."""
     data = report_dict(result, frame, classes, smallest, rules)
-    status = "PASSED" if result.success else "FAILED"
-    lines = [f"# Split validation: {status}", "",
-             f"{data['n_images']} images in {len(SPLITS)} splits; {data['n_failed_expectations']} "
-             f"of {data['n_expectations']} checks failed; "
-             f"{data['n_same_content_across_splits']} files share their content with another "
-             f"split, {data['n_near_duplicates_across_splits']} have a near-duplicate in another "
-             f"split (closest pair across splits: {smallest} bits of 64 apart, threshold "
-             f"{data['near_duplicate_max_distance']}).", ""]
-    lines += suites.markdown_checks(result, _found, offender_lines)
     n = data["n_images"]
     rows = []
     for cls in classes:
@@ -278,8 +255,15 @@ def markdown_report(result: ValidationResult, frame: pd.DataFrame, classes: list
             for s in SPLITS]))
     rows.append(("**all**", n, *[f"{data['counts'][s]} ({data['fractions'][s]:.1%})"
                                  for s in SPLITS]))
-    lines += ["", "## Images per split and class", "", pipe_table(rows, ("class", "all", *SPLITS))]
-    return "\n".join(lines).rstrip() + "\n"
+    return suites.report_page(
+        "Split validation", result,
+        f"{n} images in {len(SPLITS)} splits; {data['n_failed_expectations']} "
+        f"of {data['n_expectations']} checks failed; "
+        f"{data['n_same_content_across_splits']} files share their content with another "
+        f"split, {data['n_near_duplicates_across_splits']} have a near-duplicate in another "
+        f"split (closest pair across splits: {smallest} bits of 64 apart, threshold "
+        f"{data['near_duplicate_max_distance']}).", _found, offender_lines,
+        ["", "## Images per split and class", "", pipe_table(rows, ("class", "all", *SPLITS))])
 
 
 def run(cfg: Config, root: Path) -> dict[str, Any]:
@@ -292,23 +276,20 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     classes = list(cfg.data.classes)
     rules = cfg.validation
     ratios = {name: getattr(cfg.split, name) for name in SPLITS}
-    splits_path = root / cfg.paths.splits
-    table = read_split_table(splits_path, classes)
+    table = read_split_table(root / cfg.paths.splits, classes)
     result, frame, smallest = validate(table, root / cfg.paths.raw_dir, classes, ratios, rules)
 
     reports_dir = root / cfg.paths.reports_dir
-    md_path = reports_dir / REPORT_MD
     data = report_dict(result, frame, classes, smallest, rules)
     write_json(reports_dir / REPORT_JSON, data)
-    write_text(md_path, markdown_report(result, frame, classes, smallest, rules))
+    write_text(reports_dir / REPORT_MD, markdown_report(result, frame, classes, smallest, rules))
     if not result.success:
-        lines = [f"split table {cfg.paths.splits} failed {len(result.failed)} of "
-                 f"{len(result.expectations)} checks (full report: {cfg.paths.reports_dir}/"
-                 f"{REPORT_MD}):", *suites.failure_lines(result, offender_lines),
-                 "Rerun `dvc repro split` (it keeps identical files and near-duplicates within "
-                 "`split.near_duplicate_max_distance` bits in one split); remove "
-                 "near-duplicate copies from data/raw, or adjust conf/validation/ if the "
-                 "thresholds are too strict for this dataset."]
-        raise DataError("\n".join(lines))
+        raise DataError(suites.failure_message(
+            f"split table {cfg.paths.splits}", result, offender_lines,
+            "Rerun `dvc repro split` (it keeps identical files and near-duplicates within "
+            "`split.near_duplicate_max_distance` bits in one split); remove "
+            "near-duplicate copies from data/raw, or adjust conf/validation/ if the "
+            "thresholds are too strict for this dataset.",
+            report=f"{cfg.paths.reports_dir}/{REPORT_MD}"))
     return {key: data[key] for key in ("success", "n_images", "counts", "fractions",
                                        "min_phash_distance_across_splits")}
