@@ -12,8 +12,7 @@ from pathlib import Path
 
 from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared_root
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data.lineage import DataLineage, safe_name, workspace_lineage
-from leukemia_cnn.data.lineage import data_version as data_version  # re-exported
+from leukemia_cnn.data.lineage import DataLineage, data_version, safe_name, workspace_lineage
 from leukemia_cnn.errors import ConfigError, full_disk_cause, full_disk_error
 from leukemia_cnn.tracking.orphans import close_orphaned_runs, process_tags
 
@@ -65,9 +64,8 @@ def check_artifact_location(experiment, uri: str, root: Path | None = None) -> N
         "copy's own store, or set MLFLOW_TRACKING_URI to that project's store to share it")
 
 
-# The experiment holds model training runs. (MLflow 3.17's UI ignores this tag when it picks
-# the landing page: its "workflow type" switch, kept in the browser's localStorage or the
-# `?workflowType=machine_learning` URL parameter, decides; see README "Compare runs".)
+# The experiment holds model training runs (the UI's landing page ignores it: README "Compare
+# runs").
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -189,12 +187,10 @@ def store_lock(uri: str):
         yield
 
 
-# Params that define a configuration of the study: the data, split, preprocessing, model and
-# training knobs. The seed, output paths, store, sweep/report settings and the derived data
-# sizes are not part of it, so seeds of one configuration share its id. A late knob at its
-# default (config.LATE_KNOBS) is left out too: a run logged before it trained the same way.
-# The data itself is not part of it either: runs on different data are told apart by their
-# validation set (`val_digest`), and a run's data.* params describe its source.
+# Params that define a configuration of the study: not the seed, paths, store, sweep/report
+# settings, data sizes, nor a late knob at its default (config.LATE_KNOBS: a run logged before
+# it trained the same way), so seeds of one configuration share its id. Not the data either:
+# runs on different data are told apart by their validation set (`val_digest`).
 CONFIG_ID_PREFIXES = ("split.", "preprocess.", "model.", "train.", "evaluate.")
 CONFIG_ID_IGNORED = ("train.verbose",)
 
@@ -356,8 +352,7 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
             part = part[part["path"].isin({str(p) for p in train_paths})]
         part = part[["path", "class", "label", "sha256"]].reset_index(drop=True)
         # MLflow warns that a file URI matches two equal source types and that integer
-        # columns cannot hold missing values (when it logs the dataset): nothing a user can
-        # act on.
+        # columns cannot hold missing values: nothing a user can act on.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(
