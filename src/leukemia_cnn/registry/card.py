@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.markdown import pipe_table
-from leukemia_cnn.registry.candidates import as_count
+from leukemia_cnn.registry.candidates import as_count, registry_client
 from leukemia_cnn.registry.card_robustness import number, robustness_section, shift_limit
 
 CARD_ARTIFACT = "model_card.md"
@@ -339,13 +339,12 @@ def model_card(client, name: str, version: str | int) -> str:
 
 def run(cfg, root, version: str | None = None) -> str:
     """``leukemia-cnn card [VERSION]``: print the card (default: the champion's)."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from leukemia_cnn.tracking.store import setup_mlflow
 
     setup_mlflow(cfg, root, read_only=True)
-    client = MlflowClient()
+    client = registry_client()
     name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
     if version is None:
         try:

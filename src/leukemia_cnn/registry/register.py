@@ -1,12 +1,9 @@
-"""Register stage and ``promote``: model versions in the MLflow registry and the alias that
-marks the champion.
+"""Register stage and ``promote``: model versions in the MLflow registry and the alias (not
+MLflow's deprecated stages) that marks the champion.
 
-A validation accuracy is comparable only with another measured on the same validation rows,
-so versions are grouped by the ``val_digest`` of their training run (lineage.py) and the
-champion is chosen inside one group: by default the group of the workspace's current data and
-split, so after ``dvc repro`` on new data the alias moves to the best model of the new data.
-Inside the group: validation accuracy, never test accuracy, never a collapsed run. (MLflow
-stages Staging/Production are deprecated: aliases.)"""
+Versions are compared only with those scored on the same validation rows (the ``val_digest``
+of their run, champion.py): by default the workspace's current data and split, so after ``dvc
+repro`` on new data the alias moves to the best model of the new data."""
 
 from __future__ import annotations
 
