@@ -45,7 +45,6 @@ MAX_REQUEST_PIXELS = 100_000_000
 LARGE_IMAGE_PIXELS = 2048 * 2048
 LARGE_IMAGE_LOCK = threading.Lock()
 
-
 # glibc's M_MMAP_THRESHOLD (mallopt), and the size set once a large image arrives.
 M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 1 << 20
 

@@ -188,10 +188,9 @@ def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every text cell that a spreadsheet would run as a formula (one that
-    begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: an image named
-    ``=HYPERLINK(...).jpg``) prefixed with an apostrophe, as OWASP advises for CSV: the
-    spreadsheet shows the text and runs nothing. Numbers (a negative ``ood_score``) stay."""
+    """``frame`` with every text cell a spreadsheet would run as a formula (one that begins
+    with :data:`FORMULA_START`: an image named ``=HYPERLINK(...).jpg``) prefixed with an
+    apostrophe, as OWASP advises for CSV. Numbers (a negative ``ood_score``) stay."""
     def escape(value):
         return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
 

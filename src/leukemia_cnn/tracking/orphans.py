@@ -10,7 +10,6 @@ import socket
 # whose process was killed (SIGKILL, power loss) from one that is still training.
 HOST_TAG, PID_TAG, PID_START_TAG = "process.host", "process.pid", "process.start_time"
 
-
 # The SLURM job a run was trained in (``12_3`` for task 3 of array job 12, as squeue, scancel
 # and submitit's folders name it) and its node: what to look up when a cluster job fails.
 SLURM_JOB_TAG, SLURM_NODE_TAG = "slurm_job_id", "slurm_node"
