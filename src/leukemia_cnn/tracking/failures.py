@@ -36,14 +36,6 @@ def _files(repository, path: str | None = None) -> set[str]:
     return found
 
 
-def _local(uri: str) -> Path | None:
-    """The folder of a ``file:`` (or plain path) artifact URI, None for any other store."""
-    from urllib.parse import unquote, urlparse
-
-    parsed = urlparse(uri)
-    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
-
-
 def _fullest(paths: Sequence[Path | None]) -> Path | None:
     """Of ``paths``, the one whose file system has the least free space (the full one)."""
     def free(path: Path) -> int:
@@ -120,6 +112,8 @@ def cleaned_on_failure(run_id: str, outputs: Sequence[Path] = (),
     from mlflow import MlflowClient
     from mlflow.utils.time import get_current_time_millis
 
+    from leukemia_cnn.tracking.store import local_path
+
     since = get_current_time_millis()
     artifact_uri = MlflowClient().get_run(run_id).info.artifact_uri
     before = None
@@ -131,7 +125,7 @@ def cleaned_on_failure(run_id: str, outputs: Sequence[Path] = (),
         cause = full_disk_cause(exc)
         where = cause is not None and (getattr(cause, "filename2", None)
                                        or getattr(cause, "filename", None) or _store_file(cause)
-                                       or _fullest([*outputs, _local(artifact_uri),
+                                       or _fullest([*outputs, local_path(artifact_uri),
                                                     Path(tempfile.gettempdir())]))
         removed = remove_logged_since(run_id, before, since)
         if not isinstance(exc, Exception) or mlflow.active_run() is None:

@@ -46,16 +46,11 @@ def check_artifact_location(experiment, uri: str, root: Path | None = None) -> N
     restored elsewhere) would log its models into the original's ``mlruns/``. Only this
     project's embedded store is checked, not a server or another store.
     """
-    from urllib.parse import unquote, urlparse
-
     project = shared_root(root)
     if uri != f"sqlite:///{(project / 'mlflow.db').as_posix()}":
         return  # a server or another store: its artifact root is its own business
-    location = urlparse(str(experiment.artifact_location or ""))
-    if location.scheme not in ("", "file"):
-        return
-    artifacts = Path(unquote(location.path)).resolve()
-    if artifacts.is_relative_to(project):
+    location = local_path(str(experiment.artifact_location or ""))
+    if location is None or (artifacts := location.resolve()).is_relative_to(project):
         return
     raise ConfigError(
         f"the MLflow store {project / 'mlflow.db'} keeps experiment "
@@ -156,6 +151,14 @@ def _set_experiment(cfg: Config, root: Path, uri: str) -> str:
     mlflow.set_experiment(name)
     close_orphaned_runs(experiment_id)
     return experiment_id
+
+
+def local_path(uri: str) -> Path | None:
+    """The path of a ``file:`` (or plain path) URI, None for any other scheme."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
 
 def sqlite_path(uri: str) -> Path | None:
