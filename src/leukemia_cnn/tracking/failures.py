@@ -2,12 +2,11 @@
 the store cannot be written, left for the next command to close), and a full disk said in
 one line naming the full path.
 
-``train``, ``evaluate`` and ``features`` log inside :func:`cleaned_on_failure`. On an
-exception it removes what the block logged: the files added to the run's artifacts and the
-models the run logged meanwhile (MLflow 3 keeps a logged model's files apart from the run's,
-``mlruns/<experiment>/models/<model id>``), through MLflow's own artifact repositories (a local
-folder or a tracking server's proxy alike). A model half-written on a full disk is the case
-that matters: a disk left full by it fails every later command.
+``train``, ``evaluate`` and ``features`` log inside :func:`cleaned_on_failure`, which removes
+through MLflow's artifact repositories (a local folder or a server's proxy alike) the files
+the block added to the run's artifacts and the models it logged (MLflow 3 keeps their files
+apart, ``mlruns/<experiment>/models/<model id>``): a model half-written on a full disk would
+fail every later command.
 """
 
 from __future__ import annotations
