@@ -1,11 +1,9 @@
 """Model cards: what a registered model version is, generated from what MLflow holds.
 
-``model_card(client, name, version)`` reads the version (aliases, tags), its training run
-(params, metrics, tags: data source and version, split sizes, per-class precision/recall/F1
-on val and test, calibration, configuration, training time) and writes Markdown with the
-model's known limits. The register stage logs it as the run's ``model_card.md`` artifact and
-puts it in the version's description (card_publish.py); ``leukemia-cnn card [VERSION]``
-prints a fresh one (default: the champion).
+``model_card(client, name, version)`` writes the Markdown of the :data:`SECTIONS` from the
+version (aliases, tags) and its training run (params, metrics, tags). The register stage logs
+it as the run's ``model_card.md`` artifact and puts it in the version's description
+(card_publish.py); ``leukemia-cnn card [VERSION]`` prints a fresh one (default: the champion).
 """
 
 from __future__ import annotations
