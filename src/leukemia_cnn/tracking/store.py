@@ -331,10 +331,9 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
     """Log the train, validation and test rows to the active run as MLflow datasets.
 
     Each dataset is the split's rows of the split table (path, class, label, sha256), named
-    ``<data name>-<split>``, with the data's URI as its source and the start of the split's
-    own rows digest as its digest (so the UI's Dataset column tells the splits apart); the
-    input tag ``rows_digest`` is the full sha256 of those rows (for the validation set, the
-    run's ``val_digest``) and ``data_version`` the data.dvc md5.
+    ``<data name>-<split>``, its digest the start of the split's rows digest (so the UI's
+    Dataset column tells the splits apart); its input tags are the full ``rows_digest`` (for
+    the validation set, the run's ``val_digest``) and the ``data_version``.
 
     Parameters
     ----------
