@@ -66,7 +66,8 @@ def registry_client():
     return MlflowClient()
 
 
-def _count(value) -> int | None:
+def as_count(value) -> int | None:
+    """``value`` (a logged number or its text) as an int, or None when it is not a number."""
     try:
         return int(float(value))
     except (TypeError, ValueError):
@@ -83,9 +84,9 @@ def candidate_from_run(version: str, run) -> Candidate:
         config_id=run_config_id(params, tags.get("config_id")),
         experiment_name=tags.get("experiment_name") or run.info.run_name,
         lineage=DataLineage.from_tags(tags), seed=tags.get("seed"),
-        n_train=_count(params.get("data.n_train")),
-        n_val=_count(params.get("data.n_val", metrics.get("val_n_images"))),
-        n_test=_count(metrics.get("test_n_images")), run_name=run.info.run_name)
+        n_train=as_count(params.get("data.n_train")),
+        n_val=as_count(params.get("data.n_val", metrics.get("val_n_images"))),
+        n_test=as_count(metrics.get("test_n_images")), run_name=run.info.run_name)
 
 
 def candidates(name: str) -> list[Candidate]:

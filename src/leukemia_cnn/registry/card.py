@@ -1,11 +1,9 @@
 """Model cards: what a registered model version is, generated from what MLflow holds.
 
-``model_card(client, name, version)`` reads the version (aliases, tags), its training run
-(params, metrics, tags: data source and version, split sizes, per-class precision/recall/F1
-on val and test, calibration, configuration, training time) and writes Markdown with the
-model's known limits. The register stage logs it as the run's ``model_card.md`` artifact and
-puts it in the version's description (card_publish.py); ``leukemia-cnn card [VERSION]``
-prints a fresh one (default: the champion).
+``model_card(client, name, version)`` writes the Markdown of the :data:`SECTIONS` from the
+version (aliases, tags) and its training run (params, metrics, tags). The register stage logs
+it as the run's ``model_card.md`` artifact and puts it in the version's description
+(card_publish.py); ``leukemia-cnn card [VERSION]`` prints a fresh one (default: the champion).
 """
 
 from __future__ import annotations
@@ -17,7 +15,8 @@ from dataclasses import dataclass
 
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.markdown import pipe_table
-from leukemia_cnn.registry.card_robustness import robustness_section, shift_limit
+from leukemia_cnn.registry.candidates import as_count, registry_client
+from leukemia_cnn.registry.card_robustness import number, robustness_section, shift_limit
 
 CARD_ARTIFACT = "model_card.md"
 MISSING = "not recorded"
@@ -31,13 +30,6 @@ CONFIG_KEYS = (
     "train.lr_schedule", "train.lr_warmup_epochs", "train.early_stopping_patience",
     "train.calibration", "split.train", "split.val", "split.test", "split.seed", "seed",
 )
-
-
-def _number(metrics: dict, key: str, digits: int = 3) -> str:
-    value = metrics.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
 
 
 def _classes(params: dict, metrics: dict, tags: dict) -> list[str]:
@@ -58,26 +50,31 @@ def _time(millis: int | None) -> str:
     return dt.datetime.fromtimestamp(millis / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _performance(metrics: dict, classes: list[str]) -> list[str]:
+def _performance(facts: CardFacts) -> list[str]:
+    metrics = facts.metrics
+
     def count(key: str) -> str:
         return "-" if metrics.get(key) is None else str(int(metrics[key]))
 
     def class_cells(split: str, name: str) -> list[str]:
-        return [*(_number(metrics, f"{split}_{kind}_{name}") for kind in ("precision", "recall",
+        return [*(number(metrics, f"{split}_{kind}_{name}") for kind in ("precision", "recall",
                                                                            "f1")),
                 count(f"{split}_support_{name}")]
 
-    overall = [(split, count(f"{split}_n_images"), _number(metrics, f"{split}_accuracy"),
-                _number(metrics, f"{split}_f1_macro")) for split in ("val", "test")]
+    overall = [(split, count(f"{split}_n_images"), number(metrics, f"{split}_accuracy"),
+                number(metrics, f"{split}_f1_macro")) for split in ("val", "test")]
     per_class = [(name, *class_cells("val", name), *class_cells("test", name))
-                 for name in classes]
+                 for name in facts.classes]
     class_columns = [f"{split} {what}" for split in ("val", "test")
                      for what in ("precision", "recall", "F1", "n")]
-    return [pipe_table(overall, ("split", "images", "accuracy (argmax)", "macro F1")), "",
+    return ["Accuracy is argmax accuracy. The champion is chosen by validation accuracy, never "
+            "by test accuracy.", "",
+            pipe_table(overall, ("split", "images", "accuracy (argmax)", "macro F1")), "",
             pipe_table(per_class, ("class", *class_columns))]
 
 
-def _calibration(metrics: dict, params: dict) -> list[str]:
+def _calibration(facts: CardFacts) -> list[str]:
+    metrics, params = facts.metrics, facts.params
     if "val_ece_uncalibrated" not in metrics:
         return [f"Calibration: {MISSING} (the run predates it; re-train to measure it)."]
     fitted = metrics.get("calibration_fitted_temperature", 1.0)
@@ -87,14 +84,15 @@ def _calibration(metrics: dict, params: dict) -> list[str]:
              f"validation split (minimum val NLL); the served probabilities "
              f"{'use it' if served != 1.0 else 'do not use it (T = 1)'}. The predicted class "
              "never changes.", ""]
-    rows = [(split, *[_number(metrics, f"{split}_{kind}_{when}") for kind in ("ece", "nll")
+    rows = [(split, *[number(metrics, f"{split}_{kind}_{when}") for kind in ("ece", "nll")
                       for when in ("uncalibrated", "calibrated")]) for split in ("val", "test")]
     return [*lines, pipe_table(rows, ("split", "ECE before", "ECE after", "NLL before",
                                       "NLL after"))]
 
 
-def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
+def _guard(facts: CardFacts) -> list[str]:
     """The out-of-distribution guard: method, threshold, measured rates, what it was tested on."""
+    metrics, params, tags = facts.metrics, facts.params, facts.tags
     if "guard_threshold" not in metrics:
         return [f"Out-of-distribution guard: {MISSING} (the run predates it; re-train to fit "
                 "one). Every answer is given as if the image were a smear like the training ones."]
@@ -110,7 +108,7 @@ def _guard(metrics: dict, params: dict, tags: dict) -> list[str]:
         f"Method `{method}`, fit on train; {_guard_thresholds(metrics)} accepts {rate} of val. "
         "Answers carry `in_distribution` (`ood_score <= threshold`).",
         "",
-        pipe_table([(split, *[_number(metrics, f"{split}_{key}") for key in (
+        pipe_table([(split, *[number(metrics, f"{split}_{key}") for key in (
             "guard_coverage", "false_flag_rate", "accuracy_accepted", "accuracy")])
             for split in ("val", "test")],
             ("split", "accepted", "false-flag rate", "accuracy, accepted", "accuracy, all")),
@@ -132,7 +130,8 @@ def _guard_thresholds(metrics: dict) -> str:
             f"{other}, set on val in {other})")
 
 
-def _limits(params: dict, metrics: dict, tags: dict, classes: list[str]) -> list[str]:
+def _limits(facts: CardFacts) -> list[str]:
+    params, metrics, tags, classes = facts.params, facts.metrics, facts.tags, facts.classes
     limits = []
     supports = {name: metrics.get(f"test_support_{name}", 0) + metrics.get(f"val_support_{name}", 0)
                 for name in classes}
@@ -200,11 +199,7 @@ class CardFacts:
 
     def count(self, key: str):
         """A count the run logged as a tag (newer runs) or a metric (older ones), or None."""
-        value = self.tags.get(key, self.metrics.get(key))
-        try:
-            return int(float(value))
-        except (TypeError, ValueError):
-            return None
+        return as_count(self.tags.get(key, self.metrics.get(key)))
 
 
 def _header(facts: CardFacts) -> list[str]:
@@ -242,11 +237,6 @@ def _data(facts: CardFacts) -> list[str]:
         f"{params.get('split.test', '?')}, seed {params.get('split.seed', '?')}."]
 
 
-def _performance_section(facts: CardFacts) -> list[str]:
-    return ["Accuracy is argmax accuracy. The champion is chosen by validation accuracy, never "
-            "by test accuracy.", "", *_performance(facts.metrics, facts.classes)]
-
-
 def _training(facts: CardFacts) -> list[str]:
     params, metrics, tags, run = facts.params, facts.metrics, facts.tags, facts.run
     seconds = metrics.get("train_seconds")
@@ -282,14 +272,13 @@ SECTIONS: list[tuple[str, Callable[[CardFacts], list[str]]]] = [
     ("", _header),
     ("Intended use", _intended_use),
     ("Data", _data),
-    ("Performance", _performance_section),
-    ("Calibration", lambda facts: _calibration(facts.metrics, facts.params)),
-    ("Out-of-distribution guard", lambda facts: _guard(facts.metrics, facts.params, facts.tags)),
+    ("Performance", _performance),
+    ("Calibration", _calibration),
+    ("Out-of-distribution guard", _guard),
     ("Robustness to acquisition shift", lambda facts: robustness_section(facts.metrics)),
     ("Training", _training),
     ("Configuration", _configuration),
-    ("Known limits", lambda facts: _limits(facts.params, facts.metrics, facts.tags,
-                                           facts.classes)),
+    ("Known limits", _limits),
     ("Promotion", _promotion),
 ]
 def card_facts(client, name: str, version: str | int) -> CardFacts:
@@ -348,13 +337,12 @@ def model_card(client, name: str, version: str | int) -> str:
 
 def run(cfg, root, version: str | None = None) -> str:
     """``leukemia-cnn card [VERSION]``: print the card (default: the champion's)."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from leukemia_cnn.tracking.store import setup_mlflow
 
     setup_mlflow(cfg, root, read_only=True)
-    client = MlflowClient()
+    client = registry_client()
     name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
     if version is None:
         try:

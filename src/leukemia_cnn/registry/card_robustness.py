@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from leukemia_cnn.data.shifts import MODERATE
+from leukemia_cnn.markdown import pipe_table
 
 # A moderate shift that costs more accuracy than this is named among the card's limits.
 SHIFT_LIMIT_DROP = 0.05
@@ -45,16 +46,13 @@ def robustness_section(metrics: dict) -> list[str]:
         f"shift: {number(metrics, 'robustness_moderate_min_accuracy')}; moderately shifted "
         "smears read right that the guard accepts: "
         f"{number(metrics, 'robustness_moderate_correct_accepted')}; AUROC of `ood_score` for "
-        f"the errors under shift: {number(metrics, 'robustness_ood_auroc')}.", "",
-        "| shift | accuracy | flagged | accuracy, accepted | wrong, accepted |",
-        "|---|---|---|---|---|"]
-    for case in sorted(cases, key=_case_order):
-        stats = cases[case]
-        wrong = stats.get("wrong_accepted")
-        lines.append(f"| {case.replace('_', ' ')} | {number(stats, 'accuracy')} | "
-                     f"{number(stats, 'flagged')} | {number(stats, 'accuracy_accepted')} | "
-                     f"{'-' if wrong is None else int(wrong)} |")
-    return lines
+        f"the errors under shift: {number(metrics, 'robustness_ood_auroc')}.", ""]
+    rows = [(case.replace("_", " "), number(stats, "accuracy"), number(stats, "flagged"),
+             number(stats, "accuracy_accepted"),
+             "-" if stats.get("wrong_accepted") is None else int(stats["wrong_accepted"]))
+            for case, stats in sorted(cases.items(), key=lambda item: _case_order(item[0]))]
+    return [*lines, pipe_table(rows, ("shift", "accuracy", "flagged", "accuracy, accepted",
+                                      "wrong, accepted"))]
 
 
 def number(metrics: dict, key: str, digits: int = 3) -> str:

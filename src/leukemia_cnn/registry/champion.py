@@ -32,11 +32,7 @@ def data_groups(found: list[Candidate]) -> dict[str, list[Candidate]]:
 def group_label(members: list[Candidate]) -> str:
     """The data of a group in words (several data versions can share a validation set when
     only their train or test images differ)."""
-    seen = []
-    for c in members:
-        if c.lineage.describe() not in seen:
-            seen.append(c.lineage.describe())
-    return ", ".join(seen)
+    return ", ".join(dict.fromkeys(c.lineage.describe() for c in members))
 
 
 def select_group(found: list[Candidate], data: str, current: DataLineage) -> str:
@@ -181,8 +177,7 @@ def explain_champion(found: list[Candidate], new: str, champion: str | None,
                     f"data is now {group_label([this])}, and version {previous} was scored on "
                     f"other data ({before.lineage.describe()}), so its val accuracy is not "
                     f"compared; version {new} is the best on {data} ({this.val_accuracy:.4f})")
-        was = by_version.get(previous)
-        if was is not None and was.val_accuracy == this.val_accuracy:
+        if before is not None and before.val_accuracy == this.val_accuracy:
             return (f"the champion moved from version {previous} to version {new}: the same val "
                     f"accuracy ({this.val_accuracy:.4f}) on {data}, and ties go to the newer "
                     "version")

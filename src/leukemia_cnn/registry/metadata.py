@@ -19,22 +19,18 @@ MODEL_DESCRIPTION = (
     "class and one probability per class. A research model, not a medical device.")
 
 
-def model_tags(cfg: Config, run) -> dict[str, str]:
-    """The registered model's tags: task, classes, framework, input, champion alias."""
-    return {"task": "image-classification", "classes": ", ".join(map(str, cfg.data.classes)),
-            "framework": "keras", "flavor": "pyfunc (with its preprocessing)",
-            "input": "encoded image bytes (column `image`)",
-            "champion_alias": cfg.mlflow.champion_alias,
-            "experiment_id": run.info.experiment_id}
-
-
 def describe_registered_model(client, cfg: Config, run) -> None:
-    """Give the registered model its description (unless one was written by hand) and tags."""
-    name = cfg.mlflow.registered_model_name
-    text = MODEL_DESCRIPTION.format(classes=", ".join(map(str, cfg.data.classes)), name=name,
-                                    alias=cfg.mlflow.champion_alias)
+    """Give the registered model its description (unless one was written by hand) and tags:
+    task, classes, framework, input, champion alias."""
+    name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
+    classes = ", ".join(map(str, cfg.data.classes))
+    text = MODEL_DESCRIPTION.format(classes=classes, name=name, alias=alias)
     current = client.get_registered_model(name).description or ""
     if not current or current.startswith(MODEL_DESCRIPTION[:40]):
         client.update_registered_model(name, description=text)
-    for key, value in model_tags(cfg, run).items():
+    tags = {"task": "image-classification", "classes": classes, "framework": "keras",
+            "flavor": "pyfunc (with its preprocessing)",
+            "input": "encoded image bytes (column `image`)", "champion_alias": alias,
+            "experiment_id": run.info.experiment_id}
+    for key, value in tags.items():
         client.set_registered_model_tag(name, key, value)

@@ -1,12 +1,9 @@
-"""Register stage and ``promote``: model versions in the MLflow registry and the alias that
-marks the champion.
+"""Register stage and ``promote``: model versions in the MLflow registry and the alias (not
+MLflow's deprecated stages) that marks the champion.
 
-A validation accuracy is comparable only with another measured on the same validation rows,
-so versions are grouped by the ``val_digest`` of their training run (lineage.py) and the
-champion is chosen inside one group: by default the group of the workspace's current data and
-split, so after ``dvc repro`` on new data the alias moves to the best model of the new data.
-Inside the group: validation accuracy, never test accuracy, never a collapsed run. (MLflow
-stages Staging/Production are deprecated: aliases.)"""
+Versions are compared only with those scored on the same validation rows (the ``val_digest``
+of their run, champion.py): by default the workspace's current data and split, so after ``dvc
+repro`` on new data the alias moves to the best model of the new data."""
 
 from __future__ import annotations
 
@@ -50,26 +47,13 @@ def current_alias_version(name: str, alias: str) -> str | None:
         return None
 
 
-def _list_every_group(header: str, found: list[Candidate], current_digest: str,
-                      alias_version: str | None, alias: str) -> str | None:
-    """``promote --data all``: print every validation set with its best version; move nothing."""
-    print(header)
-    print(format_candidates(found, None, None, current_digest, alias_version, alias))
-    print(f"promote: --data all lists {len(data_groups(found))} validation set(s) and moves "
-          f"nothing: accuracies on different data are not compared; alias '{alias}' stays "
-          f"on version {alias_version}. Pick one with `--data <data version or validation "
-          "digest>`")
-    return alias_version
-
-
 def _show_choice(header: str, found: list[Candidate], champion: Candidate | None,
-                 selected: str, current_digest: str, alias_version: str | None, alias: str,
+                 selected: str | None, current_digest: str, alias_version: str | None, alias: str,
                  scored_group: list[Candidate]) -> None:
     """Print the versions compared (and, for ``--by config``, the configurations of
     ``scored_group``)."""
     print(header)
-    print(format_candidates(found, champion, selected, current_digest, alias_version,
-                            alias))
+    print(format_candidates(found, champion, selected, current_digest, alias_version, alias))
     if scored_group:
         print("promote: configurations by mean validation accuracy over their runs:")
         print(format_config_scores(scored_group))
@@ -151,8 +135,13 @@ def promote(cfg: Config, root: Path, dry_run: bool = False, quiet: bool = False,
     alias_version = current_alias_version(name, alias)
     header = (f"promote: versions of '{name}' by the validation set they were scored on "
               "(chosen by validation accuracy within one set, never test accuracy):")
-    if data == ALL_DATA:
-        return _list_every_group(header, found, current.val_digest, alias_version, alias)
+    if data == ALL_DATA:  # every validation set with its best version; nothing moves
+        _show_choice(header, found, None, None, current.val_digest, alias_version, alias, [])
+        print(f"promote: --data all lists {len(data_groups(found))} validation set(s) and moves "
+              f"nothing: accuracies on different data are not compared; alias '{alias}' stays "
+              f"on version {alias_version}. Pick one with `--data <data version or validation "
+              "digest>`")
+        return alias_version
     selected = select_group(found, data, current)
     group = data_groups(found).get(selected, [])
     others = [c for c in found if c.val_digest != selected]

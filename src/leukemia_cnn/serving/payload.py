@@ -1,16 +1,12 @@
 """The served model's input rows: encoded image bytes, or their base64 text, one per row.
 
-``mlflow models serve`` hands the ``image`` column over as sent: base64 text in any of its
-JSON formats (models logged before the string signature got bytes from ``dataframe_split`` and
-``dataframe_records``), bytes from a Python caller. Every row is taken as raw image bytes when
-it is not base64 text,
-and decoded from base64 when it is: an encoded JPEG/PNG/TIFF/BMP never is (their first bytes
-are not base64 characters), so the two cannot be confused. A row that does not decode gets a
-short reason (its row number and what was wrong, never its content) and the other rows are
-still answered, as ``leukemia-cnn predict`` does with an unreadable file. A row that holds no
-bytes or text at all (JSON ``null``) is such a row too: the model's signature declares
-``image`` an optional string, so MLflow's schema step passes every row (and no longer decodes
-base64 itself) instead of refusing the whole request.
+``mlflow models serve`` hands the ``image`` column over as sent: base64 text from JSON
+(bytes, for models logged before the string signature), bytes from a Python caller. A row is
+decoded from base64 when it is base64 text, else taken as raw image bytes: an encoded
+JPEG/PNG/TIFF/BMP never is base64 text (their first bytes are not base64 characters). A row
+that does not decode, JSON ``null`` included, gets a short reason (its row number and what was
+wrong, never its content) and the other rows are still answered, as ``leukemia-cnn predict``
+does with an unreadable file.
 
 Limits, so that memory stays bounded whatever a client sends (``docs/data-quality.md``):
 
@@ -48,7 +44,6 @@ MAX_REQUEST_PIXELS = 100_000_000
 # process: a decoded 50-million-pixel RGB image alone takes 150 MB.
 LARGE_IMAGE_PIXELS = 2048 * 2048
 LARGE_IMAGE_LOCK = threading.Lock()
-
 
 # glibc's M_MMAP_THRESHOLD (mallopt), and the size set once a large image arrives.
 M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 1 << 20

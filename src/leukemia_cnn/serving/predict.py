@@ -26,11 +26,9 @@ from leukemia_cnn.console import terminal_safe
 from leukemia_cnn.data.imaging import open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import STDOUT, check_output, write_text
-from leukemia_cnn.serving.pyfunc import IMAGE_COLUMN, IN_DISTRIBUTION_COLUMN
+from leukemia_cnn.serving.pyfunc import ERROR_COLUMN, IMAGE_COLUMN, IN_DISTRIBUTION_COLUMN
 from leukemia_cnn.tracking.store import setup_mlflow, sqlite_path, tracking_uri
 
-# The column naming why an image was skipped (empty for a classified image).
-ERROR_COLUMN = "error"
 PREDICT_OUTPUT = "predict"  # whose record marks a prediction table (fileio.record_output)
 # The first characters that make a spreadsheet read a CSV cell as a formula (OWASP).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -122,12 +120,6 @@ def read_images(paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame({IMAGE_COLUMN: rows})
 
 
-def served_precision(model) -> str:
-    """``float32`` or ``bfloat16``: what a loaded pyfunc model computes in
-    (``train.inference_precision`` resolved on this machine; float32 for other models)."""
-    return str(getattr(model.unwrap_python_model(), "precision", "float32"))
-
-
 def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
     """Load ``model_uri`` with MLflow and classify ``paths``; one row per file, in order.
 
@@ -151,7 +143,8 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
             model = mlflow.pyfunc.load_model(model_uri, dst_path=copy)
         except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, file system: one line for all
             raise model_load_error(model_uri, exc) from exc
-        print(f"predict: computing in {served_precision(model)}", file=sys.stderr)
+        precision = getattr(model.unwrap_python_model(), "precision", "float32")
+        print(f"predict: computing in {precision}", file=sys.stderr)
         classified = pd.concat([classify(model, model_uri, batch) for batch in batches(images)],
                                ignore_index=True)
     classified.insert(0, "path", readable)
@@ -195,10 +188,9 @@ def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every text cell that a spreadsheet would run as a formula (one that
-    begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: an image named
-    ``=HYPERLINK(...).jpg``) prefixed with an apostrophe, as OWASP advises for CSV: the
-    spreadsheet shows the text and runs nothing. Numbers (a negative ``ood_score``) stay."""
+    """``frame`` with every text cell a spreadsheet would run as a formula (one that begins
+    with :data:`FORMULA_START`: an image named ``=HYPERLINK(...).jpg``) prefixed with an
+    apostrophe, as OWASP advises for CSV. Numbers (a negative ``ood_score``) stay."""
     def escape(value):
         return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
 

@@ -1,32 +1,24 @@
 """The logged MLflow model: the Keras CNN plus its own preprocessing.
 
-It accepts a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...;
-base64 in a JSON request to ``mlflow models serve``). It answers one row per image:
-``predicted_class``, one ``p_<Class>`` probability column per class, ``in_distribution``
-(bool: the out-of-distribution guard fitted with the model accepts the image, i.e.
-``ood_score <= threshold``) and ``ood_score`` (float, higher = less like the training images;
-:mod:`leukemia_cnn.modeling.guard`; a model logged without a guard answers true and NaN),
-and ``model_name`` /
-``model_version``: the registry version that answered (``unregistered`` when the model was
-loaded by run or path rather than through ``models:/NAME@ALIAS`` or ``models:/NAME/N``), so a
-client of a served alias can tell which model answered. The probabilities are
-temperature-scaled when the train stage found that calibration helps (``train.calibration``;
-the temperature is in the model's preprocessing config): ``softmax(log p / T)``, same argmax.
+It takes a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...; base64
+in a JSON request to ``mlflow models serve``) and answers one row per image:
+``predicted_class``, one ``p_<Class>`` probability per class, ``in_distribution`` (the
+out-of-distribution guard fitted with the model accepts the image: ``ood_score <=
+threshold``), ``ood_score`` (higher = less like the training images; a model logged without a
+guard answers true and NaN) and ``model_name``/``model_version``: the registry version that
+answered (``unregistered`` when loaded by run or path, not through ``models:/``). The
+probabilities are temperature-scaled when the train stage found that calibration helps
+(``train.calibration``): ``softmax(log p / T)``, same argmax.
 
 With the param ``heatmap`` true (``model.predict(df, params={"heatmap": True})``, or
-``"params": {"heatmap": true}`` beside ``dataframe_split`` in a request to the server) each
-row also has ``heatmap``: a base64-encoded PNG of the Grad-CAM evidence for the predicted
-class over the original image, at its resolution (:mod:`leukemia_cnn.modeling.gradcam`). Without it
-nothing of Grad-CAM runs. Already preprocessed
-arrays (n, H, W, C) in [0, 1] go through
-``mlflow.pyfunc.load_model(uri).unwrap_python_model().predict_arrays(x)``: the logged
-signature (one binary ``image`` column) makes ``PyFuncModel.predict`` refuse arrays before
-this class sees them.
+``"params": {"heatmap": true}`` in a request to the server) each row also has ``heatmap``: a
+base64 PNG of the Grad-CAM evidence for the predicted class over the original image
+(:mod:`leukemia_cnn.modeling.gradcam`); without it nothing of Grad-CAM runs. Preprocessed
+arrays (n, H, W, C) in [0, 1] go through ``unwrap_python_model().predict_arrays(x)``: the
+signature makes ``PyFuncModel.predict`` refuse them.
 
-The CNN computes in ``train.inference_precision`` (recorded in its preprocessing config;
-``auto``: bfloat16 on a CPU with bfloat16 units; the wrapper's ``precision`` attribute says
-which): :mod:`leukemia_cnn.modeling.precision`. Its guard uses the threshold set for that
-precision (:meth:`leukemia_cnn.modeling.guard.Guard.in_precision`).
+The CNN computes in ``train.inference_precision`` (:mod:`leukemia_cnn.modeling.precision`;
+the wrapper's ``precision`` says which), with the guard's threshold for that precision.
 """
 
 from __future__ import annotations
@@ -78,12 +70,10 @@ def signature(classes: list[str]):
     """Model signature: ``image`` in; class name and probabilities out; the optional param
     ``heatmap`` (default false) adds the Grad-CAM column.
 
-    ``image`` is declared an optional string (base64 text, as JSON carries it; bytes from
-    Python pass too): the model decodes every row itself (:mod:`leukemia_cnn.serving.payload`)
-    and marks a bad one in ``error``. Declared ``binary``, MLflow's schema step decoded the
-    base64 first and refused a whole ``dataframe_split`` or ``dataframe_records`` request for
-    one null, number or bad base64 row; and a request without the column (a JSON body sent as
-    CSV) got a 400 listing its columns and its data: megabytes of the payload.
+    ``image`` is an optional string (base64 text; bytes from Python pass too) so that the
+    model decodes every row itself (:mod:`leukemia_cnn.serving.payload`) and marks a bad one
+    in ``error``: as ``binary``, MLflow's schema step refused a whole request for one null or
+    bad base64 row, and a request without the column with a 400 quoting its whole data.
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
@@ -165,13 +155,10 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.temperature = float(meta.get("temperature", 1.0))
         self.model_name, self.model_version = registry_identity(
             Path(context.artifacts["keras_model"]))
-        self.load_guard(context.artifacts.get("guard"))
-        self.load_precision(meta)
-
-    def load_precision(self, meta: dict) -> None:
-        """Compute in the precision the model was logged with (``inference_precision``,
-        resolved on this machine; a model logged without it: ``auto``)."""
+        guard = context.artifacts.get("guard")  # none in a model logged before the guard
+        self.fitted_guard = load_guard(Path(guard), model_precision(self.model)) if guard else None
         self.saved_model = self.model
+        # the precision it was logged with, resolved on this machine (logged without it: auto)
         self.set_precision(resolve_inference_precision(meta.get(PRECISION_KEY, "auto")))
 
     def set_precision(self, precision: str) -> None:
@@ -192,11 +179,6 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         self.guard = fitted.in_precision(precision) if fitted is not None else None
         self.two_headed = embedding_model(self.model) if fitted is not None else None
 
-    def load_guard(self, path: str | None) -> None:
-        """The guard logged with the model, or none (a model logged before the guard)."""
-        self.fitted_guard = (load_guard(Path(path), model_precision(self.model)) if path
-                             else None)
-
     def preprocess(self, images) -> np.ndarray:
         """Decode and preprocess encoded images (bytes or their base64 text) exactly as the
         preprocess stage does; DataError naming the first row that does not decode."""
@@ -210,10 +192,9 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
     def predict_arrays(self, arrays: np.ndarray, batch_size: int = 256) -> pd.DataFrame:
         """Classify already preprocessed images (n, H, W, C) in [0, 1].
 
-        Calls ``predict_on_batch`` on chunks of ``batch_size``: the same compiled forward
-        pass as ``model.predict`` (identical probabilities) without its per-call set-up
-        (a tf.data pipeline and callbacks), which costs about 0.1 s per call on this CPU:
-        15x the forward pass of one image, so it dominated one-image requests to the server.
+        ``predict_on_batch`` on chunks of ``batch_size``: ``model.predict``'s forward pass
+        (identical probabilities) without its per-call set-up of about 0.1 s, 15x the forward
+        pass of one image.
         """
         x = np.asarray(arrays, dtype=np.float32)
         if x.ndim == 3:
@@ -235,10 +216,6 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         frame = probabilities_frame(probabilities, self.classes)
         frame[IN_DISTRIBUTION_COLUMN] = np.asarray(accepted, dtype=bool)
         frame[OOD_SCORE_COLUMN] = np.asarray(scores, dtype=np.float64)
-        return self.with_identity(frame)
-
-    def with_identity(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Each row names the model that answered (``model_name``, ``model_version``)."""
         frame["model_name"] = getattr(self, "model_name", "")
         frame["model_version"] = getattr(self, "model_version", UNREGISTERED)
         return frame

@@ -2,12 +2,11 @@
 the store cannot be written, left for the next command to close), and a full disk said in
 one line naming the full path.
 
-``train``, ``evaluate`` and ``features`` log inside :func:`cleaned_on_failure`. On an
-exception it removes what the block logged: the files added to the run's artifacts and the
-models the run logged meanwhile (MLflow 3 keeps a logged model's files apart from the run's,
-``mlruns/<experiment>/models/<model id>``), through MLflow's own artifact repositories (a local
-folder or a tracking server's proxy alike). A model half-written on a full disk is the case
-that matters: a disk left full by it fails every later command.
+``train``, ``evaluate`` and ``features`` log inside :func:`cleaned_on_failure`, which removes
+through MLflow's artifact repositories (a local folder or a server's proxy alike) the files
+the block added to the run's artifacts and the models it logged (MLflow 3 keeps their files
+apart, ``mlruns/<experiment>/models/<model id>``): a model half-written on a full disk would
+fail every later command.
 """
 
 from __future__ import annotations
@@ -34,14 +33,6 @@ def _files(repository, path: str | None = None) -> set[str]:
     for info in repository.list_artifacts(path):
         found |= _files(repository, info.path) if info.is_dir else {info.path}
     return found
-
-
-def _local(uri: str) -> Path | None:
-    """The folder of a ``file:`` (or plain path) artifact URI, None for any other store."""
-    from urllib.parse import unquote, urlparse
-
-    parsed = urlparse(uri)
-    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
 
 def _fullest(paths: Sequence[Path | None]) -> Path | None:
@@ -120,6 +111,8 @@ def cleaned_on_failure(run_id: str, outputs: Sequence[Path] = (),
     from mlflow import MlflowClient
     from mlflow.utils.time import get_current_time_millis
 
+    from leukemia_cnn.tracking.store import local_path
+
     since = get_current_time_millis()
     artifact_uri = MlflowClient().get_run(run_id).info.artifact_uri
     before = None
@@ -131,7 +124,7 @@ def cleaned_on_failure(run_id: str, outputs: Sequence[Path] = (),
         cause = full_disk_cause(exc)
         where = cause is not None and (getattr(cause, "filename2", None)
                                        or getattr(cause, "filename", None) or _store_file(cause)
-                                       or _fullest([*outputs, _local(artifact_uri),
+                                       or _fullest([*outputs, local_path(artifact_uri),
                                                     Path(tempfile.gettempdir())]))
         removed = remove_logged_since(run_id, before, since)
         if not isinstance(exc, Exception) or mlflow.active_run() is None:

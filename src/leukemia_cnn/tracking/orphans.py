@@ -10,7 +10,6 @@ import socket
 # whose process was killed (SIGKILL, power loss) from one that is still training.
 HOST_TAG, PID_TAG, PID_START_TAG = "process.host", "process.pid", "process.start_time"
 
-
 # The SLURM job a run was trained in (``12_3`` for task 3 of array job 12, as squeue, scancel
 # and submitit's folders name it) and its node: what to look up when a cluster job fails.
 SLURM_JOB_TAG, SLURM_NODE_TAG = "slurm_job_id", "slurm_node"
@@ -47,11 +46,10 @@ def process_alive(pid: int, start_time: str | None) -> bool:
 def close_orphaned_runs(experiment_id: str) -> list[str]:
     """Close (as FAILED) the RUNNING runs of this host whose process is gone; return their ids.
 
-    A run whose process was killed with SIGKILL stays RUNNING forever in MLflow. Every command
-    that sets up MLflow calls this: runs started on this host (``process.host`` tag) whose
-    ``process.pid`` no longer exists are ended as FAILED with an ``orphaned`` tag saying why.
-    Runs from other hosts, and runs without the tags, are left alone: their process cannot be
-    checked from here.
+    A run whose process was killed (SIGKILL) stays RUNNING forever in MLflow. Runs started on
+    this host (``process.host`` tag) whose ``process.pid`` no longer exists are ended FAILED
+    with an ``orphaned`` tag saying why; runs from other hosts or without the tags are left
+    alone: their process cannot be checked from here.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException

@@ -184,12 +184,9 @@ def log_artifacts(local_dir: str | Path, artifact_path: str | None = None) -> No
 
 
 def log_sklearn_model(model, sample, name: str = "model"):
-    """Log a fitted scikit-learn model to the active run; return its ``ModelInfo``.
-
-    The signature is inferred from ``sample`` and ``model.predict(sample)``; the pip
-    requirements are MLflow's defaults for scikit-learn with skops (no slow inference).
-    See ``mlflow.sklearn.log_model``.
-    """
+    """Log a fitted scikit-learn model to the active run, its signature inferred from
+    ``sample`` and its pip requirements MLflow's defaults (inferring them is slow); return its
+    ``ModelInfo``. See ``mlflow.sklearn.log_model``."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
@@ -200,11 +197,8 @@ def log_sklearn_model(model, sample, name: str = "model"):
 
 @contextlib.contextmanager
 def store_errors(cfg: Config, root: Path, action: str):
-    """Turn an MLflow error inside the block into a :class:`ConfigError` naming the store.
-
-    The message reads ``could not <action> to MLflow at <uri>: <error>; check
-    MLFLOW_TRACKING_URI or config key `mlflow.tracking_uri```.
-    """
+    """Turn an MLflow error inside the block into a :class:`ConfigError` naming the store,
+    ``could not <action> to MLflow at <uri>: ...``."""
     from mlflow.exceptions import MlflowException
 
     from leukemia_cnn.tracking.store import tracking_uri

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared_root
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data.lineage import DataLineage, safe_name, workspace_lineage
-from leukemia_cnn.data.lineage import data_version as data_version  # re-exported
+from leukemia_cnn.data.lineage import DataLineage, data_version, safe_name, workspace_lineage
 from leukemia_cnn.errors import ConfigError, full_disk_cause, full_disk_error
 from leukemia_cnn.tracking.orphans import close_orphaned_runs, process_tags
 
@@ -47,16 +46,11 @@ def check_artifact_location(experiment, uri: str, root: Path | None = None) -> N
     restored elsewhere) would log its models into the original's ``mlruns/``. Only this
     project's embedded store is checked, not a server or another store.
     """
-    from urllib.parse import unquote, urlparse
-
     project = shared_root(root)
     if uri != f"sqlite:///{(project / 'mlflow.db').as_posix()}":
         return  # a server or another store: its artifact root is its own business
-    location = urlparse(str(experiment.artifact_location or ""))
-    if location.scheme not in ("", "file"):
-        return
-    artifacts = Path(unquote(location.path)).resolve()
-    if artifacts.is_relative_to(project):
+    location = local_path(str(experiment.artifact_location or ""))
+    if location is None or (artifacts := location.resolve()).is_relative_to(project):
         return
     raise ConfigError(
         f"the MLflow store {project / 'mlflow.db'} keeps experiment "
@@ -65,9 +59,8 @@ def check_artifact_location(experiment, uri: str, root: Path | None = None) -> N
         "copy's own store, or set MLFLOW_TRACKING_URI to that project's store to share it")
 
 
-# The experiment holds model training runs. (MLflow 3.17's UI ignores this tag when it picks
-# the landing page: its "workflow type" switch, kept in the browser's localStorage or the
-# `?workflowType=machine_learning` URL parameter, decides; see README "Compare runs".)
+# The experiment holds model training runs (the UI's landing page ignores it: README "Compare
+# runs").
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -160,6 +153,14 @@ def _set_experiment(cfg: Config, root: Path, uri: str) -> str:
     return experiment_id
 
 
+def local_path(uri: str) -> Path | None:
+    """The path of a ``file:`` (or plain path) URI, None for any other scheme."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI, or None for any other store."""
     if not uri.startswith("sqlite:///"):
@@ -189,12 +190,10 @@ def store_lock(uri: str):
         yield
 
 
-# Params that define a configuration of the study: the data, split, preprocessing, model and
-# training knobs. The seed, output paths, store, sweep/report settings and the derived data
-# sizes are not part of it, so seeds of one configuration share its id. A late knob at its
-# default (config.LATE_KNOBS) is left out too: a run logged before it trained the same way.
-# The data itself is not part of it either: runs on different data are told apart by their
-# validation set (`val_digest`), and a run's data.* params describe its source.
+# Params that define a configuration of the study: not the seed, paths, store, sweep/report
+# settings, data sizes, nor a late knob at its default (config.LATE_KNOBS: a run logged before
+# it trained the same way), so seeds of one configuration share its id. Not the data either:
+# runs on different data are told apart by their validation set (`val_digest`).
 CONFIG_ID_PREFIXES = ("split.", "preprocess.", "model.", "train.", "evaluate.")
 CONFIG_ID_IGNORED = ("train.verbose",)
 
@@ -332,10 +331,9 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
     """Log the train, validation and test rows to the active run as MLflow datasets.
 
     Each dataset is the split's rows of the split table (path, class, label, sha256), named
-    ``<data name>-<split>``, with the data's URI as its source and the start of the split's
-    own rows digest as its digest (so the UI's Dataset column tells the splits apart); the
-    input tag ``rows_digest`` is the full sha256 of those rows (for the validation set, the
-    run's ``val_digest``) and ``data_version`` the data.dvc md5.
+    ``<data name>-<split>``, its digest the start of the split's rows digest (so the UI's
+    Dataset column tells the splits apart); its input tags are the full ``rows_digest`` (for
+    the validation set, the run's ``val_digest``) and the ``data_version``.
 
     Parameters
     ----------
@@ -356,8 +354,7 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
             part = part[part["path"].isin({str(p) for p in train_paths})]
         part = part[["path", "class", "label", "sha256"]].reset_index(drop=True)
         # MLflow warns that a file URI matches two equal source types and that integer
-        # columns cannot hold missing values (when it logs the dataset): nothing a user can
-        # act on.
+        # columns cannot hold missing values: nothing a user can act on.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(
