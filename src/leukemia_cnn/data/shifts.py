@@ -93,13 +93,9 @@ def matched_to(image: Image.Image, reference: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(matched), 0, 255).astype(np.uint8))
 
 
-# ---------------------------------------------------------------------------------------------
-# The acquisition-shift suite: what changes between two labs (objective, camera, exposure, stain
-# batch, compression), applied to the ORIGINAL smear image (RGB, native size) before the
-# project's preprocessing. Every shift is a pure function ``(image, strength, rng) -> image``
-# that returns a new RGB image of the same size; ``rng`` (numpy Generator) is drawn from only
-# by the random shifts (stain jitter), so a case is reproducible from its seed.
-
+# The acquisition-shift suite, applied to the original smear before preprocessing: every shift
+# is a pure function ``(image, strength, rng) -> image`` (same size, RGB); only the random
+# shifts draw from ``rng``, so a case is reproducible from its seed.
 
 # HED stain concentrations from ``rgb2hed`` lie in about [0, 0.3] on a smear; a bias of
 # ``sigma`` itself would paint the white background, so it is scaled down (Tellez's ranges).
@@ -280,17 +276,6 @@ MODERATE: tuple[ShiftCase, ...] = (
 )
 
 
-def parse_case(name: str) -> ShiftCase:
-    """``"magnify@1.25"`` -> ShiftCase, or DataError naming the families."""
-    family, _, strength = name.partition("@")
-    if family not in FAMILIES:
-        raise DataError(f"unknown shift family {family!r}; known: {', '.join(FAMILIES)}")
-    try:
-        return ShiftCase(family, float(strength))
-    except ValueError as exc:
-        raise DataError(f"shift {name!r}: the strength after '@' is not a number") from exc
-
-
 def suite(families: Sequence[str] | None = None, color_mode: str = "rgb",
           strengths: Mapping[str, Sequence[float]] | None = None) -> list[ShiftCase]:
     """The cases of ``families`` (default: all) at their strengths (``strengths`` overrides per
@@ -322,11 +307,6 @@ def case_rng(seed: int, case: ShiftCase, index: int) -> np.random.Generator:
     index) in any process and any order, independent across cases and images."""
     key = zlib.crc32(case.name.encode())
     return np.random.default_rng([seed, key, index])
-
-
-def apply_suite(images: Sequence[Image.Image], case: ShiftCase, seed: int) -> list[Image.Image]:
-    """``images`` under ``case``, image ``i`` with :func:`case_rng` ``(seed, case, i)``."""
-    return [case.apply(image, case_rng(seed, case, index)) for index, image in enumerate(images)]
 
 
 def load_originals(raw_dir: Path, paths: Sequence[str]) -> list[Image.Image]:
