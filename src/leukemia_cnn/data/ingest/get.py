@@ -39,7 +39,7 @@ from pathlib import Path
 from PIL import Image
 
 from leukemia_cnn.config import VARIANTS
-from leukemia_cnn.config_schema import Config, KaggleData
+from leukemia_cnn.config_schema import Config, KaggleData, ValidationConfig
 from leukemia_cnn.data.imaging import SkippedFile
 from leukemia_cnn.data.ingest.kaggle_api import download_from_kaggle
 from leukemia_cnn.data.ingest.plan import MAX_LISTED, Plan, plan
@@ -78,25 +78,8 @@ class IngestResult:
     dvc_file: Path | None = None
 
 
-# --------------------------------------------------------------------------------------------
-# Copying and checking
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Bounds:
-    """Ingestion limits (``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``)."""
-
-    max_total_bytes: int
-    max_files: int
-    max_image_pixels: int
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> Bounds:
-        return cls(cfg.validation.max_total_bytes, cfg.validation.max_files,
-                   cfg.validation.max_image_pixels)
-
-
-def _check_plan_size(plan_: Plan, entries: Sequence[Entry], bounds: Bounds, label: str) -> None:
+def _check_plan_size(plan_: Plan, entries: Sequence[Entry], bounds: ValidationConfig,
+                     label: str) -> None:
     if len(plan_.copies) > bounds.max_files:
         raise DataError(f"{label}: {len(plan_.copies):,} images exceed validation.max_files = "
                         f"{bounds.max_files:,}; raise the bound if this is expected")
@@ -156,9 +139,10 @@ def _check_pixels(path: Path, shown: str, max_pixels: int) -> None:
                         "remove the file or raise the bound")
 
 
-def copy_tree(source: ZipSource | FolderSource, plan_: Plan, staging: Path, bounds: Bounds,
-              progress: bool = True) -> None:
-    """Write every planned file to ``staging/<Class>/<name>``, within the bounds."""
+def copy_tree(source: ZipSource | FolderSource, plan_: Plan, staging: Path,
+              bounds: ValidationConfig, progress: bool = True) -> None:
+    """Write every planned file to ``staging/<Class>/<name>``, within the ``validation``
+    bounds (``max_total_bytes``, ``max_image_pixels``)."""
     from tqdm import tqdm
 
     total = 0
@@ -168,10 +152,6 @@ def copy_tree(source: ZipSource | FolderSource, plan_: Plan, staging: Path, boun
         total += _copy_file(source, name, path, bounds.max_total_bytes - total, source.label)
         _check_pixels(path, f"{source.label}: {name}", bounds.max_image_pixels)
 
-
-# --------------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------------
 
 def _check_paths(source_path: Path, out_dir: Path) -> None:
     """Refuse a source and an output that overlap, or an output that is a file."""
@@ -218,7 +198,6 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
     classes = cfg.data.classes
     variant = variant or (cfg.data.variant if isinstance(cfg.data, KaggleData) else None)
     skip_unknown = isinstance(cfg.data, KaggleData) and cfg.data.skip_unknown_classes
-    bounds = Bounds.from_config(cfg)
     target = out_dir if isinstance(out_dir, RawTarget) else RawTarget(Path(out_dir), False, None)
     source_path, out_dir = Path(source_path).resolve(), target.out_dir.resolve()
     _check_paths(source_path, out_dir)
@@ -227,12 +206,12 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
         entries = source.entries()
         plan_ = plan(entries, classes, variant, skip_unknown, label)
         plan_.skipped = sorted(plan_.skipped + source.skipped, key=lambda item: item.path)
-        _check_plan_size(plan_, entries, bounds, label)
+        _check_plan_size(plan_, entries, cfg.validation, label)
         target.check_local_files()  # before the work, not after it
 
         def fill(staging: Path) -> list[str]:
             staging.mkdir()
-            copy_tree(source, plan_, staging, bounds, progress)
+            copy_tree(source, plan_, staging, cfg.validation, progress)
             return validate(cfg, staging, plan_.copies, label, out_dir, progress) if validate else []
 
         found = write_raw_tree(target, fill, version)
@@ -258,14 +237,6 @@ def _report(result: IngestResult, root: Path, seconds: float) -> None:
             print(f"  ... and {len(result.skipped) - MAX_LISTED} more")
     for warning in result.warnings:
         print(f"warning: {warning} (see `leukemia-cnn validate-raw`)")
-
-
-def resolve_source(source: str, base: Path) -> str | Path:
-    """A keyword (``synthetic``, ``kaggle``) or the path of a zip or folder, relative to ``base``."""
-    if source in KEYWORD_SOURCES:
-        return source
-    path = Path(source).expanduser()
-    return path if path.is_absolute() else base / path
 
 
 def run(cfg: Config, root: Path, source: str | None = None, variant: str | None = None,
@@ -317,10 +288,13 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
 
 
 def _chosen_source(cfg: Config, root: Path, source: str | None) -> str | Path:
-    """``source`` (relative to the current folder) or ``data.source`` (relative to ``root``)."""
-    if source is None:
-        return resolve_source(cfg.data.source, root)
-    return resolve_source(source, Path.cwd())
+    """A keyword (``synthetic``, ``kaggle``) or the path of a zip or folder: ``source``
+    (relative to the current folder) or ``data.source`` (relative to ``root``)."""
+    chosen, base = (cfg.data.source, root) if source is None else (source, Path.cwd())
+    if chosen in KEYWORD_SOURCES:
+        return chosen
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def _kaggle_dataset(cfg: Config) -> str:
