@@ -12,15 +12,11 @@ Sources (``--source``, default ``data.source``):
 Class folders match ``data.classes`` case-insensitively and are written with the configured
 spelling; file names (and sub-folders) are kept and the bytes copied unchanged. Folders that
 match no class are an error unless ``data.skip_unknown_classes``; operating-system junk and
-non-image files are skipped and reported. The source is only read: zip entries that are links,
-absolute or climb out with ``..`` are refused, as are links that leave a source folder; the
-bytes written, the number of files and each image's pixel count are bounded
-(``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``).
-
-The tree is written next to ``paths.raw_dir``, checked with the raw-data suite of
-:mod:`leukemia_cnn.quality.validate_raw` (the CLI passes it in), and only then swapped in, so
-an interrupted or refused ingestion leaves the previous ``data/raw`` as it was. Finally
-``dvc add`` versions it in ``data.dvc``.
+non-image files are skipped and reported. The source is only read (:mod:`.sources`); the bytes
+written, the number of files and each image's pixel count are bounded
+(``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``). The new tree is checked
+with the raw-data suite the CLI passes in and swapped in as :mod:`leukemia_cnn.data.rawtree`
+says, then ``dvc add`` versions it in ``data.dvc``.
 """
 
 from __future__ import annotations
@@ -166,10 +162,8 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
            variant: str | None = None, label: str | None = None,
            validate: StagedCheck | None = None, progress: bool = True,
            version: Callable[[], object] | None = None) -> IngestResult:
-    """Copy the images of ``source_path`` (zip or folder) into ``out_dir/<Class>/``.
-
-    The tree is written beside ``out_dir`` and swapped in only once complete and (with
-    ``validate``) passing the raw-data suite; on any error ``out_dir`` is left unchanged.
+    """Copy the images of ``source_path`` (zip or folder) into ``out_dir/<Class>/``; on any
+    error ``out_dir`` is left unchanged.
 
     Parameters
     ----------
@@ -181,10 +175,8 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
     out_dir : Path or RawTarget
         The raw image folder to replace (``paths.raw_dir``); a bare path is a new folder or
         one an earlier ``leukemia-cnn data`` run wrote (marked or recorded), left unmarked.
-    variant : str, optional
-        Overrides ``data.variant``.
-    label : str, optional
-        How to name the source in messages (default: its path).
+    variant, label : str, optional
+        Overrides ``data.variant``; how to name the source in messages (default: its path).
     validate : callable, optional
         Checks the new tree before it is swapped in: ``validate(cfg, staging, names, label,
         out_dir, progress)`` returns warning lines or raises DataError. The CLI passes the
