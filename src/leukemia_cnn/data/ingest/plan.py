@@ -35,7 +35,6 @@ class Plan:
     unknown: dict[str, int] = field(default_factory=dict)
 
 
-
 def _junk_folder(parts: Sequence[str]) -> str | None:
     for index, part in enumerate(parts[:-1]):
         if part.startswith(".") or part.lower() in OS_JUNK:
