@@ -206,17 +206,9 @@ def _place(rng: np.random.Generator, size: int, radii: Sequence[float]) -> list[
 
 
 def generate_image(rng: np.random.Generator, class_name: str, image_size: int = 224) -> Image.Image:
-    """Paint one smear field of ``class_name`` as an ``image_size`` square RGB image.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        The image's own random stream (see :func:`image_rng`); the result depends on nothing else.
-    class_name : {"Benign", "Early", "Pre", "Pro"}
-        Sets the morphology of the nucleated cells; everything else is drawn per slide.
-    image_size : int
-        Side in pixels; geometry scales from the 224-pixel reference.
-    """
+    """Paint one smear field of ``class_name`` (the morphology of its nucleated cells) as an
+    ``image_size`` square RGB image, from ``rng`` alone (:func:`image_rng`); geometry scales
+    from the 224-pixel reference."""
     if class_name not in LADDER:
         raise ConfigError(f"config key `data.classes`: the synthetic generator has no class "
                           f"{class_name!r}; allowed: {', '.join(LADDER)}")

@@ -62,24 +62,12 @@ def _write_batch(jobs: Sequence[tuple[int, str, int, str]], seed: int, image_siz
 def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, int], seed: int,
              image_size: int = 224, jpeg_quality: int = 92, progress: bool = True,
              n_jobs: int = 2) -> list[Path]:
-    """Write ``counts[c]`` images of each class ``c`` to ``out_dir/<c>/`` and return their paths.
+    """Write ``counts[c]`` images of each class ``c`` to ``out_dir/<c>/`` (created if missing,
+    same-named files overwritten) and return their paths.
 
-    Parameters
-    ----------
-    out_dir : path
-        Created if missing; existing files with the same names are overwritten.
-    classes : sequence of str
-        Class names, in the order that numbers them for seeding.
-    counts : mapping
-        Images per class.
-    seed : int
-        Image ``i`` of class ``k`` is painted from ``SeedSequence([seed, k, i])``.
-    image_size, jpeg_quality : int
-        Side of the square images; JPEG quality (1-95).
-    progress : bool
-        Show a tqdm progress bar.
-    n_jobs : int
-        Worker processes; the output does not depend on it.
+    Image ``i`` of the ``k``-th of ``classes`` is painted from ``SeedSequence([seed, k, i])``
+    at ``image_size`` pixels a side and saved as a JPEG of ``jpeg_quality`` (1-95), by
+    ``n_jobs`` worker processes, which do not change the output.
     """
     from tqdm import tqdm
 

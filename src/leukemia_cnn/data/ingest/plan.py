@@ -82,8 +82,6 @@ def plan(entries: Sequence[Entry], classes: Sequence[str], variant: str | None =
 
     Parameters
     ----------
-    entries : sequence of Entry
-        The files of the source (see :class:`ZipSource`, :class:`FolderSource`).
     classes : sequence of str
         ``data.classes``; folder names match them case-insensitively.
     variant : str or None
@@ -91,8 +89,6 @@ def plan(entries: Sequence[Entry], classes: Sequence[str], variant: str | None =
     skip_unknown : bool
         ``data.skip_unknown_classes``: skip folders that match no class (reported) instead of
         raising DataError.
-    label : str
-        How the source is named in messages.
     """
     skipped, images = _image_parts(entries, label)
     root = _class_root(images, classes, variant, label)
