@@ -13,15 +13,13 @@ from pathlib import Path
 
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
-from leukemia_cnn.data.lineage import record_origin
 from leukemia_cnn.data.rawtree import (
-    RAW_DVC_FILE,
     RawTarget,
     check_dvc_target,
     check_raw_output,
     commit_hint,
+    dvc_add_raw_tree,
     raw_output,
     write_raw_tree,
 )
@@ -142,9 +140,7 @@ def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = 
     versioned: list[Path] = []
 
     def version() -> None:  # while the previous tree waits aside
-        dvc_file = None if target.mark else root / RAW_DVC_FILE
-        versioned.append(versioning.dvc_track(root, out_dir, dvc_file))
-        record_origin(versioned[0], None)  # the built-in set: forget a recorded `data get` source
+        versioned.append(dvc_add_raw_tree(target, None))
 
     started = time.perf_counter()
     write_raw_tree(target, lambda staging: generate(staging, classes, sizes, seed, image_size,

@@ -40,13 +40,13 @@ from leukemia_cnn.data.imaging import SkippedFile
 from leukemia_cnn.data.ingest.kaggle_api import download_from_kaggle
 from leukemia_cnn.data.ingest.plan import MAX_LISTED, Plan, plan
 from leukemia_cnn.data.ingest.sources import Entry, FolderSource, ZipSource, open_source
-from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
+from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path
 from leukemia_cnn.data.rawtree import (
-    RAW_DVC_FILE,
     RawTarget,
     check_dvc_target,
     check_raw_output,
     commit_hint,
+    dvc_add_raw_tree,
     raw_output,
     write_raw_tree,
 )
@@ -261,7 +261,7 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
     versioned: list[Path] = []
 
     def version() -> None:  # while the previous tree waits aside
-        versioned.append(_version(root, out_dir, raw_dir, origin))
+        versioned.append(dvc_add_raw_tree(target, origin))
 
     started = time.perf_counter()
     options = {"validate": validate, "progress": progress, "version": version if dvc_add else None}
@@ -315,15 +315,3 @@ def _ingest_kaggle(cfg: Config, target: RawTarget, variant: str | None,
         return ingest(cfg, archive, target, variant, label=f"Kaggle {dataset}", **options)
     finally:
         shutil.rmtree(download, ignore_errors=True)
-
-
-def _version(root: Path, out_dir: Path, raw_dir: Path, origin: dict | None) -> Path:
-    """``dvc add`` the new tree, record where it came from; return the .dvc file."""
-    from leukemia_cnn.data.versioning import dvc_track
-
-    dvc_file = root / RAW_DVC_FILE if out_dir.resolve() == raw_dir.resolve() else None
-    tracked = dvc_track(root, out_dir, dvc_file)
-    # Runs and model versions name the data they saw from this record (lineage.py).
-    record_origin(tracked, origin)
-    return tracked
-
