@@ -5,10 +5,9 @@ when it can be brought back: it is in the last version DVC recorded (the ``.dvc`
 declares the folder, ``data.dvc``) with the same content, and its object is in DVC's cache; or
 it is, unchanged, a file the last ``leukemia-cnn data`` run wrote into a folder DVC does not
 version (the listing recorded beside the folder, :func:`leukemia_cnn.fileio.record_output`).
-Anything else (an image a user
-copied in, one edited in place, one whose cached copy is gone) is the user's: the command
-refuses and names it, or with ``--discard-local-changes`` first moves it to
-``<folder>.local-<time>/``, which the message names.
+Anything else (an image a user copied in, one edited in place, one whose cached copy is gone)
+is the user's: the command refuses and names it, or with ``--discard-local-changes`` first
+moves it to ``<folder>.local-<time>/``, which the message names.
 """
 
 from __future__ import annotations

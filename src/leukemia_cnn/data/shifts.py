@@ -1,13 +1,10 @@
 """Shifted smears: the seeded acquisition-shift suite of the robustness evaluation, and the
 probes of the out-of-distribution guard.
 
-The suite (:data:`FAMILIES`, :class:`ShiftCase`, :func:`suite`, :data:`MODERATE`) changes a
-smear as another lab would: magnification, exposure, tone, focus, compression, stain, a
-grayscale camera, orientation, sensor noise, each at graded strengths. The probes
-(:data:`SHIFTS`, :func:`shifted`, :func:`skimage_samples`) are images the guard should flag:
-a smear with another stain, out of focus, or at another magnification, and scikit-image's
-sample photos. The guard's tests and its report (``benchmarks/guard_report.py``) use them;
-nothing is downloaded (only the samples that ship inside scikit-image are used).
+The suite (:data:`FAMILIES`, :func:`suite`) changes a smear as another lab would, each shift at
+graded strengths. The probes (:data:`SHIFTS`, :func:`shifted`, :func:`skimage_samples`) are
+images the guard should flag: a smear with another stain, out of focus, or at another
+magnification, and the sample photos that ship inside scikit-image (nothing is downloaded).
 """
 
 from __future__ import annotations

@@ -82,10 +82,9 @@ def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, i
             path = out_dir / name / file_name(name, image_index + 1, total)
             jobs.append((class_index, name, image_index, str(path)))
 
-    bar = tqdm(total=len(jobs), unit="img", desc="synth", disable=not progress)
     batch = 32
     chunks = [jobs[i:i + batch] for i in range(0, len(jobs), batch)]
-    try:
+    with tqdm(total=len(jobs), unit="img", desc="synth", disable=not progress) as bar:
         if n_jobs > 1 and len(chunks) > 2:
             from joblib import Parallel, delayed
 
@@ -96,8 +95,6 @@ def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, i
         else:
             for chunk in chunks:
                 bar.update(_write_batch(chunk, seed, image_size, jpeg_quality))
-    finally:
-        bar.close()
     return [Path(job[3]) for job in jobs]
 
 
@@ -109,12 +106,9 @@ def _holds_images(folder: Path) -> bool:
 def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = None,
         output: str | None = None, if_empty: bool = False, dvc_add: bool = True,
         discard_local: bool = False) -> None:
-    """``leukemia-cnn data synth``: write the synthetic set, swap it in, version it with DVC.
-
-    The new tree is written next to the output folder and replaces it only when complete and
-    versioned, so an interrupted or failed run leaves the previous data in place; files of the
-    previous tree that no record holds are refused, or moved aside with ``discard_local``.
-    """
+    """``leukemia-cnn data synth``: write the synthetic set, swap it in and version it with DVC
+    (:func:`leukemia_cnn.data.rawtree.write_raw_tree`); files of the previous tree that no record
+    holds are refused, or moved aside with ``discard_local``."""
     root = Path(root)
     # --scale and --seed override data.synth.scale/seed; the config schema checks the result.
     data = cfg.data.model_dump()
