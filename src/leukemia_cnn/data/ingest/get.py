@@ -257,7 +257,9 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
     if dvc_add:  # refuse an output DVC cannot version before writing anything
         check_dvc_target(root, out_dir)
     target = RawTarget.of(root, out_dir, raw_dir, discard_local)
-    origin = kaggle_origin(cfg) if chosen == "kaggle" else origin_of_path(Path(chosen))
+    # where the data came from, as runs record it (lineage.py)
+    origin = ({"source": "kaggle", "uri": kaggle_uri(_kaggle_dataset(cfg)), "name": "kaggle"}
+              if chosen == "kaggle" else origin_of_path(Path(chosen)))
     versioned: list[Path] = []
 
     def version() -> None:  # while the previous tree waits aside
@@ -295,11 +297,6 @@ def _kaggle_dataset(cfg: Config) -> str:
         raise ConfigError("config key `data.kaggle_dataset` is missing; compose the Kaggle "
                           "data config with `leukemia-cnn params data=kaggle`")
     return str(dataset)
-
-
-def kaggle_origin(cfg: Config) -> dict[str, str]:
-    """Where a Kaggle API download came from, as runs record it (lineage.py)."""
-    return {"source": "kaggle", "uri": kaggle_uri(_kaggle_dataset(cfg)), "name": "kaggle"}
 
 
 def _ingest_kaggle(cfg: Config, target: RawTarget, variant: str | None,

@@ -32,7 +32,6 @@ class Plan:
     copies: dict[str, str]
     skipped: list[SkippedFile] = field(default_factory=list)
     ignored: int = 0
-    unknown: dict[str, int] = field(default_factory=dict)
 
 
 def _junk_folder(parts: Sequence[str]) -> str | None:
@@ -110,7 +109,7 @@ def plan(entries: Sequence[Entry], classes: Sequence[str], variant: str | None =
     if not copies:
         raise DataError(f"{label}: no images inside the class folders {', '.join(classes)}")
     return Plan(root=prefix, copies=copies, skipped=sorted(skipped.values(), key=lambda s: s.path),
-                ignored=ignored, unknown=dict(unknown))
+                ignored=ignored)
 
 
 def _image_parts(entries: Sequence[Entry],
