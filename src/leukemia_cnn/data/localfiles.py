@@ -26,7 +26,6 @@ import yaml
 from leukemia_cnn.errors import LeukemiaCNNError, OutputError
 from leukemia_cnn.fileio import OUTPUT_MARKER, output_entry, shown
 
-DISCARD_FLAG = "--discard-local-changes"
 MAX_SHOWN = 10
 
 
@@ -155,7 +154,7 @@ def refusal(folder: Path, found: list[LocalFile], root: Path, record: str) -> Ou
         f"{where} holds {len(found)} file(s) that are in no recorded version ({record}) and "
         f"that replacing it would delete: {_listed(found)}; nothing was changed. Keep them with "
         f"`dvc add {shlex.quote(where)}` (then commit the .dvc file) or move them elsewhere; or "
-        f"pass {DISCARD_FLAG} to move them to {where}.local-<time>/ first")
+        f"pass --discard-local-changes to move them to {where}.local-<time>/ first")
 
 
 def set_aside(folder: Path, found: list[LocalFile], root: Path) -> Path:

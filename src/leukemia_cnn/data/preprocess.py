@@ -26,8 +26,6 @@ from leukemia_cnn.data.stain import training_stain
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import save_npz, write_json
 
-SPLIT_COLUMNS = ("path", "class", "label", "split")
-
 
 def n_workers() -> int:
     """Decoding threads: one per CPU core (PIL releases the GIL while it decodes and resizes,
@@ -52,7 +50,7 @@ def read_split_table(path: Path, classes: list[str]) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"split table {path} is not a readable CSV ({exc}); rerun "
                         "`dvc repro split`") from exc
-    missing = [c for c in SPLIT_COLUMNS if c not in table.columns]
+    missing = [c for c in ("path", "class", "label", "split") if c not in table.columns]
     if missing:
         raise DataError(f"split table {path} lacks column(s) {missing}; rerun `dvc repro split`")
     unknown = sorted(set(table["split"]) - set(SPLITS))

@@ -32,7 +32,6 @@ NEAR_DUPLICATE_CHUNK = 1024
 # of copies stay in one split, so on a small set one draw can miss the size or share bounds.
 MAX_DRAWS = 200
 MANIFEST_COLUMNS = ("path", "class", "sha256")
-OUTPUT_COLUMNS = ["path", "class", "label", "sha256", "split"]
 
 
 def min_images_per_class(train: float, val: float, test: float) -> int:
@@ -236,7 +235,7 @@ def _draw(manifest: pd.DataFrame, contents: pd.DataFrame, groups: pd.DataFrame,
     table["split"] = pd.Categorical(table["split"], categories=list(SPLITS), ordered=True)
     table = table.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
     table["split"] = table["split"].astype(str)
-    return table[OUTPUT_COLUMNS]
+    return table[["path", "class", "label", "sha256", "split"]]
 
 
 def no_acceptable_split(table: pd.DataFrame, groups: pd.DataFrame, ratios: Mapping[str, float],
