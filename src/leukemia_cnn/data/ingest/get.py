@@ -71,7 +71,6 @@ class IngestResult:
     skipped: list[SkippedFile]
     ignored: int
     warnings: list[str]
-    dvc_file: Path | None = None
 
 
 def _check_plan_size(plan_: Plan, entries: Sequence[Entry], bounds: ValidationConfig,
@@ -276,7 +275,6 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
         print("note: params.yaml says data.source=synthetic; run `leukemia-cnn params data=kaggle` "
               "so that runs are tagged with the real source")
     if versioned:
-        result.dvc_file = versioned[0]
         print(commit_hint(root, versioned[0], out_dir))
     return result
 
