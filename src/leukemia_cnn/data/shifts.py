@@ -42,9 +42,8 @@ def stain_shift(image: Image.Image, swap: bool = True) -> Image.Image:
 
 
 def blur(image: Image.Image, radius_fraction: float = 0.02) -> Image.Image:
-    """Out of focus: a Gaussian blur of ``radius_fraction`` of the image width."""
-    radius = max(1.0, radius_fraction * image.width)
-    return image.convert("RGB").filter(ImageFilter.GaussianBlur(radius))
+    """Out of focus: a Gaussian blur of ``radius_fraction`` of the image width (at least 1 px)."""
+    return gaussian_blur(image, max(1.0, radius_fraction * image.width))
 
 
 def rescale(image: Image.Image, zoom: float = 2.5) -> Image.Image:
