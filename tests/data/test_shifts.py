@@ -68,13 +68,17 @@ def test_the_identity_strength_leaves_the_smear_nearly_as_it_is(family, smear):
 def test_the_suite_is_reproducible_from_its_seed_and_differs_across_seeds(smear):
     images = [smear, smear.transpose(Image.Transpose.ROTATE_90)]
     case = shifts.ShiftCase("stain", 0.2)
-    first = shifts.apply_suite(images, case, seed=7)
-    again = shifts.apply_suite(images, case, seed=7)
-    other = shifts.apply_suite(images, case, seed=8)
+
+    def apply_suite(images, case, seed):
+        return [case.apply(image, shifts.case_rng(seed, case, i)) for i, image in enumerate(images)]
+
+    first = apply_suite(images, case, seed=7)
+    again = apply_suite(images, case, seed=7)
+    other = apply_suite(images, case, seed=8)
     assert [im.tobytes() for im in first] == [im.tobytes() for im in again]
     assert first[0].tobytes() != other[0].tobytes()
     # each image has its own draw, and an image's draw does not depend on the others
-    alone = shifts.apply_suite(images[:1], case, seed=7)
+    alone = apply_suite(images[:1], case, seed=7)
     assert alone[0].tobytes() == first[0].tobytes()
 
 
@@ -157,7 +161,6 @@ def test_the_registry_names_cases_and_holds_the_moderate_set():
     names = {case.name for case in shifts.MODERATE}
     assert names == {"magnify@0.8", "magnify@1.25", "brightness@0.85", "brightness@1.15",
                      "contrast@0.8", "blur@1", "jpeg@20", "stain@0.05", "grayscale@1"}
-    assert shifts.parse_case("magnify@1.25") == shifts.ShiftCase("magnify", 1.25)
     assert "grayscale@1" not in {c.name for c in shifts.moderate("grayscale")}
     gray_suite = shifts.suite(color_mode="grayscale")
     assert "grayscale" not in {c.family for c in gray_suite}
@@ -167,10 +170,9 @@ def test_the_registry_names_cases_and_holds_the_moderate_set():
         shifts.ShiftCase("blur", 1.0), shifts.ShiftCase("blur", 2.0)]
 
 
-@pytest.mark.parametrize("bad", ["zoom@2", "magnify@big", "flip@3"])
-def test_a_bad_case_is_one_clear_error(bad, smear):
-    with pytest.raises(DataError, match="magnify|flip|number"):
-        shifts.parse_case(bad).apply(smear, rng())
+def test_a_bad_flip_axis_is_one_clear_error(smear):
+    with pytest.raises(DataError, match="flip"):
+        shifts.ShiftCase("flip", 3.0).apply(smear, rng())
 
 
 @settings(max_examples=25, deadline=None)

@@ -1,19 +1,16 @@
 """Acquisition-shift augmentation of the training images (the ``augment`` knobs, issue 33).
 
-What changes between two labs, drawn afresh for every training image at every epoch: another
-stain batch (HED jitter), objective (zoom), exposure and camera response (brightness,
-contrast, gamma), focus (Gaussian blur), compression (JPEG) and, for an RGB model, a grey
-camera. Built from albumentations 2 transforms, whose ``Compose`` is seeded so a training run
-is reproducible; the stain jitter is the robustness suite's (Tellez et al. 2018, on
-scikit-image's HED colour deconvolution), computed over each batch at once
-(:func:`hed_jitter`). Albumentations' own ``HEStain`` projects every pixel on two stains, which
-moves a real smear by about 5 grey levels at zero jitter, and took 4x as long as scikit-image's
-(``benchmarks/bench_augment.py``).
+What changes between two labs, drawn afresh for every training image at every epoch: stain
+batch (HED jitter), objective (zoom), exposure and camera response (brightness, contrast,
+gamma), focus (Gaussian blur), compression (JPEG) and, for an RGB model, a grey camera; as
+albumentations 2 transforms under a seeded ``Compose``. The stain jitter is the robustness
+suite's, over each batch at once (:func:`hed_jitter`): albumentations' ``HEStain`` moves a real
+smear by about 5 grey levels at zero jitter and took 4x as long (``benchmarks/bench_augment.py``).
 
-The train stage applies it to training batches only (:mod:`leukemia_cnn.modeling.batches`):
-validation, test and served images are never augmented. A grayscale model augments the RGB
-copy of its training images (``preprocess.train_rgb``) and sees them turned grey afterwards,
-with PIL's weights (what ``preprocess`` does to every other image). No tensorflow here.
+Training batches only (:mod:`leukemia_cnn.modeling.batches`): validation, test and served
+images are never augmented. A grayscale model augments the RGB copy of its training images
+(``preprocess.train_rgb``) and sees them turned grey afterwards, with PIL's weights (what
+``preprocess`` does to every other image). No tensorflow here.
 """
 
 from __future__ import annotations

@@ -24,16 +24,6 @@ def printable(name: str | Path) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-def name_problem(name: str | Path) -> str | None:
-    """Why ``name`` cannot be recorded (not UTF-8), or None when it can."""
-    try:
-        str(name).encode("utf-8")
-    except UnicodeEncodeError:
-        return ("file name is not valid UTF-8; skipped (the manifest, reports and data.dvc "
-                "cannot record it): rename the file")
-    return None
-
-
 def special_kind(path: Path) -> str | None:
     """``"a FIFO (named pipe)"``, ``"a socket"``, ... when ``path`` (links followed) is neither a
     regular file nor a folder; None otherwise, and for paths that do not exist."""
@@ -44,17 +34,16 @@ def special_kind(path: Path) -> str | None:
     return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None)
 
 
-def special_reason(path: Path) -> str | None:
-    """The skip reason of a special file (see :func:`special_kind`), or None."""
-    kind = special_kind(path)
-    if kind is None:
-        return None
-    return f"{kind}, not a regular file; skipped (opening it could block)"
-
-
 def skip_problem(path: Path, relative: str | Path) -> str | None:
-    """Why the walkers skip ``path`` (shown as ``relative``) before opening it, or None."""
-    return name_problem(relative) or special_reason(path)
+    """Why the walkers skip ``path`` (shown as ``relative``) before opening it: a name that is
+    not UTF-8, or a special file (:func:`special_kind`); None when neither."""
+    try:
+        str(relative).encode("utf-8")
+    except UnicodeEncodeError:
+        return ("file name is not valid UTF-8; skipped (the manifest, reports and data.dvc "
+                "cannot record it): rename the file")
+    kind = special_kind(path)
+    return None if kind is None else f"{kind}, not a regular file; skipped (opening it could block)"
 
 
 def describe_missing(path: str | Path) -> str:

@@ -153,10 +153,8 @@ def perceptual_hash(image: Image.Image) -> int:
 
 def to_model_input(image: Image.Image, image_size: int = 100,
                    color_mode: str = "grayscale") -> np.ndarray:
-    """Paper Sec. 2.1: grayscale (or RGB), resize to ``image_size`` square, scale to [0, 1].
-
-    Returns float32 of shape (image_size, image_size, channels).
-    """
+    """Paper Sec. 2.1: grayscale (or RGB), resize to ``image_size`` square, scale to [0, 1];
+    float32 of shape (image_size, image_size, channels)."""
     pil_mode = "L" if color_mode == "grayscale" else "RGB"
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         image = upright_8bit(image)  # an image that did not come through open_image()

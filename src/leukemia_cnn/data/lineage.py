@@ -31,11 +31,9 @@ from leukemia_cnn.config import find_repo_root
 from leukemia_cnn.config_schema import Config
 
 BUILT_IN_SOURCE = "synthetic"
-SOURCES = ("synthetic", "kaggle", "folder", "archive")
 UNKNOWN = "unknown"
 # How many hex digits of a digest or data version the tables and sentences show.
 SHORT = 12
-LINEAGE_TAGS = ("data_version", "data_source", "data_name", "data_uri", "val_digest")
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class DataLineage:
     val_digest: str
 
     def tags(self) -> dict[str, str]:
-        """The run/model-version tags (``LINEAGE_TAGS``)."""
+        """The run/model-version tags."""
         return {"data_version": self.version, "data_source": self.source,
                 "data_name": self.name, "data_uri": self.uri, "val_digest": self.val_digest}
 
@@ -173,8 +171,7 @@ def data_origin(cfg: Config, root: Path) -> tuple[str, str, str]:
     if configured == BUILT_IN_SOURCE:
         return BUILT_IN_SOURCE, BUILT_IN_SOURCE, raw_uri.as_uri()
     if configured == "kaggle":
-        dataset = cfg.data.kaggle_dataset
-        return "kaggle", "kaggle", kaggle_uri(dataset)
+        return "kaggle", "kaggle", kaggle_uri(cfg.data.kaggle_dataset)
     path = Path(configured).expanduser()
     origin = origin_of_path(path if path.is_absolute() else root / path)
     return origin["source"], origin["name"], origin["uri"]

@@ -5,10 +5,9 @@ when it can be brought back: it is in the last version DVC recorded (the ``.dvc`
 declares the folder, ``data.dvc``) with the same content, and its object is in DVC's cache; or
 it is, unchanged, a file the last ``leukemia-cnn data`` run wrote into a folder DVC does not
 version (the listing recorded beside the folder, :func:`leukemia_cnn.fileio.record_output`).
-Anything else (an image a user
-copied in, one edited in place, one whose cached copy is gone) is the user's: the command
-refuses and names it, or with ``--discard-local-changes`` first moves it to
-``<folder>.local-<time>/``, which the message names.
+Anything else (an image a user copied in, one edited in place, one whose cached copy is gone)
+is the user's: the command refuses and names it, or with ``--discard-local-changes`` first
+moves it to ``<folder>.local-<time>/``, which the message names.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import yaml
 from leukemia_cnn.errors import LeukemiaCNNError, OutputError
 from leukemia_cnn.fileio import OUTPUT_MARKER, output_entry, shown
 
-DISCARD_FLAG = "--discard-local-changes"
 MAX_SHOWN = 10
 
 
@@ -156,7 +154,7 @@ def refusal(folder: Path, found: list[LocalFile], root: Path, record: str) -> Ou
         f"{where} holds {len(found)} file(s) that are in no recorded version ({record}) and "
         f"that replacing it would delete: {_listed(found)}; nothing was changed. Keep them with "
         f"`dvc add {shlex.quote(where)}` (then commit the .dvc file) or move them elsewhere; or "
-        f"pass {DISCARD_FLAG} to move them to {where}.local-<time>/ first")
+        f"pass --discard-local-changes to move them to {where}.local-<time>/ first")
 
 
 def set_aside(folder: Path, found: list[LocalFile], root: Path) -> Path:

@@ -26,32 +26,16 @@ from leukemia_cnn.data.stain import training_stain
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import save_npz, write_json
 
-SPLIT_COLUMNS = ("path", "class", "label", "split")
-
 
 def n_workers() -> int:
-    """Decoding threads: one per CPU core.
-
-    PIL releases the GIL while it decodes and resizes, so threads use all cores without
-    the start-up and copy costs of worker processes. The count never changes the arrays.
-    """
+    """Decoding threads: one per CPU core (PIL releases the GIL while it decodes and resizes,
+    so threads use all cores without worker processes). The count never changes the arrays."""
     return os.cpu_count() or 1
 
 
 def read_split_table(path: Path, classes: list[str]) -> pd.DataFrame:
-    """Read the split table written by the ``split`` stage and check it against ``classes``.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The CSV (``paths.splits``).
-    classes : list of str
-        ``data.classes``; label ``i`` must be ``classes[i]``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The table, with ``label`` as int64.
+    """Read the split table (``paths.splits``) with ``label`` as int64, and check that label
+    ``i`` is ``classes[i]`` (``data.classes``).
 
     Raises
     ------
@@ -66,7 +50,7 @@ def read_split_table(path: Path, classes: list[str]) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"split table {path} is not a readable CSV ({exc}); rerun "
                         "`dvc repro split`") from exc
-    missing = [c for c in SPLIT_COLUMNS if c not in table.columns]
+    missing = [c for c in ("path", "class", "label", "split") if c not in table.columns]
     if missing:
         raise DataError(f"split table {path} lacks column(s) {missing}; rerun `dvc repro split`")
     unknown = sorted(set(table["split"]) - set(SPLITS))
@@ -86,20 +70,13 @@ def read_split_table(path: Path, classes: list[str]) -> pd.DataFrame:
 
 def load_images(paths: list[Path], image_size: int, color_mode: str, workers: int = 1,
                 desc: str = "images", acquisition=None) -> np.ndarray:
-    """Decode and preprocess image files into one float32 array, in the order given.
+    """Decode and preprocess image files into one float32 array, in the order given, with
+    ``workers`` threads and a progress bar labelled ``desc``.
 
     Parameters
     ----------
-    paths : list of pathlib.Path
-        Image files.
-    image_size : int
-        Side of the square output (``preprocess.image_size``).
-    color_mode : {"grayscale", "rgb"}
-        ``preprocess.color_mode``; 1 or 3 channels.
-    workers : int, default 1
-        Decoding threads.
-    desc : str
-        Progress-bar label.
+    image_size, color_mode : int, {"grayscale", "rgb"}
+        ``preprocess.image_size`` (side of the square output), ``preprocess.color_mode``.
     acquisition : leukemia_cnn.data.acquisition.Acquisition, optional
         Put every image at the training set's red-cell size and stain first
         (``preprocess.rescale``, ``preprocess.stain_normalize``).
@@ -128,17 +105,6 @@ def load_images(paths: list[Path], image_size: int, color_mode: str, workers: in
     return out
 
 
-def red_cell_radii(paths: list[Path], workers: int = 1) -> np.ndarray:
-    """The red-cell radius of every image as a fraction of its width
-    (:func:`leukemia_cnn.data.scale.relative_radius`)."""
-    def measure(path: Path) -> float:
-        return relative_radius(open_image(path))
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return np.array(list(tqdm(pool.map(measure, paths), total=len(paths), unit="img",
-                                  desc="red-cell scale", leave=False, disable=None)))
-
-
 def train_rgb(directory: Path) -> np.ndarray | None:
     """The train split in RGB (``x_rgb``, written with ``preprocess.train_rgb`` for a grayscale
     model), or None when the stage did not write it."""
@@ -147,14 +113,7 @@ def train_rgb(directory: Path) -> np.ndarray | None:
 
 
 def load_split(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Load one preprocessed split written by this stage.
-
-    Parameters
-    ----------
-    directory : pathlib.Path
-        ``paths.preprocessed_dir`` (resolved against the project root).
-    name : {"train", "val", "test"}
-        The split.
+    """Load the split ``name`` this stage wrote to ``directory`` (``paths.preprocessed_dir``).
 
     Returns
     -------
@@ -184,20 +143,8 @@ def load_split(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def run(cfg: Config, root: Path) -> dict:
-    """Run the stage: split table + raw images -> ``paths.preprocessed_dir``.
-
-    Parameters
-    ----------
-    cfg : Config
-        Composed config; uses ``paths``, ``data.classes`` and ``preprocess``.
-    root : pathlib.Path
-        Project root; config paths are relative to it.
-
-    Returns
-    -------
-    dict
-        Image count per split, the output shape and folder.
-    """
+    """Run the stage: split table + raw images -> ``paths.preprocessed_dir`` (config paths
+    relative to ``root``); return the image count per split, the output shape and folder."""
     root = Path(root)
     classes = list(cfg.data.classes)
     size = cfg.preprocess.image_size
@@ -207,11 +154,10 @@ def run(cfg: Config, root: Path) -> dict:
     out_dir = root / cfg.paths.preprocessed_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = n_workers()
-    # the training set's magnification, measured on its red cells (data/scale.py)
-    scale = training_scale(table, raw_dir, cfg.paths.splits, workers)
-    # and, with preprocess.stain_normalize, its stain (data/stain.py)
-    stain = (training_stain([raw_dir / p for p in table.loc[table["split"] == "train", "path"]],
-                            workers) if cfg.preprocess.stain_normalize else None)
+    train_files = [raw_dir / p for p in table.loc[table["split"] == "train", "path"]]
+    # the training set's magnification, measured on its red cells, and its stain
+    scale = training_scale(train_files, cfg.paths.splits, workers)
+    stain = training_stain(train_files, workers) if cfg.preprocess.stain_normalize else None
     record = {"red_cell_radius": scale, "rescale": cfg.preprocess.rescale,
               "stain_normalize": cfg.preprocess.stain_normalize,
               **({"stain_reference": stain.to_dict()} if stain is not None else {})}
@@ -243,12 +189,18 @@ def run(cfg: Config, root: Path) -> dict:
     return {"counts": counts, "shape": shape, "output": str(out_dir)}
 
 
-def training_scale(table: pd.DataFrame, raw_dir: Path, splits_path, workers: int) -> dict:
-    """The train split's red-cell radius as a fraction of the image width (median, 5th and
-    95th percentiles), as ``meta.json`` records it."""
-    files = [raw_dir / p for p in table.loc[table["split"] == "train", "path"]]
+def training_scale(files: list[Path], splits_path, workers: int) -> dict:
+    """The red-cell radius of the train split's ``files`` as a fraction of the image width
+    (:func:`leukemia_cnn.data.scale.relative_radius`; median, 5th and 95th percentiles), as
+    ``meta.json`` records it."""
+    def measure(path: Path) -> float:
+        return relative_radius(open_image(path))
+
     try:
-        return radius_summary(red_cell_radii(files, workers))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            radii = list(tqdm(pool.map(measure, files), total=len(files), unit="img",
+                              desc="red-cell scale", leave=False, disable=None))
+        return radius_summary(np.array(radii))
     except DataError as exc:
         raise DataError(f"{exc} (listed in {splits_path}, split train); restore the file or "
                         "rerun `dvc repro validate_raw split`") from exc

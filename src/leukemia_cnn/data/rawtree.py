@@ -67,10 +67,6 @@ class RawTarget:
     def shown_root(self) -> Path:
         return self.root or self.out_dir.parent
 
-    def record_name(self) -> str:
-        return (f"{self.dvc_file.name} and DVC's cache" if self.dvc_file is not None else
-                "the listing the last `leukemia-cnn data` run kept")
-
     def check_local_files(self, final: bool = False) -> None:
         """Refuse (or, with ``discard_local`` and ``final``, move aside) the files of
         ``out_dir`` that no record holds; ``final``: just before the swap."""
@@ -78,7 +74,9 @@ class RawTarget:
         if not found:
             return
         if not self.discard_local:
-            raise refusal(self.out_dir, found, self.shown_root, self.record_name())
+            record = (f"{self.dvc_file.name} and DVC's cache" if self.dvc_file is not None else
+                      "the listing the last `leukemia-cnn data` run kept")
+            raise refusal(self.out_dir, found, self.shown_root, record)
         if final:
             set_aside(self.out_dir, found, self.shown_root)
 
@@ -126,6 +124,18 @@ def write_raw_tree(target: RawTarget, fill: Callable[[Path], Filled],
             raise
     record_output(out_dir, RAW_OUTPUT, files=listing)
     return filled
+
+
+def dvc_add_raw_tree(target: RawTarget, origin: dict[str, str] | None) -> Path:
+    """``dvc add`` ``target.out_dir`` (in ``data.dvc`` when it is ``paths.raw_dir``) and record
+    where it came from there (:func:`leukemia_cnn.data.lineage.record_origin`; None, the
+    built-in set, forgets a recorded ``data get`` source); return the ``.dvc`` file."""
+    from leukemia_cnn.data.lineage import record_origin
+
+    dvc_file = None if target.mark else target.root / RAW_DVC_FILE
+    tracked = versioning.dvc_track(target.root, target.out_dir, dvc_file)
+    record_origin(tracked, origin)  # runs and model versions name their data from it
+    return tracked
 
 
 def check_dvc_target(root: Path, out_dir: Path) -> None:

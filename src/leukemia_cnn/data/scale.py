@@ -1,24 +1,18 @@
 """Magnification as a measured quantity: a blood smear carries its own ruler.
 
 Red cells are about 7.5 um across in every smear, so the typical size of the pale discs in a
-field, in pixels, tells its magnification. :func:`red_cell_radius` measures it as the scale of
-the strongest blob response of the field: the optical density (background-relative, summed over
-the channels, nuclei clipped so the few dark white cells do not outweigh the many red cells) is
-filtered by the scale-normalised Laplacian of Gaussian at geometric steps of scale, all at once
-through one FFT, and the scale whose mean positive response peaks is refined by a parabola in
-log scale. The number is the radius of a disc with that LoG scale (sigma x sqrt 2): it moves in
-proportion to the magnification, but reads red cells with a pale centre about a fifth larger
-than their rim (the built-in generator's discs of radius 10.5 read about 13); compare images by
-the ratio of their radii, not with micrometres.
+field tells its magnification. :func:`red_cell_radius` takes the scale of the strongest blob
+response: the optical density (background-relative, summed over the channels, nuclei clipped so
+the few dark white cells do not outweigh the many red cells) filtered by the scale-normalised
+Laplacian of Gaussian at geometric steps of scale in one FFT, the peak refined by a parabola in
+log scale. The radius (sigma x sqrt 2) moves in proportion to the magnification but reads red
+cells with a pale centre about a fifth larger than their rim (the built-in generator's discs of
+radius 10.5 read about 13): compare images by the ratio of their radii, not in micrometres.
 
-:func:`to_reference` turns a field to another magnification with the robustness suite's
-:func:`leukemia_cnn.data.shifts.magnify` (``> 1``: the central part enlarged; ``< 1``: the
-field shrunk and the frame filled by mirroring it) so that its red cells have a reference size
-(``preprocess.rescale``: the training set's median, recorded in ``meta.json`` and in the logged
-model). Sizes are compared as a fraction of the
-image's width (:func:`relative_radius`), as the model sees them after the resize to its input.
-No tensorflow here: the preprocess stage and the served model call it on every image, in a few
-milliseconds per 224x224 field (``benchmarks/bench_augment.py`` times it).
+:func:`to_reference` rescales a field so that its red cells have a reference size
+(``preprocess.rescale``: the training set's median, recorded in ``meta.json`` and the logged
+model), as a fraction of the image's width (:func:`relative_radius`), as the model sees them.
+No tensorflow here: a few milliseconds per 224x224 field (``benchmarks/bench_augment.py``).
 """
 
 from __future__ import annotations
@@ -95,14 +89,13 @@ def red_cell_radius(image: Image.Image) -> float:
     filtered = scipy.fft.irfft2(spectrum * log_kernels(*padded.shape), s=padded.shape)
     filtered = filtered[:, PAD:PAD + height, PAD:PAD + width]
     response = np.maximum(filtered, 0).mean(axis=(1, 2))
-    sigmas = SIGMAS
     peak = int(np.argmax(response))
-    log_sigma = np.log(sigmas[peak])
+    log_sigma = np.log(SIGMAS[peak])
     if 0 < peak < N_SCALES - 1:
         below, at, above = response[peak - 1:peak + 2]
         curvature = below - 2 * at + above
         if curvature < 0:
-            step = np.log(sigmas[1] / sigmas[0])
+            step = np.log(SIGMAS[1] / SIGMAS[0])
             log_sigma += 0.5 * (below - above) / curvature * step
     return float(DOWNSAMPLE * np.exp(log_sigma) * np.sqrt(2))
 

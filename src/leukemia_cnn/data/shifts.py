@@ -1,13 +1,10 @@
 """Shifted smears: the seeded acquisition-shift suite of the robustness evaluation, and the
 probes of the out-of-distribution guard.
 
-The suite (:data:`FAMILIES`, :class:`ShiftCase`, :func:`suite`, :data:`MODERATE`) changes a
-smear as another lab would: magnification, exposure, tone, focus, compression, stain, a
-grayscale camera, orientation, sensor noise, each at graded strengths. The probes
-(:data:`SHIFTS`, :func:`shifted`, :func:`skimage_samples`) are images the guard should flag:
-a smear with another stain, out of focus, or at another magnification, and scikit-image's
-sample photos. The guard's tests and its report (``benchmarks/guard_report.py``) use them;
-nothing is downloaded (only the samples that ship inside scikit-image are used).
+The suite (:data:`FAMILIES`, :func:`suite`) changes a smear as another lab would, each shift at
+graded strengths. The probes (:data:`SHIFTS`, :func:`shifted`, :func:`skimage_samples`) are
+images the guard should flag: a smear with another stain, out of focus, or at another
+magnification, and the sample photos that ship inside scikit-image (nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -45,9 +42,8 @@ def stain_shift(image: Image.Image, swap: bool = True) -> Image.Image:
 
 
 def blur(image: Image.Image, radius_fraction: float = 0.02) -> Image.Image:
-    """Out of focus: a Gaussian blur of ``radius_fraction`` of the image width."""
-    radius = max(1.0, radius_fraction * image.width)
-    return image.convert("RGB").filter(ImageFilter.GaussianBlur(radius))
+    """Out of focus: a Gaussian blur of ``radius_fraction`` of the image width (at least 1 px)."""
+    return gaussian_blur(image, max(1.0, radius_fraction * image.width))
 
 
 def rescale(image: Image.Image, zoom: float = 2.5) -> Image.Image:
@@ -93,13 +89,9 @@ def matched_to(image: Image.Image, reference: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(matched), 0, 255).astype(np.uint8))
 
 
-# ---------------------------------------------------------------------------------------------
-# The acquisition-shift suite: what changes between two labs (objective, camera, exposure, stain
-# batch, compression), applied to the ORIGINAL smear image (RGB, native size) before the
-# project's preprocessing. Every shift is a pure function ``(image, strength, rng) -> image``
-# that returns a new RGB image of the same size; ``rng`` (numpy Generator) is drawn from only
-# by the random shifts (stain jitter), so a case is reproducible from its seed.
-
+# The acquisition-shift suite, applied to the original smear before preprocessing: every shift
+# is a pure function ``(image, strength, rng) -> image`` (same size, RGB); only the random
+# shifts draw from ``rng``, so a case is reproducible from its seed.
 
 # HED stain concentrations from ``rgb2hed`` lie in about [0, 0.3] on a smear; a bias of
 # ``sigma`` itself would paint the white background, so it is scaled down (Tellez's ranges).
@@ -280,17 +272,6 @@ MODERATE: tuple[ShiftCase, ...] = (
 )
 
 
-def parse_case(name: str) -> ShiftCase:
-    """``"magnify@1.25"`` -> ShiftCase, or DataError naming the families."""
-    family, _, strength = name.partition("@")
-    if family not in FAMILIES:
-        raise DataError(f"unknown shift family {family!r}; known: {', '.join(FAMILIES)}")
-    try:
-        return ShiftCase(family, float(strength))
-    except ValueError as exc:
-        raise DataError(f"shift {name!r}: the strength after '@' is not a number") from exc
-
-
 def suite(families: Sequence[str] | None = None, color_mode: str = "rgb",
           strengths: Mapping[str, Sequence[float]] | None = None) -> list[ShiftCase]:
     """The cases of ``families`` (default: all) at their strengths (``strengths`` overrides per
@@ -322,11 +303,6 @@ def case_rng(seed: int, case: ShiftCase, index: int) -> np.random.Generator:
     index) in any process and any order, independent across cases and images."""
     key = zlib.crc32(case.name.encode())
     return np.random.default_rng([seed, key, index])
-
-
-def apply_suite(images: Sequence[Image.Image], case: ShiftCase, seed: int) -> list[Image.Image]:
-    """``images`` under ``case``, image ``i`` with :func:`case_rng` ``(seed, case, i)``."""
-    return [case.apply(image, case_rng(seed, case, index)) for index, image in enumerate(images)]
 
 
 def load_originals(raw_dir: Path, paths: Sequence[str]) -> list[Image.Image]:

@@ -70,7 +70,6 @@ def _patch(size: int, cx: float, cy: float, reach: float):
     return (slice(y0, y1), slice(x0, x1)), dx, dy
 
 
-
 def _outline(theta: np.ndarray, radius: float, amplitudes: np.ndarray,
              phases: np.ndarray) -> np.ndarray:
     """A closed outline r(theta): a circle perturbed by harmonics 2, 3, ..."""
@@ -98,8 +97,7 @@ def _morphology(position: float) -> dict[str, float]:
 
 def _paint_nucleated_cell(maps: _Maps, rng: np.random.Generator, cx: float, cy: float,
                           radius: float, cell: dict[str, float], scale: float) -> None:
-    size = maps.nucleus.shape[0]
-    box = _patch(size, cx, cy, radius * 1.15 + 2)
+    box = _patch(maps.nucleus.shape[0], cx, cy, radius * 1.15 + 2)
     if box is None:
         return
     region, dx, dy = box
@@ -146,8 +144,7 @@ def _paint_nucleated_cell(maps: _Maps, rng: np.random.Generator, cx: float, cy: 
 def _paint_neutrophil(maps: _Maps, rng: np.random.Generator, cx: float, cy: float,
                       radius: float, scale: float) -> None:
     """A segmented neutrophil: a distractor of every class."""
-    size = maps.nucleus.shape[0]
-    box = _patch(size, cx, cy, radius + 2)
+    box = _patch(maps.nucleus.shape[0], cx, cy, radius + 2)
     if box is None:
         return
     region, dx, dy = box
@@ -167,8 +164,7 @@ def _paint_neutrophil(maps: _Maps, rng: np.random.Generator, cx: float, cy: floa
 def _paint_smudge(maps: _Maps, rng: np.random.Generator, cx: float, cy: float,
                   radius: float) -> None:
     """A smudge cell (ruptured, smeared chromatin): a faint ragged blot, in every class."""
-    size = maps.nucleus.shape[0]
-    box = _patch(size, cx, cy, radius * 1.4 + 2)
+    box = _patch(maps.nucleus.shape[0], cx, cy, radius * 1.4 + 2)
     if box is None:
         return
     region, dx, dy = box
@@ -209,19 +205,10 @@ def _place(rng: np.random.Generator, size: int, radii: Sequence[float]) -> list[
     return centres
 
 
-
 def generate_image(rng: np.random.Generator, class_name: str, image_size: int = 224) -> Image.Image:
-    """Paint one smear field of ``class_name`` as an ``image_size`` square RGB image.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        The image's own random stream (see :func:`image_rng`); the result depends on nothing else.
-    class_name : {"Benign", "Early", "Pre", "Pro"}
-        Sets the morphology of the nucleated cells; everything else is drawn per slide.
-    image_size : int
-        Side in pixels; geometry scales from the 224-pixel reference.
-    """
+    """Paint one smear field of ``class_name`` (the morphology of its nucleated cells) as an
+    ``image_size`` square RGB image, from ``rng`` alone (:func:`image_rng`); geometry scales
+    from the 224-pixel reference."""
     if class_name not in LADDER:
         raise ConfigError(f"config key `data.classes`: the synthetic generator has no class "
                           f"{class_name!r}; allowed: {', '.join(LADDER)}")
@@ -237,12 +224,9 @@ def generate_image(rng: np.random.Generator, class_name: str, image_size: int = 
     image_look = _morphology(position)
     n_cells = int(np.clip(np.rint(image_look["cells_per_field"] * rng.lognormal(0, 0.22)), 1, 20))
     cells = []
-    for _ in range(n_cells):
-        if class_name != "Benign" and rng.random() < NORMAL_CELL_SHARE:
-            cell = _morphology(rng.normal(0, CELL_SPREAD))
-        else:
-            cell = _morphology(position + rng.normal(0, CELL_SPREAD))
-        cells.append(cell)
+    for _ in range(n_cells):  # a residual normal lymphocyte sits at the Benign rung
+        normal = class_name != "Benign" and rng.random() < NORMAL_CELL_SHARE
+        cells.append(_morphology((0.0 if normal else position) + rng.normal(0, CELL_SPREAD)))
     radii = [c["cell_radius"] * rng.uniform(0.9, 1.1) * slide.zoom * scale for c in cells]
     extras = []
     if rng.random() < 0.15:

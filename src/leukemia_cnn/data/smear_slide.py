@@ -77,7 +77,6 @@ def draw_slide(rng: np.random.Generator) -> Slide:
     )
 
 
-
 def paint_rbcs(od: np.ndarray, rng: np.random.Generator, slide: Slide, scale: float) -> None:
     """Erythrocytes: biconcave discs (pale centre, dense rim) that may overlap and add up."""
     size = od.shape[0]
@@ -107,7 +106,6 @@ def paint_rbcs(od: np.ndarray, rng: np.random.Generator, slide: Slide, scale: fl
     for (x, y), sprite in zip(corner + pad - half, sprites, strict=True):
         canvas[y:y + sprite.shape[0], x:x + sprite.shape[1]] += sprite
     od += canvas[pad:pad + size, pad:pad + size]
-
 
 
 def draw_label(image: Image.Image, rng: np.random.Generator, style: int, scale: float) -> None:

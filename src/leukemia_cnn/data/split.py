@@ -32,22 +32,11 @@ NEAR_DUPLICATE_CHUNK = 1024
 # of copies stay in one split, so on a small set one draw can miss the size or share bounds.
 MAX_DRAWS = 200
 MANIFEST_COLUMNS = ("path", "class", "sha256")
-OUTPUT_COLUMNS = ["path", "class", "label", "sha256", "split"]
 
 
 def min_images_per_class(train: float, val: float, test: float) -> int:
-    """Fewest unique images a class needs so that each split can receive at least one.
-
-    Parameters
-    ----------
-    train, val, test : float
-        Split fractions (summing to 1).
-
-    Returns
-    -------
-    int
-        ``ceil(1 / smallest fraction)``, and at least 3 (one image per split).
-    """
+    """Fewest unique images a class needs so that each split of the fractions ``train, val,
+    test`` can receive at least one: ``ceil(1 / smallest fraction)``, and at least 3."""
     return max(3, math.ceil(1.0 / min(train, val, test) - 1e-9))
 
 
@@ -122,10 +111,8 @@ def near_duplicate_groups(contents: pd.DataFrame, max_distance: int | None) -> n
 def split_table(manifest: pd.DataFrame, classes: Sequence[str], train: float, val: float,
                 test: float, seed: int, near_duplicate_max_distance: int | None = None,
                 tolerances: tuple[float, float] | None = None) -> pd.DataFrame:
-    """Assign every image of ``manifest`` to train, val or test, stratified by class.
-
-    The split is drawn over groups of contents (each sha256, joined with its near-duplicates
-    by ``phash``), so byte-identical and near-duplicate files always share a split.
+    """Assign every image of ``manifest`` to train, val or test, stratified by class, drawn
+    over groups of contents (see the module) so that copies always share a split.
 
     Parameters
     ----------
@@ -248,7 +235,7 @@ def _draw(manifest: pd.DataFrame, contents: pd.DataFrame, groups: pd.DataFrame,
     table["split"] = pd.Categorical(table["split"], categories=list(SPLITS), ordered=True)
     table = table.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
     table["split"] = table["split"].astype(str)
-    return table[OUTPUT_COLUMNS]
+    return table[["path", "class", "label", "sha256", "split"]]
 
 
 def no_acceptable_split(table: pd.DataFrame, groups: pd.DataFrame, ratios: Mapping[str, float],
@@ -265,21 +252,9 @@ def no_acceptable_split(table: pd.DataFrame, groups: pd.DataFrame, ratios: Mappi
 
 
 def split_summary(table: pd.DataFrame, classes: Sequence[str]) -> dict:
-    """Counts and fractions per split and per class per split (the stage's DVC metrics).
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        Output of :func:`split_table`.
-    classes : sequence of str
-        Class names, in label order.
-
-    Returns
-    -------
-    dict
-        ``n_images``, ``n_unique``, ``n_duplicates`` (files beyond the first copy of a
-        content), and ``counts``, ``fractions``, ``per_class`` keyed by split.
-    """
+    """The stage's DVC metrics of a :func:`split_table`: ``n_images``, ``n_unique``,
+    ``n_duplicates`` (files beyond the first copy of a content), and ``counts``,
+    ``fractions``, ``per_class`` (``classes`` in label order) keyed by split."""
     total = len(table)
     counts = {s: int((table["split"] == s).sum()) for s in SPLITS}
     per_class = {
@@ -311,20 +286,8 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 
 def run(cfg: Config, root: Path) -> dict:
-    """Run the stage: manifest -> ``paths.splits`` CSV and ``<reports_dir>/split.json``.
-
-    Parameters
-    ----------
-    cfg : Config
-        Composed config; uses ``paths``, ``data.classes`` and ``split``.
-    root : pathlib.Path
-        Project root; config paths are relative to it.
-
-    Returns
-    -------
-    dict
-        The summary written to ``split.json`` plus the output paths.
-    """
+    """Run the stage: manifest -> ``paths.splits`` CSV and ``<reports_dir>/split.json``
+    (config paths relative to ``root``); return the summary written plus the output paths."""
     root = Path(root)
     classes = list(cfg.data.classes)
     manifest = read_manifest(root / cfg.paths.manifest)

@@ -14,10 +14,7 @@ from leukemia_cnn.config import SPLITS
 
 def expected_counts(counts: Mapping[str, int], n: int, ratios: Mapping[str, float],
                     tolerance: float) -> dict[str, tuple[int, int]]:
-    """Allowed ``(min, max)`` count per key: ``ratio * n`` +/- (``tolerance * n`` + 1 image).
-
-    The bounds of the validate_splits suite (split sizes and class shares), shared with it.
-    """
+    """Allowed ``(min, max)`` count per key: ``ratio * n`` +/- (``tolerance * n`` + 1 image)."""
     slack = tolerance * n + 1
     return {key: (max(0, math.ceil(ratios[key] * n - slack - 1e-9)),
                   math.floor(ratios[key] * n + slack + 1e-9)) for key in counts}

@@ -13,15 +13,13 @@ from pathlib import Path
 
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data import versioning
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
-from leukemia_cnn.data.lineage import record_origin
 from leukemia_cnn.data.rawtree import (
-    RAW_DVC_FILE,
     RawTarget,
     check_dvc_target,
     check_raw_output,
     commit_hint,
+    dvc_add_raw_tree,
     raw_output,
     write_raw_tree,
 )
@@ -62,24 +60,12 @@ def _write_batch(jobs: Sequence[tuple[int, str, int, str]], seed: int, image_siz
 def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, int], seed: int,
              image_size: int = 224, jpeg_quality: int = 92, progress: bool = True,
              n_jobs: int = 2) -> list[Path]:
-    """Write ``counts[c]`` images of each class ``c`` to ``out_dir/<c>/`` and return their paths.
+    """Write ``counts[c]`` images of each class ``c`` to ``out_dir/<c>/`` (created if missing,
+    same-named files overwritten) and return their paths.
 
-    Parameters
-    ----------
-    out_dir : path
-        Created if missing; existing files with the same names are overwritten.
-    classes : sequence of str
-        Class names, in the order that numbers them for seeding.
-    counts : mapping
-        Images per class.
-    seed : int
-        Image ``i`` of class ``k`` is painted from ``SeedSequence([seed, k, i])``.
-    image_size, jpeg_quality : int
-        Side of the square images; JPEG quality (1-95).
-    progress : bool
-        Show a tqdm progress bar.
-    n_jobs : int
-        Worker processes; the output does not depend on it.
+    Image ``i`` of the ``k``-th of ``classes`` is painted from ``SeedSequence([seed, k, i])``
+    at ``image_size`` pixels a side and saved as a JPEG of ``jpeg_quality`` (1-95), by
+    ``n_jobs`` worker processes, which do not change the output.
     """
     from tqdm import tqdm
 
@@ -96,10 +82,9 @@ def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, i
             path = out_dir / name / file_name(name, image_index + 1, total)
             jobs.append((class_index, name, image_index, str(path)))
 
-    bar = tqdm(total=len(jobs), unit="img", desc="synth", disable=not progress)
     batch = 32
     chunks = [jobs[i:i + batch] for i in range(0, len(jobs), batch)]
-    try:
+    with tqdm(total=len(jobs), unit="img", desc="synth", disable=not progress) as bar:
         if n_jobs > 1 and len(chunks) > 2:
             from joblib import Parallel, delayed
 
@@ -110,8 +95,6 @@ def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, i
         else:
             for chunk in chunks:
                 bar.update(_write_batch(chunk, seed, image_size, jpeg_quality))
-    finally:
-        bar.close()
     return [Path(job[3]) for job in jobs]
 
 
@@ -123,12 +106,9 @@ def _holds_images(folder: Path) -> bool:
 def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = None,
         output: str | None = None, if_empty: bool = False, dvc_add: bool = True,
         discard_local: bool = False) -> None:
-    """``leukemia-cnn data synth``: write the synthetic set, swap it in, version it with DVC.
-
-    The new tree is written next to the output folder and replaces it only when complete and
-    versioned, so an interrupted or failed run leaves the previous data in place; files of the
-    previous tree that no record holds are refused, or moved aside with ``discard_local``.
-    """
+    """``leukemia-cnn data synth``: write the synthetic set, swap it in and version it with DVC
+    (:func:`leukemia_cnn.data.rawtree.write_raw_tree`); files of the previous tree that no record
+    holds are refused, or moved aside with ``discard_local``."""
     root = Path(root)
     # --scale and --seed override data.synth.scale/seed; the config schema checks the result.
     data = cfg.data.model_dump()
@@ -154,9 +134,7 @@ def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = 
     versioned: list[Path] = []
 
     def version() -> None:  # while the previous tree waits aside
-        dvc_file = None if target.mark else root / RAW_DVC_FILE
-        versioned.append(versioning.dvc_track(root, out_dir, dvc_file))
-        record_origin(versioned[0], None)  # the built-in set: forget a recorded `data get` source
+        versioned.append(dvc_add_raw_tree(target, None))
 
     started = time.perf_counter()
     write_raw_tree(target, lambda staging: generate(staging, classes, sizes, seed, image_size,

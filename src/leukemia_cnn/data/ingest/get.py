@@ -12,15 +12,11 @@ Sources (``--source``, default ``data.source``):
 Class folders match ``data.classes`` case-insensitively and are written with the configured
 spelling; file names (and sub-folders) are kept and the bytes copied unchanged. Folders that
 match no class are an error unless ``data.skip_unknown_classes``; operating-system junk and
-non-image files are skipped and reported. The source is only read: zip entries that are links,
-absolute or climb out with ``..`` are refused, as are links that leave a source folder; the
-bytes written, the number of files and each image's pixel count are bounded
-(``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``).
-
-The tree is written next to ``paths.raw_dir``, checked with the raw-data suite of
-:mod:`leukemia_cnn.quality.validate_raw` (the CLI passes it in), and only then swapped in, so
-an interrupted or refused ingestion leaves the previous ``data/raw`` as it was. Finally
-``dvc add`` versions it in ``data.dvc``.
+non-image files are skipped and reported. The source is only read (:mod:`.sources`); the bytes
+written, the number of files and each image's pixel count are bounded
+(``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``). The new tree is checked
+with the raw-data suite the CLI passes in and swapped in as :mod:`leukemia_cnn.data.rawtree`
+says, then ``dvc add`` versions it in ``data.dvc``.
 """
 
 from __future__ import annotations
@@ -39,18 +35,18 @@ from pathlib import Path
 from PIL import Image
 
 from leukemia_cnn.config import VARIANTS
-from leukemia_cnn.config_schema import Config, KaggleData
+from leukemia_cnn.config_schema import Config, KaggleData, ValidationConfig
 from leukemia_cnn.data.imaging import SkippedFile
 from leukemia_cnn.data.ingest.kaggle_api import download_from_kaggle
 from leukemia_cnn.data.ingest.plan import MAX_LISTED, Plan, plan
 from leukemia_cnn.data.ingest.sources import Entry, FolderSource, ZipSource, open_source
-from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path, record_origin
+from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path
 from leukemia_cnn.data.rawtree import (
-    RAW_DVC_FILE,
     RawTarget,
     check_dvc_target,
     check_raw_output,
     commit_hint,
+    dvc_add_raw_tree,
     raw_output,
     write_raw_tree,
 )
@@ -75,28 +71,10 @@ class IngestResult:
     skipped: list[SkippedFile]
     ignored: int
     warnings: list[str]
-    dvc_file: Path | None = None
 
 
-# --------------------------------------------------------------------------------------------
-# Copying and checking
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Bounds:
-    """Ingestion limits (``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``)."""
-
-    max_total_bytes: int
-    max_files: int
-    max_image_pixels: int
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> Bounds:
-        return cls(cfg.validation.max_total_bytes, cfg.validation.max_files,
-                   cfg.validation.max_image_pixels)
-
-
-def _check_plan_size(plan_: Plan, entries: Sequence[Entry], bounds: Bounds, label: str) -> None:
+def _check_plan_size(plan_: Plan, entries: Sequence[Entry], bounds: ValidationConfig,
+                     label: str) -> None:
     if len(plan_.copies) > bounds.max_files:
         raise DataError(f"{label}: {len(plan_.copies):,} images exceed validation.max_files = "
                         f"{bounds.max_files:,}; raise the bound if this is expected")
@@ -156,9 +134,10 @@ def _check_pixels(path: Path, shown: str, max_pixels: int) -> None:
                         "remove the file or raise the bound")
 
 
-def copy_tree(source: ZipSource | FolderSource, plan_: Plan, staging: Path, bounds: Bounds,
-              progress: bool = True) -> None:
-    """Write every planned file to ``staging/<Class>/<name>``, within the bounds."""
+def copy_tree(source: ZipSource | FolderSource, plan_: Plan, staging: Path,
+              bounds: ValidationConfig, progress: bool = True) -> None:
+    """Write every planned file to ``staging/<Class>/<name>``, within the ``validation``
+    bounds (``max_total_bytes``, ``max_image_pixels``)."""
     from tqdm import tqdm
 
     total = 0
@@ -168,10 +147,6 @@ def copy_tree(source: ZipSource | FolderSource, plan_: Plan, staging: Path, boun
         total += _copy_file(source, name, path, bounds.max_total_bytes - total, source.label)
         _check_pixels(path, f"{source.label}: {name}", bounds.max_image_pixels)
 
-
-# --------------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------------
 
 def _check_paths(source_path: Path, out_dir: Path) -> None:
     """Refuse a source and an output that overlap, or an output that is a file."""
@@ -186,10 +161,8 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
            variant: str | None = None, label: str | None = None,
            validate: StagedCheck | None = None, progress: bool = True,
            version: Callable[[], object] | None = None) -> IngestResult:
-    """Copy the images of ``source_path`` (zip or folder) into ``out_dir/<Class>/``.
-
-    The tree is written beside ``out_dir`` and swapped in only once complete and (with
-    ``validate``) passing the raw-data suite; on any error ``out_dir`` is left unchanged.
+    """Copy the images of ``source_path`` (zip or folder) into ``out_dir/<Class>/``; on any
+    error ``out_dir`` is left unchanged.
 
     Parameters
     ----------
@@ -201,10 +174,8 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
     out_dir : Path or RawTarget
         The raw image folder to replace (``paths.raw_dir``); a bare path is a new folder or
         one an earlier ``leukemia-cnn data`` run wrote (marked or recorded), left unmarked.
-    variant : str, optional
-        Overrides ``data.variant``.
-    label : str, optional
-        How to name the source in messages (default: its path).
+    variant, label : str, optional
+        Overrides ``data.variant``; how to name the source in messages (default: its path).
     validate : callable, optional
         Checks the new tree before it is swapped in: ``validate(cfg, staging, names, label,
         out_dir, progress)`` returns warning lines or raises DataError. The CLI passes the
@@ -218,7 +189,6 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
     classes = cfg.data.classes
     variant = variant or (cfg.data.variant if isinstance(cfg.data, KaggleData) else None)
     skip_unknown = isinstance(cfg.data, KaggleData) and cfg.data.skip_unknown_classes
-    bounds = Bounds.from_config(cfg)
     target = out_dir if isinstance(out_dir, RawTarget) else RawTarget(Path(out_dir), False, None)
     source_path, out_dir = Path(source_path).resolve(), target.out_dir.resolve()
     _check_paths(source_path, out_dir)
@@ -227,12 +197,12 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
         entries = source.entries()
         plan_ = plan(entries, classes, variant, skip_unknown, label)
         plan_.skipped = sorted(plan_.skipped + source.skipped, key=lambda item: item.path)
-        _check_plan_size(plan_, entries, bounds, label)
+        _check_plan_size(plan_, entries, cfg.validation, label)
         target.check_local_files()  # before the work, not after it
 
         def fill(staging: Path) -> list[str]:
             staging.mkdir()
-            copy_tree(source, plan_, staging, bounds, progress)
+            copy_tree(source, plan_, staging, cfg.validation, progress)
             return validate(cfg, staging, plan_.copies, label, out_dir, progress) if validate else []
 
         found = write_raw_tree(target, fill, version)
@@ -258,14 +228,6 @@ def _report(result: IngestResult, root: Path, seconds: float) -> None:
             print(f"  ... and {len(result.skipped) - MAX_LISTED} more")
     for warning in result.warnings:
         print(f"warning: {warning} (see `leukemia-cnn validate-raw`)")
-
-
-def resolve_source(source: str, base: Path) -> str | Path:
-    """A keyword (``synthetic``, ``kaggle``) or the path of a zip or folder, relative to ``base``."""
-    if source in KEYWORD_SOURCES:
-        return source
-    path = Path(source).expanduser()
-    return path if path.is_absolute() else base / path
 
 
 def run(cfg: Config, root: Path, source: str | None = None, variant: str | None = None,
@@ -294,11 +256,13 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
     if dvc_add:  # refuse an output DVC cannot version before writing anything
         check_dvc_target(root, out_dir)
     target = RawTarget.of(root, out_dir, raw_dir, discard_local)
-    origin = kaggle_origin(cfg) if chosen == "kaggle" else origin_of_path(Path(chosen))
+    # where the data came from, as runs record it (lineage.py)
+    origin = ({"source": "kaggle", "uri": kaggle_uri(_kaggle_dataset(cfg)), "name": "kaggle"}
+              if chosen == "kaggle" else origin_of_path(Path(chosen)))
     versioned: list[Path] = []
 
     def version() -> None:  # while the previous tree waits aside
-        versioned.append(_version(root, out_dir, raw_dir, origin))
+        versioned.append(dvc_add_raw_tree(target, origin))
 
     started = time.perf_counter()
     options = {"validate": validate, "progress": progress, "version": version if dvc_add else None}
@@ -311,16 +275,18 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
         print("note: params.yaml says data.source=synthetic; run `leukemia-cnn params data=kaggle` "
               "so that runs are tagged with the real source")
     if versioned:
-        result.dvc_file = versioned[0]
         print(commit_hint(root, versioned[0], out_dir))
     return result
 
 
 def _chosen_source(cfg: Config, root: Path, source: str | None) -> str | Path:
-    """``source`` (relative to the current folder) or ``data.source`` (relative to ``root``)."""
-    if source is None:
-        return resolve_source(cfg.data.source, root)
-    return resolve_source(source, Path.cwd())
+    """A keyword (``synthetic``, ``kaggle``) or the path of a zip or folder: ``source``
+    (relative to the current folder) or ``data.source`` (relative to ``root``)."""
+    chosen, base = (cfg.data.source, root) if source is None else (source, Path.cwd())
+    if chosen in KEYWORD_SOURCES:
+        return chosen
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def _kaggle_dataset(cfg: Config) -> str:
@@ -329,11 +295,6 @@ def _kaggle_dataset(cfg: Config) -> str:
         raise ConfigError("config key `data.kaggle_dataset` is missing; compose the Kaggle "
                           "data config with `leukemia-cnn params data=kaggle`")
     return str(dataset)
-
-
-def kaggle_origin(cfg: Config) -> dict[str, str]:
-    """Where a Kaggle API download came from, as runs record it (lineage.py)."""
-    return {"source": "kaggle", "uri": kaggle_uri(_kaggle_dataset(cfg)), "name": "kaggle"}
 
 
 def _ingest_kaggle(cfg: Config, target: RawTarget, variant: str | None,
@@ -349,15 +310,3 @@ def _ingest_kaggle(cfg: Config, target: RawTarget, variant: str | None,
         return ingest(cfg, archive, target, variant, label=f"Kaggle {dataset}", **options)
     finally:
         shutil.rmtree(download, ignore_errors=True)
-
-
-def _version(root: Path, out_dir: Path, raw_dir: Path, origin: dict | None) -> Path:
-    """``dvc add`` the new tree, record where it came from; return the .dvc file."""
-    from leukemia_cnn.data.versioning import dvc_track
-
-    dvc_file = root / RAW_DVC_FILE if out_dir.resolve() == raw_dir.resolve() else None
-    tracked = dvc_track(root, out_dir, dvc_file)
-    # Runs and model versions name the data they saw from this record (lineage.py).
-    record_origin(tracked, origin)
-    return tracked
-

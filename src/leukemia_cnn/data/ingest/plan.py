@@ -32,8 +32,6 @@ class Plan:
     copies: dict[str, str]
     skipped: list[SkippedFile] = field(default_factory=list)
     ignored: int = 0
-    unknown: dict[str, int] = field(default_factory=dict)
-
 
 
 def _junk_folder(parts: Sequence[str]) -> str | None:
@@ -83,8 +81,6 @@ def plan(entries: Sequence[Entry], classes: Sequence[str], variant: str | None =
 
     Parameters
     ----------
-    entries : sequence of Entry
-        The files of the source (see :class:`ZipSource`, :class:`FolderSource`).
     classes : sequence of str
         ``data.classes``; folder names match them case-insensitively.
     variant : str or None
@@ -92,8 +88,6 @@ def plan(entries: Sequence[Entry], classes: Sequence[str], variant: str | None =
     skip_unknown : bool
         ``data.skip_unknown_classes``: skip folders that match no class (reported) instead of
         raising DataError.
-    label : str
-        How the source is named in messages.
     """
     skipped, images = _image_parts(entries, label)
     root = _class_root(images, classes, variant, label)
@@ -115,7 +109,7 @@ def plan(entries: Sequence[Entry], classes: Sequence[str], variant: str | None =
     if not copies:
         raise DataError(f"{label}: no images inside the class folders {', '.join(classes)}")
     return Plan(root=prefix, copies=copies, skipped=sorted(skipped.values(), key=lambda s: s.path),
-                ignored=ignored, unknown=dict(unknown))
+                ignored=ignored)
 
 
 def _image_parts(entries: Sequence[Entry],

@@ -30,7 +30,6 @@ class Entry:
     size: int
 
 
-
 class ZipSource:
     """A zip archive, read in place; unsafe entries refuse the whole archive."""
 
