@@ -2,8 +2,8 @@
 
 pydantic does the work: types, ranges, unknown keys (``extra="forbid"``) and the rules over
 several keys. This module turns its first error into the one line a user reads (the key, the
-bad value and what is allowed, or the nearest valid key) and reads the schema's JSON Schema
-for those words, the ranges and the defaults. The one check pydantic does not make: a key
+bad value and what is allowed, or the nearest valid key), the words made from the knob's JSON
+Schema, its keys and defaults read from the models' fields. The one check pydantic does not make: a key
 that is not ``late`` must be in a params file (every knob has a default, for the files that
 lack a late one), read from the validated model's ``model_fields_set``.
 """
@@ -13,84 +13,87 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from omegaconf import OmegaConf
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from leukemia_cnn.config_schema import DATA_OPTIONS, Config
 from leukemia_cnn.config_types import invalid
 from leukemia_cnn.errors import ConfigError
 
-# --------------------------------------------------------------------------------------------
-# The schema, as JSON Schema
-# --------------------------------------------------------------------------------------------
+
+def _groups(annotation: Any) -> list[type[BaseModel]]:
+    """The model(s) of a group's field: one, or each option of ``data``; none for a knob."""
+    options = get_args(annotation) if get_origin(annotation) is Union else [annotation]
+    options = [get_args(option)[0] if get_origin(option) is Annotated else option
+               for option in options]
+    return [option for option in options if isinstance(option, type)
+            and issubclass(option, BaseModel)]
+
+
+def _fields(models: Iterable[type[BaseModel]]) -> dict[str, FieldInfo]:
+    """The fields of a group, the keys of every option of ``data`` in one mapping."""
+    fields: dict[str, FieldInfo] = {}
+    for model in models:
+        for name, info in model.model_fields.items():
+            fields.setdefault(name, info)
+    return fields
+
+
+def field_of(key: str) -> FieldInfo:
+    """The field of a dotted key (a group or a knob); unknown keys are refused."""
+    fields = Config.model_fields
+    for part in key.split("."):
+        if part not in fields:
+            raise unknown_key(key)
+        info = fields[part]
+        fields = _fields(_groups(info.annotation))
+    return info
 
 
 @functools.cache
-def json_schema() -> dict[str, Any]:
-    return Config.model_json_schema()
-
-
-def _resolve(node: dict) -> dict:
-    while "$ref" in node:
-        node = json_schema()["$defs"][node["$ref"].rsplit("/", 1)[1]]
-    return node
-
-
-def _options(node: dict) -> list[dict]:
-    """The group(s) a node stands for: one, or each option of a union (``data``)."""
-    node = _resolve(node)
-    return [_resolve(option) for option in node["oneOf"]] if "oneOf" in node else [node]
-
-
-def _children(node: dict) -> dict[str, dict]:
-    children: dict[str, dict] = {}
-    for option in _options(node):
-        for name, child in option.get("properties", {}).items():
-            children.setdefault(name, child)
-    return children
+def _adapter(key: str) -> TypeAdapter:
+    """pydantic's validator of a dotted key (``""``: the whole config)."""
+    info = field_of(key) if key else None
+    return TypeAdapter(Annotated[info.annotation, info] if info else Config)
 
 
 def node_of(key: str) -> dict:
-    """The JSON Schema of a dotted key (a group or a knob); unknown keys are refused."""
-    node: dict = json_schema()
-    for part in key.split("."):
-        children = _children(node)
-        if part not in children:
-            raise unknown_key(key)
-        node = children[part]
-    return node
+    """The JSON Schema of a knob: its type, range and the words of :func:`setting`."""
+    return _adapter(key).json_schema()
 
 
 @functools.cache
 def all_keys(prefix: str = "") -> list[str]:
     """Every dotted key of the schema (groups and leaves), e.g. ``train``, ``train.epochs``."""
-    node = node_of(prefix[:-1]) if prefix else json_schema()
+    fields = _fields(_groups(field_of(prefix[:-1]).annotation)) if prefix else Config.model_fields
     keys: list[str] = []
-    for name in _children(node):
+    for name, info in fields.items():
         keys.append(prefix + name)
-        if is_group(prefix + name):
+        if _groups(info.annotation):
             keys += all_keys(f"{prefix}{name}.")
     return keys
 
 
+def _late(info: FieldInfo) -> bool:
+    return bool((info.json_schema_extra or {}).get("late"))
+
+
 def is_late(key: str) -> bool:
     """Whether a params file may lack ``key`` (the knob came after the first runs)."""
-    return bool(node_of(key).get("late"))
+    return _late(field_of(key))
 
 
 def default_of(key: str) -> Any:
     """The schema's default of a dotted key (``"train.lr_schedule"`` -> ``"constant"``)."""
-    node = node_of(key)
-    if "default" in node:
-        return node["default"]
-    return {name: default_of(f"{key}.{name}") for name in _children(node)}
+    return plain(field_of(key).get_default(call_default_factory=True))
 
 
 def is_group(key: str) -> bool:
     """Whether a dotted key is a group of knobs rather than a knob."""
-    return any("properties" in option for option in _options(node_of(key)))
+    return bool(_groups(field_of(key).annotation))
 
 
 def late_defaults() -> dict[str, Any]:
@@ -101,7 +104,6 @@ def late_defaults() -> dict[str, Any]:
 def _value_schema(node: dict) -> dict:
     """The schema the numbers of a knob obey: its own, a list's items, a mapping's values, or
     the non-null member of an optional."""
-    node = _resolve(node)
     if "items" in node:
         return _value_schema(node["items"])
     if "patternProperties" in node:
@@ -121,10 +123,6 @@ def bounds(key: str) -> dict[str, Any]:
     return {bound: schema.get(name) for bound, name in BOUND_NAMES.items()}
 
 
-# --------------------------------------------------------------------------------------------
-# What a knob allows, in words
-# --------------------------------------------------------------------------------------------
-
 def _range_words(bound: Mapping) -> str:
     ge, gt, le, lt = (bound.get(k) for k in ("ge", "gt", "le", "lt"))
     if ge is not None and le is not None:
@@ -141,7 +139,6 @@ def _range_words(bound: Mapping) -> str:
 
 
 def _words(node: dict, none: str | None = None) -> str:
-    node = _resolve(node)
     if "anyOf" in node:
         rest = [member for member in node["anyOf"] if member.get("type") != "null"]
         inner = " or ".join(_words(member) for member in rest)
@@ -164,13 +161,11 @@ def _words(node: dict, none: str | None = None) -> str:
 
 def describe(key: str) -> str:
     """What a knob allows, in words (its ``allowed`` text, or made from its type and range)."""
+    if is_group(key):
+        return f"a mapping of the keys of `{key}`"
     node = node_of(key)
     return node.get("allowed") or _words(node, node.get("none"))
 
-
-# --------------------------------------------------------------------------------------------
-# Checking a config against the schema
-# --------------------------------------------------------------------------------------------
 
 def unknown_key(key: str, siblings: Iterable[str] = ()) -> ConfigError:
     """The error for a key the schema does not have, with the nearest valid key."""
@@ -216,9 +211,8 @@ def _first_error(error: ValidationError, values: Mapping, prefix: str) -> Config
 def _refuse_missing(model: BaseModel, prefix: str) -> None:
     """A key that is not late must be given; a group given in part is checked inside."""
     for name, info in type(model).model_fields.items():
-        late = bool((info.json_schema_extra or {}).get("late"))
         if name not in model.model_fields_set:
-            if not late:
+            if not _late(info):
                 raise ConfigError(f"config key `{prefix}{name}` is missing; add it to conf/ "
                                   "(see conf/config.yaml)")
         elif isinstance(getattr(model, name), BaseModel):
@@ -250,15 +244,6 @@ def validate_config(values: Any) -> Config:
         Naming the first unknown, missing or invalid key, its value and what is allowed.
     """
     return check_section("", values)
-
-
-@functools.cache
-def _adapter(name: str) -> TypeAdapter:
-    if not name:
-        return TypeAdapter(Config)
-    field = Config.model_fields[name]  # its metadata holds the data options' discriminator
-    return TypeAdapter(Annotated[field.annotation, *field.metadata] if field.metadata
-                       else field.annotation)
 
 
 def check_section(name: str, values: Any) -> Any:
