@@ -47,8 +47,8 @@ from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
     bounds,
     check_section,
     default_of,
+    is_group,
     is_late,
-    late_defaults,
     node_of,
     plain,
     unknown_key,
@@ -68,7 +68,8 @@ SPLITS = ("train", "val", "test")
 # The knobs a params file may lack (they came after the first runs), with the value each takes
 # then: derived from the schema, not a second list. At these values a knob leaves the
 # configuration id of a run unchanged (tracking.config_id).
-LATE_KNOBS: dict[str, Any] = late_defaults()
+LATE_KNOBS: dict[str, Any] = {key: default_of(key) for key in all_keys()
+                              if not is_group(key) and is_late(key)}
 VARIANTS: tuple[str, ...] = typing.get_args(KaggleData.model_fields["variant"].annotation)
 # The knobs that change the model or its training away from the paper's, and the paper's value
 # of each (the schema's default): a run whose config has all of them trains as the paper did.

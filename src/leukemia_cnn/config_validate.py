@@ -96,11 +96,6 @@ def is_group(key: str) -> bool:
     return bool(_groups(field_of(key).annotation))
 
 
-def late_defaults() -> dict[str, Any]:
-    """Every ``late`` knob with its default (see ``config.LATE_KNOBS``)."""
-    return {key: default_of(key) for key in all_keys() if not is_group(key) and is_late(key)}
-
-
 def _value_schema(node: dict) -> dict:
     """The schema the numbers of a knob obey: its own, a list's items, a mapping's values, or
     the non-null member of an optional."""
@@ -123,8 +118,8 @@ def bounds(key: str) -> dict[str, Any]:
     return {bound: schema.get(name) for bound, name in BOUND_NAMES.items()}
 
 
-def _range_words(bound: Mapping) -> str:
-    ge, gt, le, lt = (bound.get(k) for k in ("ge", "gt", "le", "lt"))
+def _range_words(node: dict) -> str:
+    ge, gt, le, lt = (node.get(name) for name in BOUND_NAMES.values())
     if ge is not None and le is not None:
         return f" from {ge} to {le}"
     if gt is not None and lt is not None:
@@ -155,7 +150,7 @@ def _words(node: dict, none: str | None = None) -> str:
     base = {"boolean": "true or false", "integer": "an integer", "number": "a number",
             "string": "a non-empty string"}.get(kind, str(kind))
     if kind in ("integer", "number"):
-        base += _range_words({bound: node.get(name) for bound, name in BOUND_NAMES.items()})
+        base += _range_words(node)
     return base
 
 

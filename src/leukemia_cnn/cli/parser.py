@@ -332,7 +332,6 @@ def _add_model_commands(sub) -> None:
 
 def _add_drift_command(sub) -> None:
     """``drift`` (monitoring/drift.py)."""
-    # --- drift (monitoring/drift.py) ---
     drift = _command(
         sub, "drift", commands.run_drift,
         help="compare a folder of new images with the training images; exit 4 on drift",
@@ -353,4 +352,3 @@ def _add_drift_command(sub) -> None:
     drift.add_argument("--max-files", default=None, type=_positive, metavar="N",
                        help="refuse a source holding more than N files (default: "
                             "drift.max_files)")
-    # --- end drift ---
