@@ -2,10 +2,10 @@
 
 pydantic does the work: types, ranges, unknown keys (``extra="forbid"``) and the rules over
 several keys. This module turns its first error into the one line a user reads (the key, the
-bad value and what is allowed, or the nearest valid key), the words made from the knob's JSON
-Schema, its keys and defaults read from the models' fields. The one check pydantic does not make: a key
-that is not ``late`` must be in a params file (every knob has a default, for the files that
-lack a late one), read from the validated model's ``model_fields_set``.
+bad value and what is allowed, or the nearest valid key): keys and defaults come from the
+models' fields, the words from each knob's JSON Schema. The one check pydantic does not make:
+a key that is not ``late`` must be in a params file (every knob has a default, for the files
+that lack a late one), read from the validated model's ``model_fields_set``.
 """
 
 from __future__ import annotations
@@ -24,21 +24,15 @@ from leukemia_cnn.config_types import invalid
 from leukemia_cnn.errors import ConfigError
 
 
-def _groups(annotation: Any) -> list[type[BaseModel]]:
-    """The model(s) of a group's field: one, or each option of ``data``; none for a knob."""
-    options = get_args(annotation) if get_origin(annotation) is Union else [annotation]
-    options = [get_args(option)[0] if get_origin(option) is Annotated else option
-               for option in options]
-    return [option for option in options if isinstance(option, type)
-            and issubclass(option, BaseModel)]
-
-
-def _fields(models: Iterable[type[BaseModel]]) -> dict[str, FieldInfo]:
-    """The fields of a group, the keys of every option of ``data`` in one mapping."""
+def _fields(annotation: Any) -> dict[str, FieldInfo]:
+    """The fields of a group's type (the options of ``data``: merged, the first's first);
+    none for a knob."""
     fields: dict[str, FieldInfo] = {}
-    for model in models:
-        for name, info in model.model_fields.items():
-            fields.setdefault(name, info)
+    for option in get_args(annotation) if get_origin(annotation) is Union else [annotation]:
+        model = get_args(option)[0] if get_origin(option) is Annotated else option
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, info in model.model_fields.items():
+                fields.setdefault(name, info)
     return fields
 
 
@@ -49,7 +43,7 @@ def field_of(key: str) -> FieldInfo:
         if part not in fields:
             raise unknown_key(key)
         info = fields[part]
-        fields = _fields(_groups(info.annotation))
+        fields = _fields(info.annotation)
     return info
 
 
@@ -68,11 +62,11 @@ def node_of(key: str) -> dict:
 @functools.cache
 def all_keys(prefix: str = "") -> list[str]:
     """Every dotted key of the schema (groups and leaves), e.g. ``train``, ``train.epochs``."""
-    fields = _fields(_groups(field_of(prefix[:-1]).annotation)) if prefix else Config.model_fields
+    fields = _fields(field_of(prefix[:-1]).annotation) if prefix else Config.model_fields
     keys: list[str] = []
     for name, info in fields.items():
         keys.append(prefix + name)
-        if _groups(info.annotation):
+        if _fields(info.annotation):
             keys += all_keys(f"{prefix}{name}.")
     return keys
 
@@ -93,7 +87,7 @@ def default_of(key: str) -> Any:
 
 def is_group(key: str) -> bool:
     """Whether a dotted key is a group of knobs rather than a knob."""
-    return bool(_groups(field_of(key).annotation))
+    return bool(_fields(field_of(key).annotation))
 
 
 def _value_schema(node: dict) -> dict:
