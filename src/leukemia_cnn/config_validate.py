@@ -90,26 +90,15 @@ def is_group(key: str) -> bool:
     return bool(_fields(field_of(key).annotation))
 
 
-def _value_schema(node: dict) -> dict:
-    """The schema the numbers of a knob obey: its own, a list's items, a mapping's values, or
-    the non-null member of an optional."""
-    if "items" in node:
-        return _value_schema(node["items"])
-    if "patternProperties" in node:
-        return _value_schema(next(iter(node["patternProperties"].values())))
-    members = [m for m in node.get("anyOf", []) if m.get("type") in ("integer", "number")]
-    return members[0] if members else node
-
-
 BOUND_NAMES = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum",
                "lt": "exclusiveMaximum"}
 
 
 def bounds(key: str) -> dict[str, Any]:
-    """The numeric range of a knob, or of each item of a list knob: ``ge``/``gt``/``le``/``lt``
-    (``None`` where unbounded)."""
-    schema = _value_schema(node_of(key))
-    return {bound: schema.get(name) for bound, name in BOUND_NAMES.items()}
+    """The numeric range of a knob: ``ge``/``gt``/``le``/``lt`` (``None`` where unbounded)."""
+    found = {bound: getattr(item, bound) for item in field_of(key).metadata
+             for bound in BOUND_NAMES if hasattr(item, bound)}
+    return {bound: found.get(bound) for bound in BOUND_NAMES}
 
 
 def _range_words(node: dict) -> str:
@@ -140,7 +129,7 @@ def _words(node: dict, none: str | None = None) -> str:
     if kind == "array":
         return f"a list of {_words(node['items'])}"
     if kind == "object":
-        return f"a mapping of names to {_words(_value_schema(node))}"
+        return f"a mapping of names to {_words(next(iter(node['patternProperties'].values())))}"
     base = {"boolean": "true or false", "integer": "an integer", "number": "a number",
             "string": "a non-empty string"}.get(kind, str(kind))
     if kind in ("integer", "number"):
