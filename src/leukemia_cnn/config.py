@@ -56,7 +56,6 @@ from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
 )
 from leukemia_cnn.errors import ConfigError
 
-# Where DVC runs queued and temporary experiments, in copies of the repository.
 EXP_TMP_MARKER = "/.dvc/tmp/exps/"
 # The file the `check_config` DVC stage writes; every other stage depends on it, so that DVC
 # stops at a refused knob before it removes any stage's outputs.
