@@ -4,13 +4,8 @@
 composed (``leukemia-cnn params``, or DVC's Hydra integration under ``dvc exp run -S``).
 
 The schema is :mod:`leukemia_cnn.config_schema`: one pydantic model per group, one typed
-field per knob with its default and range (``setting(default, ge=.., allowed=.., late=..)``).
-:func:`validate_config` checks a composed config against it and returns the typed
-:class:`Config`: an unknown key (``+train.epochz=2`` too) is refused with the nearest valid
-key; a value of the wrong type or out of range is refused in one line naming the key, the bad
-value and what is allowed; rules over several keys are the models' ``model_validator``\\ s; a
-key a params file lacks because it was written before the knob existed (``late=True``) takes
-the schema's default. Every stage takes that :class:`Config` (or one of its groups):
+field per knob. :func:`validate_config` (:mod:`leukemia_cnn.config_validate`) checks a
+composed config against it and returns the typed :class:`Config` every stage takes:
 ``cfg.train.epochs`` is an ``int`` because the schema says so, and no stage re-checks,
 re-casts or re-defaults a value.
 
@@ -20,11 +15,8 @@ registrations do not exist; plain YAML composes everywhere, and the schema check
 before any work starts (``leukemia-cnn params``, every stage, and the first DVC stage
 ``check_config``). So the defaults are written twice, by design: in ``conf/`` with the
 comments a user reads, and in the schema for params files that lack a knob;
-``tests/test_config.py`` fails when the two disagree. One knob differs on purpose: conf/ sets
-``split.near_duplicate_max_distance`` to ``${validation.near_duplicate_max_distance}``, while
-a params file from before the knob gets null, what the split did then. The ``data`` group has
-two options with different keys (``SyntheticData``, ``KaggleData``); the keys present say
-which one applies.
+``tests/test_config.py`` fails when the two disagree (``split.near_duplicate_max_distance``
+differs on purpose: see ``SplitConfig``).
 
 Adding a knob: docs/architecture.md ("Adding a knob").
 """
@@ -45,7 +37,6 @@ from omegaconf import DictConfig, OmegaConf
 from leukemia_cnn.config_schema import (  # noqa: F401 - the schema's public names, re-exported
     CALIBRATION_MODES,
     GUARD_METHODS,
-    HASH_BITS,
     Config,
     KaggleData,
     SyntheticData,
@@ -56,9 +47,8 @@ from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
     bounds,
     check_section,
     default_of,
-    describe,
+    is_group,
     is_late,
-    late_defaults,
     node_of,
     plain,
     unknown_key,
@@ -66,7 +56,7 @@ from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
 )
 from leukemia_cnn.errors import ConfigError
 
-EXP_TMP_MARKER = ("/.dvc/tmp/exps/",)
+EXP_TMP_MARKER = "/.dvc/tmp/exps/"
 # The file the `check_config` DVC stage writes; every other stage depends on it, so that DVC
 # stops at a refused knob before it removes any stage's outputs.
 CONFIG_CHECK_FILE = "config_check.json"
@@ -77,7 +67,8 @@ SPLITS = ("train", "val", "test")
 # The knobs a params file may lack (they came after the first runs), with the value each takes
 # then: derived from the schema, not a second list. At these values a knob leaves the
 # configuration id of a run unchanged (tracking.config_id).
-LATE_KNOBS: dict[str, Any] = late_defaults()
+LATE_KNOBS: dict[str, Any] = {key: default_of(key) for key in all_keys()
+                              if not is_group(key) and is_late(key)}
 VARIANTS: tuple[str, ...] = typing.get_args(KaggleData.model_fields["variant"].annotation)
 # The knobs that change the model or its training away from the paper's, and the paper's value
 # of each (the schema's default): a run whose config has all of them trains as the paper did.
@@ -88,9 +79,6 @@ PAPER_KNOBS: dict[str, Any] = {key: default_of(key) for key in (
     "train.ema_momentum", "train.label_smoothing", "train.weight_decay", "train.augment_dihedral",
     "evaluate.tta")}
 
-
-# Finding, composing, loading and writing the config
-# --------------------------------------------------------------------------------------------
 
 def find_repo_root(start: Path | None = None) -> Path:
     """Return the project root: the nearest folder above ``start`` holding ``dvc.yaml``.
@@ -114,15 +102,7 @@ def shared_root(root: Path | None = None) -> Path:
     """
     root = Path(root or find_repo_root()).resolve()
     text = root.as_posix() + "/"
-    for marker in EXP_TMP_MARKER:
-        if marker in text:
-            return Path(text.split(marker, 1)[0])
-    return root
-
-
-def conf_dir(root: Path | None = None) -> Path:
-    """The Hydra config folder of the project at ``root`` (default: the current project)."""
-    return (Path(root).resolve() if root else find_repo_root()) / "conf"
+    return Path(text.split(EXP_TMP_MARKER, 1)[0]) if EXP_TMP_MARKER in text else root
 
 
 def compose(overrides: Iterable[str] = (), root: Path | None = None) -> DictConfig:
@@ -136,7 +116,7 @@ def compose(overrides: Iterable[str] = (), root: Path | None = None) -> DictConf
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    directory = conf_dir(root)
+    directory = (Path(root).resolve() if root else find_repo_root()) / "conf"
     if not (directory / "config.yaml").is_file():
         raise ConfigError(f"no Hydra config at {directory / 'config.yaml'}; run from the project root")
     try:
@@ -187,8 +167,7 @@ def load_params(path: str | Path = "params.yaml") -> Config:
 def write_params(cfg: DictConfig | Config, path: str | Path = "params.yaml") -> Path:
     """Write ``cfg`` as plain YAML (what DVC's Hydra integration writes too)."""
     path = Path(path)
-    data = plain(cfg)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    path.write_text(yaml.safe_dump(plain(cfg), sort_keys=False, default_flow_style=None))
     return path
 
 
@@ -207,9 +186,8 @@ def write_config_check(cfg: Config, root: Path, params: str | Path = "params.yam
 
 def flatten(cfg: DictConfig | Config | dict, prefix: str = "") -> dict[str, Any]:
     """Flatten a nested config to ``{"train.epochs": 15, ...}`` (lists kept as values)."""
-    data = plain(cfg)
     flat: dict[str, Any] = {}
-    for key, value in data.items():
+    for key, value in plain(cfg).items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, prefix=f"{name}."))

@@ -345,7 +345,7 @@ class ReportConfig(Knobs):
     sample_images: bool = setting(True, late=True)
 
 
-# --- drift: `leukemia-cnn drift` (monitoring/drift.py), new images against the training data ---
+# drift: `leukemia-cnn drift` (monitoring/drift.py), new images against the training data
 class DriftConfig(Knobs):
     alpha: float = setting(0.05, gt=0, lt=1, late=True, allowed=OPEN_FRACTION + ", e.g. 0.05")
     correction: Literal["bh", "bonferroni"] = setting("bh", late=True, allowed=(
@@ -356,7 +356,6 @@ class DriftConfig(Knobs):
                                                    ">= 10")
     min_images: int = setting(20, ge=1, late=True)
     max_files: int = setting(10_000, ge=1, late=True)
-# --- end drift ---
 
 
 class Config(Knobs):

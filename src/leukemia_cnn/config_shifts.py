@@ -10,7 +10,7 @@ from typing import Literal
 from leukemia_cnn.config_types import Knobs, setting
 
 
-# --- augment: acquisition-shift augmentation of the training images (data/augment.py) ---
+# augment: acquisition-shift augmentation of the training images (data/augment.py)
 class AugmentConfig(Knobs):
     scale: float = setting(0.0, ge=0, le=1, late=True, allowed=(
         "0 (off) or s in (0, 1]: zoom by a factor in [1 / (1 + s), 1 + s]"))
@@ -28,10 +28,9 @@ class AugmentConfig(Knobs):
         "the probability that a training image is turned grey, 0-1"))
     probability: float = setting(1.0, gt=0, le=1, late=True, allowed=(
         "the share of training images shifted, in (0, 1]; the others pass as they are"))
-# --- end augment ---
 
 
-# --- robustness: the acquisition-shift suite of the robustness stage (modeling/robustness.py) ---
+# robustness: the acquisition-shift suite of the robustness stage (modeling/robustness.py)
 # The shift families of data/shifts.py (the schema cannot import it; a test keeps them equal).
 SHIFT_FAMILIES = ("magnify", "brightness", "contrast", "gamma", "blur", "jpeg", "stain",
                   "grayscale", "rotate", "flip", "noise")
@@ -48,4 +47,3 @@ class RobustnessConfig(Knobs):
         "jpeg": [20.0, 10.0], "stain": [0.05, 0.1, 0.2, 0.35], "grayscale": [1.0],
         "rotate": [45.0, 90.0], "flip": [1.0], "noise": [15.0, 40.0]}, late=True, allowed=(
         "a map from shift family to its list of strengths (see docs/robustness.md)"))
-# --- end robustness ---

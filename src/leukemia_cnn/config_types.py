@@ -21,9 +21,7 @@ def setting(default: Any, *, allowed: str | None = None, none: str | None = None
     ``constraints``: pydantic's (``ge``/``gt``/``le``/``lt``, ``min_length``, ``pattern``)."""
     extra = {"late": late, "allowed": allowed, "none": none}
     if isinstance(default, (list, dict)):
-        # pydantic leaves a factory's value out of the JSON Schema the config reads defaults from
-        return Field(default_factory=lambda: copy.deepcopy(default),
-                     json_schema_extra={**extra, "default": copy.deepcopy(default)},
+        return Field(default_factory=lambda: copy.deepcopy(default), json_schema_extra=extra,
                      **constraints)
     return Field(default, json_schema_extra=extra, **constraints)
 

@@ -2,10 +2,10 @@
 
 pydantic does the work: types, ranges, unknown keys (``extra="forbid"``) and the rules over
 several keys. This module turns its first error into the one line a user reads (the key, the
-bad value and what is allowed, or the nearest valid key) and reads the schema's JSON Schema
-for those words, the ranges and the defaults. The one check pydantic does not make: a key
-that is not ``late`` must be in a params file (every knob has a default, for the files that
-lack a late one), read from the validated model's ``model_fields_set``.
+bad value and what is allowed, or the nearest valid key): keys and defaults come from the
+models' fields, the words from each knob's JSON Schema. The one check pydantic does not make:
+a key that is not ``late`` must be in a params file (every knob has a default, for the files
+that lack a late one), read from the validated model's ``model_fields_set``.
 """
 
 from __future__ import annotations
@@ -13,101 +13,81 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from omegaconf import OmegaConf
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from leukemia_cnn.config_schema import DATA_OPTIONS, Config
 from leukemia_cnn.config_types import invalid
 from leukemia_cnn.errors import ConfigError
 
-# --------------------------------------------------------------------------------------------
-# The schema, as JSON Schema
-# --------------------------------------------------------------------------------------------
+
+def _fields(annotation: Any) -> dict[str, FieldInfo]:
+    """The fields of a group's type (the options of ``data``: merged, the first's first);
+    none for a knob."""
+    fields: dict[str, FieldInfo] = {}
+    for option in get_args(annotation) if get_origin(annotation) is Union else [annotation]:
+        model = get_args(option)[0] if get_origin(option) is Annotated else option
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, info in model.model_fields.items():
+                fields.setdefault(name, info)
+    return fields
+
+
+def field_of(key: str) -> FieldInfo:
+    """The field of a dotted key (a group or a knob); unknown keys are refused."""
+    fields = Config.model_fields
+    for part in key.split("."):
+        if part not in fields:
+            raise unknown_key(key)
+        info = fields[part]
+        fields = _fields(info.annotation)
+    return info
 
 
 @functools.cache
-def json_schema() -> dict[str, Any]:
-    return Config.model_json_schema()
-
-
-def _resolve(node: dict) -> dict:
-    while "$ref" in node:
-        node = json_schema()["$defs"][node["$ref"].rsplit("/", 1)[1]]
-    return node
-
-
-def _options(node: dict) -> list[dict]:
-    """The group(s) a node stands for: one, or each option of a union (``data``)."""
-    node = _resolve(node)
-    return [_resolve(option) for option in node["oneOf"]] if "oneOf" in node else [node]
-
-
-def _children(node: dict) -> dict[str, dict]:
-    children: dict[str, dict] = {}
-    for option in _options(node):
-        for name, child in option.get("properties", {}).items():
-            children.setdefault(name, child)
-    return children
+def _adapter(key: str) -> TypeAdapter:
+    """pydantic's validator of a dotted key (``""``: the whole config)."""
+    info = field_of(key) if key else None
+    return TypeAdapter(Annotated[info.annotation, info] if info else Config)
 
 
 def node_of(key: str) -> dict:
-    """The JSON Schema of a dotted key (a group or a knob); unknown keys are refused."""
-    node: dict = json_schema()
-    for part in key.split("."):
-        children = _children(node)
-        if part not in children:
-            raise unknown_key(key)
-        node = children[part]
-    return node
+    """The JSON Schema of a knob: its type, range and the words of :func:`setting`."""
+    return _adapter(key).json_schema()
 
 
 @functools.cache
 def all_keys(prefix: str = "") -> list[str]:
     """Every dotted key of the schema (groups and leaves), e.g. ``train``, ``train.epochs``."""
-    node = node_of(prefix[:-1]) if prefix else json_schema()
+    fields = _fields(field_of(prefix[:-1]).annotation) if prefix else Config.model_fields
     keys: list[str] = []
-    for name in _children(node):
+    for name, info in fields.items():
         keys.append(prefix + name)
-        if is_group(prefix + name):
+        if _fields(info.annotation):
             keys += all_keys(f"{prefix}{name}.")
     return keys
 
 
+def _late(info: FieldInfo) -> bool:
+    return bool((info.json_schema_extra or {}).get("late"))
+
+
 def is_late(key: str) -> bool:
     """Whether a params file may lack ``key`` (the knob came after the first runs)."""
-    return bool(node_of(key).get("late"))
+    return _late(field_of(key))
 
 
 def default_of(key: str) -> Any:
     """The schema's default of a dotted key (``"train.lr_schedule"`` -> ``"constant"``)."""
-    node = node_of(key)
-    if "default" in node:
-        return node["default"]
-    return {name: default_of(f"{key}.{name}") for name in _children(node)}
+    return plain(field_of(key).get_default(call_default_factory=True))
 
 
 def is_group(key: str) -> bool:
     """Whether a dotted key is a group of knobs rather than a knob."""
-    return any("properties" in option for option in _options(node_of(key)))
-
-
-def late_defaults() -> dict[str, Any]:
-    """Every ``late`` knob with its default (see ``config.LATE_KNOBS``)."""
-    return {key: default_of(key) for key in all_keys() if not is_group(key) and is_late(key)}
-
-
-def _value_schema(node: dict) -> dict:
-    """The schema the numbers of a knob obey: its own, a list's items, a mapping's values, or
-    the non-null member of an optional."""
-    node = _resolve(node)
-    if "items" in node:
-        return _value_schema(node["items"])
-    if "patternProperties" in node:
-        return _value_schema(next(iter(node["patternProperties"].values())))
-    members = [m for m in node.get("anyOf", []) if m.get("type") in ("integer", "number")]
-    return members[0] if members else node
+    return bool(_fields(field_of(key).annotation))
 
 
 BOUND_NAMES = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum",
@@ -115,18 +95,14 @@ BOUND_NAMES = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum",
 
 
 def bounds(key: str) -> dict[str, Any]:
-    """The numeric range of a knob, or of each item of a list knob: ``ge``/``gt``/``le``/``lt``
-    (``None`` where unbounded)."""
-    schema = _value_schema(node_of(key))
-    return {bound: schema.get(name) for bound, name in BOUND_NAMES.items()}
+    """The numeric range of a knob: ``ge``/``gt``/``le``/``lt`` (``None`` where unbounded)."""
+    found = {bound: getattr(item, bound) for item in field_of(key).metadata
+             for bound in BOUND_NAMES if hasattr(item, bound)}
+    return {bound: found.get(bound) for bound in BOUND_NAMES}
 
 
-# --------------------------------------------------------------------------------------------
-# What a knob allows, in words
-# --------------------------------------------------------------------------------------------
-
-def _range_words(bound: Mapping) -> str:
-    ge, gt, le, lt = (bound.get(k) for k in ("ge", "gt", "le", "lt"))
+def _range_words(node: dict) -> str:
+    ge, gt, le, lt = (node.get(name) for name in BOUND_NAMES.values())
     if ge is not None and le is not None:
         return f" from {ge} to {le}"
     if gt is not None and lt is not None:
@@ -141,7 +117,6 @@ def _range_words(bound: Mapping) -> str:
 
 
 def _words(node: dict, none: str | None = None) -> str:
-    node = _resolve(node)
     if "anyOf" in node:
         rest = [member for member in node["anyOf"] if member.get("type") != "null"]
         inner = " or ".join(_words(member) for member in rest)
@@ -154,23 +129,21 @@ def _words(node: dict, none: str | None = None) -> str:
     if kind == "array":
         return f"a list of {_words(node['items'])}"
     if kind == "object":
-        return f"a mapping of names to {_words(_value_schema(node))}"
+        return f"a mapping of names to {_words(next(iter(node['patternProperties'].values())))}"
     base = {"boolean": "true or false", "integer": "an integer", "number": "a number",
             "string": "a non-empty string"}.get(kind, str(kind))
     if kind in ("integer", "number"):
-        base += _range_words({bound: node.get(name) for bound, name in BOUND_NAMES.items()})
+        base += _range_words(node)
     return base
 
 
 def describe(key: str) -> str:
     """What a knob allows, in words (its ``allowed`` text, or made from its type and range)."""
+    if is_group(key):
+        return f"a mapping of the keys of `{key}`"
     node = node_of(key)
     return node.get("allowed") or _words(node, node.get("none"))
 
-
-# --------------------------------------------------------------------------------------------
-# Checking a config against the schema
-# --------------------------------------------------------------------------------------------
 
 def unknown_key(key: str, siblings: Iterable[str] = ()) -> ConfigError:
     """The error for a key the schema does not have, with the nearest valid key."""
@@ -216,9 +189,8 @@ def _first_error(error: ValidationError, values: Mapping, prefix: str) -> Config
 def _refuse_missing(model: BaseModel, prefix: str) -> None:
     """A key that is not late must be given; a group given in part is checked inside."""
     for name, info in type(model).model_fields.items():
-        late = bool((info.json_schema_extra or {}).get("late"))
         if name not in model.model_fields_set:
-            if not late:
+            if not _late(info):
                 raise ConfigError(f"config key `{prefix}{name}` is missing; add it to conf/ "
                                   "(see conf/config.yaml)")
         elif isinstance(getattr(model, name), BaseModel):
@@ -250,15 +222,6 @@ def validate_config(values: Any) -> Config:
         Naming the first unknown, missing or invalid key, its value and what is allowed.
     """
     return check_section("", values)
-
-
-@functools.cache
-def _adapter(name: str) -> TypeAdapter:
-    if not name:
-        return TypeAdapter(Config)
-    field = Config.model_fields[name]  # its metadata holds the data options' discriminator
-    return TypeAdapter(Annotated[field.annotation, *field.metadata] if field.metadata
-                       else field.annotation)
 
 
 def check_section(name: str, values: Any) -> Any:

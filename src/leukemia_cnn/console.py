@@ -145,10 +145,6 @@ class StderrPump:
             self.thread.join(timeout=1.0)
 
 
-def _filter_fd2() -> None:
-    atexit.register(StderrPump().stop)
-
-
 def quiet_libraries(verbose: bool = False, native: bool = True) -> None:
     """Silence the libraries' start-up chatter for this process and the processes it starts.
 
@@ -175,7 +171,7 @@ def quiet_libraries(verbose: bool = False, native: bool = True) -> None:
     for advice in MLFLOW_ADVICE:
         warnings.filterwarnings("ignore", message=advice, category=UserWarning)
     if native:
-        _filter_fd2()
+        atexit.register(StderrPump().stop)
 
 
 def text_table(columns: Sequence[str], rows: Iterable[Sequence[object]],

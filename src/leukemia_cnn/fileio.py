@@ -102,9 +102,6 @@ def save_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> Pa
     return atomic_write(target, write)
 
 
-# ------------------------------------------------------------------------- output folders
-
-
 def mark_output(folder: Path, kind: str) -> Path:
     """Mark ``folder`` as written by ``leukemia-cnn <kind>`` (see :func:`is_marked`)."""
     marker = Path(folder) / OUTPUT_MARKER
@@ -158,9 +155,6 @@ def replacing_folder(staging: Path, target: Path, token: str, owner: str,
         previous.unlink()
     elif previous.exists():
         shutil.rmtree(previous)
-
-
-# ------------------------------------------------------------------------- output files
 
 
 def file_sha256(path: Path) -> str:
@@ -217,9 +211,6 @@ def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> b
     return (kind == "folder" and is_marked(path, owner)) or is_recorded(path, owner)
 
 
-# ------------------------------------------------------------------------- the guard
-
-
 def shown(path: str | Path, root: str | Path) -> str:
     """``path`` as a user reads it in a message: relative to the project ``root`` (``.`` for the
     root itself) when it lies inside, else as given."""
@@ -233,12 +224,6 @@ def declared_by(root: Path, manifest: str) -> Path | None:
     """The output the project's ``manifest`` (e.g. ``data.dvc``) declares, if any."""
     outs = [path for path, where in dvc_tracked(root).items() if where == manifest]
     return outs[0] if len(outs) == 1 else None
-
-
-def resolve_target(target: str | Path) -> Path:
-    """``target`` as given by a user (relative: to the current folder), links resolved."""
-    given = Path(target).expanduser()
-    return (given if given.is_absolute() else Path.cwd() / given).resolve()
 
 
 def _project_reason(real: Path, root: Path) -> str | None:
@@ -366,7 +351,7 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     OutputError
         Naming the path, the reason and ``instead``.
     """
-    root, real = Path(root).resolve(), resolve_target(target)
+    root, real = Path(root).resolve(), Path(target).expanduser().resolve()  # relative: to cwd
     is_declared = declared is not None and real == Path(declared).resolve()
     git_files = git_tracked(root)
 

@@ -1,6 +1,6 @@
 """The command line of ``leukemia-cnn``: its subcommands, options, help and usage errors.
 
-Each subcommand names its handler in ``cli.commands`` with ``set_defaults(func=...)``.
+Each subcommand names its handler in ``cli.commands`` (:func:`_command`).
 """
 
 from __future__ import annotations
@@ -104,9 +104,15 @@ def _seed_list(value: str) -> list[int]:
     return seeds
 
 
-def _add_params_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml",
-                        help="composed config to run with (default: %(default)s)")
+def _command(sub, name: str, func, params: bool = True, **kwargs) -> argparse.ArgumentParser:
+    """Subcommand ``name`` (``kwargs``: help, description, ...) run by the handler ``func``;
+    ``params``: it reads ``--params``."""
+    command = sub.add_parser(name, **kwargs)
+    if params:
+        command.add_argument("--params", default="params.yaml",
+                             help="composed config to run with (default: %(default)s)")
+    command.set_defaults(func=func)
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,43 +132,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_commands(sub)
     _add_model_commands(sub)
     _add_drift_command(sub)
-    summary = sub.add_parser("summary", help="print the last run's metrics and where to look next")
-    _add_params_arg(summary)
-    summary.set_defaults(func=commands.run_summary)
+    _command(sub, "summary", commands.run_summary,
+             help="print the last run's metrics and where to look next")
     return parser
 
 
 def _add_config_commands(sub) -> None:
     """``params`` and ``check-config``."""
-    params = sub.add_parser("params", help="compose conf/ (Hydra) and write params.yaml",
-                            description="Compose conf/config.yaml with optional Hydra overrides "
-                                        "and write the result to params.yaml, the file DVC "
-                                        "stages read.")
+    params = _command(sub, "params", commands.run_params, params=False,
+                      help="compose conf/ (Hydra) and write params.yaml",
+                      description="Compose conf/config.yaml with optional Hydra overrides and "
+                                  "write the result to params.yaml, the file DVC stages read.")
     params.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.epochs=5")
     params.add_argument("--output", default="params.yaml", type=_non_empty,
                         help="where to write (default: %(default)s)")
     params.add_argument("--check", action="store_true",
                         help="do not write; exit 1 if the file differs from the composed config")
-
-    check = sub.add_parser(
-        "check-config", help="check params.yaml against the config schema (DVC's first stage)",
+    _command(
+        sub, "check-config", commands.run_check_config,
+        help="check params.yaml against the config schema (DVC's first stage)",
         description="Pipeline stage: check every knob of params.yaml (unknown keys, types, "
                     "ranges) and write reports/config_check.json, on which every other stage "
                     "depends, so DVC stops at a refused knob before removing any output.")
-    _add_params_arg(check)
-    params.set_defaults(func=commands.run_params)
-    check.set_defaults(func=commands.run_check_config)
 
 
 def _add_data_commands(sub) -> None:
     """``data synth``, ``data get`` and ``data push``."""
     data = sub.add_parser("data", help="create or ingest the raw image tree")
     data_sub = data.add_subparsers(dest="data_command", metavar="SOURCE", required=True)
-    synth = data_sub.add_parser(
-        "synth", help="write the built-in synthetic dataset (Kaggle layout)",
+    synth = _command(
+        data_sub, "synth", commands.run_data_synth,
+        help="write the built-in synthetic dataset (Kaggle layout)",
         description="Generate synthetic 224x224 RGB smear-field JPEGs in data/raw/<Class>/ "
                     "(deterministic per seed), then `dvc add data/raw` so data.dvc versions them.")
-    _add_params_arg(synth)
     synth.add_argument("--scale", type=float, default=None,
                        help="fraction of the real class counts 504/985/963/804 "
                             "(default: data.synth.scale)")
@@ -173,14 +175,14 @@ def _add_data_commands(sub) -> None:
                        help="do nothing when the output folder already holds images")
     synth.add_argument("--no-dvc-add", action="store_true",
                        help="skip `dvc add` (e.g. outside a DVC repository)")
-    get = data_sub.add_parser(
-        "get", help="ingest a Kaggle zip, an image folder or the Kaggle API into data/raw",
+    get = _command(
+        data_sub, "get", commands.run_data_get,
+        help="ingest a Kaggle zip, an image folder or the Kaggle API into data/raw",
         description="Copy the images of a source into data/raw/<Class>/ (original file names, "
                     "class folders matched case-insensitively to data.classes), check them with "
                     "the raw-data suite, swap the tree in (the previous data/raw stays intact on "
                     "any error), then `dvc add data/raw` so data.dvc versions exactly what was "
                     "ingested.")
-    _add_params_arg(get)
     get.add_argument("--source", default=None, type=_non_empty,
                      help="the Kaggle zip as downloaded, a folder (Kaggle layout or "
                           "<Class>/<image>), `kaggle` (Kaggle API: needs the `kaggle` package "
@@ -200,30 +202,27 @@ def _add_data_commands(sub) -> None:
             help="replace the output folder even though it holds files no recorded version "
                  "has (added or edited by hand since the last `dvc add`); they are moved to "
                  "<folder>.local-<time>/ first. Without it such files are named and refused")
-    push = data_sub.add_parser(
-        "push", help="`dvc push`, after checking the remote (S3: the server, the keys)",
+    push = _command(
+        data_sub, "push", commands.run_data_push, params=False,
+        help="`dvc push`, after checking the remote (S3: the server, the keys)",
         description="List the DVC remote's bucket once, saying in one line what is wrong (the "
                     "S3 server down, a refused key and the setting to fix), then `dvc push`.")
     push.add_argument("--remote", default=None, help="DVC remote name (default: the default)")
-    synth.set_defaults(func=commands.run_data_synth)
-    get.set_defaults(func=commands.run_data_get)
-    push.set_defaults(func=commands.run_data_push)
 
 
 def _add_stage_commands(sub) -> None:
     """The pipeline stages (dvc.yaml), ``promote`` and ``sweep``."""
     for name, (module, help_text) in STAGES.items():
-        stage = sub.add_parser(name, help=help_text, description=f"Pipeline stage: {help_text}.")
-        _add_params_arg(stage)
-        stage.set_defaults(func=partial(commands.run_stage, module))
+        _command(sub, name, partial(commands.run_stage, module), help=help_text,
+                 description=f"Pipeline stage: {help_text}.")
 
-    promote = sub.add_parser(
-        "promote", help="point the `champion` alias at the best version by validation accuracy",
+    promote = _command(
+        sub, "promote", commands.run_promote,
+        help="point the `champion` alias at the best version by validation accuracy",
         description="List the registered versions of the model, grouped by the validation set "
                     "they were scored on, and move the alias to the best one scored on the "
                     "workspace's current data (val accuracies on other data are not compared; "
                     "never chosen by test accuracy). Idempotent.")
-    _add_params_arg(promote)
     promote.add_argument("--dry-run", action="store_true", help="show the choice, move nothing")
     promote.add_argument("--by", choices=("run", "config"), default="run",
                          help="run: the best single run by validation accuracy; config: the "
@@ -240,18 +239,17 @@ def _add_stage_commands(sub) -> None:
     sub.add_parser("sweep", add_help=False,
                    help="Hydra multirun of train+evaluate jobs (the Table 1 study); "
                         "`leukemia-cnn sweep --help` shows Hydra's options")
-    promote.set_defaults(func=commands.run_promote)
 
 
 def _add_study_commands(sub) -> None:
     """``report`` and ``study``."""
-    report = sub.add_parser(
-        "report", help="write reports/table1.md and .html: the sweeps over seeds beside the paper",
+    report = _command(
+        sub, "report", commands.run_report,
+        help="write reports/table1.md and .html: the sweeps over seeds beside the paper",
         description="Read the finished sweep runs from MLflow and write the Table 1 report: per "
                     "configuration mean +/- std and a t-interval over seeds of val/test accuracy "
                     "and prediction time beside the paper's numbers, a paired test per paper "
                     "claim, Fig. 3 (curves) and Fig. 2 (sample predictions).")
-    _add_params_arg(report)
     report.add_argument("--sweep-id", action="append", default=None, metavar="ID",
                         help="only the runs of this sweep (repeatable; default: "
                              "report.sweep_ids, else every sweep run of the experiment)")
@@ -264,9 +262,10 @@ def _add_study_commands(sub) -> None:
                              "predictions): a report to publish where the images may not be "
                              "shared (report.sample_images=false)")
 
-    study = sub.add_parser(
-        "study", help="the paper's study on a Kaggle-layout folder, in its own workspace "
-                      "studies/NAME -> docs/results/NAME.md",
+    study = _command(
+        sub, "study", commands.run_study, params=False,
+        help="the paper's study on a Kaggle-layout folder, in its own workspace "
+             "studies/NAME -> docs/results/NAME.md",
         description="Copy the project to studies/NAME (own data/, params.yaml, MLflow store), "
                     "ingest --source there, run the Table 1 and conv-layer rows and the fast "
                     "recipe over seeds on the whole train split and write "
@@ -290,17 +289,14 @@ def _add_study_commands(sub) -> None:
     study.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     study.add_argument("overrides", nargs="*",
                        help="extra Hydra overrides for every job, e.g. train.epochs=1")
-    report.set_defaults(func=commands.run_report)
-    study.set_defaults(func=commands.run_study)
 
 
 def _add_model_commands(sub) -> None:
     """``predict``, ``explain`` and ``card``."""
-    predict = sub.add_parser(
-        "predict", help="classify image files with a registered model",
+    predict = _command(
+        sub, "predict", commands.run_predict, help="classify image files with a registered model",
         description="Classify image files with an MLflow model (default: the champion). "
                     "Prints one row per image: path, predicted class, class probabilities.")
-    _add_params_arg(predict)
     predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     predict.add_argument("--model-uri", default=None, type=_non_empty,
                          help="MLflow model URI (default: models:/<registered name>@champion)")
@@ -311,43 +307,39 @@ def _add_model_commands(sub) -> None:
                          help="no class for images the guard flags as unlike the training "
                               f"images; exit {EXIT_UNFAMILIAR} when there is one")
 
-    explain = sub.add_parser(
-        "explain", help="Grad-CAM heatmaps: where in each image the model saw its class",
+    explain = _command(
+        sub, "explain", commands.run_explain,
+        help="Grad-CAM heatmaps: where in each image the model saw its class",
         description="Classify image files with an MLflow model (default: the champion) and "
                     "write, per image, <stem>_gradcam.png: the original image with a heatmap of "
                     "the evidence for the predicted class (HiResCAM, the Grad-CAM variant for "
                     "the CNN's flatten head, on its last conv layer), at the image's resolution.")
-    _add_params_arg(explain)
     explain.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     explain.add_argument("--model", default=None, metavar="URI", type=_non_empty,
                          help="MLflow model URI (default: models:/<registered name>@champion)")
     explain.add_argument("--output", default=None, type=_non_empty, metavar="DIR",
                          help="folder for the heatmaps (default: <reports_dir>/explain)")
 
-    card = sub.add_parser(
-        "card", help="print the model card of a registered version (default: the champion)",
+    card = _command(
+        sub, "card", commands.run_card,
+        help="print the model card of a registered version (default: the champion)",
         description="Print a Markdown model card generated from what MLflow holds for the "
                     "version: data source and version, split sizes, per-class precision/recall/"
                     "F1 on val and test, calibration, configuration, training time, known limits.")
-    _add_params_arg(card)
     card.add_argument("version", nargs="?", default=None,
                       help="version number (default: the version with the champion alias)")
-    predict.set_defaults(func=commands.run_predict)
-    explain.set_defaults(func=commands.run_explain)
-    card.set_defaults(func=commands.run_card)
 
 
 def _add_drift_command(sub) -> None:
     """``drift`` (monitoring/drift.py)."""
-    # --- drift (monitoring/drift.py) ---
-    drift = sub.add_parser(
-        "drift", help="compare a folder of new images with the training images; exit 4 on drift",
+    drift = _command(
+        sub, "drift", commands.run_drift,
+        help="compare a folder of new images with the training images; exit 4 on drift",
         description="Per-feature shift tests (KS, corrected for many tests) of size, colour, "
                     "stain, focus and HOG + PCA features against the training data, and the share "
                     "of images the model's guard flags; a Markdown and HTML report, logged to "
                     "MLflow. Exit status 0: no drift, 4: drift, 5: too few images to judge "
                     "(fewer than drift.min_images and no drift found).")
-    _add_params_arg(drift)
     drift.add_argument("--source", required=True, metavar="DIR",
                        help="folder of new images: <Class>/<image> (Kaggle layout) or flat")
     drift.add_argument("--model-uri", default=None,
@@ -360,5 +352,3 @@ def _add_drift_command(sub) -> None:
     drift.add_argument("--max-files", default=None, type=_positive, metavar="N",
                        help="refuse a source holding more than N files (default: "
                             "drift.max_files)")
-    # --- end drift ---
-    drift.set_defaults(func=commands.run_drift)
