@@ -171,6 +171,17 @@ def test_a_required_key_missing_from_a_params_file_is_named(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
+@pytest.mark.parametrize("group", ["train", "data", "model"])
+def test_a_group_given_a_number_is_one_line_naming_the_group(tmp_path, group):
+    # this used to recurse until RecursionError (an "internal error"), or say "allowed: None"
+    broken = json.loads(json.dumps(DEFAULTS))
+    broken[group] = 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(ConfigError, match=rf"`{group}` = 5 is invalid; allowed: a mapping of "
+                                          rf"the keys of `{group}`"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_paper_faithful_reads_logged_params():
     improved = compose(["experiment=improved"], root=REPO_ROOT)
     assert not is_paper_faithful(improved)
