@@ -93,9 +93,6 @@ def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
     return metrics
 
 
-CALIBRATION_VARIANTS = ("uncalibrated", "calibrated")
-
-
 def calibration_metrics(probabilities: np.ndarray, y_true: np.ndarray, fitted_temperature: float,
                         n_bins: int, prefix: str) -> tuple[dict[str, float], dict]:
     """ECE and NLL of the model's probabilities before and after ``fitted_temperature``.

@@ -83,15 +83,13 @@ from leukemia_cnn.modeling.guardstore import (  # noqa: F401 - the guard's publi
     summary,
 )
 
-METHODS = GUARD_METHODS
-
 
 def check_method(method: str) -> list[str]:
     """The parts of ``method`` (``a`` or ``a+b``); a DataError names an unknown one."""
     parts = str(method).split("+")
-    unknown = [p for p in parts if p not in METHODS]
+    unknown = [p for p in parts if p not in GUARD_METHODS]
     if unknown or len(set(parts)) != len(parts):
-        raise DataError(f"guard method {method!r} is invalid; allowed: one of {METHODS} or "
+        raise DataError(f"guard method {method!r} is invalid; allowed: one of {GUARD_METHODS} or "
                         "several joined by '+' (e.g. mahalanobis+input)")
     return parts
 
@@ -268,13 +266,9 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
     embeddings, probabilities = forward(two_headed, x, batch_size)
     statistics = statistics_for(guard.components, x)
     with _blas_threads().limit(limits=1, user_api="blas"):
-        parts = part_scores(guard, embeddings, statistics)
-    scores = np.max(list(parts.values()), axis=0)
-    network = [score for name, score in parts.items() if name != "input"]
+        scores = combined_scores(guard, embeddings, statistics)
     return GuardResult(ood_score=scores.astype(np.float64),
-                       in_distribution=scores <= guard.threshold, probabilities=probabilities,
-                       network_score=np.max(network, axis=0) if network else None,
-                       input_score=parts.get("input"))
+                       in_distribution=scores <= guard.threshold, probabilities=probabilities)
 
 
 def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,

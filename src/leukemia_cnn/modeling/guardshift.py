@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from leukemia_cnn.data import shifts
 from leukemia_cnn.data.acquisition import acquisition_of
@@ -107,10 +108,7 @@ def features(part: dict[str, np.ndarray], embeddings: np.ndarray,
              statistics: np.ndarray) -> np.ndarray:
     """The part's input per image: :data:`FEATURE_NAMES`, then the signed and absolute
     z-scores of the image statistics."""
-    logits = embeddings @ part["kernel"] + part["bias"]
-    logits = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities = softmax(embeddings @ part["kernel"] + part["bias"], axis=1)
     top = np.sort(probabilities, axis=1)[:, ::-1]
     entropy = -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=1)
     distance = squared_distances(embeddings, part["means"], part["whitener"]).min(axis=1)

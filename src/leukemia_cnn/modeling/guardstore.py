@@ -67,10 +67,6 @@ class GuardResult:
     ood_score: np.ndarray
     in_distribution: np.ndarray
     probabilities: np.ndarray
-    # the score of the parts that read the network's embedding (None: the guard has none) and
-    # of the input part (None: it has none), each as it enters ``ood_score``'s maximum
-    network_score: np.ndarray | None = None
-    input_score: np.ndarray | None = None
 
 
 def summary(guard: Guard) -> dict:

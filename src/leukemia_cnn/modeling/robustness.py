@@ -70,8 +70,6 @@ SUMMARY_KEYS = ("robustness_worst_accuracy_accepted", "robustness_worst_accuracy
                 "robustness_seconds")
 
 
-# ------------------------------------------------------------------ scoring one case
-
 def case_row(y_true: np.ndarray, y_pred: np.ndarray, accepted: np.ndarray,
              ood_score: np.ndarray) -> dict[str, float]:
     """The numbers of one case from its images' labels, predictions, the guard's verdicts and
@@ -157,8 +155,6 @@ def evaluate_suite(scorer: Scorer, originals, y_true: np.ndarray, cases, seed: i
                  else pd.DataFrame(columns=["case", "moderate", "wrong", "accepted", "ood_score"]))
     return pd.DataFrame(rows), per_image
 
-
-# ------------------------------------------------------------------ summary and outputs
 
 def summary_metrics(table: pd.DataFrame, per_image: pd.DataFrame) -> dict[str, float]:
     """The stage's summary (``SUMMARY_KEYS``) from :func:`evaluate_suite`'s results."""
@@ -257,8 +253,6 @@ def log_robustness(table: pd.DataFrame, summary: dict, folder: Path, reports_dir
     log_artifacts(folder, artifact_path=ROBUSTNESS_DIR)
     log_artifact(reports_dir / METRICS_FILE, ROBUSTNESS_DIR)
 
-
-# ------------------------------------------------------------------ the stage
 
 def suite_cases(robustness, color_mode: str) -> list[shifts.ShiftCase]:
     """The cases of the ``robustness`` config group for a model of ``color_mode``."""

@@ -78,11 +78,6 @@ def class_weights(cfg: Config, y_train: np.ndarray) -> dict[int, float] | None:
             for label, count in enumerate(counts) if count > 0}
 
 
-def early_stopping_monitor(cfg: Config) -> str:
-    """The history column early stopping watches: ``val_argmax_accuracy`` or ``val_loss``."""
-    return cfg.train.early_stopping_monitor
-
-
 def training_callbacks(cfg: Config) -> list:
     """The Keras callbacks the robust-training knobs ask for (none for the paper's config).
 
@@ -101,7 +96,7 @@ def training_callbacks(cfg: Config) -> list:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     patience = cfg.train.early_stopping_patience
     if patience:
-        monitor = early_stopping_monitor(cfg)
+        monitor = cfg.train.early_stopping_monitor
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode="min" if monitor == "val_loss" else "max",
             patience=int(patience), restore_best_weights=True))
@@ -173,7 +168,7 @@ def as_channels(x: np.ndarray, channels: int) -> np.ndarray:
 def kept_epoch(cfg: Config, history: pd.DataFrame) -> int:
     """The epoch whose weights the fitted model holds (the best one under early stopping)."""
     if cfg.train.early_stopping_patience:
-        monitor = early_stopping_monitor(cfg)
+        monitor = cfg.train.early_stopping_monitor
         values = history[monitor].to_numpy()
         best = values.argmin() if monitor == "val_loss" else values.argmax()
         return int(history["epoch"].iloc[int(best)])
