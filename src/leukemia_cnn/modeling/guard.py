@@ -28,33 +28,13 @@ Methods (``train.guard_method``; each gives a score, higher = more unusual):
     Each part divided by its own score at the accept rate on val; the image's score is the
     largest part, so either gate can flag it.
 
-Precision: the parts are fitted on the embeddings of the saved network (float32, or bfloat16 for
-a model trained in mixed precision: ``Guard.precision``). The network may serve in the other
-precision (``train.inference_precision``), which moves every embedding a little (by up to a few
-percent of the threshold on the built-in set). So the train stage also computes the val
-embeddings in that precision and sets the scales and threshold on them
-(:func:`calibrate_precision`): in either precision the guard accepts ``accept_rate`` of val.
-Verdicts then differ between the precisions only for images near the threshold, as any two
-thresholds fitted on the same val split would (measured in benchmarks/RESULTS.md).
+Precision: the parts are fitted on the embeddings of the saved network (``Guard.precision``);
+serving in the other precision (``train.inference_precision``) moves every embedding a little,
+so the train stage also sets the scales and threshold on val embeddings computed in that
+precision (:func:`calibrate_precision`, measured in benchmarks/RESULTS.md).
 
-Public API (stable; the ``drift`` command builds on it)
--------------------------------------------------------
-``GUARD_FILE``
-    ``"guard.npz"``, the file name beside the model.
-``load_guard(path) -> Guard``
-    Read a saved guard (``Guard.method``, ``Guard.threshold``, ``Guard.accept_rate``,
-    ``Guard.val_accept_rate``, ``Guard.precision``).
-``Guard.in_precision(precision) -> Guard | None``
-    The guard thresholded for a network computing in ``precision`` (``float32`` or
-    ``bfloat16``; None when it was not calibrated for it).
-``score_images(guard, model, x, batch_size=256) -> GuardResult``
-    For a Keras classifier ``model`` and preprocessed images ``x`` (n, H, W, C) in [0, 1]:
-    ``GuardResult.ood_score`` (float, higher = more unusual), ``GuardResult.in_distribution``
-    (bool, ``ood_score <= guard.threshold``) and ``GuardResult.probabilities`` (the model's
-    softmax, uncalibrated), all in the order of ``x``.
-``image_statistics(x) -> ndarray``
-    The input-level statistics (n, 7) named by ``STATISTIC_NAMES``
-    (:mod:`leukemia_cnn.modeling.guardinputs`, with the embedding the other parts read).
+The other stages read a guard through ``GUARD_FILE``, :func:`load_guard`,
+``Guard.in_precision`` and :func:`score_images`.
 """
 
 from __future__ import annotations
@@ -117,19 +97,18 @@ def raw_score(name: str, part: dict[str, np.ndarray], embeddings, statistics) ->
     return score_part(name, part, embeddings, statistics)
 
 
-def part_scores(guard: Guard, embeddings, statistics) -> dict[str, np.ndarray]:
-    """Each part's score as it enters ``ood_score``: raw for a one-part guard, else divided
-    by the part's scale."""
-    scores = {name: raw_score(name, guard.parts[name], embeddings, statistics)
-              for name in guard.components}
+def combine(scores: dict[str, np.ndarray], scales: dict[str, float]) -> np.ndarray:
+    """The ``ood_score`` of the parts' raw ``scores``: the one part's, or the largest part
+    divided by its scale."""
     if len(scores) == 1:
-        return scores
-    return {name: score / guard.scales[name] for name, score in scores.items()}
+        return next(iter(scores.values()))
+    return np.max([score / scales[name] for name, score in scores.items()], axis=0)
 
 
 def combined_scores(guard: Guard, embeddings, statistics) -> np.ndarray:
-    """The guard's ``ood_score``: the one part's score, or the largest scaled part."""
-    return np.max(list(part_scores(guard, embeddings, statistics).values()), axis=0)
+    """The guard's ``ood_score`` of the images whose ``embeddings`` and ``statistics`` are given."""
+    return combine({name: raw_score(name, guard.parts[name], embeddings, statistics)
+                    for name in guard.components}, guard.scales)
 
 
 def quantile_threshold(scores: np.ndarray, accept_rate: float) -> float:
@@ -161,8 +140,7 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
     raw = {name: val_score(name) for name in guard.components}
     scales = {name: max(quantile_threshold(score, rate(name)), floor(name))
               for name, score in raw.items()}
-    val_scores = (next(iter(raw.values())) if len(raw) == 1
-                  else np.max([score / scales[name] for name, score in raw.items()], axis=0))
+    val_scores = combine(raw, scales)
     threshold = quantile_threshold(val_scores, guard.accept_rate)
     return threshold, scales, float(np.mean(val_scores <= threshold))
 
@@ -255,8 +233,11 @@ def _blas_threads():
 
 
 def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> GuardResult:
-    """Score preprocessed images ``x`` with ``guard`` and the Keras classifier ``model`` (or
-    the two-headed model :func:`embedding_model` made from it, to skip rebuilding it).
+    """Score preprocessed images ``x`` (n, H, W, C) in [0, 1] with ``guard`` and the Keras
+    classifier ``model`` (or the two-headed model :func:`embedding_model` made from it, to skip
+    rebuilding it): per image of ``x``, the ``ood_score`` (higher = more unusual),
+    ``in_distribution`` (``ood_score <= guard.threshold``) and the model's uncalibrated
+    ``probabilities``.
 
     The parts' matrix products run on one BLAS thread: OpenBLAS's idle threads spin for a
     while after a call, and on 2 cores they took about 0.05 s from the next forward pass of

@@ -4,16 +4,8 @@
 logged model; the pyfunc model resolves it when it is loaded, on the machine that serves it:
 ``auto`` is ``bfloat16`` only where :func:`leukemia_cnn.modeling.model.cpu_has_bfloat16` finds
 AVX512-BF16 or AMX units (elsewhere TensorFlow emulates bfloat16 and is slower than float32).
-
-The out-of-distribution guard's threshold is set on val embeddings computed in each precision
-the model may serve in (:func:`leukemia_cnn.modeling.guard.calibrate_precision`): bfloat16
-moves an image's ``ood_score`` by a few percent (benchmarks/RESULTS.md), so a float32 threshold
-would accept another share of val in bfloat16.
-
-The model is rebuilt from its config and trained weights with the Keras dtype policy
-``mixed_bfloat16`` (weights stay float32, the layer computes in bfloat16) for its conv blocks;
-the dense head, which costs little, keeps float32, so neither the probabilities nor the guard's
-embedding are rounded to bfloat16's three significant digits.
+The guard has a threshold for each precision
+(:func:`leukemia_cnn.modeling.guard.calibrate_precision`).
 """
 
 from __future__ import annotations

@@ -3,27 +3,16 @@ acquisition-shift suite (:mod:`leukemia_cnn.data.shifts`).
 
 Each test image is read from ``paths.raw_dir`` as it was acquired (RGB, native size), shifted
 as another lab would shift it (magnification, exposure, tone, focus, compression, stain, a
-grayscale camera, orientation, noise), then decoded and preprocessed exactly as the served
-model does (:func:`~leukemia_cnn.data.imaging.to_model_input`), and scored by the network and
-its out-of-distribution guard in float32, one prediction per image (no test-time
-augmentation: what the registered model answers).
+grayscale camera, orientation, noise), then preprocessed exactly as the served model does
+(:func:`~leukemia_cnn.data.imaging.to_model_input`), and scored by the network and its
+out-of-distribution guard in float32, one prediction per image (no test-time augmentation).
 
-For every case (a shift at one strength, and the unchanged images as ``clean``) it reports:
-
-``accuracy``
-    argmax accuracy on all the shifted test images;
-``flagged``
-    the share the guard flags (``in_distribution`` false);
-``accuracy_accepted``
-    accuracy on the images the guard accepts (empty when it accepts none): what a user who
-    trusts only accepted answers gets;
-``wrong_accepted``
-    how many wrong answers the guard lets through (``in_distribution`` true);
-``correct_accepted``
-    the share of the images the model reads right that the guard accepts (the guard's cost);
-``ood_auroc``
-    how well ``ood_score`` ranks the model's wrong answers above its right ones (0.5: no
-    better than chance; empty when the case has no wrong answer or no right one).
+For every case (a shift at one strength, and the unchanged images as ``clean``) it reports
+``accuracy`` (argmax, all images), ``flagged`` (the share the guard flags),
+``accuracy_accepted`` (on the images the guard accepts; empty when it accepts none),
+``wrong_accepted`` (how many wrong answers the guard lets through), ``correct_accepted`` (the
+share of the right answers the guard accepts: its cost) and ``ood_auroc`` (how well
+``ood_score`` ranks the wrong answers above the right ones; empty without both).
 
 Outputs: ``reports/robustness/robustness.csv`` (the table), one plot file per line of the
 ``robustness`` plot (``reports/robustness/<family>[_up|_down].csv``: accuracy against
