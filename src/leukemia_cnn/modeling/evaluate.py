@@ -149,15 +149,13 @@ def score_splits(model, cfg: Config, splits: dict[str, tuple], reports_dir: Path
                  fitted_temperature: float, metrics: dict[str, float]) -> dict[str, dict]:
     """:func:`score_split` for val, then test: adds their metrics to ``metrics`` and returns
     their details by split."""
-    classes = list(cfg.data.classes)
-    n_bins = cfg.evaluate.ece_bins
     (reports_dir / "figures").mkdir(parents=True, exist_ok=True)
     details: dict[str, dict] = {}
-    tta = cfg.evaluate.tta
     for split in ("val", "test"):
-        scores, details[split] = score_split(model, split, splits[split], classes, reports_dir,
-                                             tta=tta, fitted_temperature=fitted_temperature,
-                                             n_bins=n_bins)
+        scores, details[split] = score_split(
+            model, split, splits[split], list(cfg.data.classes), reports_dir,
+            tta=cfg.evaluate.tta, fitted_temperature=fitted_temperature,
+            n_bins=cfg.evaluate.ece_bins)
         metrics.update(scores)
     return details
 
@@ -168,15 +166,15 @@ def write_reports(model, cfg: Config, details: dict[str, dict], reports_dir: Pat
     predictions and the Grad-CAM grid of test."""
     classes = list(cfg.data.classes)
     figures_dir = reports_dir / "figures"
+    labels = list(range(len(classes)))
     report_text = ""
     for split in ("val", "test"):
         d = details[split]
-        matrix = confusion_matrix(d["y_true"], d["y_pred"], labels=list(range(len(classes))))
-        plot_confusion(matrix, classes, figures_dir / f"confusion_{split}.png",
-                       f"Confusion matrix ({split})")
+        plot_confusion(confusion_matrix(d["y_true"], d["y_pred"], labels=labels), classes,
+                       figures_dir / f"confusion_{split}.png", f"Confusion matrix ({split})")
         report_text += f"== {split} ==\n" + classification_report(
-            d["y_true"], d["y_pred"], labels=list(range(len(classes))), target_names=classes,
-            digits=3, zero_division=0) + "\n"
+            d["y_true"], d["y_pred"], labels=labels, target_names=classes, digits=3,
+            zero_division=0) + "\n"
     test = details["test"]
     plot_samples(test["x"], test["y_true"], test["y_pred"], classes,
                  figures_dir / "sample_predictions.png", seed=cfg.seed)
@@ -230,9 +228,9 @@ def evaluate_model(model, cfg: Config, splits: dict[str, tuple], reports_dir: Pa
     metrics = {"calibration_temperature": float(temperature),
                "calibration_fitted_temperature": float(fitted_temperature)}
     details = score_splits(model, cfg, splits, reports_dir, fitted_temperature, metrics)
-    collapsed = is_collapsed(details["val"]["y_true"], details["val"]["y_pred"])
-    majority = float(np.bincount(details["val"]["y_true"]).max() / len(details["val"]["y_true"]))
-    metrics["val_majority_share"] = majority
+    y_val = details["val"]["y_true"]
+    collapsed = is_collapsed(y_val, details["val"]["y_pred"])
+    metrics["val_majority_share"] = float(np.bincount(y_val).max() / len(y_val))
     metrics["collapsed"] = int(collapsed)
 
     write_reports(model, cfg, details, reports_dir, temperature, raw_dir)

@@ -90,13 +90,6 @@ def original_image(raw_dir: Path | None, relative: str, fallback: np.ndarray):
     return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8))
 
 
-def mark_empty(axis) -> None:
-    """A grid cell with nothing to show: "none", no frame."""
-    axis.text(0.5, 0.5, "none", ha="center", va="center", color="gray", transform=axis.transAxes)
-    for spine in axis.spines.values():
-        spine.set_visible(False)
-
-
 def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
                       probabilities: np.ndarray, paths, classes: list[str], per_class: int,
                       raw_dir: Path | None, path: Path) -> Path | None:
@@ -123,8 +116,10 @@ def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarr
             slot = col % per_class
             if col == 0:
                 axis.set_ylabel(f"true {classes[label]}", fontsize=9)
-            if slot >= len(group):
-                mark_empty(axis)
+            if slot >= len(group):  # nothing to show: "none", no frame
+                axis.text(0.5, 0.5, "none", ha="center", va="center", color="gray",
+                          transform=axis.transAxes)
+                axis.spines[:].set_visible(False)
                 continue
             index = group[slot]
             image = original_image(raw_dir, str(paths[index]), x[index])

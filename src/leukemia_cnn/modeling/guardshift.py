@@ -55,7 +55,7 @@ FAR_ACCEPT_RATE = 0.995  # the distance parts' scale beside a shift part: far fr
 ENVELOPE = 0.99
 FEATURE_NAMES = ("log_mahalanobis", "log_statistics_norm", "top_probability", "margin",
                  "entropy")
-C = 1.0  # the logistic regression's inverse regularisation (scikit-learn's default)
+FOLDS = 5  # of the out-of-fold val scores (``val_oof``)
 
 
 def learning_cases(rng: np.random.Generator, n: int, color_mode: str) -> list[shifts.ShiftCase]:
@@ -148,9 +148,6 @@ def fit(mahalanobis: dict[str, np.ndarray], statistics_train: np.ndarray, last_l
     return part
 
 
-FOLDS = 5
-
-
 def _logistic(table: np.ndarray, wrong: np.ndarray) -> dict[str, np.ndarray]:
     """The logistic regression's coefficients; with nothing to tell apart (no error, or only
     errors), minus the top probability (confident answers are trusted)."""
@@ -160,7 +157,7 @@ def _logistic(table: np.ndarray, wrong: np.ndarray) -> dict[str, np.ndarray]:
         coef = np.zeros(table.shape[1])
         coef[FEATURE_NAMES.index("top_probability")] = -1.0
         return {"coef": coef, "intercept": np.zeros(1)}
-    model = LogisticRegression(C=C, max_iter=2000).fit(table, wrong)
+    model = LogisticRegression(max_iter=2000).fit(table, wrong)
     return {"coef": model.coef_[0].astype(np.float64),
             "intercept": model.intercept_.astype(np.float64)}
 

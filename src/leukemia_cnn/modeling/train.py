@@ -60,9 +60,7 @@ def sigterm_as_interrupt():
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    import keras
-
-    return keras.utils.to_categorical(labels, n_classes).astype(np.float32)
+    return np.eye(n_classes, dtype=np.float32)[labels]
 
 
 def class_weights(cfg: Config, y_train: np.ndarray) -> dict[int, float] | None:
@@ -296,7 +294,6 @@ def calibrate_and_guard(cfg: Config, model, x_train, y_train, x_val, y_val,
     summary.update(guard_record)
     words = {k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
              if k in guard_record}  # text: tags, not metrics
-    summary.update(words)
     tags.update(words)
     metrics.update(guard_record)
     log_metrics(metrics)
@@ -310,17 +307,14 @@ def log_pyfunc_model(cfg: Config, keras_path: Path, guard_path: Path, temperatur
     ``ModelInfo``."""
     from leukemia_cnn.serving.pyfunc import log_model
 
+    # the logged model's own params: the knobs that define it
+    model_params = {k: str(v)[:6000] for k, v in flatten(cfg).items()
+                    if k.startswith(("preprocess.", "model.", "train."))}
     return log_model(keras_path, list(cfg.data.classes), cfg.preprocess.image_size,
                      cfg.preprocess.color_mode, temperature=temperature,
                      name=cfg.mlflow.registered_model_name, example=example,
-                     params=model_params(cfg), guard_path=guard_path,
+                     params=model_params, guard_path=guard_path,
                      inference_precision=cfg.train.inference_precision, scale=scale)
-
-
-def model_params(cfg: Config) -> dict[str, str]:
-    """The logged model's own params: the knobs that define it (preprocess, model, train)."""
-    return {k: str(v)[:6000] for k, v in flatten(cfg).items()
-            if k.startswith(("preprocess.", "model.", "train."))}
 
 
 def fit_calibration(cfg: Config, model, x_val: np.ndarray, y_val: np.ndarray,
