@@ -162,25 +162,21 @@ def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
     names = check_method(method)
     two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     last = model.layers[-1].get_weights()
-    splits = {}
-    for split, x in (("train", x_train), ("val", x_val)):
-        embeddings = (val_embeddings if split == "val" and val_embeddings is not None
-                      else forward(two_headed, x, batch_size)[0])
-        splits[split] = (embeddings, statistics_for(names, x))
+    y_train = np.asarray(y_train)
+    train = (forward(two_headed, x_train, batch_size)[0], statistics_for(names, x_train))
+    val = (forward(two_headed, x_val, batch_size)[0] if val_embeddings is None
+           else val_embeddings, statistics_for(names, x_val))
     guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate),
                   precision=model_precision(two_headed))
+    inputs = None if train[1] is None else train[1][:, :len(STATISTIC_NAMES)]
     for name in names:
         if name != "shift":
-            statistics = splits["train"][1]
-            guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
-                                         None if statistics is None
-                                         else statistics[:, :len(STATISTIC_NAMES)], last)
+            guard.parts[name] = fit_part(name, train[0], y_train, inputs, last)
     if "shift" in names:
-        guard.parts["shift"] = _fit_shift(guard, two_headed, splits["train"],
-                                          np.asarray(y_train), last, learning, batch_size)
-    guard.threshold, guard.scales, guard.val_accept_rate = thresholds(guard, *splits["val"])
-    guard.train_accept_rate = float(np.mean(
-        combined_scores(guard, *splits["train"]) <= guard.threshold))
+        guard.parts["shift"] = _fit_shift(guard, two_headed, train, y_train, last, learning,
+                                          batch_size)
+    guard.threshold, guard.scales, guard.val_accept_rate = thresholds(guard, *val)
+    guard.train_accept_rate = float(np.mean(combined_scores(guard, *train) <= guard.threshold))
     return guard
 
 

@@ -19,11 +19,9 @@ see of any image:
   z-scores against the training images, and their squared norm;
 - the network's top probability, its margin over the second, and the entropy.
 
-Its score is the predicted probability of an error; like every part it is divided by its
-value at the accept rate on clean val, and the guard flags an image whose largest part is
-above its threshold. With ``shift`` in ``train.guard_method`` the distance parts are scaled
-at :data:`FAR_ACCEPT_RATE` of val instead, so that they flag only what is far from every
-training image (a photo, an inverted smear) and the ``shift`` part decides the rest.
+Its score is the predicted probability of an error. Beside it the distance parts are scaled at
+:data:`FAR_ACCEPT_RATE` of val, so that they flag only what is far from every training image
+(a photo, an inverted smear) and the ``shift`` part decides the rest.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
 # the built-in synthetic set's test split (benchmarks/RESULTS.md): 0.017 with a tiny model
 # (32x32, 30 epochs; class agreement 0.983, one near tie), 0.0003 with the paper's network.
 PROBABILITY_TOLERANCE = 0.05
-# Keras dtype policy per resolved precision.
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 

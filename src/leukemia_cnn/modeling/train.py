@@ -42,8 +42,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     SIGINT (Ctrl-C) already raises KeyboardInterrupt: during ``fit`` the run ends KILLED, at
     any other point ``mlflow.start_run``'s context ends it FAILED; either way the new model
     and reports are not moved in (:mod:`leukemia_cnn.modeling.outputs`): the last good ones
-    and their ``run.json`` stay. SIGKILL cannot be caught: the
-    next command closes the orphaned run (``tracking.close_orphaned_runs``).
+    and their ``run.json`` stay. SIGKILL cannot be caught: the next command closes the
+    orphaned run (``tracking.close_orphaned_runs``).
     """
 
 
