@@ -39,25 +39,14 @@ def model_precision(model) -> str:
     return "bfloat16" if str(first.dtype_policy.compute_dtype) == "bfloat16" else "float32"
 
 
-def head_layers(model) -> list:
-    """The layers from the flattening (or global pooling) on: the dense head, which
-    :func:`with_precision` keeps in float32."""
-    import keras
-
-    heads = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D, keras.layers.Dense)
-    start = next((i for i, layer in enumerate(model.layers) if isinstance(layer, heads)),
-                 len(model.layers) - 1)
-    return model.layers[start:]
-
-
 def with_precision(model, precision: str):
     """``model`` computing in ``precision`` (``float32`` or ``bfloat16``), same weights.
 
     Returns ``model`` itself when it already computes so; otherwise a copy rebuilt layer by
-    layer with that dtype policy for the conv blocks, where the time goes; the dense head
-    (:func:`head_layers`) stays float32: the guard's embedding is the penultimate dense layer's
-    output, and rounding it to bfloat16 moved ood_scores by up to 11% of the threshold
-    (3% with the head in float32; benchmarks/RESULTS.md).
+    layer with that dtype policy for the conv blocks, where the time goes; the dense head (the
+    layers from the flattening or global pooling on) stays float32: the guard's embedding is
+    the penultimate dense layer's output, and rounding it to bfloat16 moved ood_scores by up to
+    11% of the threshold (3% with the head in float32; benchmarks/RESULTS.md).
     """
     import keras
 
@@ -65,7 +54,10 @@ def with_precision(model, precision: str):
         raise ConfigError(f"inference precision {precision!r}; use float32 or bfloat16")
     if model_precision(model) == precision:
         return model
-    head = head_layers(model)
+    heads = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D, keras.layers.Dense)
+    start = next((i for i, layer in enumerate(model.layers) if isinstance(layer, heads)),
+                 len(model.layers) - 1)
+    head = model.layers[start:]
 
     def rebuild(layer):
         config = layer.get_config()
