@@ -125,12 +125,10 @@ def evaluate_suite(scorer: Scorer, originals, y_true: np.ndarray, cases, seed: i
         x = shifts.shifted_inputs(originals, case, seed, preprocess.image_size,
                                   preprocess.color_mode, acquisition)
         y_pred, accepted, ood_score = scorer(x)
-        family = CLEAN if case is None else case.family
-        strength = float("nan") if case is None else case.strength
         name = CLEAN if case is None else case.name
-        rows.append({"case": name, "family": family, "strength": strength,
-                     "moderate": case in moderate,
-                     **case_row(y_true, y_pred, accepted, ood_score)})
+        rows.append({"case": name, "family": CLEAN if case is None else case.family,
+                     "strength": float("nan") if case is None else case.strength,
+                     "moderate": case in moderate, **case_row(y_true, y_pred, accepted, ood_score)})
         if case is not None:
             images.append(pd.DataFrame({"case": name, "moderate": case in moderate,
                                         "wrong": y_pred != y_true, "accepted": accepted,
