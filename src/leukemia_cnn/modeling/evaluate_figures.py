@@ -45,13 +45,12 @@ def plot_reliability(tables: dict, metrics: dict[str, float], split: str, temper
         colour, label = styles[name]
         filled = table[table["count"] > 0]
         width = float(table["upper"].iloc[0] - table["lower"].iloc[0])
-        top.bar(filled["lower"] + width * (0.25 + 0.5 * offset), filled["accuracy"],
-                width=width * 0.45, color=colour, alpha=0.6,
+        left = filled["lower"] + width * (0.25 + 0.5 * offset)
+        top.bar(left, filled["accuracy"], width=width * 0.45, color=colour, alpha=0.6,
                 label=f"{label}: ECE {metrics[f'{split}_ece_{name}']:.3f}, "
                       f"NLL {metrics[f'{split}_nll_{name}']:.3f}")
-        bottom.bar(filled["lower"] + width * (0.25 + 0.5 * offset),
-                   filled["count"] / table["count"].sum(), width=width * 0.45, color=colour,
-                   alpha=0.6)
+        bottom.bar(left, filled["count"] / table["count"].sum(), width=width * 0.45,
+                   color=colour, alpha=0.6)
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy in bin",
             title=f"Reliability diagram ({split})")
     top.legend(fontsize=8, loc="upper left")
