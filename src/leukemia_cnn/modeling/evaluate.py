@@ -93,29 +93,11 @@ def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
     return metrics
 
 
-def calibration_metrics(probabilities: np.ndarray, y_true: np.ndarray, fitted_temperature: float,
-                        n_bins: int, prefix: str) -> tuple[dict[str, float], dict]:
-    """ECE and NLL of the model's probabilities before and after ``fitted_temperature``.
-
-    Returns the metrics (``<prefix>_ece_uncalibrated``, ``<prefix>_ece_calibrated``,
-    ``<prefix>_nll_...``) and the reliability table of each variant
-    (:func:`leukemia_cnn.modeling.calibration.reliability_bins`).
-    """
-    variants = {"uncalibrated": probabilities,
-                "calibrated": apply_temperature(probabilities, fitted_temperature)}
-    metrics, tables = {}, {}
-    for name, p in variants.items():
-        metrics[f"{prefix}_ece_{name}"] = expected_calibration_error(p, y_true, n_bins)
-        metrics[f"{prefix}_nll_{name}"] = negative_log_likelihood(p, y_true)
-        tables[name] = reliability_bins(p, y_true, n_bins)
-    return metrics, tables
-
-
 def score_split(model, split: str, data: tuple, classes: list[str], reports_dir: Path, *,
                 tta: bool, fitted_temperature: float, n_bins: int) -> tuple[dict[str, float], dict]:
-    """Predict one split ``(x, y, paths)``; write its reliability tables and diagram and its
-    ``confusion_<split>.csv``. Returns its metrics and ``{x, y_true, y_pred, paths,
-    probabilities}``."""
+    """Predict one split ``(x, y, paths)``; write its reliability tables (before and after the
+    temperature) and diagram and its ``confusion_<split>.csv``. Returns its metrics and
+    ``{x, y_true, y_pred, paths, probabilities}``."""
     x, y_true, paths = data
     figures_dir = reports_dir / "figures"
     model.predict(x[:1], verbose=0)  # warm-up: graph tracing is not prediction time
@@ -129,10 +111,12 @@ def score_split(model, split: str, data: tuple, classes: list[str], reports_dir:
     metrics[f"{split}_n_images"] = len(y_true)
     counts = np.bincount(y_true, minlength=len(classes))
     metrics.update({f"{split}_support_{name}": int(counts[i]) for i, name in enumerate(classes)})
-    calibration, tables = calibration_metrics(probabilities, y_true, fitted_temperature,
-                                              n_bins, split)
-    metrics.update(calibration)
-    for name, table in tables.items():
+    tables = {}  # ECE, NLL and reliability bins before and after the fitted temperature
+    for name, p in (("uncalibrated", probabilities),
+                    ("calibrated", apply_temperature(probabilities, fitted_temperature))):
+        metrics[f"{split}_ece_{name}"] = expected_calibration_error(p, y_true, n_bins)
+        metrics[f"{split}_nll_{name}"] = negative_log_likelihood(p, y_true)
+        table = tables[name] = reliability_bins(p, y_true, n_bins)
         write_csv(reports_dir / "reliability" / f"{split}_{name}.csv",
                   table[table["count"] > 0].round(6))
     plot_reliability(tables, metrics, split, fitted_temperature,
