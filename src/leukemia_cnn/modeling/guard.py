@@ -122,14 +122,13 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
     part, the distance parts are scaled at :data:`~leukemia_cnn.modeling.guardshift.FAR_ACCEPT_RATE`
     (they flag only what is far from every training image), and the shift part's val scores
     are its out-of-fold ones (``val_oof``: it learnt from these very images)."""
-    def floor(name: str) -> float:  # a distance part never flags within the envelope
+    def scale(name: str, score: np.ndarray) -> float:
         if "shift" not in guard.components or name == "shift":
-            return 1e-12
-        return float(guard.parts["shift"].get(f"envelope/{name}", [1e-12])[0])
-
-    def rate(name: str) -> float:
-        far = "shift" in guard.components and name != "shift"
-        return max(guardshift.FAR_ACCEPT_RATE, guard.accept_rate) if far else guard.accept_rate
+            return max(quantile_threshold(score, guard.accept_rate), 1e-12)
+        # a distance part beside a shift part: far only, and never within the envelope
+        envelope = float(guard.parts["shift"].get(f"envelope/{name}", [1e-12])[0])
+        far = max(guardshift.FAR_ACCEPT_RATE, guard.accept_rate)
+        return max(quantile_threshold(score, far), envelope)
 
     def val_score(name: str) -> np.ndarray:
         part = guard.parts[name]
@@ -138,8 +137,7 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
         return raw_score(name, part, embeddings, statistics)
 
     raw = {name: val_score(name) for name in guard.components}
-    scales = {name: max(quantile_threshold(score, rate(name)), floor(name))
-              for name, score in raw.items()}
+    scales = {name: scale(name, score) for name, score in raw.items()}
     val_scores = combine(raw, scales)
     threshold = quantile_threshold(val_scores, guard.accept_rate)
     return threshold, scales, float(np.mean(val_scores <= threshold))
