@@ -149,18 +149,13 @@ def summary_metrics(table: pd.DataFrame, per_image: pd.DataFrame) -> dict[str, f
     shifted = table[table["family"] != CLEAN]
     moderate = per_image[per_image["moderate"]]
     right = moderate[~moderate["wrong"]]
-    with_accepted = shifted["accuracy_accepted"].dropna()
-    return {
-        "robustness_worst_accuracy_accepted": (float(with_accepted.min()) if len(with_accepted)
-                                               else float("nan")),
-        "robustness_worst_accuracy": float(shifted["accuracy"].min()) if len(shifted) else
-        float("nan"),
+    return {  # pandas' min and mean skip NaN and are NaN for no value
+        "robustness_worst_accuracy_accepted": float(shifted["accuracy_accepted"].min()),
+        "robustness_worst_accuracy": float(shifted["accuracy"].min()),
         "robustness_clean_accuracy": float(clean["accuracy"]),
         "robustness_clean_flagged": float(clean["flagged"]),
-        "robustness_moderate_min_accuracy": (float(shifted[shifted["moderate"]]["accuracy"].min())
-                                             if shifted["moderate"].any() else float("nan")),
-        "robustness_moderate_correct_accepted": (float(right["accepted"].mean()) if len(right)
-                                                 else float("nan")),
+        "robustness_moderate_min_accuracy": float(shifted[shifted["moderate"]]["accuracy"].min()),
+        "robustness_moderate_correct_accepted": float(right["accepted"].mean()),
         "robustness_wrong_accepted": int(shifted["wrong_accepted"].sum()),
         "robustness_ood_auroc": error_auroc(per_image["wrong"].to_numpy(bool),
                                             per_image["ood_score"].to_numpy(float)),
