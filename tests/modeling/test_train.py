@@ -183,8 +183,9 @@ def test_weight_averaging_validates_and_keeps_the_averaged_weights(make_cfg):
 def test_dihedral_augmentation_turns_and_mirrors_images_exactly(make_cfg):
     """Each training image comes out as one of the 8 symmetries of the square (no
     interpolation), different images and epochs draw different ones, and a seed repeats them."""
-    from leukemia_cnn.modeling.batches import dihedral_batches
+    from leukemia_cnn.modeling.batches import training_batches
 
+    cfg = make_cfg("train.augment_dihedral=true", "train.batch_size=5", "seed=3")
     rng = np.random.default_rng(0)
     x = rng.random((16, 8, 8, 1)).astype(np.float32)
     y = np.eye(4, dtype=np.float32)[np.arange(16) % 4]
@@ -197,7 +198,7 @@ def test_dihedral_augmentation_turns_and_mirrors_images_exactly(make_cfg):
         images, labels = zip(*[(a.numpy(), b.numpy()) for a, b in dataset.unbatch()], strict=True)
         return np.stack(images), np.stack(labels)
 
-    dataset = dihedral_batches(x, y, batch_size=5, seed=3)
+    dataset = training_batches(cfg, x, y, channels=1)
     assert [len(b[0]) for b in dataset] == [5, 5, 5, 1]
     seen = set()
     first = epoch(dataset)
@@ -211,9 +212,9 @@ def test_dihedral_augmentation_turns_and_mirrors_images_exactly(make_cfg):
     import keras
 
     keras.utils.set_random_seed(3)
-    again = epoch(dihedral_batches(x, y, batch_size=5, seed=3))
+    again = epoch(training_batches(cfg, x, y, channels=1))
     keras.utils.set_random_seed(3)
-    np.testing.assert_array_equal(again[0], epoch(dihedral_batches(x, y, batch_size=5, seed=3))[0])
+    np.testing.assert_array_equal(again[0], epoch(training_batches(cfg, x, y, channels=1))[0])
 
 
 def test_fit_with_dihedral_augmentation_and_the_recipe_knobs_learns(make_cfg):

@@ -12,18 +12,9 @@ from leukemia_cnn.data.augment import active, augment_batch, needs_color, pipeli
 from leukemia_cnn.errors import ConfigError
 
 
-def dihedral_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-    """A ``tf.data`` pipeline of shuffled training batches, each image turned by a random
-    multiple of 90 degrees and mirrored with probability 1/2 (one of the 8 symmetries of the
-    square, drawn afresh every epoch). Exact pixel moves, no interpolation; sequential map so
-    TensorFlow's op determinism holds."""
-    import tensorflow as tf
-
-    return shuffled(x, y, seed, dihedral=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def shuffled(x: np.ndarray, y: np.ndarray, seed: int, dihedral: bool):
-    """The images and labels reshuffled every epoch, turned by a dihedral symmetry if asked."""
+    """The images and labels reshuffled every epoch; with ``dihedral`` each image turned by a
+    random multiple of 90 degrees and mirrored with probability 1/2 (exact pixel moves)."""
     import tensorflow as tf
 
     if dihedral and x.shape[1] != x.shape[2]:

@@ -191,15 +191,11 @@ def calibrate(probabilities, labels, mode: str = "auto") -> dict[str, float | bo
         raise ValueError(f"mode must be one of {', '.join(CALIBRATION_MODES)}; got {mode!r}")
     before = negative_log_likelihood(probabilities, labels)
     ece_before = expected_calibration_error(probabilities, labels, AUTO_ECE_BINS)
-    if mode == "off":
-        return {"fitted_temperature": 1.0, "temperature": 1.0, "applied": False,
-                "nll_before": before, "nll_after": before, "ece_before": ece_before,
-                "ece_after": ece_before}
-    fitted = fit_temperature(probabilities, labels)
+    fitted = 1.0 if mode == "off" else fit_temperature(probabilities, labels)
     scaled = apply_temperature(probabilities, fitted)
     after = negative_log_likelihood(scaled, labels)
     ece_after = expected_calibration_error(scaled, labels, AUTO_ECE_BINS)
-    applied = mode == "on" or (after <= before * (1 - AUTO_MIN_NLL_GAIN)
+    applied = mode == "on" or (mode == "auto" and after <= before * (1 - AUTO_MIN_NLL_GAIN)
                                and ece_after <= ece_before)
     return {"fitted_temperature": fitted, "temperature": fitted if applied else 1.0,
             "applied": bool(applied), "nll_before": before, "nll_after": after,

@@ -93,32 +93,11 @@ def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
     return metrics
 
 
-CALIBRATION_VARIANTS = ("uncalibrated", "calibrated")
-
-
-def calibration_metrics(probabilities: np.ndarray, y_true: np.ndarray, fitted_temperature: float,
-                        n_bins: int, prefix: str) -> tuple[dict[str, float], dict]:
-    """ECE and NLL of the model's probabilities before and after ``fitted_temperature``.
-
-    Returns the metrics (``<prefix>_ece_uncalibrated``, ``<prefix>_ece_calibrated``,
-    ``<prefix>_nll_...``) and the reliability table of each variant
-    (:func:`leukemia_cnn.modeling.calibration.reliability_bins`).
-    """
-    variants = {"uncalibrated": probabilities,
-                "calibrated": apply_temperature(probabilities, fitted_temperature)}
-    metrics, tables = {}, {}
-    for name, p in variants.items():
-        metrics[f"{prefix}_ece_{name}"] = expected_calibration_error(p, y_true, n_bins)
-        metrics[f"{prefix}_nll_{name}"] = negative_log_likelihood(p, y_true)
-        tables[name] = reliability_bins(p, y_true, n_bins)
-    return metrics, tables
-
-
 def score_split(model, split: str, data: tuple, classes: list[str], reports_dir: Path, *,
                 tta: bool, fitted_temperature: float, n_bins: int) -> tuple[dict[str, float], dict]:
-    """Predict one split ``(x, y, paths)``; write its reliability tables and diagram and its
-    ``confusion_<split>.csv``. Returns its metrics and ``{x, y_true, y_pred, paths,
-    probabilities}``."""
+    """Predict one split ``(x, y, paths)``; write its reliability tables (before and after the
+    temperature) and diagram and its ``confusion_<split>.csv``. Returns its metrics and
+    ``{x, y_true, y_pred, paths, probabilities}``."""
     x, y_true, paths = data
     figures_dir = reports_dir / "figures"
     model.predict(x[:1], verbose=0)  # warm-up: graph tracing is not prediction time
@@ -132,10 +111,12 @@ def score_split(model, split: str, data: tuple, classes: list[str], reports_dir:
     metrics[f"{split}_n_images"] = len(y_true)
     counts = np.bincount(y_true, minlength=len(classes))
     metrics.update({f"{split}_support_{name}": int(counts[i]) for i, name in enumerate(classes)})
-    calibration, tables = calibration_metrics(probabilities, y_true, fitted_temperature,
-                                              n_bins, split)
-    metrics.update(calibration)
-    for name, table in tables.items():
+    tables = {}  # ECE, NLL and reliability bins before and after the fitted temperature
+    for name, p in (("uncalibrated", probabilities),
+                    ("calibrated", apply_temperature(probabilities, fitted_temperature))):
+        metrics[f"{split}_ece_{name}"] = expected_calibration_error(p, y_true, n_bins)
+        metrics[f"{split}_nll_{name}"] = negative_log_likelihood(p, y_true)
+        table = tables[name] = reliability_bins(p, y_true, n_bins)
         write_csv(reports_dir / "reliability" / f"{split}_{name}.csv",
                   table[table["count"] > 0].round(6))
     plot_reliability(tables, metrics, split, fitted_temperature,
@@ -152,15 +133,13 @@ def score_splits(model, cfg: Config, splits: dict[str, tuple], reports_dir: Path
                  fitted_temperature: float, metrics: dict[str, float]) -> dict[str, dict]:
     """:func:`score_split` for val, then test: adds their metrics to ``metrics`` and returns
     their details by split."""
-    classes = list(cfg.data.classes)
-    n_bins = cfg.evaluate.ece_bins
     (reports_dir / "figures").mkdir(parents=True, exist_ok=True)
     details: dict[str, dict] = {}
-    tta = cfg.evaluate.tta
     for split in ("val", "test"):
-        scores, details[split] = score_split(model, split, splits[split], classes, reports_dir,
-                                             tta=tta, fitted_temperature=fitted_temperature,
-                                             n_bins=n_bins)
+        scores, details[split] = score_split(
+            model, split, splits[split], list(cfg.data.classes), reports_dir,
+            tta=cfg.evaluate.tta, fitted_temperature=fitted_temperature,
+            n_bins=cfg.evaluate.ece_bins)
         metrics.update(scores)
     return details
 
@@ -171,15 +150,15 @@ def write_reports(model, cfg: Config, details: dict[str, dict], reports_dir: Pat
     predictions and the Grad-CAM grid of test."""
     classes = list(cfg.data.classes)
     figures_dir = reports_dir / "figures"
+    labels = list(range(len(classes)))
     report_text = ""
     for split in ("val", "test"):
         d = details[split]
-        matrix = confusion_matrix(d["y_true"], d["y_pred"], labels=list(range(len(classes))))
-        plot_confusion(matrix, classes, figures_dir / f"confusion_{split}.png",
-                       f"Confusion matrix ({split})")
+        plot_confusion(confusion_matrix(d["y_true"], d["y_pred"], labels=labels), classes,
+                       figures_dir / f"confusion_{split}.png", f"Confusion matrix ({split})")
         report_text += f"== {split} ==\n" + classification_report(
-            d["y_true"], d["y_pred"], labels=list(range(len(classes))), target_names=classes,
-            digits=3, zero_division=0) + "\n"
+            d["y_true"], d["y_pred"], labels=labels, target_names=classes, digits=3,
+            zero_division=0) + "\n"
     test = details["test"]
     plot_samples(test["x"], test["y_true"], test["y_pred"], classes,
                  figures_dir / "sample_predictions.png", seed=cfg.seed)
@@ -233,9 +212,9 @@ def evaluate_model(model, cfg: Config, splits: dict[str, tuple], reports_dir: Pa
     metrics = {"calibration_temperature": float(temperature),
                "calibration_fitted_temperature": float(fitted_temperature)}
     details = score_splits(model, cfg, splits, reports_dir, fitted_temperature, metrics)
-    collapsed = is_collapsed(details["val"]["y_true"], details["val"]["y_pred"])
-    majority = float(np.bincount(details["val"]["y_true"]).max() / len(details["val"]["y_true"]))
-    metrics["val_majority_share"] = majority
+    y_val = details["val"]["y_true"]
+    collapsed = is_collapsed(y_val, details["val"]["y_pred"])
+    metrics["val_majority_share"] = float(np.bincount(y_val).max() / len(y_val))
     metrics["collapsed"] = int(collapsed)
 
     write_reports(model, cfg, details, reports_dir, temperature, raw_dir)

@@ -45,13 +45,12 @@ def plot_reliability(tables: dict, metrics: dict[str, float], split: str, temper
         colour, label = styles[name]
         filled = table[table["count"] > 0]
         width = float(table["upper"].iloc[0] - table["lower"].iloc[0])
-        top.bar(filled["lower"] + width * (0.25 + 0.5 * offset), filled["accuracy"],
-                width=width * 0.45, color=colour, alpha=0.6,
+        left = filled["lower"] + width * (0.25 + 0.5 * offset)
+        top.bar(left, filled["accuracy"], width=width * 0.45, color=colour, alpha=0.6,
                 label=f"{label}: ECE {metrics[f'{split}_ece_{name}']:.3f}, "
                       f"NLL {metrics[f'{split}_nll_{name}']:.3f}")
-        bottom.bar(filled["lower"] + width * (0.25 + 0.5 * offset),
-                   filled["count"] / table["count"].sum(), width=width * 0.45, color=colour,
-                   alpha=0.6)
+        bottom.bar(left, filled["count"] / table["count"].sum(), width=width * 0.45,
+                   color=colour, alpha=0.6)
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy in bin",
             title=f"Reliability diagram ({split})")
     top.legend(fontsize=8, loc="upper left")
@@ -90,13 +89,6 @@ def original_image(raw_dir: Path | None, relative: str, fallback: np.ndarray):
     return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8))
 
 
-def mark_empty(axis) -> None:
-    """A grid cell with nothing to show: "none", no frame."""
-    axis.text(0.5, 0.5, "none", ha="center", va="center", color="gray", transform=axis.transAxes)
-    for spine in axis.spines.values():
-        spine.set_visible(False)
-
-
 def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
                       probabilities: np.ndarray, paths, classes: list[str], per_class: int,
                       raw_dir: Path | None, path: Path) -> Path | None:
@@ -123,8 +115,10 @@ def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarr
             slot = col % per_class
             if col == 0:
                 axis.set_ylabel(f"true {classes[label]}", fontsize=9)
-            if slot >= len(group):
-                mark_empty(axis)
+            if slot >= len(group):  # nothing to show: "none", no frame
+                axis.text(0.5, 0.5, "none", ha="center", va="center", color="gray",
+                          transform=axis.transAxes)
+                axis.spines[:].set_visible(False)
                 continue
             index = group[slot]
             image = original_image(raw_dir, str(paths[index]), x[index])

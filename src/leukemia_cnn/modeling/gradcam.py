@@ -16,8 +16,8 @@ up with the original).
   the map on the feature's quadrant, against 0.85 for HiResCAM).
 
 The score is the class's log-odds against the others (its logit minus the log-sum-exp of the
-other logits), not the bare logit: a softmax only sees logit differences, so a bare logit may
-carry none of the evidence (with two classes it carries half of it at most).
+other logits): a softmax only sees logit differences, so a bare logit may carry none of the
+evidence, and unlike log p the log-odds' gradient does not vanish as p -> 1.
 
 ``leukemia-cnn explain IMG...`` (:mod:`leukemia_cnn.serving.explain`) writes one
 ``<image stem>_gradcam.png`` per image with the champion model (or ``--model``); the evaluate
@@ -106,9 +106,6 @@ def gradcam(model, x: np.ndarray, class_index=None, method: str = "hirescam",
         probabilities = tf.nn.softmax(logits)
         chosen = (tf.argmax(logits, axis=1) if class_index is None
                   else tf.convert_to_tensor(np.asarray(class_index, dtype=np.int64)))
-        # log-odds of the class against the others: z_c - logsumexp(z_others). In a softmax
-        # only logit differences matter (z_c alone can carry none of the evidence, e.g. with
-        # two classes), and unlike log p_c its gradient does not vanish at p_c -> 1.
         mask = tf.one_hot(chosen, tf.shape(logits)[1], on_value=True, off_value=False)
         others = tf.reduce_logsumexp(tf.where(mask, tf.fill(tf.shape(logits), -1e9), logits),
                                      axis=1)

@@ -28,33 +28,13 @@ Methods (``train.guard_method``; each gives a score, higher = more unusual):
     Each part divided by its own score at the accept rate on val; the image's score is the
     largest part, so either gate can flag it.
 
-Precision: the parts are fitted on the embeddings of the saved network (float32, or bfloat16 for
-a model trained in mixed precision: ``Guard.precision``). The network may serve in the other
-precision (``train.inference_precision``), which moves every embedding a little (by up to a few
-percent of the threshold on the built-in set). So the train stage also computes the val
-embeddings in that precision and sets the scales and threshold on them
-(:func:`calibrate_precision`): in either precision the guard accepts ``accept_rate`` of val.
-Verdicts then differ between the precisions only for images near the threshold, as any two
-thresholds fitted on the same val split would (measured in benchmarks/RESULTS.md).
+Precision: the parts are fitted on the embeddings of the saved network (``Guard.precision``);
+serving in the other precision (``train.inference_precision``) moves every embedding a little,
+so the train stage also sets the scales and threshold on val embeddings computed in that
+precision (:func:`calibrate_precision`, measured in benchmarks/RESULTS.md).
 
-Public API (stable; the ``drift`` command builds on it)
--------------------------------------------------------
-``GUARD_FILE``
-    ``"guard.npz"``, the file name beside the model.
-``load_guard(path) -> Guard``
-    Read a saved guard (``Guard.method``, ``Guard.threshold``, ``Guard.accept_rate``,
-    ``Guard.val_accept_rate``, ``Guard.precision``).
-``Guard.in_precision(precision) -> Guard | None``
-    The guard thresholded for a network computing in ``precision`` (``float32`` or
-    ``bfloat16``; None when it was not calibrated for it).
-``score_images(guard, model, x, batch_size=256) -> GuardResult``
-    For a Keras classifier ``model`` and preprocessed images ``x`` (n, H, W, C) in [0, 1]:
-    ``GuardResult.ood_score`` (float, higher = more unusual), ``GuardResult.in_distribution``
-    (bool, ``ood_score <= guard.threshold``) and ``GuardResult.probabilities`` (the model's
-    softmax, uncalibrated), all in the order of ``x``.
-``image_statistics(x) -> ndarray``
-    The input-level statistics (n, 7) named by ``STATISTIC_NAMES``
-    (:mod:`leukemia_cnn.modeling.guardinputs`, with the embedding the other parts read).
+The other stages read a guard through ``GUARD_FILE``, :func:`load_guard`,
+``Guard.in_precision`` and :func:`score_images`.
 """
 
 from __future__ import annotations
@@ -83,15 +63,13 @@ from leukemia_cnn.modeling.guardstore import (  # noqa: F401 - the guard's publi
     summary,
 )
 
-METHODS = GUARD_METHODS
-
 
 def check_method(method: str) -> list[str]:
     """The parts of ``method`` (``a`` or ``a+b``); a DataError names an unknown one."""
     parts = str(method).split("+")
-    unknown = [p for p in parts if p not in METHODS]
+    unknown = [p for p in parts if p not in GUARD_METHODS]
     if unknown or len(set(parts)) != len(parts):
-        raise DataError(f"guard method {method!r} is invalid; allowed: one of {METHODS} or "
+        raise DataError(f"guard method {method!r} is invalid; allowed: one of {GUARD_METHODS} or "
                         "several joined by '+' (e.g. mahalanobis+input)")
     return parts
 
@@ -119,19 +97,18 @@ def raw_score(name: str, part: dict[str, np.ndarray], embeddings, statistics) ->
     return score_part(name, part, embeddings, statistics)
 
 
-def part_scores(guard: Guard, embeddings, statistics) -> dict[str, np.ndarray]:
-    """Each part's score as it enters ``ood_score``: raw for a one-part guard, else divided
-    by the part's scale."""
-    scores = {name: raw_score(name, guard.parts[name], embeddings, statistics)
-              for name in guard.components}
+def combine(scores: dict[str, np.ndarray], scales: dict[str, float]) -> np.ndarray:
+    """The ``ood_score`` of the parts' raw ``scores``: the one part's, or the largest part
+    divided by its scale."""
     if len(scores) == 1:
-        return scores
-    return {name: score / guard.scales[name] for name, score in scores.items()}
+        return next(iter(scores.values()))
+    return np.max([score / scales[name] for name, score in scores.items()], axis=0)
 
 
 def combined_scores(guard: Guard, embeddings, statistics) -> np.ndarray:
-    """The guard's ``ood_score``: the one part's score, or the largest scaled part."""
-    return np.max(list(part_scores(guard, embeddings, statistics).values()), axis=0)
+    """The guard's ``ood_score`` of the images whose ``embeddings`` and ``statistics`` are given."""
+    return combine({name: raw_score(name, guard.parts[name], embeddings, statistics)
+                    for name in guard.components}, guard.scales)
 
 
 def quantile_threshold(scores: np.ndarray, accept_rate: float) -> float:
@@ -145,14 +122,13 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
     part, the distance parts are scaled at :data:`~leukemia_cnn.modeling.guardshift.FAR_ACCEPT_RATE`
     (they flag only what is far from every training image), and the shift part's val scores
     are its out-of-fold ones (``val_oof``: it learnt from these very images)."""
-    def floor(name: str) -> float:  # a distance part never flags within the envelope
+    def scale(name: str, score: np.ndarray) -> float:
         if "shift" not in guard.components or name == "shift":
-            return 1e-12
-        return float(guard.parts["shift"].get(f"envelope/{name}", [1e-12])[0])
-
-    def rate(name: str) -> float:
-        far = "shift" in guard.components and name != "shift"
-        return max(guardshift.FAR_ACCEPT_RATE, guard.accept_rate) if far else guard.accept_rate
+            return max(quantile_threshold(score, guard.accept_rate), 1e-12)
+        # a distance part beside a shift part: far only, and never within the envelope
+        envelope = float(guard.parts["shift"].get(f"envelope/{name}", [1e-12])[0])
+        far = max(guardshift.FAR_ACCEPT_RATE, guard.accept_rate)
+        return max(quantile_threshold(score, far), envelope)
 
     def val_score(name: str) -> np.ndarray:
         part = guard.parts[name]
@@ -161,10 +137,8 @@ def thresholds(guard: Guard, embeddings, statistics) -> tuple[float, dict[str, f
         return raw_score(name, part, embeddings, statistics)
 
     raw = {name: val_score(name) for name in guard.components}
-    scales = {name: max(quantile_threshold(score, rate(name)), floor(name))
-              for name, score in raw.items()}
-    val_scores = (next(iter(raw.values())) if len(raw) == 1
-                  else np.max([score / scales[name] for name, score in raw.items()], axis=0))
+    scales = {name: scale(name, score) for name, score in raw.items()}
+    val_scores = combine(raw, scales)
     threshold = quantile_threshold(val_scores, guard.accept_rate)
     return threshold, scales, float(np.mean(val_scores <= threshold))
 
@@ -186,25 +160,21 @@ def fit_guard(model, x_train, y_train, x_val, method: str = "mahalanobis+input",
     names = check_method(method)
     two_headed = model if len(model.outputs) == 2 else embedding_model(model)
     last = model.layers[-1].get_weights()
-    splits = {}
-    for split, x in (("train", x_train), ("val", x_val)):
-        embeddings = (val_embeddings if split == "val" and val_embeddings is not None
-                      else forward(two_headed, x, batch_size)[0])
-        splits[split] = (embeddings, statistics_for(names, x))
+    y_train = np.asarray(y_train)
+    train = (forward(two_headed, x_train, batch_size)[0], statistics_for(names, x_train))
+    val = (forward(two_headed, x_val, batch_size)[0] if val_embeddings is None
+           else val_embeddings, statistics_for(names, x_val))
     guard = Guard(method=method, threshold=0.0, accept_rate=float(accept_rate),
                   precision=model_precision(two_headed))
+    inputs = None if train[1] is None else train[1][:, :len(STATISTIC_NAMES)]
     for name in names:
         if name != "shift":
-            statistics = splits["train"][1]
-            guard.parts[name] = fit_part(name, splits["train"][0], np.asarray(y_train),
-                                         None if statistics is None
-                                         else statistics[:, :len(STATISTIC_NAMES)], last)
+            guard.parts[name] = fit_part(name, train[0], y_train, inputs, last)
     if "shift" in names:
-        guard.parts["shift"] = _fit_shift(guard, two_headed, splits["train"],
-                                          np.asarray(y_train), last, learning, batch_size)
-    guard.threshold, guard.scales, guard.val_accept_rate = thresholds(guard, *splits["val"])
-    guard.train_accept_rate = float(np.mean(
-        combined_scores(guard, *splits["train"]) <= guard.threshold))
+        guard.parts["shift"] = _fit_shift(guard, two_headed, train, y_train, last, learning,
+                                          batch_size)
+    guard.threshold, guard.scales, guard.val_accept_rate = thresholds(guard, *val)
+    guard.train_accept_rate = float(np.mean(combined_scores(guard, *train) <= guard.threshold))
     return guard
 
 
@@ -257,8 +227,11 @@ def _blas_threads():
 
 
 def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> GuardResult:
-    """Score preprocessed images ``x`` with ``guard`` and the Keras classifier ``model`` (or
-    the two-headed model :func:`embedding_model` made from it, to skip rebuilding it).
+    """Score preprocessed images ``x`` (n, H, W, C) in [0, 1] with ``guard`` and the Keras
+    classifier ``model`` (or the two-headed model :func:`embedding_model` made from it, to skip
+    rebuilding it): per image of ``x``, the ``ood_score`` (higher = more unusual),
+    ``in_distribution`` (``ood_score <= guard.threshold``) and the model's uncalibrated
+    ``probabilities``.
 
     The parts' matrix products run on one BLAS thread: OpenBLAS's idle threads spin for a
     while after a call, and on 2 cores they took about 0.05 s from the next forward pass of
@@ -268,13 +241,9 @@ def score_images(guard: Guard, model, x: np.ndarray, batch_size: int = 256) -> G
     embeddings, probabilities = forward(two_headed, x, batch_size)
     statistics = statistics_for(guard.components, x)
     with _blas_threads().limit(limits=1, user_api="blas"):
-        parts = part_scores(guard, embeddings, statistics)
-    scores = np.max(list(parts.values()), axis=0)
-    network = [score for name, score in parts.items() if name != "input"]
+        scores = combined_scores(guard, embeddings, statistics)
     return GuardResult(ood_score=scores.astype(np.float64),
-                       in_distribution=scores <= guard.threshold, probabilities=probabilities,
-                       network_score=np.max(network, axis=0) if network else None,
-                       input_score=parts.get("input"))
+                       in_distribution=scores <= guard.threshold, probabilities=probabilities)
 
 
 def fit_for_training(cfg, model, x_train, y_train, x_val, model_dir: Path,

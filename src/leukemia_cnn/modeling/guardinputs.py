@@ -1,12 +1,6 @@
-"""What the out-of-distribution guard reads of a batch besides the image statistics: the
-red-cell scale and the embedding.
-
-The input part's statistics (brightness, spread, percentiles, focus, edges, colour) are
-:func:`leukemia_cnn.features.imagestats.image_statistics` and ``colour_statistics``, the ones
-``drift`` measures too; ``scale_statistics(x)`` gives the log red-cell radius;
-``embedding_model(model)`` a two-headed copy of the classifier whose one forward pass
-(``forward``) gives the penultimate-layer embedding the network parts score and the
-probabilities. :mod:`leukemia_cnn.modeling.guard` fits and scores the parts on them.
+"""What the out-of-distribution guard reads of a batch besides the image statistics
+(:mod:`leukemia_cnn.features.imagestats`, which ``drift`` measures too): the red-cell scale and
+the embedding. :mod:`leukemia_cnn.modeling.guard` fits and scores the parts on them.
 """
 
 from __future__ import annotations

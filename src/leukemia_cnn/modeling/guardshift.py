@@ -19,11 +19,9 @@ see of any image:
   z-scores against the training images, and their squared norm;
 - the network's top probability, its margin over the second, and the entropy.
 
-Its score is the predicted probability of an error; like every part it is divided by its
-value at the accept rate on clean val, and the guard flags an image whose largest part is
-above its threshold. With ``shift`` in ``train.guard_method`` the distance parts are scaled
-at :data:`FAR_ACCEPT_RATE` of val instead, so that they flag only what is far from every
-training image (a photo, an inverted smear) and the ``shift`` part decides the rest.
+Its score is the predicted probability of an error. Beside it the distance parts are scaled at
+:data:`FAR_ACCEPT_RATE` of val, so that they flag only what is far from every training image
+(a photo, an inverted smear) and the ``shift`` part decides the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from leukemia_cnn.data import shifts
 from leukemia_cnn.data.acquisition import acquisition_of
@@ -54,7 +53,7 @@ FAR_ACCEPT_RATE = 0.995  # the distance parts' scale beside a shift part: far fr
 ENVELOPE = 0.99
 FEATURE_NAMES = ("log_mahalanobis", "log_statistics_norm", "top_probability", "margin",
                  "entropy")
-C = 1.0  # the logistic regression's inverse regularisation (scikit-learn's default)
+FOLDS = 5  # of the out-of-fold val scores (``val_oof``)
 
 
 def learning_cases(rng: np.random.Generator, n: int, color_mode: str) -> list[shifts.ShiftCase]:
@@ -107,10 +106,7 @@ def features(part: dict[str, np.ndarray], embeddings: np.ndarray,
              statistics: np.ndarray) -> np.ndarray:
     """The part's input per image: :data:`FEATURE_NAMES`, then the signed and absolute
     z-scores of the image statistics."""
-    logits = embeddings @ part["kernel"] + part["bias"]
-    logits = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities = softmax(embeddings @ part["kernel"] + part["bias"], axis=1)
     top = np.sort(probabilities, axis=1)[:, ::-1]
     entropy = -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=1)
     distance = squared_distances(embeddings, part["means"], part["whitener"]).min(axis=1)
@@ -150,9 +146,6 @@ def fit(mahalanobis: dict[str, np.ndarray], statistics_train: np.ndarray, last_l
     return part
 
 
-FOLDS = 5
-
-
 def _logistic(table: np.ndarray, wrong: np.ndarray) -> dict[str, np.ndarray]:
     """The logistic regression's coefficients; with nothing to tell apart (no error, or only
     errors), minus the top probability (confident answers are trusted)."""
@@ -162,7 +155,7 @@ def _logistic(table: np.ndarray, wrong: np.ndarray) -> dict[str, np.ndarray]:
         coef = np.zeros(table.shape[1])
         coef[FEATURE_NAMES.index("top_probability")] = -1.0
         return {"coef": coef, "intercept": np.zeros(1)}
-    model = LogisticRegression(C=C, max_iter=2000).fit(table, wrong)
+    model = LogisticRegression(max_iter=2000).fit(table, wrong)
     return {"coef": model.coef_[0].astype(np.float64),
             "intercept": model.intercept_.astype(np.float64)}
 

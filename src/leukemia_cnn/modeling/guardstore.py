@@ -7,7 +7,7 @@ guards and re-exports these names."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +67,6 @@ class GuardResult:
     ood_score: np.ndarray
     in_distribution: np.ndarray
     probabilities: np.ndarray
-    # the score of the parts that read the network's embedding (None: the guard has none) and
-    # of the input part (None: it has none), each as it enters ``ood_score``'s maximum
-    network_score: np.ndarray | None = None
-    input_score: np.ndarray | None = None
 
 
 def summary(guard: Guard) -> dict:
@@ -92,10 +88,7 @@ def save_guard(guard: Guard, path: Path) -> Path:
     """Write ``guard`` as one ``.npz`` (arrays, and its settings as JSON; no pickle)."""
     from leukemia_cnn.fileio import save_npz
 
-    meta = {"method": guard.method, "threshold": guard.threshold,
-            "accept_rate": guard.accept_rate, "val_accept_rate": guard.val_accept_rate,
-            "train_accept_rate": guard.train_accept_rate, "scales": guard.scales,
-            "precision": guard.precision, "calibrations": guard.calibrations}
+    meta = {f.name: getattr(guard, f.name) for f in fields(guard) if f.name != "parts"}
     arrays = {f"{name}/{key}": value for name, part in guard.parts.items()
               for key, value in part.items()}
     save_npz(Path(path), meta=np.array(json.dumps(meta)), **arrays)

@@ -123,8 +123,7 @@ def _head(model: ModelConfig, n_classes: int) -> list:
             layers.Dense(model.dense_units, activation="relu",
                          kernel_initializer=model.kernel_initializer),
             layers.Dropout(model.dropout),
-            # float32 probabilities whatever the policy: a bfloat16 softmax rounds them to 3
-            # digits.
+            # float32 probabilities whatever the policy: a bfloat16 softmax rounds them to 3 digits
             layers.Dense(n_classes, activation="softmax", dtype="float32")]
 
 

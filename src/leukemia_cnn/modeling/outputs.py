@@ -4,9 +4,8 @@ DVC keeps them in place while the stage runs (``persist: true`` in dvc.yaml), tr
 new model and history in a staging folder (``models/cnn.keras.tmp-<hex>``, git- and
 DVC-ignored) and :func:`publish` moves them in only after the MLflow run has finished. Ctrl-C,
 SIGTERM, SIGKILL or an error before that leaves the last good ``models/cnn.keras``,
-``models/guard.npz``, ``models/run.json``, ``reports/train.json`` and
-``reports/train_history.csv`` as they were,
-consistent with each other and with ``dvc.lock``.
+``models/guard.npz``, ``models/run.json``, ``reports/train.json`` and ``reports/train_history.csv``
+as they were, consistent with each other and with ``dvc.lock``.
 
 A ``dvc repro``/``dvc exp run`` that receives SIGTERM dies without stopping the command it
 runs: :func:`exit_with_dvc` makes train stop too (as on Ctrl-C), so that an orphaned training

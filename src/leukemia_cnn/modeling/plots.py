@@ -38,10 +38,9 @@ def plot_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
     ``val_argmax_accuracy`` (train's history CSV, or a run's MLflow metric history).
     """
     figure, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(10, 4))
-    for column, style in (("loss", "-"), ("val_loss", "--")):
-        ax_loss.plot(history["epoch"], history[column], style, marker="o", label=column)
-    for column, style in (("argmax_accuracy", "-"), ("val_argmax_accuracy", "--")):
-        ax_acc.plot(history["epoch"], history[column], style, marker="o", label=column)
+    for axis, train_column in ((ax_loss, "loss"), (ax_acc, "argmax_accuracy")):
+        for column, style in ((train_column, "-"), (f"val_{train_column}", "--")):
+            axis.plot(history["epoch"], history[column], style, marker="o", label=column)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (argmax)", title="Accuracy", ylim=(0, 1))
     for axis in (ax_loss, ax_acc):

@@ -4,16 +4,8 @@
 logged model; the pyfunc model resolves it when it is loaded, on the machine that serves it:
 ``auto`` is ``bfloat16`` only where :func:`leukemia_cnn.modeling.model.cpu_has_bfloat16` finds
 AVX512-BF16 or AMX units (elsewhere TensorFlow emulates bfloat16 and is slower than float32).
-
-The out-of-distribution guard's threshold is set on val embeddings computed in each precision
-the model may serve in (:func:`leukemia_cnn.modeling.guard.calibrate_precision`): bfloat16
-moves an image's ``ood_score`` by a few percent (benchmarks/RESULTS.md), so a float32 threshold
-would accept another share of val in bfloat16.
-
-The model is rebuilt from its config and trained weights with the Keras dtype policy
-``mixed_bfloat16`` (weights stay float32, the layer computes in bfloat16) for its conv blocks;
-the dense head, which costs little, keeps float32, so neither the probabilities nor the guard's
-embedding are rounded to bfloat16's three significant digits.
+The guard has a threshold for each precision
+(:func:`leukemia_cnn.modeling.guard.calibrate_precision`).
 """
 
 from __future__ import annotations
@@ -26,7 +18,6 @@ INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
 # the built-in synthetic set's test split (benchmarks/RESULTS.md): 0.017 with a tiny model
 # (32x32, 30 epochs; class agreement 0.983, one near tie), 0.0003 with the paper's network.
 PROBABILITY_TOLERANCE = 0.05
-# Keras dtype policy per resolved precision.
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
@@ -48,25 +39,14 @@ def model_precision(model) -> str:
     return "bfloat16" if str(first.dtype_policy.compute_dtype) == "bfloat16" else "float32"
 
 
-def head_layers(model) -> list:
-    """The layers from the flattening (or global pooling) on: the dense head, which
-    :func:`with_precision` keeps in float32."""
-    import keras
-
-    heads = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D, keras.layers.Dense)
-    start = next((i for i, layer in enumerate(model.layers) if isinstance(layer, heads)),
-                 len(model.layers) - 1)
-    return model.layers[start:]
-
-
 def with_precision(model, precision: str):
     """``model`` computing in ``precision`` (``float32`` or ``bfloat16``), same weights.
 
     Returns ``model`` itself when it already computes so; otherwise a copy rebuilt layer by
-    layer with that dtype policy for the conv blocks, where the time goes; the dense head
-    (:func:`head_layers`) stays float32: the guard's embedding is the penultimate dense layer's
-    output, and rounding it to bfloat16 moved ood_scores by up to 11% of the threshold
-    (3% with the head in float32; benchmarks/RESULTS.md).
+    layer with that dtype policy for the conv blocks, where the time goes; the dense head (the
+    layers from the flattening or global pooling on) stays float32: the guard's embedding is
+    the penultimate dense layer's output, and rounding it to bfloat16 moved ood_scores by up to
+    11% of the threshold (3% with the head in float32; benchmarks/RESULTS.md).
     """
     import keras
 
@@ -74,7 +54,10 @@ def with_precision(model, precision: str):
         raise ConfigError(f"inference precision {precision!r}; use float32 or bfloat16")
     if model_precision(model) == precision:
         return model
-    head = head_layers(model)
+    heads = (keras.layers.Flatten, keras.layers.GlobalAveragePooling2D, keras.layers.Dense)
+    start = next((i for i, layer in enumerate(model.layers) if isinstance(layer, heads)),
+                 len(model.layers) - 1)
+    head = model.layers[start:]
 
     def rebuild(layer):
         config = layer.get_config()

@@ -3,27 +3,16 @@ acquisition-shift suite (:mod:`leukemia_cnn.data.shifts`).
 
 Each test image is read from ``paths.raw_dir`` as it was acquired (RGB, native size), shifted
 as another lab would shift it (magnification, exposure, tone, focus, compression, stain, a
-grayscale camera, orientation, noise), then decoded and preprocessed exactly as the served
-model does (:func:`~leukemia_cnn.data.imaging.to_model_input`), and scored by the network and
-its out-of-distribution guard in float32, one prediction per image (no test-time
-augmentation: what the registered model answers).
+grayscale camera, orientation, noise), then preprocessed exactly as the served model does
+(:func:`~leukemia_cnn.data.imaging.to_model_input`), and scored by the network and its
+out-of-distribution guard in float32, one prediction per image (no test-time augmentation).
 
-For every case (a shift at one strength, and the unchanged images as ``clean``) it reports:
-
-``accuracy``
-    argmax accuracy on all the shifted test images;
-``flagged``
-    the share the guard flags (``in_distribution`` false);
-``accuracy_accepted``
-    accuracy on the images the guard accepts (empty when it accepts none): what a user who
-    trusts only accepted answers gets;
-``wrong_accepted``
-    how many wrong answers the guard lets through (``in_distribution`` true);
-``correct_accepted``
-    the share of the images the model reads right that the guard accepts (the guard's cost);
-``ood_auroc``
-    how well ``ood_score`` ranks the model's wrong answers above its right ones (0.5: no
-    better than chance; empty when the case has no wrong answer or no right one).
+For every case (a shift at one strength, and the unchanged images as ``clean``) it reports
+``accuracy`` (argmax, all images), ``flagged`` (the share the guard flags),
+``accuracy_accepted`` (on the images the guard accepts; empty when it accepts none),
+``wrong_accepted`` (how many wrong answers the guard lets through), ``correct_accepted`` (the
+share of the right answers the guard accepts: its cost) and ``ood_auroc`` (how well
+``ood_score`` ranks the wrong answers above the right ones; empty without both).
 
 Outputs: ``reports/robustness/robustness.csv`` (the table), one plot file per line of the
 ``robustness`` plot (``reports/robustness/<family>[_up|_down].csv``: accuracy against
@@ -69,8 +58,6 @@ SUMMARY_KEYS = ("robustness_worst_accuracy_accepted", "robustness_worst_accuracy
                 "robustness_cases_all_flagged", "robustness_n_cases", "robustness_n_images",
                 "robustness_seconds")
 
-
-# ------------------------------------------------------------------ scoring one case
 
 def case_row(y_true: np.ndarray, y_pred: np.ndarray, accepted: np.ndarray,
              ood_score: np.ndarray) -> dict[str, float]:
@@ -138,12 +125,10 @@ def evaluate_suite(scorer: Scorer, originals, y_true: np.ndarray, cases, seed: i
         x = shifts.shifted_inputs(originals, case, seed, preprocess.image_size,
                                   preprocess.color_mode, acquisition)
         y_pred, accepted, ood_score = scorer(x)
-        family = CLEAN if case is None else case.family
-        strength = float("nan") if case is None else case.strength
         name = CLEAN if case is None else case.name
-        rows.append({"case": name, "family": family, "strength": strength,
-                     "moderate": case in moderate,
-                     **case_row(y_true, y_pred, accepted, ood_score)})
+        rows.append({"case": name, "family": CLEAN if case is None else case.family,
+                     "strength": float("nan") if case is None else case.strength,
+                     "moderate": case in moderate, **case_row(y_true, y_pred, accepted, ood_score)})
         if case is not None:
             images.append(pd.DataFrame({"case": name, "moderate": case in moderate,
                                         "wrong": y_pred != y_true, "accepted": accepted,
@@ -158,26 +143,19 @@ def evaluate_suite(scorer: Scorer, originals, y_true: np.ndarray, cases, seed: i
     return pd.DataFrame(rows), per_image
 
 
-# ------------------------------------------------------------------ summary and outputs
-
 def summary_metrics(table: pd.DataFrame, per_image: pd.DataFrame) -> dict[str, float]:
     """The stage's summary (``SUMMARY_KEYS``) from :func:`evaluate_suite`'s results."""
     clean = table[table["family"] == CLEAN].iloc[0]
     shifted = table[table["family"] != CLEAN]
     moderate = per_image[per_image["moderate"]]
     right = moderate[~moderate["wrong"]]
-    with_accepted = shifted["accuracy_accepted"].dropna()
-    return {
-        "robustness_worst_accuracy_accepted": (float(with_accepted.min()) if len(with_accepted)
-                                               else float("nan")),
-        "robustness_worst_accuracy": float(shifted["accuracy"].min()) if len(shifted) else
-        float("nan"),
+    return {  # pandas' min and mean skip NaN and are NaN for no value
+        "robustness_worst_accuracy_accepted": float(shifted["accuracy_accepted"].min()),
+        "robustness_worst_accuracy": float(shifted["accuracy"].min()),
         "robustness_clean_accuracy": float(clean["accuracy"]),
         "robustness_clean_flagged": float(clean["flagged"]),
-        "robustness_moderate_min_accuracy": (float(shifted[shifted["moderate"]]["accuracy"].min())
-                                             if shifted["moderate"].any() else float("nan")),
-        "robustness_moderate_correct_accepted": (float(right["accepted"].mean()) if len(right)
-                                                 else float("nan")),
+        "robustness_moderate_min_accuracy": float(shifted[shifted["moderate"]]["accuracy"].min()),
+        "robustness_moderate_correct_accepted": float(right["accepted"].mean()),
         "robustness_wrong_accepted": int(shifted["wrong_accepted"].sum()),
         "robustness_ood_auroc": error_auroc(per_image["wrong"].to_numpy(bool),
                                             per_image["ood_score"].to_numpy(float)),
@@ -257,8 +235,6 @@ def log_robustness(table: pd.DataFrame, summary: dict, folder: Path, reports_dir
     log_artifacts(folder, artifact_path=ROBUSTNESS_DIR)
     log_artifact(reports_dir / METRICS_FILE, ROBUSTNESS_DIR)
 
-
-# ------------------------------------------------------------------ the stage
 
 def suite_cases(robustness, color_mode: str) -> list[shifts.ShiftCase]:
     """The cases of the ``robustness`` config group for a model of ``color_mode``."""

@@ -42,8 +42,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     SIGINT (Ctrl-C) already raises KeyboardInterrupt: during ``fit`` the run ends KILLED, at
     any other point ``mlflow.start_run``'s context ends it FAILED; either way the new model
     and reports are not moved in (:mod:`leukemia_cnn.modeling.outputs`): the last good ones
-    and their ``run.json`` stay. SIGKILL cannot be caught: the
-    next command closes the orphaned run (``tracking.close_orphaned_runs``).
+    and their ``run.json`` stay. SIGKILL cannot be caught: the next command closes the
+    orphaned run (``tracking.close_orphaned_runs``).
     """
 
 
@@ -60,9 +60,7 @@ def sigterm_as_interrupt():
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    import keras
-
-    return keras.utils.to_categorical(labels, n_classes).astype(np.float32)
+    return np.eye(n_classes, dtype=np.float32)[labels]
 
 
 def class_weights(cfg: Config, y_train: np.ndarray) -> dict[int, float] | None:
@@ -76,11 +74,6 @@ def class_weights(cfg: Config, y_train: np.ndarray) -> dict[int, float] | None:
     counts = np.bincount(y_train, minlength=n_classes)
     return {label: float(len(y_train) / (n_classes * count))
             for label, count in enumerate(counts) if count > 0}
-
-
-def early_stopping_monitor(cfg: Config) -> str:
-    """The history column early stopping watches: ``val_argmax_accuracy`` or ``val_loss``."""
-    return cfg.train.early_stopping_monitor
 
 
 def training_callbacks(cfg: Config) -> list:
@@ -101,7 +94,7 @@ def training_callbacks(cfg: Config) -> list:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     patience = cfg.train.early_stopping_patience
     if patience:
-        monitor = early_stopping_monitor(cfg)
+        monitor = cfg.train.early_stopping_monitor
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode="min" if monitor == "val_loss" else "max",
             patience=int(patience), restore_best_weights=True))
@@ -173,7 +166,7 @@ def as_channels(x: np.ndarray, channels: int) -> np.ndarray:
 def kept_epoch(cfg: Config, history: pd.DataFrame) -> int:
     """The epoch whose weights the fitted model holds (the best one under early stopping)."""
     if cfg.train.early_stopping_patience:
-        monitor = early_stopping_monitor(cfg)
+        monitor = cfg.train.early_stopping_monitor
         values = history[monitor].to_numpy()
         best = values.argmin() if monitor == "val_loss" else values.argmax()
         return int(history["epoch"].iloc[int(best)])
@@ -301,7 +294,6 @@ def calibrate_and_guard(cfg: Config, model, x_train, y_train, x_val, y_val,
     summary.update(guard_record)
     words = {k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
              if k in guard_record}  # text: tags, not metrics
-    summary.update(words)
     tags.update(words)
     metrics.update(guard_record)
     log_metrics(metrics)
@@ -315,17 +307,14 @@ def log_pyfunc_model(cfg: Config, keras_path: Path, guard_path: Path, temperatur
     ``ModelInfo``."""
     from leukemia_cnn.serving.pyfunc import log_model
 
+    # the logged model's own params: the knobs that define it
+    model_params = {k: str(v)[:6000] for k, v in flatten(cfg).items()
+                    if k.startswith(("preprocess.", "model.", "train."))}
     return log_model(keras_path, list(cfg.data.classes), cfg.preprocess.image_size,
                      cfg.preprocess.color_mode, temperature=temperature,
                      name=cfg.mlflow.registered_model_name, example=example,
-                     params=model_params(cfg), guard_path=guard_path,
+                     params=model_params, guard_path=guard_path,
                      inference_precision=cfg.train.inference_precision, scale=scale)
-
-
-def model_params(cfg: Config) -> dict[str, str]:
-    """The logged model's own params: the knobs that define it (preprocess, model, train)."""
-    return {k: str(v)[:6000] for k, v in flatten(cfg).items()
-            if k.startswith(("preprocess.", "model.", "train."))}
 
 
 def fit_calibration(cfg: Config, model, x_val: np.ndarray, y_val: np.ndarray,

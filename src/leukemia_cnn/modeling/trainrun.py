@@ -59,11 +59,9 @@ def epoch_logger():
     ``accuracy/train``, ``accuracy/val``), so the run page shows them side by side in one
     section. ``val_accuracy`` stays free for the evaluate stage's accuracy of the kept model.
 
-    The writes happen off the training thread (:class:`leukemia_cnn.tracking.runs.MetricWriter`,
-    each epoch's batch timestamped at its end and written at once). ``on_train_end`` waits for
-    them and raises a failed write; an interrupted fit never gets there: its caller calls the
-    callback's ``close(raise_errors=False)`` before ending the run, so what the epochs logged is
-    in the run when it is marked KILLED.
+    The writes happen off the training thread (:class:`leukemia_cnn.tracking.runs.MetricWriter`);
+    ``on_train_end`` waits for them and raises a failed write, and the caller of an interrupted
+    fit calls ``close(raise_errors=False)`` before it ends the run KILLED.
     """
     import keras
 
