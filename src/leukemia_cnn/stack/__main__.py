@@ -13,6 +13,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from leukemia_cnn.errors import LeukemiaCNNError
@@ -29,17 +30,17 @@ def up(folder: Path) -> dict:
         pg_dir = Path(tempfile.mkdtemp(prefix="leukemia-stack-pg-"))  # the postgres user's
         record["tmp"].append(str(pg_dir))
         postgres = servers.start_postgres(pg_dir, detach=True)
-        record["daemons"].append(postgres.daemon.as_dict())
+        record["daemons"].append(asdict(postgres.daemon))
         store = s3.start_s3(folder / "s3", (MLFLOW_BUCKET, DVC_BUCKET), detach=True)
-        record["daemons"].append(store.daemon.as_dict())
+        record["daemons"].append(asdict(store.daemon))
         record["s3"] = {"endpoint": store.endpoint, "ports": store.ports, **store.env}
         daemon, url = servers.mlflow_server(folder / "mlflow", postgres.uri,
                                             f"s3://{MLFLOW_BUCKET}/artifacts", store.env,
                                             detach=True)
-        record["daemons"].append(daemon.as_dict())
+        record["daemons"].append(asdict(daemon))
         record["mlflow"] = url
         cluster = slurm.start_slurm(folder / "slurm", detach=True)
-        record["daemons"] += [d.as_dict() for d in cluster.daemons]
+        record["daemons"] += [asdict(d) for d in cluster.daemons]
         record["slurm_conf"] = str(cluster.conf)
     except BaseException:
         down_record(record)
