@@ -30,10 +30,7 @@ from leukemia_cnn.study.claims import claim_statements
 from leukemia_cnn.study.configurations import configurations
 from leukemia_cnn.study.figures import figures
 from leukemia_cnn.study.paper import CLAIMS, PROJECT_CLAIMS
-from leukemia_cnn.study.report_page import (
-    report_html,
-    report_markdown,
-)
+from leukemia_cnn.study.report_page import report_html, report_markdown
 from leukemia_cnn.study.sweep_runs import fetch_runs
 
 REPORT_OUTPUT = "report"  # the marker of a report's figures folder
@@ -83,16 +80,13 @@ def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path
     each new or an earlier report's (see :func:`leukemia_cnn.fileio.check_output`)."""
     instead = (f"Pass --name with another name (e.g. --name {name}2) to write a new report "
                "beside it")
-    markdown, page, assets = (reports_dir / f"{name}.md", reports_dir / f"{name}.html",
-                              reports_dir / f"{name}_files")
-    def label(path: Path) -> str:
-        return f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})"
-
-    markdown, page, assets = (
+    return tuple(
         check_output(path, kind=kind, root=root, flag="--name", owner=REPORT_OUTPUT,
-                     instead=instead, label=label(path))
-        for path, kind in ((markdown, "file"), (page, "file"), (assets, "folder")))
-    return markdown, page, assets
+                     instead=instead,
+                     label=f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})")
+        for path, kind in ((reports_dir / f"{name}.md", "file"),
+                           (reports_dir / f"{name}.html", "file"),
+                           (reports_dir / f"{name}_files", "folder")))
 
 
 def _write(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, confidence: float,

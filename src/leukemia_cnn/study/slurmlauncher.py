@@ -145,6 +145,7 @@ class ReportingLauncher:
 
     def launch(self, job_overrides, initial_job_idx):
         import submitit
+        from hydra.core.singleton import Singleton
 
         assert self.config is not None and len(job_overrides) > 0
         init_keys = {"submitit_folder", "max_num_timeout"}
@@ -158,7 +159,7 @@ class ReportingLauncher:
                                       for k, v in self.params.items() if k not in init_keys})
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs_args = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{i}",
-                      self._singleton_state()) for i, o in enumerate(job_overrides)]
+                      Singleton.get_state()) for i, o in enumerate(job_overrides)]
         for args in jobs_args:
             print(f"sweep: #{args[2]} {' '.join(filter_overrides(args[0]))}")
         watches = [Watch(job, since=time.monotonic())
@@ -171,12 +172,6 @@ class ReportingLauncher:
             raise
         return [w.job.results()[0] if w.outcome == "result"
                 else self.failed_job(args[0], args[2], w) for w, args in zip(watches, jobs_args, strict=True)]
-
-    @staticmethod
-    def _singleton_state():
-        from hydra.core.singleton import Singleton
-
-        return Singleton.get_state()
 
     def failed_job(self, overrides: list[str], number: int, watch: Watch) -> JobReturn:
         """Write the failure as the job's ``status.json``, close its run, return it as a job

@@ -27,11 +27,9 @@ def summarize(values: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     n = len(values)
-    if n == 0:
-        return {"n": 0, "mean": math.nan, "std": math.nan, "low": math.nan, "high": math.nan}
-    mean = float(values.mean())
+    mean = float(values.mean()) if n else math.nan
     if n < 2:
-        return {"n": 1, "mean": mean, "std": math.nan, "low": math.nan, "high": math.nan}
+        return {"n": n, "mean": mean, "std": math.nan, "low": math.nan, "high": math.nan}
     std = float(values.std(ddof=1))
     if std == 0:  # scipy answers NaN for a zero scale; the interval of equal values is a point
         return {"n": n, "mean": mean, "std": std, "low": mean, "high": mean}

@@ -82,8 +82,6 @@ def run_job(cfg: Config, root: Path, out_dir: Path, sweep_id: str,
             experiment_name: str = "default", overrides: list[str] | None = None) -> dict:
     """Train and evaluate ``cfg`` as one MLflow run; write the job's files in ``out_dir``.
 
-    A plain function (the Hydra job :func:`job` only supplies the arguments).
-
     Parameters
     ----------
     cfg : Config
