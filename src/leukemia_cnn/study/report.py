@@ -2,12 +2,10 @@
 
 Reads the finished sweep runs (tag ``sweep_id``) of the project's experiment, groups them by
 configuration (tag ``config_id``: every knob but the seed) and writes
-``<reports_dir>/<report.name>.md`` and ``.html`` with, per configuration, mean +/- std and a
-t-interval over seeds of val/test accuracy and val/test prediction time beside the paper's
-numbers; one plain statement per paper claim tested by a paired t-test across seeds; the
-collapsed runs; which accuracy Keras displayed; the paper's Fig. 3 (curves of the best
-configuration's best run, from MLflow's metric history) and Fig. 2 (that run's sample
-predictions). Nothing is recomputed from data: every number comes from the store.
+``<reports_dir>/<report.name>.md`` and ``.html``: per configuration, statistics over seeds
+beside the paper's numbers; the paper's claims tested across seeds; the collapsed runs; the
+paper's Figs. 3 and 2 of the best run. Nothing is recomputed from data: every number comes
+from the store.
 
 The pieces: :mod:`.sweep_runs` (the runs), :mod:`.configurations` (the table),
 :mod:`.statistics` and :mod:`.claims` (the tests), :mod:`.figures`, :mod:`.report_page` (the
@@ -69,8 +67,7 @@ def build(cfg: Config, root: Path) -> dict:
     try:
         made = _write(cfg, runs, table, confidence, files, staging, token)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return {"markdown": files.markdown, "html": files.html, "table": table,
             "claims": made["claims"], "n_runs": len(runs), "figures": made["figures"]}
 
@@ -108,7 +105,6 @@ def _write(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, confidence: flo
     swap_folder(staging, files.assets, token, REPORT_OUTPUT)
     write_text(files.markdown, markdown, owner=REPORT_OUTPUT)
     write_text(files.html, report_html(markdown), owner=REPORT_OUTPUT)
-    # A project claim whose configuration was not run is not part of this report.
     return {"claims": [c["text"] for c in claims + shown],
             "figures": [str(f["curves"]) for f in made]}
 

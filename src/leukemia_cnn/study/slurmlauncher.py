@@ -12,6 +12,7 @@ if still RUNNING, is closed (FAILED; KILLED when cancelled).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -132,10 +133,8 @@ def cancel(watches: list[Watch]) -> None:
     """``scancel`` the jobs (bounded; a failure leaves them to SLURM's own time limit)."""
     ids = [w.job.job_id for w in watches]
     if ids:
-        try:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
 
 
 class ReportingLauncher:

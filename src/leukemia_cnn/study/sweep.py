@@ -101,10 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     child = subprocess.Popen([sys.executable, "-m", "leukemia_cnn.study.sweep", *argv],
                              cwd=find_repo_root(), env=env)
 
-    def forward(signum, frame):  # SIGTERM to this process: the child stops its jobs too
-        child.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
+    # SIGTERM to this process: the child stops its jobs too.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
     try:
         while True:
             try:
