@@ -63,9 +63,8 @@ def down_record(record: dict) -> list[str]:
         if alive(daemon):
             stop(daemon, timeout=30)
             stopped.append(f"{daemon.name} (pid {daemon.pid})")
-    if "s3" in record:
-        for name, port in record["s3"]["ports"].items():
-            Path(f"/tmp/seaweedfs-{name}-grpc-{port + 10000}.sock").unlink(missing_ok=True)
+    if "s3" in record:  # its daemon is stopped above: this removes its sockets
+        s3.stop_s3(s3.S3Server(Path(), record["s3"]["endpoint"], "", "", record["s3"]["ports"]))
     if "slurm_conf" in record:
         conf = Path(record["slurm_conf"])
         for pid in slurm.SlurmCluster(conf.parent, conf, "").processes():
@@ -82,8 +81,7 @@ def command_up(folder: Path) -> int:
                          f"`make team-stack-down` (python -m leukemia_cnn.stack down --dir {folder})")
     record = up(folder)
     state.write_text(json.dumps(record, indent=2) + "\n")
-    variables = exports(record)
-    lines = [f"export {key}={value}" for key, value in variables.items()]
+    lines = [f"export {key}={value}" for key, value in exports(record).items()]
     (folder / "env.sh").write_text("\n".join(lines) + "\n")
     endpoint = record["s3"]["endpoint"]
     print("team stack up: PostgreSQL, SeaweedFS (S3), the MLflow server on both, one-node SLURM")
