@@ -24,11 +24,12 @@ import pandas as pd
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.fileio import check_output, mark_output, swap_folder, write_text
+from leukemia_cnn.markdown import html_page
 from leukemia_cnn.study.claims import claim_statements
 from leukemia_cnn.study.configurations import configurations
 from leukemia_cnn.study.figures import figures
 from leukemia_cnn.study.paper import CLAIMS, PROJECT_CLAIMS
-from leukemia_cnn.study.report_page import report_html, report_markdown
+from leukemia_cnn.study.report_page import report_markdown
 from leukemia_cnn.study.sweep_runs import fetch_runs
 
 REPORT_OUTPUT = "report"  # the marker of a report's figures folder
@@ -104,7 +105,8 @@ def _write(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, confidence: flo
     mark_output(staging, REPORT_OUTPUT)
     swap_folder(staging, files.assets, token, REPORT_OUTPUT)
     write_text(files.markdown, markdown, owner=REPORT_OUTPUT)
-    write_text(files.html, report_html(markdown), owner=REPORT_OUTPUT)
+    write_text(files.html, html_page(markdown, "Table 1", "leukemia-cnn report"),
+               owner=REPORT_OUTPUT)
     return {"claims": [c["text"] for c in claims + shown],
             "figures": [str(f["curves"]) for f in made]}
 

@@ -72,8 +72,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
         for line in result.stdout.splitlines():
             fields = dict(re.findall(r"(\w+)=(\S*)", line))
             state = fields.get("JobState", "UNKNOWN")
-            reason = line.split("Reason=", 1)[1].split(" Dependency=")[0] if "Reason=" in line \
-                else ""
+            reason = line.partition("Reason=")[2].split(" Dependency=")[0]
             for task in array_tasks(fields.get("ArrayTaskId")):
                 found[f"{fields.get('ArrayJobId', array_id)}_{task}"] = (state, reason)
             found[fields.get("JobId", "")] = (state, reason)

@@ -50,11 +50,10 @@ def paired_test(better: pd.Series, worse: pd.Series, alpha: float = 0.05) -> dic
     seeds = sorted(set(better.dropna().index) & set(worse.dropna().index))
     a = better.loc[seeds].to_numpy(dtype=float)
     b = worse.loc[seeds].to_numpy(dtype=float)
-    n = len(seeds)
-    mean_diff = float(np.mean(a - b)) if n else math.nan
+    n, diffs = len(seeds), a - b
+    mean_diff = float(np.mean(diffs)) if n else math.nan
     if n < 2:
         return {"n": n, "mean_diff": mean_diff, "p": math.nan, "verdict": "not enough seeds"}
-    diffs = a - b
     if np.allclose(diffs, diffs[0]):
         # Zero spread: the test is undefined; the sign of a constant difference is the answer.
         p = 0.0 if diffs[0] != 0 else 1.0
