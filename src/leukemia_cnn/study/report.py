@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config
@@ -35,15 +32,6 @@ from leukemia_cnn.study.sweep_runs import fetch_runs
 REPORT_OUTPUT = "report"  # the marker of a report's figures folder
 
 
-@dataclass(frozen=True)
-class ReportFiles:
-    """Where one report goes: its two pages and its figures folder (checked by the guard)."""
-
-    markdown: Path
-    html: Path
-    assets: Path
-
-
 def build(cfg: Config, root: Path) -> dict:
     """Read the runs, write the Markdown and HTML report and figures; return what was written.
 
@@ -57,20 +45,37 @@ def build(cfg: Config, root: Path) -> dict:
     # which is emptied first. `--name` and `--sweep-id` are set after loading: checked here.
     settings = check_section("report", cfg.report)
     confidence, name = settings.confidence, settings.name
-    files = ReportFiles(*check_report_outputs(root / cfg.paths.reports_dir, name, root))
+    markdown_file, html_file, assets = check_report_outputs(root / cfg.paths.reports_dir, name,
+                                                            root)
     runs = fetch_runs(cfg, root)
     table = configurations(runs, confidence)
+    claims = claim_statements(runs, table, CLAIMS, 1 - confidence)
+    # A project claim is left out when its configuration was not run, said when it is ambiguous.
+    shown = [c for c in claim_statements(runs, table, PROJECT_CLAIMS, 1 - confidence)
+             if not c.get("missing")]
     # Figures go to a staging folder swapped in at the end: an earlier report stays whole
     # until the new one is complete.
     token = secrets.token_hex(4)
-    staging = files.assets.with_name(f"{files.assets.name}.tmp-{token}")
+    staging = assets.with_name(f"{assets.name}.tmp-{token}")
     staging.mkdir(parents=True)
     try:
-        made = _write(cfg, runs, table, confidence, files, staging, token)
+        made = figures(runs, table, staging, cfg.report.sample_images)
+        for fig in made:  # where they will be once swapped in
+            fig["curves"] = assets / fig["curves"].name
+            if fig["samples"] is not None:
+                fig["samples"] = assets / fig["samples"].name
+        markdown = report_markdown(cfg.mlflow.experiment_name, runs, table, confidence, claims,
+                                   shown, made, markdown_file.parent)
+        mark_output(staging, REPORT_OUTPUT)
+        swap_folder(staging, assets, token, REPORT_OUTPUT)
+        write_text(markdown_file, markdown, owner=REPORT_OUTPUT)
+        write_text(html_file, html_page(markdown, "Table 1", "leukemia-cnn report"),
+                   owner=REPORT_OUTPUT)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"markdown": files.markdown, "html": files.html, "table": table,
-            "claims": made["claims"], "n_runs": len(runs), "figures": made["figures"]}
+    return {"markdown": markdown_file, "html": html_file, "table": table,
+            "claims": [c["text"] for c in claims + shown], "n_runs": len(runs),
+            "figures": [str(f["curves"]) for f in made]}
 
 
 def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path, Path, Path]:
@@ -85,30 +90,6 @@ def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path
         for path, kind in ((reports_dir / f"{name}.md", "file"),
                            (reports_dir / f"{name}.html", "file"),
                            (reports_dir / f"{name}_files", "folder")))
-
-
-def _write(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, confidence: float,
-           files: ReportFiles, staging: Path, token: str) -> dict:
-    """Test the claims, draw the figures into ``staging``, swap them in, write both pages."""
-    alpha = 1 - confidence
-    claims = claim_statements(runs, table, CLAIMS, alpha)
-    # A project claim is left out when its configuration was not run, said when it is ambiguous.
-    shown = [c for c in claim_statements(runs, table, PROJECT_CLAIMS, alpha)
-             if not c.get("missing")]
-    made = figures(runs, table, staging, cfg.report.sample_images)
-    for fig in made:  # where they will be once swapped in
-        fig["curves"] = files.assets / fig["curves"].name
-        if fig["samples"] is not None:
-            fig["samples"] = files.assets / fig["samples"].name
-    markdown = report_markdown(cfg.mlflow.experiment_name, runs, table, confidence, claims,
-                               shown, made, files.markdown.parent)
-    mark_output(staging, REPORT_OUTPUT)
-    swap_folder(staging, files.assets, token, REPORT_OUTPUT)
-    write_text(files.markdown, markdown, owner=REPORT_OUTPUT)
-    write_text(files.html, html_page(markdown, "Table 1", "leukemia-cnn report"),
-               owner=REPORT_OUTPUT)
-    return {"claims": [c["text"] for c in claims + shown],
-            "figures": [str(f["curves"]) for f in made]}
 
 
 def run(cfg: Config, root: Path) -> dict:
