@@ -13,6 +13,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from leukemia_cnn.errors import LeukemiaCNNError
@@ -29,17 +30,17 @@ def up(folder: Path) -> dict:
         pg_dir = Path(tempfile.mkdtemp(prefix="leukemia-stack-pg-"))  # the postgres user's
         record["tmp"].append(str(pg_dir))
         postgres = servers.start_postgres(pg_dir, detach=True)
-        record["daemons"].append(postgres.daemon.as_dict())
+        record["daemons"].append(asdict(postgres.daemon))
         store = s3.start_s3(folder / "s3", (MLFLOW_BUCKET, DVC_BUCKET), detach=True)
-        record["daemons"].append(store.daemon.as_dict())
+        record["daemons"].append(asdict(store.daemon))
         record["s3"] = {"endpoint": store.endpoint, "ports": store.ports, **store.env}
         daemon, url = servers.mlflow_server(folder / "mlflow", postgres.uri,
                                             f"s3://{MLFLOW_BUCKET}/artifacts", store.env,
                                             detach=True)
-        record["daemons"].append(daemon.as_dict())
+        record["daemons"].append(asdict(daemon))
         record["mlflow"] = url
         cluster = slurm.start_slurm(folder / "slurm", detach=True)
-        record["daemons"] += [d.as_dict() for d in cluster.daemons]
+        record["daemons"] += [asdict(d) for d in cluster.daemons]
         record["slurm_conf"] = str(cluster.conf)
     except BaseException:
         down_record(record)
@@ -62,9 +63,8 @@ def down_record(record: dict) -> list[str]:
         if alive(daemon):
             stop(daemon, timeout=30)
             stopped.append(f"{daemon.name} (pid {daemon.pid})")
-    if "s3" in record:
-        for name, port in record["s3"]["ports"].items():
-            Path(f"/tmp/seaweedfs-{name}-grpc-{port + 10000}.sock").unlink(missing_ok=True)
+    if "s3" in record:  # its daemon is stopped above: this removes its sockets
+        s3.stop_s3(s3.S3Server(Path(), record["s3"]["endpoint"], "", "", record["s3"]["ports"]))
     if "slurm_conf" in record:
         conf = Path(record["slurm_conf"])
         for pid in slurm.SlurmCluster(conf.parent, conf, "").processes():
@@ -81,8 +81,7 @@ def command_up(folder: Path) -> int:
                          f"`make team-stack-down` (python -m leukemia_cnn.stack down --dir {folder})")
     record = up(folder)
     state.write_text(json.dumps(record, indent=2) + "\n")
-    variables = exports(record)
-    lines = [f"export {key}={value}" for key, value in variables.items()]
+    lines = [f"export {key}={value}" for key, value in exports(record).items()]
     (folder / "env.sh").write_text("\n".join(lines) + "\n")
     endpoint = record["s3"]["endpoint"]
     print("team stack up: PostgreSQL, SeaweedFS (S3), the MLflow server on both, one-node SLURM")

@@ -3,13 +3,14 @@ its PID (and only it), whether this process started it or an earlier ``stack up`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from leukemia_cnn.errors import LeukemiaCNNError
@@ -27,9 +28,6 @@ class Daemon:
     pid: int
     started: float
     log: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}  # reaped on stop, so no zombie stays behind
@@ -130,20 +128,16 @@ def stop(daemon: Daemon, timeout: float = 30, sig: int = signal.SIGTERM) -> None
 
 def kill_pid(pid: int) -> None:
     """SIGKILL one PID and reap it when it is a child of this process."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     reap(pid)
 
 
 def reap(pid: int) -> None:
     child = _CHILDREN.pop(pid, None)
     if child is not None:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def processes_where(environ_matches: Callable[[dict], bool]) -> list[int]:

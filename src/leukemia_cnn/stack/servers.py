@@ -10,8 +10,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
-from leukemia_cnn.stack.procs import Daemon, StackError, free_port, spawn, stop, wait_until
+from leukemia_cnn.stack.procs import Daemon, StackError, alive, free_port, spawn, stop, wait_until
 
 
 @dataclass
@@ -109,22 +110,11 @@ def mlflow_server(folder: Path, backend_uri: str, artifacts: str, env: dict[str,
     server_env.update(env)
     daemon = spawn("mlflow-server", args, folder / f"mlflow-server-{port}.log", env=server_env,
                    cwd=folder, detach=detach)
+    process = SimpleNamespace(poll=lambda: None if alive(daemon) else 1)  # wait_for_http's use
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", _Process(daemon), Path(daemon.log),
-                      timeout)
+        wait_for_http(f"http://127.0.0.1:{port}/health", process, Path(daemon.log), timeout)
     except RuntimeError as exc:
         stop(daemon)
         raise StackError(f"mlflow server did not start: {exc}") from exc
     return daemon, f"http://127.0.0.1:{port}"
 
-
-class _Process:
-    """What ``devtools.wait_for_http`` asks of a process: ``poll()``."""
-
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-
-    def poll(self):
-        from leukemia_cnn.stack.procs import alive
-
-        return None if alive(self.daemon) else 1

@@ -85,16 +85,12 @@ def binary(name: str) -> str:
     return found
 
 
-def node_resources() -> tuple[int, int]:
-    """CPUs and memory (MiB, nine tenths of the total) this machine offers to jobs."""
-    import psutil
-
-    return os.cpu_count() or 1, int(psutil.virtual_memory().total / 2**20 * 0.9)
-
-
 def write_conf(folder: Path, node: str, munge_socket: Path) -> Path:
     """``slurm.conf`` for one node named ``node`` on 127.0.0.1, all state under ``folder``."""
-    cpus, memory = node_resources()
+    import psutil
+
+    # What the node offers to jobs: every CPU, nine tenths of the memory (MiB).
+    cpus, memory = os.cpu_count() or 1, int(psutil.virtual_memory().total / 2**20 * 0.9)
     user = getpass.getuser()
     lines = {
         "ClusterName": "leukemia-cnn", "SlurmctldHost": f"{node}(127.0.0.1)",
@@ -218,14 +214,12 @@ def stop_slurm(cluster: SlurmCluster, timeout: float = 30) -> None:
     SIGKILL any process still carrying this cluster's ``SLURM_CONF`` (a job step that
     outlived its node)."""
     names = {d.name for d in cluster.daemons}
-    if {"slurmctld", "munged"} <= names:
-        try:
+    if {"slurmctld", "munged"} <= names:  # a failure here: the PIDs below are stopped anyway
+        with contextlib.suppress(StackError, subprocess.TimeoutExpired):
             slurm_command(cluster, "scancel", "--full", "--user", getpass.getuser(),
                           timeout=15)
             wait_until(lambda: not slurm_command(cluster, "squeue", "-h", timeout=10)
                        .stdout.strip(), timeout, "every job left the queue")
-        except (StackError, subprocess.TimeoutExpired):
-            pass  # the PIDs below are stopped either way
     for name in ("slurmd", "slurmctld", "munged"):
         for daemon in [d for d in cluster.daemons if d.name == name]:
             stop(daemon, timeout, signal.SIGTERM)

@@ -15,8 +15,7 @@ ACCURACIES = ("val_accuracy", "test_accuracy")
 
 def claim_statements(runs: pd.DataFrame, table: pd.DataFrame, claims: Iterable[Claim],
                      alpha: float) -> list[dict]:
-    """One plain statement per claim: whether the seeds support it (a paired t-test of the
-    means, or for a ``spread`` claim an F-test of the variances).
+    """One plain statement per claim (see the module).
 
     Returns dicts with ``claim``, ``text`` (Markdown) and either ``verdicts`` (one per
     accuracy) or, for a claim none of whose configurations ran, ``missing``.

@@ -2,12 +2,10 @@
 
 Reads the finished sweep runs (tag ``sweep_id``) of the project's experiment, groups them by
 configuration (tag ``config_id``: every knob but the seed) and writes
-``<reports_dir>/<report.name>.md`` and ``.html`` with, per configuration, mean +/- std and a
-t-interval over seeds of val/test accuracy and val/test prediction time beside the paper's
-numbers; one plain statement per paper claim tested by a paired t-test across seeds; the
-collapsed runs; which accuracy Keras displayed; the paper's Fig. 3 (curves of the best
-configuration's best run, from MLflow's metric history) and Fig. 2 (that run's sample
-predictions). Nothing is recomputed from data: every number comes from the store.
+``<reports_dir>/<report.name>.md`` and ``.html``: per configuration, statistics over seeds
+beside the paper's numbers; the paper's claims tested across seeds; the collapsed runs; the
+paper's Figs. 3 and 2 of the best run. Nothing is recomputed from data: every number comes
+from the store.
 
 The pieces: :mod:`.sweep_runs` (the runs), :mod:`.configurations` (the table),
 :mod:`.statistics` and :mod:`.claims` (the tests), :mod:`.figures`, :mod:`.report_page` (the
@@ -18,34 +16,20 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.fileio import check_output, mark_output, swap_folder, write_text
+from leukemia_cnn.markdown import html_page
 from leukemia_cnn.study.claims import claim_statements
 from leukemia_cnn.study.configurations import configurations
 from leukemia_cnn.study.figures import figures
 from leukemia_cnn.study.paper import CLAIMS, PROJECT_CLAIMS
-from leukemia_cnn.study.report_page import (
-    report_html,
-    report_markdown,
-)
+from leukemia_cnn.study.report_page import report_markdown
 from leukemia_cnn.study.sweep_runs import fetch_runs
 
 REPORT_OUTPUT = "report"  # the marker of a report's figures folder
-
-
-@dataclass(frozen=True)
-class ReportFiles:
-    """Where one report goes: its two pages and its figures folder (checked by the guard)."""
-
-    markdown: Path
-    html: Path
-    assets: Path
 
 
 def build(cfg: Config, root: Path) -> dict:
@@ -61,21 +45,37 @@ def build(cfg: Config, root: Path) -> dict:
     # which is emptied first. `--name` and `--sweep-id` are set after loading: checked here.
     settings = check_section("report", cfg.report)
     confidence, name = settings.confidence, settings.name
-    files = ReportFiles(*check_report_outputs(root / cfg.paths.reports_dir, name, root))
+    markdown_file, html_file, assets = check_report_outputs(root / cfg.paths.reports_dir, name,
+                                                            root)
     runs = fetch_runs(cfg, root)
     table = configurations(runs, confidence)
+    claims = claim_statements(runs, table, CLAIMS, 1 - confidence)
+    # A project claim is left out when its configuration was not run, said when it is ambiguous.
+    shown = [c for c in claim_statements(runs, table, PROJECT_CLAIMS, 1 - confidence)
+             if not c.get("missing")]
     # Figures go to a staging folder swapped in at the end: an earlier report stays whole
     # until the new one is complete.
     token = secrets.token_hex(4)
-    staging = files.assets.with_name(f"{files.assets.name}.tmp-{token}")
+    staging = assets.with_name(f"{assets.name}.tmp-{token}")
     staging.mkdir(parents=True)
     try:
-        made = _write(cfg, runs, table, confidence, files, staging, token)
+        made = figures(runs, table, staging, cfg.report.sample_images)
+        for fig in made:  # where they will be once swapped in
+            fig["curves"] = assets / fig["curves"].name
+            if fig["samples"] is not None:
+                fig["samples"] = assets / fig["samples"].name
+        markdown = report_markdown(cfg.mlflow.experiment_name, runs, table, confidence, claims,
+                                   shown, made, markdown_file.parent)
+        mark_output(staging, REPORT_OUTPUT)
+        swap_folder(staging, assets, token, REPORT_OUTPUT)
+        write_text(markdown_file, markdown, owner=REPORT_OUTPUT)
+        write_text(html_file, html_page(markdown, "Table 1", "leukemia-cnn report"),
+                   owner=REPORT_OUTPUT)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return {"markdown": files.markdown, "html": files.html, "table": table,
-            "claims": made["claims"], "n_runs": len(runs), "figures": made["figures"]}
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"markdown": markdown_file, "html": html_file, "table": table,
+            "claims": [c["text"] for c in claims + shown], "n_runs": len(runs),
+            "figures": [str(f["curves"]) for f in made]}
 
 
 def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path, Path, Path]:
@@ -83,40 +83,13 @@ def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path
     each new or an earlier report's (see :func:`leukemia_cnn.fileio.check_output`)."""
     instead = (f"Pass --name with another name (e.g. --name {name}2) to write a new report "
                "beside it")
-    markdown, page, assets = (reports_dir / f"{name}.md", reports_dir / f"{name}.html",
-                              reports_dir / f"{name}_files")
-    def label(path: Path) -> str:
-        return f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})"
-
-    markdown, page, assets = (
+    return tuple(
         check_output(path, kind=kind, root=root, flag="--name", owner=REPORT_OUTPUT,
-                     instead=instead, label=label(path))
-        for path, kind in ((markdown, "file"), (page, "file"), (assets, "folder")))
-    return markdown, page, assets
-
-
-def _write(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, confidence: float,
-           files: ReportFiles, staging: Path, token: str) -> dict:
-    """Test the claims, draw the figures into ``staging``, swap them in, write both pages."""
-    alpha = 1 - confidence
-    claims = claim_statements(runs, table, CLAIMS, alpha)
-    # A project claim is left out when its configuration was not run, said when it is ambiguous.
-    shown = [c for c in claim_statements(runs, table, PROJECT_CLAIMS, alpha)
-             if not c.get("missing")]
-    made = figures(runs, table, staging, cfg.report.sample_images)
-    for fig in made:  # where they will be once swapped in
-        fig["curves"] = files.assets / fig["curves"].name
-        if fig["samples"] is not None:
-            fig["samples"] = files.assets / fig["samples"].name
-    markdown = report_markdown(cfg.mlflow.experiment_name, runs, table, confidence, claims,
-                               shown, made, files.markdown.parent)
-    mark_output(staging, REPORT_OUTPUT)
-    swap_folder(staging, files.assets, token, REPORT_OUTPUT)
-    write_text(files.markdown, markdown, owner=REPORT_OUTPUT)
-    write_text(files.html, report_html(markdown), owner=REPORT_OUTPUT)
-    # A project claim whose configuration was not run is not part of this report.
-    return {"claims": [c["text"] for c in claims + shown],
-            "figures": [str(f["curves"]) for f in made]}
+                     instead=instead,
+                     label=f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})")
+        for path, kind in ((reports_dir / f"{name}.md", "file"),
+                           (reports_dir / f"{name}.html", "file"),
+                           (reports_dir / f"{name}_files", "folder")))
 
 
 def run(cfg: Config, root: Path) -> dict:

@@ -1,5 +1,5 @@
-"""The report's text: the Markdown page, and the same page as standalone HTML
-(:func:`leukemia_cnn.markdown.html_page`), so both pages say the same thing."""
+"""The report's Markdown page (:mod:`.report` writes it, and the same as standalone HTML with
+:func:`leukemia_cnn.markdown.html_page`, so both pages say the same thing)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukemia_cnn.markdown import html_page, pipe_table
+from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.study.configurations import table_frame
 from leukemia_cnn.study.sweep_runs import data_statement
 
@@ -85,8 +85,3 @@ def _figure_lines(fig: dict, reports_dir: Path) -> list[str]:
         lines += [f"## Fig. 2: sample predictions (test split), {fig['scope']}", "",
                   f"![Fig. 2]({rel_samples})", ""]
     return lines
-
-
-def report_html(markdown: str) -> str:
-    """The Markdown page as a standalone HTML page (tables as HTML, figures linked)."""
-    return html_page(markdown, "Table 1", "leukemia-cnn report")

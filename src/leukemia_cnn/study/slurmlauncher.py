@@ -12,6 +12,7 @@ if still RUNNING, is closed (FAILED; KILLED when cancelled).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -71,8 +72,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
         for line in result.stdout.splitlines():
             fields = dict(re.findall(r"(\w+)=(\S*)", line))
             state = fields.get("JobState", "UNKNOWN")
-            reason = line.split("Reason=", 1)[1].split(" Dependency=")[0] if "Reason=" in line \
-                else ""
+            reason = line.partition("Reason=")[2].split(" Dependency=")[0]
             for task in array_tasks(fields.get("ArrayTaskId")):
                 found[f"{fields.get('ArrayJobId', array_id)}_{task}"] = (state, reason)
             found[fields.get("JobId", "")] = (state, reason)
@@ -132,10 +132,8 @@ def cancel(watches: list[Watch]) -> None:
     """``scancel`` the jobs (bounded; a failure leaves them to SLURM's own time limit)."""
     ids = [w.job.job_id for w in watches]
     if ids:
-        try:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
 
 
 class ReportingLauncher:
@@ -145,6 +143,7 @@ class ReportingLauncher:
 
     def launch(self, job_overrides, initial_job_idx):
         import submitit
+        from hydra.core.singleton import Singleton
 
         assert self.config is not None and len(job_overrides) > 0
         init_keys = {"submitit_folder", "max_num_timeout"}
@@ -158,7 +157,7 @@ class ReportingLauncher:
                                       for k, v in self.params.items() if k not in init_keys})
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs_args = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{i}",
-                      self._singleton_state()) for i, o in enumerate(job_overrides)]
+                      Singleton.get_state()) for i, o in enumerate(job_overrides)]
         for args in jobs_args:
             print(f"sweep: #{args[2]} {' '.join(filter_overrides(args[0]))}")
         watches = [Watch(job, since=time.monotonic())
@@ -171,12 +170,6 @@ class ReportingLauncher:
             raise
         return [w.job.results()[0] if w.outcome == "result"
                 else self.failed_job(args[0], args[2], w) for w, args in zip(watches, jobs_args, strict=True)]
-
-    @staticmethod
-    def _singleton_state():
-        from hydra.core.singleton import Singleton
-
-        return Singleton.get_state()
 
     def failed_job(self, overrides: list[str], number: int, watch: Watch) -> JobReturn:
         """Write the failure as the job's ``status.json``, close its run, return it as a job

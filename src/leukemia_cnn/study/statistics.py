@@ -27,11 +27,9 @@ def summarize(values: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     n = len(values)
-    if n == 0:
-        return {"n": 0, "mean": math.nan, "std": math.nan, "low": math.nan, "high": math.nan}
-    mean = float(values.mean())
+    mean = float(values.mean()) if n else math.nan
     if n < 2:
-        return {"n": 1, "mean": mean, "std": math.nan, "low": math.nan, "high": math.nan}
+        return {"n": n, "mean": mean, "std": math.nan, "low": math.nan, "high": math.nan}
     std = float(values.std(ddof=1))
     if std == 0:  # scipy answers NaN for a zero scale; the interval of equal values is a point
         return {"n": n, "mean": mean, "std": std, "low": mean, "high": mean}
@@ -52,11 +50,10 @@ def paired_test(better: pd.Series, worse: pd.Series, alpha: float = 0.05) -> dic
     seeds = sorted(set(better.dropna().index) & set(worse.dropna().index))
     a = better.loc[seeds].to_numpy(dtype=float)
     b = worse.loc[seeds].to_numpy(dtype=float)
-    n = len(seeds)
-    mean_diff = float(np.mean(a - b)) if n else math.nan
+    n, diffs = len(seeds), a - b
+    mean_diff = float(np.mean(diffs)) if n else math.nan
     if n < 2:
         return {"n": n, "mean_diff": mean_diff, "p": math.nan, "verdict": "not enough seeds"}
-    diffs = a - b
     if np.allclose(diffs, diffs[0]):
         # Zero spread: the test is undefined; the sign of a constant difference is the answer.
         p = 0.0 if diffs[0] != 0 else 1.0

@@ -41,11 +41,6 @@ from leukemia_cnn.study.sweep_job import run_task
 PRIMARY_CONFIG = "launch"
 
 
-def new_sweep_id() -> str:
-    """``YYYYmmdd-HHMMSS-xxxx``: sortable by launch time, unique across machines."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
 def job(composed) -> dict:
     """The Hydra task (:func:`leukemia_cnn.study.sweep_job.run_task`), defined here: Hydra
     names the app, its help and each job's log file after the task's module (``sweep``)."""
@@ -101,10 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     child = subprocess.Popen([sys.executable, "-m", "leukemia_cnn.study.sweep", *argv],
                              cwd=find_repo_root(), env=env)
 
-    def forward(signum, frame):  # SIGTERM to this process: the child stops its jobs too
-        child.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
+    # SIGTERM to this process: the child stops its jobs too.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
     try:
         while True:
             try:
@@ -119,7 +112,8 @@ def with_sweep_id(argv: list[str]) -> str:
     """The launch's ``sweep.id``: the one given, or a new one inserted into ``argv``."""
     sweep_id = override_value(argv, "sweep.id")
     if sweep_id is None:
-        sweep_id = new_sweep_id()
+        # YYYYmmdd-HHMMSS-xxxx: sortable by launch time, unique across machines.
+        sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         # Beside the other overrides (Hydra's parser rejects one after `--cfg job -p key`).
         first = next((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")),
                      len(argv))

@@ -62,11 +62,9 @@ def _limit_threads(threads: int | None) -> None:
         return
     import tensorflow as tf
 
-    try:
+    with contextlib.suppress(RuntimeError):  # a reused worker: TensorFlow keeps its first setting
         tf.config.threading.set_intra_op_parallelism_threads(int(threads))
         tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-    except RuntimeError:
-        pass  # a reused worker process: TensorFlow keeps the first job's setting
 
 
 def _interrupt_guard():
@@ -81,8 +79,6 @@ def _interrupt_guard():
 def run_job(cfg: Config, root: Path, out_dir: Path, sweep_id: str,
             experiment_name: str = "default", overrides: list[str] | None = None) -> dict:
     """Train and evaluate ``cfg`` as one MLflow run; write the job's files in ``out_dir``.
-
-    A plain function (the Hydra job :func:`job` only supplies the arguments).
 
     Parameters
     ----------

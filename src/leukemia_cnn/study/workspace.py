@@ -5,16 +5,11 @@ The workspace ``studies/<name>/`` (git- and DVC-ignored) is a copy of the projec
 ``tests`` and ``benchmarks`` copy it: tracked or not, minus data and outputs) made a git
 repository, with its own ``data/`` (the source's images, DVC-tracked there), its own
 ``params.yaml`` (``data=kaggle``) and its own MLflow store (``studies/<name>/mlflow.db``; the
-variable ``MLFLOW_TRACKING_URI`` still overrides it). In it the study runs:
-
-1. ``leukemia-cnn params data=kaggle`` and ``leukemia-cnn data get --source FOLDER``,
-2. ``dvc repro preprocess`` (validation, split, preprocess),
-3. ``leukemia-cnn sweep -m experiment=<rows> seed=<seeds> train.train_fraction=1.0``: the
-   paper's four Table 1 rows, the conv-layer rows (2, 3, 4 layers) and the ``fast`` recipe
-   over seeds 1-5,
-4. ``leukemia-cnn report``, copied to ``docs/results/<name>.md`` (with ``.html`` and the
-   figures) in the project; ``--no-sample-images`` leaves out Fig. 2 (images of the source
-   with their predictions), for images that may not be published.
+variable ``MLFLOW_TRACKING_URI`` still overrides it). In it the study runs the commands of
+:func:`plan` (the data, ``dvc repro preprocess``, the sweep of :data:`STUDY_EXPERIMENTS` over
+:data:`STUDY_SEEDS`, ``leukemia-cnn report``); the report is copied to
+``docs/results/<name>.md`` (with ``.html`` and the figures) in the project.
+``--no-sample-images`` leaves out Fig. 2 (images of the source with their predictions).
 
 The project's ``data/``, ``data.dvc``, ``params.yaml``, ``mlflow.db`` and reports are never
 written. ``--dry-run`` prints the plan.
