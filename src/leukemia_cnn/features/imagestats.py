@@ -4,13 +4,10 @@
 focus, edges; :func:`colour_statistics` their colour): the guard's input part reads them for
 every image it answers, and ``drift`` reads the same values for its ``intensity_*`` and
 ``focus`` features, so "focus" means one thing in both. :func:`file_statistics` adds, for
-``drift``, what a file as stored tells about another lab's acquisition:
-
-Each file goes through the project's one decode path (:func:`leukemia_cnn.data.imaging.
-open_image`, then :func:`~leukemia_cnn.data.imaging.to_model_input`), so 16-bit, palette and
-transparent images are read as training read them. The statistics are measured on the image
-at the model's input size (``preprocess.image_size``): what the model sees, and comparable
-between images of different resolutions. The file's own size is measured separately.
+``drift``, what a file tells about another lab's acquisition, measured on the image as
+training decodes it (:func:`~leukemia_cnn.data.imaging.open_image`, then
+:func:`~leukemia_cnn.data.imaging.to_model_input`) at the model's input size
+(``preprocess.image_size``), so comparable between resolutions, except its size:
 
 - ``width``, ``height``, ``aspect`` (width / height): the file as stored;
 - ``red|green|blue_mean|std``: colour, on the RGB version of the model input;
@@ -171,8 +168,6 @@ def describe_files(paths: list[Path], image_size: int, color_mode: str, workers:
 
     Parameters
     ----------
-    paths : list of pathlib.Path
-        Image files.
     image_size, color_mode
         ``preprocess.image_size`` and ``preprocess.color_mode``.
     workers : int
