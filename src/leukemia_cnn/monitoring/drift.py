@@ -4,15 +4,11 @@ A batch check for a scheduled job or CI. It reads a folder of new images (the Ka
 ``<Class>/<image>`` or a flat folder; hidden, non-image and unreadable files are skipped with
 their reason) through the project's one decode path, and compares them with the training data:
 
-1. **Shift tests** (:mod:`leukemia_cnn.monitoring.kstests`): a two-sample KS test per feature,
-   adjusted for the number of tests (``drift.correction``), at level ``drift.alpha``. The
-   features are the interpretable input statistics of
-   :mod:`leukemia_cnn.features.imagestats` (size, colour, stain, intensity, focus), measured
-   on the train images in ``paths.raw_dir`` and on the new ones, and the HOG + PCA components
-   of the features stage: the new images' HOG descriptors are reduced by the stage's fitted
-   PCA (``<features_dir>/pca.joblib``) and compared with the val split's
-   (``<features_dir>/val.npz``: reduced by the same PCA, not fitted on; see
-   :func:`load_reference`).
+1. **Shift tests** (:mod:`leukemia_cnn.monitoring.kstests`; ``drift.alpha``,
+   ``drift.correction``): the input statistics of :mod:`leukemia_cnn.features.imagestats`
+   (size, colour, stain, intensity, focus) against the train images in ``paths.raw_dir``,
+   and the HOG + PCA components, reduced by the features stage's PCA, against the val
+   split's (:func:`~leukemia_cnn.monitoring.reference.load_reference`).
 2. **The model's guard**: the model (default: the champion) answers every new image; the
    share its guard flags (column ``in_distribution`` false) is compared with
    ``drift.max_flagged_share``. A model without the column has no guard: the report says so

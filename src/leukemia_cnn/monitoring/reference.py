@@ -88,11 +88,8 @@ def load_reference(cfg: Config, root: Path) -> Reference:
     the images the features stage read (:func:`check_unchanged`), and the val split's PCA
     features with the fitted PCA of the features stage.
 
-    The PCA features come from val, not train: with thousands of HOG dimensions and a few
-    thousand train images, the components fit the train images' own noise, so train scores
-    spread wider than those of any image the PCA did not see (test/train standard deviation
-    about 0.6-0.75 on real-dev). Against train, even the test split would drift; val, reduced
-    by the same PCA without being fitted on, is the like-for-like reference.
+    The PCA features come from val, not train: the PCA fits the train images' own noise, so
+    against train even the test split would drift (docs/results/drift.md).
     """
     features_dir = root / cfg.paths.features_dir
     train_file, val_file = features_dir / "train.npz", features_dir / "val.npz"

@@ -1,19 +1,11 @@
 """Stage ``validate_splits``: Great Expectations checks on the split table, before preprocess.
 
-The split table (``paths.splits``) and the image files it lists become one row per file with
-its content hash (sha256) and perceptual hash (``imagehash.phash``, 64 bits), both computed
-from the files themselves. The suite checks, with thresholds from ``cfg.validation``:
-
-- each split holds ``split.train/val/test`` of the images, within ``split_size_tolerance``;
-- each class's share of each split is its share of all images, within
-  ``class_share_tolerance``;
-- every file is listed once, and no content (sha256) is in two splits;
-- no near-duplicate is in two splits: perceptual hashes at most
-  ``near_duplicate_max_distance`` bits apart (re-encoded, resized, slightly brightened copies).
-
-Both outcomes write ``<reports_dir>/validate_splits.{json,md}``; a failure raises DataError
-naming each failed expectation and its offending files, so ``dvc repro`` stops before
-``preprocess`` reads the table.
+Every file the split table (``paths.splits``) lists is hashed from the file itself (sha256 and
+a 64-bit perceptual hash); the suite checks, with thresholds from ``cfg.validation``, each
+split's size and class shares, that every file is listed once and that no content and no
+near-duplicate is in two splits (the checks: docs/data-quality.md). Both outcomes write
+``<reports_dir>/validate_splits.{json,md}``; a failure raises DataError naming each failed
+expectation and its offending files, so ``dvc repro`` stops before ``preprocess`` reads it.
 """
 
 from __future__ import annotations
