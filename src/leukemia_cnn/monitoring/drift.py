@@ -45,7 +45,7 @@ from leukemia_cnn.data.imaging import OS_JUNK, skip_reason
 from leukemia_cnn.data.lineage import safe_name
 from leukemia_cnn.data.preprocess import n_workers
 from leukemia_cnn.errors import DataError, LeukemiaCNNError, full_disk_cause
-from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
+from leukemia_cnn.features.imagestats import describe_files, pca_columns
 from leukemia_cnn.fileio import STDOUT, check_output, write_text
 from leukemia_cnn.markdown import html_page
 from leukemia_cnn.monitoring import drift_report
@@ -239,10 +239,9 @@ def check(cfg: Config, root: Path, source: Path, model_uri: str | None,
                            " (the folder is empty)"))
     reference = load_reference(cfg, root)
     new_pca = new_pca_features(cfg, described.model_inputs, reference.pca)
-    tests = shift_tests({**{k: reference.stats[k] for k in INPUT_FEATURES},
-                         **pca_columns(reference.pca_features)},
-                        {**described.stats, **pca_columns(new_pca)},
-                        cfg.drift.alpha, cfg.drift.correction)
+    tests = shift_tests({**reference.stats, **pca_columns(reference.pca_features)},
+                        {**described.stats, **pca_columns(new_pca)}, cfg.drift.alpha,
+                        cfg.drift.correction)
     guard = (guard_share(cfg, root, model_uri, described.paths) if model_uri else
              BatchGuardShare(available=False, note="the model was not asked (--no-guard); the "
                                                    "verdict rests on the shift tests alone"))

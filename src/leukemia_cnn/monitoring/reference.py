@@ -41,19 +41,6 @@ class Reference:
     notes: list[str] = field(default_factory=list)
 
 
-def changed_files(raw_dir: Path, listed: list[str], recorded: dict[str, str]) -> list[str]:
-    """The train images in ``raw_dir`` whose content is not what the split table recorded:
-    ``"<path> (edited)"`` or ``"<path> (missing)"``."""
-    changed = []
-    for path in listed:
-        file = raw_dir / path
-        if not file.is_file():
-            changed.append(f"{path} (missing)")
-        elif recorded.get(path) and file_sha256(file) != recorded[path]:
-            changed.append(f"{path} (edited)")
-    return changed
-
-
 def check_unchanged(cfg: Config, root: Path, listed: list[str]) -> list[str]:
     """Refuse (DataError) when ``data/raw`` or the split table changed since the features
     stage read the train images ``listed``; return notes (e.g. no split table to check with).
@@ -72,7 +59,13 @@ def check_unchanged(cfg: Config, root: Path, listed: list[str]) -> list[str]:
                         f"read ({len(train)} against {len(listed)}): the split was rerun on "
                         f"other data since; {fix}")
     recorded = dict(zip(train["path"], train["sha256"].fillna("").astype(str), strict=True))
-    changed = changed_files(root / cfg.paths.raw_dir, listed, recorded)
+    changed = []
+    for path in listed:
+        file = root / cfg.paths.raw_dir / path
+        if not file.is_file():
+            changed.append(f"{path} (missing)")
+        elif recorded[path] and file_sha256(file) != recorded[path]:
+            changed.append(f"{path} (edited)")
     if changed:
         named = ", ".join(terminal_safe(item) for item in changed[:NAMED])
         more = f" and {len(changed) - NAMED} more" if len(changed) > NAMED else ""
