@@ -131,14 +131,12 @@ def file_statistics(image, image_size: int, color_mode: str) -> tuple[dict[str, 
                       strict=True))
     stains = rgb2hed(rgb.astype(np.float64))
     stats = {"width": float(image.width), "height": float(image.height),
-             "aspect": image.width / image.height}
+             "aspect": image.width / image.height, "intensity_mean": float(shared["mean"]),
+             "intensity_std": float(shared["std"]), "focus": float(shared["log_laplacian_var"])}
     planes = {"red": rgb[..., 0], "green": rgb[..., 1], "blue": rgb[..., 2],
               "hematoxylin": stains[..., 0], "eosin": stains[..., 1]}
     for name, plane in planes.items():
         stats[f"{name}_mean"], stats[f"{name}_std"] = float(plane.mean()), float(plane.std())
-    stats["intensity_mean"] = float(shared["mean"])
-    stats["intensity_std"] = float(shared["std"])
-    stats["focus"] = float(shared["log_laplacian_var"])
     return stats, model_input
 
 
