@@ -198,18 +198,10 @@ def offender_lines(outcome: ExpectationOutcome) -> list[str]:
         return [f"split {subject}: {outcome.observed} images" for subject in outcome.offending]
     if outcome.kind == "class_share":
         return [f"split/class {subject}: {outcome.observed} images" for subject in outcome.offending]
-    lines = []
-    for path, value in zip(outcome.offending, outcome.offending_values, strict=False):
-        if outcome.column == SAME_CONTENT:
-            reason = f"same content (sha256) as {value}"
-        elif outcome.column == NEAR_DUPLICATE:
-            reason = f"near-duplicate of {value}"
-        elif outcome.column == "path":
-            reason = "listed more than once"
-        else:
-            reason = f"{outcome.column}={value}"
-        lines.append(f"{path}: {reason}")
-    return lines
+    reason = {SAME_CONTENT: "same content (sha256) as {}", NEAR_DUPLICATE: "near-duplicate of {}",
+              "path": "listed more than once"}.get(outcome.column, f"{outcome.column}={{}}")
+    return [f"{path}: {reason.format(value)}"
+            for path, value in zip(outcome.offending, outcome.offending_values, strict=False)]
 
 
 def report_dict(result: ValidationResult, frame: pd.DataFrame, classes: list[str],
