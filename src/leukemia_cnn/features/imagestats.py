@@ -151,15 +151,6 @@ class DescribedImages:
     skipped: dict[Path, str]
 
 
-def unreadable(path: Path) -> str | None:
-    """Why ``path`` is not an image to measure (naming it), or None."""
-    if not path.exists():
-        return f"{path}: no such file"
-    if not path.is_file():
-        return f"{path}: not a regular file"
-    return None
-
-
 def describe_files(paths: list[Path], image_size: int, color_mode: str, workers: int = 1,
                    desc: str = "images", keep_inputs: bool = True) -> DescribedImages:
     """Decode each file once and measure it; unreadable files are skipped with their reason.
@@ -176,9 +167,8 @@ def describe_files(paths: list[Path], image_size: int, color_mode: str, workers:
         Keep the model inputs (for HOG); False leaves ``model_inputs`` empty.
     """
     def measure(path: Path):
-        reason = unreadable(path)
-        if reason is not None:
-            return reason
+        if not path.is_file():
+            return f"{path}: {'not a regular file' if path.exists() else 'no such file'}"
         try:
             stats, model_input = file_statistics(open_image(path), image_size, color_mode)
         except DataError as exc:
