@@ -32,7 +32,6 @@ class ShiftTest:
     """One feature's test: the KS statistic, its raw and adjusted p-values, the verdict."""
 
     feature: str
-    n_reference: int
     n_new: int
     statistic: float
     p_value: float
@@ -93,7 +92,7 @@ def shift_tests(reference: Mapping[str, np.ndarray], new: Mapping[str, np.ndarra
             result = stats.ks_2samp(ref, cur)
             rows.append((name, ref, cur, float(result.statistic), float(result.pvalue)))
     adjusted = adjust_p_values(np.array([row[4] for row in rows]), correction)
-    return [ShiftTest(feature=name, n_reference=ref.size, n_new=cur.size, statistic=statistic,
+    return [ShiftTest(feature=name, n_new=cur.size, statistic=statistic,
                       p_value=p_value, p_adjusted=float(p_adj), shifted=bool(p_adj < alpha),
                       reference_median=float(np.median(ref)), new_median=float(np.median(cur)))
             for (name, ref, cur, statistic, p_value), p_adj in zip(rows, adjusted, strict=True)]
