@@ -20,10 +20,6 @@ have too little power there to rule drift out. The report (Markdown and HTML,
 :mod:`leukemia_cnn.monitoring.drift_report`) is written to ``<reports_dir>/drift/<folder
 name>.md`` (or ``--output``; ``--output -`` prints the Markdown) and logged to MLflow as the
 artifacts of a ``drift-<name>`` run. The command exits 4 on drift, 0 without.
-
-Limits: a source holding more than ``drift.max_files`` files (``--max-files``) is refused while
-it is listed (``--source /`` stops there, not after walking the disk), and ``--model-uri`` is
-checked before anything is loaded or copied, as ``predict`` checks it.
 """
 
 from __future__ import annotations
