@@ -286,7 +286,6 @@ def run(cfg: Config, root: Path) -> dict:
     Returns the baseline metrics (as in ``baseline.json``), the MLflow run id and the
     features folder.
     """
-    root = Path(root)
     fcfg = cfg.features
     source = root / cfg.paths.preprocessed_dir
     out_dir = root / cfg.paths.features_dir

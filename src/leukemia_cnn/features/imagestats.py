@@ -66,16 +66,13 @@ def image_statistics(x: np.ndarray, workers: int | None = None) -> np.ndarray:
                                             bounds[:-1], bounds[1:])))
 
 
-COLOUR_NAMES = ("red_minus_green", "blue_minus_green", "chroma")
-
-
 def colour_statistics(x: np.ndarray) -> np.ndarray:
     """The colour of each image of ``x`` (n, H, W, C) in [0, 1]: the mean red and blue minus
     the mean green (the stain's hue) and the mean per-pixel spread of the channels (its
     saturation; 0 for a grey image). All 0 for one channel. (n, 3)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[-1] < 3 or len(x) == 0:
-        return np.zeros((len(x), len(COLOUR_NAMES)))
+        return np.zeros((len(x), 3))
     means = x[..., :3].mean(axis=(1, 2))
     chroma = (x[..., :3].max(axis=-1) - x[..., :3].min(axis=-1)).mean(axis=(1, 2))
     return np.column_stack([means[:, 0] - means[:, 1], means[:, 2] - means[:, 1],

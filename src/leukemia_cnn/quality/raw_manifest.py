@@ -158,7 +158,6 @@ def build_manifest(raw_dir: Path, classes: list[str], progress: bool = True) -> 
         junk, dotfiles, other extensions) are not rows: they are listed, with the reason,
         in ``manifest.attrs["skipped"]`` (a list of :class:`SkippedFile`).
     """
-    raw_dir = Path(raw_dir)
     files, skipped = find_image_files(raw_dir, list(classes))
     with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
         rows = list(tqdm(pool.map(lambda item: inspect_image(raw_dir, *item), files),

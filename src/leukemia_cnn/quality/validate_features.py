@@ -189,7 +189,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     Writes ``<paths.reports_dir>/validate_features.{json,md}``; raises DataError naming each
     failed expectation and its offending files. Reads only.
     """
-    root = Path(root)
     features_dir = root / cfg.paths.features_dir
     split_table = read_split_table(root / cfg.paths.splits, list(cfg.data.classes))
     features = load_features(features_dir)

@@ -152,7 +152,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     Writes ``<paths.reports_dir>/validate_raw.{json,md}`` always and ``paths.manifest`` only
     when every check passes. Raises DataError (listing the offending files) otherwise.
     """
-    root = Path(root)
     raw_dir = root / cfg.paths.raw_dir
     manifest_path = root / cfg.paths.manifest
     reports_dir = root / cfg.paths.reports_dir

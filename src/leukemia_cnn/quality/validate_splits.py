@@ -256,7 +256,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     Writes ``<paths.reports_dir>/validate_splits.{json,md}``; raises DataError naming each
     failed expectation and its offending files. Reads only; never changes the table or data.
     """
-    root = Path(root)
     classes = list(cfg.data.classes)
     rules = cfg.validation
     ratios = {name: getattr(cfg.split, name) for name in SPLITS}
