@@ -4,10 +4,9 @@ The features stage records which images it read (``<features_dir>/train.npz`` li
 paths; ``val.npz`` holds the val split's PCA features) and the split table records each image's
 sha256 as ``validate_raw`` measured it. The input statistics are measured again on those train
 images in ``paths.raw_dir``, so the reference is only the training data while ``data/raw``
-still holds it: an image replaced since (``data get`` of a re-stained copy of the set, an edit
-in place), removed, or a split table rewritten for other data would make drift compare the new
-images with images no model was trained on. :func:`check_unchanged` refuses that, naming the
-files and how to get back in step (``dvc checkout`` or ``dvc repro``).
+still holds it: an image replaced or removed since, or a split table rewritten for other data,
+would make drift compare the new images with images no model was trained on;
+:func:`check_unchanged` refuses that.
 """
 
 from __future__ import annotations
