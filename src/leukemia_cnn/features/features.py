@@ -6,8 +6,7 @@ the same signal in both colour modes and its length does not depend on the chann
 
 PCA is fit on the train split only and applied to val and test, so no statistic of the
 evaluation images leaks into the features. A standardised logistic regression on the PCA
-features is the classical baseline the CNN has to beat; it is logged to MLflow as its own
-run beside the CNN runs.
+features is the classical baseline the CNN has to beat (:mod:`.baseline_run` logs it).
 """
 
 from __future__ import annotations
@@ -105,10 +104,9 @@ def hog_features(images: np.ndarray, orientations: int = 9,
 def describe_blocks(blocks: list[np.ndarray], params: dict, n_jobs: int):
     """HOG descriptors of each block of grayscale images, yielded in order.
 
-    With ``n_jobs`` > 1 the blocks go to worker processes, all dispatched at once: joblib
-    hands each block over as a memory-mapped array instead of pickling thousands of small
-    tasks, the workers import only hogworker (numpy and scikit-image, not this module's
-    scikit-learn and pandas), and they go on while the caller consumes earlier results.
+    With ``n_jobs`` > 1 the blocks go to worker processes, all dispatched at once: joblib hands
+    each block over as a memory-mapped array instead of pickling thousands of small tasks, the
+    workers import only hogworker, and they go on while the caller consumes earlier results.
     """
     if n_jobs == 1:
         return (hog_block(block, params) for block in blocks)

@@ -140,10 +140,9 @@ def offender_lines(outcome: ExpectationOutcome) -> list[str]:
     """``file: why`` for each offending vector (or the PCA file) of a failed check."""
     if outcome.kind == "rows":
         return [f"split {subject}: {outcome.observed} vectors" for subject in outcome.offending]
-    if outcome.column == "split":
-        return [f"{path}: vector in split {value}, but the split table does not list it there"
-                for path, value in zip(outcome.offending, outcome.offending_values, strict=False)]
-    return [f"{path}: {outcome.column}={value}"
+    reason = ("vector in split {}, but the split table does not list it there"
+              if outcome.column == "split" else f"{outcome.column}={{}}")
+    return [f"{path}: {reason.format(value)}"
             for path, value in zip(outcome.offending, outcome.offending_values, strict=False)]
 
 
