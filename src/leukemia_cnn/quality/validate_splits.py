@@ -50,16 +50,6 @@ def fingerprint(path: Path) -> tuple[str, int]:
     return sha256, perceptual_hash(open_image(path))
 
 
-def fingerprints(raw_dir: Path, paths: list[str], progress: bool = True) -> tuple[list[str],
-                                                                                  np.ndarray]:
-    """sha256 and perceptual hash (uint64) of every ``raw_dir/path``, in the order given."""
-    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
-        pairs = list(tqdm(pool.map(lambda p: fingerprint(raw_dir / p), paths), total=len(paths),
-                          desc="validate_splits: hashing images", unit="img",
-                          disable=not progress))
-    return [sha for sha, _ in pairs], np.array([h for _, h in pairs], dtype=np.uint64)
-
-
 def near_duplicate_pairs(hashes: np.ndarray, splits: np.ndarray, sha256: np.ndarray,
                          max_distance: int) -> tuple[dict[int, tuple[int, int]], int | None]:
     """The closest other-split partner of each file within ``max_distance`` bits.
@@ -85,11 +75,10 @@ def near_duplicate_pairs(hashes: np.ndarray, splits: np.ndarray, sha256: np.ndar
 
 def check_table(table: pd.DataFrame, sha256: list[str], hashes: np.ndarray,
                 max_distance: int) -> tuple[pd.DataFrame, int | None]:
-    """The split table plus fingerprints and the two leak columns the suite checks."""
+    """The split table plus each file's sha256 and the two leak columns the suite checks."""
     frame = table[["path", "class", "split"]].reset_index(drop=True).copy()
     frame["split_class"] = frame["split"] + "/" + frame["class"]
     frame["sha256"] = sha256
-    frame["phash"] = [f"{int(h):016x}" for h in hashes]
 
     same = pd.Series("", index=frame.index, dtype=object)
     for _, group in frame.groupby("sha256"):
@@ -171,12 +160,16 @@ def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Map
     Returns
     -------
     (ValidationResult, pandas.DataFrame, int or None)
-        The checks, the checked table (with hashes and leak columns) and the smallest
+        The checks, the checked table (with sha256 and leak columns) and the smallest
         perceptual-hash distance between two files of different splits.
     """
     if table.empty:
         raise DataError("the split table lists no images; rerun `dvc repro split`")
-    sha256, hashes = fingerprints(Path(raw_dir), table["path"].tolist(), progress)
+    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+        pairs = list(tqdm(pool.map(lambda p: fingerprint(raw_dir / p), table["path"]),
+                          total=len(table), desc="validate_splits: hashing images", unit="img",
+                          disable=not progress))
+    sha256, hashes = [sha for sha, _ in pairs], np.array([h for _, h in pairs], dtype=np.uint64)
     frame, smallest = check_table(table, sha256, hashes, rules.near_duplicate_max_distance)
     result = suites.run_suite(
         frame, lambda add: build_suite(add, frame, list(classes), ratios, rules), "validate_splits")
