@@ -285,14 +285,13 @@ def run(cfg: Config, root: Path) -> dict:
     features folder.
     """
     fcfg = cfg.features
-    source = root / cfg.paths.preprocessed_dir
     out_dir = root / cfg.paths.features_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     images, labels, paths = {}, {}, {}
     for name in SPLITS:
-        images[name], labels[name], paths[name] = load_split(source, name)
+        images[name], labels[name], paths[name] = load_split(root / cfg.paths.preprocessed_dir, name)
     computed = features_of_splits(images, fcfg, n_jobs=fcfg.n_jobs)
     del images
     hogs, pca, reduced = computed.hogs, computed.pca, computed.reduced

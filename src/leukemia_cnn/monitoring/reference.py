@@ -123,9 +123,8 @@ def load_reference(cfg: Config, root: Path) -> Reference:
 def new_pca_features(cfg: Config, model_inputs: np.ndarray, pca) -> np.ndarray:
     """The new images' HOG descriptors (``features.hog``) reduced by the train PCA."""
     hog = cfg.features.hog
-    descriptors = hog_features(model_inputs, hog.orientations, tuple(hog.pixels_per_cell),
-                               tuple(hog.cells_per_block), hog.block_norm,
-                               n_jobs=cfg.features.n_jobs)
+    descriptors = hog_features(model_inputs, hog.orientations, hog.pixels_per_cell,
+                               hog.cells_per_block, hog.block_norm, n_jobs=cfg.features.n_jobs)
     expected = getattr(pca, "n_features_in_", descriptors.shape[1])
     if descriptors.shape[1] != expected:
         raise DataError(f"{cfg.paths.features_dir}/pca.joblib was fitted on HOG descriptors of "
