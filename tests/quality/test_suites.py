@@ -50,8 +50,8 @@ def test_warnings_are_reported_but_do_not_fail(result):
 
 
 def test_markdown_lists_every_check_and_the_offenders_of_each_failure(result):
-    lines = suites.markdown_checks(result, found=lambda o: str(o.observed),
-                                   offender_lines=lambda o: o.offending)
+    lines = suites.report_page("Tiny", result, "", found=lambda o: str(o.observed),
+                               offender_lines=lambda o: o.offending, sections=[]).splitlines()
     table = table_rows("\n".join(lines))
     assert table[0] == ["#", "result", "check", "column", "found", "expectation"]
     assert [row[1] for row in table[1:]] == ["**FAIL**", "pass", "**FAIL**"]
@@ -60,12 +60,14 @@ def test_markdown_lists_every_check_and_the_offenders_of_each_failure(result):
     assert suites.md_escape("a|b\nc") == "a\\|b c"
 
 
-def test_failure_lines_cap_the_listed_offenders():
+def test_the_failure_message_caps_the_listed_offenders():
     many = ExpectationOutcome("expect_y", "decodable", "decodable", False,
                               offending=[f"{i}.jpg" for i in range(suites.MAX_LISTED + 5)])
     broken = ExpectationOutcome("expect_z", "a check", None, False, error="boom")
-    lines = suites.failure_lines(ValidationResult(False, [many, broken]),
-                                 offender_lines=lambda o: o.offending)
+    message = suites.failure_message("raw data", ValidationResult(False, [many, broken]),
+                                     offender_lines=lambda o: o.offending, advice="Fix them.")
+    header, *lines, advice = message.splitlines()
+    assert header == "raw data failed 2 of 2 checks:" and advice == "Fix them."
     assert lines[0] == "  - decodable (expect_y):"
     assert lines[1:suites.MAX_LISTED + 1] == [f"      {i}.jpg" for i in range(suites.MAX_LISTED)]
     assert "      ... and 5 more" in lines

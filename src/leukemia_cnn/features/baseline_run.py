@@ -1,9 +1,5 @@
-"""The features stage's MLflow run: the HOG + PCA logistic-regression baseline.
-
-Named ``baseline-s<seed>-<data>``; params are the knobs of the groups the stage reads (data as
-it actually was, split, preprocess, features, seed); it logs the split datasets, its own
-overrides (not the CNN's) and a description.
-"""
+"""The features stage's MLflow run ``baseline-s<seed>-<data>``: the HOG + PCA
+logistic-regression baseline."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ from sklearn.pipeline import Pipeline
 
 from leukemia_cnn.config_schema import Config
 
-# The run is named `baseline-s<seed>-<data>`; its description says what the baseline is.
 RUN_PREFIX, RUN_DESCRIPTION = "baseline", "HOG + PCA, logistic regression"
 
 

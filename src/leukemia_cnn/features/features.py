@@ -6,8 +6,7 @@ the same signal in both colour modes and its length does not depend on the chann
 
 PCA is fit on the train split only and applied to val and test, so no statistic of the
 evaluation images leaks into the features. A standardised logistic regression on the PCA
-features is the classical baseline the CNN has to beat; it is logged to MLflow as its own
-run beside the CNN runs.
+features is the classical baseline the CNN has to beat (:mod:`.baseline_run` logs it).
 """
 
 from __future__ import annotations
@@ -38,18 +37,8 @@ LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def to_gray(images: np.ndarray) -> np.ndarray:
-    """Images (n, H, W, C) with C in {1, 3} -> grayscale (n, H, W), same dtype.
-
-    Parameters
-    ----------
-    images : numpy.ndarray
-        Preprocessed images, channels last.
-
-    Returns
-    -------
-    numpy.ndarray
-        One channel per image: the channel itself, or the ITU-R 601 luma of RGB.
-    """
+    """Images (n, H, W, C) with C in {1, 3} -> grayscale (n, H, W), same dtype: the one
+    channel, or the ITU-R 601 luma of RGB."""
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise DataError(f"expected images of shape (n, H, W, 1|3), got {images.shape}; "
                         "rerun `dvc repro preprocess`")
@@ -115,10 +104,9 @@ def hog_features(images: np.ndarray, orientations: int = 9,
 def describe_blocks(blocks: list[np.ndarray], params: dict, n_jobs: int):
     """HOG descriptors of each block of grayscale images, yielded in order.
 
-    With ``n_jobs`` > 1 the blocks go to worker processes, all dispatched at once: joblib
-    hands each block over as a memory-mapped array instead of pickling thousands of small
-    tasks, the workers import only hogworker (numpy and scikit-image, not this module's
-    scikit-learn and pandas), and they go on while the caller consumes earlier results.
+    With ``n_jobs`` > 1 the blocks go to worker processes, all dispatched at once: joblib hands
+    each block over as a memory-mapped array instead of pickling thousands of small tasks, the
+    workers import only hogworker, and they go on while the caller consumes earlier results.
     """
     if n_jobs == 1:
         return (hog_block(block, params) for block in blocks)
@@ -220,11 +208,8 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
     """Fit PCA on the train HOG descriptors only (float64).
 
     ``randomized`` (the default) is the solver scikit-learn's ``PCA(n_components=100)``
-    picks itself for this shape (a few thousand descriptors of length 4,356 and 100
-    components), so it is what the paper's PCA(100) most likely ran; with a fixed
-    ``random_state`` it gives the same components on every run. ``full`` is the exact
-    LAPACK SVD: no seed needed, about ten times slower (14 s against 1.3 s for the 2,279
-    train descriptors of the full-size set), and it keeps 0.4% more variance there.
+    picks itself for this shape, so most likely what the paper ran; a fixed ``random_state``
+    repeats its components. ``full`` is the exact LAPACK SVD: no seed, about ten times slower.
 
     Parameters
     ----------
@@ -238,11 +223,6 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
         ``features.pca.svd_solver``.
     random_state : int
         ``features.pca.random_state``: the seed of the randomized solver.
-
-    Returns
-    -------
-    sklearn.decomposition.PCA
-        The fitted transform.
     """
     n_train, dim = train_hog.shape
     if n_components > min(n_train, dim):
@@ -267,11 +247,6 @@ def fit_baseline(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0,
         Inverse regularisation strength (``features.baseline.C``).
     max_iter : int
         Solver iterations (``features.baseline.max_iter``).
-
-    Returns
-    -------
-    sklearn.pipeline.Pipeline
-        The fitted ``StandardScaler -> LogisticRegression``.
     """
     if len(np.unique(y_train)) < 2:
         raise DataError("the train split holds a single class; the baseline needs at least two; "
@@ -306,28 +281,17 @@ def write_features(out_dir: Path, reduced: dict, labels: dict, paths: dict, pca:
 def run(cfg: Config, root: Path) -> dict:
     """Run the stage: preprocessed splits -> HOG -> PCA features, baseline metrics and run.
 
-    Parameters
-    ----------
-    cfg : Config
-        Composed config; uses ``paths``, ``features`` and ``mlflow``.
-    root : pathlib.Path
-        Project root; config paths are relative to it.
-
-    Returns
-    -------
-    dict
-        The baseline metrics (as in ``baseline.json``) and the MLflow run id.
+    Returns the baseline metrics (as in ``baseline.json``), the MLflow run id and the
+    features folder.
     """
-    root = Path(root)
     fcfg = cfg.features
-    source = root / cfg.paths.preprocessed_dir
     out_dir = root / cfg.paths.features_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     images, labels, paths = {}, {}, {}
     for name in SPLITS:
-        images[name], labels[name], paths[name] = load_split(source, name)
+        images[name], labels[name], paths[name] = load_split(root / cfg.paths.preprocessed_dir, name)
     computed = features_of_splits(images, fcfg, n_jobs=fcfg.n_jobs)
     del images
     hogs, pca, reduced = computed.hogs, computed.pca, computed.reduced

@@ -4,13 +4,10 @@
 focus, edges; :func:`colour_statistics` their colour): the guard's input part reads them for
 every image it answers, and ``drift`` reads the same values for its ``intensity_*`` and
 ``focus`` features, so "focus" means one thing in both. :func:`file_statistics` adds, for
-``drift``, what a file as stored tells about another lab's acquisition:
-
-Each file goes through the project's one decode path (:func:`leukemia_cnn.data.imaging.
-open_image`, then :func:`~leukemia_cnn.data.imaging.to_model_input`), so 16-bit, palette and
-transparent images are read as training read them. The statistics are measured on the image
-at the model's input size (``preprocess.image_size``): what the model sees, and comparable
-between images of different resolutions. The file's own size is measured separately.
+``drift``, what a file tells about another lab's acquisition, measured on the image as
+training decodes it (:func:`~leukemia_cnn.data.imaging.open_image`, then
+:func:`~leukemia_cnn.data.imaging.to_model_input`) at the model's input size
+(``preprocess.image_size``), so comparable between resolutions, except its size:
 
 - ``width``, ``height``, ``aspect`` (width / height): the file as stored;
 - ``red|green|blue_mean|std``: colour, on the RGB version of the model input;
@@ -69,16 +66,13 @@ def image_statistics(x: np.ndarray, workers: int | None = None) -> np.ndarray:
                                             bounds[:-1], bounds[1:])))
 
 
-COLOUR_NAMES = ("red_minus_green", "blue_minus_green", "chroma")
-
-
 def colour_statistics(x: np.ndarray) -> np.ndarray:
     """The colour of each image of ``x`` (n, H, W, C) in [0, 1]: the mean red and blue minus
     the mean green (the stain's hue) and the mean per-pixel spread of the channels (its
     saturation; 0 for a grey image). All 0 for one channel. (n, 3)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[-1] < 3 or len(x) == 0:
-        return np.zeros((len(x), len(COLOUR_NAMES)))
+        return np.zeros((len(x), 3))
     means = x[..., :3].mean(axis=(1, 2))
     chroma = (x[..., :3].max(axis=-1) - x[..., :3].min(axis=-1)).mean(axis=(1, 2))
     return np.column_stack([means[:, 0] - means[:, 1], means[:, 2] - means[:, 1],
@@ -134,14 +128,12 @@ def file_statistics(image, image_size: int, color_mode: str) -> tuple[dict[str, 
                       strict=True))
     stains = rgb2hed(rgb.astype(np.float64))
     stats = {"width": float(image.width), "height": float(image.height),
-             "aspect": image.width / image.height}
+             "aspect": image.width / image.height, "intensity_mean": float(shared["mean"]),
+             "intensity_std": float(shared["std"]), "focus": float(shared["log_laplacian_var"])}
     planes = {"red": rgb[..., 0], "green": rgb[..., 1], "blue": rgb[..., 2],
               "hematoxylin": stains[..., 0], "eosin": stains[..., 1]}
     for name, plane in planes.items():
         stats[f"{name}_mean"], stats[f"{name}_std"] = float(plane.mean()), float(plane.std())
-    stats["intensity_mean"] = float(shared["mean"])
-    stats["intensity_std"] = float(shared["std"])
-    stats["focus"] = float(shared["log_laplacian_var"])
     return stats, model_input
 
 
@@ -156,23 +148,12 @@ class DescribedImages:
     skipped: dict[Path, str]
 
 
-def unreadable(path: Path) -> str | None:
-    """Why ``path`` is not an image to measure (naming it), or None."""
-    if not path.exists():
-        return f"{path}: no such file"
-    if not path.is_file():
-        return f"{path}: not a regular file"
-    return None
-
-
 def describe_files(paths: list[Path], image_size: int, color_mode: str, workers: int = 1,
                    desc: str = "images", keep_inputs: bool = True) -> DescribedImages:
     """Decode each file once and measure it; unreadable files are skipped with their reason.
 
     Parameters
     ----------
-    paths : list of pathlib.Path
-        Image files.
     image_size, color_mode
         ``preprocess.image_size`` and ``preprocess.color_mode``.
     workers : int
@@ -183,9 +164,8 @@ def describe_files(paths: list[Path], image_size: int, color_mode: str, workers:
         Keep the model inputs (for HOG); False leaves ``model_inputs`` empty.
     """
     def measure(path: Path):
-        reason = unreadable(path)
-        if reason is not None:
-            return reason
+        if not path.is_file():
+            return f"{path}: {'not a regular file' if path.exists() else 'no such file'}"
         try:
             stats, model_input = file_statistics(open_image(path), image_size, color_mode)
         except DataError as exc:

@@ -4,15 +4,11 @@ A batch check for a scheduled job or CI. It reads a folder of new images (the Ka
 ``<Class>/<image>`` or a flat folder; hidden, non-image and unreadable files are skipped with
 their reason) through the project's one decode path, and compares them with the training data:
 
-1. **Shift tests** (:mod:`leukemia_cnn.monitoring.kstests`): a two-sample KS test per feature,
-   adjusted for the number of tests (``drift.correction``), at level ``drift.alpha``. The
-   features are the interpretable input statistics of
-   :mod:`leukemia_cnn.features.imagestats` (size, colour, stain, intensity, focus), measured
-   on the train images in ``paths.raw_dir`` and on the new ones, and the HOG + PCA components
-   of the features stage: the new images' HOG descriptors are reduced by the stage's fitted
-   PCA (``<features_dir>/pca.joblib``) and compared with the val split's
-   (``<features_dir>/val.npz``: reduced by the same PCA, not fitted on; see
-   :func:`load_reference`).
+1. **Shift tests** (:mod:`leukemia_cnn.monitoring.kstests`; ``drift.alpha``,
+   ``drift.correction``): the input statistics of :mod:`leukemia_cnn.features.imagestats`
+   (size, colour, stain, intensity, focus) against the train images in ``paths.raw_dir``,
+   and the HOG + PCA components, reduced by the features stage's PCA, against the val
+   split's (:func:`~leukemia_cnn.monitoring.reference.load_reference`).
 2. **The model's guard**: the model (default: the champion) answers every new image; the
    share its guard flags (column ``in_distribution`` false) is compared with
    ``drift.max_flagged_share``. A model without the column has no guard: the report says so
@@ -24,10 +20,6 @@ have too little power there to rule drift out. The report (Markdown and HTML,
 :mod:`leukemia_cnn.monitoring.drift_report`) is written to ``<reports_dir>/drift/<folder
 name>.md`` (or ``--output``; ``--output -`` prints the Markdown) and logged to MLflow as the
 artifacts of a ``drift-<name>`` run. The command exits 4 on drift, 0 without.
-
-Limits: a source holding more than ``drift.max_files`` files (``--max-files``) is refused while
-it is listed (``--source /`` stops there, not after walking the disk), and ``--model-uri`` is
-checked before anything is loaded or copied, as ``predict`` checks it.
 """
 
 from __future__ import annotations
@@ -49,7 +41,7 @@ from leukemia_cnn.data.imaging import OS_JUNK, skip_reason
 from leukemia_cnn.data.lineage import safe_name
 from leukemia_cnn.data.preprocess import n_workers
 from leukemia_cnn.errors import DataError, LeukemiaCNNError, full_disk_cause
-from leukemia_cnn.features.imagestats import INPUT_FEATURES, describe_files, pca_columns
+from leukemia_cnn.features.imagestats import describe_files, pca_columns
 from leukemia_cnn.fileio import STDOUT, check_output, write_text
 from leukemia_cnn.markdown import html_page
 from leukemia_cnn.monitoring import drift_report
@@ -243,10 +235,9 @@ def check(cfg: Config, root: Path, source: Path, model_uri: str | None,
                            " (the folder is empty)"))
     reference = load_reference(cfg, root)
     new_pca = new_pca_features(cfg, described.model_inputs, reference.pca)
-    tests = shift_tests({**{k: reference.stats[k] for k in INPUT_FEATURES},
-                         **pca_columns(reference.pca_features)},
-                        {**described.stats, **pca_columns(new_pca)},
-                        cfg.drift.alpha, cfg.drift.correction)
+    tests = shift_tests({**reference.stats, **pca_columns(reference.pca_features)},
+                        {**described.stats, **pca_columns(new_pca)}, cfg.drift.alpha,
+                        cfg.drift.correction)
     guard = (guard_share(cfg, root, model_uri, described.paths) if model_uri else
              BatchGuardShare(available=False, note="the model was not asked (--no-guard); the "
                                                    "verdict rests on the shift tests alone"))

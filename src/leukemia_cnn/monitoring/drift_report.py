@@ -11,12 +11,9 @@ from leukemia_cnn.monitoring.kstests import CORRECTIONS, ShiftTest
 
 TITLE = "# Drift check"
 COMMAND = "leukemia-cnn drift"
-GENERATOR = f'<meta name="generator" content="{COMMAND}">'  # in the HTML page
 # drift -> 4, no drift -> 0, too few images to judge -> 5 (see `leukemia-cnn --help`)
 EXIT_DRIFT, EXIT_NO_DRIFT, EXIT_TOO_FEW = 4, 0, 5
 MAX_ROWS = 20  # of the HOG + PCA table and of the skipped files
-TEST_COLUMNS = ("feature", "train median", "new median", "KS statistic", "p", "adjusted p",
-                "shifted")
 
 
 def exit_status(verdict) -> int:
@@ -35,7 +32,8 @@ def test_rows(tests: list[ShiftTest]) -> list[str]:
              f"{t.p_value:.2g}", f"{t.p_adjusted:.2g}", "**yes**" if t.shifted else "no")
             for t in tests]
     align = ("left", *["right"] * 5, "left")
-    return pipe_table(rows, TEST_COLUMNS, align).splitlines()
+    return pipe_table(rows, ("feature", "train median", "new median", "KS statistic", "p",
+                             "adjusted p", "shifted"), align).splitlines()
 
 
 def markdown(result, cfg: Config) -> str:

@@ -4,10 +4,9 @@ The features stage records which images it read (``<features_dir>/train.npz`` li
 paths; ``val.npz`` holds the val split's PCA features) and the split table records each image's
 sha256 as ``validate_raw`` measured it. The input statistics are measured again on those train
 images in ``paths.raw_dir``, so the reference is only the training data while ``data/raw``
-still holds it: an image replaced since (``data get`` of a re-stained copy of the set, an edit
-in place), removed, or a split table rewritten for other data would make drift compare the new
-images with images no model was trained on. :func:`check_unchanged` refuses that, naming the
-files and how to get back in step (``dvc checkout`` or ``dvc repro``).
+still holds it: an image replaced or removed since, or a split table rewritten for other data,
+would make drift compare the new images with images no model was trained on;
+:func:`check_unchanged` refuses that.
 """
 
 from __future__ import annotations
@@ -41,19 +40,6 @@ class Reference:
     notes: list[str] = field(default_factory=list)
 
 
-def changed_files(raw_dir: Path, listed: list[str], recorded: dict[str, str]) -> list[str]:
-    """The train images in ``raw_dir`` whose content is not what the split table recorded:
-    ``"<path> (edited)"`` or ``"<path> (missing)"``."""
-    changed = []
-    for path in listed:
-        file = raw_dir / path
-        if not file.is_file():
-            changed.append(f"{path} (missing)")
-        elif recorded.get(path) and file_sha256(file) != recorded[path]:
-            changed.append(f"{path} (edited)")
-    return changed
-
-
 def check_unchanged(cfg: Config, root: Path, listed: list[str]) -> list[str]:
     """Refuse (DataError) when ``data/raw`` or the split table changed since the features
     stage read the train images ``listed``; return notes (e.g. no split table to check with).
@@ -72,7 +58,13 @@ def check_unchanged(cfg: Config, root: Path, listed: list[str]) -> list[str]:
                         f"read ({len(train)} against {len(listed)}): the split was rerun on "
                         f"other data since; {fix}")
     recorded = dict(zip(train["path"], train["sha256"].fillna("").astype(str), strict=True))
-    changed = changed_files(root / cfg.paths.raw_dir, listed, recorded)
+    changed = []
+    for path in listed:
+        file = root / cfg.paths.raw_dir / path
+        if not file.is_file():
+            changed.append(f"{path} (missing)")
+        elif recorded[path] and file_sha256(file) != recorded[path]:
+            changed.append(f"{path} (edited)")
     if changed:
         named = ", ".join(terminal_safe(item) for item in changed[:NAMED])
         more = f" and {len(changed) - NAMED} more" if len(changed) > NAMED else ""
@@ -88,11 +80,8 @@ def load_reference(cfg: Config, root: Path) -> Reference:
     the images the features stage read (:func:`check_unchanged`), and the val split's PCA
     features with the fitted PCA of the features stage.
 
-    The PCA features come from val, not train: with thousands of HOG dimensions and a few
-    thousand train images, the components fit the train images' own noise, so train scores
-    spread wider than those of any image the PCA did not see (test/train standard deviation
-    about 0.6-0.75 on real-dev). Against train, even the test split would drift; val, reduced
-    by the same PCA without being fitted on, is the like-for-like reference.
+    The PCA features come from val, not train: the PCA fits the train images' own noise, so
+    against train even the test split would drift (docs/results/drift.md).
     """
     features_dir = root / cfg.paths.features_dir
     train_file, val_file = features_dir / "train.npz", features_dir / "val.npz"
@@ -134,9 +123,8 @@ def load_reference(cfg: Config, root: Path) -> Reference:
 def new_pca_features(cfg: Config, model_inputs: np.ndarray, pca) -> np.ndarray:
     """The new images' HOG descriptors (``features.hog``) reduced by the train PCA."""
     hog = cfg.features.hog
-    descriptors = hog_features(model_inputs, hog.orientations, tuple(hog.pixels_per_cell),
-                               tuple(hog.cells_per_block), hog.block_norm,
-                               n_jobs=cfg.features.n_jobs)
+    descriptors = hog_features(model_inputs, hog.orientations, hog.pixels_per_cell,
+                               hog.cells_per_block, hog.block_norm, n_jobs=cfg.features.n_jobs)
     expected = getattr(pca, "n_features_in_", descriptors.shape[1])
     if descriptors.shape[1] != expected:
         raise DataError(f"{cfg.paths.features_dir}/pca.joblib was fitted on HOG descriptors of "

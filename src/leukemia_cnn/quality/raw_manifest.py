@@ -104,9 +104,8 @@ def inspect_image(raw_dir: Path, relative: str, cls: str) -> dict[str, Any]:
     """One manifest row: hash, size and header of ``raw_dir/relative``; whether it decodes."""
     path = raw_dir / relative
     row: dict[str, Any] = {"path": relative, "class": cls, "sha256": "", "phash": "",
-                           "size_bytes": 0,
-                           "width": None, "height": None, "format": None, "mode": None,
-                           "decodable": False, "error": ""}
+                           "size_bytes": 0, "width": None, "height": None, "format": None,
+                           "mode": None, "decodable": False, "error": ""}
     link_problem = _link_problem(raw_dir, path)
     if link_problem is not None:
         # never read through a link that leaves the tree; its own size keeps it off "empty"
@@ -158,7 +157,6 @@ def build_manifest(raw_dir: Path, classes: list[str], progress: bool = True) -> 
         junk, dotfiles, other extensions) are not rows: they are listed, with the reason,
         in ``manifest.attrs["skipped"]`` (a list of :class:`SkippedFile`).
     """
-    raw_dir = Path(raw_dir)
     files, skipped = find_image_files(raw_dir, list(classes))
     with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
         rows = list(tqdm(pool.map(lambda item: inspect_image(raw_dir, *item), files),

@@ -150,13 +150,36 @@ def merge(*results: ValidationResult) -> ValidationResult:
     return ValidationResult(success=all(r.success for r in results), expectations=outcomes)
 
 
-def markdown_checks(result: ValidationResult, found: Callable[[ExpectationOutcome], str],
-                    offender_lines: Callable[[ExpectationOutcome], list[str]]) -> list[str]:
-    """The checks table and, for each failed check, its offending files (Markdown lines)."""
+def failure_message(subject: str, result: ValidationResult,
+                    offender_lines: Callable[[ExpectationOutcome], list[str]], advice: str,
+                    report: str | None = None) -> str:
+    """A stage's DataError message: ``<subject> failed N of M checks (full report: <report>):``,
+    each failed check (description and GX expectation) with up to :data:`MAX_LISTED` of its
+    offenders, then ``advice``."""
+    where = f" (full report: {report})" if report else ""
+    lines = [f"{subject} failed {len(result.failed)} of {len(result.expectations)} checks{where}:"]
+    for outcome in result.failed:
+        lines.append(f"  - {outcome.description} ({outcome.name}):")
+        if outcome.error:
+            lines.append(f"      the check itself failed: {outcome.error}")
+        offenders = offender_lines(outcome)
+        lines += [f"      {line}" for line in offenders[:MAX_LISTED]]
+        if len(offenders) > MAX_LISTED:
+            lines.append(f"      ... and {len(offenders) - MAX_LISTED} more")
+    return "\n".join([*lines, advice])
+
+
+def report_page(title: str, result: ValidationResult, summary: str,
+                found: Callable[[ExpectationOutcome], str],
+                offender_lines: Callable[[ExpectationOutcome], list[str]],
+                sections: list[str]) -> str:
+    """A stage's Markdown report: ``# <title>: PASSED|FAILED``, the ``summary`` paragraph, the
+    checks table, each failed check's offending files, then the stage's own ``sections`` lines."""
     rows = [(index, "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical"
              else "warn", outcome.description, outcome.column or "", found(outcome),
              f"`{outcome.name}`") for index, outcome in enumerate(result.expectations, 1)]
-    lines = ["## Checks (Great Expectations)", "",
+    lines = [f"# {title}: {'PASSED' if result.success else 'FAILED'}", "", summary, "",
+             "## Checks (Great Expectations)", "",
              pipe_table(rows, ("#", "result", "check", "column", "found", "expectation"))]
     if result.failed:
         lines += ["", "## Offending files", ""]
@@ -166,40 +189,4 @@ def markdown_checks(result: ValidationResult, found: Callable[[ExpectationOutcom
                 lines.append(f"- the check itself failed: {md_escape(outcome.error)}")
             lines += [f"- `{md_escape(line)}`" for line in offender_lines(outcome)]
             lines.append("")
-    return lines
-
-
-def failure_lines(result: ValidationResult,
-                  offender_lines: Callable[[ExpectationOutcome], list[str]]) -> list[str]:
-    """Each failed check (description and GX expectation) with up to MAX_LISTED offenders."""
-    lines = []
-    for outcome in result.failed:
-        lines.append(f"  - {outcome.description} ({outcome.name}):")
-        if outcome.error:
-            lines.append(f"      the check itself failed: {outcome.error}")
-        offenders = offender_lines(outcome)
-        lines += [f"      {line}" for line in offenders[:MAX_LISTED]]
-        if len(offenders) > MAX_LISTED:
-            lines.append(f"      ... and {len(offenders) - MAX_LISTED} more")
-    return lines
-
-
-def failure_message(subject: str, result: ValidationResult,
-                    offender_lines: Callable[[ExpectationOutcome], list[str]], advice: str,
-                    report: str | None = None) -> str:
-    """``<subject> failed N of M checks (full report: <report>):``, each failed check with its
-    offenders (:func:`failure_lines`), then ``advice``: a stage's DataError message."""
-    where = f" (full report: {report})" if report else ""
-    return "\n".join([f"{subject} failed {len(result.failed)} of {len(result.expectations)} "
-                      f"checks{where}:", *failure_lines(result, offender_lines), advice])
-
-
-def report_page(title: str, result: ValidationResult, summary: str,
-                found: Callable[[ExpectationOutcome], str],
-                offender_lines: Callable[[ExpectationOutcome], list[str]],
-                sections: list[str]) -> str:
-    """A stage's Markdown report: ``# <title>: PASSED|FAILED``, the ``summary`` paragraph,
-    the checks (:func:`markdown_checks`), then the stage's own ``sections`` lines."""
-    lines = [f"# {title}: {'PASSED' if result.success else 'FAILED'}", "", summary, "",
-             *markdown_checks(result, found, offender_lines), *sections]
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join([*lines, *sections]).rstrip() + "\n"

@@ -140,10 +140,9 @@ def offender_lines(outcome: ExpectationOutcome) -> list[str]:
     """``file: why`` for each offending vector (or the PCA file) of a failed check."""
     if outcome.kind == "rows":
         return [f"split {subject}: {outcome.observed} vectors" for subject in outcome.offending]
-    if outcome.column == "split":
-        return [f"{path}: vector in split {value}, but the split table does not list it there"
-                for path, value in zip(outcome.offending, outcome.offending_values, strict=False)]
-    return [f"{path}: {outcome.column}={value}"
+    reason = ("vector in split {}, but the split table does not list it there"
+              if outcome.column == "split" else f"{outcome.column}={{}}")
+    return [f"{path}: {reason.format(value)}"
             for path, value in zip(outcome.offending, outcome.offending_values, strict=False)]
 
 
@@ -189,7 +188,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     Writes ``<paths.reports_dir>/validate_features.{json,md}``; raises DataError naming each
     failed expectation and its offending files. Reads only.
     """
-    root = Path(root)
     features_dir = root / cfg.paths.features_dir
     split_table = read_split_table(root / cfg.paths.splits, list(cfg.data.classes))
     features = load_features(features_dir)

@@ -1,13 +1,11 @@
 """Stage ``validate_raw``: a manifest of ``data/raw`` and Great Expectations checks on it.
 
 Every image file under ``raw_dir/<Class>/`` becomes one manifest row (path, class, sha256,
-size, width, height, format, mode, whether it decodes). A Great Expectations suite built from
-``cfg.validation`` checks the manifest: decoding, formats, modes, sizes, the exact class set,
-images and share per class, empty files, exact duplicates (reported as a warning) and the same
-content under two classes (a label conflict, an error). The manifest CSV is written only when
-every critical check passes, so later stages never read data that failed validation. Both
-outcomes write a JSON report (a DVC metric) and a Markdown report that names the offending
-files.
+size, width, height, format, mode, whether it decodes); a suite built from ``cfg.validation``
+checks it (the checks: :func:`build_suite`, docs/data-quality.md). The manifest CSV is written
+only when every critical check passes, so later stages never read data that failed
+validation. Both outcomes write a JSON report (a DVC metric) and a Markdown report that names
+the offending files.
 """
 
 from __future__ import annotations
@@ -132,15 +130,7 @@ def validate(manifest: pd.DataFrame, classes: list[str],
     classes : list of str
         The configured classes (``data.classes``).
     rules : Config or dict
-        ``cfg.validation`` (every key of the group; checked by the config schema). The suite
-        uses allowed_formats, allowed_modes, min/max width and height, min_images_per_class
-        and min/max_class_share.
-
-    Returns
-    -------
-    ValidationResult
-        Overall success and one :class:`ExpectationOutcome` per check (with the offending
-        paths or classes).
+        ``cfg.validation`` (every key of the group; checked by the config schema).
     """
     rules = check_section("validation", rules)  # types and ranges: the config schema
     classes = list(classes)
@@ -162,7 +152,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     Writes ``<paths.reports_dir>/validate_raw.{json,md}`` always and ``paths.manifest`` only
     when every check passes. Raises DataError (listing the offending files) otherwise.
     """
-    root = Path(root)
     raw_dir = root / cfg.paths.raw_dir
     manifest_path = root / cfg.paths.manifest
     reports_dir = root / cfg.paths.reports_dir

@@ -1,19 +1,11 @@
 """Stage ``validate_splits``: Great Expectations checks on the split table, before preprocess.
 
-The split table (``paths.splits``) and the image files it lists become one row per file with
-its content hash (sha256) and perceptual hash (``imagehash.phash``, 64 bits), both computed
-from the files themselves. The suite checks, with thresholds from ``cfg.validation``:
-
-- each split holds ``split.train/val/test`` of the images, within ``split_size_tolerance``;
-- each class's share of each split is its share of all images, within
-  ``class_share_tolerance``;
-- every file is listed once, and no content (sha256) is in two splits;
-- no near-duplicate is in two splits: perceptual hashes at most
-  ``near_duplicate_max_distance`` bits apart (re-encoded, resized, slightly brightened copies).
-
-Both outcomes write ``<reports_dir>/validate_splits.{json,md}``; a failure raises DataError
-naming each failed expectation and its offending files, so ``dvc repro`` stops before
-``preprocess`` reads the table.
+Every file the split table (``paths.splits``) lists is hashed from the file itself (sha256 and
+a 64-bit perceptual hash); the suite checks, with thresholds from ``cfg.validation``, each
+split's size and class shares, that every file is listed once and that no content and no
+near-duplicate is in two splits (the checks: docs/data-quality.md). Both outcomes write
+``<reports_dir>/validate_splits.{json,md}``; a failure raises DataError naming each failed
+expectation and its offending files, so ``dvc repro`` stops before ``preprocess`` reads it.
 """
 
 from __future__ import annotations
@@ -58,16 +50,6 @@ def fingerprint(path: Path) -> tuple[str, int]:
     return sha256, perceptual_hash(open_image(path))
 
 
-def fingerprints(raw_dir: Path, paths: list[str], progress: bool = True) -> tuple[list[str],
-                                                                                  np.ndarray]:
-    """sha256 and perceptual hash (uint64) of every ``raw_dir/path``, in the order given."""
-    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
-        pairs = list(tqdm(pool.map(lambda p: fingerprint(raw_dir / p), paths), total=len(paths),
-                          desc="validate_splits: hashing images", unit="img",
-                          disable=not progress))
-    return [sha for sha, _ in pairs], np.array([h for _, h in pairs], dtype=np.uint64)
-
-
 def near_duplicate_pairs(hashes: np.ndarray, splits: np.ndarray, sha256: np.ndarray,
                          max_distance: int) -> tuple[dict[int, tuple[int, int]], int | None]:
     """The closest other-split partner of each file within ``max_distance`` bits.
@@ -93,11 +75,10 @@ def near_duplicate_pairs(hashes: np.ndarray, splits: np.ndarray, sha256: np.ndar
 
 def check_table(table: pd.DataFrame, sha256: list[str], hashes: np.ndarray,
                 max_distance: int) -> tuple[pd.DataFrame, int | None]:
-    """The split table plus fingerprints and the two leak columns the suite checks."""
+    """The split table plus each file's sha256 and the two leak columns the suite checks."""
     frame = table[["path", "class", "split"]].reset_index(drop=True).copy()
     frame["split_class"] = frame["split"] + "/" + frame["class"]
     frame["sha256"] = sha256
-    frame["phash"] = [f"{int(h):016x}" for h in hashes]
 
     same = pd.Series("", index=frame.index, dtype=object)
     for _, group in frame.groupby("sha256"):
@@ -179,12 +160,16 @@ def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Map
     Returns
     -------
     (ValidationResult, pandas.DataFrame, int or None)
-        The checks, the checked table (with hashes and leak columns) and the smallest
+        The checks, the checked table (with sha256 and leak columns) and the smallest
         perceptual-hash distance between two files of different splits.
     """
     if table.empty:
         raise DataError("the split table lists no images; rerun `dvc repro split`")
-    sha256, hashes = fingerprints(Path(raw_dir), table["path"].tolist(), progress)
+    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+        pairs = list(tqdm(pool.map(lambda p: fingerprint(raw_dir / p), table["path"]),
+                          total=len(table), desc="validate_splits: hashing images", unit="img",
+                          disable=not progress))
+    sha256, hashes = [sha for sha, _ in pairs], np.array([h for _, h in pairs], dtype=np.uint64)
     frame, smallest = check_table(table, sha256, hashes, rules.near_duplicate_max_distance)
     result = suites.run_suite(
         frame, lambda add: build_suite(add, frame, list(classes), ratios, rules), "validate_splits")
@@ -206,18 +191,10 @@ def offender_lines(outcome: ExpectationOutcome) -> list[str]:
         return [f"split {subject}: {outcome.observed} images" for subject in outcome.offending]
     if outcome.kind == "class_share":
         return [f"split/class {subject}: {outcome.observed} images" for subject in outcome.offending]
-    lines = []
-    for path, value in zip(outcome.offending, outcome.offending_values, strict=False):
-        if outcome.column == SAME_CONTENT:
-            reason = f"same content (sha256) as {value}"
-        elif outcome.column == NEAR_DUPLICATE:
-            reason = f"near-duplicate of {value}"
-        elif outcome.column == "path":
-            reason = "listed more than once"
-        else:
-            reason = f"{outcome.column}={value}"
-        lines.append(f"{path}: {reason}")
-    return lines
+    reason = {SAME_CONTENT: "same content (sha256) as {}", NEAR_DUPLICATE: "near-duplicate of {}",
+              "path": "listed more than once"}.get(outcome.column, f"{outcome.column}={{}}")
+    return [f"{path}: {reason.format(value)}"
+            for path, value in zip(outcome.offending, outcome.offending_values, strict=False)]
 
 
 def report_dict(result: ValidationResult, frame: pd.DataFrame, classes: list[str],
@@ -272,7 +249,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
     Writes ``<paths.reports_dir>/validate_splits.{json,md}``; raises DataError naming each
     failed expectation and its offending files. Reads only; never changes the table or data.
     """
-    root = Path(root)
     classes = list(cfg.data.classes)
     rules = cfg.validation
     ratios = {name: getattr(cfg.split, name) for name in SPLITS}
