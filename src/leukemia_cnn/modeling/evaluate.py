@@ -1,11 +1,9 @@
-"""Evaluate stage: argmax accuracy on val and test, per-class precision/recall/F1, confusion
-matrices, sample predictions (the paper's Fig. 2) and the paper's "prediction time" (wall
-time to predict the whole val set and the whole test set); calibration (expected calibration
-error, NLL and a reliability diagram per split, before and after the temperature the train
-stage fit on val), a Grad-CAM grid of correct and wrong test predictions per class, and
-selective prediction under the out-of-distribution guard (false-flag rate, accuracy on the
-accepted images, the risk-coverage curve: :mod:`leukemia_cnn.modeling.selective`).
-Written as DVC metrics/plots and logged to the training run in MLflow."""
+"""Evaluate stage: argmax accuracy, per-class precision/recall/F1, confusion matrices, sample
+predictions (the paper's Fig. 2) and the paper's "prediction time" (wall time to predict a whole
+split) on val and test; calibration before and after the train stage's temperature (ECE, NLL,
+reliability diagrams), a Grad-CAM grid of test predictions and selective prediction under the
+guard (:mod:`leukemia_cnn.modeling.selective`). Written as DVC metrics/plots and logged to the
+training run in MLflow."""
 
 from __future__ import annotations
 
@@ -78,7 +76,7 @@ def is_collapsed(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
 
 def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
                   prefix: str) -> dict[str, float]:
-    """Accuracy, macro/weighted F1 and per-class precision/recall/F1 named ``<prefix>_...``."""
+    """Accuracy, macro F1 and per-class precision/recall/F1 named ``<prefix>_...``."""
     labels = list(range(len(classes)))
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
@@ -176,8 +174,6 @@ def evaluate_model(model, cfg: Config, splits: dict[str, tuple], reports_dir: Pa
 
     Parameters
     ----------
-    model : keras.Model
-        The trained model.
     cfg : Config
         Composed config (``data.classes``, ``seed``).
     splits : dict

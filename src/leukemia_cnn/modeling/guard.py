@@ -28,11 +28,6 @@ Methods (``train.guard_method``; each gives a score, higher = more unusual):
     Each part divided by its own score at the accept rate on val; the image's score is the
     largest part, so either gate can flag it.
 
-Precision: the parts are fitted on the embeddings of the saved network (``Guard.precision``);
-serving in the other precision (``train.inference_precision``) moves every embedding a little,
-so the train stage also sets the scales and threshold on val embeddings computed in that
-precision (:func:`calibrate_precision`, measured in benchmarks/RESULTS.md).
-
 The other stages read a guard through ``GUARD_FILE``, :func:`load_guard`,
 ``Guard.in_precision`` and :func:`score_images`.
 """

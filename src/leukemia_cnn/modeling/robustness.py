@@ -1,27 +1,15 @@
 """Robustness stage: the trained model and its guard on the test split under the seeded
-acquisition-shift suite (:mod:`leukemia_cnn.data.shifts`).
+acquisition-shift suite (:mod:`leukemia_cnn.data.shifts`); docs/robustness.md says what each
+number means and where it is written.
 
-Each test image is read from ``paths.raw_dir`` as it was acquired (RGB, native size), shifted
-as another lab would shift it (magnification, exposure, tone, focus, compression, stain, a
-grayscale camera, orientation, noise), then preprocessed exactly as the served model does
-(:func:`~leukemia_cnn.data.imaging.to_model_input`), and scored by the network and its
-out-of-distribution guard in float32, one prediction per image (no test-time augmentation).
-
-For every case (a shift at one strength, and the unchanged images as ``clean``) it reports
-``accuracy`` (argmax, all images), ``flagged`` (the share the guard flags),
-``accuracy_accepted`` (on the images the guard accepts; empty when it accepts none),
-``wrong_accepted`` (how many wrong answers the guard lets through), ``correct_accepted`` (the
-share of the right answers the guard accepts: its cost) and ``ood_auroc`` (how well
-``ood_score`` ranks the wrong answers above the right ones; empty without both).
-
-Outputs: ``reports/robustness/robustness.csv`` (the table), one plot file per line of the
-``robustness`` plot (``reports/robustness/<family>[_up|_down].csv``: accuracy against
-severity, 0 = clean), ``reports/robustness.json`` (the summary, in ``dvc metrics``) and, on
-the training run in MLflow, every case's numbers as ``robustness/<family>_<strength>/<stat>``,
-the summary and the table as artifacts under ``robustness/``. The summary's
-``robustness_worst_accuracy_accepted`` is the lowest accuracy on accepted images over every
-shifted case (cases where the guard accepts nothing do not count; ``robustness_cases_all_flagged``
-says how many there were).
+Each test image is read from ``paths.raw_dir`` as it was acquired, shifted as another lab would
+shift it, preprocessed exactly as the served model does
+(:func:`~leukemia_cnn.data.imaging.to_model_input`) and scored by the network and its guard in
+float32, one prediction per image (no test-time augmentation). Per case (a shift at one
+strength, and the unchanged images as ``clean``) it reports :data:`STATS`; it writes the table
+and the ``robustness`` plot's lines under ``reports/robustness/``, the summary
+(``reports/robustness.json``) and, on the training run in MLflow, every case's numbers as
+``robustness/<family>_<strength>/<stat>``.
 """
 
 from __future__ import annotations
@@ -61,8 +49,8 @@ SUMMARY_KEYS = ("robustness_worst_accuracy_accepted", "robustness_worst_accuracy
 
 def case_row(y_true: np.ndarray, y_pred: np.ndarray, accepted: np.ndarray,
              ood_score: np.ndarray) -> dict[str, float]:
-    """The numbers of one case from its images' labels, predictions, the guard's verdicts and
-    scores (see the module docstring)."""
+    """The numbers of one case (:data:`STATS`, docs/robustness.md) from its images' labels,
+    predictions, the guard's verdicts and scores."""
     correct = np.asarray(y_true) == np.asarray(y_pred)
     accepted = np.asarray(accepted, dtype=bool)
     n = len(correct)
