@@ -141,11 +141,6 @@ def fit_temperature(probabilities, labels,
     labels : array-like of int, shape (n_samples,)
     bounds : (float, float)
         Smallest and largest temperature searched.
-
-    Returns
-    -------
-    float
-        The fitted ``T``.
     """
     from scipy.optimize import minimize_scalar
 

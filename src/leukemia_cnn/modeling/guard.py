@@ -16,14 +16,11 @@ Methods (``train.guard_method``; each gives a score, higher = more unusual):
 ``energy``
     Minus the log-sum-exp of the logits (the energy score of Liu et al. 2020).
 ``input``
-    Squared Mahalanobis distance of image statistics the model's input keeps: brightness
-    (mean, spread, 5/50/95th percentiles), focus (log variance of the Laplacian) and edge
-    energy (log mean squared gradient), against the training images.
+    Squared Mahalanobis distance of the image statistics the model's input keeps
+    (:mod:`leukemia_cnn.features.imagestats`) to those of the training images.
 ``shift``
-    The probability that the network reads the image wrong, from a logistic regression fitted
-    on the val split's originals under random acquisition shifts
-    (:mod:`leukemia_cnn.modeling.guardshift`); beside it the distance parts flag only what is
-    far (99.5% of val, and never within the shifted images the network reads right).
+    The probability that the network reads the image wrong, learnt under random acquisition
+    shifts (:mod:`leukemia_cnn.modeling.guardshift`).
 ``mahalanobis+input`` (and any ``a+b``)
     Each part divided by its own score at the accept rate on val; the image's score is the
     largest part, so either gate can flag it.

@@ -1,8 +1,5 @@
-"""A fitted out-of-distribution guard as data: :class:`Guard` (method, threshold, the arrays
-of its parts, its rates and per-precision thresholds), :class:`GuardResult`, and the guard's
-file ``guard.npz`` (:func:`save_guard`, :func:`load_guard`: arrays and JSON settings, no
-pickle) and run record (:func:`summary`). :mod:`leukemia_cnn.modeling.guard` fits and scores
-guards and re-exports these names."""
+"""A fitted out-of-distribution guard as data, its file ``guard.npz`` and its run record;
+:mod:`leukemia_cnn.modeling.guard` fits and scores guards and re-exports these names."""
 
 from __future__ import annotations
 

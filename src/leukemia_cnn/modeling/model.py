@@ -36,8 +36,6 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int,
     ----------
     input_shape : tuple of int
         (height, width, channels) of the preprocessed images, e.g. (100, 100, 1).
-    n_classes : int
-        Number of output classes (softmax units).
     model : ModelConfig, optional
         The ``model`` group (``conf/model/paper_cnn.yaml``; default: the paper's filters
         [64, 32, 128], kernels [5, 5, 3], valid padding, Flatten head, no batch norm).
