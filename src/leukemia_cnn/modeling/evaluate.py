@@ -127,21 +127,6 @@ def score_split(model, split: str, data: tuple, classes: list[str], reports_dir:
     return metrics, details
 
 
-def score_splits(model, cfg: Config, splits: dict[str, tuple], reports_dir: Path,
-                 fitted_temperature: float, metrics: dict[str, float]) -> dict[str, dict]:
-    """:func:`score_split` for val, then test: adds their metrics to ``metrics`` and returns
-    their details by split."""
-    (reports_dir / "figures").mkdir(parents=True, exist_ok=True)
-    details: dict[str, dict] = {}
-    for split in ("val", "test"):
-        scores, details[split] = score_split(
-            model, split, splits[split], list(cfg.data.classes), reports_dir,
-            tta=cfg.evaluate.tta, fitted_temperature=fitted_temperature,
-            n_bins=cfg.evaluate.ece_bins)
-        metrics.update(scores)
-    return details
-
-
 def write_reports(model, cfg: Config, details: dict[str, dict], reports_dir: Path,
                   temperature: float, raw_dir: Path | None) -> None:
     """Confusion matrices and ``classification_report.txt`` of val and test; sample
@@ -207,7 +192,14 @@ def evaluate_model(model, cfg: Config, splits: dict[str, tuple], reports_dir: Pa
     fitted_temperature = temperature if fitted_temperature is None else fitted_temperature
     metrics = {"calibration_temperature": float(temperature),
                "calibration_fitted_temperature": float(fitted_temperature)}
-    details = score_splits(model, cfg, splits, reports_dir, fitted_temperature, metrics)
+    (reports_dir / "figures").mkdir(parents=True, exist_ok=True)
+    details: dict[str, dict] = {}
+    for split in ("val", "test"):
+        scores, details[split] = score_split(
+            model, split, splits[split], list(cfg.data.classes), reports_dir,
+            tta=cfg.evaluate.tta, fitted_temperature=fitted_temperature,
+            n_bins=cfg.evaluate.ece_bins)
+        metrics.update(scores)
     y_val = details["val"]["y_true"]
     collapsed = is_collapsed(y_val, details["val"]["y_pred"])
     metrics["val_majority_share"] = float(np.bincount(y_val).max() / len(y_val))

@@ -215,15 +215,6 @@ def case_metrics(table: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
-def log_robustness(table: pd.DataFrame, summary: dict, folder: Path, reports_dir: Path) -> None:
-    """Log the case metrics, the summary and the files to the active run."""
-    numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float))}
-    log_metrics({**case_metrics(table), **numbers})
-    set_tags({f"robustness_{k}": v for k, v in worst_cases(table).items()})
-    log_artifacts(folder, artifact_path=ROBUSTNESS_DIR)
-    log_artifact(reports_dir / METRICS_FILE, ROBUSTNESS_DIR)
-
-
 def suite_cases(robustness, color_mode: str) -> list[shifts.ShiftCase]:
     """The cases of the ``robustness`` config group for a model of ``color_mode``."""
     return shifts.suite(robustness.families, color_mode=color_mode,
@@ -254,13 +245,18 @@ def run(cfg, root: Path) -> dict:
                                       acquisition=acquisition_of(scale))
     summary = summary_metrics(table, per_image)
     summary["robustness_seconds"] = round(time.perf_counter() - start, 2)
-    folder = write_outputs(table, {**summary, **worst_cases(table)}, reports_dir)
+    worst = worst_cases(table)
+    folder = write_outputs(table, {**summary, **worst}, reports_dir)
 
     setup_mlflow(cfg, root)
     with start_run(run_id=record["run_id"]):
         set_tags(process_tags())  # this process now owns the reopened run
-        log_robustness(table, summary, folder, reports_dir)
-    print_summary(summary, worst_cases(table))
+        numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float))}
+        log_metrics({**case_metrics(table), **numbers})
+        set_tags({f"robustness_{k}": v for k, v in worst.items()})
+        log_artifacts(folder, artifact_path=ROBUSTNESS_DIR)
+        log_artifact(reports_dir / METRICS_FILE, ROBUSTNESS_DIR)
+    print_summary(summary, worst)
     return summary
 
 

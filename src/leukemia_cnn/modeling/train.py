@@ -136,8 +136,11 @@ def fit(cfg: Config, x_train, y_train, x_val, y_val, callbacks=()):
     batch_size = cfg.train.batch_size
     channels = x_val.shape[-1]
     strategy = distribution_strategy(cfg)
+    # what the model takes: RGB training images turned grey with PIL's weights
+    x_model = (x_train if x_train.shape[-1] == channels
+               else (x_train @ LUMA[:, np.newaxis]).astype(np.float32))
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = build_from_config(cfg, x_val.shape[1:], x_train=as_channels(x_train, channels),
+        model = build_from_config(cfg, x_val.shape[1:], x_train=x_model,
                                   steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
     start = time.perf_counter()
     batches = training_batches(cfg, x_train, one_hot(y_train, n_classes), channels)
@@ -154,13 +157,6 @@ def fit(cfg: Config, x_train, y_train, x_val, y_val, callbacks=()):
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     return model, frame, seconds
-
-
-def as_channels(x: np.ndarray, channels: int) -> np.ndarray:
-    """``x`` with ``channels`` channels: RGB turned grey with PIL's weights when 1 is asked."""
-    if x.shape[-1] == channels:
-        return x
-    return (x @ LUMA[:, np.newaxis]).astype(np.float32)
 
 
 def kept_epoch(cfg: Config, history: pd.DataFrame) -> int:
@@ -215,7 +211,6 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
     model_info : mlflow.models.model.ModelInfo
         The logged model (its ``model_uri``).
     model : keras.Model
-        The fitted model.
     """
     model, history, seconds = fit_with_epoch_logger(
         cfg, x_train if x_source is None else x_source, y_train, x_val, y_val)

@@ -37,10 +37,6 @@ from leukemia_cnn.tracking.store import (
     unique_run_name,
 )
 
-# Keras's own accuracy duplicates the argmax accuracy (Keras 3 computes it categorically
-# whatever the loss; tag `keras_accuracy_metric` says which): not logged.
-DUPLICATE_EPOCH_KEYS = ("accuracy", "val_accuracy")
-
 
 @dataclass(frozen=True)
 class TrainingRun:
@@ -75,8 +71,10 @@ def epoch_logger():
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
+            # Keras's own accuracy duplicates the argmax accuracy (Keras 3 computes it
+            # categorically whatever the loss; tag `keras_accuracy_metric` says which)
             metrics = {EPOCH_METRICS.get(k, k): float(v) for k, v in (logs or {}).items()
-                       if k not in DUPLICATE_EPOCH_KEYS}
+                       if k not in ("accuracy", "val_accuracy")}
             metrics["epoch_seconds"] = time.perf_counter() - self._start
             self.writer.put(metrics, step=epoch + 1)
 
