@@ -212,8 +212,17 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
         The logged model (its ``model_uri``).
     model : keras.Model
     """
-    model, history, seconds = fit_with_epoch_logger(
-        cfg, x_train if x_source is None else x_source, y_train, x_val, y_val)
+    logger = epoch_logger()
+    try:
+        model, history, seconds = fit(cfg, x_train if x_source is None else x_source, y_train,
+                                      x_val, y_val, callbacks=[logger])
+    except KeyboardInterrupt:  # the run ends KILLED (tag `interrupted`) after its epochs are written
+        logger.close(raise_errors=False)
+        set_tag("interrupted", "true")
+        end_run(status="KILLED")
+        raise
+    finally:
+        logger.close(raise_errors=False)  # after any other error: the run ends FAILED
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
     keras_path = model_dir / "cnn.keras"
@@ -231,21 +240,6 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
         info = log_pyfunc_model(cfg, keras_path, guard_path, calibration["temperature"], x_val[0],
                                 scale)
     return summary, info, model
-
-
-def fit_with_epoch_logger(cfg: Config, x_train, y_train, x_val, y_val):
-    """:func:`fit` with the per-epoch MLflow logger; an interrupted fit ends the active run
-    KILLED (tag ``interrupted``) after the epochs it logged are written."""
-    logger = epoch_logger()
-    try:
-        return fit(cfg, x_train, y_train, x_val, y_val, callbacks=[logger])
-    except KeyboardInterrupt:
-        logger.close(raise_errors=False)
-        set_tag("interrupted", "true")
-        end_run(status="KILLED")
-        raise
-    finally:
-        logger.close(raise_errors=False)  # after any other error: the run ends FAILED
 
 
 def training_summary(cfg: Config, model, history: pd.DataFrame, seconds: float) -> dict:
@@ -287,9 +281,8 @@ def calibrate_and_guard(cfg: Config, model, x_train, y_train, x_val, y_val,
                                          learning=learning)
     guard_record = guard_summary(guard)
     summary.update(guard_record)
-    words = {k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
-             if k in guard_record}  # text: tags, not metrics
-    tags.update(words)
+    tags.update({k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
+                 if k in guard_record})  # text: tags, not metrics
     metrics.update(guard_record)
     log_metrics(metrics)
     set_tags(tags)
