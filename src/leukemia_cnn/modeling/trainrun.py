@@ -1,9 +1,5 @@
-"""The MLflow run of one training, shared by the ``train`` stage and the sweep jobs.
-
-:func:`start_training_run` sets the run up (name, tags, description, params, datasets);
-:func:`epoch_logger` logs its per-epoch curves; :func:`summary_fields` splits the training
-summary into comparison metrics and descriptive tags.
-"""
+"""The MLflow run of one training, shared by the ``train`` stage and the sweep jobs: how it
+is opened (name, tags, params, datasets) and what it logs per epoch and at the end."""
 
 from __future__ import annotations
 
