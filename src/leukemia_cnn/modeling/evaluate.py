@@ -7,7 +7,6 @@ training run in MLflow."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.data.staging import interrupted_note
-from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json, write_text
 from leukemia_cnn.modeling.calibration import (
     apply_temperature,
@@ -27,7 +25,7 @@ from leukemia_cnn.modeling.calibration import (
     reliability_bins,
 )
 from leukemia_cnn.modeling.evaluate_figures import plot_gradcam_grid, plot_reliability, plot_samples
-from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard
+from leukemia_cnn.modeling.guard import load_trained
 from leukemia_cnn.modeling.plots import plot_confusion
 from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics, print_guard_summary
 from leukemia_cnn.tracking.failures import cleaned_on_failure
@@ -255,20 +253,11 @@ SUMMARY_KEYS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro"
 
 def run(cfg: Config, root: Path) -> dict:
     """DVC stage ``evaluate``."""
-    import keras
-
-    model_dir = root / cfg.paths.model_dir
     reports_dir = root / cfg.paths.reports_dir
-    run_file = model_dir / "run.json"
-    if not run_file.is_file():
-        raise DataError(f"{run_file} not found; run the train stage first (`dvc repro train`)")
-    record = json.loads(run_file.read_text())
-    model = keras.saving.load_model(model_dir / "cnn.keras", compile=False)
+    record, model, guard = load_trained(root / cfg.paths.model_dir)
     splits = {split: load_split(root / cfg.paths.preprocessed_dir, split)
               for split in ("val", "test")}
     temperature = float(record.get("temperature", 1.0))  # absent: trained before calibration
-    guard_file = model_dir / GUARD_FILE  # absent: trained before the guard
-    guard = load_guard(guard_file) if guard_file.is_file() else None
     metrics, collapsed = evaluate_model(
         model, cfg, splits, reports_dir, temperature=temperature,
         fitted_temperature=float(record.get("fitted_temperature", temperature)),

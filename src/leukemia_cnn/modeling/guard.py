@@ -51,6 +51,7 @@ from leukemia_cnn.modeling.guardstore import (  # noqa: F401 - the guard's publi
     Guard,
     GuardResult,
     load_guard,
+    load_trained,
     save_guard,
     summary,
 )

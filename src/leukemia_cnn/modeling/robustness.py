@@ -14,7 +14,6 @@ and the ``robustness`` plot's lines under ``reports/robustness/``, the summary
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -24,9 +23,8 @@ import pandas as pd
 from leukemia_cnn.data import shifts
 from leukemia_cnn.data.acquisition import acquisition_of
 from leukemia_cnn.data.preprocess import load_split, scale_record
-from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
-from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard, score_images
+from leukemia_cnn.modeling.guard import load_trained, score_images
 from leukemia_cnn.modeling.guardinputs import embedding_model
 from leukemia_cnn.tracking.orphans import process_tags
 from leukemia_cnn.tracking.runs import log_artifact, log_artifacts, log_metrics, set_tags, start_run
@@ -223,19 +221,11 @@ def suite_cases(robustness, color_mode: str) -> list[shifts.ShiftCase]:
 
 def run(cfg, root: Path) -> dict:
     """DVC stage ``robustness``."""
-    import keras
-
-    model_dir, reports_dir = root / cfg.paths.model_dir, root / cfg.paths.reports_dir
-    run_file = model_dir / "run.json"
-    if not run_file.is_file():
-        raise DataError(f"{run_file} not found; run the train stage first (`dvc repro train`)")
-    record = json.loads(run_file.read_text())
+    reports_dir = root / cfg.paths.reports_dir
     start = time.perf_counter()
+    record, model, guard = load_trained(root / cfg.paths.model_dir)
     _, y_test, paths = load_split(root / cfg.paths.preprocessed_dir, "test")
     originals = shifts.load_originals(root / cfg.paths.raw_dir, paths)
-    model = keras.saving.load_model(model_dir / "cnn.keras", compile=False)
-    guard_file = model_dir / GUARD_FILE
-    guard = load_guard(guard_file) if guard_file.is_file() else None
     cases = suite_cases(cfg.robustness, cfg.preprocess.color_mode)
     print(f"robustness: {len(originals)} test images under {len(cases)} shifts "
           f"(seed {cfg.robustness.seed})", flush=True)
