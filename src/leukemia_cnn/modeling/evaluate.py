@@ -234,14 +234,13 @@ def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
     print(f"{prefix}: val accuracy {metrics['val_accuracy']:.3f}, test accuracy "
           f"{metrics['test_accuracy']:.3f}; prediction time val {metrics['val_prediction_seconds']:.2f}"
           f" s, test {metrics['test_prediction_seconds']:.2f} s")
-    if "val_ece_uncalibrated" in metrics:
-        served = ("applied" if metrics["calibration_temperature"] != 1.0 else "not applied")
-        print(f"{prefix}: calibration T {metrics['calibration_fitted_temperature']:.3f} "
-              f"({served}); ECE val {metrics['val_ece_uncalibrated']:.3f} -> "
-              f"{metrics['val_ece_calibrated']:.3f}, test {metrics['test_ece_uncalibrated']:.3f} "
-              f"-> {metrics['test_ece_calibrated']:.3f}; NLL val "
-              f"{metrics['val_nll_uncalibrated']:.3f} -> {metrics['val_nll_calibrated']:.3f}, "
-              f"test {metrics['test_nll_uncalibrated']:.3f} -> {metrics['test_nll_calibrated']:.3f}")
+    served = "applied" if metrics["calibration_temperature"] != 1.0 else "not applied"
+    print(f"{prefix}: calibration T {metrics['calibration_fitted_temperature']:.3f} "
+          f"({served}); ECE val {metrics['val_ece_uncalibrated']:.3f} -> "
+          f"{metrics['val_ece_calibrated']:.3f}, test {metrics['test_ece_uncalibrated']:.3f} "
+          f"-> {metrics['test_ece_calibrated']:.3f}; NLL val "
+          f"{metrics['val_nll_uncalibrated']:.3f} -> {metrics['val_nll_calibrated']:.3f}, "
+          f"test {metrics['test_nll_uncalibrated']:.3f} -> {metrics['test_nll_calibrated']:.3f}")
     print_guard_summary(metrics, prefix)
 
 

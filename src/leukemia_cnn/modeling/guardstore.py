@@ -108,11 +108,10 @@ def load_guard(path: Path, precision: str = "float32") -> Guard:
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: not a readable guard file ({exc}); re-run the train stage "
                         "(`dvc repro train`)") from exc
-    return Guard(method=meta["method"], threshold=float(meta["threshold"]),
-                 accept_rate=float(meta["accept_rate"]),
-                 val_accept_rate=float(meta["val_accept_rate"]),
-                 train_accept_rate=float(meta["train_accept_rate"]),
-                 parts=parts, scales={k: float(v) for k, v in meta["scales"].items()},
+    rates = {key: float(meta[key])
+             for key in ("threshold", "accept_rate", "val_accept_rate", "train_accept_rate")}
+    return Guard(method=meta["method"], **rates, parts=parts,
+                 scales={k: float(v) for k, v in meta["scales"].items()},
                  precision=str(meta.get("precision", precision)),
                  calibrations=dict(meta.get("calibrations", {})))
 

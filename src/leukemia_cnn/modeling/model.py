@@ -132,8 +132,7 @@ def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return False
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return not {"avx512_bf16", "amx_bf16"}.isdisjoint(cpuinfo.split())
 
 
 def resolve_mixed_precision(setting: str, cpuinfo: str | None = None) -> str:
