@@ -31,8 +31,6 @@ from PIL import Image
 from leukemia_cnn.data.imaging import to_model_input
 from leukemia_cnn.errors import LeukemiaCNNError
 
-# How strongly the heatmap's colour covers the image where the evidence is strongest.
-OVERLAY_ALPHA = 0.55
 CAM_METHODS = ("hirescam", "gradcam")
 
 
@@ -122,9 +120,10 @@ def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
+def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.55) -> Image.Image:
     """``image`` (any mode, shown in colour) with ``heatmap`` (values in [0, 1], any size)
-    drawn over it in the ``jet`` colours; where the map is 0 the original shows unchanged."""
+    drawn over it in the ``jet`` colours, covering it by ``alpha`` where the map is 1; where the
+    map is 0 the original shows unchanged."""
     from matplotlib import colormaps
 
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

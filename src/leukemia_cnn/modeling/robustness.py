@@ -36,7 +36,6 @@ METRICS_FILE = "robustness.json"
 CLEAN = "clean"  # the family name of the unchanged images in the table
 STATS = ("accuracy", "flagged", "accuracy_accepted", "wrong_accepted", "correct_accepted",
          "ood_auroc")
-METRIC_PREFIX = "robustness/"  # MLflow: robustness/<family>_<strength>/<stat>
 SUMMARY_KEYS = ("robustness_worst_accuracy_accepted", "robustness_worst_accuracy",
                 "robustness_clean_accuracy", "robustness_clean_flagged",
                 "robustness_moderate_min_accuracy", "robustness_moderate_correct_accepted",
@@ -209,7 +208,7 @@ def case_metrics(table: pd.DataFrame) -> dict[str, float]:
     for row in table.to_dict("records"):
         key = (CLEAN if row["family"] == CLEAN
                else shifts.ShiftCase(row["family"], row["strength"]).key)
-        metrics.update({f"{METRIC_PREFIX}{key}/{stat}": float(row[stat]) for stat in STATS})
+        metrics.update({f"robustness/{key}/{stat}": float(row[stat]) for stat in STATS})
     return metrics
 
 
