@@ -37,8 +37,7 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int,
     input_shape : tuple of int
         (height, width, channels) of the preprocessed images, e.g. (100, 100, 1).
     model : ModelConfig, optional
-        The ``model`` group (``conf/model/paper_cnn.yaml``; default: the paper's filters
-        [64, 32, 128], kernels [5, 5, 3], valid padding, Flatten head, no batch norm).
+        The ``model`` group (default: the paper's network, ``conf/model/paper_cnn.yaml``).
     train : TrainConfig, optional
         The ``train`` group: its ``augment`` layers (active only while training: the logged
         model sees images unchanged) and ``mixed_precision`` (hidden layers in bfloat16,
