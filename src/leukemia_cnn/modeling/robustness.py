@@ -240,8 +240,7 @@ def run(cfg, root: Path) -> dict:
     setup_mlflow(cfg, root)
     with start_run(run_id=record["run_id"]):
         set_tags(process_tags())  # this process now owns the reopened run
-        numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float))}
-        log_metrics({**case_metrics(table), **numbers})
+        log_metrics({**case_metrics(table), **summary})  # summary_metrics' numbers only
         set_tags({f"robustness_{k}": v for k, v in worst.items()})
         log_artifacts(folder, artifact_path=ROBUSTNESS_DIR)
         log_artifact(reports_dir / METRICS_FILE, ROBUSTNESS_DIR)
