@@ -1,15 +1,12 @@
-"""Evaluate stage: argmax accuracy on val and test, per-class precision/recall/F1, confusion
-matrices, sample predictions (the paper's Fig. 2) and the paper's "prediction time" (wall
-time to predict the whole val set and the whole test set); calibration (expected calibration
-error, NLL and a reliability diagram per split, before and after the temperature the train
-stage fit on val), a Grad-CAM grid of correct and wrong test predictions per class, and
-selective prediction under the out-of-distribution guard (false-flag rate, accuracy on the
-accepted images, the risk-coverage curve: :mod:`leukemia_cnn.modeling.selective`).
-Written as DVC metrics/plots and logged to the training run in MLflow."""
+"""Evaluate stage: argmax accuracy, per-class precision/recall/F1, confusion matrices, sample
+predictions (the paper's Fig. 2) and the paper's "prediction time" (wall time to predict a whole
+split) on val and test; calibration before and after the train stage's temperature (ECE, NLL,
+reliability diagrams), a Grad-CAM grid of test predictions and selective prediction under the
+guard (:mod:`leukemia_cnn.modeling.selective`). Written as DVC metrics/plots and logged to the
+training run in MLflow."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +17,6 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.preprocess import load_split
 from leukemia_cnn.data.staging import interrupted_note
-from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json, write_text
 from leukemia_cnn.modeling.calibration import (
     apply_temperature,
@@ -29,7 +25,7 @@ from leukemia_cnn.modeling.calibration import (
     reliability_bins,
 )
 from leukemia_cnn.modeling.evaluate_figures import plot_gradcam_grid, plot_reliability, plot_samples
-from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard
+from leukemia_cnn.modeling.guard import load_trained
 from leukemia_cnn.modeling.plots import plot_confusion
 from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics, print_guard_summary
 from leukemia_cnn.tracking.failures import cleaned_on_failure
@@ -78,7 +74,7 @@ def is_collapsed(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
 
 def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
                   prefix: str) -> dict[str, float]:
-    """Accuracy, macro/weighted F1 and per-class precision/recall/F1 named ``<prefix>_...``."""
+    """Accuracy, macro F1 and per-class precision/recall/F1 named ``<prefix>_...``."""
     labels = list(range(len(classes)))
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
@@ -129,21 +125,6 @@ def score_split(model, split: str, data: tuple, classes: list[str], reports_dir:
     return metrics, details
 
 
-def score_splits(model, cfg: Config, splits: dict[str, tuple], reports_dir: Path,
-                 fitted_temperature: float, metrics: dict[str, float]) -> dict[str, dict]:
-    """:func:`score_split` for val, then test: adds their metrics to ``metrics`` and returns
-    their details by split."""
-    (reports_dir / "figures").mkdir(parents=True, exist_ok=True)
-    details: dict[str, dict] = {}
-    for split in ("val", "test"):
-        scores, details[split] = score_split(
-            model, split, splits[split], list(cfg.data.classes), reports_dir,
-            tta=cfg.evaluate.tta, fitted_temperature=fitted_temperature,
-            n_bins=cfg.evaluate.ece_bins)
-        metrics.update(scores)
-    return details
-
-
 def write_reports(model, cfg: Config, details: dict[str, dict], reports_dir: Path,
                   temperature: float, raw_dir: Path | None) -> None:
     """Confusion matrices and ``classification_report.txt`` of val and test; sample
@@ -176,8 +157,6 @@ def evaluate_model(model, cfg: Config, splits: dict[str, tuple], reports_dir: Pa
 
     Parameters
     ----------
-    model : keras.Model
-        The trained model.
     cfg : Config
         Composed config (``data.classes``, ``seed``).
     splits : dict
@@ -211,7 +190,14 @@ def evaluate_model(model, cfg: Config, splits: dict[str, tuple], reports_dir: Pa
     fitted_temperature = temperature if fitted_temperature is None else fitted_temperature
     metrics = {"calibration_temperature": float(temperature),
                "calibration_fitted_temperature": float(fitted_temperature)}
-    details = score_splits(model, cfg, splits, reports_dir, fitted_temperature, metrics)
+    (reports_dir / "figures").mkdir(parents=True, exist_ok=True)
+    details: dict[str, dict] = {}
+    for split in ("val", "test"):
+        scores, details[split] = score_split(
+            model, split, splits[split], list(cfg.data.classes), reports_dir,
+            tta=cfg.evaluate.tta, fitted_temperature=fitted_temperature,
+            n_bins=cfg.evaluate.ece_bins)
+        metrics.update(scores)
     y_val = details["val"]["y_true"]
     collapsed = is_collapsed(y_val, details["val"]["y_pred"])
     metrics["val_majority_share"] = float(np.bincount(y_val).max() / len(y_val))
@@ -248,14 +234,13 @@ def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
     print(f"{prefix}: val accuracy {metrics['val_accuracy']:.3f}, test accuracy "
           f"{metrics['test_accuracy']:.3f}; prediction time val {metrics['val_prediction_seconds']:.2f}"
           f" s, test {metrics['test_prediction_seconds']:.2f} s")
-    if "val_ece_uncalibrated" in metrics:
-        served = ("applied" if metrics["calibration_temperature"] != 1.0 else "not applied")
-        print(f"{prefix}: calibration T {metrics['calibration_fitted_temperature']:.3f} "
-              f"({served}); ECE val {metrics['val_ece_uncalibrated']:.3f} -> "
-              f"{metrics['val_ece_calibrated']:.3f}, test {metrics['test_ece_uncalibrated']:.3f} "
-              f"-> {metrics['test_ece_calibrated']:.3f}; NLL val "
-              f"{metrics['val_nll_uncalibrated']:.3f} -> {metrics['val_nll_calibrated']:.3f}, "
-              f"test {metrics['test_nll_uncalibrated']:.3f} -> {metrics['test_nll_calibrated']:.3f}")
+    served = "applied" if metrics["calibration_temperature"] != 1.0 else "not applied"
+    print(f"{prefix}: calibration T {metrics['calibration_fitted_temperature']:.3f} "
+          f"({served}); ECE val {metrics['val_ece_uncalibrated']:.3f} -> "
+          f"{metrics['val_ece_calibrated']:.3f}, test {metrics['test_ece_uncalibrated']:.3f} "
+          f"-> {metrics['test_ece_calibrated']:.3f}; NLL val "
+          f"{metrics['val_nll_uncalibrated']:.3f} -> {metrics['val_nll_calibrated']:.3f}, "
+          f"test {metrics['test_nll_uncalibrated']:.3f} -> {metrics['test_nll_calibrated']:.3f}")
     print_guard_summary(metrics, prefix)
 
 
@@ -267,20 +252,11 @@ SUMMARY_KEYS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro"
 
 def run(cfg: Config, root: Path) -> dict:
     """DVC stage ``evaluate``."""
-    import keras
-
-    model_dir = root / cfg.paths.model_dir
     reports_dir = root / cfg.paths.reports_dir
-    run_file = model_dir / "run.json"
-    if not run_file.is_file():
-        raise DataError(f"{run_file} not found; run the train stage first (`dvc repro train`)")
-    record = json.loads(run_file.read_text())
-    model = keras.saving.load_model(model_dir / "cnn.keras", compile=False)
+    record, model, guard = load_trained(root / cfg.paths.model_dir)
     splits = {split: load_split(root / cfg.paths.preprocessed_dir, split)
               for split in ("val", "test")}
     temperature = float(record.get("temperature", 1.0))  # absent: trained before calibration
-    guard_file = model_dir / GUARD_FILE  # absent: trained before the guard
-    guard = load_guard(guard_file) if guard_file.is_file() else None
     metrics, collapsed = evaluate_model(
         model, cfg, splits, reports_dir, temperature=temperature,
         fitted_temperature=float(record.get("fitted_temperature", temperature)),

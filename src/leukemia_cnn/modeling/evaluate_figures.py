@@ -109,8 +109,7 @@ def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarr
     for row, (label, right, wrong) in enumerate(picks):
         for col in range(cols):
             axis = axes[row, col]
-            axis.set_xticks([])
-            axis.set_yticks([])
+            axis.set(xticks=[], yticks=[])
             group = right if col < per_class else wrong
             slot = col % per_class
             if col == 0:

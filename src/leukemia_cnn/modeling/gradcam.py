@@ -1,28 +1,24 @@
 """Grad-CAM heatmaps: where in the smear the CNN found the evidence for the class it predicted.
 
 The map is built on the last conv block's pooled, rectified feature maps ``A`` (what the
-dense head reads; 10x10 for the paper's 100x100 input) and the gradient ``G``
-of the predicted class's score with respect to them, then rectified, normalised to [0, 1],
-upsampled to the input image's resolution and drawn over the ORIGINAL colour image (the model
-sees a grayscale 100x100 copy; the preprocessing resizes without cropping, so the map lines
-up with the original).
+dense head reads; 10x10 for the paper's 100x100 input) and the gradient ``G`` of the predicted
+class's score with respect to them, then rectified, normalised to [0, 1], upsampled and drawn
+over the original colour image (the preprocessing resizes without cropping, so the map lines up
+with it).
 
 - ``method="hirescam"`` (default; HiResCAM, Draelos & Carin 2020): ``sum_k G_k * A_k`` per
   position. The paper's CNN flattens its last feature maps into a dense layer, whose weights
   differ per position; this keeps that position information and is exact for such a head.
 - ``method="gradcam"`` (Grad-CAM, Selvaraju et al. 2017): ``sum_k mean(G_k) * A_k``. The
   spatial mean of the gradient suits global-average-pooling heads; with the flatten head it
-  averages away where the evidence is (on the planted-feature test it put on average 0.17 of
-  the map on the feature's quadrant, against 0.85 for HiResCAM).
+  averages away where the evidence is.
 
 The score is the class's log-odds against the others (its logit minus the log-sum-exp of the
 other logits): a softmax only sees logit differences, so a bare logit may carry none of the
 evidence, and unlike log p the log-odds' gradient does not vanish as p -> 1.
 
-``leukemia-cnn explain IMG...`` (:mod:`leukemia_cnn.serving.explain`) writes one
-``<image stem>_gradcam.png`` per image with the champion model (or ``--model``); the evaluate
-stage draws a grid of correct and wrong test predictions per class; the served model returns a
-map on request (``params={"heatmap": True}``, see :mod:`leukemia_cnn.serving.pyfunc`).
+Drawn by ``leukemia-cnn explain`` (:mod:`leukemia_cnn.serving.explain`), the evaluate stage's
+grid and the served model on request (``params={"heatmap": True}``).
 """
 
 from __future__ import annotations
@@ -35,8 +31,6 @@ from PIL import Image
 from leukemia_cnn.data.imaging import to_model_input
 from leukemia_cnn.errors import LeukemiaCNNError
 
-# How strongly the heatmap's colour covers the image where the evidence is strongest.
-OVERLAY_ALPHA = 0.55
 CAM_METHODS = ("hirescam", "gradcam")
 
 
@@ -126,9 +120,10 @@ def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> Image.Image:
+def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.55) -> Image.Image:
     """``image`` (any mode, shown in colour) with ``heatmap`` (values in [0, 1], any size)
-    drawn over it in the ``jet`` colours; where the map is 0 the original shows unchanged."""
+    drawn over it in the ``jet`` colours, covering it by ``alpha`` where the map is 1; where the
+    map is 0 the original shows unchanged."""
     from matplotlib import colormaps
 
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

@@ -16,22 +16,14 @@ Methods (``train.guard_method``; each gives a score, higher = more unusual):
 ``energy``
     Minus the log-sum-exp of the logits (the energy score of Liu et al. 2020).
 ``input``
-    Squared Mahalanobis distance of image statistics the model's input keeps: brightness
-    (mean, spread, 5/50/95th percentiles), focus (log variance of the Laplacian) and edge
-    energy (log mean squared gradient), against the training images.
+    Squared Mahalanobis distance of the image statistics the model's input keeps
+    (:mod:`leukemia_cnn.features.imagestats`) to those of the training images.
 ``shift``
-    The probability that the network reads the image wrong, from a logistic regression fitted
-    on the val split's originals under random acquisition shifts
-    (:mod:`leukemia_cnn.modeling.guardshift`); beside it the distance parts flag only what is
-    far (99.5% of val, and never within the shifted images the network reads right).
+    The probability that the network reads the image wrong, learnt under random acquisition
+    shifts (:mod:`leukemia_cnn.modeling.guardshift`).
 ``mahalanobis+input`` (and any ``a+b``)
     Each part divided by its own score at the accept rate on val; the image's score is the
     largest part, so either gate can flag it.
-
-Precision: the parts are fitted on the embeddings of the saved network (``Guard.precision``);
-serving in the other precision (``train.inference_precision``) moves every embedding a little,
-so the train stage also sets the scales and threshold on val embeddings computed in that
-precision (:func:`calibrate_precision`, measured in benchmarks/RESULTS.md).
 
 The other stages read a guard through ``GUARD_FILE``, :func:`load_guard`,
 ``Guard.in_precision`` and :func:`score_images`.
@@ -59,6 +51,7 @@ from leukemia_cnn.modeling.guardstore import (  # noqa: F401 - the guard's publi
     Guard,
     GuardResult,
     load_guard,
+    load_trained,
     save_guard,
     summary,
 )

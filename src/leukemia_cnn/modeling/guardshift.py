@@ -1,27 +1,13 @@
 """The guard's ``shift`` part: a small calibrated model of the network's errors under
-acquisition shift.
+acquisition shift (docs/robustness.md, "A guard judged by what it lets through").
 
-A distance to the training images says how unusual an image is, not whether the network
-reads it wrong: a re-magnified smear may look familiar and be misread, and a re-stained one
-may look strange and be read right. The ``shift`` part learns the second question. At training
-time the val split's original images are shifted as another lab would shift them (the
-families of :mod:`leukemia_cnn.data.shifts` at strengths drawn at random from
-:data:`LEARNING_RANGES`, never the robustness stage's grid, with the training seed, never
-``robustness.seed``; the test split is never used), scored by the trained network, and a
-logistic regression (scikit-learn) learns which of them it gets wrong from what the guard can
-see of any image:
-
-- the squared Mahalanobis distance of the penultimate embedding to the nearest class mean;
-- the image statistics of the input part (brightness, spread, percentiles, focus, edges),
-  the log of the typical red-cell radius (:func:`~leukemia_cnn.data.scale.relative_radius`:
-  another magnification moves it) and, for an RGB model, the colour (red and blue against
-  green, saturation: another stain or a grey camera moves them), as signed and absolute
-  z-scores against the training images, and their squared norm;
-- the network's top probability, its margin over the second, and the entropy.
-
-Its score is the predicted probability of an error. Beside it the distance parts are scaled at
-:data:`FAR_ACCEPT_RATE` of val, so that they flag only what is far from every training image
-(a photo, an inverted smear) and the ``shift`` part decides the rest.
+A distance to the training images says how unusual an image is, not whether the network reads
+it wrong. At training time the val split's original images are shifted at random strengths
+(:data:`LEARNING_RANGES`, with the training seed; never the robustness stage's grid or seed,
+never the test split), scored by the trained network, and a logistic regression learns which of
+them it gets wrong from what the guard can see of any image (:func:`features`). Its score is the
+predicted probability of an error. Beside it the distance parts are scaled at
+:data:`FAR_ACCEPT_RATE` of val, so that they flag only what is far from every training image.
 """
 
 from __future__ import annotations
@@ -105,7 +91,7 @@ def learning_set(originals, labels: np.ndarray, seed: int, image_size: int, colo
 def features(part: dict[str, np.ndarray], embeddings: np.ndarray,
              statistics: np.ndarray) -> np.ndarray:
     """The part's input per image: :data:`FEATURE_NAMES`, then the signed and absolute
-    z-scores of the image statistics."""
+    z-scores of the image statistics (:func:`leukemia_cnn.modeling.guard.statistics_for`)."""
     probabilities = softmax(embeddings @ part["kernel"] + part["bias"], axis=1)
     top = np.sort(probabilities, axis=1)[:, ::-1]
     entropy = -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=1)

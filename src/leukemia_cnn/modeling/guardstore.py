@@ -1,8 +1,6 @@
-"""A fitted out-of-distribution guard as data: :class:`Guard` (method, threshold, the arrays
-of its parts, its rates and per-precision thresholds), :class:`GuardResult`, and the guard's
-file ``guard.npz`` (:func:`save_guard`, :func:`load_guard`: arrays and JSON settings, no
-pickle) and run record (:func:`summary`). :mod:`leukemia_cnn.modeling.guard` fits and scores
-guards and re-exports these names."""
+"""A fitted out-of-distribution guard as data, its file ``guard.npz`` and its run record, and
+the trained model beside it (:func:`load_trained`); :mod:`leukemia_cnn.modeling.guard` fits and
+scores guards and re-exports these names."""
 
 from __future__ import annotations
 
@@ -110,10 +108,23 @@ def load_guard(path: Path, precision: str = "float32") -> Guard:
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: not a readable guard file ({exc}); re-run the train stage "
                         "(`dvc repro train`)") from exc
-    return Guard(method=meta["method"], threshold=float(meta["threshold"]),
-                 accept_rate=float(meta["accept_rate"]),
-                 val_accept_rate=float(meta["val_accept_rate"]),
-                 train_accept_rate=float(meta["train_accept_rate"]),
-                 parts=parts, scales={k: float(v) for k, v in meta["scales"].items()},
+    rates = {key: float(meta[key])
+             for key in ("threshold", "accept_rate", "val_accept_rate", "train_accept_rate")}
+    return Guard(method=meta["method"], **rates, parts=parts,
+                 scales={k: float(v) for k, v in meta["scales"].items()},
                  precision=str(meta.get("precision", precision)),
                  calibrations=dict(meta.get("calibrations", {})))
+
+
+def load_trained(model_dir: Path) -> tuple[dict, object, Guard | None]:
+    """What the train stage left in ``model_dir``: its record (``run.json``), the Keras model
+    and its guard (None for a model trained before the guard); a DataError before train ran."""
+    import keras
+
+    run_file = model_dir / "run.json"
+    if not run_file.is_file():
+        raise DataError(f"{run_file} not found; run the train stage first (`dvc repro train`)")
+    guard_file = model_dir / GUARD_FILE
+    return (json.loads(run_file.read_text()),
+            keras.saving.load_model(model_dir / "cnn.keras", compile=False),
+            load_guard(guard_file) if guard_file.is_file() else None)

@@ -36,11 +36,8 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int,
     ----------
     input_shape : tuple of int
         (height, width, channels) of the preprocessed images, e.g. (100, 100, 1).
-    n_classes : int
-        Number of output classes (softmax units).
     model : ModelConfig, optional
-        The ``model`` group (``conf/model/paper_cnn.yaml``; default: the paper's filters
-        [64, 32, 128], kernels [5, 5, 3], valid padding, Flatten head, no batch norm).
+        The ``model`` group (default: the paper's network, ``conf/model/paper_cnn.yaml``).
     train : TrainConfig, optional
         The ``train`` group: its ``augment`` layers (active only while training: the logged
         model sees images unchanged) and ``mixed_precision`` (hidden layers in bfloat16,
@@ -134,8 +131,7 @@ def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return False
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return not {"avx512_bf16", "amx_bf16"}.isdisjoint(cpuinfo.split())
 
 
 def resolve_mixed_precision(setting: str, cpuinfo: str | None = None) -> str:

@@ -24,8 +24,6 @@ from pathlib import Path
 from leukemia_cnn.fileio import write_json
 from leukemia_cnn.modeling.guard import GUARD_FILE
 
-# How often the watchdog looks for the DVC process (seconds).
-POLL_SECONDS = 0.5
 MODEL_FILE = "cnn.keras"
 HISTORY_FILE = "train_history.csv"
 
@@ -81,7 +79,7 @@ def exit_with_dvc() -> Iterator[None]:
             return True
 
     def watch() -> None:
-        while not done.wait(POLL_SECONDS):
+        while not done.wait(0.5):  # seconds between two looks for the DVC process
             if gone():
                 os.kill(os.getpid(), signal.SIGTERM)
                 return

@@ -1,11 +1,8 @@
 """Inference precision: run a saved float32 CNN in bfloat16 where the CPU has bfloat16 units.
 
-``train.inference_precision`` (``auto``, ``float32`` or ``bfloat16``) is recorded with the
-logged model; the pyfunc model resolves it when it is loaded, on the machine that serves it:
-``auto`` is ``bfloat16`` only where :func:`leukemia_cnn.modeling.model.cpu_has_bfloat16` finds
-AVX512-BF16 or AMX units (elsewhere TensorFlow emulates bfloat16 and is slower than float32).
-The guard has a threshold for each precision
-(:func:`leukemia_cnn.modeling.guard.calibrate_precision`).
+``train.inference_precision`` is recorded with the logged model, which resolves it
+(:func:`resolve_inference_precision`) when it is loaded, on the machine that serves it. The
+guard has a threshold for each precision (:func:`leukemia_cnn.modeling.guard.calibrate_precision`).
 """
 
 from __future__ import annotations
@@ -14,15 +11,16 @@ from leukemia_cnn.errors import ConfigError
 from leukemia_cnn.modeling.model import cpu_has_bfloat16
 
 INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
-# Largest |p_bfloat16 - p_float32| accepted for any class probability of any image. Measured on
-# the built-in synthetic set's test split (benchmarks/RESULTS.md): 0.017 with a tiny model
-# (32x32, 30 epochs; class agreement 0.983, one near tie), 0.0003 with the paper's network.
+# Largest |p_bfloat16 - p_float32| accepted for any class probability of any image: a tiny test
+# model reaches about 0.02, the paper's network far less (benchmarks/RESULTS.md).
 PROBABILITY_TOLERANCE = 0.05
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 def resolve_inference_precision(setting: str, cpuinfo: str | None = None) -> str:
-    """``float32`` or ``bfloat16``: what ``train.inference_precision`` means on this machine."""
+    """``float32`` or ``bfloat16``: what ``train.inference_precision`` means on this machine
+    (``auto``: ``bfloat16`` only with bfloat16 units, :func:`cpu_has_bfloat16`; elsewhere
+    TensorFlow emulates bfloat16, slower than float32)."""
     if setting not in INFERENCE_PRECISIONS:
         raise ConfigError(f"train.inference_precision is {setting!r}; use one of "
                           f"{', '.join(INFERENCE_PRECISIONS)}")

@@ -1,32 +1,19 @@
 """Robustness stage: the trained model and its guard on the test split under the seeded
-acquisition-shift suite (:mod:`leukemia_cnn.data.shifts`).
+acquisition-shift suite (:mod:`leukemia_cnn.data.shifts`); docs/robustness.md says what each
+number means and where it is written.
 
-Each test image is read from ``paths.raw_dir`` as it was acquired (RGB, native size), shifted
-as another lab would shift it (magnification, exposure, tone, focus, compression, stain, a
-grayscale camera, orientation, noise), then preprocessed exactly as the served model does
-(:func:`~leukemia_cnn.data.imaging.to_model_input`), and scored by the network and its
-out-of-distribution guard in float32, one prediction per image (no test-time augmentation).
-
-For every case (a shift at one strength, and the unchanged images as ``clean``) it reports
-``accuracy`` (argmax, all images), ``flagged`` (the share the guard flags),
-``accuracy_accepted`` (on the images the guard accepts; empty when it accepts none),
-``wrong_accepted`` (how many wrong answers the guard lets through), ``correct_accepted`` (the
-share of the right answers the guard accepts: its cost) and ``ood_auroc`` (how well
-``ood_score`` ranks the wrong answers above the right ones; empty without both).
-
-Outputs: ``reports/robustness/robustness.csv`` (the table), one plot file per line of the
-``robustness`` plot (``reports/robustness/<family>[_up|_down].csv``: accuracy against
-severity, 0 = clean), ``reports/robustness.json`` (the summary, in ``dvc metrics``) and, on
-the training run in MLflow, every case's numbers as ``robustness/<family>_<strength>/<stat>``,
-the summary and the table as artifacts under ``robustness/``. The summary's
-``robustness_worst_accuracy_accepted`` is the lowest accuracy on accepted images over every
-shifted case (cases where the guard accepts nothing do not count; ``robustness_cases_all_flagged``
-says how many there were).
+Each test image is read from ``paths.raw_dir`` as it was acquired, shifted as another lab would
+shift it, preprocessed exactly as the served model does
+(:func:`~leukemia_cnn.data.imaging.to_model_input`) and scored by the network and its guard in
+float32, one prediction per image (no test-time augmentation). Per case (a shift at one
+strength, and the unchanged images as ``clean``) it reports :data:`STATS`; it writes the table
+and the ``robustness`` plot's lines under ``reports/robustness/``, the summary
+(``reports/robustness.json``) and, on the training run in MLflow, every case's numbers as
+``robustness/<family>_<strength>/<stat>``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -36,9 +23,8 @@ import pandas as pd
 from leukemia_cnn.data import shifts
 from leukemia_cnn.data.acquisition import acquisition_of
 from leukemia_cnn.data.preprocess import load_split, scale_record
-from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import write_csv, write_json
-from leukemia_cnn.modeling.guard import GUARD_FILE, load_guard, score_images
+from leukemia_cnn.modeling.guard import load_trained, score_images
 from leukemia_cnn.modeling.guardinputs import embedding_model
 from leukemia_cnn.tracking.orphans import process_tags
 from leukemia_cnn.tracking.runs import log_artifact, log_artifacts, log_metrics, set_tags, start_run
@@ -50,7 +36,6 @@ METRICS_FILE = "robustness.json"
 CLEAN = "clean"  # the family name of the unchanged images in the table
 STATS = ("accuracy", "flagged", "accuracy_accepted", "wrong_accepted", "correct_accepted",
          "ood_auroc")
-METRIC_PREFIX = "robustness/"  # MLflow: robustness/<family>_<strength>/<stat>
 SUMMARY_KEYS = ("robustness_worst_accuracy_accepted", "robustness_worst_accuracy",
                 "robustness_clean_accuracy", "robustness_clean_flagged",
                 "robustness_moderate_min_accuracy", "robustness_moderate_correct_accepted",
@@ -61,8 +46,8 @@ SUMMARY_KEYS = ("robustness_worst_accuracy_accepted", "robustness_worst_accuracy
 
 def case_row(y_true: np.ndarray, y_pred: np.ndarray, accepted: np.ndarray,
              ood_score: np.ndarray) -> dict[str, float]:
-    """The numbers of one case from its images' labels, predictions, the guard's verdicts and
-    scores (see the module docstring)."""
+    """The numbers of one case (:data:`STATS`, docs/robustness.md) from its images' labels,
+    predictions, the guard's verdicts and scores."""
     correct = np.asarray(y_true) == np.asarray(y_pred)
     accepted = np.asarray(accepted, dtype=bool)
     n = len(correct)
@@ -223,17 +208,8 @@ def case_metrics(table: pd.DataFrame) -> dict[str, float]:
     for row in table.to_dict("records"):
         key = (CLEAN if row["family"] == CLEAN
                else shifts.ShiftCase(row["family"], row["strength"]).key)
-        metrics.update({f"{METRIC_PREFIX}{key}/{stat}": float(row[stat]) for stat in STATS})
+        metrics.update({f"robustness/{key}/{stat}": float(row[stat]) for stat in STATS})
     return metrics
-
-
-def log_robustness(table: pd.DataFrame, summary: dict, folder: Path, reports_dir: Path) -> None:
-    """Log the case metrics, the summary and the files to the active run."""
-    numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float))}
-    log_metrics({**case_metrics(table), **numbers})
-    set_tags({f"robustness_{k}": v for k, v in worst_cases(table).items()})
-    log_artifacts(folder, artifact_path=ROBUSTNESS_DIR)
-    log_artifact(reports_dir / METRICS_FILE, ROBUSTNESS_DIR)
 
 
 def suite_cases(robustness, color_mode: str) -> list[shifts.ShiftCase]:
@@ -244,19 +220,11 @@ def suite_cases(robustness, color_mode: str) -> list[shifts.ShiftCase]:
 
 def run(cfg, root: Path) -> dict:
     """DVC stage ``robustness``."""
-    import keras
-
-    model_dir, reports_dir = root / cfg.paths.model_dir, root / cfg.paths.reports_dir
-    run_file = model_dir / "run.json"
-    if not run_file.is_file():
-        raise DataError(f"{run_file} not found; run the train stage first (`dvc repro train`)")
-    record = json.loads(run_file.read_text())
+    reports_dir = root / cfg.paths.reports_dir
     start = time.perf_counter()
+    record, model, guard = load_trained(root / cfg.paths.model_dir)
     _, y_test, paths = load_split(root / cfg.paths.preprocessed_dir, "test")
     originals = shifts.load_originals(root / cfg.paths.raw_dir, paths)
-    model = keras.saving.load_model(model_dir / "cnn.keras", compile=False)
-    guard_file = model_dir / GUARD_FILE
-    guard = load_guard(guard_file) if guard_file.is_file() else None
     cases = suite_cases(cfg.robustness, cfg.preprocess.color_mode)
     print(f"robustness: {len(originals)} test images under {len(cases)} shifts "
           f"(seed {cfg.robustness.seed})", flush=True)
@@ -266,13 +234,17 @@ def run(cfg, root: Path) -> dict:
                                       acquisition=acquisition_of(scale))
     summary = summary_metrics(table, per_image)
     summary["robustness_seconds"] = round(time.perf_counter() - start, 2)
-    folder = write_outputs(table, {**summary, **worst_cases(table)}, reports_dir)
+    worst = worst_cases(table)
+    folder = write_outputs(table, {**summary, **worst}, reports_dir)
 
     setup_mlflow(cfg, root)
     with start_run(run_id=record["run_id"]):
         set_tags(process_tags())  # this process now owns the reopened run
-        log_robustness(table, summary, folder, reports_dir)
-    print_summary(summary, worst_cases(table))
+        log_metrics({**case_metrics(table), **summary})  # summary_metrics' numbers only
+        set_tags({f"robustness_{k}": v for k, v in worst.items()})
+        log_artifacts(folder, artifact_path=ROBUSTNESS_DIR)
+        log_artifact(reports_dir / METRICS_FILE, ROBUSTNESS_DIR)
+    print_summary(summary, worst)
     return summary
 
 

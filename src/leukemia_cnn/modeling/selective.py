@@ -33,10 +33,7 @@ def risk_coverage(correct: np.ndarray, ood_score: np.ndarray,
                   confidence: np.ndarray) -> pd.DataFrame:
     """Coverage, accuracy when ordering by ``ood_score`` and by ``confidence``, and risk
     (1 - accuracy) by ``ood_score``; at most :data:`CURVE_POINTS` rows, always the full set."""
-    n = len(correct)
-    if n == 0:
-        return pd.DataFrame(columns=["coverage", "accuracy_ood_score", "accuracy_confidence",
-                                     "risk_ood_score"])
+    n = len(correct)  # 0: the same columns, no rows
     by_score = selective_accuracy(correct, ood_score)
     by_confidence = selective_accuracy(correct, -np.asarray(confidence))
     keep = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int))

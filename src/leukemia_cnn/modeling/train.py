@@ -136,8 +136,11 @@ def fit(cfg: Config, x_train, y_train, x_val, y_val, callbacks=()):
     batch_size = cfg.train.batch_size
     channels = x_val.shape[-1]
     strategy = distribution_strategy(cfg)
+    # what the model takes: RGB training images turned grey with PIL's weights
+    x_model = (x_train if x_train.shape[-1] == channels
+               else (x_train @ LUMA[:, np.newaxis]).astype(np.float32))
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = build_from_config(cfg, x_val.shape[1:], x_train=as_channels(x_train, channels),
+        model = build_from_config(cfg, x_val.shape[1:], x_train=x_model,
                                   steps_per_epoch=int(np.ceil(len(x_train) / batch_size)))
     start = time.perf_counter()
     batches = training_batches(cfg, x_train, one_hot(y_train, n_classes), channels)
@@ -154,13 +157,6 @@ def fit(cfg: Config, x_train, y_train, x_val, y_val, callbacks=()):
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     return model, frame, seconds
-
-
-def as_channels(x: np.ndarray, channels: int) -> np.ndarray:
-    """``x`` with ``channels`` channels: RGB turned grey with PIL's weights when 1 is asked."""
-    if x.shape[-1] == channels:
-        return x
-    return (x @ LUMA[:, np.newaxis]).astype(np.float32)
 
 
 def kept_epoch(cfg: Config, history: pd.DataFrame) -> int:
@@ -215,10 +211,18 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
     model_info : mlflow.models.model.ModelInfo
         The logged model (its ``model_uri``).
     model : keras.Model
-        The fitted model.
     """
-    model, history, seconds = fit_with_epoch_logger(
-        cfg, x_train if x_source is None else x_source, y_train, x_val, y_val)
+    logger = epoch_logger()
+    try:
+        model, history, seconds = fit(cfg, x_train if x_source is None else x_source, y_train,
+                                      x_val, y_val, callbacks=[logger])
+    except KeyboardInterrupt:  # the run ends KILLED (tag `interrupted`) after its epochs are written
+        logger.close(raise_errors=False)
+        set_tag("interrupted", "true")
+        end_run(status="KILLED")
+        raise
+    finally:
+        logger.close(raise_errors=False)  # after any other error: the run ends FAILED
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
     keras_path = model_dir / "cnn.keras"
@@ -236,21 +240,6 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
         info = log_pyfunc_model(cfg, keras_path, guard_path, calibration["temperature"], x_val[0],
                                 scale)
     return summary, info, model
-
-
-def fit_with_epoch_logger(cfg: Config, x_train, y_train, x_val, y_val):
-    """:func:`fit` with the per-epoch MLflow logger; an interrupted fit ends the active run
-    KILLED (tag ``interrupted``) after the epochs it logged are written."""
-    logger = epoch_logger()
-    try:
-        return fit(cfg, x_train, y_train, x_val, y_val, callbacks=[logger])
-    except KeyboardInterrupt:
-        logger.close(raise_errors=False)
-        set_tag("interrupted", "true")
-        end_run(status="KILLED")
-        raise
-    finally:
-        logger.close(raise_errors=False)  # after any other error: the run ends FAILED
 
 
 def training_summary(cfg: Config, model, history: pd.DataFrame, seconds: float) -> dict:
@@ -292,9 +281,8 @@ def calibrate_and_guard(cfg: Config, model, x_train, y_train, x_val, y_val,
                                          learning=learning)
     guard_record = guard_summary(guard)
     summary.update(guard_record)
-    words = {k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
-             if k in guard_record}  # text: tags, not metrics
-    tags.update(words)
+    tags.update({k: guard_record.pop(k) for k in ("guard_method", "guard_degenerate")
+                 if k in guard_record})  # text: tags, not metrics
     metrics.update(guard_record)
     log_metrics(metrics)
     set_tags(tags)

@@ -1,9 +1,5 @@
-"""The MLflow run of one training, shared by the ``train`` stage and the sweep jobs.
-
-:func:`start_training_run` sets the run up (name, tags, description, params, datasets);
-:func:`epoch_logger` logs its per-epoch curves; :func:`summary_fields` splits the training
-summary into comparison metrics and descriptive tags.
-"""
+"""The MLflow run of one training, shared by the ``train`` stage and the sweep jobs: how it
+is opened (name, tags, params, datasets) and what it logs per epoch and at the end."""
 
 from __future__ import annotations
 
@@ -36,10 +32,6 @@ from leukemia_cnn.tracking.store import (
     setup_mlflow,
     unique_run_name,
 )
-
-# Keras's own accuracy duplicates the argmax accuracy (Keras 3 computes it categorically
-# whatever the loss; tag `keras_accuracy_metric` says which): not logged.
-DUPLICATE_EPOCH_KEYS = ("accuracy", "val_accuracy")
 
 
 @dataclass(frozen=True)
@@ -75,8 +67,10 @@ def epoch_logger():
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
+            # Keras's own accuracy duplicates the argmax accuracy (Keras 3 computes it
+            # categorically whatever the loss; tag `keras_accuracy_metric` says which)
             metrics = {EPOCH_METRICS.get(k, k): float(v) for k, v in (logs or {}).items()
-                       if k not in DUPLICATE_EPOCH_KEYS}
+                       if k not in ("accuracy", "val_accuracy")}
             metrics["epoch_seconds"] = time.perf_counter() - self._start
             self.writer.put(metrics, step=epoch + 1)
 
