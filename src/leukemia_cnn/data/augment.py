@@ -3,9 +3,8 @@
 What changes between two labs, drawn afresh for every training image at every epoch: stain
 batch (HED jitter), objective (zoom), exposure and camera response (brightness, contrast,
 gamma), focus (Gaussian blur), compression (JPEG) and, for an RGB model, a grey camera; as
-albumentations 2 transforms under a seeded ``Compose``. The stain jitter is the robustness
-suite's, over each batch at once (:func:`hed_jitter`): albumentations' ``HEStain`` moves a real
-smear by about 5 grey levels at zero jitter and took 4x as long (``benchmarks/bench_augment.py``).
+albumentations 2 transforms under a seeded ``Compose``; the stain jitter is the robustness
+suite's, over each batch at once (:func:`hed_jitter`; docs/robust-training.md says why).
 
 Training batches only (:mod:`leukemia_cnn.modeling.batches`): validation, test and served
 images are never augmented. A grayscale model augments the RGB copy of its training images
@@ -44,9 +43,8 @@ def hed_jitter(images: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.nd
     """The robustness suite's stain shift (:func:`leukemia_cnn.data.shifts.stain_jitter`) on a
     batch of uint8 RGB images (n, H, W, 3) at once: image ``i``'s haematoxylin, eosin and DAB
     concentrations (scikit-image's ``hed_from_rgb``) times ``alpha[i]`` plus ``beta[i]``, and
-    the colour change that makes (``rgb_from_hed``) applied to the image, in float32. The same
-    formulas as ``rgb2hed`` / ``hed2rgb``, written over the batch: calling them per image cost
-    four times as much, more than every other shift together."""
+    the colour change that makes (``rgb_from_hed``) applied to the image, in float32: the
+    formulas of ``rgb2hed`` / ``hed2rgb``, written over the batch."""
     from skimage.color import hed_from_rgb, rgb_from_hed
 
     rgb = images.astype(np.float32) / 255.0

@@ -6,12 +6,8 @@ every run (and every registered model version) records:
 - ``data_version``: the md5 that ``data.dvc`` records for ``data/raw``;
 - ``data_source``: how ``data/raw`` was made (``synthetic``, ``kaggle`` for the Kaggle API,
   ``folder`` or ``archive`` for ``data get --source PATH``), with ``data_uri`` (a URI a person
-  can follow) and ``data_name`` (a short label). ``data get`` and ``data synth`` write them
-  into ``data.dvc`` (its ``meta`` block, which DVC keeps); a ``data.dvc`` without them falls
-  back to ``data.source`` of the config;
-- ``val_digest``: the sha256 of the validation rows of the split table (path, content sha256
-  and label of every val image), so that two runs share it exactly when they were scored on
-  the same images with the same labels.
+  can follow) and ``data_name`` (a short label), as :func:`data_origin` finds them;
+- ``val_digest``: the :func:`rows_digest` of the validation rows of the split.
 
 No MLflow here (the registry and tracking modules turn these into tags and datasets).
 """

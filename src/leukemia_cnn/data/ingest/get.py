@@ -1,22 +1,11 @@
 """``leukemia-cnn data get``: bring a raw image tree into ``data/raw/<Class>/`` and version it.
 
-Sources (``--source``, default ``data.source``):
-
-- ``synthetic``: the built-in generator (:mod:`leukemia_cnn.data.synthetic`), the default;
-- ``kaggle``: the Kaggle API (the official ``kaggle`` package, when installed and credentials
-  are present) downloads ``data.kaggle_dataset``, then ingests that zip;
-- a zip file: the Kaggle archive as downloaded (``Original/<Class>/*.jpg`` and
-  ``Segmented/<Class>/*.jpg``; ``data.variant`` picks one) or any zip of ``<Class>/`` trees;
-- a folder: the unpacked archive, or any folder of ``<Class>/<image>`` trees.
-
-Class folders match ``data.classes`` case-insensitively and are written with the configured
-spelling; file names (and sub-folders) are kept and the bytes copied unchanged. Folders that
-match no class are an error unless ``data.skip_unknown_classes``; operating-system junk and
-non-image files are skipped and reported. The source is only read (:mod:`.sources`); the bytes
-written, the number of files and each image's pixel count are bounded
-(``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``). The new tree is checked
-with the raw-data suite the CLI passes in and swapped in as :mod:`leukemia_cnn.data.rawtree`
-says, then ``dvc add`` versions it in ``data.dvc``.
+The source (``--source``, default ``data.source``) is ``synthetic`` (the built-in generator),
+``kaggle`` (a download with the Kaggle API), a zip (the Kaggle archive, ``data.variant`` picking
+``Original/`` or ``Segmented/``) or a folder of ``<Class>/<image>`` trees; docs/data-quality.md
+gives the rules for class folders and skipped files. The bytes are copied unchanged within the
+``validation`` bounds, checked by the raw-data suite the CLI passes in, swapped in as
+:mod:`leukemia_cnn.data.rawtree` says and versioned in ``data.dvc``.
 """
 
 from __future__ import annotations
@@ -176,11 +165,10 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
         one an earlier ``leukemia-cnn data`` run wrote (marked or recorded), left unmarked.
     variant, label : str, optional
         Overrides ``data.variant``; how to name the source in messages (default: its path).
-    validate : callable, optional
-        Checks the new tree before it is swapped in: ``validate(cfg, staging, names, label,
-        out_dir, progress)`` returns warning lines or raises DataError. The CLI passes the
-        raw-data suite (:func:`leukemia_cnn.quality.validate_raw.check_staged`); None skips it
-        (the validate_raw stage still stops the pipeline).
+    validate : StagedCheck, optional
+        Checks the new tree before it is swapped in (warning lines, or DataError): the CLI
+        passes :func:`leukemia_cnn.quality.validate_raw.check_staged`; None skips it (the
+        validate_raw stage still stops the pipeline).
     version : callable, optional
         ``dvc add`` of the new tree, run while the previous one waits aside (put back when it
         fails): :func:`leukemia_cnn.data.rawtree.write_raw_tree`.
