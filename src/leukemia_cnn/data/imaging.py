@@ -127,10 +127,8 @@ def upright_8bit(image: Image.Image) -> Image.Image:
     if upright.mode not in ("I", "F") and not upright.mode.startswith("I;16"):
         return upright
     array = np.asarray(upright, dtype=np.float64)
-    if upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 1.0:
-        scale = 1.0
-    elif upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 255.0:
-        scale = 255.0
+    if upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 255.0:
+        scale = 1.0 if array.max() <= 1.0 else 255.0
     else:  # the smallest common bit depth that holds the peak: 12-bit data in 16 bits too
         peak = float(array.max()) if array.size else 0.0
         scale = next(float(2**bits - 1) for bits in (8, 10, 12, 14, 16, 32)

@@ -116,12 +116,3 @@ def to_reference(image: Image.Image, reference: float) -> Image.Image:
 
     return magnify(image, zoom)
 
-
-def radius_summary(radii: np.ndarray) -> dict:
-    """The training set's red-cell scale as recorded in ``meta.json``: the median, 5th and
-    95th percentiles of :func:`relative_radius` and the count."""
-    radii = np.asarray(radii, dtype=np.float64)
-    return {"median": round(float(np.median(radii)), 5),
-            "p05": round(float(np.percentile(radii, 5)), 5),
-            "p95": round(float(np.percentile(radii, 95)), 5), "n": int(len(radii)),
-            "unit": "fraction of the image width"}
