@@ -1,15 +1,9 @@
-"""Acquisition-shift augmentation of the training images (the ``augment`` knobs, issue 33).
-
-What changes between two labs, drawn afresh for every training image at every epoch: stain
-batch (HED jitter), objective (zoom), exposure and camera response (brightness, contrast,
-gamma), focus (Gaussian blur), compression (JPEG) and, for an RGB model, a grey camera; as
-albumentations 2 transforms under a seeded ``Compose``; the stain jitter is the robustness
-suite's, over each batch at once (:func:`hed_jitter`; docs/robust-training.md says why).
-
-Training batches only (:mod:`leukemia_cnn.modeling.batches`): validation, test and served
-images are never augmented. A grayscale model augments the RGB copy of its training images
-(``preprocess.train_rgb``) and sees them turned grey afterwards, with PIL's weights (what
-``preprocess`` does to every other image). No tensorflow here.
+"""Acquisition-shift augmentation of the training batches (the ``augment`` knobs, issue 33):
+stain, zoom, exposure and tone, blur, JPEG and a grey camera, drawn afresh for every training
+image at every epoch, as albumentations 2 transforms under a seeded ``Compose`` but the stain
+jitter, the robustness suite's over each batch at once (:func:`hed_jitter`).
+docs/robust-training.md gives each knob and why; validation, test and served images are never
+augmented. No tensorflow here.
 """
 
 from __future__ import annotations

@@ -83,16 +83,11 @@ class RawTarget:
 
 def write_raw_tree(target: RawTarget, fill: Callable[[Path], Filled],
                    version: Callable[[], object] | None = None) -> Filled:
-    """Write a tree with ``fill(staging)`` beside ``target.out_dir``, swap it in, run
-    ``version()`` (``dvc add``) while the previous tree waits aside; return what ``fill``
-    returned.
-
-    The staging folder is removed however the block ends (SIGTERM included). An existing
-    ``out_dir`` is replaced only when it is ``declared`` or an earlier ``leukemia-cnn data``
-    output (:func:`fileio.replacing_folder`), and never with files no record holds
-    (:meth:`RawTarget.check_local_files`). When ``version`` fails, the previous tree and the
-    files ``dvc add`` writes (the ``.dvc`` file, the folder's ``.gitignore``) are put back.
-    """
+    """Write a tree with ``fill(staging)`` beside ``target.out_dir``, swap it in as the module
+    says, run ``version()`` (``dvc add``) while the previous tree waits aside; return what
+    ``fill`` returned. An existing ``out_dir`` is replaced only when it is ``declared`` or an
+    earlier ``leukemia-cnn data`` output (:func:`fileio.replacing_folder`); when ``version``
+    fails, the folder's ``.gitignore`` is put back too."""
     out_dir = target.out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     kept = f"{shown(out_dir, target.shown_root)} is as it was"
