@@ -1,15 +1,8 @@
-"""What data a run saw: the data version, where the data came from, and the validation rows.
-
-A validation accuracy means something only next to the validation set it was measured on, so
-every run (and every registered model version) records:
-
-- ``data_version``: the md5 that ``data.dvc`` records for ``data/raw``;
-- ``data_source``: how ``data/raw`` was made (``synthetic``, ``kaggle`` for the Kaggle API,
-  ``folder`` or ``archive`` for ``data get --source PATH``), with ``data_uri`` (a URI a person
-  can follow) and ``data_name`` (a short label), as :func:`data_origin` finds them;
-- ``val_digest``: the :func:`rows_digest` of the validation rows of the split.
-
-No MLflow here (the registry and tracking modules turn these into tags and datasets).
+"""What data a run saw: the data version (:func:`data_version`), where the data came from
+(:func:`data_origin`) and the validation rows (:func:`rows_digest`), as the tags
+``data_version``, ``data_source``, ``data_name``, ``data_uri`` and ``val_digest`` of every run
+and model version (docs/lineage.md tables them). No MLflow here (the registry and tracking
+modules turn these into tags and datasets).
 """
 
 from __future__ import annotations
