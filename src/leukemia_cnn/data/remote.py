@@ -1,9 +1,7 @@
 """``leukemia-cnn data push``: ``dvc push`` after one request to the remote that says, in one
-line, what is wrong with it (the S3 server down, a credential refused) and which setting to fix.
-
-``dvc push`` itself reports a refused key as ``403 Forbidden`` on ``HeadObject``; listing the
-bucket instead makes S3 name the refused part. A failed push loses nothing: the DVC cache
-(``.dvc/cache``) keeps every file, and a later push sends what is missing.
+line, what is wrong with it (the S3 server down, a credential refused) and which setting to fix:
+``dvc push`` itself reports a refused key as ``403 Forbidden`` on ``HeadObject``, while listing
+the bucket makes S3 name the refused part (docs/scaling.md).
 """
 
 from __future__ import annotations

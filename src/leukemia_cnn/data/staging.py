@@ -1,11 +1,10 @@
 """A folder written beside its target and removed on any way out, SIGTERM included.
 
-``data get`` and ``data synth`` write the new tree in ``<target>.tmp-<token>`` and swap it in
-only once complete (:func:`leukemia_cnn.fileio.swap_folder`). Python runs ``finally`` blocks on
-exceptions and Ctrl-C, but SIGTERM (``kill``, a CI timeout, a closing terminal's SIGHUP) ends
-the process at once; while the folder exists those signals raise KeyboardInterrupt instead, so
-the half-written tree is removed and the command exits "interrupted" (status 130).
-``<name>.tmp-<8 hex digits>`` and ``.old-`` ones are also git- and DVC-ignored, for SIGKILL.
+Python runs ``finally`` blocks on exceptions and Ctrl-C, but SIGTERM (``kill``, a CI timeout, a
+closing terminal's SIGHUP) ends the process at once; while the folder exists those signals raise
+KeyboardInterrupt instead, so the half-written tree is removed and the command exits
+"interrupted" (status 130). ``<name>.tmp-<8 hex digits>`` and ``.old-`` ones are also git- and
+DVC-ignored, for SIGKILL.
 """
 
 from __future__ import annotations
