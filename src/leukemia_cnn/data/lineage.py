@@ -135,24 +135,18 @@ def _restage(path: Path) -> None:
         subprocess.run(["git", "add", "--", path.name], cwd=path.parent, capture_output=True)
 
 
-def recorded_origin(root: Path) -> dict[str, str] | None:
-    """The origin ``data get`` recorded in ``data.dvc``, if any."""
-    try:
-        stage = yaml.safe_load((root / "data.dvc").read_text()) or {}
-        origin = (stage.get("meta") or {}).get("data_origin")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    return origin if isinstance(origin, dict) and origin.get("source") else None
-
-
 def data_origin(cfg: Config, root: Path) -> tuple[str, str, str]:
     """``(source, name, uri)`` of the workspace's ``data/raw``.
 
     What ``data get`` recorded in ``data.dvc`` wins over the config's ``data.source`` (which
     says what to fetch next, not what was fetched).
     """
-    recorded = recorded_origin(root)
-    if recorded:
+    try:
+        stage = yaml.safe_load((root / "data.dvc").read_text()) or {}
+        recorded = (stage.get("meta") or {}).get("data_origin")
+    except (OSError, yaml.YAMLError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict) and recorded.get("source"):
         source = str(recorded["source"])
         return source, str(recorded.get("name") or source), str(recorded.get("uri") or "")
     configured = cfg.data.source
