@@ -170,10 +170,8 @@ def to_model_input(image: Image.Image, image_size: int = 100,
 
 def load_model_input(source: str | Path | bytes, image_size: int = 100,
                      color_mode: str = "grayscale", acquisition=None) -> np.ndarray:
-    """Decode ``source`` and apply :func:`to_model_input`; with ``acquisition``
-    (:class:`leukemia_cnn.data.acquisition.Acquisition`: ``preprocess.rescale``,
-    ``preprocess.stain_normalize``), first put the image at the training set's red-cell size
-    and stain."""
+    """Decode ``source``, apply ``acquisition`` when given
+    (:class:`leukemia_cnn.data.acquisition.Acquisition`), then :func:`to_model_input`."""
     image = open_image(source)
     if acquisition is not None:
         image = acquisition.apply(image)
