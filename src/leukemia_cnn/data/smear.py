@@ -24,7 +24,6 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from leukemia_cnn.data.smear_slide import Slide, draw_label, draw_slide, paint_rbcs
-from leukemia_cnn.errors import ConfigError
 
 # Morphology of the nucleated cells at each rung of the ladder Benign=0 .. Pro=3; an image at
 # a fractional position interpolates between rungs. Lengths are pixels of a 224x224 field.
@@ -190,12 +189,10 @@ def _place(rng: np.random.Generator, size: int, radii: Sequence[float]) -> list[
 
 
 def generate_image(rng: np.random.Generator, class_name: str, image_size: int = 224) -> Image.Image:
-    """Paint one smear field of ``class_name`` (the morphology of its nucleated cells) as an
-    ``image_size`` square RGB image, from ``rng`` alone (:func:`image_rng`); geometry scales
-    from the 224-pixel reference."""
-    if class_name not in LADDER:
-        raise ConfigError(f"config key `data.classes`: the synthetic generator has no class "
-                          f"{class_name!r}; allowed: {', '.join(LADDER)}")
+    """Paint one smear field of ``class_name`` (a key of :data:`LADDER`, which
+    :func:`leukemia_cnn.data.synthetic.generate` checks; the morphology of its nucleated cells)
+    as an ``image_size`` square RGB image, from ``rng`` alone (:func:`image_rng`); geometry
+    scales from the 224-pixel reference."""
     size = int(image_size)
     scale = size / REFERENCE_SIZE
     slide = draw_slide(rng)
