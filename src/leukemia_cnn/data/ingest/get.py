@@ -42,11 +42,9 @@ from leukemia_cnn.data.rawtree import (
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.fileio import shown
 
-KEYWORD_SOURCES = ("synthetic", "kaggle")
 # Checks a staged tree before it is swapped in (cfg, staging, staged path -> source name,
 # label, out_dir, progress) -> warning lines; the CLI passes quality's raw-data suite.
 StagedCheck = Callable[[Config, Path, Mapping[str, str], str, Path, bool], list[str]]
-CHUNK = 1 << 20
 
 
 @dataclass
@@ -98,7 +96,7 @@ def _copy_file(source: ZipSource | FolderSource, name: str, target: Path, budget
 def _read(reader, name: str, label: str) -> bytes:
     """The next chunk of a source entry; a failed read blames the source."""
     try:
-        return reader.read(CHUNK)
+        return reader.read(1 << 20)  # 1 MiB
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise DataError(f"{label}: entry {name} is damaged ({exc}); download the archive "
                         "again") from exc
@@ -268,10 +266,9 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
 
 
 def _chosen_source(cfg: Config, root: Path, source: str | None) -> str | Path:
-    """A keyword (``synthetic``, ``kaggle``) or the path of a zip or folder: ``source``
-    (relative to the current folder) or ``data.source`` (relative to ``root``)."""
+    """A keyword (``synthetic``, ``kaggle``) or the path of a zip or folder (see :func:`run`)."""
     chosen, base = (cfg.data.source, root) if source is None else (source, Path.cwd())
-    if chosen in KEYWORD_SOURCES:
+    if chosen in ("synthetic", "kaggle"):
         return chosen
     path = Path(chosen).expanduser()
     return path if path.is_absolute() else base / path
