@@ -57,7 +57,13 @@ class RawTarget:
     root: Path | None = None
 
     @classmethod
-    def of(cls, root: Path, out_dir: Path, raw_dir: Path, discard_local: bool = False) -> RawTarget:
+    def of(cls, root: Path, out_dir: Path, raw_dir: Path, discard_local: bool = False,
+           dvc_add: bool = False) -> RawTarget:
+        """The target of ``out_dir``; with ``dvc_add``, refuse first, before anything is
+        written, an output ``dvc add`` cannot version (outside the repository, no DVC)."""
+        if dvc_add:
+            versioning.dvc_target(root, out_dir)
+            versioning.dvc_command()
         declared = declared_by(root, RAW_DVC_FILE)
         versioned = declared is not None and Path(out_dir).resolve() == declared.resolve()
         return cls(Path(out_dir), Path(out_dir).resolve() != Path(raw_dir).resolve(), declared,
@@ -131,13 +137,6 @@ def dvc_add_raw_tree(target: RawTarget, origin: dict[str, str] | None) -> Path:
     tracked = versioning.dvc_track(target.root, target.out_dir, dvc_file)
     record_origin(tracked, origin)  # runs and model versions name their data from it
     return tracked
-
-
-def check_dvc_target(root: Path, out_dir: Path) -> None:
-    """Refuse, before anything is written, an output ``dvc add`` cannot version (outside the
-    repository, no DVC installed)."""
-    versioning.dvc_target(root, out_dir)
-    versioning.dvc_command()
 
 
 def raw_output(output: str | None, raw_dir: Path) -> Path:

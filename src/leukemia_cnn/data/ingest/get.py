@@ -32,7 +32,6 @@ from leukemia_cnn.data.ingest.sources import Entry, FolderSource, ZipSource, ope
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path
 from leukemia_cnn.data.rawtree import (
     RawTarget,
-    check_dvc_target,
     check_raw_output,
     commit_hint,
     dvc_add_raw_tree,
@@ -239,9 +238,7 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
     raw_dir = root / cfg.paths.raw_dir
     out_dir = check_raw_output(raw_output(output, raw_dir), root,
                                inputs=[] if chosen == "kaggle" else [Path(chosen)], label=output)
-    if dvc_add:  # refuse an output DVC cannot version before writing anything
-        check_dvc_target(root, out_dir)
-    target = RawTarget.of(root, out_dir, raw_dir, discard_local)
+    target = RawTarget.of(root, out_dir, raw_dir, discard_local, dvc_add)
     # where the data came from, as runs record it (lineage.py)
     origin = ({"source": "kaggle", "uri": kaggle_uri(_kaggle_dataset(cfg)), "name": "kaggle"}
               if chosen == "kaggle" else origin_of_path(Path(chosen)))
