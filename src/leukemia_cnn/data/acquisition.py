@@ -1,12 +1,9 @@
 """What a model does to every image before its preprocessing, so that another lab's
 acquisition reaches it as its own did: put the red cells at the training set's size
 (``preprocess.rescale``, :mod:`leukemia_cnn.data.scale`) and move the colour to the training
-set's stain (``preprocess.stain_normalize``, :mod:`leukemia_cnn.data.stain`).
-
-The preprocess stage records both references in ``meta.json``
-(:func:`leukemia_cnn.data.preprocess.scale_record`), the logged model carries them, and every
-path that turns an original image into a model input (preprocess, the robustness suite, the
-guard's shift part, serving, explain) applies :meth:`Acquisition.apply`.
+set's stain (``preprocess.stain_normalize``, :mod:`leukemia_cnn.data.stain`), as ``meta.json``
+(:func:`leukemia_cnn.data.preprocess.scale_record`) and the logged model record them. Every path
+that turns an original image into a model input applies :meth:`Acquisition.apply`.
 """
 
 from __future__ import annotations

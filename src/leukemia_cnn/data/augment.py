@@ -1,16 +1,9 @@
-"""Acquisition-shift augmentation of the training images (the ``augment`` knobs, issue 33).
-
-What changes between two labs, drawn afresh for every training image at every epoch: stain
-batch (HED jitter), objective (zoom), exposure and camera response (brightness, contrast,
-gamma), focus (Gaussian blur), compression (JPEG) and, for an RGB model, a grey camera; as
-albumentations 2 transforms under a seeded ``Compose``. The stain jitter is the robustness
-suite's, over each batch at once (:func:`hed_jitter`): albumentations' ``HEStain`` moves a real
-smear by about 5 grey levels at zero jitter and took 4x as long (``benchmarks/bench_augment.py``).
-
-Training batches only (:mod:`leukemia_cnn.modeling.batches`): validation, test and served
-images are never augmented. A grayscale model augments the RGB copy of its training images
-(``preprocess.train_rgb``) and sees them turned grey afterwards, with PIL's weights (what
-``preprocess`` does to every other image). No tensorflow here.
+"""Acquisition-shift augmentation of the training batches (the ``augment`` knobs, issue 33):
+stain, zoom, exposure and tone, blur, JPEG and a grey camera, drawn afresh for every training
+image at every epoch, as albumentations 2 transforms under a seeded ``Compose`` but the stain
+jitter, the robustness suite's over each batch at once (:func:`hed_jitter`).
+docs/robust-training.md gives each knob and why; validation, test and served images are never
+augmented. No tensorflow here.
 """
 
 from __future__ import annotations
@@ -44,9 +37,8 @@ def hed_jitter(images: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.nd
     """The robustness suite's stain shift (:func:`leukemia_cnn.data.shifts.stain_jitter`) on a
     batch of uint8 RGB images (n, H, W, 3) at once: image ``i``'s haematoxylin, eosin and DAB
     concentrations (scikit-image's ``hed_from_rgb``) times ``alpha[i]`` plus ``beta[i]``, and
-    the colour change that makes (``rgb_from_hed``) applied to the image, in float32. The same
-    formulas as ``rgb2hed`` / ``hed2rgb``, written over the batch: calling them per image cost
-    four times as much, more than every other shift together."""
+    the colour change that makes (``rgb_from_hed``) applied to the image, in float32: the
+    formulas of ``rgb2hed`` / ``hed2rgb``, written over the batch."""
     from skimage.color import hed_from_rgb, rgb_from_hed
 
     rgb = images.astype(np.float32) / 255.0

@@ -1,11 +1,8 @@
 """What kind of file a path is, and whether its name can be written down, before anything opens it.
 
-Opening a FIFO (named pipe) blocks until another process writes to it, and reading a device
-can block or never end, so the walkers of ``data get`` (:mod:`leukemia_cnn.data.ingest.get`) and
-``validate-raw`` (:mod:`leukemia_cnn.quality.validate_raw`) skip such files with a reason, as
-they skip hidden files. A file name that is not valid UTF-8 (Python holds its bytes as
-surrogates) cannot be written to the manifest, the reports or ``data.dvc``: it is reported
-(shown with ``\\x..`` escapes) and skipped, never a crash.
+The walkers of ``data get`` and ``validate-raw`` skip, with a reason, FIFOs and devices (opening
+one can block for ever) and names that are not UTF-8 (Python holds their bytes as surrogates,
+which the manifest, the reports and ``data.dvc`` cannot record).
 """
 
 from __future__ import annotations

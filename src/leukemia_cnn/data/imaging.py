@@ -127,10 +127,8 @@ def upright_8bit(image: Image.Image) -> Image.Image:
     if upright.mode not in ("I", "F") and not upright.mode.startswith("I;16"):
         return upright
     array = np.asarray(upright, dtype=np.float64)
-    if upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 1.0:
-        scale = 1.0
-    elif upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 255.0:
-        scale = 255.0
+    if upright.mode == "F" and array.size and 0.0 <= array.min() and array.max() <= 255.0:
+        scale = 1.0 if array.max() <= 1.0 else 255.0
     else:  # the smallest common bit depth that holds the peak: 12-bit data in 16 bits too
         peak = float(array.max()) if array.size else 0.0
         scale = next(float(2**bits - 1) for bits in (8, 10, 12, 14, 16, 32)
@@ -172,10 +170,8 @@ def to_model_input(image: Image.Image, image_size: int = 100,
 
 def load_model_input(source: str | Path | bytes, image_size: int = 100,
                      color_mode: str = "grayscale", acquisition=None) -> np.ndarray:
-    """Decode ``source`` and apply :func:`to_model_input`; with ``acquisition``
-    (:class:`leukemia_cnn.data.acquisition.Acquisition`: ``preprocess.rescale``,
-    ``preprocess.stain_normalize``), first put the image at the training set's red-cell size
-    and stain."""
+    """Decode ``source``, apply ``acquisition`` when given
+    (:class:`leukemia_cnn.data.acquisition.Acquisition`), then :func:`to_model_input`."""
     image = open_image(source)
     if acquisition is not None:
         image = acquisition.apply(image)

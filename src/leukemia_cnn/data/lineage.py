@@ -1,19 +1,8 @@
-"""What data a run saw: the data version, where the data came from, and the validation rows.
-
-A validation accuracy means something only next to the validation set it was measured on, so
-every run (and every registered model version) records:
-
-- ``data_version``: the md5 that ``data.dvc`` records for ``data/raw``;
-- ``data_source``: how ``data/raw`` was made (``synthetic``, ``kaggle`` for the Kaggle API,
-  ``folder`` or ``archive`` for ``data get --source PATH``), with ``data_uri`` (a URI a person
-  can follow) and ``data_name`` (a short label). ``data get`` and ``data synth`` write them
-  into ``data.dvc`` (its ``meta`` block, which DVC keeps); a ``data.dvc`` without them falls
-  back to ``data.source`` of the config;
-- ``val_digest``: the sha256 of the validation rows of the split table (path, content sha256
-  and label of every val image), so that two runs share it exactly when they were scored on
-  the same images with the same labels.
-
-No MLflow here (the registry and tracking modules turn these into tags and datasets).
+"""What data a run saw: the data version (:func:`data_version`), where the data came from
+(:func:`data_origin`) and the validation rows (:func:`rows_digest`), as the tags
+``data_version``, ``data_source``, ``data_name``, ``data_uri`` and ``val_digest`` of every run
+and model version (docs/lineage.md tables them). No MLflow here (the registry and tracking
+modules turn these into tags and datasets).
 """
 
 from __future__ import annotations
@@ -146,24 +135,18 @@ def _restage(path: Path) -> None:
         subprocess.run(["git", "add", "--", path.name], cwd=path.parent, capture_output=True)
 
 
-def recorded_origin(root: Path) -> dict[str, str] | None:
-    """The origin ``data get`` recorded in ``data.dvc``, if any."""
-    try:
-        stage = yaml.safe_load((root / "data.dvc").read_text()) or {}
-        origin = (stage.get("meta") or {}).get("data_origin")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    return origin if isinstance(origin, dict) and origin.get("source") else None
-
-
 def data_origin(cfg: Config, root: Path) -> tuple[str, str, str]:
     """``(source, name, uri)`` of the workspace's ``data/raw``.
 
     What ``data get`` recorded in ``data.dvc`` wins over the config's ``data.source`` (which
     says what to fetch next, not what was fetched).
     """
-    recorded = recorded_origin(root)
-    if recorded:
+    try:
+        stage = yaml.safe_load((root / "data.dvc").read_text()) or {}
+        recorded = (stage.get("meta") or {}).get("data_origin")
+    except (OSError, yaml.YAMLError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict) and recorded.get("source"):
         source = str(recorded["source"])
         return source, str(recorded.get("name") or source), str(recorded.get("uri") or "")
     configured = cfg.data.source

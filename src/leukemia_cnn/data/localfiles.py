@@ -1,13 +1,11 @@
 """Files of a raw image folder that no record holds: what replacing the folder would destroy.
 
-``data get`` and ``data synth`` replace their output folder whole. A file in it may go only
-when it can be brought back: it is in the last version DVC recorded (the ``.dvc`` file that
-declares the folder, ``data.dvc``) with the same content, and its object is in DVC's cache; or
-it is, unchanged, a file the last ``leukemia-cnn data`` run wrote into a folder DVC does not
-version (the listing recorded beside the folder, :func:`leukemia_cnn.fileio.record_output`).
-Anything else (an image a user copied in, one edited in place, one whose cached copy is gone)
-is the user's: the command refuses and names it, or with ``--discard-local-changes`` first
-moves it to ``<folder>.local-<time>/``, which the message names.
+A file may go only when it can be brought back: unchanged in the version the ``.dvc`` file
+declaring the folder (``data.dvc``) records, with its object in DVC's cache; or, in a folder DVC
+does not version, unchanged since the last ``leukemia-cnn data`` run wrote it (the listing
+:func:`leukemia_cnn.fileio.record_output` keeps beside it). Any other file is the user's: the
+command refuses and names it, or with ``--discard-local-changes`` first moves it to
+``<folder>.local-<time>/`` (docs/data-quality.md).
 """
 
 from __future__ import annotations

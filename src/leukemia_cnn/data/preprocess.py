@@ -21,7 +21,7 @@ from leukemia_cnn.config import SPLITS
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.acquisition import acquisition_of
 from leukemia_cnn.data.imaging import load_model_input, open_image
-from leukemia_cnn.data.scale import radius_summary, relative_radius
+from leukemia_cnn.data.scale import relative_radius
 from leukemia_cnn.data.stain import training_stain
 from leukemia_cnn.errors import DataError
 from leukemia_cnn.fileio import save_npz, write_json
@@ -198,12 +198,15 @@ def training_scale(files: list[Path], splits_path, workers: int) -> dict:
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            radii = list(tqdm(pool.map(measure, files), total=len(files), unit="img",
-                              desc="red-cell scale", leave=False, disable=None))
-        return radius_summary(np.array(radii))
+            radii = np.array(list(tqdm(pool.map(measure, files), total=len(files), unit="img",
+                                       desc="red-cell scale", leave=False, disable=None)))
     except DataError as exc:
         raise DataError(f"{exc} (listed in {splits_path}, split train); restore the file or "
                         "rerun `dvc repro validate_raw split`") from exc
+    return {"median": round(float(np.median(radii)), 5),
+            "p05": round(float(np.percentile(radii, 5)), 5),
+            "p95": round(float(np.percentile(radii, 95)), 5), "n": int(len(radii)),
+            "unit": "fraction of the image width"}
 
 
 def scale_record(directory: Path) -> dict:

@@ -57,7 +57,13 @@ class RawTarget:
     root: Path | None = None
 
     @classmethod
-    def of(cls, root: Path, out_dir: Path, raw_dir: Path, discard_local: bool = False) -> RawTarget:
+    def of(cls, root: Path, out_dir: Path, raw_dir: Path, discard_local: bool = False,
+           dvc_add: bool = False) -> RawTarget:
+        """The target of ``out_dir``; with ``dvc_add``, refuse first, before anything is
+        written, an output ``dvc add`` cannot version (outside the repository, no DVC)."""
+        if dvc_add:
+            versioning.dvc_target(root, out_dir)
+            versioning.dvc_command()
         declared = declared_by(root, RAW_DVC_FILE)
         versioned = declared is not None and Path(out_dir).resolve() == declared.resolve()
         return cls(Path(out_dir), Path(out_dir).resolve() != Path(raw_dir).resolve(), declared,
@@ -83,16 +89,11 @@ class RawTarget:
 
 def write_raw_tree(target: RawTarget, fill: Callable[[Path], Filled],
                    version: Callable[[], object] | None = None) -> Filled:
-    """Write a tree with ``fill(staging)`` beside ``target.out_dir``, swap it in, run
-    ``version()`` (``dvc add``) while the previous tree waits aside; return what ``fill``
-    returned.
-
-    The staging folder is removed however the block ends (SIGTERM included). An existing
-    ``out_dir`` is replaced only when it is ``declared`` or an earlier ``leukemia-cnn data``
-    output (:func:`fileio.replacing_folder`), and never with files no record holds
-    (:meth:`RawTarget.check_local_files`). When ``version`` fails, the previous tree and the
-    files ``dvc add`` writes (the ``.dvc`` file, the folder's ``.gitignore``) are put back.
-    """
+    """Write a tree with ``fill(staging)`` beside ``target.out_dir``, swap it in as the module
+    says, run ``version()`` (``dvc add``) while the previous tree waits aside; return what
+    ``fill`` returned. An existing ``out_dir`` is replaced only when it is ``declared`` or an
+    earlier ``leukemia-cnn data`` output (:func:`fileio.replacing_folder`); when ``version``
+    fails, the folder's ``.gitignore`` is put back too."""
     out_dir = target.out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     kept = f"{shown(out_dir, target.shown_root)} is as it was"
@@ -136,13 +137,6 @@ def dvc_add_raw_tree(target: RawTarget, origin: dict[str, str] | None) -> Path:
     tracked = versioning.dvc_track(target.root, target.out_dir, dvc_file)
     record_origin(tracked, origin)  # runs and model versions name their data from it
     return tracked
-
-
-def check_dvc_target(root: Path, out_dir: Path) -> None:
-    """Refuse, before anything is written, an output ``dvc add`` cannot version (outside the
-    repository, no DVC installed)."""
-    versioning.dvc_target(root, out_dir)
-    versioning.dvc_command()
 
 
 def raw_output(output: str | None, raw_dir: Path) -> Path:

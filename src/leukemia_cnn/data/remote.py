@@ -1,9 +1,7 @@
 """``leukemia-cnn data push``: ``dvc push`` after one request to the remote that says, in one
-line, what is wrong with it (the S3 server down, a credential refused) and which setting to fix.
-
-``dvc push`` itself reports a refused key as ``403 Forbidden`` on ``HeadObject``; listing the
-bucket instead makes S3 name the refused part. A failed push loses nothing: the DVC cache
-(``.dvc/cache``) keeps every file, and a later push sends what is missing.
+line, what is wrong with it (the S3 server down, a credential refused) and which setting to fix:
+``dvc push`` itself reports a refused key as ``403 Forbidden`` on ``HeadObject``, while listing
+the bucket makes S3 name the refused part (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -16,16 +14,13 @@ from leukemia_cnn.errors import DataError
 
 # What S3 (through s3fs/botocore) says -> (DVC remote option, environment variable, meaning).
 REFUSALS = (
-    ("signature we calculated does not match", "secret_access_key", "AWS_SECRET_ACCESS_KEY",
+    (("signature we calculated does not match",), "secret_access_key", "AWS_SECRET_ACCESS_KEY",
      "the S3 server refused the secret key"),
-    ("access key ID you provided does not exist", "access_key_id", "AWS_ACCESS_KEY_ID",
-     "the S3 server knows no such access key"),
-    ("InvalidAccessKeyId", "access_key_id", "AWS_ACCESS_KEY_ID",
-     "the S3 server knows no such access key"),
-    ("Unable to locate credentials", "access_key_id and secret_access_key",
+    (("access key ID you provided does not exist", "InvalidAccessKeyId"), "access_key_id",
+     "AWS_ACCESS_KEY_ID", "the S3 server knows no such access key"),
+    (("Unable to locate credentials",), "access_key_id and secret_access_key",
      "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", "no S3 credentials are set"),
-    ("Access Denied", "access_key_id", "AWS_ACCESS_KEY_ID",
-     "the key may not use this bucket"),
+    (("Access Denied",), "access_key_id", "AWS_ACCESS_KEY_ID", "the key may not use this bucket"),
 )
 UNREACHABLE = ("Could not connect to the endpoint URL", "Connection refused",
                "Connect timeout", "EndpointConnectionError")
@@ -40,8 +35,8 @@ def describe(name: str, url: str, endpoint: str | None) -> str:
 def remote_error(text: str, name: str, url: str, endpoint: str | None) -> DataError | None:
     """The one-line error for what S3 or DVC said about the remote, or None."""
     where = describe(name, url, endpoint)
-    for marker, option, variable, meaning in REFUSALS:
-        if marker in text:
+    for markers, option, variable, meaning in REFUSALS:
+        if any(marker in text for marker in markers):
             return DataError(
                 f"{where}: {meaning}: fix `{option}` (dvc remote modify --local {name} "
                 f"{option.split(' and ')[0]} ...) or {variable}")

@@ -1,18 +1,12 @@
 """Magnification as a measured quantity: a blood smear carries its own ruler.
 
 Red cells are about 7.5 um across in every smear, so the typical size of the pale discs in a
-field tells its magnification. :func:`red_cell_radius` takes the scale of the strongest blob
-response: the optical density (background-relative, summed over the channels, nuclei clipped so
-the few dark white cells do not outweigh the many red cells) filtered by the scale-normalised
-Laplacian of Gaussian at geometric steps of scale in one FFT, the peak refined by a parabola in
-log scale. The radius (sigma x sqrt 2) moves in proportion to the magnification but reads red
-cells with a pale centre about a fifth larger than their rim (the built-in generator's discs of
-radius 10.5 read about 13): compare images by the ratio of their radii, not in micrometres.
-
-:func:`to_reference` rescales a field so that its red cells have a reference size
-(``preprocess.rescale``: the training set's median, recorded in ``meta.json`` and the logged
-model), as a fraction of the image's width (:func:`relative_radius`), as the model sees them.
-No tensorflow here: a few milliseconds per 224x224 field (``benchmarks/bench_augment.py``).
+field tells its magnification: :func:`red_cell_radius` takes the scale of the strongest
+Laplacian-of-Gaussian response of the field's optical density. It reads red cells with a pale
+centre about a fifth larger than their rim (the built-in generator's discs of radius 10.5 read
+about 13): compare images by the ratio of their radii, not in micrometres. docs/robust-training.md
+gives the method; :func:`to_reference` puts a field at a reference radius (``preprocess.rescale``).
+No tensorflow here.
 """
 
 from __future__ import annotations
@@ -35,7 +29,8 @@ PAD = 32
 # The estimate works on the image halved (box filter): red cells are large enough, and four
 # times fewer pixels make it about four times faster.
 DOWNSAMPLE = 2
-# Optical density above this percentile (nuclei, dense stain) is clipped to it.
+# Optical density above this percentile (nuclei, dense stain) is clipped to it, so that the few
+# dark white cells do not outweigh the many red cells.
 CLIP_PERCENTILE = 90
 # Rescaling by less than this relative change is skipped: it is within the estimate's noise
 # on an unchanged smear (about 3% on real-dev, Section "magnification" of
@@ -67,7 +62,9 @@ def log_kernels(height: int, width: int) -> np.ndarray:
 
 
 def red_cell_radius(image: Image.Image) -> float:
-    """The typical red-cell radius of a smear field, in pixels of ``image`` (see the module).
+    """The typical red-cell radius of a smear field, in pixels of ``image`` (see the module):
+    the scale-normalised LoG at every scale of :data:`SIGMAS` in one FFT, the peak refined by a
+    parabola in log scale, as sigma x sqrt 2.
 
     Raises
     ------
@@ -116,12 +113,3 @@ def to_reference(image: Image.Image, reference: float) -> Image.Image:
 
     return magnify(image, zoom)
 
-
-def radius_summary(radii: np.ndarray) -> dict:
-    """The training set's red-cell scale as recorded in ``meta.json``: the median, 5th and
-    95th percentiles of :func:`relative_radius` and the count."""
-    radii = np.asarray(radii, dtype=np.float64)
-    return {"median": round(float(np.median(radii)), 5),
-            "p05": round(float(np.percentile(radii, 5)), 5),
-            "p95": round(float(np.percentile(radii, 95)), 5), "n": int(len(radii)),
-            "unit": "fraction of the image width"}

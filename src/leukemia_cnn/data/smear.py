@@ -11,9 +11,6 @@ chromatin, nucleoli, irregular or clefted nuclei). Every image draws its positio
 ladder from a normal around its class, so neighbouring classes overlap and the task is not
 trivial. Stain, background, brightness, focus, noise, erythrocyte density, distractor cells
 and the label are drawn per slide independently of the class, so colour is no shortcut.
-
-Each image's random stream comes from ``SeedSequence([seed, class index, image index])``:
-the output is byte-identical for a seed whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from leukemia_cnn.data.smear_slide import Slide, draw_label, draw_slide, paint_rbcs
-from leukemia_cnn.errors import ConfigError
 
 # Morphology of the nucleated cells at each rung of the ladder Benign=0 .. Pro=3; an image at
 # a fractional position interpolates between rungs. Lengths are pixels of a 224x224 field.
@@ -60,11 +56,10 @@ REFERENCE_SIZE = 224  # geometry above is for this field size and scales with im
 
 
 def _patch(size: int, cx: float, cy: float, reach: float):
-    """The bounding box of a shape within the field and its pixel offsets from the centre."""
+    """The bounding box of a shape within the field and its pixel offsets from the centre
+    (never empty: every centre lies in the field)."""
     x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, size)
     y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 2, size)
-    if x0 >= x1 or y0 >= y1:
-        return None
     dx = (np.arange(x0, x1) - cx)[np.newaxis, :]
     dy = (np.arange(y0, y1) - cy)[:, np.newaxis]
     return (slice(y0, y1), slice(x0, x1)), dx, dy
@@ -97,10 +92,7 @@ def _morphology(position: float) -> dict[str, float]:
 
 def _paint_nucleated_cell(maps: _Maps, rng: np.random.Generator, cx: float, cy: float,
                           radius: float, cell: dict[str, float], scale: float) -> None:
-    box = _patch(maps.nucleus.shape[0], cx, cy, radius * 1.15 + 2)
-    if box is None:
-        return
-    region, dx, dy = box
+    region, dx, dy = _patch(maps.nucleus.shape[0], cx, cy, radius * 1.15 + 2)
     r = np.hypot(dx, dy)
     theta = np.arctan2(dy, dx)
     cell_edge = _outline(theta, radius, rng.normal(0, 0.03, 2), rng.uniform(0, 2 * np.pi, 2))
@@ -144,10 +136,7 @@ def _paint_nucleated_cell(maps: _Maps, rng: np.random.Generator, cx: float, cy: 
 def _paint_neutrophil(maps: _Maps, rng: np.random.Generator, cx: float, cy: float,
                       radius: float, scale: float) -> None:
     """A segmented neutrophil: a distractor of every class."""
-    box = _patch(maps.nucleus.shape[0], cx, cy, radius + 2)
-    if box is None:
-        return
-    region, dx, dy = box
+    region, dx, dy = _patch(maps.nucleus.shape[0], cx, cy, radius + 2)
     cell_mask = np.clip(radius - np.hypot(dx, dy) + 0.5, 0.0, 1.0)
     np.maximum(maps.cytoplasm[region], 0.28 * cell_mask * (1 + 0.3 * maps.fine[region]),
                out=maps.cytoplasm[region])
@@ -164,10 +153,7 @@ def _paint_neutrophil(maps: _Maps, rng: np.random.Generator, cx: float, cy: floa
 def _paint_smudge(maps: _Maps, rng: np.random.Generator, cx: float, cy: float,
                   radius: float) -> None:
     """A smudge cell (ruptured, smeared chromatin): a faint ragged blot, in every class."""
-    box = _patch(maps.nucleus.shape[0], cx, cy, radius * 1.4 + 2)
-    if box is None:
-        return
-    region, dx, dy = box
+    region, dx, dy = _patch(maps.nucleus.shape[0], cx, cy, radius * 1.4 + 2)
     edge = _outline(np.arctan2(dy, dx), radius, rng.normal(0, 0.15, 4), rng.uniform(0, 6.3, 4))
     mask = np.clip((edge - np.hypot(dx, dy)) / 3.0, 0.0, 1.0)
     blot = mask * rng.uniform(0.2, 0.4) * np.clip(1 + 0.8 * maps.coarse[region], 0, None)
@@ -180,10 +166,7 @@ def _paint_dots(maps: _Maps, rng: np.random.Generator, count: int, scale: float)
     for _ in range(count):
         cx, cy = rng.uniform(0, size, 2)
         dot_r = rng.uniform(1.0, 2.4) * scale
-        box = _patch(size, cx, cy, dot_r + 1)
-        if box is None:
-            continue
-        region, dx, dy = box
+        region, dx, dy = _patch(size, cx, cy, dot_r + 1)
         dot = np.clip(dot_r - np.hypot(dx, dy) + 0.5, 0.0, 1.0) * rng.uniform(0.6, 1.2)
         np.maximum(maps.nucleus[region], dot, out=maps.nucleus[region])
 
@@ -206,12 +189,10 @@ def _place(rng: np.random.Generator, size: int, radii: Sequence[float]) -> list[
 
 
 def generate_image(rng: np.random.Generator, class_name: str, image_size: int = 224) -> Image.Image:
-    """Paint one smear field of ``class_name`` (the morphology of its nucleated cells) as an
-    ``image_size`` square RGB image, from ``rng`` alone (:func:`image_rng`); geometry scales
-    from the 224-pixel reference."""
-    if class_name not in LADDER:
-        raise ConfigError(f"config key `data.classes`: the synthetic generator has no class "
-                          f"{class_name!r}; allowed: {', '.join(LADDER)}")
+    """Paint one smear field of ``class_name`` (a key of :data:`LADDER`, which
+    :func:`leukemia_cnn.data.synthetic.generate` checks; the morphology of its nucleated cells)
+    as an ``image_size`` square RGB image, from ``rng`` alone (:func:`image_rng`); geometry
+    scales from the 224-pixel reference."""
     size = int(image_size)
     scale = size / REFERENCE_SIZE
     slide = draw_slide(rng)

@@ -1,11 +1,10 @@
 """A folder written beside its target and removed on any way out, SIGTERM included.
 
-``data get`` and ``data synth`` write the new tree in ``<target>.tmp-<token>`` and swap it in
-only once complete (:func:`leukemia_cnn.fileio.swap_folder`). Python runs ``finally`` blocks on
-exceptions and Ctrl-C, but SIGTERM (``kill``, a CI timeout, a closing terminal's SIGHUP) ends
-the process at once; while the folder exists those signals raise KeyboardInterrupt instead, so
-the half-written tree is removed and the command exits "interrupted" (status 130).
-``<name>.tmp-<8 hex digits>`` and ``.old-`` ones are also git- and DVC-ignored, for SIGKILL.
+Python runs ``finally`` blocks on exceptions and Ctrl-C, but SIGTERM (``kill``, a CI timeout, a
+closing terminal's SIGHUP) ends the process at once; while the folder exists those signals raise
+KeyboardInterrupt instead, so the half-written tree is removed and the command exits
+"interrupted" (status 130). ``<name>.tmp-<8 hex digits>`` and ``.old-`` ones are also git- and
+DVC-ignored, for SIGKILL.
 """
 
 from __future__ import annotations
@@ -26,31 +25,23 @@ def _interrupt(signum, frame):
 
 
 @contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt inside the block (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, _interrupt) for signum in CAUGHT}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
 def staging_folder(target: Path) -> Iterator[tuple[Path, str]]:
     """``(target.tmp-<token>, token)``, not yet created; removed on leaving, however that
-    happens (after a successful swap it no longer exists)."""
+    happens (after a successful swap it no longer exists). Inside the block SIGTERM and SIGHUP
+    raise KeyboardInterrupt (main thread only: signal handlers can be set nowhere else)."""
     token = secrets.token_hex(4)
     staging = Path(target).with_name(f"{Path(target).name}.tmp-{token}")
-    with signals_interrupt():
+    main = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, _interrupt) for signum in CAUGHT} if main else {}
+    try:
         try:
             yield staging, token
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def interrupted_note(root: Path | None = None) -> str:

@@ -1,12 +1,8 @@
 """Stain normalisation at preprocessing (``preprocess.stain_normalize``): Reinhard et al. 2001.
 
 Each image's colour is moved, channel by channel in CIE L*a*b*, to the typical mean and spread
-of the training images: ``(x - image mean) / image std * reference std + reference mean``
-(``skimage.color.rgb2lab`` and ``lab2rgb``). Another stain batch or exposure then reaches the
-model in the training images' colours. A channel with almost no spread in the image (the a* and
-b* of a grey photograph) is only shifted to the reference mean, never blown up from noise. The
-reference is the train split's mean of per-image means and standard deviations, recorded in
-``meta.json`` and in the logged model, which applies it to every image it is given.
+of the training images (:class:`StainReference`): ``(x - image mean) / image std * reference
+std + reference mean`` (docs/robust-training.md).
 """
 
 from __future__ import annotations

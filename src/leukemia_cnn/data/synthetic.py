@@ -16,7 +16,6 @@ from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.imaging import IMAGE_EXTENSIONS
 from leukemia_cnn.data.rawtree import (
     RawTarget,
-    check_dvc_target,
     check_raw_output,
     commit_hint,
     dvc_add_raw_tree,
@@ -127,9 +126,7 @@ def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = 
         return
     out_dir = check_raw_output(raw_output(output, raw_dir), root, label=output)
 
-    if dvc_add:  # fail before the work, not after it
-        check_dvc_target(root, out_dir)
-    target = RawTarget.of(root, out_dir, raw_dir, discard_local)
+    target = RawTarget.of(root, out_dir, raw_dir, discard_local, dvc_add)
     target.check_local_files()
     versioned: list[Path] = []
 

@@ -1,22 +1,11 @@
 """``leukemia-cnn data get``: bring a raw image tree into ``data/raw/<Class>/`` and version it.
 
-Sources (``--source``, default ``data.source``):
-
-- ``synthetic``: the built-in generator (:mod:`leukemia_cnn.data.synthetic`), the default;
-- ``kaggle``: the Kaggle API (the official ``kaggle`` package, when installed and credentials
-  are present) downloads ``data.kaggle_dataset``, then ingests that zip;
-- a zip file: the Kaggle archive as downloaded (``Original/<Class>/*.jpg`` and
-  ``Segmented/<Class>/*.jpg``; ``data.variant`` picks one) or any zip of ``<Class>/`` trees;
-- a folder: the unpacked archive, or any folder of ``<Class>/<image>`` trees.
-
-Class folders match ``data.classes`` case-insensitively and are written with the configured
-spelling; file names (and sub-folders) are kept and the bytes copied unchanged. Folders that
-match no class are an error unless ``data.skip_unknown_classes``; operating-system junk and
-non-image files are skipped and reported. The source is only read (:mod:`.sources`); the bytes
-written, the number of files and each image's pixel count are bounded
-(``validation.max_total_bytes``, ``max_files``, ``max_image_pixels``). The new tree is checked
-with the raw-data suite the CLI passes in and swapped in as :mod:`leukemia_cnn.data.rawtree`
-says, then ``dvc add`` versions it in ``data.dvc``.
+The source (``--source``, default ``data.source``) is ``synthetic`` (the built-in generator),
+``kaggle`` (a download with the Kaggle API), a zip (the Kaggle archive, ``data.variant`` picking
+``Original/`` or ``Segmented/``) or a folder of ``<Class>/<image>`` trees; docs/data-quality.md
+gives the rules for class folders and skipped files. The bytes are copied unchanged within the
+``validation`` bounds, checked by the raw-data suite the CLI passes in, swapped in as
+:mod:`leukemia_cnn.data.rawtree` says and versioned in ``data.dvc``.
 """
 
 from __future__ import annotations
@@ -43,7 +32,6 @@ from leukemia_cnn.data.ingest.sources import Entry, FolderSource, ZipSource, ope
 from leukemia_cnn.data.lineage import kaggle_uri, origin_of_path
 from leukemia_cnn.data.rawtree import (
     RawTarget,
-    check_dvc_target,
     check_raw_output,
     commit_hint,
     dvc_add_raw_tree,
@@ -53,11 +41,9 @@ from leukemia_cnn.data.rawtree import (
 from leukemia_cnn.errors import ConfigError, DataError
 from leukemia_cnn.fileio import shown
 
-KEYWORD_SOURCES = ("synthetic", "kaggle")
 # Checks a staged tree before it is swapped in (cfg, staging, staged path -> source name,
 # label, out_dir, progress) -> warning lines; the CLI passes quality's raw-data suite.
 StagedCheck = Callable[[Config, Path, Mapping[str, str], str, Path, bool], list[str]]
-CHUNK = 1 << 20
 
 
 @dataclass
@@ -109,7 +95,7 @@ def _copy_file(source: ZipSource | FolderSource, name: str, target: Path, budget
 def _read(reader, name: str, label: str) -> bytes:
     """The next chunk of a source entry; a failed read blames the source."""
     try:
-        return reader.read(CHUNK)
+        return reader.read(1 << 20)  # 1 MiB
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise DataError(f"{label}: entry {name} is damaged ({exc}); download the archive "
                         "again") from exc
@@ -176,11 +162,10 @@ def ingest(cfg: Config, source_path: Path, out_dir: Path | RawTarget,
         one an earlier ``leukemia-cnn data`` run wrote (marked or recorded), left unmarked.
     variant, label : str, optional
         Overrides ``data.variant``; how to name the source in messages (default: its path).
-    validate : callable, optional
-        Checks the new tree before it is swapped in: ``validate(cfg, staging, names, label,
-        out_dir, progress)`` returns warning lines or raises DataError. The CLI passes the
-        raw-data suite (:func:`leukemia_cnn.quality.validate_raw.check_staged`); None skips it
-        (the validate_raw stage still stops the pipeline).
+    validate : StagedCheck, optional
+        Checks the new tree before it is swapped in (warning lines, or DataError): the CLI
+        passes :func:`leukemia_cnn.quality.validate_raw.check_staged`; None skips it (the
+        validate_raw stage still stops the pipeline).
     version : callable, optional
         ``dvc add`` of the new tree, run while the previous one waits aside (put back when it
         fails): :func:`leukemia_cnn.data.rawtree.write_raw_tree`.
@@ -253,9 +238,7 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
     raw_dir = root / cfg.paths.raw_dir
     out_dir = check_raw_output(raw_output(output, raw_dir), root,
                                inputs=[] if chosen == "kaggle" else [Path(chosen)], label=output)
-    if dvc_add:  # refuse an output DVC cannot version before writing anything
-        check_dvc_target(root, out_dir)
-    target = RawTarget.of(root, out_dir, raw_dir, discard_local)
+    target = RawTarget.of(root, out_dir, raw_dir, discard_local, dvc_add)
     # where the data came from, as runs record it (lineage.py)
     origin = ({"source": "kaggle", "uri": kaggle_uri(_kaggle_dataset(cfg)), "name": "kaggle"}
               if chosen == "kaggle" else origin_of_path(Path(chosen)))
@@ -280,10 +263,9 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
 
 
 def _chosen_source(cfg: Config, root: Path, source: str | None) -> str | Path:
-    """A keyword (``synthetic``, ``kaggle``) or the path of a zip or folder: ``source``
-    (relative to the current folder) or ``data.source`` (relative to ``root``)."""
+    """A keyword (``synthetic``, ``kaggle``) or the path of a zip or folder (see :func:`run`)."""
     chosen, base = (cfg.data.source, root) if source is None else (source, Path.cwd())
-    if chosen in KEYWORD_SOURCES:
+    if chosen in ("synthetic", "kaggle"):
         return chosen
     path = Path(chosen).expanduser()
     return path if path.is_absolute() else base / path

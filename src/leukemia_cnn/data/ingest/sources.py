@@ -63,7 +63,8 @@ class ZipSource:
             if info.flag_bits & 0x1:
                 raise DataError(f"{where} is encrypted; unpack the archive yourself and pass "
                                 "the folder with --source")
-            entries.append(Entry(_normal(name), info.file_size))
+            parts = [part for part in name.split("/") if part not in ("", ".")]
+            entries.append(Entry("/".join(parts), info.file_size))
             self._by_name[entries[-1].name] = info
         return entries
 
@@ -108,7 +109,7 @@ class FolderSource:
                 if reason is not None:
                     self.skipped.append(SkippedFile(printable(relative), reason))
                     continue
-                entries.append(Entry(path.relative_to(self.path).as_posix(), path.stat().st_size))
+                entries.append(Entry(relative, path.stat().st_size))
         return entries
 
     def open(self, name: str) -> BinaryIO:
@@ -116,10 +117,6 @@ class FolderSource:
 
     def close(self) -> None:
         pass
-
-
-def _normal(name: str) -> str:
-    return "/".join(part for part in name.split("/") if part not in ("", "."))
 
 
 @contextmanager
