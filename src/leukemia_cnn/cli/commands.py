@@ -141,7 +141,7 @@ def run_data_synth(args: argparse.Namespace, root: Path) -> int:
 
 
 def run_stage(module_name: str, args: argparse.Namespace, root: Path) -> int:
-    """A pipeline stage: ``module_name.run(cfg, root)``; its result, if any, as JSON."""
+    """A pipeline stage or ``summary``: ``module_name.run(cfg, root)``; its result, if any, as JSON."""
     cfg = _config(args, root)
     module = importlib.import_module(module_name)
     result = module.run(cfg, root)
@@ -216,11 +216,3 @@ def run_drift(args: argparse.Namespace, root: Path) -> int:
     found = drift.run(cfg, root, args.source, model_uri=args.model_uri,
                       guard=not args.no_guard, output=args.output, max_files=args.max_files)
     return exit_status(found.verdict)
-
-
-def run_summary(args: argparse.Namespace, root: Path) -> int:
-    cfg = _config(args, root)
-    from leukemia_cnn.cli import summary
-
-    summary.run(cfg, root)
-    return 0
