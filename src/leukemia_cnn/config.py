@@ -2,23 +2,14 @@
 
 ``conf/`` (Hydra config groups) is what users read and edit; ``params.yaml`` is ``conf/``
 composed (``leukemia-cnn params``, or DVC's Hydra integration under ``dvc exp run -S``).
+:func:`validate_config` checks a composed config against the schema
+(:mod:`leukemia_cnn.config_schema`) and returns the typed :class:`Config` every stage takes.
 
-The schema is :mod:`leukemia_cnn.config_schema`: one pydantic model per group, one typed
-field per knob. :func:`validate_config` (:mod:`leukemia_cnn.config_validate`) checks a
-composed config against it and returns the typed :class:`Config` every stage takes:
-``cfg.train.epochs`` is an ``int`` because the schema says so, and no stage re-checks,
-re-casts or re-defaults a value.
-
-Why conf/ stays plain YAML (and not ``defaults: [schema]`` in Hydra's ConfigStore): DVC
-composes ``conf/`` in its own process for ``dvc exp run -S``, where this package's
-registrations do not exist; plain YAML composes everywhere, and the schema checks the result
-before any work starts (``leukemia-cnn params``, every stage, and the first DVC stage
-``check_config``). So the defaults are written twice, by design: in ``conf/`` with the
-comments a user reads, and in the schema for params files that lack a knob;
-``tests/test_config.py`` fails when the two disagree (``split.near_duplicate_max_distance``
-differs on purpose: see ``SplitConfig``).
-
-Adding a knob: docs/architecture.md ("Adding a knob").
+conf/ stays plain YAML, not ``defaults: [schema]`` in Hydra's ConfigStore: DVC composes it in
+its own process, where this package's registrations do not exist. So the defaults are written
+twice, by design: in ``conf/`` with the comments a user reads, and in the schema for params
+files that lack a knob; ``tests/test_config.py`` fails when the two disagree
+(``split.near_duplicate_max_distance`` differs on purpose: see ``SplitConfig``).
 """
 
 from __future__ import annotations
@@ -41,7 +32,7 @@ from leukemia_cnn.config_schema import (  # noqa: F401 - the schema's public nam
     KaggleData,
     SyntheticData,
 )
-from leukemia_cnn.config_types import hog_feature_length, invalid, setting  # noqa: F401
+from leukemia_cnn.config_types import hog_feature_length  # noqa: F401 - re-exported
 from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
     all_keys,
     bounds,
