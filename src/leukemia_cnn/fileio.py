@@ -188,10 +188,16 @@ def output_entry(path: Path) -> dict:
     return entry if isinstance(entry, dict) else {}
 
 
-def is_recorded(path: Path, owner: str) -> bool:
-    """Whether ``path`` is recorded as ``leukemia-cnn <owner>``'s: a folder, or a file whose
-    content is unchanged since (an edited file is the user's now)."""
-    path, entry = Path(path), output_entry(path)
+def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> bool:
+    """Whether ``path`` is ``leukemia-cnn <owner>``'s output: ``declared`` by a manifest, a
+    marked folder (:func:`is_marked`), or recorded beside it: a folder, or a file whose content
+    is unchanged since (an edited file is the user's now)."""
+    path = Path(path)
+    if declared is not None and path.resolve() == Path(declared).resolve():
+        return True
+    if kind == "folder" and is_marked(path, owner):
+        return True
+    entry = output_entry(path)
     if entry.get("by") != owner:
         return False
     if entry.get("folder"):
@@ -200,15 +206,6 @@ def is_recorded(path: Path, owner: str) -> bool:
         return path.is_file() and entry.get("sha256") == file_sha256(path)
     except OSError:
         return False
-
-
-def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> bool:
-    """Whether ``path`` is ``leukemia-cnn <owner>``'s output: ``declared`` by a manifest, a
-    marked folder (:func:`is_marked`), or recorded beside it (:func:`is_recorded`)."""
-    path = Path(path)
-    if declared is not None and path.resolve() == Path(declared).resolve():
-        return True
-    return (kind == "folder" and is_marked(path, owner)) or is_recorded(path, owner)
 
 
 def shown(path: str | Path, root: str | Path) -> str:
