@@ -131,7 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_commands(sub)
     _add_study_commands(sub)
     _add_model_commands(sub)
-    _add_drift_command(sub)
     _command(sub, "summary", partial(commands.run_stage, "leukemia_cnn.cli.summary"),
              help="print the last run's metrics and where to look next")
     return parser
@@ -290,7 +289,7 @@ def _add_study_commands(sub) -> None:
 
 
 def _add_model_commands(sub) -> None:
-    """``predict``, ``explain`` and ``card``."""
+    """``predict``, ``explain``, ``card`` and ``drift`` (monitoring/drift.py)."""
     predict = _command(
         sub, "predict", commands.run_predict, help="classify image files with a registered model",
         description="Classify image files with an MLflow model (default: the champion). "
@@ -327,9 +326,6 @@ def _add_model_commands(sub) -> None:
     card.add_argument("version", nargs="?", default=None,
                       help="version number (default: the version with the champion alias)")
 
-
-def _add_drift_command(sub) -> None:
-    """``drift`` (monitoring/drift.py)."""
     drift = _command(
         sub, "drift", commands.run_drift,
         help="compare a folder of new images with the training images; exit 4 on drift",
