@@ -5,15 +5,11 @@ created exclusively, so no file of the user's is ever taken for it) and renames 
 target when complete; a folder is written beside its target and swapped in
 (:func:`replacing_folder`). A crash, Ctrl-C or a full disk never leaves a half-written output.
 
-Guarded (:func:`check_output`): a command writes only its own outputs. Before anything is
-written, a target is refused when it is the project root (or holds it), holds files git or DVC
-tracks, is a file git tracks, lies inside a DVC-tracked folder, is one of the command's inputs,
-or exists without being this command's own earlier output. Ownership is recorded, never
-guessed from content: a folder carries a marker file (:data:`OUTPUT_MARKER`), a file is listed
-with its sha256 in the record of its folder (:data:`OUTPUT_RECORD`, :func:`record_output`), so
-a file edited by hand since is no longer the command's. The only other owner is a manifest
-of the project that declares the path as the command's output (``data.dvc`` for the raw
-image folder, DVC's Hydra integration for ``params.yaml``), passed as ``declared``.
+Guarded (:func:`check_output`): a command writes only its own outputs. Ownership is recorded,
+never guessed from content: a folder carries a marker file (:data:`OUTPUT_MARKER`), a file is
+listed with its sha256 in the record of its folder (:data:`OUTPUT_RECORD`), so a file edited by
+hand since is no longer the command's; or a manifest of the project declares the path as the
+command's (``data.dvc``, DVC's Hydra integration for ``params.yaml``).
 """
 
 from __future__ import annotations
@@ -102,11 +98,9 @@ def save_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> Pa
     return atomic_write(target, write)
 
 
-def mark_output(folder: Path, kind: str) -> Path:
+def mark_output(folder: Path, kind: str) -> None:
     """Mark ``folder`` as written by ``leukemia-cnn <kind>`` (see :func:`is_marked`)."""
-    marker = Path(folder) / OUTPUT_MARKER
-    marker.write_text(f"leukemia-cnn {kind}\n")
-    return marker
+    (Path(folder) / OUTPUT_MARKER).write_text(f"leukemia-cnn {kind}\n")
 
 
 def is_marked(folder: Path, kind: str) -> bool:
