@@ -187,11 +187,12 @@ def flatten(cfg: DictConfig | Config | dict, prefix: str = "") -> dict[str, Any]
     return flat
 
 
-def paper_faithful(flat: dict[str, Any]) -> bool:
-    """Whether flattened config values (or a run's MLflow params, as strings) describe the
-    paper's model and training: grayscale input and every robust-training knob at the paper's
-    value (:data:`PAPER_KNOBS`). Epochs, batch size, loss, conv layers and input size may vary.
-    """
+def paper_faithful(values: DictConfig | Config | dict[str, Any]) -> bool:
+    """Whether a config (nested or flattened, or a run's MLflow params, as strings) describes
+    the paper's model and training: grayscale input and every robust-training knob at the
+    paper's value (:data:`PAPER_KNOBS`). Epochs, batch size, loss, conv layers and input size
+    may vary."""
+    flat = flatten(values)
     return all(same_setting(flat.get(key, paper), paper) for key, paper in PAPER_KNOBS.items())
 
 
@@ -204,11 +205,6 @@ def same_setting(value: Any, reference: Any) -> bool:
         return float(str(value)) == float(reference)
     except ValueError:
         return False
-
-
-def is_paper_faithful(cfg: Config | DictConfig) -> bool:
-    """:func:`paper_faithful` of a composed config."""
-    return paper_faithful(flatten(cfg))
 
 
 def overrides_from_defaults(cfg: Config | DictConfig, root: Path | None = None) -> list[str]:
