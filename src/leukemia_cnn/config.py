@@ -14,8 +14,6 @@ files that lack a knob; ``tests/test_config.py`` fails when the two disagree
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import typing
 from collections.abc import Iterable
@@ -46,6 +44,7 @@ from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
     validate_config,
 )
 from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.fileio import write_json
 
 EXP_TMP_MARKER = "/.dvc/tmp/exps/"
 # The file the `check_config` DVC stage writes; every other stage depends on it, so that DVC
@@ -166,13 +165,8 @@ def write_config_check(cfg: Config, root: Path, params: str | Path = "params.yam
     """The ``check_config`` stage: ``cfg`` passed the schema; write the marker the other stages
     depend on. Its content does not depend on the knobs, so the stages after it re-run only
     for their own params."""
-    target = Path(root) / cfg.paths.reports_dir / CONFIG_CHECK_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Atomic like fileio.write_json, without its numpy/pandas imports (2 s of a 3 s check).
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps({"params": Path(params).name, "valid": True}, indent=2) + "\n")
-    os.replace(tmp, target)
-    return target
+    return write_json(Path(root) / cfg.paths.reports_dir / CONFIG_CHECK_FILE,
+                      {"params": Path(params).name, "valid": True})
 
 
 def flatten(cfg: DictConfig | Config | dict, prefix: str = "") -> dict[str, Any]:

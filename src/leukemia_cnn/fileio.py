@@ -22,13 +22,14 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from leukemia_cnn.errors import OutputError, full_disk_cause, full_disk_error
 from leukemia_cnn.tracked import dvc_tracked, git_tracked
+
+if TYPE_CHECKING:  # numpy and pandas are imported where they write: `check-config` needs neither
+    import numpy as np
+    import pandas as pd
 
 # Written inside every output folder a command writes: `leukemia-cnn <kind>`. A folder
 # without it (or a manifest declaring it) is not overwritten. DVC ignores it (.dvcignore).
@@ -89,6 +90,8 @@ def write_csv(target: Path, frame: pd.DataFrame) -> Path:
 def save_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
     """``numpy.savez`` (or ``savez_compressed``) of ``arrays`` to ``target`` atomically (through
     an open handle: given a path, numpy would append ``.npz`` to the temporary name)."""
+    import numpy as np
+
     save = np.savez_compressed if compressed else np.savez
 
     def write(tmp: Path) -> None:
