@@ -231,8 +231,7 @@ def _project_reason(real: Path, root: Path) -> str | None:
 def _tool_reason(target: str | Path, real: Path) -> str | None:
     """Why an output path, as typed (``target``) or with links resolved (``real``), is a tool's
     place (:data:`TOOL_FOLDERS`, a folder holding ``pyvenv.cfg``) or a device's
-    (:data:`SYSTEM_FOLDERS`), or None. The rule of every ``--output``
-    (:func:`check_output`)."""
+    (:data:`SYSTEM_FOLDERS`), or None."""
     given = Path(os.path.abspath(Path(target).expanduser()))
     for path in (given, real):
         system = next((folder for folder in SYSTEM_FOLDERS if path.is_relative_to(folder)), None)
