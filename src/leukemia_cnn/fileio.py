@@ -175,8 +175,7 @@ def record_output(path: Path, owner: str, files: dict[str, str] | None = None) -
     entries = _read_record(record)
     entries[path.name] = ({"by": owner, "folder": True, **({"files": files} if files else {})}
                           if path.is_dir() else {"by": owner, "sha256": file_sha256(path)})
-    text = json.dumps(entries, indent=2, sort_keys=True) + "\n"
-    return atomic_write(record, lambda tmp: tmp.write_text(text))
+    return write_text(record, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
 def output_entry(path: Path) -> dict:
