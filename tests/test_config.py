@@ -23,9 +23,9 @@ from leukemia_cnn.config import (
     find_repo_root,
     flatten,
     hog_feature_length,
-    is_paper_faithful,
     load_params,
     overrides_from_defaults,
+    paper_faithful,
     validate_config,
 )
 from leukemia_cnn.config_schema import TrainConfig
@@ -153,7 +153,7 @@ def test_params_file_older_than_the_late_knobs_loads_with_the_schema_defaults(tm
     cfg = load_params(tmp_path / "params.yaml")
     assert cfg.train.lr_schedule == "constant" and cfg.report.name == "table1"
     assert cfg.split.near_duplicate_max_distance is None  # what the split did before the knob
-    assert is_paper_faithful(cfg)
+    assert paper_faithful(cfg)
     defaults = flatten(compose(root=REPO_ROOT))
     assert config_id(flatten(old)) == config_id(flatten(cfg))
     assert config_id(flatten(cfg)) == config_id({**defaults,
@@ -184,10 +184,10 @@ def test_a_group_given_a_number_is_one_line_naming_the_group(tmp_path, group):
 
 def test_paper_faithful_reads_logged_params():
     improved = compose(["experiment=improved"], root=REPO_ROOT)
-    assert not is_paper_faithful(improved)
+    assert not paper_faithful(improved)
     # Logged params are strings: "0" is the paper's 0.0 (no weight averaging), "0.9" is not.
-    assert is_paper_faithful(compose(["train.ema_momentum=0"], root=REPO_ROOT))
-    assert not is_paper_faithful(compose(["train.ema_momentum=0.9"], root=REPO_ROOT))
+    assert paper_faithful(compose(["train.ema_momentum=0"], root=REPO_ROOT))
+    assert not paper_faithful(compose(["train.ema_momentum=0.9"], root=REPO_ROOT))
 
 
 # --------------------------------------------------------------------------------------------

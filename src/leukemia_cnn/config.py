@@ -2,29 +2,18 @@
 
 ``conf/`` (Hydra config groups) is what users read and edit; ``params.yaml`` is ``conf/``
 composed (``leukemia-cnn params``, or DVC's Hydra integration under ``dvc exp run -S``).
+:func:`validate_config` checks a composed config against the schema
+(:mod:`leukemia_cnn.config_schema`) and returns the typed :class:`Config` every stage takes.
 
-The schema is :mod:`leukemia_cnn.config_schema`: one pydantic model per group, one typed
-field per knob. :func:`validate_config` (:mod:`leukemia_cnn.config_validate`) checks a
-composed config against it and returns the typed :class:`Config` every stage takes:
-``cfg.train.epochs`` is an ``int`` because the schema says so, and no stage re-checks,
-re-casts or re-defaults a value.
-
-Why conf/ stays plain YAML (and not ``defaults: [schema]`` in Hydra's ConfigStore): DVC
-composes ``conf/`` in its own process for ``dvc exp run -S``, where this package's
-registrations do not exist; plain YAML composes everywhere, and the schema checks the result
-before any work starts (``leukemia-cnn params``, every stage, and the first DVC stage
-``check_config``). So the defaults are written twice, by design: in ``conf/`` with the
-comments a user reads, and in the schema for params files that lack a knob;
-``tests/test_config.py`` fails when the two disagree (``split.near_duplicate_max_distance``
-differs on purpose: see ``SplitConfig``).
-
-Adding a knob: docs/architecture.md ("Adding a knob").
+conf/ stays plain YAML, not ``defaults: [schema]`` in Hydra's ConfigStore: DVC composes it in
+its own process, where this package's registrations do not exist. So the defaults are written
+twice, by design: in ``conf/`` with the comments a user reads, and in the schema for params
+files that lack a knob; ``tests/test_config.py`` fails when the two disagree
+(``split.near_duplicate_max_distance`` differs on purpose: see ``SplitConfig``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import typing
 from collections.abc import Iterable
@@ -41,7 +30,7 @@ from leukemia_cnn.config_schema import (  # noqa: F401 - the schema's public nam
     KaggleData,
     SyntheticData,
 )
-from leukemia_cnn.config_types import hog_feature_length, invalid, setting  # noqa: F401
+from leukemia_cnn.config_types import hog_feature_length  # noqa: F401 - re-exported
 from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
     all_keys,
     bounds,
@@ -55,6 +44,7 @@ from leukemia_cnn.config_validate import (  # noqa: F401 - re-exported
     validate_config,
 )
 from leukemia_cnn.errors import ConfigError
+from leukemia_cnn.fileio import write_json
 
 EXP_TMP_MARKER = "/.dvc/tmp/exps/"
 # The file the `check_config` DVC stage writes; every other stage depends on it, so that DVC
@@ -175,13 +165,8 @@ def write_config_check(cfg: Config, root: Path, params: str | Path = "params.yam
     """The ``check_config`` stage: ``cfg`` passed the schema; write the marker the other stages
     depend on. Its content does not depend on the knobs, so the stages after it re-run only
     for their own params."""
-    target = Path(root) / cfg.paths.reports_dir / CONFIG_CHECK_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Atomic like fileio.write_json, without its numpy/pandas imports (2 s of a 3 s check).
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps({"params": Path(params).name, "valid": True}, indent=2) + "\n")
-    os.replace(tmp, target)
-    return target
+    return write_json(Path(root) / cfg.paths.reports_dir / CONFIG_CHECK_FILE,
+                      {"params": Path(params).name, "valid": True})
 
 
 def flatten(cfg: DictConfig | Config | dict, prefix: str = "") -> dict[str, Any]:
@@ -196,11 +181,12 @@ def flatten(cfg: DictConfig | Config | dict, prefix: str = "") -> dict[str, Any]
     return flat
 
 
-def paper_faithful(flat: dict[str, Any]) -> bool:
-    """Whether flattened config values (or a run's MLflow params, as strings) describe the
-    paper's model and training: grayscale input and every robust-training knob at the paper's
-    value (:data:`PAPER_KNOBS`). Epochs, batch size, loss, conv layers and input size may vary.
-    """
+def paper_faithful(values: DictConfig | Config | dict[str, Any]) -> bool:
+    """Whether a config (nested or flattened, or a run's MLflow params, as strings) describes
+    the paper's model and training: grayscale input and every robust-training knob at the
+    paper's value (:data:`PAPER_KNOBS`). Epochs, batch size, loss, conv layers and input size
+    may vary."""
+    flat = flatten(values)
     return all(same_setting(flat.get(key, paper), paper) for key, paper in PAPER_KNOBS.items())
 
 
@@ -213,11 +199,6 @@ def same_setting(value: Any, reference: Any) -> bool:
         return float(str(value)) == float(reference)
     except ValueError:
         return False
-
-
-def is_paper_faithful(cfg: Config | DictConfig) -> bool:
-    """:func:`paper_faithful` of a composed config."""
-    return paper_faithful(flatten(cfg))
 
 
 def overrides_from_defaults(cfg: Config | DictConfig, root: Path | None = None) -> list[str]:

@@ -1,4 +1,4 @@
-"""The config groups of acquisition shift (issue 33), beside the schema of
+"""The config groups of acquisition shift, beside the schema of
 :mod:`leukemia_cnn.config_schema`, which holds them: ``augment`` (the shifts the training images
 go through, data/augment.py) and ``robustness`` (the shifts the robustness stage measures the
 model under, modeling/robustness.py)."""
@@ -10,7 +10,6 @@ from typing import Literal
 from leukemia_cnn.config_types import Knobs, setting
 
 
-# augment: acquisition-shift augmentation of the training images (data/augment.py)
 class AugmentConfig(Knobs):
     scale: float = setting(0.0, ge=0, le=1, late=True, allowed=(
         "0 (off) or s in (0, 1]: zoom by a factor in [1 / (1 + s), 1 + s]"))
@@ -30,7 +29,6 @@ class AugmentConfig(Knobs):
         "the share of training images shifted, in (0, 1]; the others pass as they are"))
 
 
-# robustness: the acquisition-shift suite of the robustness stage (modeling/robustness.py)
 # The shift families of data/shifts.py (the schema cannot import it; a test keeps them equal).
 SHIFT_FAMILIES = ("magnify", "brightness", "contrast", "gamma", "blur", "jpeg", "stain",
                   "grayscale", "rotate", "flip", "noise")

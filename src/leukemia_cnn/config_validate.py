@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -177,13 +178,10 @@ def _first_error(error: ValidationError, values: Mapping, prefix: str) -> Config
     loc = [part for part in first["loc"] if isinstance(part, str) and "=" not in part]
     if first["type"] == "extra_forbidden":
         return _unknown([*prefix.split(".")[:-1], *loc] if prefix else loc, tags)
-    known = all_keys()
-    while loc and prefix + ".".join(loc) not in known:
+    while loc and prefix + ".".join(loc) not in all_keys():
         loc.pop()
-    value: Any = values
-    for part in loc:
-        value = value[part]
-    return invalid(prefix + ".".join(loc), value, describe(prefix + ".".join(loc)))
+    key = prefix + ".".join(loc)
+    return invalid(key, functools.reduce(operator.getitem, loc, values), describe(key))
 
 
 def _refuse_missing(model: BaseModel, prefix: str) -> None:

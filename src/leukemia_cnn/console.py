@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import selectors
+import sys
 import threading
 import warnings
 from collections.abc import Collection, Iterable, Sequence
@@ -32,7 +33,7 @@ NATIVE_LOG_LINE = re.compile(
 _MAYBE_NATIVE = re.compile(rb"^(W(A(R(N(I(N(G(:.*)?)?)?)?)?)?)?|[IWE][\d :.]*)$", re.DOTALL)
 # Its warnings carry colour codes before the text, hence the leading ``.*``. (Its advice to
 # add type hints is answered in pyfunc.py: MLflow forces that one to show.)
-MLFLOW_ADVICE = (r".*An input example was not provided when logging the model",)
+MLFLOW_ADVICE = r".*An input example was not provided when logging the model"
 # Control characters (C0, DEL, C1): in a file name they could move the cursor, recolour or
 # retitle the terminal, or split a one-line error; shown as escapes instead.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -62,12 +63,8 @@ def drop_native_log_lines(data: bytes, pending: bytes = b"") -> tuple[bytes, byt
     The unfinished tail is held back only while it could still become such a line; otherwise
     it is written at once, so that progress bars redrawn with carriage returns stay live.
     """
-    buffer = pending + data
-    out: list[bytes] = []
-    *lines, tail = buffer.split(b"\n")
-    for line in lines:
-        if not NATIVE_LOG_LINE.match(line):
-            out.append(line + b"\n")
+    *lines, tail = (pending + data).split(b"\n")
+    out = [line + b"\n" for line in lines if not NATIVE_LOG_LINE.match(line)]
     if tail and not (_MAYBE_NATIVE.match(tail) or NATIVE_LOG_LINE.match(tail)):
         out.append(tail)
         tail = b""
@@ -134,8 +131,6 @@ class StderrPump:
 
     def stop(self) -> None:
         """Put the real stderr back on fd 2 and let the thread forward what is left."""
-        import sys
-
         try:
             sys.stderr.flush()
         finally:
@@ -168,8 +163,7 @@ def quiet_libraries(verbose: bool = False, native: bool = True) -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     # It logs a database error's traceback, then raises it: the command says it in one line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    for advice in MLFLOW_ADVICE:
-        warnings.filterwarnings("ignore", message=advice, category=UserWarning)
+    warnings.filterwarnings("ignore", message=MLFLOW_ADVICE, category=UserWarning)
     if native:
         atexit.register(StderrPump().stop)
 

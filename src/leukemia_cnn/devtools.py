@@ -19,21 +19,13 @@ GENERATED_FILES = ("data.dvc", "dvc.lock")
 
 
 def copy_project(repo: Path, dest: Path, skip: tuple[str, ...] = ()) -> Path:
-    """Copy the project's files (tracked or not, minus ignored ones, data and outputs).
+    """Copy the project's files (tracked or not, minus ignored ones, data and outputs) from
+    its git working tree ``repo`` into ``dest`` (created as needed); return ``dest``.
 
     Parameters
     ----------
-    repo : pathlib.Path
-        The project's git working tree.
-    dest : pathlib.Path
-        Folder to copy into (created as needed).
     skip : tuple of str
         Further path prefixes to leave out, e.g. ``("benchmarks/",)``.
-
-    Returns
-    -------
-    pathlib.Path
-        ``dest``.
     """
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                             cwd=repo, capture_output=True, text=True, check=True).stdout

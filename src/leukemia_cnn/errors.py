@@ -1,5 +1,9 @@
 """The one exception type a user of leukemia-cnn can hit."""
 
+import os
+import shutil
+from pathlib import Path
+
 
 class LeukemiaCNNError(Exception):
     """A problem the user can fix: the message says what was wrong, where and how to fix it.
@@ -49,10 +53,6 @@ def full_disk_cause(exc: BaseException | None) -> BaseException | None:
 def free_space(path) -> str:
     """``"<mount point> has N MB free"`` for the file system holding ``path`` (or its nearest
     existing folder), or an empty string when it cannot be read."""
-    import os
-    import shutil
-    from pathlib import Path
-
     folder = Path(path).absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -70,8 +70,6 @@ def full_disk_error(cause: BaseException, path, kept: str) -> DiskFullError:
     """One line for a full disk: the full path that could not be written (the OSError's own
     file name when it has one, else ``path``; None: unknown), the space left there and
     ``kept`` (what is intact)."""
-    import os
-
     # shutil.copy's error names the source, then the destination: the one that filled
     named = getattr(cause, "filename2", None) or getattr(cause, "filename", None) or path
     where = os.path.abspath(os.fsdecode(named)) if named else None

@@ -5,15 +5,11 @@ created exclusively, so no file of the user's is ever taken for it) and renames 
 target when complete; a folder is written beside its target and swapped in
 (:func:`replacing_folder`). A crash, Ctrl-C or a full disk never leaves a half-written output.
 
-Guarded (:func:`check_output`): a command writes only its own outputs. Before anything is
-written, a target is refused when it is the project root (or holds it), holds files git or DVC
-tracks, is a file git tracks, lies inside a DVC-tracked folder, is one of the command's inputs,
-or exists without being this command's own earlier output. Ownership is recorded, never
-guessed from content: a folder carries a marker file (:data:`OUTPUT_MARKER`), a file is listed
-with its sha256 in the record of its folder (:data:`OUTPUT_RECORD`, :func:`record_output`), so
-a file edited by hand since is no longer the command's. The only other owner is a manifest
-of the project that declares the path as the command's output (``data.dvc`` for the raw
-image folder, DVC's Hydra integration for ``params.yaml``), passed as ``declared``.
+Guarded (:func:`check_output`): a command writes only its own outputs. Ownership is recorded,
+never guessed from content: a folder carries a marker file (:data:`OUTPUT_MARKER`), a file is
+listed with its sha256 in the record of its folder (:data:`OUTPUT_RECORD`), so a file edited by
+hand since is no longer the command's; or a manifest of the project declares the path as the
+command's (``data.dvc``, DVC's Hydra integration for ``params.yaml``).
 """
 
 from __future__ import annotations
@@ -26,13 +22,14 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from leukemia_cnn.errors import OutputError, full_disk_cause, full_disk_error
 from leukemia_cnn.tracked import dvc_tracked, git_tracked
+
+if TYPE_CHECKING:  # numpy and pandas are imported where they write: `check-config` needs neither
+    import numpy as np
+    import pandas as pd
 
 # Written inside every output folder a command writes: `leukemia-cnn <kind>`. A folder
 # without it (or a manifest declaring it) is not overwritten. DVC ignores it (.dvcignore).
@@ -93,6 +90,8 @@ def write_csv(target: Path, frame: pd.DataFrame) -> Path:
 def save_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
     """``numpy.savez`` (or ``savez_compressed``) of ``arrays`` to ``target`` atomically (through
     an open handle: given a path, numpy would append ``.npz`` to the temporary name)."""
+    import numpy as np
+
     save = np.savez_compressed if compressed else np.savez
 
     def write(tmp: Path) -> None:
@@ -102,11 +101,9 @@ def save_npz(target: Path, compressed: bool = False, **arrays: np.ndarray) -> Pa
     return atomic_write(target, write)
 
 
-def mark_output(folder: Path, kind: str) -> Path:
+def mark_output(folder: Path, kind: str) -> None:
     """Mark ``folder`` as written by ``leukemia-cnn <kind>`` (see :func:`is_marked`)."""
-    marker = Path(folder) / OUTPUT_MARKER
-    marker.write_text(f"leukemia-cnn {kind}\n")
-    return marker
+    (Path(folder) / OUTPUT_MARKER).write_text(f"leukemia-cnn {kind}\n")
 
 
 def is_marked(folder: Path, kind: str) -> bool:
@@ -178,8 +175,7 @@ def record_output(path: Path, owner: str, files: dict[str, str] | None = None) -
     entries = _read_record(record)
     entries[path.name] = ({"by": owner, "folder": True, **({"files": files} if files else {})}
                           if path.is_dir() else {"by": owner, "sha256": file_sha256(path)})
-    text = json.dumps(entries, indent=2, sort_keys=True) + "\n"
-    return atomic_write(record, lambda tmp: tmp.write_text(text))
+    return write_text(record, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
 def output_entry(path: Path) -> dict:
@@ -188,10 +184,16 @@ def output_entry(path: Path) -> dict:
     return entry if isinstance(entry, dict) else {}
 
 
-def is_recorded(path: Path, owner: str) -> bool:
-    """Whether ``path`` is recorded as ``leukemia-cnn <owner>``'s: a folder, or a file whose
-    content is unchanged since (an edited file is the user's now)."""
-    path, entry = Path(path), output_entry(path)
+def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> bool:
+    """Whether ``path`` is ``leukemia-cnn <owner>``'s output: ``declared`` by a manifest, a
+    marked folder (:func:`is_marked`), or recorded beside it: a folder, or a file whose content
+    is unchanged since (an edited file is the user's now)."""
+    path = Path(path)
+    if declared is not None and path.resolve() == Path(declared).resolve():
+        return True
+    if kind == "folder" and is_marked(path, owner):
+        return True
+    entry = output_entry(path)
     if entry.get("by") != owner:
         return False
     if entry.get("folder"):
@@ -200,15 +202,6 @@ def is_recorded(path: Path, owner: str) -> bool:
         return path.is_file() and entry.get("sha256") == file_sha256(path)
     except OSError:
         return False
-
-
-def is_own(path: Path, kind: str, owner: str, declared: Path | None = None) -> bool:
-    """Whether ``path`` is ``leukemia-cnn <owner>``'s output: ``declared`` by a manifest, a
-    marked folder (:func:`is_marked`), or recorded beside it (:func:`is_recorded`)."""
-    path = Path(path)
-    if declared is not None and path.resolve() == Path(declared).resolve():
-        return True
-    return (kind == "folder" and is_marked(path, owner)) or is_recorded(path, owner)
 
 
 def shown(path: str | Path, root: str | Path) -> str:
@@ -237,8 +230,7 @@ def _project_reason(real: Path, root: Path) -> str | None:
 def _tool_reason(target: str | Path, real: Path) -> str | None:
     """Why an output path, as typed (``target``) or with links resolved (``real``), is a tool's
     place (:data:`TOOL_FOLDERS`, a folder holding ``pyvenv.cfg``) or a device's
-    (:data:`SYSTEM_FOLDERS`), or None. The rule of every ``--output``
-    (:func:`check_output`)."""
+    (:data:`SYSTEM_FOLDERS`), or None."""
     given = Path(os.path.abspath(Path(target).expanduser()))
     for path in (given, real):
         system = next((folder for folder in SYSTEM_FOLDERS if path.is_relative_to(folder)), None)

@@ -35,20 +35,9 @@ def _config(args: argparse.Namespace, root: Path):
     return cfg
 
 
-def _params_differ(args: argparse.Namespace, cfg) -> int:
-    """``params --check``: 0 if ``--output`` holds the composed config, else 1."""
+def run_params(args: argparse.Namespace, root: Path) -> int:
     from omegaconf import OmegaConf
 
-    current = OmegaConf.load(args.output) if Path(args.output).is_file() else None
-    if current is None or OmegaConf.to_container(current) != OmegaConf.to_container(cfg):
-        print(f"{args.output} differs from conf/ composed with {args.overrides or 'defaults'}; "
-              "run `leukemia-cnn params` to rewrite it", file=sys.stderr)
-        return 1
-    print(f"{args.output} matches conf/")
-    return 0
-
-
-def run_params(args: argparse.Namespace, root: Path) -> int:
     from leukemia_cnn.config import compose, validate_config, write_params
     from leukemia_cnn.fileio import STDOUT, atomic_write, check_output
     from leukemia_cnn.pathrules import check_paths
@@ -56,8 +45,14 @@ def run_params(args: argparse.Namespace, root: Path) -> int:
     cfg = compose(args.overrides, root=root)
     # refuse before writing: params.yaml stays as conf/ composes it
     check_paths(validate_config(cfg), root)
-    if args.check:
-        return _params_differ(args, cfg)
+    if args.check:  # exit 1 if --output does not hold the composed config
+        current = OmegaConf.load(args.output) if Path(args.output).is_file() else None
+        if current is None or OmegaConf.to_container(current) != OmegaConf.to_container(cfg):
+            print(f"{args.output} differs from conf/ composed with {args.overrides or 'defaults'}; "
+                  "run `leukemia-cnn params` to rewrite it", file=sys.stderr)
+            return 1
+        print(f"{args.output} matches conf/")
+        return 0
     if args.output == STDOUT:  # the composed config on stdout; no file written
         with tempfile.TemporaryDirectory(prefix="leukemia-cnn-params-") as scratch:
             sys.stdout.write(write_params(cfg, Path(scratch) / "params.yaml").read_text())
@@ -141,7 +136,7 @@ def run_data_synth(args: argparse.Namespace, root: Path) -> int:
 
 
 def run_stage(module_name: str, args: argparse.Namespace, root: Path) -> int:
-    """A pipeline stage: ``module_name.run(cfg, root)``; its result, if any, as JSON."""
+    """A pipeline stage or ``summary``: ``module_name.run(cfg, root)``; its result, if any, as JSON."""
     cfg = _config(args, root)
     module = importlib.import_module(module_name)
     result = module.run(cfg, root)
@@ -216,11 +211,3 @@ def run_drift(args: argparse.Namespace, root: Path) -> int:
     found = drift.run(cfg, root, args.source, model_uri=args.model_uri,
                       guard=not args.no_guard, output=args.output, max_files=args.max_files)
     return exit_status(found.verdict)
-
-
-def run_summary(args: argparse.Namespace, root: Path) -> int:
-    cfg = _config(args, root)
-    from leukemia_cnn.cli import summary
-
-    summary.run(cfg, root)
-    return 0

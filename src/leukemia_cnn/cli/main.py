@@ -1,10 +1,8 @@
-"""The ``leukemia-cnn`` command: a thin layer over the stage modules.
+"""The ``leukemia-cnn`` command: a thin layer over the modules that do the work.
 
-Every command is backed by one module whose ``run(cfg, root, ...)`` does its work: each
-pipeline stage by the module of the same name (``dvc.yaml`` calls these subcommands), the
-others (``data synth|get``, ``predict``, ``explain``, ``card``, ``report``, ``summary``) by
-theirs. ``sweep`` alone hands its command line to Hydra. ``cli.parser`` holds the command
-line, ``cli.commands`` one handler per command, ``cli.status`` the exit statuses.
+Each command's handler (``cli.commands``) calls the ``run(cfg, root, ...)`` of one module: a
+pipeline stage's of the module of the same name (``dvc.yaml`` calls these subcommands).
+``sweep`` alone hands its command line to Hydra. Every failure is one line and an exit status.
 """
 
 from __future__ import annotations
@@ -67,10 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 def finish() -> None:
     """The command is done (its outputs written, its status decided): exit at once.
 
-    Python's last garbage collection walks every object the libraries made (MLflow, pandas,
-    SciPy, TensorFlow): 1.7-3.3 s after ``drift`` had printed its report, an idle in which a
-    Ctrl-C raised KeyboardInterrupt inside an exit handler. Frozen objects are left to the
-    operating system (``gc.freeze``: 0.2-0.3 s), and Ctrl-C no longer interrupts an exit.
+    Python's last garbage collection would walk every object the libraries made, seconds in
+    which a Ctrl-C raised KeyboardInterrupt inside an exit handler (docs/data-quality.md):
+    frozen objects are left to the operating system, and Ctrl-C no longer interrupts an exit.
     """
     import gc
     import signal

@@ -131,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_commands(sub)
     _add_study_commands(sub)
     _add_model_commands(sub)
-    _add_drift_command(sub)
-    _command(sub, "summary", commands.run_summary,
+    _command(sub, "summary", partial(commands.run_stage, "leukemia_cnn.cli.summary"),
              help="print the last run's metrics and where to look next")
     return parser
 
@@ -173,8 +172,6 @@ def _add_data_commands(sub) -> None:
                        help="relative: to the current folder (default: paths.raw_dir)")
     synth.add_argument("--if-empty", action="store_true",
                        help="do nothing when the output folder already holds images")
-    synth.add_argument("--no-dvc-add", action="store_true",
-                       help="skip `dvc add` (e.g. outside a DVC repository)")
     get = _command(
         data_sub, "get", commands.run_data_get,
         help="ingest a Kaggle zip, an image folder or the Kaggle API into data/raw",
@@ -194,9 +191,9 @@ def _add_data_commands(sub) -> None:
     get.add_argument("--no-validate", action="store_true",
                      help="swap the new tree in even if it fails the raw-data checks "
                           "(the validate_raw stage still stops the pipeline)")
-    get.add_argument("--no-dvc-add", action="store_true",
-                     help="skip `dvc add` (e.g. outside a DVC repository)")
     for command in (synth, get):
+        command.add_argument("--no-dvc-add", action="store_true",
+                             help="skip `dvc add` (e.g. outside a DVC repository)")
         command.add_argument(
             "--discard-local-changes", action="store_true",
             help="replace the output folder even though it holds files no recorded version "
@@ -292,7 +289,7 @@ def _add_study_commands(sub) -> None:
 
 
 def _add_model_commands(sub) -> None:
-    """``predict``, ``explain`` and ``card``."""
+    """``predict``, ``explain``, ``card`` and ``drift`` (monitoring/drift.py)."""
     predict = _command(
         sub, "predict", commands.run_predict, help="classify image files with a registered model",
         description="Classify image files with an MLflow model (default: the champion). "
@@ -329,9 +326,6 @@ def _add_model_commands(sub) -> None:
     card.add_argument("version", nargs="?", default=None,
                       help="version number (default: the version with the champion alias)")
 
-
-def _add_drift_command(sub) -> None:
-    """``drift`` (monitoring/drift.py)."""
     drift = _command(
         sub, "drift", commands.run_drift,
         help="compare a folder of new images with the training images; exit 4 on drift",

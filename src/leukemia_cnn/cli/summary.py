@@ -11,17 +11,11 @@ from leukemia_cnn.console import text_table
 from leukemia_cnn.tracking.store import tracking_uri
 
 
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def run(cfg: Config, root: Path) -> None:
-    reports = root / cfg.paths.reports_dir
-    metrics = _load(reports / "metrics.json")
-    train = _load(reports / "train.json")
-    baseline = _load(reports / "baseline.json")
-    robustness = _load(reports / "robustness.json")
-    registered = _load(reports / "registered.json")
+    files = [root / cfg.paths.reports_dir / f"{name}.json"
+             for name in ("metrics", "train", "baseline", "robustness", "registered")]
+    metrics, train, baseline, robustness, registered = (
+        json.loads(path.read_text()) if path.is_file() else {} for path in files)
     if not metrics:
         print("summary: no metrics yet; run `dvc repro` (or `make run`)")
         return

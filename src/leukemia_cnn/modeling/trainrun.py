@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukemia_cnn.config import is_paper_faithful
+from leukemia_cnn.config import paper_faithful
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.staging import interrupted_note
 from leukemia_cnn.modeling.model import resolve_mixed_precision
@@ -133,7 +133,7 @@ def start_training_run(cfg: Config, root: Path, x_train, y_train, y_val, train_p
     tags = run_tags(cfg, root, overrides=overrides,
                     what=f"Keras CNN trained by `{stage}`", groups=TRAINING_GROUPS,
                     stage=stage, model_family="cnn",
-                    paper_faithful=str(is_paper_faithful(cfg)).lower(),
+                    paper_faithful=str(paper_faithful(cfg)).lower(),
                     config_id=configuration, input_shape="x".join(map(str, x_train.shape[1:])),
                     **{**study_tags(cfg), **extra_tags})
     with (start_run(run_name=name, tags=tags) as active,
