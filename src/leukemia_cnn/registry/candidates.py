@@ -66,6 +66,16 @@ def registry_client():
     return MlflowClient()
 
 
+def current_alias_version(name: str, alias: str) -> str | None:
+    """The version ``alias`` of registered model ``name`` points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(registry_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
 def as_count(value) -> int | None:
     """``value`` (a logged number or its text) as an int, or None when it is not a number."""
     try:

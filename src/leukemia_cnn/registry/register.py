@@ -18,6 +18,7 @@ from leukemia_cnn.registry.candidates import (
     Candidate,
     candidate_from_run,
     candidates,
+    current_alias_version,
     registry_client,
     version_summary,
     version_tags,
@@ -36,15 +37,6 @@ from leukemia_cnn.registry.champion import (
 from leukemia_cnn.registry.listing import format_candidates, format_config_scores
 from leukemia_cnn.registry.metadata import describe_registered_model
 from leukemia_cnn.tracking.store import setup_mlflow
-
-
-def current_alias_version(name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(registry_client().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
 
 
 def _show_choice(header: str, found: list[Candidate], champion: Candidate | None,
