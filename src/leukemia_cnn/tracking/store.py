@@ -109,8 +109,7 @@ def _set_experiment(cfg: Config, root: Path, uri: str) -> str:
     import mlflow
 
     name = cfg.mlflow.experiment_name
-    # Creating the sqlite tables is not safe from two processes at once (parallel sweep
-    # workers, `dvc queue start -j 2`): it corrupts the store. Creation is serialised.
+    # Serialised: parallel sweep workers or `dvc queue start -j 2` creating it corrupt the store.
     with store_lock(uri):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
