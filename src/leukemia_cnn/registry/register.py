@@ -154,12 +154,11 @@ def register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str:
     The version gets :func:`version_tags` and :func:`version_summary` as its description.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     setup_mlflow(cfg, root)
     client = registry_client()
     name = cfg.mlflow.registered_model_name
-    from mlflow.exceptions import MlflowException
-
     try:
         existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:

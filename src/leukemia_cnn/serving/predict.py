@@ -170,17 +170,6 @@ def batches(images: pd.DataFrame) -> list[pd.DataFrame]:
             for start, end in zip(starts, [*starts[1:], len(images)], strict=True)]
 
 
-def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
-    """The guard of ``--output`` (relative: to the current folder): a new file or one an
-    earlier ``predict`` wrote and nobody edited since (its record, not its content, says so);
-    never an input image, a tracked file or a folder (see
-    :func:`leukemia_cnn.fileio.check_output`)."""
-    return check_output(output, kind="file", root=root, flag="--output", owner=PREDICT_OUTPUT,
-                        inputs=images,
-                        instead="Pass --output with a new file name (e.g. predictions.csv), "
-                                "or - (or nothing) to print the rows")
-
-
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with every text cell a spreadsheet would run as a formula (one that begins
     with :data:`FORMULA_START`: an image named ``=HYPERLINK(...).jpg``) prefixed with an
@@ -250,8 +239,12 @@ def run(cfg: Config, root: Path, images: list[str], model_uri: str | None = None
     ``in_distribution`` false the images the guard flagged)."""
     from leukemia_cnn.registry.provenance import model_provenance
 
-    to_file = output is not None and output != STDOUT
-    target = check_prediction_output(output, root, images) if to_file else None
+    target = None
+    if output is not None and output != STDOUT:  # a new file or one predict wrote (check_output)
+        target = check_output(output, kind="file", root=root, flag="--output",
+                              owner=PREDICT_OUTPUT, inputs=images,
+                              instead="Pass --output with a new file name (e.g. predictions.csv), "
+                                      "or - (or nothing) to print the rows")
     model_uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri)
     check_store(cfg, root)
     setup_mlflow(cfg, root, read_only=True)
