@@ -5,10 +5,9 @@ A batch survives bad files: every readable image is classified, each unreadable 
 on stderr with its reason and gets a row whose ``error`` column says why (empty class and
 probabilities); the command then exits 1 so that scripts notice.
 
-Every row also says whether to trust its class: ``in_distribution`` (the model's
-out-of-distribution guard accepts the image) and ``ood_score`` (higher = less like the training
-images; accepted when at most the guard's threshold). The count of flagged images goes to
-stderr; with ``reject_unfamiliar`` a flagged image gets no class or probabilities.
+Every row also says whether to trust its class (``in_distribution``, ``ood_score``:
+docs/predictions.md); the count of flagged images goes to stderr, and with
+``reject_unfamiliar`` a flagged image gets no class or probabilities.
 """
 
 from __future__ import annotations
