@@ -124,7 +124,11 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         import keras
 
         self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
-        meta = preprocessing_meta(context)
+        # The preprocessing is the model_config (shown in MLmodel), or the preprocessing.json
+        # artifact of models logged before.
+        config = context.model_config or {}
+        meta = dict(config["preprocessing"]) if "preprocessing" in config \
+            else json.loads(Path(context.artifacts["preprocessing"]).read_text())
         self.classes = list(meta["classes"])
         self.image_size = int(meta["image_size"])
         self.color_mode = str(meta["color_mode"])
@@ -272,15 +276,6 @@ def pip_requirements() -> list[str]:
              # matplotlib: the heatmap's colour map; scipy, scikit-learn: the guard
              "matplotlib", "scipy", "scikit-learn"]
     return [f"{name}=={version(name)}" for name in names]
-
-
-def preprocessing_meta(context) -> dict:
-    """The model's preprocessing (classes, image size, colour mode, temperature): its
-    ``model_config`` (shown in MLmodel), or the ``preprocessing.json`` artifact of models
-    logged before."""
-    if context.model_config and "preprocessing" in context.model_config:
-        return dict(context.model_config["preprocessing"])
-    return json.loads(Path(context.artifacts["preprocessing"]).read_text())
 
 
 def input_example(image: np.ndarray) -> pd.DataFrame:
