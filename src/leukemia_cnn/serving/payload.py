@@ -37,9 +37,6 @@ MAX_REQUEST_PIXELS = 100_000_000
 LARGE_IMAGE_PIXELS = 2048 * 2048
 LARGE_IMAGE_LOCK = threading.Lock()
 
-# glibc's M_MMAP_THRESHOLD (mallopt), and the size set once a large image arrives.
-M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 1 << 20
-
 
 @functools.cache
 def return_freed_memory() -> bool:
@@ -54,7 +51,7 @@ def return_freed_memory() -> bool:
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        return bool(libc.mallopt(-3, 1 << 20))  # M_MMAP_THRESHOLD (-3) fixed at 1 MB
     except (OSError, AttributeError):  # not glibc: its allocator decides
         return False
 
