@@ -46,22 +46,6 @@ def output_paths(images: list[str], output_dir: Path) -> list[Path]:
     return paths
 
 
-def check_explain_output(output_dir: Path, root: Path, images: list[str],
-                         label: str | None) -> tuple[Path, list[Path]]:
-    """The guard of ``--output`` (see :func:`leukemia_cnn.fileio.check_output`): a new folder
-    or one explain wrote (never the project, a tracked or DVC folder such as ``data/raw/Pro``,
-    where a heatmap would become a training image), and in it only new heatmaps or ones
-    explain wrote; returns the folder and the heatmap paths."""
-    instead = "Pass --output with a new folder (or one an earlier explain wrote)"
-    options = dict(root=root, flag="--output", owner=EXPLAIN_OUTPUT, inputs=images,
-                   instead=instead)
-    targets = output_paths(images, output_dir)  # first: an input is never replaced
-    folder = check_output(output_dir, kind="folder", label=label, **options)
-    for target in targets:
-        check_output(target, kind="file", label=str(target), **options)
-    return folder, targets
-
-
 def load_explainer(model_uri: str, copy: str | Path | None = None):
     """The pyfunc wrapper (:class:`leukemia_cnn.serving.pyfunc.LeukemiaCNNModel`) of
     ``model_uri``, loaded from a private copy in ``copy`` when given (MLflow would otherwise
@@ -91,7 +75,15 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
     from leukemia_cnn.tracking.store import setup_mlflow
 
     output_dir = Path(output) if output else root / cfg.paths.reports_dir / "explain"
-    output_dir, targets = check_explain_output(output_dir, root, images, output)
+    targets = output_paths(images, output_dir)  # first: an input is never replaced
+    # --output: a new folder or one explain wrote (never the project, a tracked or DVC folder
+    # such as data/raw/Pro, where a heatmap would become a training image), and in it only new
+    # heatmaps or ones explain wrote (fileio.check_output)
+    options = dict(root=root, flag="--output", owner=EXPLAIN_OUTPUT, inputs=images,
+                   instead="Pass --output with a new folder (or one an earlier explain wrote)")
+    output_dir = check_output(output_dir, kind="folder", label=output, **options)
+    for target in targets:
+        check_output(target, kind="file", label=str(target), **options)
     uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri, "--model")
     decoded = []
     for path in images:
