@@ -66,6 +66,16 @@ def registry_client():
     return MlflowClient()
 
 
+def current_alias_version(name: str, alias: str) -> str | None:
+    """The version ``alias`` of registered model ``name`` points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(registry_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
 def as_count(value) -> int | None:
     """``value`` (a logged number or its text) as an int, or None when it is not a number."""
     try:
@@ -113,19 +123,16 @@ def version_summary(c: Candidate) -> str:
     was trained on (source, version, split sizes), the validation set it was scored on and
     its val and test accuracy. The version's description starts with it."""
 
-    def size(n: int | None) -> str:
-        return "?" if n is None else str(n)
-
-    def accuracy(value: float | None) -> str:
-        return "?" if value is None else f"{value:.4f}"
+    def shown(value, spec: str = "") -> str:
+        return "?" if value is None else format(value, spec)
 
     label = c.experiment_name or c.run_name or c.run_id
     collapsed = " (collapsed: never promoted)" if c.collapsed else ""
     return (f"Version {c.version}: CNN {label} (configuration {c.config_id or '?'}, seed "
-            f"{c.seed or '?'}) trained on {c.lineage.describe()} ({size(c.n_train)} train / "
-            f"{size(c.n_val)} val / {size(c.n_test)} test images), scored on validation set "
-            f"{short(c.val_digest)}: val accuracy {accuracy(c.val_accuracy)}, test accuracy "
-            f"{accuracy(c.test_accuracy)}{collapsed}.")
+            f"{c.seed or '?'}) trained on {c.lineage.describe()} ({shown(c.n_train)} train / "
+            f"{shown(c.n_val)} val / {shown(c.n_test)} test images), scored on validation set "
+            f"{short(c.val_digest)}: val accuracy {shown(c.val_accuracy, '.4f')}, test "
+            f"accuracy {shown(c.test_accuracy, '.4f')}{collapsed}.")
 
 
 def version_tags(c: Candidate) -> dict[str, str]:

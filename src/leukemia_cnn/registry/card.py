@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.markdown import pipe_table
-from leukemia_cnn.registry.candidates import as_count, registry_client
+from leukemia_cnn.registry.candidates import as_count, current_alias_version, registry_client
 from leukemia_cnn.registry.card_robustness import number, robustness_section, shift_limit
 
 CARD_ARTIFACT = "model_card.md"
@@ -178,24 +178,14 @@ def _limits(facts: CardFacts) -> list[str]:
 
 @dataclass(frozen=True)
 class CardFacts:
-    """What a card is written from: the version and its training run."""
+    """What a card is written from: the version and its training run (and the run's data)."""
 
-    name: str
     version: object  # mlflow.entities.model_registry.ModelVersion
     run: object  # mlflow.entities.Run
     classes: list[str]
-
-    @property
-    def params(self) -> dict:
-        return self.run.data.params
-
-    @property
-    def metrics(self) -> dict:
-        return self.run.data.metrics
-
-    @property
-    def tags(self) -> dict:
-        return self.run.data.tags
+    params: dict
+    metrics: dict
+    tags: dict
 
     def count(self, key: str):
         """A count the run logged as a tag (newer runs) or a metric (older ones), or None."""
@@ -296,8 +286,9 @@ def card_facts(client, name: str, version: str | int) -> CardFacts:
     except MlflowException as exc:
         raise LeukemiaCNNError(f"'{name}' version {version}: its run {model_version.run_id} is "
                                f"not in this store ({exc.message})") from exc
-    classes = _classes(run.data.params, run.data.metrics, run.data.tags)
-    return CardFacts(name=name, version=model_version, run=run, classes=classes)
+    data = run.data
+    return CardFacts(version=model_version, run=run, params=data.params, metrics=data.metrics,
+                     tags=data.tags, classes=_classes(data.params, data.metrics, data.tags))
 
 
 def card_sections(facts: CardFacts) -> list[tuple[str, list[str]]]:
@@ -321,10 +312,6 @@ def model_card(client, name: str, version: str | int) -> str:
     ----------
     client : mlflow.MlflowClient
         Client of the store that holds the registry and the runs.
-    name : str
-        Registered model name.
-    version : str or int
-        Version number.
 
     Returns
     -------
@@ -337,20 +324,14 @@ def model_card(client, name: str, version: str | int) -> str:
 
 def run(cfg, root, version: str | None = None) -> str:
     """``leukemia-cnn card [VERSION]``: print the card (default: the champion's)."""
-    from mlflow.exceptions import MlflowException
-
     from leukemia_cnn.tracking.store import setup_mlflow
 
     setup_mlflow(cfg, root, read_only=True)
-    client = registry_client()
     name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
-    if version is None:
-        try:
-            version = client.get_model_version_by_alias(name, alias).version
-        except MlflowException as exc:
-            raise LeukemiaCNNError(f"registered model '{name}' has no '{alias}' alias in this "
-                                   "store; run `dvc repro` (or `leukemia-cnn promote`), or name "
-                                   "a version: `leukemia-cnn card 3`") from exc
-    card = model_card(client, name, version)
+    if version is None and (version := current_alias_version(name, alias)) is None:
+        raise LeukemiaCNNError(f"registered model '{name}' has no '{alias}' alias in this "
+                               "store; run `dvc repro` (or `leukemia-cnn promote`), or name "
+                               "a version: `leukemia-cnn card 3`")
+    card = model_card(registry_client(), name, version)
     print(card, end="")
     return card

@@ -24,9 +24,8 @@ def data_groups(found: list[Candidate]) -> dict[str, list[Candidate]]:
     their newest version."""
     groups: dict[str, list[Candidate]] = {}
     for c in sorted(found, key=lambda c: int(c.version), reverse=True):
-        groups.setdefault(c.val_digest, []).append(c)
-    return {digest: sorted(members, key=lambda c: int(c.version))
-            for digest, members in groups.items()}
+        groups.setdefault(c.val_digest, []).insert(0, c)  # each group oldest first
+    return groups
 
 
 def group_label(members: list[Candidate]) -> str:

@@ -3,6 +3,7 @@ workspace's current data."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from leukemia_cnn.config_schema import Config
@@ -14,8 +15,6 @@ def resolve_model(model_uri: str) -> tuple[str | None, Candidate | None]:
     """The registered model name and the :class:`Candidate` behind ``model_uri``
     (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/...``); ``(None,
     None)`` when it cannot be looked up (a path, a missing version)."""
-    import re
-
     from mlflow.exceptions import MlflowException
 
     client = registry_client()

@@ -11,13 +11,15 @@ import json
 from pathlib import Path
 
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data.lineage import DataLineage, short, workspace_lineage
+from leukemia_cnn.console import text_table
+from leukemia_cnn.data.lineage import UNKNOWN, DataLineage, short, workspace_lineage
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.fileio import write_json
 from leukemia_cnn.registry.candidates import (
     Candidate,
     candidate_from_run,
     candidates,
+    current_alias_version,
     registry_client,
     version_summary,
     version_tags,
@@ -28,23 +30,78 @@ from leukemia_cnn.registry.champion import (
     CURRENT_DATA,
     PROMOTE_MODES,
     choose_champion,
+    config_scores,
     data_groups,
     explain_champion,
+    group_label,
     promotion_reason,
     select_group,
 )
-from leukemia_cnn.registry.listing import format_candidates, format_config_scores
-from leukemia_cnn.registry.metadata import describe_registered_model
 from leukemia_cnn.tracking.store import setup_mlflow
 
+# The tables promote prints: versions by validation set, configurations by mean val accuracy.
+CANDIDATE_COLUMNS = ("version", "val_acc", "test_acc", "collapsed", "seed", "config", "run")
 
-def current_alias_version(name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
 
-    try:
-        return str(registry_client().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+def format_candidates(found: list[Candidate], champion: Candidate | None,
+                      selected: str | None = None, current: str | None = None,
+                      alias_version: str | None = None, alias: str = "champion") -> str:
+    """The versions grouped by the validation set they were scored on.
+
+    Parameters
+    ----------
+    found : list of Candidate
+        Every registered version.
+    champion : Candidate, optional
+        The chosen version (``<- champion``).
+    selected : str, optional
+        The ``val_digest`` of the group compared; with None (``--data all``) every group is
+        shown with its best version marked.
+    current : str, optional
+        The workspace's ``val_digest``.
+    alias_version : str, optional
+        Where the alias is now (marked when it is not the champion).
+    """
+    lines = []
+    for digest, members in data_groups(found).items():
+        n_val = next((c.n_val for c in members if c.n_val is not None), None)
+        notes = []
+        if digest == current:
+            notes.append("the workspace's current data")
+        if selected is not None:
+            notes.append("compared" if digest == selected else "other data: not compared")
+        where = "unknown (runs logged before the data was recorded)" if digest == UNKNOWN \
+            else short(digest)
+        size = f", {n_val} val images" if n_val is not None else ""
+        noted = "  [" + "; ".join(notes) + "]" if notes else ""
+        lines.append(f"validation set {where}: {group_label(members)}{size}{noted}")
+        best = choose_champion(members) if selected is None else None
+        rows = []
+        for c in members:
+            marks = []
+            if champion is not None and c.version == champion.version:
+                marks.append("<- champion")
+            elif best is not None and c.version == best.version:
+                marks.append("<- best on this validation set")
+            if c.version == alias_version and (champion is None or c.version != champion.version):
+                marks.append(f"<- alias '{alias}' now")
+            rows.append((c.version, _accuracy(c.val_accuracy), _accuracy(c.test_accuracy),
+                         str(c.collapsed).lower(), c.seed or "-", (c.config_id or "-")[:12],
+                         f"{c.run_name or c.run_id}{'  ' + ' '.join(marks) if marks else ''}"))
+        lines.append(text_table(CANDIDATE_COLUMNS, rows, right=CANDIDATE_COLUMNS[:5], indent="  "))
+    return "\n".join(lines)
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_config_scores(found: list[Candidate]) -> str:
+    rows = [(score.label[:32], f"{score.mean_val_accuracy:.4f}", score.n_runs, score.n_eligible)
+            for score in config_scores(found)]
+    return text_table(("configuration", "mean_val", "runs", "eligible"), rows,
+                      right=("mean_val", "runs", "eligible"))
+
 
 
 def _show_choice(header: str, found: list[Candidate], champion: Candidate | None,
@@ -156,18 +213,47 @@ def promote(cfg: Config, root: Path, dry_run: bool = False, quiet: bool = False,
     return _move_alias(name, alias, champion, alias_version, reason, by, dry_run)
 
 
+# The registered model says what every version is, how the champion is chosen and where to
+# look; each version carries its own card (card.py).
+MODEL_DESCRIPTION = (
+    "Keras CNN classifying acute lymphoblastic leukemia peripheral-blood-smear images into "
+    "{classes} (the leukemia-cnn project). Each version is one training run; its description "
+    "is its model card (data, val/test accuracy per class, calibration, configuration, known "
+    "limits). The alias `{alias}` marks the best validation accuracy among the versions scored "
+    "on the workspace's current validation set, never chosen on test accuracy; `leukemia-cnn "
+    "promote` moves it. Serve it with `mlflow models serve -m models:/{name}@{alias}`: it takes "
+    "a DataFrame with an `image` column of encoded image bytes (JPEG, PNG) and answers the "
+    "class and one probability per class. A research model, not a medical device.")
+
+
+def describe_registered_model(client, cfg: Config, run) -> None:
+    """Give the registered model its description (unless one was written by hand) and tags:
+    task, classes, framework, input, champion alias."""
+    name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
+    classes = ", ".join(map(str, cfg.data.classes))
+    text = MODEL_DESCRIPTION.format(classes=classes, name=name, alias=alias)
+    current = client.get_registered_model(name).description or ""
+    if not current or current.startswith(MODEL_DESCRIPTION[:40]):
+        client.update_registered_model(name, description=text)
+    tags = {"task": "image-classification", "classes": classes, "framework": "keras",
+            "flavor": "pyfunc (with its preprocessing)",
+            "input": "encoded image bytes (column `image`)", "champion_alias": alias,
+            "experiment_id": run.info.experiment_id}
+    for key, value in tags.items():
+        client.set_registered_model_tag(name, key, value)
+
+
 def register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str:
     """Register the model of ``run_id`` (once: a re-run reuses its version); return the version.
 
     The version gets :func:`version_tags` and :func:`version_summary` as its description.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     setup_mlflow(cfg, root)
     client = registry_client()
     name = cfg.mlflow.registered_model_name
-    from mlflow.exceptions import MlflowException
-
     try:
         existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:

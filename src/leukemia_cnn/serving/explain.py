@@ -46,22 +46,6 @@ def output_paths(images: list[str], output_dir: Path) -> list[Path]:
     return paths
 
 
-def check_explain_output(output_dir: Path, root: Path, images: list[str],
-                         label: str | None) -> tuple[Path, list[Path]]:
-    """The guard of ``--output`` (see :func:`leukemia_cnn.fileio.check_output`): a new folder
-    or one explain wrote (never the project, a tracked or DVC folder such as ``data/raw/Pro``,
-    where a heatmap would become a training image), and in it only new heatmaps or ones
-    explain wrote; returns the folder and the heatmap paths."""
-    instead = "Pass --output with a new folder (or one an earlier explain wrote)"
-    options = dict(root=root, flag="--output", owner=EXPLAIN_OUTPUT, inputs=images,
-                   instead=instead)
-    targets = output_paths(images, output_dir)  # first: an input is never replaced
-    folder = check_output(output_dir, kind="folder", label=label, **options)
-    for target in targets:
-        check_output(target, kind="file", label=str(target), **options)
-    return folder, targets
-
-
 def load_explainer(model_uri: str, copy: str | Path | None = None):
     """The pyfunc wrapper (:class:`leukemia_cnn.serving.pyfunc.LeukemiaCNNModel`) of
     ``model_uri``, loaded from a private copy in ``copy`` when given (MLflow would otherwise
@@ -82,26 +66,24 @@ def load_explainer(model_uri: str, copy: str | Path | None = None):
     return wrapper
 
 
-def trust(wrapper, images: list) -> list[tuple[bool, float]]:
-    """``(in_distribution, ood_score)`` of each decoded image under the model's guard."""
-    from leukemia_cnn.serving.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
-
-    arrays = np.stack([to_model_input(image, wrapper.image_size, wrapper.color_mode)
-                       for image in images])
-    frame = wrapper.predict_arrays(arrays)
-    return [(bool(accepted), float(score)) for accepted, score
-            in zip(frame[IN_DISTRIBUTION_COLUMN], frame[OOD_SCORE_COLUMN], strict=True)]
-
-
 def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
          output: str | None = None) -> list[dict]:
     """``leukemia-cnn explain``: write a Grad-CAM overlay per image; print one line each."""
     from leukemia_cnn.fileio import atomic_write, mark_output
     from leukemia_cnn.serving.predict import check_model_uri, check_store, default_model_uri
+    from leukemia_cnn.serving.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
     from leukemia_cnn.tracking.store import setup_mlflow
 
     output_dir = Path(output) if output else root / cfg.paths.reports_dir / "explain"
-    output_dir, targets = check_explain_output(output_dir, root, images, output)
+    targets = output_paths(images, output_dir)  # first: an input is never replaced
+    # --output: a new folder or one explain wrote (never the project, a tracked or DVC folder
+    # such as data/raw/Pro, where a heatmap would become a training image), and in it only new
+    # heatmaps or ones explain wrote (fileio.check_output)
+    options = dict(root=root, flag="--output", owner=EXPLAIN_OUTPUT, inputs=images,
+                   instead="Pass --output with a new folder (or one an earlier explain wrote)")
+    output_dir = check_output(output_dir, kind="folder", label=output, **options)
+    for target in targets:
+        check_output(target, kind="file", label=str(target), **options)
     uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri, "--model")
     decoded = []
     for path in images:
@@ -114,12 +96,14 @@ def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
         wrapper = load_explainer(uri, copy)
         print(f"explain: computing in {getattr(wrapper, 'precision', 'float32')}", file=sys.stderr)
         results = wrapper.explain(decoded)
-        verdicts = trust(wrapper, decoded)
+        guarded = wrapper.predict_arrays(np.stack([  # the guard's verdict on each image
+            to_model_input(image, wrapper.image_size, wrapper.color_mode) for image in decoded]))
     output_dir.mkdir(parents=True, exist_ok=True)
     mark_output(output_dir, EXPLAIN_OUTPUT)
     rows = []
-    for path, target, result, (accepted, score) in zip(images, targets, results, verdicts,
-                                                       strict=True):
+    for path, target, result, accepted, score in zip(
+            images, targets, results, guarded[IN_DISTRIBUTION_COLUMN].astype(bool),
+            guarded[OOD_SCORE_COLUMN].astype(float), strict=True):
         atomic_write(target, lambda tmp, r=result: r["overlay"].save(tmp, format="PNG"),
                      owner=EXPLAIN_OUTPUT)
         name = wrapper.classes[result["class_index"]]

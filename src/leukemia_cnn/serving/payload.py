@@ -6,16 +6,8 @@ decoded from base64 when it is base64 text, else taken as raw image bytes: an en
 JPEG/PNG/TIFF/BMP never is base64 text (their first bytes are not base64 characters). A row
 that does not decode, JSON ``null`` included, gets a short reason (its row number and what was
 wrong, never its content) and the other rows are still answered, as ``leukemia-cnn predict``
-does with an unreadable file.
-
-Limits, so that memory stays bounded whatever a client sends (``docs/data-quality.md``):
-
-- a request decodes at most :data:`MAX_REQUEST_PIXELS` pixels in all (rows x width x height,
-  read from each image's header before it is decoded); the rows past the cap are marked in
-  ``error`` and not decoded (send them in another request);
-- each image is at most ``data.imaging.MAX_PIXELS`` (50 million) pixels, as everywhere;
-- images larger than :data:`LARGE_IMAGE_PIXELS` are decoded one at a time per process
-  (:data:`LARGE_IMAGE_LOCK`), however many requests arrive at once; the heatmaps too.
+does with an unreadable file. The limits that keep memory bounded whatever a client sends
+(pixels per request and per image, large images one at a time) are in docs/serving.md.
 """
 
 from __future__ import annotations
@@ -45,9 +37,6 @@ MAX_REQUEST_PIXELS = 100_000_000
 LARGE_IMAGE_PIXELS = 2048 * 2048
 LARGE_IMAGE_LOCK = threading.Lock()
 
-# glibc's M_MMAP_THRESHOLD (mallopt), and the size set once a large image arrives.
-M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 1 << 20
-
 
 @functools.cache
 def return_freed_memory() -> bool:
@@ -55,16 +44,14 @@ def return_freed_memory() -> bool:
 
     glibc serves a block above its mmap threshold with its own mapping, unmapped when freed,
     but raises the threshold to the size of each such block freed (up to 32 MB): after one
-    large image, PIL's 16 MB image blocks come from per-thread heaps that keep them. Four
-    concurrent heatmap requests of four 7000x7000 JPEGs each (MLflow's scoring function in one
-    process, 4 threads) peaked at 2.75 GiB, one request at 1.53 GiB; with the threshold fixed
-    at 1 MB, 1.48 and 1.36 GiB (``benchmarks/bench_heatmap_memory.py`` measures the server)."""
+    large image, PIL's 16 MB image blocks come from per-thread heaps that keep them (the
+    server's peak memory with and without: docs/data-quality.md)."""
     try:
         import ctypes
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        return bool(libc.mallopt(-3, 1 << 20))  # M_MMAP_THRESHOLD (-3) fixed at 1 MB
     except (OSError, AttributeError):  # not glibc: its allocator decides
         return False
 

@@ -5,10 +5,9 @@ A batch survives bad files: every readable image is classified, each unreadable 
 on stderr with its reason and gets a row whose ``error`` column says why (empty class and
 probabilities); the command then exits 1 so that scripts notice.
 
-Every row also says whether to trust its class: ``in_distribution`` (the model's
-out-of-distribution guard accepts the image) and ``ood_score`` (higher = less like the training
-images; accepted when at most the guard's threshold). The count of flagged images goes to
-stderr; with ``reject_unfamiliar`` a flagged image gets no class or probabilities.
+Every row also says whether to trust its class (``in_distribution``, ``ood_score``:
+docs/predictions.md); the count of flagged images goes to stderr, and with
+``reject_unfamiliar`` a flagged image gets no class or probabilities.
 """
 
 from __future__ import annotations
@@ -19,11 +18,14 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import get_model_info
 
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.console import terminal_safe
-from leukemia_cnn.data.imaging import open_image
+from leukemia_cnn.data.imaging import image_pixels, open_image
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
 from leukemia_cnn.fileio import STDOUT, check_output, write_text
 from leukemia_cnn.serving.pyfunc import ERROR_COLUMN, IMAGE_COLUMN, IN_DISTRIBUTION_COLUMN
@@ -54,8 +56,6 @@ def unreadable(path: str) -> str | None:
 
 def model_load_error(model_uri: str, exc: Exception) -> LeukemiaCNNError:
     """One line for a model that could not be loaded, whatever failed (MLflow, HTTP, disk)."""
-    from mlflow.exceptions import MlflowException
-
     why = exc.message if isinstance(exc, MlflowException) else f"{type(exc).__name__}: {exc}"
     why = " ".join(str(why).split())[:300]
     return LeukemiaCNNError(f"could not load model {model_uri}: {why}. Check the URI, or run "
@@ -76,8 +76,6 @@ def check_model_kind(model_uri: str) -> None:
     class) when it loads it, so a scikit-learn model or a folder whose ``MLmodel`` names its
     own loader module is refused here. (Loading any model runs its code: use trusted stores.)
     """
-    from mlflow.models import get_model_info
-
     try:
         flavors = get_model_info(model_uri).flavors
     except Exception as exc:  # noqa: BLE001 - MLflow, HTTP, YAML, file system: one line
@@ -98,8 +96,6 @@ def classify(model, model_uri: str, images: pd.DataFrame) -> pd.DataFrame:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a foreign model raises
-        from mlflow.exceptions import MlflowException
-
         why = exc.message if isinstance(exc, MlflowException) else f"{type(exc).__name__}: {exc}"
         raise LeukemiaCNNError(f"model {model_uri} could not classify image files "
                                f"({' '.join(str(why).split())[:200]}); it {NOT_OURS}") from exc
@@ -127,8 +123,6 @@ def predict_files(model_uri: str, paths: list[str]) -> pd.DataFrame:
     or probabilities. When no file is readable, a DataError names each one and the model is
     not loaded.
     """
-    import mlflow.pyfunc
-
     reasons = {path: unreadable(path) for path in dict.fromkeys(paths)}
     readable = [path for path in paths if reasons[path] is None]
     if not readable:
@@ -162,8 +156,7 @@ def batches(images: pd.DataFrame) -> list[pd.DataFrame]:
     """``images`` in requests of at most the served model's pixel cap each
     (:data:`leukemia_cnn.serving.payload.MAX_REQUEST_PIXELS`): a file is never refused for
     the company it came in, and at most one request's images are decoded at a time."""
-    from leukemia_cnn.data.imaging import image_pixels
-    from leukemia_cnn.serving.payload import MAX_REQUEST_PIXELS
+    from leukemia_cnn.serving.payload import MAX_REQUEST_PIXELS  # read at call time (tests set it)
 
     starts, total = [0], 0
     for index, data in enumerate(images[IMAGE_COLUMN]):
@@ -174,17 +167,6 @@ def batches(images: pd.DataFrame) -> list[pd.DataFrame]:
         total += pixels
     return [images.iloc[start:end].reset_index(drop=True)
             for start, end in zip(starts, [*starts[1:], len(images)], strict=True)]
-
-
-def check_prediction_output(output: str, root: Path, images: list[str]) -> Path:
-    """The guard of ``--output`` (relative: to the current folder): a new file or one an
-    earlier ``predict`` wrote and nobody edited since (its record, not its content, says so);
-    never an input image, a tracked file or a folder (see
-    :func:`leukemia_cnn.fileio.check_output`)."""
-    return check_output(output, kind="file", root=root, flag="--output", owner=PREDICT_OUTPUT,
-                        inputs=images,
-                        instead="Pass --output with a new file name (e.g. predictions.csv), "
-                                "or - (or nothing) to print the rows")
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -256,8 +238,12 @@ def run(cfg: Config, root: Path, images: list[str], model_uri: str | None = None
     ``in_distribution`` false the images the guard flagged)."""
     from leukemia_cnn.registry.provenance import model_provenance
 
-    to_file = output is not None and output != STDOUT
-    target = check_prediction_output(output, root, images) if to_file else None
+    target = None
+    if output is not None and output != STDOUT:  # a new file or one predict wrote (check_output)
+        target = check_output(output, kind="file", root=root, flag="--output",
+                              owner=PREDICT_OUTPUT, inputs=images,
+                              instead="Pass --output with a new file name (e.g. predictions.csv), "
+                                      "or - (or nothing) to print the rows")
     model_uri = default_model_uri(cfg) if model_uri is None else check_model_uri(model_uri)
     check_store(cfg, root)
     setup_mlflow(cfg, root, read_only=True)

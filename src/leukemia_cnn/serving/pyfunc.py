@@ -1,29 +1,18 @@
 """The logged MLflow model: the Keras CNN plus its own preprocessing.
 
 It takes a DataFrame with an ``image`` column of encoded image bytes (JPEG, PNG, ...; base64
-in a JSON request to ``mlflow models serve``) and answers one row per image:
-``predicted_class``, one ``p_<Class>`` probability per class, ``in_distribution`` (the
-out-of-distribution guard fitted with the model accepts the image: ``ood_score <=
-threshold``), ``ood_score`` (higher = less like the training images; a model logged without a
-guard answers true and NaN) and ``model_name``/``model_version``: the registry version that
-answered (``unregistered`` when loaded by run or path, not through ``models:/``). The
-probabilities are temperature-scaled when the train stage found that calibration helps
-(``train.calibration``): ``softmax(log p / T)``, same argmax.
-
-With the param ``heatmap`` true (``model.predict(df, params={"heatmap": True})``, or
-``"params": {"heatmap": true}`` in a request to the server) each row also has ``heatmap``: a
-base64 PNG of the Grad-CAM evidence for the predicted class over the original image
-(:mod:`leukemia_cnn.modeling.gradcam`); without it nothing of Grad-CAM runs. Preprocessed
-arrays (n, H, W, C) in [0, 1] go through ``unwrap_python_model().predict_arrays(x)``: the
-signature makes ``PyFuncModel.predict`` refuse them.
-
-The CNN computes in ``train.inference_precision`` (:mod:`leukemia_cnn.modeling.precision`;
-the wrapper's ``precision`` says which), with the guard's threshold for that precision.
+in a JSON request to ``mlflow models serve``) and answers one row per image with the columns
+docs/predictions.md lists (``model_version`` is ``unregistered`` for a model loaded by run or
+path, not through ``models:/``); the param ``heatmap`` adds a base64 PNG of the Grad-CAM
+evidence, else nothing of Grad-CAM runs. Preprocessed arrays (n, H, W, C) in [0, 1] go through
+``unwrap_python_model().predict_arrays(x)``: the signature makes ``PyFuncModel.predict``
+refuse them. The CNN computes in ``train.inference_precision`` (the wrapper's ``precision``).
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sys
 from pathlib import Path
@@ -31,7 +20,12 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import yaml
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
 from leukemia_cnn.data.acquisition import acquisition_of
@@ -75,9 +69,6 @@ def signature(classes: list[str]):
     in ``error``: as ``binary``, MLflow's schema step refused a whole request for one null or
     bad base64 row, and a request without the column with a 400 quoting its whole data.
     """
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
     outputs = [ColSpec("string", "predicted_class")]
     outputs += [ColSpec("double", f"p_{name}") for name in classes]
     outputs += [ColSpec("boolean", IN_DISTRIBUTION_COLUMN), ColSpec("double", OOD_SCORE_COLUMN)]
@@ -85,14 +76,6 @@ def signature(classes: list[str]):
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN, required=False)]),
                           outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec(HEATMAP_PARAM, "boolean", False)]))
-
-
-def probabilities_frame(probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """One row per image: argmax class name and the probability of every class."""
-    frame = pd.DataFrame({"predicted_class": np.asarray(classes)[probabilities.argmax(axis=1)]})
-    for index, name in enumerate(classes):
-        frame[f"p_{name}"] = probabilities[:, index].astype(np.float64)
-    return frame
 
 
 UNREGISTERED = "unregistered"
@@ -105,9 +88,6 @@ def registry_identity(artifact: Path) -> tuple[str, str]:
     through a ``models:/`` URI (``load_model``, ``mlflow models serve``); a model loaded by
     run or path has none (or one without a version): ``("", "unregistered")``.
     """
-    import yaml
-    from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
-
     for folder in Path(artifact).resolve().parents:
         if (folder / "MLmodel").is_file():
             meta_file = folder / REGISTERED_MODEL_META_FILE_NAME
@@ -144,7 +124,11 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         import keras
 
         self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
-        meta = preprocessing_meta(context)
+        # The preprocessing is the model_config (shown in MLmodel), or the preprocessing.json
+        # artifact of models logged before.
+        config = context.model_config or {}
+        meta = dict(config["preprocessing"]) if "preprocessing" in config \
+            else json.loads(Path(context.artifacts["preprocessing"]).read_text())
         self.classes = list(meta["classes"])
         self.image_size = int(meta["image_size"])
         self.color_mode = str(meta["color_mode"])
@@ -213,7 +197,9 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
                 x[start:start + batch_size])) for start in range(0, len(x), batch_size)])
         if self.temperature != 1.0 and len(x):
             probabilities = apply_temperature(probabilities, self.temperature)
-        frame = probabilities_frame(probabilities, self.classes)
+        frame = pd.DataFrame(np.asarray(probabilities, np.float64),
+                             columns=[f"p_{name}" for name in self.classes])
+        frame.insert(0, "predicted_class", np.asarray(self.classes)[probabilities.argmax(axis=1)])
         frame[IN_DISTRIBUTION_COLUMN] = np.asarray(accepted, dtype=bool)
         frame[OOD_SCORE_COLUMN] = np.asarray(scores, dtype=np.float64)
         frame["model_name"] = getattr(self, "model_name", "")
@@ -248,8 +234,6 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
         return pngs
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
         try:
             frame = self._predict(model_input, bool((params or {}).get(HEATMAP_PARAM, False)))
         except DataError as exc:
@@ -294,20 +278,9 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in names]
 
 
-def preprocessing_meta(context) -> dict:
-    """The model's preprocessing (classes, image size, colour mode, temperature): its
-    ``model_config`` (shown in MLmodel), or the ``preprocessing.json`` artifact of models
-    logged before."""
-    if context.model_config and "preprocessing" in context.model_config:
-        return dict(context.model_config["preprocessing"])
-    return json.loads(Path(context.artifacts["preprocessing"]).read_text())
-
-
 def input_example(image: np.ndarray) -> pd.DataFrame:
     """One row of what the model takes: ``image`` holding a PNG of ``image`` (H, W[, C]) in
     [0, 1], e.g. a validation image (shown as the model's input example)."""
-    import io
-
     pixels = np.round(np.clip(np.asarray(image, np.float32), 0, 1) * 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1

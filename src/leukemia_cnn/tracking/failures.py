@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from leukemia_cnn.errors import full_disk_cause, full_disk_error
+from leukemia_cnn.tracking.runs import end_run
+from leukemia_cnn.tracking.store import local_path, sqlite_path
 
 
 def _repository(uri: str):
@@ -38,11 +40,9 @@ def _files(repository, path: str | None = None) -> set[str]:
 def _fullest(paths: Sequence[Path | None]) -> Path | None:
     """Of ``paths``, the one whose file system has the least free space (the full one)."""
     def free(path: Path) -> int:
-        folder = path
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        try:
-            return shutil.disk_usage(folder).free
+        try:  # of the nearest folder that exists
+            return shutil.disk_usage(next((p for p in (path, *path.parents) if p.exists()),
+                                          path)).free
         except OSError:
             return sys.maxsize
     candidates = [Path(p) for p in paths if p is not None]
@@ -52,8 +52,6 @@ def _fullest(paths: Sequence[Path | None]) -> Path | None:
 def _store_file(cause: BaseException) -> Path | None:
     """The sqlite file of the store, when the disk filled while writing it."""
     import mlflow
-
-    from leukemia_cnn.tracking.store import sqlite_path
 
     if "database or disk is full" not in str(cause).lower():
         return None
@@ -86,8 +84,6 @@ def remove_logged_since(run_id: str, before: set[str] | None, since_ms: int) -> 
 
 def _end_failed() -> str:
     """End the active run FAILED; what became of it, as a clause."""
-    from leukemia_cnn.tracking.runs import end_run
-
     try:
         end_run(status="FAILED")  # MLflow takes the run off its stack before it writes
     except Exception as exc:  # noqa: BLE001 - the store itself may be what failed
@@ -110,8 +106,6 @@ def cleaned_on_failure(run_id: str, outputs: Sequence[Path] = (),
     import mlflow
     from mlflow import MlflowClient
     from mlflow.utils.time import get_current_time_millis
-
-    from leukemia_cnn.tracking.store import local_path
 
     since = get_current_time_millis()
     artifact_uri = MlflowClient().get_run(run_id).info.artifact_uri

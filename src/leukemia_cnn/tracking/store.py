@@ -10,10 +10,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from leukemia_cnn.config import LATE_KNOBS, find_repo_root, same_setting, shared_root
+from leukemia_cnn.config import LATE_KNOBS, find_repo_root, overrides_from_defaults, same_setting, shared_root
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.data.lineage import DataLineage, data_version, safe_name, workspace_lineage
-from leukemia_cnn.errors import ConfigError, full_disk_cause, full_disk_error
+from leukemia_cnn.data.lineage import DataLineage, data_version, rows_digest, safe_name, workspace_lineage
+from leukemia_cnn.errors import ConfigError, LeukemiaCNNError, full_disk_cause, full_disk_error
+from leukemia_cnn.tracking import fields
 from leukemia_cnn.tracking.orphans import close_orphaned_runs, process_tags
 
 
@@ -32,11 +33,6 @@ def tracking_uri(cfg: Config | None = None, root: Path | None = None) -> str:
     if configured:
         return configured
     return f"sqlite:///{(shared_root(root) / 'mlflow.db').as_posix()}"
-
-
-def artifact_location(root: Path | None = None) -> str:
-    """Artifact root for new experiments in the embedded store: ``<repo>/mlruns``."""
-    return shared_root(root).joinpath("mlruns").as_uri()
 
 
 def check_artifact_location(experiment, uri: str, root: Path | None = None) -> None:
@@ -66,21 +62,10 @@ EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_deve
 
 def experiment_tags(cfg: Config) -> dict[str, str]:
     """The experiment's kind and description (``mlflow.note.content``)."""
-    from leukemia_cnn.tracking.fields import DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION
-
-    return {EXPERIMENT_KIND_TAG: TRAINING_KIND, DESCRIPTION_TAG: EXPERIMENT_DESCRIPTION.format(
-        classes=", ".join(map(str, cfg.data.classes)), model=cfg.mlflow.registered_model_name,
-        alias=cfg.mlflow.champion_alias)}
-
-
-def mark_training_experiment(experiment, cfg: Config) -> None:
-    """Give an experiment created before them its kind and description tags (a kind or a
-    description set by hand is left alone)."""
-    from mlflow import MlflowClient
-
-    for key, value in experiment_tags(cfg).items():
-        if key not in (experiment.tags or {}):
-            MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+    return {EXPERIMENT_KIND_TAG: TRAINING_KIND,
+            fields.DESCRIPTION_TAG: fields.EXPERIMENT_DESCRIPTION.format(
+                classes=", ".join(map(str, cfg.data.classes)),
+                model=cfg.mlflow.registered_model_name, alias=cfg.mlflow.champion_alias)}
 
 
 def setup_mlflow(cfg: Config, root: Path | None = None, read_only: bool = False) -> str | None:
@@ -102,7 +87,13 @@ def setup_mlflow(cfg: Config, root: Path | None = None, read_only: bool = False)
         if experiment is None:
             return None
         check_artifact_location(experiment, uri, root)
-        close_orphans_or_say_why(experiment.experiment_id)
+        try:  # closing orphans is a courtesy: when the store cannot be written, say so, go on
+            close_orphaned_runs(experiment.experiment_id)
+        except Exception as exc:  # noqa: BLE001
+            reason = str(full_disk_cause(exc) or exc).splitlines()[0][:200]
+            print(f"mlflow: could not close orphaned runs ({type(exc).__name__}: {reason}); "
+                  "they stay RUNNING until a command that can write to the store closes them",
+                  file=sys.stderr)
         return experiment.experiment_id
     try:
         return _set_experiment(cfg, root, uri)
@@ -114,34 +105,27 @@ def setup_mlflow(cfg: Config, root: Path | None = None, read_only: bool = False)
                               "no run was started") from exc
 
 
-def close_orphans_or_say_why(experiment_id: str) -> None:
-    """:func:`close_orphaned_runs`, for a command that only reads: when the store cannot be
-    written, one line says so and the command goes on."""
-    try:
-        close_orphaned_runs(experiment_id)
-    except Exception as exc:  # noqa: BLE001 - closing orphans is a courtesy, never a failure
-        reason = str(full_disk_cause(exc) or exc).splitlines()[0][:200]
-        print(f"mlflow: could not close orphaned runs ({type(exc).__name__}: {reason}); they "
-              "stay RUNNING until a command that can write to the store closes them",
-              file=sys.stderr)
-
-
 def _set_experiment(cfg: Config, root: Path, uri: str) -> str:
     import mlflow
 
     name = cfg.mlflow.experiment_name
-    # Creating the sqlite tables is not safe from two processes at once (parallel sweep
-    # workers, `dvc queue start -j 2`): it corrupts the store. Creation is serialised.
+    # Serialised: parallel sweep workers or `dvc queue start -j 2` creating it corrupt the store.
     with store_lock(uri):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             check_artifact_location(experiment, uri, root)
-            mark_training_experiment(experiment, cfg)
+            # An experiment created before them gets the kind and description tags; a kind or
+            # a description set by hand is left alone.
+            for key, value in experiment_tags(cfg).items():
+                if key not in (experiment.tags or {}):
+                    mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
             mlflow.set_experiment(name)
             close_orphaned_runs(experiment.experiment_id)
             return experiment.experiment_id
-        # A file artifact root only for the embedded sqlite store; a server picks its own.
-        location = artifact_location(root) if uri.startswith("sqlite:") else None
+        # A file artifact root, <repo>/mlruns, only for the embedded sqlite store; a server
+        # picks its own.
+        location = shared_root(root).joinpath("mlruns").as_uri() if uri.startswith("sqlite:") \
+            else None
         try:
             experiment_id = mlflow.create_experiment(name, artifact_location=location,
                                                      tags=experiment_tags(cfg))
@@ -251,9 +235,6 @@ def run_tags(cfg: Config, root: Path | None = None, overrides: str | None = None
     ``groups`` keeps only the recovered overrides of those config groups (the baseline's run
     does not carry the CNN's ``train.*`` overrides).
     """
-    from leukemia_cnn.config import overrides_from_defaults
-    from leukemia_cnn.tracking.fields import run_description, standard_tags
-
     root = root or find_repo_root()
     conf_root = root if (root / "conf" / "config.yaml").is_file() else find_repo_root()
     if overrides is None:
@@ -271,7 +252,7 @@ def run_tags(cfg: Config, root: Path | None = None, overrides: str | None = None
         lineage = {"data_version": data_version(root), "data_source": "unknown",
                    "lineage_error": str(exc)[:500]}
     commit = git_commit(root)
-    description = run_description(what, cfg, DataLineage.from_tags(lineage), commit) \
+    description = fields.run_description(what, cfg, DataLineage.from_tags(lineage), commit) \
         if what else ""
     tags = {
         "git_commit": commit,
@@ -279,7 +260,7 @@ def run_tags(cfg: Config, root: Path | None = None, overrides: str | None = None
         "seed": cfg.seed,
         **({"hydra_overrides": overrides[:5000]} if overrides else {}),
         **process_tags(),
-        **{k: v for k, v in standard_tags(commit, description, cfg.data.classes).items() if v},
+        **{k: v for k, v in fields.standard_tags(commit, description, cfg.data.classes).items() if v},
     }
     # `mlflow run . -e main` exports its project run id: nest the pipeline's runs under it.
     parent = os.environ.get("MLFLOW_PARENT_RUN_ID")
@@ -313,7 +294,6 @@ def run_lineage(cfg: Config, root: Path):
     """``(lineage, rows)``: the workspace's :class:`DataLineage` and its split rows (None when
     the workspace has neither a split table nor preprocessed arrays)."""
     from leukemia_cnn.data.lineage import split_rows
-    from leukemia_cnn.errors import LeukemiaCNNError
 
     try:
         rows = split_rows(cfg, root)
@@ -337,16 +317,12 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
 
     Parameters
     ----------
-    lineage : DataLineage
-        The run's data.
     rows : pandas.DataFrame
         ``lineage.split_rows`` of the workspace.
     train_paths : array-like, optional
         The train images actually trained on (``train.train_fraction`` < 1); default all.
     """
     import mlflow
-
-    from leukemia_cnn.data.lineage import rows_digest
 
     for split, context in SPLIT_CONTEXTS.items():
         part = rows[rows["split"] == split]
