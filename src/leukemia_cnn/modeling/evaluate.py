@@ -220,8 +220,7 @@ def log_evaluation(metrics: dict[str, float], collapsed: bool, reports_dir: Path
     log_artifact(reports_dir / "metrics.json", "evaluation")
     if (reports_dir / RISK_COVERAGE_FILE).is_file():
         log_artifact(reports_dir / RISK_COVERAGE_FILE, "evaluation")
-    if (reports_dir / "reliability").is_dir():
-        log_artifacts(reports_dir / "reliability", artifact_path="evaluation/reliability")
+    log_artifacts(reports_dir / "reliability", artifact_path="evaluation/reliability")
 
 
 def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
