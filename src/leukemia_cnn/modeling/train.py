@@ -1,9 +1,6 @@
-"""Train stage: the Keras CNN, tracked as one MLflow run.
+"""Train stage: the Keras CNN, tracked as one MLflow run (docs/mlflow.md says what it shows).
 
-The run carries the flattened resolved config as params, tags (git commit, data version,
-data source, seed, Hydra overrides), per-epoch loss/accuracy, the training time, the resolved
-config, the curves and the model (with its preprocessing and signature). The evaluate and
-register stages add to the same run (its id is in ``models/run.json``).
+The evaluate and register stages add to the same run (its id is in ``models/run.json``).
 """
 
 from __future__ import annotations
