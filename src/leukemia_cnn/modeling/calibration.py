@@ -1,9 +1,6 @@
 """Calibration of class probabilities: expected calibration error, reliability bins and
-temperature scaling (Guo et al., 2017, "On Calibration of Modern Neural Networks").
-
-Functions of arrays, no TensorFlow: the train stage fits the temperature on the validation
-split, the evaluate stage measures before and after, and the logged model divides its
-log-probabilities by the temperature so that served probabilities are the calibrated ones.
+temperature scaling (Guo et al., 2017, "On Calibration of Modern Neural Networks"):
+functions of arrays, no TensorFlow (docs/predictions.md: how evaluate and serving use them).
 
 A model's softmax outputs ``p`` are turned back into logits as ``log p`` (softmax is
 invariant to an additive constant, so ``softmax(log p / T)`` is temperature scaling of the

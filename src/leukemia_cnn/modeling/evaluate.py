@@ -27,7 +27,7 @@ from leukemia_cnn.modeling.calibration import (
 from leukemia_cnn.modeling.evaluate_figures import plot_gradcam_grid, plot_reliability, plot_samples
 from leukemia_cnn.modeling.guard import load_trained
 from leukemia_cnn.modeling.plots import plot_confusion
-from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics, print_guard_summary
+from leukemia_cnn.modeling.selective import RISK_COVERAGE_FILE, guard_metrics
 from leukemia_cnn.tracking.failures import cleaned_on_failure
 from leukemia_cnn.tracking.orphans import process_tags
 from leukemia_cnn.tracking.runs import (
@@ -220,13 +220,12 @@ def log_evaluation(metrics: dict[str, float], collapsed: bool, reports_dir: Path
     log_artifact(reports_dir / "metrics.json", "evaluation")
     if (reports_dir / RISK_COVERAGE_FILE).is_file():
         log_artifact(reports_dir / RISK_COVERAGE_FILE, "evaluation")
-    if (reports_dir / "reliability").is_dir():
-        log_artifacts(reports_dir / "reliability", artifact_path="evaluation/reliability")
+    log_artifacts(reports_dir / "reliability", artifact_path="evaluation/reliability")
 
 
 def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
                   prefix: str = "evaluate") -> None:
-    """One line of accuracies and prediction times; a warning first for a collapsed run."""
+    """Accuracies and prediction times, calibration, the guard's flags; a collapse warning first."""
     if collapsed:
         print(f"{prefix}: WARNING run {run_id} collapsed (val accuracy "
               f"{metrics['val_accuracy']:.3f} <= majority share {metrics['val_majority_share']:.3f}"
@@ -241,7 +240,10 @@ def print_summary(metrics: dict[str, float], collapsed: bool, run_id: str,
           f"-> {metrics['test_ece_calibrated']:.3f}; NLL val "
           f"{metrics['val_nll_uncalibrated']:.3f} -> {metrics['val_nll_calibrated']:.3f}, "
           f"test {metrics['test_nll_uncalibrated']:.3f} -> {metrics['test_nll_calibrated']:.3f}")
-    print_guard_summary(metrics, prefix)
+    if "test_false_flag_rate" in metrics:  # evaluated with a guard
+        print(f"{prefix}: guard flags {metrics['test_false_flag_rate']:.1%} of test images; "
+              f"accuracy on the accepted {metrics['test_accuracy_accepted']:.3f} "
+              f"(all: {metrics['test_accuracy']:.3f})")
 
 
 SUMMARY_KEYS = ("val_accuracy", "test_accuracy", "val_f1_macro", "test_f1_macro",

@@ -60,19 +60,6 @@ def plot_reliability(tables: dict, metrics: dict[str, float], split: str, temper
     return save_figure(fig, path, dpi=110)
 
 
-def gradcam_picks(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.ndarray,
-                  n_classes: int, per_class: int) -> list[tuple[int, list[int], list[int]]]:
-    """Per true class: the ``per_class`` most confident correct and wrong predictions."""
-    picks = []
-    for label in range(n_classes):
-        rows = []
-        for correct in (True, False):
-            index = np.flatnonzero((y_true == label) & ((y_pred == label) == correct))
-            rows.append(index[np.argsort(-confidence[index], kind="stable")][:per_class].tolist())
-        picks.append((label, *rows))
-    return picks
-
-
 def original_image(raw_dir: Path | None, relative: str, fallback: np.ndarray):
     """The raw colour image behind a preprocessed one, or the preprocessed grayscale array
     when the raw tree is not at hand (e.g. a sweep job's copy)."""
@@ -100,7 +87,13 @@ def plot_gradcam_grid(model, x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarr
     from leukemia_cnn.modeling.gradcam import gradcam, overlay
 
     confidence = probabilities.max(axis=1)
-    picks = gradcam_picks(y_true, y_pred, confidence, len(classes), per_class)
+    picks = []  # per true class: the most confident correct and wrong predictions
+    for label in range(len(classes)):
+        rows = []
+        for correct in (True, False):
+            index = np.flatnonzero((y_true == label) & ((y_pred == label) == correct))
+            rows.append(index[np.argsort(-confidence[index], kind="stable")][:per_class].tolist())
+        picks.append((label, *rows))
     chosen = sorted({i for _, right, wrong in picks for i in right + wrong})
     maps = dict(zip(chosen, gradcam(model, x[chosen])[0], strict=True)) if chosen else {}
     cols = 2 * per_class

@@ -26,8 +26,6 @@ def scale_statistics(x: np.ndarray, workers: int | None = None) -> np.ndarray:
         picture = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
         return float(np.log(relative_radius(picture)))
 
-    if len(x) == 0:
-        return np.zeros((0, 1))
     with ThreadPoolExecutor(max(1, min(workers or os.cpu_count() or 1, len(x)))) as pool:
         return np.array(list(pool.map(one, np.asarray(x))))[:, None]
 

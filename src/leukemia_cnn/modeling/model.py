@@ -62,11 +62,8 @@ def build_model(input_shape: tuple[int, int, int], n_classes: int,
     try:
         network = keras.Sequential(name="paper_cnn")
         network.add(keras.Input(shape=tuple(input_shape)))
-        for layer in _input_layers(train, standardize_data):
-            network.add(layer)
-        for layer in _conv_blocks(model):
-            network.add(layer)
-        for layer in _head(model, n_classes):
+        for layer in [*_input_layers(train, standardize_data), *_conv_blocks(model),
+                      *_head(model, n_classes)]:
             network.add(layer)
     finally:
         keras.config.set_dtype_policy(previous_policy)

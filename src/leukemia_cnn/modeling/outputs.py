@@ -68,19 +68,17 @@ def exit_with_dvc() -> Iterator[None]:
     if watched is None:
         yield
         return
+    import psutil
+
     done = threading.Event()
-
-    def gone() -> bool:
-        import psutil
-
-        try:  # killed but not yet reaped by its own parent: a zombie, as good as gone
-            return not watched.is_running() or watched.status() == psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return True
 
     def watch() -> None:
         while not done.wait(0.5):  # seconds between two looks for the DVC process
-            if gone():
+            try:  # killed but not yet reaped by its own parent: a zombie, as good as gone
+                alive = watched.is_running() and watched.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                alive = False
+            if not alive:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 

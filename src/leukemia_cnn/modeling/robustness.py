@@ -244,12 +244,6 @@ def run(cfg, root: Path) -> dict:
         set_tags({f"robustness_{k}": v for k, v in worst.items()})
         log_artifacts(folder, artifact_path=ROBUSTNESS_DIR)
         log_artifact(reports_dir / METRICS_FILE, ROBUSTNESS_DIR)
-    print_summary(summary, worst)
-    return summary
-
-
-def print_summary(summary: dict, worst: dict[str, str]) -> None:
-    """Two lines: the worst cases and what the guard lets through."""
     print(f"robustness: {summary['robustness_n_cases']} shifts in "
           f"{summary['robustness_seconds']:.1f} s; worst accuracy "
           f"{summary['robustness_worst_accuracy']:.3f} ({worst.get('worst_case', '-')}), worst "
@@ -259,3 +253,4 @@ def print_summary(summary: dict, worst: dict[str, str]) -> None:
           f"through; it accepts {summary['robustness_moderate_correct_accepted']:.1%} of the "
           f"moderately shifted smears the model reads right; ood_score AUROC for the errors "
           f"under shift {summary['robustness_ood_auroc']:.3f}")
+    return summary

@@ -62,11 +62,3 @@ def guard_metrics(guard: Guard, model, details: dict[str, dict], reports_dir: Pa
             write_csv(reports_dir / RISK_COVERAGE_FILE, risk_coverage(
                 correct, result.ood_score, d["probabilities"].max(axis=1)))
     return metrics
-
-
-def print_guard_summary(metrics: dict[str, float], prefix: str = "evaluate") -> None:
-    """One line: the guard's false-flag rate and accuracy on accepted test images."""
-    if "test_false_flag_rate" in metrics:
-        print(f"{prefix}: guard flags {metrics['test_false_flag_rate']:.1%} of test images; "
-              f"accuracy on the accepted {metrics['test_accuracy_accepted']:.3f} "
-              f"(all: {metrics['test_accuracy']:.3f})")

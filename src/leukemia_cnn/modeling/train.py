@@ -1,9 +1,6 @@
-"""Train stage: the Keras CNN, tracked as one MLflow run.
+"""Train stage: the Keras CNN, tracked as one MLflow run (docs/mlflow.md says what it shows).
 
-The run carries the flattened resolved config as params, tags (git commit, data version,
-data source, seed, Hydra overrides), per-epoch loss/accuracy, the training time, the resolved
-config, the curves and the model (with its preprocessing and signature). The evaluate and
-register stages add to the same run (its id is in ``models/run.json``).
+The evaluate and register stages add to the same run (its id is in ``models/run.json``).
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from leukemia_cnn.modeling.guard import summary as guard_summary
 from leukemia_cnn.modeling.guardinputs import embedding_model, forward
 from leukemia_cnn.modeling.guardshift import learning_inputs
 from leukemia_cnn.modeling.model import build_from_config, displayed_accuracy_metric, set_seeds
-from leukemia_cnn.modeling.outputs import MODEL_FILE, exit_with_dvc, publish
+from leukemia_cnn.modeling.outputs import HISTORY_FILE, MODEL_FILE, exit_with_dvc, publish
 from leukemia_cnn.modeling.plots import plot_curves
 from leukemia_cnn.modeling.trainrun import epoch_logger, start_training_run, summary_fields
 from leukemia_cnn.tracking.runs import end_run, log_artifact, log_metrics, set_tag, set_tags
@@ -92,12 +89,11 @@ def training_callbacks(cfg: Config) -> list:
     callbacks = []
     if cfg.train.ema_momentum > 0:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    patience = cfg.train.early_stopping_patience
-    if patience:
+    if cfg.train.early_stopping_patience:
         monitor = cfg.train.early_stopping_monitor
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode="min" if monitor == "val_loss" else "max",
-            patience=int(patience), restore_best_weights=True))
+            patience=cfg.train.early_stopping_patience, restore_best_weights=True))
     if cfg.train.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=cfg.train.lr_plateau_patience,
@@ -225,9 +221,9 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
         logger.close(raise_errors=False)  # after any other error: the run ends FAILED
     # Which accuracy the Keras progress line showed (Keras 3: categorical, whatever the loss).
     set_tag("keras_accuracy_metric", displayed_accuracy_metric(model))
-    keras_path = model_dir / "cnn.keras"
+    keras_path = model_dir / MODEL_FILE
     model.save(keras_path)
-    write_csv(reports_dir / "train_history.csv", history)
+    write_csv(reports_dir / HISTORY_FILE, history)
     summary = training_summary(cfg, model, history, seconds)
     calibration, guard_path = calibrate_and_guard(cfg, model, x_train, y_train, x_val, y_val,
                                                   model_dir, summary, guard_learning)
@@ -236,7 +232,7 @@ def fit_and_log(cfg: Config, x_train, y_train, x_val, y_val, model_dir: Path,
         write_params(cfg, tmp_dir / "config.yaml")
         log_artifact(tmp_dir / "config.yaml")
         log_artifact(plot_curves(history, tmp_dir / "curves.png", label or "training curves"))
-        log_artifact(reports_dir / "train_history.csv")
+        log_artifact(reports_dir / HISTORY_FILE)
         info = log_pyfunc_model(cfg, keras_path, guard_path, calibration["temperature"], x_val[0],
                                 scale)
     return summary, info, model
