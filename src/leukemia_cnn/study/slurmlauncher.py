@@ -174,11 +174,14 @@ class ReportingLauncher:
     def failed_job(self, overrides: list[str], number: int, watch: Watch) -> JobReturn:
         """Write the failure as the job's ``status.json``, close its run, return it as a job
         that completed (its status says it failed; ``leukemia-cnn sweep`` reports it)."""
+        from leukemia_cnn.tracking.orphans import SLURM_JOB_TAG
+        from leukemia_cnn.tracking.runs import end_running_runs
+
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        with open_dict(config.hydra.job) as job:
-            job.num, job.id = number, watch.job.job_id
-        folder = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         job_id = watch.job.job_id
+        with open_dict(config.hydra.job) as job:
+            job.num, job.id = number, job_id
+        folder = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         status = {"status": "failed", "slurm_job_id": job_id, "slurm_state": watch.state,
                   "experiment_name": config.hydra.runtime.choices.get("experiment") or "default",
                   "overrides": [o for o in overrides if not o.startswith("sweep.id=")],
@@ -186,19 +189,11 @@ class ReportingLauncher:
                            f"{watch.job.paths.stderr}"}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
-        close_runs(str(config.sweep.id), job_id, watch.state)
+        try:  # its process could not end its run (killed, its node dead)
+            end_running_runs({"sweep_id": str(config.sweep.id), SLURM_JOB_TAG: job_id},
+                             status="KILLED" if watch.state == "CANCELLED" else "FAILED")
+        except Exception as exc:  # noqa: BLE001 - the report matters more than the run's status
+            print(f"sweep: could not close the run of SLURM job {job_id}: {exc}")
         return JobReturn(overrides=overrides, cfg=config, hydra_cfg=config, working_dir=str(folder),
                          task_name=config.hydra.job.name, status=JobStatus.COMPLETED,
                          _return_value=status)
-
-
-def close_runs(sweep_id: str, job_id: str, state: str) -> None:
-    """End the job's MLflow run if its process could not (killed, its node dead)."""
-    from leukemia_cnn.tracking.orphans import SLURM_JOB_TAG
-    from leukemia_cnn.tracking.runs import end_running_runs
-
-    try:
-        end_running_runs({"sweep_id": sweep_id, SLURM_JOB_TAG: job_id},
-                         status="KILLED" if state == "CANCELLED" else "FAILED")
-    except Exception as exc:  # noqa: BLE001 - the report matters more than the run's status
-        print(f"sweep: could not close the run of SLURM job {job_id}: {exc}")
