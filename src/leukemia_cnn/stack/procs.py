@@ -39,17 +39,10 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port + 10000 < 65536 and port_free(port + 10000):
-            return port
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+        if port + 10000 < 65536:
+            with socket.socket() as twin, contextlib.suppress(OSError):
+                twin.bind(("127.0.0.1", port + 10000))
+                return port
 
 
 def spawn(name: str, args: list[str], log: Path, env: dict | None = None,
