@@ -50,7 +50,6 @@ class Watch:
 
     job: Any  # submitit.Job
     state: str = "PENDING"
-    reason: str = ""
     since: float = 0.0  # when the job entered its current state
     outcome: str | None = None  # None: running; "result": wrote one; else the failure
 
@@ -81,13 +80,9 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
 
 def array_tasks(spec: str | None) -> list[str]:
     """Task ids of ``ArrayTaskId`` (``3``, or ``1-3,5%2`` for pending tasks shown as one)."""
-    if not spec:
-        return []
-    tasks = []
-    for part in spec.split("%")[0].split(","):
-        low, _, high = part.partition("-")
-        tasks += [str(t) for t in range(int(low), int(high or low) + 1)] if low.isdigit() else []
-    return tasks
+    parts = [part.partition("-") for part in (spec or "").split("%")[0].split(",")]
+    return [str(task) for low, _, high in parts if low.isdigit()
+            for task in range(int(low), int(high or low) + 1)]
 
 
 def update(watch: Watch, state: str, reason: str, now: float) -> None:
@@ -97,7 +92,6 @@ def update(watch: Watch, state: str, reason: str, now: float) -> None:
         return
     if state != watch.state:
         watch.state, watch.since = state, now
-    watch.reason = reason
     waited = now - watch.since
     if state in ENDED and waited > (RESULT_GRACE_S if state == "COMPLETED" else POLL_S * 2):
         said = f" ({reason})" if reason and reason != "None" else ""
@@ -138,8 +132,7 @@ def cancel(watches: list[Watch]) -> None:
 
 class ReportingLauncher:
     """The ``launch`` of hydra-submitit-launcher's SLURM launcher, with waits that end (see the
-    module). Hydra instantiates only launchers defined in its ``hydra_plugins`` package: the
-    class is ``hydra_plugins.leukemia_cnn_launcher.SweepSlurmLauncher``."""
+    module); mixed in by ``hydra_plugins.leukemia_cnn_launcher.SweepSlurmLauncher``."""
 
     def launch(self, job_overrides, initial_job_idx):
         import submitit
