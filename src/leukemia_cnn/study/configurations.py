@@ -43,10 +43,8 @@ def _configuration_row(config: str, group: pd.DataFrame, confidence: float) -> d
            "keras_accuracy": ", ".join(displayed) or "?",
            "sweeps": sorted(group["tags.sweep_id"].unique())}
     for metric in METRICS:
-        column = f"metrics.{metric}"
-        values = group[column] if column in group else pd.Series(dtype=float)
-        for key, value in summarize(values.to_numpy(dtype=float), confidence).items():
-            row[f"{metric}.{key}"] = value
+        summary = summarize(group.get(f"metrics.{metric}", pd.Series(dtype=float)), confidence)
+        row |= {f"{metric}.{key}": value for key, value in summary.items()}
     return row
 
 
