@@ -50,8 +50,7 @@ def weed_args(server: S3Server, config: Path) -> list[str]:
     p, folder = server.ports, server.folder
     return [weed, f"-logdir={folder}", "server", f"-dir={folder / 'data'}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-            f"-master.port={p['master']}", f"-volume.port={p['volume']}",
-            f"-filer.port={p['filer']}", f"-s3.port={p['s3']}",
+            *(f"-{name}.port={p[name]}" for name in SERVICES),
             *(f"-{name}.port.grpc={p[name] + 10000}" for name in SERVICES),
             "-filer", "-s3", f"-s3.config={config}",
             f"-filer.localSocket={folder / 'filer.sock'}", f"-s3.localSocket={folder / 's3.sock'}",
