@@ -69,12 +69,9 @@ def _params(group: pd.DataFrame) -> dict:
     return {c.removeprefix("params."): group[c].iloc[0] for c in group if c.startswith("params.")}
 
 
-def _param(group: pd.DataFrame, key: str, default: str = "?") -> str:
-    column = f"params.{key}"
-    if column not in group:
-        return default
-    values = group[column].dropna().unique()
-    return str(values[0]) if len(values) else default
+def _param(group: pd.DataFrame, key: str) -> str:
+    values = group.get(f"params.{key}", pd.Series(dtype=object)).dropna().unique()
+    return str(values[0]) if len(values) else "?"
 
 
 def _setup(group: pd.DataFrame) -> str:
