@@ -11,8 +11,6 @@ from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.study.configurations import table_frame
 from leukemia_cnn.study.sweep_runs import data_statement
 
-# The first line of every report page: how an earlier report is recognised (and replaced).
-REPORT_TITLE = "# Table 1 reproduced: the paper's configurations over seeds"
 COLLAPSED_AND_DISPLAYED = [
     "## Collapsed runs and the displayed accuracy",
     "",
@@ -51,7 +49,7 @@ def _table_lines(experiment: str, runs: pd.DataFrame, table: pd.DataFrame,
     others = table_frame(table[~table["faithful"]], confidence)
     sweeps = sorted({s for row in table["sweeps"] for s in row})
     lines = [
-        REPORT_TITLE,
+        "# Table 1 reproduced: the paper's configurations over seeds",
         "",
         f"{len(runs)} finished runs of {len(table)} configuration(s) from MLflow experiment "
         f"`{experiment}` (sweeps: {', '.join(sweeps)}). Each cell: mean ± std "
