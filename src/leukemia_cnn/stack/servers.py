@@ -17,9 +17,8 @@ from leukemia_cnn.stack.procs import Daemon, StackError, alive, free_port, spawn
 
 @dataclass
 class Postgres:
-    """A running PostgreSQL cluster: its folder, libpq URI and daemon."""
+    """A running PostgreSQL cluster: its libpq URI and daemon."""
 
-    folder: Path
     uri: str
     daemon: Daemon | None = None
 
@@ -60,7 +59,7 @@ def start_postgres(folder: Path, detach: bool = False, timeout: float = 60) -> P
                                 "-A", "trust", "--no-sync"]), check=True, capture_output=True,
                    timeout=120)
     port = free_port()
-    server = Postgres(folder, f"postgresql://postgres@127.0.0.1:{port}/mlflow")
+    server = Postgres(f"postgresql://postgres@127.0.0.1:{port}/mlflow")
     log = folder / "postgres.log"
     server.daemon = spawn("postgres", as_postgres([str(bindir / "postgres"), "-D", str(data),
                                                    "-h", "127.0.0.1", "-p", str(port),
