@@ -105,8 +105,7 @@ def mlflow_server(folder: Path, backend_uri: str, artifacts: str, env: dict[str,
     args = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
             "--backend-store-uri", backend_uri.replace("postgresql://", "postgresql+psycopg2://"),
             "--serve-artifacts", "--artifacts-destination", artifacts, "--workers", "1"]
-    server_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    server_env.update(env)
+    server_env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **env}
     daemon = spawn("mlflow-server", args, folder / f"mlflow-server-{port}.log", env=server_env,
                    cwd=folder, detach=detach)
     process = SimpleNamespace(poll=lambda: None if alive(daemon) else 1)  # wait_for_http's use
