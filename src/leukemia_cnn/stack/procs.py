@@ -39,17 +39,10 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port + 10000 < 65536 and port_free(port + 10000):
-            return port
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+        if port + 10000 < 65536:
+            with socket.socket() as twin, contextlib.suppress(OSError):
+                twin.bind(("127.0.0.1", port + 10000))
+                return port
 
 
 def spawn(name: str, args: list[str], log: Path, env: dict | None = None,
@@ -67,10 +60,9 @@ def spawn(name: str, args: list[str], log: Path, env: dict | None = None,
                                    stdin=subprocess.DEVNULL, env=env, cwd=cwd,
                                    start_new_session=detach)
     _CHILDREN[process.pid] = process
-    try:
+    started = 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
         started = psutil.Process(process.pid).create_time()
-    except psutil.NoSuchProcess:
-        started = 0.0
     return Daemon(name, process.pid, started, str(log))
 
 
@@ -148,11 +140,8 @@ def processes_where(environ_matches: Callable[[dict], bool]) -> list[int]:
     mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     found = []
     for process in psutil.process_iter():
-        if process.pid in mine:
-            continue
-        try:
-            if environ_matches(process.environ()) and process.status() != psutil.STATUS_ZOMBIE:
+        with contextlib.suppress(psutil.Error, OSError):
+            if (process.pid not in mine and environ_matches(process.environ())
+                    and process.status() != psutil.STATUS_ZOMBIE):
                 found.append(process.pid)
-        except (psutil.Error, OSError):
-            continue
     return found

@@ -50,8 +50,7 @@ def weed_args(server: S3Server, config: Path) -> list[str]:
     p, folder = server.ports, server.folder
     return [weed, f"-logdir={folder}", "server", f"-dir={folder / 'data'}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-            f"-master.port={p['master']}", f"-volume.port={p['volume']}",
-            f"-filer.port={p['filer']}", f"-s3.port={p['s3']}",
+            *(f"-{name}.port={p[name]}" for name in SERVICES),
             *(f"-{name}.port.grpc={p[name] + 10000}" for name in SERVICES),
             "-filer", "-s3", f"-s3.config={config}",
             f"-filer.localSocket={folder / 'filer.sock'}", f"-s3.localSocket={folder / 's3.sock'}",
@@ -107,13 +106,13 @@ def healthy(server: S3Server) -> bool:
         return False
 
 
-def client(server: S3Server, secret_key: str | None = None):
-    """A boto3 S3 client of ``server`` (``secret_key`` to try another key)."""
+def client(endpoint: str | None, env: dict[str, str]):
+    """A boto3 S3 client of ``endpoint`` with the credentials in ``env`` (``AWS_*`` keys)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION,
-                        aws_access_key_id=server.access_key,
-                        aws_secret_access_key=secret_key or server.secret_key)
+    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
+                        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+                        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
 
 
 def create_bucket(server: S3Server, bucket: str, timeout: float = 60) -> None:
@@ -122,7 +121,7 @@ def create_bucket(server: S3Server, bucket: str, timeout: float = 60) -> None:
 
     def created() -> bool:
         try:
-            client(server).create_bucket(Bucket=bucket)
+            client(server.endpoint, server.env).create_bucket(Bucket=bucket)
         except ClientError as exc:
             return exc.response.get("Error", {}).get("Code") in (
                 "BucketAlreadyOwnedByYou", "BucketAlreadyExists")
@@ -148,12 +147,9 @@ def check_access(endpoint: str | None, env: dict[str, str], bucket: str) -> None
     StackError
         One line naming the setting at fault (the endpoint, a key, the bucket).
     """
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
-                      aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-                      aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
+    s3 = client(endpoint, env)
     try:
         s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
     except ClientError as exc:
@@ -170,8 +166,8 @@ def check_access(endpoint: str | None, env: dict[str, str], bucket: str) -> None
 
 def list_keys(server: S3Server, bucket: str, prefix: str = "") -> list[str]:
     """Every object key of ``bucket`` under ``prefix``."""
-    pages = client(server).get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                      Prefix=prefix)
+    pages = client(server.endpoint, server.env).get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 

@@ -17,9 +17,8 @@ from leukemia_cnn.stack.procs import Daemon, StackError, alive, free_port, spawn
 
 @dataclass
 class Postgres:
-    """A running PostgreSQL cluster: its folder, libpq URI and daemon."""
+    """A running PostgreSQL cluster: its libpq URI and daemon."""
 
-    folder: Path
     uri: str
     daemon: Daemon | None = None
 
@@ -60,7 +59,7 @@ def start_postgres(folder: Path, detach: bool = False, timeout: float = 60) -> P
                                 "-A", "trust", "--no-sync"]), check=True, capture_output=True,
                    timeout=120)
     port = free_port()
-    server = Postgres(folder, f"postgresql://postgres@127.0.0.1:{port}/mlflow")
+    server = Postgres(f"postgresql://postgres@127.0.0.1:{port}/mlflow")
     log = folder / "postgres.log"
     server.daemon = spawn("postgres", as_postgres([str(bindir / "postgres"), "-D", str(data),
                                                    "-h", "127.0.0.1", "-p", str(port),
@@ -106,8 +105,7 @@ def mlflow_server(folder: Path, backend_uri: str, artifacts: str, env: dict[str,
     args = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
             "--backend-store-uri", backend_uri.replace("postgresql://", "postgresql+psycopg2://"),
             "--serve-artifacts", "--artifacts-destination", artifacts, "--workers", "1"]
-    server_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    server_env.update(env)
+    server_env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **env}
     daemon = spawn("mlflow-server", args, folder / f"mlflow-server-{port}.log", env=server_env,
                    cwd=folder, detach=detach)
     process = SimpleNamespace(poll=lambda: None if alive(daemon) else 1)  # wait_for_http's use

@@ -20,21 +20,16 @@ def claim_statements(runs: pd.DataFrame, table: pd.DataFrame, claims: Iterable[C
     Returns dicts with ``claim``, ``text`` (Markdown) and either ``verdicts`` (one per
     accuracy) or, for a claim none of whose configurations ran, ``missing``.
     """
-    labels_of, config_of = _configurations_of_files(table)
-    return [_untested(claim, labels_of) or _tested(claim, runs, config_of, alpha)
-            for claim in claims]
-
-
-def _configurations_of_files(table: pd.DataFrame) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """The labels of the configurations each conf/experiment file gave (more than one: a
-    claim on it is ambiguous), and the first one's id."""
+    # The labels of the configurations each conf/experiment file gave (more than one: a claim
+    # on it is ambiguous), and the first one's id.
     labels_of: dict[str, list[str]] = {}
     config_of: dict[str, str] = {}
     for _, row in table.iterrows():  # a file's name, and every other file of the same config
         for name in [row["experiment"], *(row.get("aliases") or [])]:
             labels_of.setdefault(name, []).append(row["label"])
             config_of.setdefault(name, row["config_id"])
-    return labels_of, config_of
+    return [_untested(claim, labels_of) or _tested(claim, runs, config_of, alpha)
+            for claim in claims]
 
 
 def _untested(claim: Claim, labels_of: dict[str, list[str]]) -> dict | None:

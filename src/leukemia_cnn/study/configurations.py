@@ -43,10 +43,8 @@ def _configuration_row(config: str, group: pd.DataFrame, confidence: float) -> d
            "keras_accuracy": ", ".join(displayed) or "?",
            "sweeps": sorted(group["tags.sweep_id"].unique())}
     for metric in METRICS:
-        column = f"metrics.{metric}"
-        values = group[column] if column in group else pd.Series(dtype=float)
-        for key, value in summarize(values.to_numpy(dtype=float), confidence).items():
-            row[f"{metric}.{key}"] = value
+        summary = summarize(group.get(f"metrics.{metric}", pd.Series(dtype=float)), confidence)
+        row |= {f"{metric}.{key}": value for key, value in summary.items()}
     return row
 
 
@@ -60,7 +58,9 @@ def _tell_twins_apart(table: pd.DataFrame) -> pd.DataFrame:
         differ = [k for k in keys if k.startswith(CONFIG_ID_PREFIXES)
                   and len({str(p.get(k)) for p in same["params"]}) > 1]
         for index in same.index:
-            knobs = ", ".join(f"{k}={_shown(table.loc[index, 'params'].get(k))}" for k in differ)
+            params = table.loc[index, "params"]  # runs that predate a knob have none: "unset"
+            knobs = ", ".join(f"{k}={'unset' if pd.isna(params.get(k)) else params[k]}"
+                              for k in differ)
             table.loc[index, "label"] = f"{label} [{knobs or table.loc[index, 'config_id']}]"
     return table
 
@@ -69,12 +69,9 @@ def _params(group: pd.DataFrame) -> dict:
     return {c.removeprefix("params."): group[c].iloc[0] for c in group if c.startswith("params.")}
 
 
-def _param(group: pd.DataFrame, key: str, default: str = "?") -> str:
-    column = f"params.{key}"
-    if column not in group:
-        return default
-    values = group[column].dropna().unique()
-    return str(values[0]) if len(values) else default
+def _param(group: pd.DataFrame, key: str) -> str:
+    values = group.get(f"params.{key}", pd.Series(dtype=object)).dropna().unique()
+    return str(values[0]) if len(values) else "?"
 
 
 def _setup(group: pd.DataFrame) -> str:
@@ -86,11 +83,6 @@ def _setup(group: pd.DataFrame) -> str:
     mode = _param(group, "preprocess.color_mode")
     return (f"e{_param(group, 'train.epochs')}/b{_param(group, 'train.batch_size')}/{loss}, "
             f"{layers} conv, {size}px {mode}, {_param(group, 'data.n_train')} train images")
-
-
-def _shown(value) -> str:
-    """A param value for a label; runs that predate a knob have none."""
-    return "unset" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _is_faithful(group: pd.DataFrame) -> bool:
@@ -108,10 +100,11 @@ def table_frame(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
         same = f" (= {', '.join(aliases)})" if aliases else ""
         out = {"configuration": f"{row['label']}{same}", "setup": row["setup"],
                "seeds": row["n_seeds"]}
+        paper = PAPER_TABLE1.get(row["label"])
         for metric in METRICS:
             digits = 3 if "accuracy" in metric else 2
             out[f"{METRIC_TITLES[metric]} (mean ± std [{level} CI])"] = _cell(row, metric, digits)
-            out[f"paper {METRIC_TITLES[metric]}"] = _paper_cell(row["label"], metric)
+            out[f"paper {METRIC_TITLES[metric]}"] = f"{paper[metric]:.2f}" if paper else ""
         out["collapsed runs"] = f"{row['collapsed']}/{row['n_seeds']}"
         out["Keras `accuracy` shown"] = row["keras_accuracy"]
         rows.append(out)
@@ -125,8 +118,3 @@ def _cell(row: pd.Series, metric: str, digits: int) -> str:
     if math.isnan(std):
         return f"{mean:.{digits}f} (n=1)"
     return f"{mean:.{digits}f} ± {std:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def _paper_cell(label: str, metric: str) -> str:
-    paper = PAPER_TABLE1.get(label)
-    return f"{paper[metric]:.2f}" if paper else ""

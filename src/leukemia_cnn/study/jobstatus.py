@@ -15,10 +15,8 @@ STATUS_FILE = "status.json"
 
 def override_value(argv: list[str], key: str) -> str | None:
     """The value of ``key=...`` among Hydra arguments (``+key=``/``~key=`` too), or None."""
-    for arg in argv:
-        if arg.lstrip("+~").startswith(f"{key}="):
-            return arg.split("=", 1)[1]
-    return None
+    return next((arg.split("=", 1)[1] for arg in argv if arg.lstrip("+~").startswith(f"{key}=")),
+                None)
 
 
 def job_folders(argv: list[str], root: Path, sweep_id: str) -> Path:

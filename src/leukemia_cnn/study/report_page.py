@@ -11,8 +11,6 @@ from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.study.configurations import table_frame
 from leukemia_cnn.study.sweep_runs import data_statement
 
-# The first line of every report page: how an earlier report is recognised (and replaced).
-REPORT_TITLE = "# Table 1 reproduced: the paper's configurations over seeds"
 COLLAPSED_AND_DISPLAYED = [
     "## Collapsed runs and the displayed accuracy",
     "",
@@ -51,7 +49,7 @@ def _table_lines(experiment: str, runs: pd.DataFrame, table: pd.DataFrame,
     others = table_frame(table[~table["faithful"]], confidence)
     sweeps = sorted({s for row in table["sweeps"] for s in row})
     lines = [
-        REPORT_TITLE,
+        "# Table 1 reproduced: the paper's configurations over seeds",
         "",
         f"{len(runs)} finished runs of {len(table)} configuration(s) from MLflow experiment "
         f"`{experiment}` (sweeps: {', '.join(sweeps)}). Each cell: mean ± std "
@@ -75,13 +73,11 @@ def _table_lines(experiment: str, runs: pd.DataFrame, table: pd.DataFrame,
 
 def _figure_lines(fig: dict, reports_dir: Path) -> list[str]:
     config, run = fig["config"], fig["run"]
-    rel_curves = fig["curves"].relative_to(reports_dir).as_posix()
     lines = [f"## Fig. 3: loss and accuracy, {fig['scope']} `{config['label']}`", "",
              f"Run `{run['run_id']}` (seed {run['seed']}, val accuracy "
              f"{run['metrics.val_accuracy']:.3f}), curves from MLflow's metric history.", "",
-             f"![Fig. 3]({rel_curves})", ""]
+             f"![Fig. 3]({fig['curves'].relative_to(reports_dir).as_posix()})", ""]
     if fig["samples"] is not None:
-        rel_samples = fig["samples"].relative_to(reports_dir).as_posix()
         lines += [f"## Fig. 2: sample predictions (test split), {fig['scope']}", "",
-                  f"![Fig. 2]({rel_samples})", ""]
+                  f"![Fig. 2]({fig['samples'].relative_to(reports_dir).as_posix()})", ""]
     return lines

@@ -50,7 +50,6 @@ class Watch:
 
     job: Any  # submitit.Job
     state: str = "PENDING"
-    reason: str = ""
     since: float = 0.0  # when the job entered its current state
     outcome: str | None = None  # None: running; "result": wrote one; else the failure
 
@@ -81,13 +80,9 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
 
 def array_tasks(spec: str | None) -> list[str]:
     """Task ids of ``ArrayTaskId`` (``3``, or ``1-3,5%2`` for pending tasks shown as one)."""
-    if not spec:
-        return []
-    tasks = []
-    for part in spec.split("%")[0].split(","):
-        low, _, high = part.partition("-")
-        tasks += [str(t) for t in range(int(low), int(high or low) + 1)] if low.isdigit() else []
-    return tasks
+    parts = [part.partition("-") for part in (spec or "").split("%")[0].split(",")]
+    return [str(task) for low, _, high in parts if low.isdigit()
+            for task in range(int(low), int(high or low) + 1)]
 
 
 def update(watch: Watch, state: str, reason: str, now: float) -> None:
@@ -97,7 +92,6 @@ def update(watch: Watch, state: str, reason: str, now: float) -> None:
         return
     if state != watch.state:
         watch.state, watch.since = state, now
-    watch.reason = reason
     waited = now - watch.since
     if state in ENDED and waited > (RESULT_GRACE_S if state == "COMPLETED" else POLL_S * 2):
         said = f" ({reason})" if reason and reason != "None" else ""
@@ -138,8 +132,7 @@ def cancel(watches: list[Watch]) -> None:
 
 class ReportingLauncher:
     """The ``launch`` of hydra-submitit-launcher's SLURM launcher, with waits that end (see the
-    module). Hydra instantiates only launchers defined in its ``hydra_plugins`` package: the
-    class is ``hydra_plugins.leukemia_cnn_launcher.SweepSlurmLauncher``."""
+    module); mixed in by ``hydra_plugins.leukemia_cnn_launcher.SweepSlurmLauncher``."""
 
     def launch(self, job_overrides, initial_job_idx):
         import submitit
@@ -174,11 +167,14 @@ class ReportingLauncher:
     def failed_job(self, overrides: list[str], number: int, watch: Watch) -> JobReturn:
         """Write the failure as the job's ``status.json``, close its run, return it as a job
         that completed (its status says it failed; ``leukemia-cnn sweep`` reports it)."""
+        from leukemia_cnn.tracking.orphans import SLURM_JOB_TAG
+        from leukemia_cnn.tracking.runs import end_running_runs
+
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        with open_dict(config.hydra.job) as job:
-            job.num, job.id = number, watch.job.job_id
-        folder = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         job_id = watch.job.job_id
+        with open_dict(config.hydra.job) as job:
+            job.num, job.id = number, job_id
+        folder = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         status = {"status": "failed", "slurm_job_id": job_id, "slurm_state": watch.state,
                   "experiment_name": config.hydra.runtime.choices.get("experiment") or "default",
                   "overrides": [o for o in overrides if not o.startswith("sweep.id=")],
@@ -186,19 +182,11 @@ class ReportingLauncher:
                            f"{watch.job.paths.stderr}"}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
-        close_runs(str(config.sweep.id), job_id, watch.state)
+        try:  # its process could not end its run (killed, its node dead)
+            end_running_runs({"sweep_id": str(config.sweep.id), SLURM_JOB_TAG: job_id},
+                             status="KILLED" if watch.state == "CANCELLED" else "FAILED")
+        except Exception as exc:  # noqa: BLE001 - the report matters more than the run's status
+            print(f"sweep: could not close the run of SLURM job {job_id}: {exc}")
         return JobReturn(overrides=overrides, cfg=config, hydra_cfg=config, working_dir=str(folder),
                          task_name=config.hydra.job.name, status=JobStatus.COMPLETED,
                          _return_value=status)
-
-
-def close_runs(sweep_id: str, job_id: str, state: str) -> None:
-    """End the job's MLflow run if its process could not (killed, its node dead)."""
-    from leukemia_cnn.tracking.orphans import SLURM_JOB_TAG
-    from leukemia_cnn.tracking.runs import end_running_runs
-
-    try:
-        end_running_runs({"sweep_id": sweep_id, SLURM_JOB_TAG: job_id},
-                         status="KILLED" if state == "CANCELLED" else "FAILED")
-    except Exception as exc:  # noqa: BLE001 - the report matters more than the run's status
-        print(f"sweep: could not close the run of SLURM job {job_id}: {exc}")

@@ -48,8 +48,7 @@ def paired_test(better: pd.Series, worse: pd.Series, alpha: float = 0.05) -> dic
         difference), ``no difference`` (equal on every seed) or ``not enough seeds``.
     """
     seeds = sorted(set(better.dropna().index) & set(worse.dropna().index))
-    a = better.loc[seeds].to_numpy(dtype=float)
-    b = worse.loc[seeds].to_numpy(dtype=float)
+    a, b = (series.loc[seeds].to_numpy(dtype=float) for series in (better, worse))
     n, diffs = len(seeds), a - b
     mean_diff = float(np.mean(diffs)) if n else math.nan
     if n < 2:

@@ -92,9 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    env = child_environment()
     child = subprocess.Popen([sys.executable, "-m", "leukemia_cnn.study.sweep", *argv],
-                             cwd=find_repo_root(), env=env)
+                             cwd=find_repo_root(), env=child_environment())
 
     # SIGTERM to this process: the child stops its jobs too.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))

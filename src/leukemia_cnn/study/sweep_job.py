@@ -56,17 +56,6 @@ def load_splits(cfg: Config, root: Path) -> dict[str, tuple[np.ndarray, np.ndarr
     return splits
 
 
-def _limit_threads(threads: int | None) -> None:
-    """Cap TensorFlow's threads (``sweep.tf_threads``) before its runtime starts."""
-    if threads is None:
-        return
-    import tensorflow as tf
-
-    with contextlib.suppress(RuntimeError):  # a reused worker: TensorFlow keeps its first setting
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-
-
 def _interrupt_guard():
     """SIGTERM -> KeyboardInterrupt (run closed as KILLED), where signals can be handled."""
     from leukemia_cnn.modeling.train import sigterm_as_interrupt
@@ -76,21 +65,17 @@ def _interrupt_guard():
     return contextlib.nullcontext()
 
 
-def run_job(cfg: Config, root: Path, out_dir: Path, sweep_id: str,
-            experiment_name: str = "default", overrides: list[str] | None = None) -> dict:
+def run_job(cfg: Config, root: Path, out_dir: Path, experiment_name: str = "default",
+            overrides: list[str] | None = None) -> dict:
     """Train and evaluate ``cfg`` as one MLflow run; write the job's files in ``out_dir``.
 
     Parameters
     ----------
-    cfg : Config
-        The job's composed config.
     root : pathlib.Path
         Project root: config paths and the embedded MLflow store are relative to it.
     out_dir : pathlib.Path
         The job's folder: ``cnn.keras``, ``train_history.csv``, ``metrics.json``, confusion
         tables, ``classification_report.txt`` and ``figures/``.
-    sweep_id : str
-        Tag shared by every run of one launch.
     experiment_name : str
         The ``conf/experiment`` file of the job (``default`` for none).
     overrides : list of str, optional
@@ -104,18 +89,23 @@ def run_job(cfg: Config, root: Path, out_dir: Path, sweep_id: str,
     """
     from leukemia_cnn.modeling import evaluate
     from leukemia_cnn.modeling.trainrun import start_training_run
+    from leukemia_cnn.registry import register
+    from leukemia_cnn.tracking.store import store_lock, tracking_uri
 
     splits = _job_splits(cfg, root, out_dir, experiment_name)
     x_train, y_train, train_paths = splits["train"]
     with _interrupt_guard(), start_training_run(
             cfg, root, x_train, y_train, splits["val"][1], train_paths, stage="sweep",
             recipe_name=None if experiment_name == "default" else experiment_name,
-            overrides=" ".join(overrides or []) or "(defaults)", sweep_id=sweep_id,
+            overrides=" ".join(overrides or []) or "(defaults)", sweep_id=cfg.sweep.id,
             experiment_name=experiment_name, hydra_job_dir=str(out_dir)) as training:
         summary, info, metrics, collapsed = _train_and_evaluate(cfg, root, out_dir, splits,
                                                                 training.name)
     evaluate.print_summary(metrics, collapsed, training.run_id, prefix=f"sweep: {training.name}")
-    version = _register(cfg, root, training.run_id, info.model_uri)
+    version = None
+    if cfg.sweep.register:  # one at a time: parallel jobs number versions in one registry
+        with store_lock(tracking_uri(cfg, root)):
+            version = register.register(cfg, root, training.run_id, info.model_uri)
     return {"run_id": training.run_id, "model_uri": info.model_uri, "version": version,
             "config_id": training.config_id, "experiment_name": experiment_name,
             "seed": cfg.seed, "train_seconds": summary["train_seconds"],
@@ -131,7 +121,12 @@ def _job_splits(cfg: Config, root: Path, out_dir: Path, experiment_name: str) ->
 
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session()  # a reused worker process keeps no earlier model
-    _limit_threads(cfg.sweep.tf_threads)
+    if (threads := cfg.sweep.tf_threads) is not None:  # before TensorFlow's runtime starts
+        import tensorflow as tf
+
+        with contextlib.suppress(RuntimeError):  # a reused worker: TF keeps its first setting
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
     splits = load_splits(cfg, root)
     splits["train"] = train.train_subset(cfg, *splits["train"])
     n_train, n_val = len(splits["train"][1]), len(splits["val"][1])
@@ -157,18 +152,6 @@ def _train_and_evaluate(cfg: Config, root: Path, out_dir: Path, splits: dict, la
     return summary, info, metrics, collapsed
 
 
-def _register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str | None:
-    """Register the job's model when ``sweep.register`` (one registration at a time: parallel
-    jobs number versions in one registry); the version, or None."""
-    from leukemia_cnn.registry import register
-    from leukemia_cnn.tracking.store import store_lock, tracking_uri
-
-    if not cfg.sweep.register:
-        return None
-    with store_lock(tracking_uri(cfg, root)):
-        return register.register(cfg, root, run_id, model_uri)
-
-
 def run_task(composed) -> dict:
     """The Hydra task (``composed``: Hydra's ``DictConfig``): :func:`run_job` with the job's
     config checked by the schema, its folder, sweep id and experiment name.
@@ -192,8 +175,7 @@ def run_task(composed) -> dict:
     try:
         cfg = validate_config(composed)
         with store_errors(cfg, root, f"log job {label}"):
-            status.update(status="ok", **run_job(cfg, root, out_dir, cfg.sweep.id, experiment,
-                                                 overrides))
+            status.update(status="ok", **run_job(cfg, root, out_dir, experiment, overrides))
     except (LeukemiaCNNError, OSError) as exc:  # the file system's no: a path, a full disk
         print(f"leukemia-cnn sweep: error in job {label}: {exc}", file=sys.stderr)
         status.update(status="failed", error=str(exc))

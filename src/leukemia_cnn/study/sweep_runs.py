@@ -53,10 +53,10 @@ def fetch_runs(cfg: Config, root: Path) -> pd.DataFrame:
 
 def evaluated_sweep_runs(runs: pd.DataFrame, wanted: list[str]) -> pd.DataFrame:
     """The runs of a sweep (of the ``wanted`` sweeps, if any) that logged a val accuracy."""
-    if runs.empty or "tags.sweep_id" not in runs:
+    if "tags.sweep_id" not in runs:
         return runs.iloc[0:0]
     runs = runs[runs["tags.sweep_id"].notna()]
-    if wanted and not runs.empty:
+    if wanted:
         runs = runs[runs["tags.sweep_id"].isin(wanted)]
     if "metrics.val_accuracy" in runs:
         runs = runs[runs["metrics.val_accuracy"].notna()]

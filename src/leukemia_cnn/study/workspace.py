@@ -1,15 +1,11 @@
 """``leukemia-cnn study --source FOLDER``: the paper's study on any Kaggle-layout image set, in
 its own workspace so the project's own data and state are untouched.
 
-The workspace ``studies/<name>/`` (git- and DVC-ignored) is a copy of the project's files (as
-``tests`` and ``benchmarks`` copy it: tracked or not, minus data and outputs) made a git
-repository, with its own ``data/`` (the source's images, DVC-tracked there), its own
-``params.yaml`` (``data=kaggle``) and its own MLflow store (``studies/<name>/mlflow.db``; the
-variable ``MLFLOW_TRACKING_URI`` still overrides it). In it the study runs the commands of
-:func:`plan` (the data, ``dvc repro preprocess``, the sweep of :data:`STUDY_EXPERIMENTS` over
-:data:`STUDY_SEEDS`, ``leukemia-cnn report``); the report is copied to
-``docs/results/<name>.md`` (with ``.html`` and the figures) in the project.
-``--no-sample-images`` leaves out Fig. 2 (images of the source with their predictions).
+The workspace ``studies/<name>/`` (git- and DVC-ignored) is a git repository of the project's
+files (:func:`leukemia_cnn.devtools.copy_project`) with its own ``data/`` (the source's images,
+DVC-tracked there), ``params.yaml`` (``data=kaggle``) and MLflow store (``mlflow.db``;
+``MLFLOW_TRACKING_URI`` still overrides it). The study runs :func:`plan` in it and copies the
+report to ``docs/results/<name>.md`` (with ``.html`` and the figures) in the project.
 
 The project's ``data/``, ``data.dvc``, ``params.yaml``, ``mlflow.db`` and reports are never
 written. ``--dry-run`` prints the plan.
