@@ -1,12 +1,9 @@
 """Stage ``features``: HOG descriptors reduced by PCA (paper Sec. 2.1), plus a classical baseline.
 
-HOG runs on grayscale images. With ``preprocess.color_mode: rgb`` the images are first
-converted with the ITU-R 601 luma weights (what PIL's ``convert("L")`` uses), so HOG sees
-the same signal in both colour modes and its length does not depend on the channel count.
-
-PCA is fit on the train split only and applied to val and test, so no statistic of the
-evaluation images leaks into the features. A standardised logistic regression on the PCA
-features is the classical baseline the CNN has to beat (:mod:`.baseline_run` logs it).
+HOG runs on the ITU-R 601 luma of RGB images (:func:`to_gray`), so its length does not depend
+on the colour mode. PCA is fit on the train split only, so no statistic of the evaluation
+images leaks into the features. A standardised logistic regression on the PCA features is the
+classical baseline the CNN has to beat (:mod:`.baseline_run` logs it).
 """
 
 from __future__ import annotations

@@ -3,9 +3,7 @@
 Every file the split table (``paths.splits``) lists is hashed from the file itself (sha256 and
 a 64-bit perceptual hash); the suite checks, with thresholds from ``cfg.validation``, each
 split's size and class shares, that every file is listed once and that no content and no
-near-duplicate is in two splits (the checks: docs/data-quality.md). Both outcomes write
-``<reports_dir>/validate_splits.{json,md}``; a failure raises DataError naming each failed
-expectation and its offending files, so ``dvc repro`` stops before ``preprocess`` reads it.
+near-duplicate is in two splits (the checks: docs/data-quality.md).
 """
 
 from __future__ import annotations
