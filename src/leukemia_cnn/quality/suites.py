@@ -176,8 +176,9 @@ def report_page(title: str, result: ValidationResult, summary: str,
     """A stage's Markdown report: ``# <title>: PASSED|FAILED``, the ``summary`` paragraph, the
     checks table, each failed check's offending files, then the stage's own ``sections`` lines."""
     rows = [(index, "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical"
-             else "warn", outcome.description, outcome.column or "", found(outcome),
-             f"`{outcome.name}`") for index, outcome in enumerate(result.expectations, 1)]
+             else "warn", outcome.description, outcome.column or "",
+             "error" if outcome.error else found(outcome), f"`{outcome.name}`")
+            for index, outcome in enumerate(result.expectations, 1)]
     lines = [f"# {title}: {'PASSED' if result.success else 'FAILED'}", "", summary, "",
              "## Checks (Great Expectations)", "",
              pipe_table(rows, ("#", "result", "check", "column", "found", "expectation"))]

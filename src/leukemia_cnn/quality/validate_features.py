@@ -123,8 +123,6 @@ def validate(features: dict[str, tuple[np.ndarray, np.ndarray]], pca: dict[str, 
 
 
 def _found(outcome: ExpectationOutcome) -> str:
-    if outcome.error:
-        return "error"
     if outcome.kind == "rows":
         return f"{outcome.observed} vectors"
     count = len(outcome.offending)

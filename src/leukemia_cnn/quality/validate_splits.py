@@ -83,8 +83,7 @@ def check_table(table: pd.DataFrame, sha256: list[str], hashes: np.ndarray,
         if group["split"].nunique() > 1:
             for index, row in group.iterrows():
                 others = group[group["split"] != row["split"]]
-                same[index] = ", ".join(f"{p} ({s})" for p, s in zip(others["path"], others["split"],
-                                                                     strict=True))
+                same[index] = ", ".join(others["path"] + " (" + others["split"] + ")")
     closest, smallest = near_duplicate_pairs(hashes, frame["split"].to_numpy(),
                                              frame["sha256"].to_numpy(), max_distance)
     near = pd.Series("", index=frame.index, dtype=object)
@@ -175,8 +174,6 @@ def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Map
 
 
 def _found(outcome: ExpectationOutcome) -> str:
-    if outcome.error:
-        return "error"
     if outcome.kind in ("split_size", "class_share"):
         return f"{outcome.observed} images"
     count = len(outcome.offending)
