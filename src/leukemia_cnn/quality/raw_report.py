@@ -68,10 +68,8 @@ def offender_lines(outcome: ExpectationOutcome, errors: Mapping[str, str],
     def display(path: str) -> str:
         return (names or {}).get(path, path)
 
-    if outcome.kind == "class_share":
+    if outcome.kind in ("class_count", "class_share"):
         return [f"class {cls}: {found_in(outcome)}" for cls in outcome.offending]
-    if outcome.column == "class" and outcome.name == "expect_table_row_count_to_be_between":
-        return [f"class {cls}: {outcome.observed} images" for cls in outcome.offending]
     if outcome.name == "expect_column_distinct_values_to_contain_set":
         return [f"class {cls}: no images (folder {cls}/ of the raw image folder is missing or empty)"
                 for cls in outcome.offending]

@@ -182,10 +182,9 @@ def _found(outcome: ExpectationOutcome) -> str:
 
 def offender_lines(outcome: ExpectationOutcome) -> list[str]:
     """``file: why`` for a failed per-file check; ``split: count`` for a table check."""
-    if outcome.kind == "split_size":
-        return [f"split {subject}: {outcome.observed} images" for subject in outcome.offending]
-    if outcome.kind == "class_share":
-        return [f"split/class {subject}: {outcome.observed} images" for subject in outcome.offending]
+    if outcome.kind in ("split_size", "class_share"):
+        label = "split" if outcome.kind == "split_size" else "split/class"
+        return [f"{label} {subject}: {outcome.observed} images" for subject in outcome.offending]
     reason = {SAME_CONTENT: "same content (sha256) as {}", NEAR_DUPLICATE: "near-duplicate of {}",
               "path": "listed more than once"}.get(outcome.column, f"{outcome.column}={{}}")
     return [f"{path}: {reason.format(value)}"
