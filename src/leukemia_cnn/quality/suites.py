@@ -1,11 +1,6 @@
-"""Great Expectations plumbing shared by the raw-data, split and feature suites.
-
-A suite runs on one pandas DataFrame (one row per file) in an ephemeral GX context; each
-expectation's ``meta`` carries a ``description`` in words, a ``kind`` and, for table-level
-checks, the ``subject`` it is about (a split, a split/class pair). Every suite turns its GX
-results into :class:`ExpectationOutcome` records, so the JSON and Markdown reports and the
-failure messages of all three stages read the same way.
-"""
+"""Great Expectations plumbing shared by the raw-data, split and feature suites: every suite's
+results become :class:`ExpectationOutcome` records (:func:`run_suite`), so the JSON and Markdown
+reports and the failure messages of all three stages read the same way."""
 
 from __future__ import annotations
 
