@@ -12,8 +12,6 @@ from sklearn.pipeline import Pipeline
 
 from leukemia_cnn.config_schema import Config
 
-RUN_PREFIX, RUN_DESCRIPTION = "baseline", "HOG + PCA, logistic regression"
-
 
 def variance_figure(pca: PCA, path: Path) -> None:
     """Per-component and cumulative explained variance of the PCA, saved to ``path``."""
@@ -66,8 +64,8 @@ def log_baseline(cfg: Config, root: Path, metrics: dict, counts: dict, pca: PCA,
     with store_errors(cfg, root, "log the baseline"):
         experiment_id = setup_mlflow(cfg, root)
         lineage, rows = run_lineage(cfg, root)
-        label = unique_run_name(run_base_name(RUN_PREFIX, cfg, lineage), experiment_id)
-        tags = run_tags(cfg, root, what=f"Baseline ({RUN_DESCRIPTION}) by `features`",
+        label = unique_run_name(run_base_name("baseline", cfg, lineage), experiment_id)
+        tags = run_tags(cfg, root, what="Baseline (HOG + PCA, logistic regression) by `features`",
                         groups=BASELINE_GROUPS, stage="features", model_family="baseline")
         with (start_run(run_name=label, tags=tags) as run,
               cleaned_on_failure(run.info.run_id, (report_path.parent,),

@@ -1,12 +1,9 @@
 """Stage ``features``: HOG descriptors reduced by PCA (paper Sec. 2.1), plus a classical baseline.
 
-HOG runs on grayscale images. With ``preprocess.color_mode: rgb`` the images are first
-converted with the ITU-R 601 luma weights (what PIL's ``convert("L")`` uses), so HOG sees
-the same signal in both colour modes and its length does not depend on the channel count.
-
-PCA is fit on the train split only and applied to val and test, so no statistic of the
-evaluation images leaks into the features. A standardised logistic regression on the PCA
-features is the classical baseline the CNN has to beat (:mod:`.baseline_run` logs it).
+HOG runs on the ITU-R 601 luma of RGB images (:func:`to_gray`), so its length does not depend
+on the colour mode. PCA is fit on the train split only, so no statistic of the evaluation
+images leaks into the features. A standardised logistic regression on the PCA features is the
+classical baseline the CNN has to beat (:mod:`.baseline_run` logs it).
 """
 
 from __future__ import annotations
@@ -207,10 +204,6 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
             svd_solver: str = "randomized", random_state: int = 0) -> PCA:
     """Fit PCA on the train HOG descriptors only (float64).
 
-    ``randomized`` (the default) is the solver scikit-learn's ``PCA(n_components=100)``
-    picks itself for this shape, so most likely what the paper ran; a fixed ``random_state``
-    repeats its components. ``full`` is the exact LAPACK SVD: no seed, about ten times slower.
-
     Parameters
     ----------
     train_hog : numpy.ndarray
@@ -220,7 +213,7 @@ def fit_pca(train_hog: np.ndarray, n_components: int, whiten: bool = False,
     whiten : bool
         ``features.pca.whiten``.
     svd_solver : {"randomized", "full"}
-        ``features.pca.svd_solver``.
+        ``features.pca.svd_solver`` (conf/features/default.yaml says why randomized).
     random_state : int
         ``features.pca.random_state``: the seed of the randomized solver.
     """
@@ -263,15 +256,14 @@ def _scores(model: Pipeline, x: np.ndarray, y: np.ndarray) -> tuple[float, float
             float(f1_score(y, predicted, average="macro", zero_division=0)))
 
 
-def write_features(out_dir: Path, reduced: dict, labels: dict, paths: dict, pca: PCA,
-                   fcfg) -> dict:
+def write_features(out_dir: Path, reduced: dict, labels: dict, paths: dict, pca: PCA) -> dict:
     """Write ``<split>.npz``, ``pca.joblib`` and ``meta.json`` (returned) in ``out_dir``."""
     for name in SPLITS:
         save_npz(out_dir / f"{name}.npz", x=reduced[name], y=labels[name].astype(np.int64),
                  path=paths[name])
     atomic_write(out_dir / "pca.joblib", lambda tmp: joblib.dump(pca, tmp))
     meta = {"hog_length": int(pca.n_features_in_), "n_components": int(pca.n_components_),
-            "whiten": fcfg.pca.whiten, "svd_solver": pca.svd_solver,
+            "whiten": pca.whiten, "svd_solver": pca.svd_solver,
             "explained_variance_ratio_sum": float(pca.explained_variance_ratio_.sum()),
             "counts": {name: len(labels[name]) for name in SPLITS}}
     write_json(out_dir / "meta.json", meta)
@@ -297,7 +289,7 @@ def run(cfg: Config, root: Path) -> dict:
     hogs, pca, reduced = computed.hogs, computed.pca, computed.reduced
     feature_seconds = time.perf_counter() - started
 
-    meta = write_features(out_dir, reduced, labels, paths, pca, fcfg)
+    meta = write_features(out_dir, reduced, labels, paths, pca)
     model = fit_baseline(reduced["train"], labels["train"], fcfg.baseline.C,
                          fcfg.baseline.max_iter)
     val_accuracy, val_f1 = _scores(model, reduced["val"], labels["val"])

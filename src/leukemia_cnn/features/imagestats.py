@@ -1,13 +1,11 @@
 """Interpretable per-image statistics, shared by the out-of-distribution guard and ``drift``.
 
 :func:`image_statistics` measures a batch of model inputs (brightness, spread, percentiles,
-focus, edges; :func:`colour_statistics` their colour): the guard's input part reads them for
-every image it answers, and ``drift`` reads the same values for its ``intensity_*`` and
-``focus`` features, so "focus" means one thing in both. :func:`file_statistics` adds, for
-``drift``, what a file tells about another lab's acquisition, measured on the image as
-training decodes it (:func:`~leukemia_cnn.data.imaging.open_image`, then
-:func:`~leukemia_cnn.data.imaging.to_model_input`) at the model's input size
-(``preprocess.image_size``), so comparable between resolutions, except its size:
+focus, edges; :func:`colour_statistics` their colour) for the guard's input part and for
+``drift``'s ``intensity_*`` and ``focus``, so "focus" means one thing in both.
+:func:`file_statistics` adds, for ``drift``, what a file tells about another lab's acquisition,
+measured on the model input (:func:`~leukemia_cnn.data.imaging.to_model_input` at
+``preprocess.image_size``, so comparable between resolutions), except its size:
 
 - ``width``, ``height``, ``aspect`` (width / height): the file as stored;
 - ``red|green|blue_mean|std``: colour, on the RGB version of the model input;

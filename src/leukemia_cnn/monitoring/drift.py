@@ -1,25 +1,11 @@
 """``leukemia-cnn drift --source DIR``: do new images look like the training images?
 
-A batch check for a scheduled job or CI. It reads a folder of new images (the Kaggle layout
-``<Class>/<image>`` or a flat folder; hidden, non-image and unreadable files are skipped with
-their reason) through the project's one decode path, and compares them with the training data:
-
-1. **Shift tests** (:mod:`leukemia_cnn.monitoring.kstests`; ``drift.alpha``,
-   ``drift.correction``): the input statistics of :mod:`leukemia_cnn.features.imagestats`
-   (size, colour, stain, intensity, focus) against the train images in ``paths.raw_dir``,
-   and the HOG + PCA components, reduced by the features stage's PCA, against the val
-   split's (:func:`~leukemia_cnn.monitoring.reference.load_reference`).
-2. **The model's guard**: the model (default: the champion) answers every new image; the
-   share its guard flags (column ``in_distribution`` false) is compared with
-   ``drift.max_flagged_share``. A model without the column has no guard: the report says so
-   and the verdict rests on the shift tests alone.
-
-Drift when a feature shifted or the guard flagged too many images. Finding nothing in fewer
-than ``drift.min_images`` images is no verdict ("too few images to judge", exit 5): the tests
-have too little power there to rule drift out. The report (Markdown and HTML,
-:mod:`leukemia_cnn.monitoring.drift_report`) is written to ``<reports_dir>/drift/<folder
-name>.md`` (or ``--output``; ``--output -`` prints the Markdown) and logged to MLflow as the
-artifacts of a ``drift-<name>`` run. The command exits 4 on drift, 0 without.
+A batch check for a scheduled job or CI (docs/drift.md): the shift tests of
+:mod:`leukemia_cnn.monitoring.kstests` on the input statistics of
+:mod:`leukemia_cnn.features.imagestats` and the HOG + PCA components
+(:mod:`leukemia_cnn.monitoring.reference`), and the share of the new images the model's guard
+flags (``drift.max_flagged_share``). The report is :mod:`leukemia_cnn.monitoring.drift_report`;
+exit 4 on drift, 0 without, 5 when too few images to judge.
 """
 
 from __future__ import annotations

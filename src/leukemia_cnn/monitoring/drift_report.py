@@ -38,13 +38,12 @@ def test_rows(tests: list[ShiftTest]) -> list[str]:
 
 def markdown(result, cfg: Config) -> str:
     """The report of a :class:`leukemia_cnn.monitoring.drift.DriftResult`."""
-    drift = result.drift
     reference = result.reference
     correction = CORRECTIONS[cfg.drift.correction]
     inputs = [t for t in result.tests if not t.feature.startswith(PCA_PREFIX)]
     components = [t for t in result.tests if t.feature.startswith(PCA_PREFIX)]
     word = ("too few images to judge" if result.verdict.too_few
-            else "drift" if drift else "no drift")
+            else "drift" if result.drift else "no drift")
     lines = [f"{TITLE}: {escape(result.source.name)}", "",
              f"**Verdict: {word}** (exit status {exit_status(result.verdict)})", ""]
     lines += [f"- {reason}" for reason in result.verdict.reasons]

@@ -1,12 +1,8 @@
 """The reference side of ``leukemia-cnn drift``: the images the model was trained on.
 
-The features stage records which images it read (``<features_dir>/train.npz`` lists the train
-paths; ``val.npz`` holds the val split's PCA features) and the split table records each image's
-sha256 as ``validate_raw`` measured it. The input statistics are measured again on those train
-images in ``paths.raw_dir``, so the reference is only the training data while ``data/raw``
-still holds it: an image replaced or removed since, or a split table rewritten for other data,
-would make drift compare the new images with images no model was trained on;
-:func:`check_unchanged` refuses that.
+The input statistics are measured again on the train images the features stage read
+(``<features_dir>/train.npz``) in ``paths.raw_dir``, which :func:`check_unchanged` first
+compares with the sha256 the split table records; the HOG + PCA reference is ``val.npz``.
 """
 
 from __future__ import annotations

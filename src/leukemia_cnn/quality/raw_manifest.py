@@ -1,6 +1,5 @@
-"""The manifest of a raw image tree: one row per image file (path, class, sha256, perceptual
-hash, size, width, height, format, mode, whether it decodes), and the content columns the
-raw-data suite checks (:mod:`leukemia_cnn.quality.validate_raw`)."""
+"""The manifest of a raw image tree, one row per image file (:data:`MANIFEST_COLUMNS`), and the
+content columns the raw-data suite checks (:mod:`leukemia_cnn.quality.validate_raw`)."""
 
 from __future__ import annotations
 

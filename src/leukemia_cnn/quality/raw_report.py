@@ -68,11 +68,8 @@ def offender_lines(outcome: ExpectationOutcome, errors: Mapping[str, str],
     def display(path: str) -> str:
         return (names or {}).get(path, path)
 
-    if outcome.kind == "class_share":
-        found = found_in(outcome)
-        return [f"class {cls}: {found}" for cls in outcome.offending]
-    if outcome.column == "class" and outcome.name == "expect_table_row_count_to_be_between":
-        return [f"class {cls}: {outcome.observed} images" for cls in outcome.offending]
+    if outcome.kind in ("class_count", "class_share"):
+        return [f"class {cls}: {found_in(outcome)}" for cls in outcome.offending]
     if outcome.name == "expect_column_distinct_values_to_contain_set":
         return [f"class {cls}: no images (folder {cls}/ of the raw image folder is missing or empty)"
                 for cls in outcome.offending]
@@ -136,10 +133,8 @@ STAGE_ADVICE = "Fix or remove these files (or adjust conf/validation/) and run t
 def failure_message(result: ValidationResult, manifest: pd.DataFrame, raw_dir: str,
                     report: str | None = None, names: Mapping[str, str] | None = None,
                     advice: str = STAGE_ADVICE) -> str:
-    """What failed, naming up to :data:`MAX_LISTED` offending files per check, then ``advice``.
-
-    ``names`` maps manifest paths to the names to show instead (e.g. paths in an archive).
-    """
+    """What failed, naming up to :data:`MAX_LISTED` offending files per check (as ``names``
+    calls them, see :func:`offender_lines`), then ``advice``."""
     errors = dict(zip(manifest["path"], manifest["error"], strict=True))
     return suites.failure_message(f"raw data in {raw_dir}", result,
                                   lambda outcome: offender_lines(outcome, errors, names),

@@ -1,11 +1,6 @@
-"""Great Expectations plumbing shared by the raw-data, split and feature suites.
-
-A suite runs on one pandas DataFrame (one row per file) in an ephemeral GX context; each
-expectation's ``meta`` carries a ``description`` in words, a ``kind`` and, for table-level
-checks, the ``subject`` it is about (a split, a split/class pair). Every suite turns its GX
-results into :class:`ExpectationOutcome` records, so the JSON and Markdown reports and the
-failure messages of all three stages read the same way.
-"""
+"""Great Expectations plumbing shared by the raw-data, split and feature suites: every suite's
+results become :class:`ExpectationOutcome` records (:func:`run_suite`), so the JSON and Markdown
+reports and the failure messages of all three stages read the same way."""
 
 from __future__ import annotations
 
@@ -176,8 +171,9 @@ def report_page(title: str, result: ValidationResult, summary: str,
     """A stage's Markdown report: ``# <title>: PASSED|FAILED``, the ``summary`` paragraph, the
     checks table, each failed check's offending files, then the stage's own ``sections`` lines."""
     rows = [(index, "pass" if outcome.success else "**FAIL**" if outcome.severity == "critical"
-             else "warn", outcome.description, outcome.column or "", found(outcome),
-             f"`{outcome.name}`") for index, outcome in enumerate(result.expectations, 1)]
+             else "warn", outcome.description, outcome.column or "",
+             "error" if outcome.error else found(outcome), f"`{outcome.name}`")
+            for index, outcome in enumerate(result.expectations, 1)]
     lines = [f"# {title}: {'PASSED' if result.success else 'FAILED'}", "", summary, "",
              "## Checks (Great Expectations)", "",
              pipe_table(rows, ("#", "result", "check", "column", "found", "expectation"))]

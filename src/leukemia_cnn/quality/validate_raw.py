@@ -1,11 +1,8 @@
-"""Stage ``validate_raw``: a manifest of ``data/raw`` and Great Expectations checks on it.
+"""Stage ``validate_raw``: a manifest of ``data/raw`` (:mod:`.raw_manifest`, one row per
+image file) and Great Expectations checks on it (:func:`build_suite`, docs/data-quality.md).
 
-Every image file under ``raw_dir/<Class>/`` becomes one manifest row (path, class, sha256,
-size, width, height, format, mode, whether it decodes); a suite built from ``cfg.validation``
-checks it (the checks: :func:`build_suite`, docs/data-quality.md). The manifest CSV is written
-only when every critical check passes, so later stages never read data that failed
-validation. Both outcomes write a JSON report (a DVC metric) and a Markdown report that names
-the offending files.
+The manifest CSV is written only when every critical check passes, so later stages never read
+data that failed validation; both outcomes write the JSON and Markdown reports.
 """
 
 from __future__ import annotations

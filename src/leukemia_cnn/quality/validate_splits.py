@@ -3,9 +3,7 @@
 Every file the split table (``paths.splits``) lists is hashed from the file itself (sha256 and
 a 64-bit perceptual hash); the suite checks, with thresholds from ``cfg.validation``, each
 split's size and class shares, that every file is listed once and that no content and no
-near-duplicate is in two splits (the checks: docs/data-quality.md). Both outcomes write
-``<reports_dir>/validate_splits.{json,md}``; a failure raises DataError naming each failed
-expectation and its offending files, so ``dvc repro`` stops before ``preprocess`` reads it.
+near-duplicate is in two splits (the checks: docs/data-quality.md).
 """
 
 from __future__ import annotations
@@ -85,8 +83,7 @@ def check_table(table: pd.DataFrame, sha256: list[str], hashes: np.ndarray,
         if group["split"].nunique() > 1:
             for index, row in group.iterrows():
                 others = group[group["split"] != row["split"]]
-                same[index] = ", ".join(f"{p} ({s})" for p, s in zip(others["path"], others["split"],
-                                                                     strict=True))
+                same[index] = ", ".join(others["path"] + " (" + others["split"] + ")")
     closest, smallest = near_duplicate_pairs(hashes, frame["split"].to_numpy(),
                                              frame["sha256"].to_numpy(), max_distance)
     near = pd.Series("", index=frame.index, dtype=object)
@@ -177,8 +174,6 @@ def validate(table: pd.DataFrame, raw_dir: Path, classes: list[str], ratios: Map
 
 
 def _found(outcome: ExpectationOutcome) -> str:
-    if outcome.error:
-        return "error"
     if outcome.kind in ("split_size", "class_share"):
         return f"{outcome.observed} images"
     count = len(outcome.offending)
@@ -187,10 +182,9 @@ def _found(outcome: ExpectationOutcome) -> str:
 
 def offender_lines(outcome: ExpectationOutcome) -> list[str]:
     """``file: why`` for a failed per-file check; ``split: count`` for a table check."""
-    if outcome.kind == "split_size":
-        return [f"split {subject}: {outcome.observed} images" for subject in outcome.offending]
-    if outcome.kind == "class_share":
-        return [f"split/class {subject}: {outcome.observed} images" for subject in outcome.offending]
+    if outcome.kind in ("split_size", "class_share"):
+        label = "split" if outcome.kind == "split_size" else "split/class"
+        return [f"{label} {subject}: {outcome.observed} images" for subject in outcome.offending]
     reason = {SAME_CONTENT: "same content (sha256) as {}", NEAR_DUPLICATE: "near-duplicate of {}",
               "path": "listed more than once"}.get(outcome.column, f"{outcome.column}={{}}")
     return [f"{path}: {reason.format(value)}"
