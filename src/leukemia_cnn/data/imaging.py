@@ -162,10 +162,7 @@ def to_model_input(image: Image.Image, image_size: int = 100,
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(canvas, rgba)
     converted = image.convert(pil_mode).resize((image_size, image_size), Image.Resampling.BILINEAR)
-    array = np.asarray(converted, dtype=np.float32) / 255.0
-    if array.ndim == 2:
-        array = array[..., np.newaxis]
-    return array
+    return np.atleast_3d(np.asarray(converted, dtype=np.float32) / 255.0)
 
 
 def load_model_input(source: str | Path | bytes, image_size: int = 100,
