@@ -97,11 +97,6 @@ def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, i
     return [Path(job[3]) for job in jobs]
 
 
-def _holds_images(folder: Path) -> bool:
-    return folder.is_dir() and any(
-        p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*") if p.is_file())
-
-
 def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = None,
         output: str | None = None, if_empty: bool = False, dvc_add: bool = True,
         discard_local: bool = False) -> None:
@@ -120,11 +115,12 @@ def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = 
                                              synth.jpeg_quality)
     raw_dir = root / cfg.paths.raw_dir
     sizes = class_sizes(synth.class_counts, classes, scale)
-    if if_empty and _holds_images(raw_output(output, raw_dir)):  # nothing will be written
-        print(f"{shown(raw_output(output, raw_dir), root)} already holds images; left untouched "
-              "(--if-empty)")
+    given = raw_output(output, raw_dir)
+    if if_empty and given.is_dir() and any(  # nothing will be written
+            p.suffix.lower() in IMAGE_EXTENSIONS for p in given.rglob("*") if p.is_file()):
+        print(f"{shown(given, root)} already holds images; left untouched (--if-empty)")
         return
-    out_dir = check_raw_output(raw_output(output, raw_dir), root, label=output)
+    out_dir = check_raw_output(given, root, label=output)
 
     target = RawTarget.of(root, out_dir, raw_dir, discard_local, dvc_add)
     target.check_local_files()
