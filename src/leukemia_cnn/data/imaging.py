@@ -77,8 +77,6 @@ def open_image(source: str | Path | bytes, draft_pixels: int | None = None) -> I
             if problem:
                 raise DataError(f"{name}: {problem}")
             return upright_8bit(image)
-    except DataError:
-        raise
     except FileNotFoundError as exc:
         raise DataError(f"{name}: file not found") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
