@@ -77,8 +77,6 @@ def open_image(source: str | Path | bytes, draft_pixels: int | None = None) -> I
             if problem:
                 raise DataError(f"{name}: {problem}")
             return upright_8bit(image)
-    except DataError:
-        raise
     except FileNotFoundError as exc:
         raise DataError(f"{name}: file not found") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
@@ -162,10 +160,7 @@ def to_model_input(image: Image.Image, image_size: int = 100,
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(canvas, rgba)
     converted = image.convert(pil_mode).resize((image_size, image_size), Image.Resampling.BILINEAR)
-    array = np.asarray(converted, dtype=np.float32) / 255.0
-    if array.ndim == 2:
-        array = array[..., np.newaxis]
-    return array
+    return np.atleast_3d(np.asarray(converted, dtype=np.float32) / 255.0)
 
 
 def load_model_input(source: str | Path | bytes, image_size: int = 100,

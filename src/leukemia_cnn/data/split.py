@@ -299,10 +299,9 @@ def run(cfg: Config, root: Path) -> dict:
 
     splits_path = write_csv(root / cfg.paths.splits, table)
 
-    summary = split_summary(table, classes)
     grouped = table.attrs["near_duplicate_groups"]
-    summary["near_duplicate_groups"] = grouped
-    summary["draw"] = table.attrs["draw"]
+    summary = {**split_summary(table, classes), "near_duplicate_groups": grouped,
+               "draw": table.attrs["draw"]}
     if table.attrs["draw"]:
         print(f"split: seed {cfg.split.seed} gave a table outside the validate_splits bounds; "
               f"used seed {cfg.split.seed + table.attrs['draw']} (draw {table.attrs['draw']})")

@@ -97,11 +97,6 @@ def generate(out_dir: str | Path, classes: Sequence[str], counts: Mapping[str, i
     return [Path(job[3]) for job in jobs]
 
 
-def _holds_images(folder: Path) -> bool:
-    return folder.is_dir() and any(
-        p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*") if p.is_file())
-
-
 def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = None,
         output: str | None = None, if_empty: bool = False, dvc_add: bool = True,
         discard_local: bool = False) -> None:
@@ -116,15 +111,14 @@ def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = 
         {k: v for k, v in (("scale", scale), ("seed", seed)) if v is not None})
     data = check_section("data", data)
     classes, synth = data.classes, data.synth
-    scale, seed, image_size, jpeg_quality = (synth.scale, synth.seed, synth.image_size,
-                                             synth.jpeg_quality)
     raw_dir = root / cfg.paths.raw_dir
-    sizes = class_sizes(synth.class_counts, classes, scale)
-    if if_empty and _holds_images(raw_output(output, raw_dir)):  # nothing will be written
-        print(f"{shown(raw_output(output, raw_dir), root)} already holds images; left untouched "
-              "(--if-empty)")
+    sizes = class_sizes(synth.class_counts, classes, synth.scale)
+    given = raw_output(output, raw_dir)
+    if if_empty and given.is_dir() and any(  # nothing will be written
+            p.suffix.lower() in IMAGE_EXTENSIONS for p in given.rglob("*") if p.is_file()):
+        print(f"{shown(given, root)} already holds images; left untouched (--if-empty)")
         return
-    out_dir = check_raw_output(raw_output(output, raw_dir), root, label=output)
+    out_dir = check_raw_output(given, root, label=output)
 
     target = RawTarget.of(root, out_dir, raw_dir, discard_local, dvc_add)
     target.check_local_files()
@@ -134,12 +128,12 @@ def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = 
         versioned.append(dvc_add_raw_tree(target, None))
 
     started = time.perf_counter()
-    write_raw_tree(target, lambda staging: generate(staging, classes, sizes, seed, image_size,
-                                                     jpeg_quality, progress=True),
+    write_raw_tree(target, lambda staging: generate(staging, classes, sizes, synth.seed,
+                                                     synth.image_size, synth.jpeg_quality),
                    version if dvc_add else None)
     seconds = time.perf_counter() - started
     per_class = ", ".join(f"{name} {count}" for name, count in sizes.items())
-    print(f"wrote {sum(sizes.values()):,} synthetic images (seed {seed}, scale {scale}) to "
-          f"{shown(out_dir, root)} in {seconds:.1f} s: {per_class}")
+    print(f"wrote {sum(sizes.values()):,} synthetic images (seed {synth.seed}, scale "
+          f"{synth.scale}) to {shown(out_dir, root)} in {seconds:.1f} s: {per_class}")
     if versioned:
         print(commit_hint(root, versioned[0], out_dir))

@@ -39,14 +39,6 @@ def dvc_command() -> list[str]:
     return [executable]
 
 
-def error_line(output: str) -> str:
-    """The line of DVC's output that says what went wrong: its ``ERROR:`` line (without the
-    traceback of a library under it), else the last line."""
-    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
-    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
-    return errors[0] if errors else (lines[-1] if lines else "no output")
-
-
 def cache_dir(root: Path) -> Path:
     """DVC's cache folder for the repository at ``root`` (``dvc cache dir``; the default
     ``.dvc/cache`` when DVC cannot say)."""
@@ -70,20 +62,12 @@ def _run(command: list[str], root: Path, what: str) -> subprocess.CompletedProce
             raise DiskFullError(f"`{what}` ran out of disk space (No space left on device; DVC's "
                                 f"cache {cache_dir(root)}: {free_space(cache_dir(root))}, the "
                                 f"project: {free_space(root)})")
-        raise LeukemiaCNNError(f"`{what}` failed in {root}: {error_line(output)}; fix that "
-                               "or pass --no-dvc-add")
+        # DVC's ERROR: line (not the traceback of a library under it), else its last line
+        lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+        errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+        said = errors[0] if errors else (lines[-1] if lines else "no output")
+        raise LeukemiaCNNError(f"`{what}` failed in {root}: {said}; fix that or pass --no-dvc-add")
     return result
-
-
-def check_cached(root: Path, dvc_file: Path) -> None:
-    """Refuse a version whose files are not all in DVC's cache (``dvc status``): DVC 3.67
-    can exit 0 from ``dvc add`` while a full cache disk left objects out."""
-    target = Path(dvc_file).resolve().relative_to(Path(root).resolve()).as_posix()
-    result = _run([*dvc_command(), "status", "--json", "--", target], root, f"dvc status {target}")
-    if "not in cache" in result.stdout:
-        cache = cache_dir(root)
-        raise DiskFullError(f"`dvc add` did not store every file of {target} in DVC's cache "
-                            f"{cache} ({free_space(cache)}); the disk holding it is probably full")
 
 
 def snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
@@ -113,17 +97,21 @@ def dvc_track(root: Path, out_dir: Path, dvc_file: Path | None = None) -> Path:
     command = dvc_command()
     default_file = out_dir.with_name(f"{out_dir.name}.dvc")
     fresh = dvc_file is not None and not dvc_file.exists()
+    dvc_file = dvc_file or default_file
     _run([*command, "add", "--", target], root, f"dvc add {target}")
-    if dvc_file is None or not fresh:
-        check_cached(root, dvc_file or default_file)
-        return dvc_file or default_file
-
-    stage = yaml.safe_load(default_file.read_text())
-    stage["outs"][0]["path"] = Path(os.path.relpath(out_dir, dvc_file.parent)).as_posix()
-    dvc_file.write_text(yaml.safe_dump(stage, sort_keys=False))
-    default_file.unlink()
-    _restage(root, default_file, dvc_file)
-    check_cached(root, dvc_file)
+    if fresh:
+        stage = yaml.safe_load(default_file.read_text())
+        stage["outs"][0]["path"] = Path(os.path.relpath(out_dir, dvc_file.parent)).as_posix()
+        dvc_file.write_text(yaml.safe_dump(stage, sort_keys=False))
+        default_file.unlink()
+        _restage(root, default_file, dvc_file)
+    # DVC 3.67 can exit 0 from `dvc add` while a full cache disk left objects out
+    versioned = dvc_file.resolve().relative_to(root).as_posix()
+    result = _run([*command, "status", "--json", "--", versioned], root, f"dvc status {versioned}")
+    if "not in cache" in result.stdout:
+        cache = cache_dir(root)
+        raise DiskFullError(f"`dvc add` did not store every file of {versioned} in DVC's cache "
+                            f"{cache} ({free_space(cache)}); the disk holding it is probably full")
     return dvc_file
 
 
