@@ -44,26 +44,19 @@ EXPERIMENT_DESCRIPTION = (
     "the browser, not on the server).")
 
 
-def data_params(cfg: Config, lineage: DataLineage) -> dict[str, str]:
-    """The ``data.*`` params of a run: the data's source, name and URI as recorded in its
-    lineage, and only the ``data`` knobs of that source."""
-    params = {"data.source": lineage.source, "data.name": lineage.name}
-    if lineage.uri:
-        params["data.uri"] = lineage.uri
-    knobs = SOURCE_KNOBS.get(lineage.source, ())
-    for key, value in flatten(cfg.data, prefix="data.").items():
-        if key.startswith(knobs) and key not in LEFT_OUT:
-            params[key] = str(value)
-    return params
-
-
 def stage_params(cfg: Config, lineage: DataLineage, groups: tuple[str, ...]) -> dict[str, str]:
-    """The params of a stage's run: the config ``groups`` it reads (``data`` from the lineage,
-    see :func:`data_params`), each value cut at MLflow's 6000 characters."""
+    """The params of a stage's run: the config ``groups`` it reads, each value cut at MLflow's
+    6000 characters; ``data`` is the data's source, name and URI as recorded in its lineage,
+    and only the ``data`` knobs of that source."""
     params = {k: str(v)[:6000] for k, v in flatten(cfg).items()
               if k.split(".", 1)[0] in groups and not k.startswith("data.")}
     if "data" in groups:
-        params.update(data_params(cfg, lineage))
+        params.update({"data.source": lineage.source, "data.name": lineage.name})
+        if lineage.uri:
+            params["data.uri"] = lineage.uri
+        knobs = SOURCE_KNOBS.get(lineage.source, ())
+        params.update({key: str(value) for key, value in flatten(cfg.data, prefix="data.").items()
+                       if key.startswith(knobs) and key not in LEFT_OUT})
     return params
 
 
