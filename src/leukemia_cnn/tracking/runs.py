@@ -65,8 +65,6 @@ class MetricWriter:
     measured) where this thread wakes on every batch and on ``close``.
     """
 
-    _STOP = None
-
     def __init__(self, run_id: str):
         import queue
         import threading
@@ -90,7 +88,7 @@ class MetricWriter:
     def _write_all(self) -> None:
         from mlflow.entities import Metric
 
-        while (item := self._queue.get()) is not self._STOP:
+        while (item := self._queue.get()) is not None:  # None: close() asks it to stop
             metrics, step, timestamp = item
             if self._error is not None:
                 continue  # the first error is the one reported
@@ -103,7 +101,7 @@ class MetricWriter:
     def close(self, raise_errors: bool = True) -> BaseException | None:
         """Write everything queued and stop; idempotent."""
         if self._thread.is_alive():
-            self._queue.put(self._STOP)
+            self._queue.put(None)
             self._thread.join()
         if raise_errors and self._error is not None:
             raise self._error
