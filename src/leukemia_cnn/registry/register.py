@@ -1,9 +1,6 @@
 """Register stage and ``promote``: model versions in the MLflow registry and the alias (not
-MLflow's deprecated stages) that marks the champion.
-
-Versions are compared only with those scored on the same validation rows (the ``val_digest``
-of their run, champion.py): by default the workspace's current data and split, so after ``dvc
-repro`` on new data the alias moves to the best model of the new data."""
+MLflow's deprecated stages) that marks the champion, chosen among the versions scored on one
+validation set (champion.py)."""
 
 from __future__ import annotations
 
@@ -50,8 +47,6 @@ def format_candidates(found: list[Candidate], champion: Candidate | None,
 
     Parameters
     ----------
-    found : list of Candidate
-        Every registered version.
     champion : Candidate, optional
         The chosen version (``<- champion``).
     selected : str, optional
@@ -96,14 +91,6 @@ def _accuracy(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def format_config_scores(found: list[Candidate]) -> str:
-    rows = [(score.label[:32], f"{score.mean_val_accuracy:.4f}", score.n_runs, score.n_eligible)
-            for score in config_scores(found)]
-    return text_table(("configuration", "mean_val", "runs", "eligible"), rows,
-                      right=("mean_val", "runs", "eligible"))
-
-
-
 def _show_choice(header: str, found: list[Candidate], champion: Candidate | None,
                  selected: str | None, current_digest: str, alias_version: str | None, alias: str,
                  scored_group: list[Candidate]) -> None:
@@ -113,7 +100,10 @@ def _show_choice(header: str, found: list[Candidate], champion: Candidate | None
     print(format_candidates(found, champion, selected, current_digest, alias_version, alias))
     if scored_group:
         print("promote: configurations by mean validation accuracy over their runs:")
-        print(format_config_scores(scored_group))
+        rows = [(score.label[:32], f"{score.mean_val_accuracy:.4f}", score.n_runs,
+                 score.n_eligible) for score in config_scores(scored_group)]
+        print(text_table(("configuration", "mean_val", "runs", "eligible"), rows,
+                         right=("mean_val", "runs", "eligible")))
 
 
 def _warn_unchanged(name: str, alias: str, selected: str, current: DataLineage,
