@@ -1,12 +1,8 @@
-"""What a failed stage leaves in MLflow: no half-logged artifacts, a run ended FAILED (or, when
-the store cannot be written, left for the next command to close), and a full disk said in
-one line naming the full path.
-
-``train``, ``evaluate`` and ``features`` log inside :func:`cleaned_on_failure`, which removes
-through MLflow's artifact repositories (a local folder or a server's proxy alike) the files
-the block added to the run's artifacts and the models it logged (MLflow 3 keeps their files
-apart, ``mlruns/<experiment>/models/<model id>``): a model half-written on a full disk would
-fail every later command.
+"""What a failed stage leaves in MLflow: ``train``, ``evaluate`` and ``features`` log inside
+:func:`cleaned_on_failure`, which removes through MLflow's artifact repositories (a local
+folder or a server's proxy alike) what the block logged, models included (MLflow 3 keeps their
+files apart, ``mlruns/<experiment>/models/<model id>``): a model half-written on a full disk
+would fail every later command.
 """
 
 from __future__ import annotations

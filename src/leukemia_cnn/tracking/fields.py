@@ -1,10 +1,9 @@
 """What a run says in the MLflow UI: its params, name, description and MLflow's own fields.
 
-A run's params are the knobs that shaped it, not the whole config (the whole resolved config
-is its ``config.yaml`` artifact): the data params say what the data actually was (a run on a
-local folder does not log the Kaggle slug of the default config), and groups a stage does not
-read are left out. MLflow's standard tags fill the UI's own columns: ``mlflow.note.content``
-(the description), ``mlflow.source.git.commit`` (the Version column).
+A run's params are the knobs of the config groups its stage reads, and of the data it actually
+read (a run on a local folder does not log the Kaggle slug of the default config); the whole
+resolved config is its ``config.yaml`` artifact. MLflow's standard tags fill the UI's own
+columns: ``mlflow.note.content`` (the description), ``mlflow.source.git.commit`` (the Version column).
 """
 
 from __future__ import annotations

@@ -299,10 +299,8 @@ def run_lineage(cfg: Config, root: Path):
 def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
     """Log the train, validation and test rows to the active run as MLflow datasets.
 
-    Each dataset is the split's rows of the split table (path, class, label, sha256), named
-    ``<data name>-<split>``, its digest the start of the split's rows digest (so the UI's
-    Dataset column tells the splits apart); its input tags are the full ``rows_digest`` (for
-    the validation set, the run's ``val_digest``) and the ``data_version``.
+    A dataset's digest is the start of its rows' digest, so that the UI's Dataset column
+    tells the splits apart; the validation set's full ``rows_digest`` is the run's ``val_digest``.
 
     Parameters
     ----------
