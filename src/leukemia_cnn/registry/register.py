@@ -216,23 +216,6 @@ MODEL_DESCRIPTION = (
     "class and one probability per class. A research model, not a medical device.")
 
 
-def describe_registered_model(client, cfg: Config, run) -> None:
-    """Give the registered model its description (unless one was written by hand) and tags:
-    task, classes, framework, input, champion alias."""
-    name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
-    classes = ", ".join(map(str, cfg.data.classes))
-    text = MODEL_DESCRIPTION.format(classes=classes, name=name, alias=alias)
-    current = client.get_registered_model(name).description or ""
-    if not current or current.startswith(MODEL_DESCRIPTION[:40]):
-        client.update_registered_model(name, description=text)
-    tags = {"task": "image-classification", "classes": classes, "framework": "keras",
-            "flavor": "pyfunc (with its preprocessing)",
-            "input": "encoded image bytes (column `image`)", "champion_alias": alias,
-            "experiment_id": run.info.experiment_id}
-    for key, value in tags.items():
-        client.set_registered_model_tag(name, key, value)
-
-
 def register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str:
     """Register the model of ``run_id`` (once: a re-run reuses its version); return the version.
 
@@ -262,7 +245,18 @@ def register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str:
         client.set_model_version_tag(name, version, key, value)
     summary = version_summary(candidate)
     client.update_model_version(name, version, description=summary)
-    describe_registered_model(client, cfg, run)  # the model's description, tags; commit tag
+    # The registered model's description (unless one was written by hand) and tags.
+    alias, classes = cfg.mlflow.champion_alias, ", ".join(map(str, cfg.data.classes))
+    current = client.get_registered_model(name).description or ""
+    if not current or current.startswith(MODEL_DESCRIPTION[:40]):
+        client.update_registered_model(name, description=MODEL_DESCRIPTION.format(
+            classes=classes, name=name, alias=alias))
+    tags = {"task": "image-classification", "classes": classes, "framework": "keras",
+            "flavor": "pyfunc (with its preprocessing)",
+            "input": "encoded image bytes (column `image`)", "champion_alias": alias,
+            "experiment_id": run.info.experiment_id}
+    for key, value in tags.items():
+        client.set_registered_model_tag(name, key, value)
     client.set_model_version_tag(name, version, "git_commit",
                                  run.data.tags.get("git_commit", "unknown"))
     publish_card(client, name, version)  # model_card.md artifact + the version's description
