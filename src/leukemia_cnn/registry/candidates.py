@@ -138,12 +138,9 @@ def version_summary(c: Candidate) -> str:
 def version_tags(c: Candidate) -> dict[str, str]:
     """The tags a model version carries: its data lineage, sizes, configuration, seed and
     accuracies (searchable in the registry, e.g. ``tags.val_digest = '...'``)."""
+    measured = (("n_train", c.n_train, ""), ("n_val", c.n_val, ""), ("n_test", c.n_test, ""),
+                ("val_accuracy", c.val_accuracy, ".4f"), ("test_accuracy", c.test_accuracy, ".4f"))
     tags = {**c.lineage.tags(), "config_id": c.config_id or "", "seed": c.seed or "",
-            "run_name": c.run_name or "", "collapsed": str(c.collapsed).lower()}
-    for key, value in (("n_train", c.n_train), ("n_val", c.n_val), ("n_test", c.n_test)):
-        if value is not None:
-            tags[key] = str(value)
-    for key, value in (("val_accuracy", c.val_accuracy), ("test_accuracy", c.test_accuracy)):
-        if value is not None:
-            tags[key] = f"{value:.4f}"
+            "run_name": c.run_name or "", "collapsed": str(c.collapsed).lower(),
+            **{key: format(value, spec) for key, value, spec in measured if value is not None}}
     return {k: v for k, v in tags.items() if v != ""}

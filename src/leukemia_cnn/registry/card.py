@@ -17,6 +17,7 @@ from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.markdown import pipe_table
 from leukemia_cnn.registry.candidates import as_count, current_alias_version, registry_client
 from leukemia_cnn.registry.card_robustness import number, robustness_section, shift_limit
+from leukemia_cnn.tracking.store import setup_mlflow
 
 CARD_ARTIFACT = "model_card.md"
 MISSING = "not recorded"
@@ -30,18 +31,6 @@ CONFIG_KEYS = (
     "train.lr_schedule", "train.lr_warmup_epochs", "train.early_stopping_patience",
     "train.calibration", "split.train", "split.val", "split.test", "split.seed", "seed",
 )
-
-
-def _classes(params: dict, metrics: dict, tags: dict) -> list[str]:
-    """The class names: the run's ``classes`` tag (or the ``data.classes`` param of older
-    runs), else the per-class metric names."""
-    logged = tags.get("classes") or params.get("data.classes")
-    if logged:
-        names = [n.strip().strip("'\"") for n in logged.strip("[]").split(",") if n.strip()]
-        if names:
-            return names
-    return sorted({k.removeprefix("val_f1_") for k in metrics
-                   if k.startswith("val_f1_") and k != "val_f1_macro"})
 
 
 def _time(millis: int | None) -> str:
@@ -103,9 +92,17 @@ def _guard(facts: CardFacts) -> list[str]:
                 "without spread (the constant or rank-deficient embedding of a collapsed "
                 "network) through a regularised covariance; it answers, but tells little "
                 "apart.", ""] if degenerate else [])
+    # The guard's threshold, and the other precision's when the run set one (a model served in
+    # that precision uses it).
+    threshold = f"threshold {metrics['guard_threshold']:.4g}"
+    other = next((p for p in ("bfloat16", "float32") if f"guard_threshold_{p}" in metrics), None)
+    if other is not None:
+        own = "float32" if other == "bfloat16" else "bfloat16"
+        threshold += (f" (network in {own}; {metrics[f'guard_threshold_{other}']:.4g} in "
+                      f"{other}, set on val in {other})")
     return [
         *warning,
-        f"Method `{method}`, fit on train; {_guard_thresholds(metrics)} accepts {rate} of val. "
+        f"Method `{method}`, fit on train; {threshold} accepts {rate} of val. "
         "Answers carry `in_distribution` (`ood_score <= threshold`).",
         "",
         pipe_table([(split, *[number(metrics, f"{split}_{key}") for key in (
@@ -116,18 +113,6 @@ def _guard(facts: CardFacts) -> list[str]:
         "Tested against scikit-image's sample photos and re-stained, blurred, re-magnified "
         "smears (docs/results/guard.md); an untested shift may pass it.",
     ]
-
-
-def _guard_thresholds(metrics: dict) -> str:
-    """The guard's threshold, and the other precision's when the run set one (a model served
-    in that precision uses it)."""
-    threshold = f"threshold {metrics['guard_threshold']:.4g}"
-    other = next((p for p in ("bfloat16", "float32") if f"guard_threshold_{p}" in metrics), None)
-    if other is None:
-        return threshold
-    own = "float32" if other == "bfloat16" else "bfloat16"
-    return (f"{threshold} (network in {own}; {metrics[f'guard_threshold_{other}']:.4g} in "
-            f"{other}, set on val in {other})")
 
 
 def _limits(facts: CardFacts) -> list[str]:
@@ -286,9 +271,15 @@ def card_facts(client, name: str, version: str | int) -> CardFacts:
     except MlflowException as exc:
         raise LeukemiaCNNError(f"'{name}' version {version}: its run {model_version.run_id} is "
                                f"not in this store ({exc.message})") from exc
-    data = run.data
-    return CardFacts(version=model_version, run=run, params=data.params, metrics=data.metrics,
-                     tags=data.tags, classes=_classes(data.params, data.metrics, data.tags))
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    # The class names: the run's `classes` tag (or the `data.classes` param of older runs),
+    # else the per-class metric names.
+    logged = tags.get("classes") or params.get("data.classes") or ""
+    classes = [n.strip().strip("'\"") for n in logged.strip("[]").split(",") if n.strip()] \
+        or sorted({k.removeprefix("val_f1_") for k in metrics
+                   if k.startswith("val_f1_") and k != "val_f1_macro"})
+    return CardFacts(version=model_version, run=run, params=params, metrics=metrics, tags=tags,
+                     classes=classes)
 
 
 def card_sections(facts: CardFacts) -> list[tuple[str, list[str]]]:
@@ -308,11 +299,6 @@ def render(name: str, version: str, sections: list[tuple[str, list[str]]]) -> st
 def model_card(client, name: str, version: str | int) -> str:
     """Markdown card of version ``version`` of registered model ``name``.
 
-    Parameters
-    ----------
-    client : mlflow.MlflowClient
-        Client of the store that holds the registry and the runs.
-
     Returns
     -------
     str
@@ -324,8 +310,6 @@ def model_card(client, name: str, version: str | int) -> str:
 
 def run(cfg, root, version: str | None = None) -> str:
     """``leukemia-cnn card [VERSION]``: print the card (default: the champion's)."""
-    from leukemia_cnn.tracking.store import setup_mlflow
-
     setup_mlflow(cfg, root, read_only=True)
     name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
     if version is None and (version := current_alias_version(name, alias)) is None:

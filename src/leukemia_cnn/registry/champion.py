@@ -91,8 +91,6 @@ def choose_champion(found: list[Candidate], by: str = "run") -> Candidate | None
 
     Parameters
     ----------
-    found : list of Candidate
-        Every registered version.
     by : {"run", "config"}
         ``run``: the best validation accuracy of any single run (ties: newest version).
         ``config``: the configuration with the best mean validation accuracy over its runs
@@ -151,8 +149,6 @@ def explain_champion(found: list[Candidate], new: str, champion: str | None,
 
     Parameters
     ----------
-    found : list of Candidate
-        Every registered version.
     new : str
         The version just registered.
     champion : str, optional

@@ -1,9 +1,6 @@
 """Register stage and ``promote``: model versions in the MLflow registry and the alias (not
-MLflow's deprecated stages) that marks the champion.
-
-Versions are compared only with those scored on the same validation rows (the ``val_digest``
-of their run, champion.py): by default the workspace's current data and split, so after ``dvc
-repro`` on new data the alias moves to the best model of the new data."""
+MLflow's deprecated stages) that marks the champion, chosen among the versions scored on one
+validation set (champion.py)."""
 
 from __future__ import annotations
 
@@ -50,8 +47,6 @@ def format_candidates(found: list[Candidate], champion: Candidate | None,
 
     Parameters
     ----------
-    found : list of Candidate
-        Every registered version.
     champion : Candidate, optional
         The chosen version (``<- champion``).
     selected : str, optional
@@ -96,14 +91,6 @@ def _accuracy(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def format_config_scores(found: list[Candidate]) -> str:
-    rows = [(score.label[:32], f"{score.mean_val_accuracy:.4f}", score.n_runs, score.n_eligible)
-            for score in config_scores(found)]
-    return text_table(("configuration", "mean_val", "runs", "eligible"), rows,
-                      right=("mean_val", "runs", "eligible"))
-
-
-
 def _show_choice(header: str, found: list[Candidate], champion: Candidate | None,
                  selected: str | None, current_digest: str, alias_version: str | None, alias: str,
                  scored_group: list[Candidate]) -> None:
@@ -113,7 +100,10 @@ def _show_choice(header: str, found: list[Candidate], champion: Candidate | None
     print(format_candidates(found, champion, selected, current_digest, alias_version, alias))
     if scored_group:
         print("promote: configurations by mean validation accuracy over their runs:")
-        print(format_config_scores(scored_group))
+        rows = [(score.label[:32], f"{score.mean_val_accuracy:.4f}", score.n_runs,
+                 score.n_eligible) for score in config_scores(scored_group)]
+        print(text_table(("configuration", "mean_val", "runs", "eligible"), rows,
+                         right=("mean_val", "runs", "eligible")))
 
 
 def _warn_unchanged(name: str, alias: str, selected: str, current: DataLineage,
@@ -226,23 +216,6 @@ MODEL_DESCRIPTION = (
     "class and one probability per class. A research model, not a medical device.")
 
 
-def describe_registered_model(client, cfg: Config, run) -> None:
-    """Give the registered model its description (unless one was written by hand) and tags:
-    task, classes, framework, input, champion alias."""
-    name, alias = cfg.mlflow.registered_model_name, cfg.mlflow.champion_alias
-    classes = ", ".join(map(str, cfg.data.classes))
-    text = MODEL_DESCRIPTION.format(classes=classes, name=name, alias=alias)
-    current = client.get_registered_model(name).description or ""
-    if not current or current.startswith(MODEL_DESCRIPTION[:40]):
-        client.update_registered_model(name, description=text)
-    tags = {"task": "image-classification", "classes": classes, "framework": "keras",
-            "flavor": "pyfunc (with its preprocessing)",
-            "input": "encoded image bytes (column `image`)", "champion_alias": alias,
-            "experiment_id": run.info.experiment_id}
-    for key, value in tags.items():
-        client.set_registered_model_tag(name, key, value)
-
-
 def register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str:
     """Register the model of ``run_id`` (once: a re-run reuses its version); return the version.
 
@@ -272,7 +245,18 @@ def register(cfg: Config, root: Path, run_id: str, model_uri: str) -> str:
         client.set_model_version_tag(name, version, key, value)
     summary = version_summary(candidate)
     client.update_model_version(name, version, description=summary)
-    describe_registered_model(client, cfg, run)  # the model's description, tags; commit tag
+    # The registered model's description (unless one was written by hand) and tags.
+    alias, classes = cfg.mlflow.champion_alias, ", ".join(map(str, cfg.data.classes))
+    current = client.get_registered_model(name).description or ""
+    if not current or current.startswith(MODEL_DESCRIPTION[:40]):
+        client.update_registered_model(name, description=MODEL_DESCRIPTION.format(
+            classes=classes, name=name, alias=alias))
+    tags = {"task": "image-classification", "classes": classes, "framework": "keras",
+            "flavor": "pyfunc (with its preprocessing)",
+            "input": "encoded image bytes (column `image`)", "champion_alias": alias,
+            "experiment_id": run.info.experiment_id}
+    for key, value in tags.items():
+        client.set_registered_model_tag(name, key, value)
     client.set_model_version_tag(name, version, "git_commit",
                                  run.data.tags.get("git_commit", "unknown"))
     publish_card(client, name, version)  # model_card.md artifact + the version's description

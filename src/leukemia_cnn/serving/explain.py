@@ -17,7 +17,7 @@ from leukemia_cnn.console import terminal_safe
 from leukemia_cnn.data.filekinds import describe_missing, special_kind
 from leukemia_cnn.data.imaging import open_image, to_model_input
 from leukemia_cnn.errors import DataError, LeukemiaCNNError
-from leukemia_cnn.fileio import check_output
+from leukemia_cnn.fileio import atomic_write, check_output, mark_output
 
 OUTPUT_SUFFIX = "_gradcam.png"
 EXPLAIN_OUTPUT = "explain"  # the marker of its output folder, the record of its heatmaps
@@ -69,7 +69,6 @@ def load_explainer(model_uri: str, copy: str | Path | None = None):
 def run(cfg, root: Path, images: list[str], model_uri: str | None = None,
          output: str | None = None) -> list[dict]:
     """``leukemia-cnn explain``: write a Grad-CAM overlay per image; print one line each."""
-    from leukemia_cnn.fileio import atomic_write, mark_output
     from leukemia_cnn.serving.predict import check_model_uri, check_store, default_model_uri
     from leukemia_cnn.serving.pyfunc import IN_DISTRIBUTION_COLUMN, OOD_SCORE_COLUMN
     from leukemia_cnn.tracking.store import setup_mlflow

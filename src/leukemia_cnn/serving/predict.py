@@ -3,11 +3,8 @@ champion), printing or writing one row per image as CSV or JSON.
 
 A batch survives bad files: every readable image is classified, each unreadable one is named
 on stderr with its reason and gets a row whose ``error`` column says why (empty class and
-probabilities); the command then exits 1 so that scripts notice.
-
-Every row also says whether to trust its class (``in_distribution``, ``ood_score``:
-docs/predictions.md); the count of flagged images goes to stderr, and with
-``reject_unfamiliar`` a flagged image gets no class or probabilities.
+probabilities); the command then exits 1 so that scripts notice. Every row also says whether
+to trust its class (``in_distribution``, ``ood_score``: docs/predictions.md).
 """
 
 from __future__ import annotations
@@ -62,9 +59,6 @@ def model_load_error(model_uri: str, exc: Exception) -> LeukemiaCNNError:
                             "`dvc repro` (or `leukemia-cnn promote`) so that the model exists")
 
 
-# What MLflow calls to load the project's model (a pyfunc PythonModel); any other loader
-# (mlflow.sklearn for the HOG + PCA baseline, a module named in MLmodel) is not this model.
-PYFUNC_LOADER = "mlflow.pyfunc.model"
 NOT_OURS = ("is not a leukemia-cnn image model; pass a model logged by `leukemia-cnn train` "
             "(models:/leukemia-cnn@champion, models:/leukemia-cnn/N or its runs:/RUN_ID/"
             "leukemia-cnn)")
@@ -82,7 +76,9 @@ def check_model_kind(model_uri: str) -> None:
         raise model_load_error(model_uri, exc) from exc
     pyfunc = flavors.get("python_function") or {}
     loader = pyfunc.get("loader_module")
-    if loader != PYFUNC_LOADER or "python_model" not in pyfunc:
+    # What MLflow calls to load the project's model (a pyfunc PythonModel); any other loader
+    # (mlflow.sklearn for the HOG + PCA baseline, a module named in MLmodel) is not this model.
+    if loader != "mlflow.pyfunc.model" or "python_model" not in pyfunc:
         kinds = ", ".join(name for name in flavors if name != "python_function") or "none"
         raise LeukemiaCNNError(f"model {model_uri} {NOT_OURS}: its MLmodel names the loader "
                                f"{loader or 'none'} (flavours: {kinds}); it was not loaded")

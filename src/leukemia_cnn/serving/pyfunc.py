@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -69,10 +70,9 @@ def signature(classes: list[str]):
     in ``error``: as ``binary``, MLflow's schema step refused a whole request for one null or
     bad base64 row, and a request without the column with a 400 quoting its whole data.
     """
-    outputs = [ColSpec("string", "predicted_class")]
-    outputs += [ColSpec("double", f"p_{name}") for name in classes]
-    outputs += [ColSpec("boolean", IN_DISTRIBUTION_COLUMN), ColSpec("double", OOD_SCORE_COLUMN)]
-    outputs += [ColSpec("string", "model_name"), ColSpec("string", "model_version")]
+    outputs = [ColSpec("string", "predicted_class"), *(ColSpec("double", f"p_{n}") for n in classes),
+               ColSpec("boolean", IN_DISTRIBUTION_COLUMN), ColSpec("double", OOD_SCORE_COLUMN),
+               ColSpec("string", "model_name"), ColSpec("string", "model_version")]
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN, required=False)]),
                           outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec(HEATMAP_PARAM, "boolean", False)]))
@@ -244,11 +244,11 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
     def _predict(self, model_input, heatmap: bool = False):
         if isinstance(model_input, np.ndarray):
             x = np.asarray(model_input, dtype=np.float32)
+            x = x[..., np.newaxis] if x.ndim == 3 else x
             frame = self.predict_arrays(x)
             if heatmap:
-                frame[HEATMAP_COLUMN] = self.heatmaps(
-                    x if x.ndim == 4 else x[..., np.newaxis],
-                    [lambda image=image: gray_image(image) for image in x])
+                frame[HEATMAP_COLUMN] = self.heatmaps(x, [lambda image=image: gray_image(image)
+                                                          for image in x])
             return frame
         if isinstance(model_input, pd.DataFrame):
             if IMAGE_COLUMN not in model_input.columns:
@@ -270,12 +270,10 @@ class LeukemiaCNNModel(mlflow.pyfunc.PythonModel):
 
 def pip_requirements() -> list[str]:
     """The pinned packages the served model needs (no slow inference of requirements)."""
-    from importlib.metadata import version
-
     names = ["mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pillow", "omegaconf",
              # matplotlib: the heatmap's colour map; scipy, scikit-learn: the guard
              "matplotlib", "scipy", "scikit-learn"]
-    return [f"{name}=={version(name)}" for name in names]
+    return [f"{name}=={metadata.version(name)}" for name in names]
 
 
 def input_example(image: np.ndarray) -> pd.DataFrame:
@@ -302,7 +300,6 @@ def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode:
     ``scale`` (:func:`leukemia_cnn.data.preprocess.scale_record`) the training set's red-cell
     size and whether the model puts every image at it (``preprocess.rescale``).
     """
-    package_dir = Path(__file__).resolve().parents[1]  # the whole leukemia_cnn package
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=LeukemiaCNNModel(),
@@ -317,7 +314,7 @@ def log_model(keras_path: Path, classes: list[str], image_size: int, color_mode:
                                         **(scale or {})}},
         signature=signature(classes),
         input_example=None if example is None else input_example(example),
-        code_paths=[str(package_dir)],
+        code_paths=[str(Path(__file__).resolve().parents[1])],  # the whole leukemia_cnn package
         pip_requirements=pip_requirements(),
         params=params,
     )

@@ -1,12 +1,8 @@
-"""What a failed stage leaves in MLflow: no half-logged artifacts, a run ended FAILED (or, when
-the store cannot be written, left for the next command to close), and a full disk said in
-one line naming the full path.
-
-``train``, ``evaluate`` and ``features`` log inside :func:`cleaned_on_failure`, which removes
-through MLflow's artifact repositories (a local folder or a server's proxy alike) the files
-the block added to the run's artifacts and the models it logged (MLflow 3 keeps their files
-apart, ``mlruns/<experiment>/models/<model id>``): a model half-written on a full disk would
-fail every later command.
+"""What a failed stage leaves in MLflow: ``train``, ``evaluate`` and ``features`` log inside
+:func:`cleaned_on_failure`, which removes through MLflow's artifact repositories (a local
+folder or a server's proxy alike) what the block logged, models included (MLflow 3 keeps their
+files apart, ``mlruns/<experiment>/models/<model id>``): a model half-written on a full disk
+would fail every later command.
 """
 
 from __future__ import annotations
@@ -82,17 +78,6 @@ def remove_logged_since(run_id: str, before: set[str] | None, since_ms: int) -> 
     return removed
 
 
-def _end_failed() -> str:
-    """End the active run FAILED; what became of it, as a clause."""
-    try:
-        end_run(status="FAILED")  # MLflow takes the run off its stack before it writes
-    except Exception as exc:  # noqa: BLE001 - the store itself may be what failed
-        reason = str(full_disk_cause(exc) or exc).splitlines()[0][:120]
-        return (f"; the MLflow run stays RUNNING until the next command closes it (the store "
-                f"could not be written: {reason})")
-    return "; the MLflow run ended FAILED"
-
-
 @contextlib.contextmanager
 def cleaned_on_failure(run_id: str, outputs: Sequence[Path] = (),
                        kept: str = "earlier outputs are intact") -> Iterator[None]:
@@ -123,7 +108,13 @@ def cleaned_on_failure(run_id: str, outputs: Sequence[Path] = (),
         removed = remove_logged_since(run_id, before, since)
         if not isinstance(exc, Exception) or mlflow.active_run() is None:
             raise
-        ended = _end_failed()
+        try:
+            end_run(status="FAILED")  # MLflow takes the run off its stack before it writes
+            ended = "; the MLflow run ended FAILED"
+        except Exception as failed:  # noqa: BLE001 - the store itself may be what failed
+            reason = str(full_disk_cause(failed) or failed).splitlines()[0][:120]
+            ended = (f"; the MLflow run stays RUNNING until the next command closes it (the "
+                     f"store could not be written: {reason})")
         if cause is None:
             raise
         gone = f"; {removed} half-logged artifact(s) removed" if removed else ""

@@ -1,10 +1,9 @@
 """What a run says in the MLflow UI: its params, name, description and MLflow's own fields.
 
-A run's params are the knobs that shaped it, not the whole config (the whole resolved config
-is its ``config.yaml`` artifact): the data params say what the data actually was (a run on a
-local folder does not log the Kaggle slug of the default config), and groups a stage does not
-read are left out. MLflow's standard tags fill the UI's own columns: ``mlflow.note.content``
-(the description), ``mlflow.source.git.commit`` (the Version column).
+A run's params are the knobs of the config groups its stage reads, and of the data it actually
+read (a run on a local folder does not log the Kaggle slug of the default config); the whole
+resolved config is its ``config.yaml`` artifact. MLflow's standard tags fill the UI's own
+columns: ``mlflow.note.content`` (the description), ``mlflow.source.git.commit`` (the Version column).
 """
 
 from __future__ import annotations
@@ -44,26 +43,19 @@ EXPERIMENT_DESCRIPTION = (
     "the browser, not on the server).")
 
 
-def data_params(cfg: Config, lineage: DataLineage) -> dict[str, str]:
-    """The ``data.*`` params of a run: the data's source, name and URI as recorded in its
-    lineage, and only the ``data`` knobs of that source."""
-    params = {"data.source": lineage.source, "data.name": lineage.name}
-    if lineage.uri:
-        params["data.uri"] = lineage.uri
-    knobs = SOURCE_KNOBS.get(lineage.source, ())
-    for key, value in flatten(cfg.data, prefix="data.").items():
-        if key.startswith(knobs) and key not in LEFT_OUT:
-            params[key] = str(value)
-    return params
-
-
 def stage_params(cfg: Config, lineage: DataLineage, groups: tuple[str, ...]) -> dict[str, str]:
-    """The params of a stage's run: the config ``groups`` it reads (``data`` from the lineage,
-    see :func:`data_params`), each value cut at MLflow's 6000 characters."""
+    """The params of a stage's run: the config ``groups`` it reads, each value cut at MLflow's
+    6000 characters; ``data`` is the data's source, name and URI as recorded in its lineage,
+    and only the ``data`` knobs of that source."""
     params = {k: str(v)[:6000] for k, v in flatten(cfg).items()
               if k.split(".", 1)[0] in groups and not k.startswith("data.")}
     if "data" in groups:
-        params.update(data_params(cfg, lineage))
+        params.update({"data.source": lineage.source, "data.name": lineage.name})
+        if lineage.uri:
+            params["data.uri"] = lineage.uri
+        knobs = SOURCE_KNOBS.get(lineage.source, ())
+        params.update({key: str(value) for key, value in flatten(cfg.data, prefix="data.").items()
+                       if key.startswith(knobs) and key not in LEFT_OUT})
     return params
 
 

@@ -57,15 +57,11 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 class MetricWriter:
     """Log metrics to one run from a background thread, in the order given.
 
-    ``put`` stamps the metrics with the time of the call and returns at once; one thread writes
-    each batch with ``MlflowClient.log_batch`` as it comes (the run page's live curves lag by
-    one write). ``close`` writes what is queued, stops the thread and raises the first error a
-    write met (``raise_errors=False``: returns it). Not MLflow's asynchronous logging: its
-    thread polls its queue once a second, and ending the run waits for that poll (~1 s
-    measured) where this thread wakes on every batch and on ``close``.
+    One thread writes each batch with ``MlflowClient.log_batch`` as it comes (the run page's
+    live curves lag by one write). Not MLflow's asynchronous logging: its thread polls its
+    queue once a second, and ending the run waits for that poll (~1 s measured) where this
+    thread wakes on every batch and on ``close``.
     """
-
-    _STOP = None
 
     def __init__(self, run_id: str):
         import queue
@@ -90,7 +86,7 @@ class MetricWriter:
     def _write_all(self) -> None:
         from mlflow.entities import Metric
 
-        while (item := self._queue.get()) is not self._STOP:
+        while (item := self._queue.get()) is not None:  # None: close() asks it to stop
             metrics, step, timestamp = item
             if self._error is not None:
                 continue  # the first error is the one reported
@@ -101,9 +97,10 @@ class MetricWriter:
                 self._error = exc
 
     def close(self, raise_errors: bool = True) -> BaseException | None:
-        """Write everything queued and stop; idempotent."""
+        """Write everything queued and stop (idempotent); raise the first error a write met
+        (``raise_errors=False``: return it)."""
         if self._thread.is_alive():
-            self._queue.put(self._STOP)
+            self._queue.put(None)
             self._thread.join()
         if raise_errors and self._error is not None:
             raise self._error
@@ -136,10 +133,9 @@ def log_split_metrics(metrics: dict[str, float]) -> None:
 
     client = MlflowClient()
     run = client.get_run(mlflow.active_run().info.run_id)
-    by_context = {}
-    for given in run.inputs.dataset_inputs if run.inputs else []:
-        context = {t.key: t.value for t in given.tags}.get("mlflow.data.context")
-        by_context[context] = (given.dataset.name, given.dataset.digest)
+    by_context = {{t.key: t.value for t in given.tags}.get("mlflow.data.context"):
+                  (given.dataset.name, given.dataset.digest)
+                  for given in (run.inputs.dataset_inputs if run.inputs else [])}
     model_ids = [o.model_id for o in (run.outputs.model_outputs if run.outputs else [])]
     now = get_current_time_millis()
     entries = []
@@ -274,9 +270,8 @@ def end_running_runs(tags: dict[str, str], status: str = "KILLED") -> int:
     client = MlflowClient()
     condition = " and ".join([f"tags.{key} = '{value}'" for key, value in tags.items()]
                              + ["attributes.status = 'RUNNING'"])
-    closed = 0
-    for experiment in client.search_experiments():
-        for run in client.search_runs([experiment.experiment_id], condition):
-            client.set_terminated(run.info.run_id, status=status)
-            closed += 1
-    return closed
+    running = [run for experiment in client.search_experiments()
+               for run in client.search_runs([experiment.experiment_id], condition)]
+    for run in running:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(running)

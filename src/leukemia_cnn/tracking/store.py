@@ -9,6 +9,9 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from filelock import FileLock
 
 from leukemia_cnn.config import LATE_KNOBS, find_repo_root, overrides_from_defaults, same_setting, shared_root
 from leukemia_cnn.config_schema import Config
@@ -26,13 +29,9 @@ def tracking_uri(cfg: Config | None = None, root: Path | None = None) -> str:
     3. the embedded store ``sqlite:///<repo>/mlflow.db`` as an absolute path, so that runs
        started from DVC's temporary experiment folders land in the same store.
     """
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
     configured = cfg.mlflow.tracking_uri if cfg is not None else None
-    if configured:
-        return configured
-    return f"sqlite:///{(shared_root(root) / 'mlflow.db').as_posix()}"
+    return (os.environ.get("MLFLOW_TRACKING_URI") or configured
+            or f"sqlite:///{(shared_root(root) / 'mlflow.db').as_posix()}")
 
 
 def check_artifact_location(experiment, uri: str, root: Path | None = None) -> None:
@@ -139,8 +138,6 @@ def _set_experiment(cfg: Config, root: Path, uri: str) -> str:
 
 def local_path(uri: str) -> Path | None:
     """The path of a ``file:`` (or plain path) URI, None for any other scheme."""
-    from urllib.parse import unquote, urlparse
-
     parsed = urlparse(uri)
     return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
@@ -161,8 +158,6 @@ def store_lock(uri: str):
     timeout), so only store set-up takes this lock. Re-entrant within a thread: one
     ``FileLock`` per path (``is_singleton``) counts its holders.
     """
-    from filelock import FileLock
-
     path = sqlite_path(uri)
     if path is None:
         yield
@@ -179,7 +174,6 @@ def store_lock(uri: str):
 # it trained the same way), so seeds of one configuration share its id. Not the data either:
 # runs on different data are told apart by their validation set (`val_digest`).
 CONFIG_ID_PREFIXES = ("split.", "preprocess.", "model.", "train.", "evaluate.")
-CONFIG_ID_IGNORED = ("train.verbose",)
 
 
 def config_id(params: dict[str, object]) -> str:
@@ -196,7 +190,7 @@ def config_id(params: dict[str, object]) -> str:
         12 hex digits; runs that differ only in seed (or sweep, paths, store) share it.
     """
     items = sorted((k, str(v)) for k, v in params.items()
-                   if k.startswith(CONFIG_ID_PREFIXES) and k not in CONFIG_ID_IGNORED
+                   if k.startswith(CONFIG_ID_PREFIXES) and k != "train.verbose"
                    and not (k in LATE_KNOBS and same_setting(v, LATE_KNOBS[k])))
     return hashlib.sha1(repr(items).encode()).hexdigest()[:12]
 
@@ -302,18 +296,11 @@ def run_lineage(cfg: Config, root: Path):
     return workspace_lineage(cfg, root, rows=rows), rows
 
 
-# The MLflow input contexts of the three splits (the runs table's Dataset column shows them).
-SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
-DATASET_DIGEST_LENGTH = 12  # what the UI shows; the full sha256 is the input's rows_digest
-
-
 def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
     """Log the train, validation and test rows to the active run as MLflow datasets.
 
-    Each dataset is the split's rows of the split table (path, class, label, sha256), named
-    ``<data name>-<split>``, its digest the start of the split's rows digest (so the UI's
-    Dataset column tells the splits apart); its input tags are the full ``rows_digest`` (for
-    the validation set, the run's ``val_digest``) and the ``data_version``.
+    A dataset's digest is the start of its rows' digest, so that the UI's Dataset column
+    tells the splits apart; the validation set's full ``rows_digest`` is the run's ``val_digest``.
 
     Parameters
     ----------
@@ -324,7 +311,8 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
     """
     import mlflow
 
-    for split, context in SPLIT_CONTEXTS.items():
+    # The MLflow input contexts of the three splits (the runs table's Dataset column shows them).
+    for split, context in {"train": "training", "val": "validation", "test": "testing"}.items():
         part = rows[rows["split"] == split]
         if split == "train" and train_paths is not None:
             part = part[part["path"].isin({str(p) for p in train_paths})]
@@ -336,7 +324,7 @@ def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
             dataset = mlflow.data.from_pandas(
                 part, source=lineage.uri or None, targets="label",
                 name=f"{safe_name(lineage.name)}-{split}",
-                digest=rows_digest(part)[:DATASET_DIGEST_LENGTH])
+                digest=rows_digest(part)[:12])  # what the UI shows; in full: the rows_digest tag
             # (the schema is inferred when the dataset is logged: its warning comes here)
             mlflow.log_input(dataset, context=context,
                              tags={"rows_digest": rows_digest(part), "n_images": str(len(part)),
