@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leukemia_cnn.errors import OutputError, full_disk_cause, full_disk_error
+from leukemia_cnn.errors import OutputError, full_disk_cause, full_disk_error, nearest
 from leukemia_cnn.tracked import dvc_tracked, git_tracked
 
 if TYPE_CHECKING:  # numpy and pandas are imported where they write: `check-config` needs neither
@@ -297,9 +297,7 @@ def _existing_reason(real: Path, kind: str, owner: str, own: Callable[[], bool])
 
 
 def _parent_reason(real: Path) -> str | None:
-    ancestor = real.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest(real.parent)
     return None if ancestor.is_dir() else f"{ancestor} is not a folder"
 
 
