@@ -15,6 +15,7 @@ command's (``data.dvc``, DVC's Hydra integration for ``params.yaml``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -344,10 +345,7 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     root, real = Path(root).resolve(), Path(target).expanduser().resolve()  # relative: to cwd
     is_declared = declared is not None and real == Path(declared).resolve()
     git_files = git_tracked(root)
-
-    def own() -> bool:
-        return is_declared or is_own(real, kind, owner)
-
+    own = functools.partial(is_own, real, kind, owner, declared)
     checks = (lambda: STDOUT in (str(target), label) and "this command writes files, not to "
               "stdout", lambda: _project_reason(real, root), lambda: _tool_reason(target, real),
               lambda: _input_reason(real, kind, inputs),
