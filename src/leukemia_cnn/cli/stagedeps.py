@@ -28,7 +28,6 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     **{name.replace("-", "_"): (module,) for name, (module, _) in STAGES.items()},
     "check_config": ("leukemia_cnn.config", "leukemia_cnn.pathrules", "leukemia_cnn.data.staging"),
 }
-SRC_DEP = re.compile(r"^(\s*)- (src/leukemia_cnn/\S+)\s*$")
 
 
 def module_file(name: str) -> Path | None:
@@ -79,7 +78,7 @@ def rewrite(text: str) -> str:
         header = re.match(r"^  (\w+):\s*$", line)
         if header:
             stage, written = header.group(1), False
-        dep = SRC_DEP.match(line)
+        dep = re.match(r"^(\s*)- (src/leukemia_cnn/\S+)\s*$", line)
         if dep and stage in STAGE_CODE:
             if not written:
                 indent = dep.group(1)
