@@ -71,9 +71,9 @@ def stage_code_files(stage: str) -> list[str]:
 
 def rewrite(text: str) -> str:
     """``dvc.yaml``'s text with each stage's ``src/`` deps replaced by :func:`stage_code_files`
-    (written where the stage's first ``src/`` dep was, or after its last dep)."""
+    (written where the stage's first ``src/`` dep was)."""
     out: list[str] = []
-    stage, written, indent = None, False, "      "
+    stage, written = None, False
     for line in text.splitlines(keepends=True):
         header = re.match(r"^  (\w+):\s*$", line)
         if header:
@@ -81,8 +81,7 @@ def rewrite(text: str) -> str:
         dep = re.match(r"^(\s*)- (src/leukemia_cnn/\S+)\s*$", line)
         if dep and stage in STAGE_CODE:
             if not written:
-                indent = dep.group(1)
-                out += [f"{indent}- {path}\n" for path in stage_code_files(stage)]
+                out += [f"{dep.group(1)}- {path}\n" for path in stage_code_files(stage)]
                 written = True
             continue
         out.append(line)
