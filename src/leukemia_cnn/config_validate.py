@@ -149,10 +149,8 @@ def describe(key: str) -> str:
 def unknown_key(key: str, siblings: Iterable[str] = ()) -> ConfigError:
     """The error for a key the schema does not have, with the nearest valid key."""
     near = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
-    if near:
-        hint = f"did you mean `{near[0]}`?"
-    else:
-        hint = f"valid keys here: {', '.join(siblings) or ', '.join(Config.model_fields)}"
+    hint = (f"did you mean `{near[0]}`?" if near
+            else f"valid keys here: {', '.join(siblings) or ', '.join(Config.model_fields)}")
     return ConfigError(f"config key `{key}` is unknown (not in conf/); {hint}")
 
 

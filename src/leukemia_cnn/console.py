@@ -31,12 +31,6 @@ NATIVE_LOG_LINE = re.compile(
     rb"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-/]+:\d+\] )")
 # A partial line that may still turn into a native log line is held until its newline.
 _MAYBE_NATIVE = re.compile(rb"^(W(A(R(N(I(N(G(:.*)?)?)?)?)?)?)?|[IWE][\d :.]*)$", re.DOTALL)
-# Its warnings carry colour codes before the text, hence the leading ``.*``. (Its advice to
-# add type hints is answered in pyfunc.py: MLflow forces that one to show.)
-MLFLOW_ADVICE = r".*An input example was not provided when logging the model"
-# Control characters (C0, DEL, C1): in a file name they could move the cursor, recolour or
-# retitle the terminal, or split a one-line error; shown as escapes instead.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _installed = False
 
 
@@ -48,7 +42,9 @@ def terminal_safe(text: object) -> str:
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return CONTROL_CHARACTERS.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    # Control characters (C0, DEL, C1) in a file name could move the cursor, recolour or
+    # retitle the terminal, or split a one-line error.
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def verbose_requested() -> bool:
@@ -69,10 +65,6 @@ def drop_native_log_lines(data: bytes, pending: bytes = b"") -> tuple[bytes, byt
         out.append(tail)
         tail = b""
     return b"".join(out), tail
-
-
-# At exit the pump forwards what is already in the pipe, at most this much, and stops.
-DRAIN_LIMIT = 1 << 20
 
 
 class StderrPump:
@@ -116,11 +108,12 @@ class StderrPump:
         self.drain()
 
     def drain(self) -> None:
-        """Forward what the pipe holds now (never wait for more), then the held-back tail."""
+        """Forward what the pipe holds now (never wait for more; at most 1 MiB), then the
+        held-back tail."""
         os.set_blocking(self.read_end, False)
         forwarded = 0
         try:
-            while forwarded < DRAIN_LIMIT and (chunk := os.read(self.read_end, 65536)):
+            while forwarded < 1 << 20 and (chunk := os.read(self.read_end, 65536)):
                 self.forward(chunk)
                 forwarded += len(chunk)
         except BlockingIOError:
@@ -157,13 +150,15 @@ def quiet_libraries(verbose: bool = False, native: bool = True) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow's advice to model authors (type hints, input examples, CloudPickle) is not
-    # something a user of the pipeline can act on.
-    # (MLflow sets its loggers' level from MLFLOW_LOGGING_LEVEL when it is imported.)
+    # something a user of the pipeline can act on; MLflow reads the level when imported.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     # It logs a database error's traceback, then raises it: the command says it in one line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", message=MLFLOW_ADVICE, category=UserWarning)
+    # The warning's colour codes come first, hence ``.*``. (The advice to add type hints is
+    # answered in pyfunc.py: MLflow forces that one to show.)
+    warnings.filterwarnings("ignore", message=r".*An input example was not provided when "
+                            "logging the model", category=UserWarning)
     if native:
         atexit.register(StderrPump().stop)
 

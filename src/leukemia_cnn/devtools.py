@@ -15,7 +15,6 @@ from pathlib import Path
 
 # What a copy of the project leaves out: the data and every output of the pipeline.
 GENERATED = ("data/", "reports/", "models/")
-GENERATED_FILES = ("data.dvc", "dvc.lock")
 
 
 def copy_project(repo: Path, dest: Path, skip: tuple[str, ...] = ()) -> Path:
@@ -32,7 +31,7 @@ def copy_project(repo: Path, dest: Path, skip: tuple[str, ...] = ()) -> Path:
     for name in listed.splitlines():
         source = Path(repo) / name
         if (not source.is_file() or name.startswith(GENERATED + tuple(skip))
-                or name in GENERATED_FILES):
+                or name in ("data.dvc", "dvc.lock")):
             continue
         target = Path(dest) / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -50,15 +51,16 @@ def full_disk_cause(exc: BaseException | None) -> BaseException | None:
     return (ours or errnos or texts or [None])[0]
 
 
+def nearest(path: Path, test: Callable[[Path], bool] = Path.exists) -> Path:
+    """``path`` or its nearest ancestor where ``test`` holds (default: exists), else the root."""
+    return next((p for p in (path, *path.parents) if test(p)), Path(path.anchor))
+
+
 def free_space(path) -> str:
     """``"<mount point> has N MB free"`` for the file system holding ``path`` (or its nearest
     existing folder), or an empty string when it cannot be read."""
-    folder = Path(path).absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    mount = folder
-    while not os.path.ismount(mount) and mount != mount.parent:
-        mount = mount.parent
+    folder = nearest(Path(path).absolute())
+    mount = nearest(folder, os.path.ismount)
     try:
         usage = shutil.disk_usage(folder)
     except OSError:

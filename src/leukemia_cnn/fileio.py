@@ -15,6 +15,7 @@ command's (``data.dvc``, DVC's Hydra integration for ``params.yaml``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leukemia_cnn.errors import OutputError, full_disk_cause, full_disk_error
+from leukemia_cnn.errors import OutputError, full_disk_cause, full_disk_error, nearest
 from leukemia_cnn.tracked import dvc_tracked, git_tracked
 
 if TYPE_CHECKING:  # numpy and pandas are imported where they write: `check-config` needs neither
@@ -297,9 +298,7 @@ def _existing_reason(real: Path, kind: str, owner: str, own: Callable[[], bool])
 
 
 def _parent_reason(real: Path) -> str | None:
-    ancestor = real.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest(real.parent)
     return None if ancestor.is_dir() else f"{ancestor} is not a folder"
 
 
@@ -346,10 +345,7 @@ def check_output(target: str | Path, *, kind: str, root: Path, flag: str, instea
     root, real = Path(root).resolve(), Path(target).expanduser().resolve()  # relative: to cwd
     is_declared = declared is not None and real == Path(declared).resolve()
     git_files = git_tracked(root)
-
-    def own() -> bool:
-        return is_declared or is_own(real, kind, owner)
-
+    own = functools.partial(is_own, real, kind, owner, declared)
     checks = (lambda: STDOUT in (str(target), label) and "this command writes files, not to "
               "stdout", lambda: _project_reason(real, root), lambda: _tool_reason(target, real),
               lambda: _input_reason(real, kind, inputs),

@@ -52,12 +52,10 @@ def dvc_tracked(root: Path, git_files: Iterable[Path] = ()) -> dict[Path, str]:
     stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
                   for p in sorted(files) if p.is_file())
     pipelines = [p for p in files if p.name == "dvc.yaml" and p.is_file()]
-    if len(pipelines) > 1 or any(TEMPLATED.search(p.read_text()) for p in pipelines):
+    templated = re.compile(r"\$\{|^\s*(foreach|matrix)\s*:", re.MULTILINE)
+    if len(pipelines) > 1 or any(templated.search(p.read_text()) for p in pipelines):
         return dict(_dvc_outs(root, stamp))
     return dict(_plain_outs(root, stamp))
-
-
-TEMPLATED = re.compile(r"\$\{|^\s*(foreach|matrix)\s*:", re.MULTILINE)
 
 
 def _load_yaml(path: Path) -> dict:

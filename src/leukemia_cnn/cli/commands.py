@@ -89,15 +89,12 @@ def run_study(args: argparse.Namespace, root: Path) -> int:
 
 
 def run_check_config(args: argparse.Namespace, root: Path) -> int:
-    from leukemia_cnn.config import load_params, write_config_check
+    from leukemia_cnn.config import write_config_check
     from leukemia_cnn.data.staging import dropped_overrides, restore_refused_params
-    from leukemia_cnn.pathrules import check_paths
 
     params = _params_file(args)
     with restore_refused_params(root, params):  # a refused `dvc exp run -S`
-        cfg = load_params(params)
-        check_paths(cfg, root)
-        written = write_config_check(cfg, root, params)
+        written = write_config_check(_config(args, root), root, params)
     print(f"{params}: every knob is valid; wrote {written.relative_to(root)}")
     dropped = dropped_overrides(root, params)
     if dropped:

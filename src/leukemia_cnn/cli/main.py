@@ -17,9 +17,6 @@ from leukemia_cnn.cli.parser import build_parser
 from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
 from leukemia_cnn.errors import LeukemiaCNNError, full_disk_cause, full_disk_error
 
-# Commands that only read the MLflow store (see _project_root).
-STORE_READERS = ("predict", "explain", "card", "summary")
-
 
 def _run(args: argparse.Namespace) -> int:
     return args.func(args, _project_root(args))
@@ -35,7 +32,7 @@ def _project_root(args: argparse.Namespace) -> Path:
     here = find_repo_root()
     params = Path(getattr(args, "params", None) or "params.yaml")
     in_project = (here / "dvc.yaml").is_file() or (here / "conf" / "config.yaml").is_file()
-    if not in_project and args.command in STORE_READERS and params.is_file():
+    if not in_project and args.command in ("predict", "explain", "card", "summary") and params.is_file():
         found = find_repo_root(params.resolve().parent)
         if (found / "dvc.yaml").is_file() or (found / "conf" / "config.yaml").is_file():
             return found

@@ -28,7 +28,6 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     **{name.replace("-", "_"): (module,) for name, (module, _) in STAGES.items()},
     "check_config": ("leukemia_cnn.config", "leukemia_cnn.pathrules", "leukemia_cnn.data.staging"),
 }
-SRC_DEP = re.compile(r"^(\s*)- (src/leukemia_cnn/\S+)\s*$")
 
 
 def module_file(name: str) -> Path | None:
@@ -72,18 +71,17 @@ def stage_code_files(stage: str) -> list[str]:
 
 def rewrite(text: str) -> str:
     """``dvc.yaml``'s text with each stage's ``src/`` deps replaced by :func:`stage_code_files`
-    (written where the stage's first ``src/`` dep was, or after its last dep)."""
+    (written where the stage's first ``src/`` dep was)."""
     out: list[str] = []
-    stage, written, indent = None, False, "      "
+    stage, written = None, False
     for line in text.splitlines(keepends=True):
         header = re.match(r"^  (\w+):\s*$", line)
         if header:
             stage, written = header.group(1), False
-        dep = SRC_DEP.match(line)
+        dep = re.match(r"^(\s*)- (src/leukemia_cnn/\S+)\s*$", line)
         if dep and stage in STAGE_CODE:
             if not written:
-                indent = dep.group(1)
-                out += [f"{indent}- {path}\n" for path in stage_code_files(stage)]
+                out += [f"{dep.group(1)}- {path}\n" for path in stage_code_files(stage)]
                 written = True
             continue
         out.append(line)

@@ -19,21 +19,18 @@ def run(cfg: Config, root: Path) -> None:
     if not metrics:
         print("summary: no metrics yet; run `dvc repro` (or `make run`)")
         return
-    rows = [
-        ("CNN (paper config)", metrics.get("val_accuracy"), metrics.get("test_accuracy"),
-         metrics.get("val_prediction_seconds"), metrics.get("test_prediction_seconds")),
-        ("HOG+PCA logistic baseline", baseline.get("val_accuracy"), baseline.get("test_accuracy"),
-         None, None),
-    ]
 
     def cell(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
     columns = ("", "val_acc", "test_acc", "val_pred_s", "test_pred_s")
+    rows = [("CNN (paper config)", cell(metrics.get("val_accuracy")),
+             cell(metrics.get("test_accuracy")), cell(metrics.get("val_prediction_seconds"), 2),
+             cell(metrics.get("test_prediction_seconds"), 2)),
+            ("HOG+PCA logistic baseline", cell(baseline.get("val_accuracy")),
+             cell(baseline.get("test_accuracy")), "-", "-")]
     print()
-    print(text_table(columns, [(name, cell(val), cell(test), cell(val_s, 2), cell(test_s, 2))
-                               for name, val, test, val_s, test_s in rows],
-                     right=columns[1:], indent="  "))
+    print(text_table(columns, rows, right=columns[1:], indent="  "))
     if train:
         print(f"\n  training: {train.get('epochs')} epochs in {train.get('train_seconds')} s")
     if robustness:

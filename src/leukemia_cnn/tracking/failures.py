@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from leukemia_cnn.errors import full_disk_cause, full_disk_error
+from leukemia_cnn.errors import full_disk_cause, full_disk_error, nearest
 from leukemia_cnn.tracking.runs import end_run
 from leukemia_cnn.tracking.store import local_path, sqlite_path
 
@@ -37,8 +37,7 @@ def _fullest(paths: Sequence[Path | None]) -> Path | None:
     """Of ``paths``, the one whose file system has the least free space (the full one)."""
     def free(path: Path) -> int:
         try:  # of the nearest folder that exists
-            return shutil.disk_usage(next((p for p in (path, *path.parents) if p.exists()),
-                                          path)).free
+            return shutil.disk_usage(nearest(path)).free
         except OSError:
             return sys.maxsize
     candidates = [Path(p) for p in paths if p is not None]
