@@ -5,7 +5,7 @@ import sys
 from helpers import REPO_ROOT
 from leukemia_cnn.cli.main import main as cli_main
 from leukemia_cnn.cli.parser import STAGES, build_parser
-from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_INTERNAL
+from leukemia_cnn.errors import EXIT_BAD_INPUT, EXIT_INTERNAL
 
 
 def test_help_lists_every_stage_and_command(capsys):

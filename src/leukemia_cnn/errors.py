@@ -1,9 +1,16 @@
-"""The one exception type a user of leukemia-cnn can hit."""
+"""The one exception type a user of leukemia-cnn can hit, and the exit statuses of
+``leukemia-cnn`` (as ``leukemia-cnn --help`` documents them)."""
 
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# Images unlike the training images: `predict --reject-unfamiliar` flagged one, or `drift` found drift.
+EXIT_UNFAMILIAR = 4
+# `drift` on fewer images than drift.min_images found no drift: too few images to judge.
+EXIT_TOO_FEW = 5
 
 
 class LeukemiaCNNError(Exception):

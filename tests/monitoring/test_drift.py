@@ -21,7 +21,7 @@ from PIL import Image, ImageFilter
 
 from helpers import REPO_ROOT
 from leukemia_cnn.cli.main import main as cli_main
-from leukemia_cnn.cli.status import EXIT_UNFAMILIAR
+from leukemia_cnn.errors import EXIT_UNFAMILIAR
 from leukemia_cnn.monitoring import drift, drift_report
 
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "rocket", "horse",
@@ -292,7 +292,7 @@ def test_a_missing_model_says_to_pass_no_guard(project, tmp_path, monkeypatch, c
 
 def test_one_image_is_too_few_to_judge(project, tmp_path, monkeypatch, capsys):
     """issue 31: `drift --source DIR` with 1 image said `no drift`, exit 0."""
-    from leukemia_cnn.cli.status import EXIT_TOO_FEW
+    from leukemia_cnn.errors import EXIT_TOO_FEW
 
     source = copy_test_split(project, tmp_path / "one")
     for path in sorted(source.rglob("*.jpg"))[1:]:

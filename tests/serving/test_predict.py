@@ -9,8 +9,7 @@ from PIL import Image
 
 from helpers import blob_images
 from leukemia_cnn.cli.main import main as cli_main
-from leukemia_cnn.cli.status import EXIT_UNFAMILIAR
-from leukemia_cnn.errors import DataError
+from leukemia_cnn.errors import EXIT_UNFAMILIAR, DataError
 from leukemia_cnn.registry import register
 from leukemia_cnn.serving.predict import predict_files, read_images
 

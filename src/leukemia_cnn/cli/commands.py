@@ -14,8 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_UNFAMILIAR
-from leukemia_cnn.errors import ConfigError, LeukemiaCNNError
+from leukemia_cnn.errors import EXIT_BAD_INPUT, EXIT_UNFAMILIAR, ConfigError, LeukemiaCNNError
 
 
 def _params_file(args: argparse.Namespace) -> str:

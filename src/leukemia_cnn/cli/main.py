@@ -14,8 +14,14 @@ import sys
 from pathlib import Path
 
 from leukemia_cnn.cli.parser import build_parser
-from leukemia_cnn.cli.status import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
-from leukemia_cnn.errors import LeukemiaCNNError, full_disk_cause, full_disk_error
+from leukemia_cnn.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    LeukemiaCNNError,
+    full_disk_cause,
+    full_disk_error,
+)
 
 
 def _run(args: argparse.Namespace) -> int:

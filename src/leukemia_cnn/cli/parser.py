@@ -10,7 +10,7 @@ from functools import partial
 
 from leukemia_cnn import __version__
 from leukemia_cnn.cli import commands
-from leukemia_cnn.cli.status import EXIT_UNFAMILIAR, EXIT_USAGE
+from leukemia_cnn.errors import EXIT_UNFAMILIAR, EXIT_USAGE
 
 # subcommand -> (module, one-line help)
 STAGES = {

@@ -5,22 +5,22 @@ first bytes (the only existing files ``--output`` may replace)."""
 from __future__ import annotations
 
 from leukemia_cnn.config_schema import Config
+from leukemia_cnn.errors import EXIT_OK, EXIT_TOO_FEW, EXIT_UNFAMILIAR
 from leukemia_cnn.features.imagestats import PCA_PREFIX
 from leukemia_cnn.markdown import escape, pipe_table
 from leukemia_cnn.monitoring.kstests import CORRECTIONS, ShiftTest
 
 TITLE = "# Drift check"
 COMMAND = "leukemia-cnn drift"
-# drift -> 4, no drift -> 0, too few images to judge -> 5 (see `leukemia-cnn --help`)
-EXIT_DRIFT, EXIT_NO_DRIFT, EXIT_TOO_FEW = 4, 0, 5
 MAX_ROWS = 20  # of the HOG + PCA table and of the skipped files
 
 
 def exit_status(verdict) -> int:
-    """The exit status of a :class:`leukemia_cnn.monitoring.kstests.Verdict`."""
+    """The exit status of a :class:`leukemia_cnn.monitoring.kstests.Verdict` (drift is the
+    status of unfamiliar images)."""
     if verdict.too_few:
         return EXIT_TOO_FEW
-    return EXIT_DRIFT if verdict.drift else EXIT_NO_DRIFT
+    return EXIT_UNFAMILIAR if verdict.drift else EXIT_OK
 
 
 def number(value: float) -> str:
