@@ -14,12 +14,11 @@ Markdown and HTML text); this module guards the outputs and writes them.
 
 from __future__ import annotations
 
-import secrets
-import shutil
 from pathlib import Path
 
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config
+from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.fileio import check_output, mark_output, swap_folder, write_text
 from leukemia_cnn.markdown import html_page
 from leukemia_cnn.study.claims import claim_statements
@@ -55,10 +54,8 @@ def build(cfg: Config, root: Path) -> dict:
              if not c.get("missing")]
     # Figures go to a staging folder swapped in at the end: an earlier report stays whole
     # until the new one is complete.
-    token = secrets.token_hex(4)
-    staging = assets.with_name(f"{assets.name}.tmp-{token}")
-    staging.mkdir(parents=True)
-    try:
+    with staging_folder(assets) as (staging, token):
+        staging.mkdir(parents=True)
         made = figures(runs, table, staging, cfg.report.sample_images)
         for fig in made:  # where they will be once swapped in
             fig["curves"] = assets / fig["curves"].name
@@ -71,8 +68,6 @@ def build(cfg: Config, root: Path) -> dict:
         write_text(markdown_file, markdown, owner=REPORT_OUTPUT)
         write_text(html_file, html_page(markdown, "Table 1", "leukemia-cnn report"),
                    owner=REPORT_OUTPUT)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return {"markdown": markdown_file, "html": html_file, "table": table,
             "claims": [c["text"] for c in claims + shown], "n_runs": len(runs),
             "figures": [str(f["curves"]) for f in made]}

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.devtools import copy_project
 from leukemia_cnn.errors import LeukemiaCNNError
 from leukemia_cnn.fileio import (
@@ -122,15 +122,11 @@ def publish(root: Path, workspace: Path, name: str, source: Path, overwrite: boo
     reports = workspace / "reports"
     markdown, page, assets = check_publish(root, name, overwrite)
     if (reports / f"{name}_files").is_dir():
-        token = secrets.token_hex(4)
-        staging = assets.with_name(f"{assets.name}.tmp-{token}")
-        # (not the report's output marker: docs/results/ is the project's, not the report's)
-        shutil.copytree(reports / f"{name}_files", staging,
-                        ignore=shutil.ignore_patterns(OUTPUT_MARKER))
-        try:
+        with staging_folder(assets) as (staging, token):
+            # (not the report's output marker: docs/results/ is the project's, not the report's)
+            shutil.copytree(reports / f"{name}_files", staging,
+                            ignore=shutil.ignore_patterns(OUTPUT_MARKER))
             swap_folder(staging, assets, token, STUDY_OUTPUT, assets if overwrite else None)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         record_output(assets, STUDY_OUTPUT)
     write_text(page, (reports / f"{name}.html").read_text(), owner=STUDY_OUTPUT)
     title, _, rest = (reports / f"{name}.md").read_text().partition("\n")
