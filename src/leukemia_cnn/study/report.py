@@ -19,7 +19,7 @@ from pathlib import Path
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.staging import staging_folder
-from leukemia_cnn.fileio import check_output, mark_output, swap_folder, write_text
+from leukemia_cnn.fileio import check_output, mark_output, shown, swap_folder, write_text
 from leukemia_cnn.markdown import html_page
 from leukemia_cnn.study.claims import claim_statements
 from leukemia_cnn.study.configurations import configurations
@@ -73,18 +73,20 @@ def build(cfg: Config, root: Path) -> dict:
             "figures": [str(f["curves"]) for f in made]}
 
 
-def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path, Path, Path]:
-    """The guard of the report's outputs ``NAME.md``, ``NAME.html`` and ``NAME_files/``:
-    each new or an earlier report's (see :func:`leukemia_cnn.fileio.check_output`)."""
-    instead = (f"Pass --name with another name (e.g. --name {name}2) to write a new report "
-               "beside it")
+def check_report_outputs(folder: Path, name: str, root: Path, owner: str = REPORT_OUTPUT,
+                         instead: str | None = None, overwrite: bool = False
+                         ) -> tuple[Path, Path, Path]:
+    """The guard of a report's outputs ``NAME.md``, ``NAME.html`` and ``NAME_files/`` in
+    ``folder``: each new or an earlier output of ``owner``, or with ``overwrite`` any (see
+    :func:`leukemia_cnn.fileio.check_output`); ``instead`` is the way out a refusal names."""
+    instead = instead or (f"Pass --name with another name (e.g. --name {name}2) to write a new "
+                          "report beside it")
     return tuple(
-        check_output(path, kind=kind, root=root, flag="--name", owner=REPORT_OUTPUT,
-                     instead=instead,
-                     label=f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})")
-        for path, kind in ((reports_dir / f"{name}.md", "file"),
-                           (reports_dir / f"{name}.html", "file"),
-                           (reports_dir / f"{name}_files", "folder")))
+        check_output(path, kind=kind, root=root, flag="--name", owner=owner,
+                     declared=path if overwrite else None, instead=instead,
+                     label=f"{name} ({shown(path, root)})")
+        for path, kind in ((folder / f"{name}.md", "file"), (folder / f"{name}.html", "file"),
+                           (folder / f"{name}_files", "folder")))
 
 
 def run(cfg: Config, root: Path) -> dict:

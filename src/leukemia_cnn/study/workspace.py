@@ -24,14 +24,7 @@ from pathlib import Path
 from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.devtools import copy_project
 from leukemia_cnn.errors import LeukemiaCNNError
-from leukemia_cnn.fileio import (
-    OUTPUT_MARKER,
-    check_output,
-    record_output,
-    shown,
-    swap_folder,
-    write_text,
-)
+from leukemia_cnn.fileio import OUTPUT_MARKER, record_output, swap_folder, write_text
 
 # The paper's Table 1 rows, then the number-of-conv-layers rows (conv3 is the paper's network
 # at its default training; the Table 1 rows train it with each epoch/batch/loss setting), then
@@ -104,15 +97,11 @@ def check_publish(root: Path, name: str, overwrite: bool = False) -> tuple[Path,
     """The guard of the published report ``docs/results/NAME.md``, ``.html``, ``NAME_files/``:
     each new or an earlier study's, unchanged since; a committed or hand-written report only
     with ``overwrite`` (``--overwrite-report``). Returns the three paths."""
-    results = Path(root) / RESULTS
-    instead = ("Pass --name with another name, or --overwrite-report to re-publish over it "
-               "(git keeps the committed version)")
-    return tuple(
-        check_output(path, kind=kind, root=root, flag="--name", owner=STUDY_OUTPUT,
-                     declared=path if overwrite else None, instead=instead,
-                     label=f"{name} ({shown(path, root)})")
-        for path, kind in ((results / f"{name}.md", "file"), (results / f"{name}.html", "file"),
-                           (results / f"{name}_files", "folder")))
+    from leukemia_cnn.study.report import check_report_outputs
+
+    return check_report_outputs(Path(root) / RESULTS, name, root, STUDY_OUTPUT,
+                                "Pass --name with another name, or --overwrite-report to "
+                                "re-publish over it (git keeps the committed version)", overwrite)
 
 
 def publish(root: Path, workspace: Path, name: str, source: Path, overwrite: bool = False) -> Path:
