@@ -82,8 +82,7 @@ def make_workspace(root: Path, workspace: Path) -> Path:
 
 def run_commands(commands: list[list[str]], workspace: Path) -> None:
     """Run each command in ``workspace`` with this interpreter's scripts first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for command in commands:
         print(f"study: [{workspace.name}] {shlex.join(command)}", flush=True)
         code = subprocess.call(command, cwd=workspace, env=env)
