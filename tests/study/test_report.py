@@ -322,3 +322,19 @@ def test_data_statement_names_the_data_and_flags_synthetic_or_mixed_versions():
     assert "not claims about leukemia" in data_statement(synthetic)
     mixed = real.assign(**{"tags.data_version": ["abc", "def"]})
     assert "More than one data version" in data_statement(mixed)
+
+
+def test_a_report_killed_mid_way_leaves_no_half_figures_folder(study, monkeypatch):
+    """SIGTERM while the figures are drawn: interrupted, no staging folder left beside them."""
+    import os
+    import signal
+
+    cfg, root = study
+
+    def killed(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(report, "figures", killed)
+    with pytest.raises(KeyboardInterrupt):
+        report.build(cfg, root)
+    assert not list((root / "reports").iterdir())

@@ -106,3 +106,22 @@ def test_study_of_a_folder_writes_docs_results_and_leaves_the_project_untouched(
     ignored = subprocess.run(["git", "check-ignore", "studies/tiny"], cwd=repo,
                              capture_output=True, text=True).stdout
     assert ignored.strip() == "studies/tiny"
+
+
+def test_a_publish_killed_mid_way_leaves_no_half_figures_folder(tmp_path, monkeypatch):
+    """SIGTERM while the figures are swapped in: interrupted, no staging folder left."""
+    import os
+    import signal
+
+    reports = tmp_path / "studies" / "tiny" / "reports"
+    (reports / "tiny_files").mkdir(parents=True)
+    (reports / "tiny_files" / "fig3.png").write_bytes(b"png")
+
+    def killed(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(study, "swap_folder", killed)
+    with pytest.raises(KeyboardInterrupt):
+        study.publish(tmp_path, reports.parent, "tiny", tmp_path / "images")
+    assert not (tmp_path / "docs" / "results").exists() \
+        or not list((tmp_path / "docs" / "results").iterdir())

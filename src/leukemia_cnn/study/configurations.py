@@ -79,10 +79,9 @@ def _setup(group: pd.DataFrame) -> str:
         _param(group, "train.loss"), _param(group, "train.loss"))
     filters = _param(group, "model.filters")
     layers = filters.count(",") + 1 if filters.startswith("[") else "?"
-    size = _param(group, "preprocess.image_size")
-    mode = _param(group, "preprocess.color_mode")
     return (f"e{_param(group, 'train.epochs')}/b{_param(group, 'train.batch_size')}/{loss}, "
-            f"{layers} conv, {size}px {mode}, {_param(group, 'data.n_train')} train images")
+            f"{layers} conv, {_param(group, 'preprocess.image_size')}px "
+            f"{_param(group, 'preprocess.color_mode')}, {_param(group, 'data.n_train')} train images")
 
 
 def _is_faithful(group: pd.DataFrame) -> bool:

@@ -30,8 +30,7 @@ def history_frame(run_id: str) -> pd.DataFrame:
     """The run's per-epoch curves from MLflow's metric history (the paper's Fig. 3 data)."""
     from leukemia_cnn.tracking.runs import metric_history
 
-    columns = {key: metric_history(run_id, key) for key in CURVE_METRICS}
-    frame = pd.DataFrame(columns).sort_index()
+    frame = pd.DataFrame({key: metric_history(run_id, key) for key in CURVE_METRICS}).sort_index()
     frame.insert(0, "epoch", frame.index.astype(int))
     return frame.reset_index(drop=True)
 

@@ -24,9 +24,7 @@ def job_folders(argv: list[str], root: Path, sweep_id: str) -> Path:
     when overridden on the command line, else ``multirun/<sweep id>``; relative to ``root``."""
     key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
     given = override_value(argv, key)
-    if not given:
-        return root / SWEEP_FOLDER / sweep_id
-    return root / given.replace("${sweep.id}", sweep_id)
+    return root / given.replace("${sweep.id}", sweep_id) if given else root / SWEEP_FOLDER / sweep_id
 
 
 def write_status(out_dir: Path, status: dict) -> None:

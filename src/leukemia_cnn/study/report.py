@@ -14,13 +14,12 @@ Markdown and HTML text); this module guards the outputs and writes them.
 
 from __future__ import annotations
 
-import secrets
-import shutil
 from pathlib import Path
 
 from leukemia_cnn.config import check_section
 from leukemia_cnn.config_schema import Config
-from leukemia_cnn.fileio import check_output, mark_output, swap_folder, write_text
+from leukemia_cnn.data.staging import staging_folder
+from leukemia_cnn.fileio import check_output, mark_output, shown, swap_folder, write_text
 from leukemia_cnn.markdown import html_page
 from leukemia_cnn.study.claims import claim_statements
 from leukemia_cnn.study.configurations import configurations
@@ -55,10 +54,8 @@ def build(cfg: Config, root: Path) -> dict:
              if not c.get("missing")]
     # Figures go to a staging folder swapped in at the end: an earlier report stays whole
     # until the new one is complete.
-    token = secrets.token_hex(4)
-    staging = assets.with_name(f"{assets.name}.tmp-{token}")
-    staging.mkdir(parents=True)
-    try:
+    with staging_folder(assets) as (staging, token):
+        staging.mkdir(parents=True)
         made = figures(runs, table, staging, cfg.report.sample_images)
         for fig in made:  # where they will be once swapped in
             fig["curves"] = assets / fig["curves"].name
@@ -71,25 +68,25 @@ def build(cfg: Config, root: Path) -> dict:
         write_text(markdown_file, markdown, owner=REPORT_OUTPUT)
         write_text(html_file, html_page(markdown, "Table 1", "leukemia-cnn report"),
                    owner=REPORT_OUTPUT)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return {"markdown": markdown_file, "html": html_file, "table": table,
             "claims": [c["text"] for c in claims + shown], "n_runs": len(runs),
             "figures": [str(f["curves"]) for f in made]}
 
 
-def check_report_outputs(reports_dir: Path, name: str, root: Path) -> tuple[Path, Path, Path]:
-    """The guard of the report's outputs ``NAME.md``, ``NAME.html`` and ``NAME_files/``:
-    each new or an earlier report's (see :func:`leukemia_cnn.fileio.check_output`)."""
-    instead = (f"Pass --name with another name (e.g. --name {name}2) to write a new report "
-               "beside it")
+def check_report_outputs(folder: Path, name: str, root: Path, owner: str = REPORT_OUTPUT,
+                         instead: str | None = None, overwrite: bool = False
+                         ) -> tuple[Path, Path, Path]:
+    """The guard of a report's outputs ``NAME.md``, ``NAME.html`` and ``NAME_files/`` in
+    ``folder``: each new or an earlier output of ``owner``, or with ``overwrite`` any (see
+    :func:`leukemia_cnn.fileio.check_output`); ``instead`` is the way out a refusal names."""
+    instead = instead or (f"Pass --name with another name (e.g. --name {name}2) to write a new "
+                          "report beside it")
     return tuple(
-        check_output(path, kind=kind, root=root, flag="--name", owner=REPORT_OUTPUT,
-                     instead=instead,
-                     label=f"{name} ({path.relative_to(root) if path.is_relative_to(root) else path})")
-        for path, kind in ((reports_dir / f"{name}.md", "file"),
-                           (reports_dir / f"{name}.html", "file"),
-                           (reports_dir / f"{name}_files", "folder")))
+        check_output(path, kind=kind, root=root, flag="--name", owner=owner,
+                     declared=path if overwrite else None, instead=instead,
+                     label=f"{name} ({shown(path, root)})")
+        for path, kind in ((folder / f"{name}.md", "file"), (folder / f"{name}.html", "file"),
+                           (folder / f"{name}_files", "folder")))
 
 
 def run(cfg: Config, root: Path) -> dict:

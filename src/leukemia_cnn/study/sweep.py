@@ -132,8 +132,7 @@ def prepare_store(argv: list[str], root: Path) -> None:
     from leukemia_cnn.tracking.runs import store_errors
     from leukemia_cnn.tracking.store import setup_mlflow
 
-    store_overrides = [a for a in argv if a.startswith("mlflow.") and "," not in a]
-    cfg = load_config(store_overrides, root=root)
+    cfg = load_config([a for a in argv if a.startswith("mlflow.") and "," not in a], root=root)
     with store_errors(cfg, root, "connect the sweep"):
         setup_mlflow(cfg, root)
 

@@ -56,15 +56,6 @@ def load_splits(cfg: Config, root: Path) -> dict[str, tuple[np.ndarray, np.ndarr
     return splits
 
 
-def _interrupt_guard():
-    """SIGTERM -> KeyboardInterrupt (run closed as KILLED), where signals can be handled."""
-    from leukemia_cnn.modeling.train import sigterm_as_interrupt
-
-    if threading.current_thread() is threading.main_thread():
-        return sigterm_as_interrupt()
-    return contextlib.nullcontext()
-
-
 def run_job(cfg: Config, root: Path, out_dir: Path, experiment_name: str = "default",
             overrides: list[str] | None = None) -> dict:
     """Train and evaluate ``cfg`` as one MLflow run; write the job's files in ``out_dir``.
@@ -88,13 +79,16 @@ def run_job(cfg: Config, root: Path, out_dir: Path, experiment_name: str = "defa
         times and ``collapsed``.
     """
     from leukemia_cnn.modeling import evaluate
+    from leukemia_cnn.modeling.train import sigterm_as_interrupt
     from leukemia_cnn.modeling.trainrun import start_training_run
     from leukemia_cnn.registry import register
     from leukemia_cnn.tracking.store import store_lock, tracking_uri
 
     splits = _job_splits(cfg, root, out_dir, experiment_name)
     x_train, y_train, train_paths = splits["train"]
-    with _interrupt_guard(), start_training_run(
+    # SIGTERM -> KeyboardInterrupt (run closed as KILLED), where signals can be handled.
+    main = threading.current_thread() is threading.main_thread()
+    with sigterm_as_interrupt() if main else contextlib.nullcontext(), start_training_run(
             cfg, root, x_train, y_train, splits["val"][1], train_paths, stage="sweep",
             recipe_name=None if experiment_name == "default" else experiment_name,
             overrides=" ".join(overrides or []) or "(defaults)", sweep_id=cfg.sweep.id,

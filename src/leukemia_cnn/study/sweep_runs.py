@@ -43,8 +43,7 @@ def fetch_runs(cfg: Config, root: Path) -> pd.DataFrame:
     # newer runs that log it at its default), else the run's tag.
     runs["tags.config_id"] = runs.apply(_logged_config_id, axis=1)
     # Every conf/experiment file that gave each configuration (conv3 is table1_e15_b64_cce).
-    names = runs["tags.experiment_name"].fillna("default") if "tags.experiment_name" in runs \
-        else pd.Series("default", index=runs.index)
+    names = runs.get("tags.experiment_name", pd.Series("default", index=runs.index)).fillna("default")
     runs["experiments"] = names.groupby(runs["tags.config_id"]).transform(
         lambda group: ",".join(sorted(set(group))))
     # A configuration and seed run twice (two sweeps): the newest run counts.

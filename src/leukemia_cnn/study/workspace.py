@@ -15,23 +15,16 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from leukemia_cnn.data.staging import staging_folder
 from leukemia_cnn.devtools import copy_project
 from leukemia_cnn.errors import LeukemiaCNNError
-from leukemia_cnn.fileio import (
-    OUTPUT_MARKER,
-    check_output,
-    record_output,
-    shown,
-    swap_folder,
-    write_text,
-)
+from leukemia_cnn.fileio import OUTPUT_MARKER, record_output, swap_folder, write_text
 
 # The paper's Table 1 rows, then the number-of-conv-layers rows (conv3 is the paper's network
 # at its default training; the Table 1 rows train it with each epoch/batch/loss setting), then
@@ -89,8 +82,7 @@ def make_workspace(root: Path, workspace: Path) -> Path:
 
 def run_commands(commands: list[list[str]], workspace: Path) -> None:
     """Run each command in ``workspace`` with this interpreter's scripts first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for command in commands:
         print(f"study: [{workspace.name}] {shlex.join(command)}", flush=True)
         code = subprocess.call(command, cwd=workspace, env=env)
@@ -104,15 +96,11 @@ def check_publish(root: Path, name: str, overwrite: bool = False) -> tuple[Path,
     """The guard of the published report ``docs/results/NAME.md``, ``.html``, ``NAME_files/``:
     each new or an earlier study's, unchanged since; a committed or hand-written report only
     with ``overwrite`` (``--overwrite-report``). Returns the three paths."""
-    results = Path(root) / RESULTS
-    instead = ("Pass --name with another name, or --overwrite-report to re-publish over it "
-               "(git keeps the committed version)")
-    return tuple(
-        check_output(path, kind=kind, root=root, flag="--name", owner=STUDY_OUTPUT,
-                     declared=path if overwrite else None, instead=instead,
-                     label=f"{name} ({shown(path, root)})")
-        for path, kind in ((results / f"{name}.md", "file"), (results / f"{name}.html", "file"),
-                           (results / f"{name}_files", "folder")))
+    from leukemia_cnn.study.report import check_report_outputs
+
+    return check_report_outputs(Path(root) / RESULTS, name, root, STUDY_OUTPUT,
+                                "Pass --name with another name, or --overwrite-report to "
+                                "re-publish over it (git keeps the committed version)", overwrite)
 
 
 def publish(root: Path, workspace: Path, name: str, source: Path, overwrite: bool = False) -> Path:
@@ -122,15 +110,11 @@ def publish(root: Path, workspace: Path, name: str, source: Path, overwrite: boo
     reports = workspace / "reports"
     markdown, page, assets = check_publish(root, name, overwrite)
     if (reports / f"{name}_files").is_dir():
-        token = secrets.token_hex(4)
-        staging = assets.with_name(f"{assets.name}.tmp-{token}")
-        # (not the report's output marker: docs/results/ is the project's, not the report's)
-        shutil.copytree(reports / f"{name}_files", staging,
-                        ignore=shutil.ignore_patterns(OUTPUT_MARKER))
-        try:
+        with staging_folder(assets) as (staging, token):
+            # (not the report's output marker: docs/results/ is the project's, not the report's)
+            shutil.copytree(reports / f"{name}_files", staging,
+                            ignore=shutil.ignore_patterns(OUTPUT_MARKER))
             swap_folder(staging, assets, token, STUDY_OUTPUT, assets if overwrite else None)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         record_output(assets, STUDY_OUTPUT)
     write_text(page, (reports / f"{name}.html").read_text(), owner=STUDY_OUTPUT)
     title, _, rest = (reports / f"{name}.md").read_text().partition("\n")
