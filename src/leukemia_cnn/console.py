@@ -14,6 +14,7 @@ own messages, Python tracebacks). MLflow's advisory warnings and artifact-downlo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import logging
 import os
@@ -112,12 +113,10 @@ class StderrPump:
         held-back tail."""
         os.set_blocking(self.read_end, False)
         forwarded = 0
-        try:
+        with contextlib.suppress(BlockingIOError):
             while forwarded < 1 << 20 and (chunk := os.read(self.read_end, 65536)):
                 self.forward(chunk)
                 forwarded += len(chunk)
-        except BlockingIOError:
-            pass
         if self.pending and not NATIVE_LOG_LINE.match(self.pending):
             os.write(self.real_stderr, self.pending)
         self.pending = b""

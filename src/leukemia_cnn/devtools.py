@@ -6,6 +6,7 @@ import one implementation instead of each writing its own.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -50,12 +51,10 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
     """
     started = time.monotonic()
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        with (contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+              urllib.request.urlopen(url, timeout=2) as response):
+            if response.status == 200:
+                return time.monotonic() - started
         if process.poll() is not None or time.monotonic() - started > timeout:
             tail = Path(log).read_text(errors="replace")[-3000:] if Path(log).exists() else ""
             raise RuntimeError(f"the server did not answer {url} within {timeout:.0f} s "

@@ -145,7 +145,6 @@ def load_split(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.n
 def run(cfg: Config, root: Path) -> dict:
     """Run the stage: split table + raw images -> ``paths.preprocessed_dir`` (config paths
     relative to ``root``); return the image count per split, the output shape and folder."""
-    root = Path(root)
     classes = list(cfg.data.classes)
     size = cfg.preprocess.image_size
     mode = cfg.preprocess.color_mode

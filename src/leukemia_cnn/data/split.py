@@ -288,7 +288,6 @@ def read_manifest(path: Path) -> pd.DataFrame:
 def run(cfg: Config, root: Path) -> dict:
     """Run the stage: manifest -> ``paths.splits`` CSV and ``<reports_dir>/split.json``
     (config paths relative to ``root``); return the summary written plus the output paths."""
-    root = Path(root)
     classes = list(cfg.data.classes)
     manifest = read_manifest(root / cfg.paths.manifest)
     table = split_table(manifest, classes, train=cfg.split.train, val=cfg.split.val,

@@ -103,7 +103,6 @@ def run(cfg: Config, root: Path, scale: float | None = None, seed: int | None = 
     """``leukemia-cnn data synth``: write the synthetic set, swap it in and version it with DVC
     (:func:`leukemia_cnn.data.rawtree.write_raw_tree`); files of the previous tree that no record
     holds are refused, or moved aside with ``discard_local``."""
-    root = Path(root)
     # --scale and --seed override data.synth.scale/seed; the config schema checks the result.
     data = cfg.data.model_dump()
     # Under data=kaggle the schema says `data.synth` belongs to data=synthetic.

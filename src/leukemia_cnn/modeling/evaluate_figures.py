@@ -4,6 +4,7 @@ diagrams and the Grad-CAM grid of test predictions. Drawn and saved through
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,8 @@ def original_image(raw_dir: Path | None, relative: str, fallback: np.ndarray):
     from leukemia_cnn.data.imaging import open_image
 
     if raw_dir is not None and (raw_dir / relative).is_file():
-        try:
+        with contextlib.suppress(LeukemiaCNNError):
             return open_image(raw_dir / relative)
-        except LeukemiaCNNError:
-            pass
     array = fallback[..., 0] if fallback.shape[-1] == 1 else fallback
     return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8))
 

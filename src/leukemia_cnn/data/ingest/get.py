@@ -225,7 +225,6 @@ def run(cfg: Config, root: Path, source: str | None = None, variant: str | None 
     ``discard_local``: move the files of the output folder that no record holds aside
     instead of refusing (``--discard-local-changes``).
     """
-    root = Path(root)
     chosen = _chosen_source(cfg, root, source)
     if variant is not None and variant not in VARIANTS:
         raise ConfigError(f"--variant {variant!r} is invalid; allowed: {', '.join(VARIANTS)}")
