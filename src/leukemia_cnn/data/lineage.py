@@ -204,19 +204,23 @@ def rows_digest(rows: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def workspace_lineage(cfg: Config, root: Path | None = None,
-                      rows: pd.DataFrame | None = None) -> DataLineage:
+def workspace_lineage(cfg: Config, root: Path | None = None) -> DataLineage:
     """The lineage of the workspace's current data and split (``val_digest`` is ``unknown``
     when neither a split table nor preprocessed arrays are there)."""
+    return lineage_and_rows(cfg, root)[0]
+
+
+def lineage_and_rows(cfg: Config, root: Path | None = None):
+    """``(lineage, rows)``: :func:`workspace_lineage` and the split rows it read (None when the
+    workspace has neither a split table nor preprocessed arrays)."""
     from leukemia_cnn.errors import LeukemiaCNNError
 
     root = Path(root or find_repo_root())
     source, name, uri = data_origin(cfg, root)
-    if rows is None:
-        try:
-            rows = split_rows(cfg, root)
-        except LeukemiaCNNError:
-            rows = None
+    try:
+        rows = split_rows(cfg, root)
+    except LeukemiaCNNError:
+        rows = None
     digest = rows_digest(rows[rows["split"] == "val"]) if rows is not None else UNKNOWN
     return DataLineage(version=data_version(root), source=source, name=name, uri=uri,
-                       val_digest=digest)
+                       val_digest=digest), rows

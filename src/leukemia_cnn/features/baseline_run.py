@@ -42,6 +42,7 @@ def log_baseline(cfg: Config, root: Path, metrics: dict, counts: dict, pca: PCA,
     explained-variance plot and the model ``PCA -> StandardScaler -> LogisticRegression``
     that takes HOG vectors.
     """
+    from leukemia_cnn.data.lineage import lineage_and_rows
     from leukemia_cnn.data.staging import interrupted_note
     from leukemia_cnn.tracking.failures import cleaned_on_failure
     from leukemia_cnn.tracking.fields import BASELINE_GROUPS, run_base_name, stage_params
@@ -55,7 +56,6 @@ def log_baseline(cfg: Config, root: Path, metrics: dict, counts: dict, pca: PCA,
     )
     from leukemia_cnn.tracking.store import (
         log_datasets,
-        run_lineage,
         run_tags,
         setup_mlflow,
         unique_run_name,
@@ -63,7 +63,7 @@ def log_baseline(cfg: Config, root: Path, metrics: dict, counts: dict, pca: PCA,
 
     with store_errors(cfg, root, "log the baseline"):
         experiment_id = setup_mlflow(cfg, root)
-        lineage, rows = run_lineage(cfg, root)
+        lineage, rows = lineage_and_rows(cfg, root)
         label = unique_run_name(run_base_name("baseline", cfg, lineage), experiment_id)
         tags = run_tags(cfg, root, what="Baseline (HOG + PCA, logistic regression) by `features`",
                         groups=BASELINE_GROUPS, stage="features", model_family="baseline")

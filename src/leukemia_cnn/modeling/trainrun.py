@@ -13,6 +13,7 @@ import numpy as np
 
 from leukemia_cnn.config import paper_faithful
 from leukemia_cnn.config_schema import Config
+from leukemia_cnn.data.lineage import lineage_and_rows
 from leukemia_cnn.data.staging import interrupted_note
 from leukemia_cnn.modeling.model import resolve_mixed_precision
 from leukemia_cnn.tracking.failures import cleaned_on_failure
@@ -27,7 +28,6 @@ from leukemia_cnn.tracking.runs import MetricWriter, active_run_id, log_params, 
 from leukemia_cnn.tracking.store import (
     config_id,
     log_datasets,
-    run_lineage,
     run_tags,
     setup_mlflow,
     unique_run_name,
@@ -125,7 +125,7 @@ def start_training_run(cfg: Config, root: Path, x_train, y_train, y_val, train_p
     folders the block writes besides the store; :func:`tracking.failures.cleaned_on_failure`).
     """
     experiment_id = setup_mlflow(cfg, root)
-    lineage, rows = run_lineage(cfg, root)
+    lineage, rows = lineage_and_rows(cfg, root)
     name = unique_run_name(run_base_name(recipe_name or recipe(cfg), cfg, lineage),
                            experiment_id)
     params = training_params(cfg, lineage, x_train, y_train, y_val)

@@ -16,7 +16,7 @@ from filelock import FileLock
 from leukemia_cnn.config import LATE_KNOBS, find_repo_root, overrides_from_defaults, same_setting, shared_root
 from leukemia_cnn.config_schema import Config
 from leukemia_cnn.data.lineage import DataLineage, data_version, rows_digest, safe_name, workspace_lineage
-from leukemia_cnn.errors import ConfigError, LeukemiaCNNError, full_disk_cause, full_disk_error
+from leukemia_cnn.errors import ConfigError, full_disk_cause, full_disk_error
 from leukemia_cnn.tracking import fields
 from leukemia_cnn.tracking.orphans import close_orphaned_runs, process_tags
 
@@ -282,18 +282,6 @@ def unique_run_name(base: str, experiment_id: str) -> str:
         number += 1
         name = f"{base}-{number}"
     return name
-
-
-def run_lineage(cfg: Config, root: Path):
-    """``(lineage, rows)``: the workspace's :class:`DataLineage` and its split rows (None when
-    the workspace has neither a split table nor preprocessed arrays)."""
-    from leukemia_cnn.data.lineage import split_rows
-
-    try:
-        rows = split_rows(cfg, root)
-    except LeukemiaCNNError:
-        rows = None
-    return workspace_lineage(cfg, root, rows=rows), rows
 
 
 def log_datasets(lineage: DataLineage, rows, train_paths=None) -> None:
