@@ -129,6 +129,7 @@ def test_training_batches_are_augmented_and_validation_is_not(make_cfg):
     assert history["val_loss"].iloc[-1] == pytest.approx(loss, rel=1e-4)
 
 
+@pytest.mark.slow  # trains; about 15 s on 2 cores
 def test_the_robust_recipe_composes_and_trains_a_tiny_run(make_cfg):
     from leukemia_cnn.modeling.train import fit
 
@@ -144,6 +145,7 @@ def test_the_robust_recipe_composes_and_trains_a_tiny_run(make_cfg):
         assert len(history) == 2 and np.isfinite(history["loss"]).all()
 
 
+@pytest.mark.slow  # trains; about 15 s on 2 cores
 def test_the_train_stage_trains_a_grey_model_on_augmented_colour(tmp_path, mlflow_store):
     """The robust recipe on a grayscale model through the train stage: batches from the train
     split's RGB copy (``x_rgb``), the guard and the logged model on the grey images."""

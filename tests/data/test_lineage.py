@@ -56,6 +56,7 @@ def test_validation_digest_depends_on_the_val_rows_only():
     assert len({rows_digest(rows), rows_digest(relabelled), rows_digest(changed)}) == 3
 
 
+@pytest.mark.slow  # trains; about 15 s on 2 cores
 def test_training_run_logs_its_datasets_and_names_its_data(tmp_path, mlflow_store):
     cfg = load_config([*TINY_OVERRIDES, "train.epochs=1"], root=REPO_ROOT)
     write_preprocessed(tmp_path, cfg, per_class={"train": 6, "val": 3, "test": 3})

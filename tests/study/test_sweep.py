@@ -35,6 +35,7 @@ def project(tmp_path, monkeypatch, mlflow_store):
     return root
 
 
+@pytest.mark.slow  # trains; about 15 s on 2 cores
 def test_multirun_with_parallel_workers_report_and_promotion(project, capfd):
     argv = ["-m", f"experiment={','.join(CONFIGS)}", "seed=1,2", *TINY_SWEEP,
             "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "sweep.id=tiny"]
@@ -238,6 +239,7 @@ def test_the_sweep_child_hides_tensorflow_info_lines_unless_verbose(monkeypatch)
     assert "TF_CPP_MIN_LOG_LEVEL" not in sweep.child_environment()
 
 
+@pytest.mark.slow  # trains; about 15 s on 2 cores
 def test_every_job_failed_in_a_sweep_dir_elsewhere_exits_non_zero(project, capfd):
     elsewhere = project / "sweeps" / "elsewhere"  # not multirun/ (a folder outside is refused)
     status = sweep.main(["-m", f"hydra.sweep.dir={elsewhere}", "sweep.register=false",
