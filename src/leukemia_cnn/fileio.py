@@ -5,11 +5,12 @@ created exclusively, so no file of the user's is ever taken for it) and renames 
 target when complete; a folder is written beside its target and swapped in
 (:func:`replacing_folder`). A crash, Ctrl-C or a full disk never leaves a half-written output.
 
-Guarded (:func:`check_output`): a command writes only its own outputs. Ownership is recorded,
-never guessed from content: a folder carries a marker file (:data:`OUTPUT_MARKER`), a file is
-listed with its sha256 in the record of its folder (:data:`OUTPUT_RECORD`), so a file edited by
-hand since is no longer the command's; or a manifest of the project declares the path as the
-command's (``data.dvc``, DVC's Hydra integration for ``params.yaml``).
+Guarded (:func:`check_output`; every refusal in docs/data-quality.md): a command writes only
+its own outputs. Ownership is recorded, never guessed from content: a folder carries a marker
+file (:data:`OUTPUT_MARKER`), a file is listed with its sha256 in the record of its folder
+(:data:`OUTPUT_RECORD`), so a file edited by hand since is no longer the command's; or a
+manifest of the project declares the path as the command's (``data.dvc``, DVC's Hydra
+integration for ``params.yaml``).
 """
 
 from __future__ import annotations

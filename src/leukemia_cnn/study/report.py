@@ -50,8 +50,8 @@ def build(cfg: Config, root: Path) -> dict:
     table = configurations(runs, confidence)
     claims = claim_statements(runs, table, CLAIMS, 1 - confidence)
     # A project claim is left out when its configuration was not run, said when it is ambiguous.
-    shown = [c for c in claim_statements(runs, table, PROJECT_CLAIMS, 1 - confidence)
-             if not c.get("missing")]
+    project_claims = [c for c in claim_statements(runs, table, PROJECT_CLAIMS, 1 - confidence)
+                      if not c.get("missing")]
     # Figures go to a staging folder swapped in at the end: an earlier report stays whole
     # until the new one is complete.
     with staging_folder(assets) as (staging, token):
@@ -62,14 +62,14 @@ def build(cfg: Config, root: Path) -> dict:
             if fig["samples"] is not None:
                 fig["samples"] = assets / fig["samples"].name
         markdown = report_markdown(cfg.mlflow.experiment_name, runs, table, confidence, claims,
-                                   shown, made, markdown_file.parent)
+                                   project_claims, made, markdown_file.parent)
         mark_output(staging, REPORT_OUTPUT)
         swap_folder(staging, assets, token, REPORT_OUTPUT)
         write_text(markdown_file, markdown, owner=REPORT_OUTPUT)
         write_text(html_file, html_page(markdown, "Table 1", "leukemia-cnn report"),
                    owner=REPORT_OUTPUT)
     return {"markdown": markdown_file, "html": html_file, "table": table,
-            "claims": [c["text"] for c in claims + shown], "n_runs": len(runs),
+            "claims": [c["text"] for c in claims + project_claims], "n_runs": len(runs),
             "figures": [str(f["curves"]) for f in made]}
 
 
